@@ -1,0 +1,161 @@
+"""Device configs (one TOML per device kind) -> DeviceConfig objects -> runners.
+
+A config names its backends (e.g. ``tflite-cpu``, ``tflite-gpu``, ``snpe-gpu``), each
+with a runner kind and that runner's settings. Every error names the file, the key
+and what was expected, since users write these files by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.runners.base import Runner, runner_class
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "device_configs"
+KINDS = ("host", "android")
+
+
+class ConfigError(ValueError):
+    """A device config that is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    runner: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    path: Path
+    kind: str
+    description: str
+    backends: dict[str, Backend]
+    default_backend: str
+    match: dict[str, list[str]] = field(default_factory=dict)
+    adb_servers: tuple[str, ...] = ()
+    thermal: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def backend(self, name: str | None = None) -> Backend:
+        name = name or self.default_backend
+        if name not in self.backends:
+            raise ConfigError(f"{self.path}: device {self.name!r} has no backend {name!r}; "
+                              f"it has: {', '.join(self.backends)}")
+        return self.backends[name]
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("NETADAPT_CONFIGS", CONFIG_DIR))
+
+
+def known_configs(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or config_dir()).glob("*.toml"))
+
+
+def load_config(name: str, directory: Path | None = None) -> DeviceConfig:
+    """A config by device name (``device_configs/<name>.toml``) or by path to a TOML file."""
+    directory = directory or config_dir()
+    path = Path(name) if name.endswith(".toml") else directory / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(known_configs(directory)) or "none"
+        raise ConfigError(f"unknown device {name!r}: no {path} (known devices: {known})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> DeviceConfig:
+    name = _get(data, path, "name", str, path.stem)
+    kind = _get(data, path, "kind", str, "android")
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: key 'kind': expected one of {', '.join(KINDS)}, got {kind!r}")
+    raw_backends = _get(data, path, "backends", dict)
+    if not raw_backends:
+        raise ConfigError(f"{path}: key 'backends': expected at least one [backends.NAME] table")
+    backends = {}
+    for bname, b in raw_backends.items():
+        if not isinstance(b, dict):
+            raise ConfigError(f"{path}: key 'backends.{bname}': expected a table")
+        runner = _get(b, path, "runner", str, where=f"backends.{bname}.")
+        settings = {k: v for k, v in b.items() if k not in ("runner", "default")}
+        backends[bname] = Backend(bname, runner, settings)
+    defaults = [n for n, b in raw_backends.items() if b.get("default")]
+    default = _get(data, path, "default_backend", str, defaults[0] if defaults
+                   else next(iter(backends)))
+    if default not in backends:
+        raise ConfigError(f"{path}: key 'default_backend': {default!r} is not one of the "
+                          f"backends ({', '.join(backends)})")
+    match = _get(data, path, "match", dict, {})
+    match = {k: [v] if isinstance(v, str) else list(v) for k, v in match.items()}
+    adb = _get(data, path, "adb", dict, {})
+    servers = adb.get("servers", [])
+    if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+        raise ConfigError(f"{path}: key 'adb.servers': expected a list of \"host:port\" strings")
+    return DeviceConfig(name, path, kind, _get(data, path, "description", str, ""), backends,
+                        default, match, tuple(servers), _get(data, path, "thermal", dict, {}),
+                        data)
+
+
+_MISSING = object()
+
+
+def _get(d: dict[str, Any], path: Path, key: str, typ: type, default: Any = _MISSING,
+         where: str = "") -> Any:
+    if key not in d:
+        if default is _MISSING:
+            raise ConfigError(f"{path}: missing key '{where}{key}' ({typ.__name__} expected)")
+        return default
+    value = d[key]
+    if not isinstance(value, typ):
+        raise ConfigError(f"{path}: key '{where}{key}': expected {typ.__name__}, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Settings of a host backend, checked: threads, cpus, warmup, runs, min_time_ms."""
+    allowed = {"threads": int, "cpus": (list, str), "warmup": int, "runs": int,
+               "min_time_ms": (int, float)}
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ConfigError(f"{path}: unknown host backend setting {key!r} "
+                              f"(known: {', '.join(allowed)})")
+        if not isinstance(value, allowed[key]) or isinstance(value, bool):
+            raise ConfigError(f"{path}: key {key!r}: expected {allowed[key]}, got {value!r}")
+        out[key] = value
+    if out.get("cpus") == "last":
+        out.pop("cpus")
+    elif isinstance(out.get("cpus"), str):
+        raise ConfigError(f"{path}: key 'cpus': expected a list of CPU numbers or \"last\"")
+    return out
+
+
+def make_runner(config: DeviceConfig, backend: str | None = None, **overrides: Any) -> Runner:
+    """A runner for one of the config's backends (host now; phones through adb/snpe runners)."""
+    b = config.backend(backend)
+    cls = runner_class(b.runner)
+    if b.runner == "host":
+        settings = {**host_runner_settings(b.settings, config.path), **overrides}
+        runner = cls(**settings)
+        runner.backend = b.name
+        return runner
+    return cls.from_config(config, b, **overrides)
+
+
+def make_runners(config: DeviceConfig, backend: str | None = None,
+                 serial: str | None = None) -> list[Runner]:
+    """One runner per attached device matching the config (the host is always attached)."""
+    b = config.backend(backend)
+    if b.runner == "host":
+        return [make_runner(config, backend)]
+    return list(runner_class(b.runner).discover(config, b, serial=serial))

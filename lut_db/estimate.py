@@ -1,0 +1,188 @@
+"""Network latency = the sum of its layers' LUT entries (the paper's method).
+
+A missing key is never silently zero. Policies:
+- ``error`` (default): MissingKeys names the keys and the command that measures them;
+- ``interpolate``: interpolate over channel counts between measured neighbours of the
+  same layer shape (same op, spatial size, kernel, stride, ...);
+- measuring on demand needs a device, so it lives in ``bench.sweep.measure_missing``.
+
+``SlotEstimator`` is the adapter's hot path: for a family of networks that differ
+only in slot widths, it caches each layer position's latency by (cin, cout), so an
+estimate is a few dict look-ups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lut_db.spec import LayerSpec, Network
+from lut_db.store import LutError
+
+POLICIES = ("error", "interpolate")
+
+
+class MissingKeys(LutError):
+    """The LUT lacks entries a network needs."""
+
+    def __init__(self, keys: Sequence[str], lut: str = "LUT", hint: str = ""):
+        self.keys = list(keys)
+        shown = "\n  ".join(self.keys[:10])
+        more = f"\n  ... and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        hint = hint or ("measure them with --missing measure (device attached), approximate "
+                        "them with --missing interpolate, or sweep a space that contains them "
+                        "with: netadapt lut")
+        super().__init__(f"{lut} has no entry for {len(self.keys)} layer(s):\n  {shown}{more}\n"
+                         f"{hint}")
+
+
+@dataclass
+class LayerEstimate:
+    node: str
+    key: str
+    latency_us: float
+    source: str  # "lut" or "interpolated"
+    macs: int = 0
+
+
+@dataclass
+class Estimate:
+    network: str
+    layers: list[LayerEstimate] = field(default_factory=list)
+
+    @property
+    def total_us(self) -> float:
+        return sum(layer.latency_us for layer in self.layers)
+
+    @property
+    def total_ms(self) -> float:
+        return self.total_us / 1000
+
+    @property
+    def interpolated(self) -> list[str]:
+        return [layer.key for layer in self.layers if layer.source == "interpolated"]
+
+    def to_dict(self) -> dict:
+        return {"network": self.network, "total_ms": self.total_ms,
+                "total_us": self.total_us, "interpolated": len(self.interpolated),
+                "layers": [vars(layer) for layer in self.layers]}
+
+
+def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
+             lut: str = "LUT") -> Estimate:
+    """Sum the LUT entries of ``net``'s layers under a missing-key policy."""
+    if missing not in POLICIES:
+        raise LutError(f"unknown missing-key policy {missing!r}; use one of {POLICIES}")
+    absent = [k for k in dict.fromkeys(net.keys) if k not in table]
+    if absent and missing == "error":
+        raise MissingKeys(absent, lut)
+    filled = interpolate(absent, table) if absent else {}
+    out = Estimate(net.name)
+    for node in net.nodes:
+        key = node.spec.key
+        if key in table:
+            out.layers.append(LayerEstimate(node.name, key, table[key], "lut", node.spec.macs))
+        else:
+            out.layers.append(LayerEstimate(node.name, key, filled[key], "interpolated",
+                                            node.spec.macs))
+    return out
+
+
+# -- interpolation over channel counts --------------------------------------------------------
+
+
+def shape_class(spec: LayerSpec) -> LayerSpec:
+    """The spec with its channel counts zeroed out: layers that differ only in channels."""
+    return replace(spec, cin=1, cout=spec.depth_multiplier)
+
+
+def interpolate(keys: Iterable[str], table: Mapping[str, float]) -> dict[str, float]:
+    """Latency of each missing key from measured entries of the same shape class.
+
+    Inside the measured (cin, cout) points: linear interpolation (1-D over cin for layers
+    whose output channels follow their input, 2-D otherwise). Outside them: the nearest
+    measured point scaled by the MACs ratio. Raises MissingKeys when a class has no entry.
+    """
+    groups: dict[LayerSpec, list[tuple[LayerSpec, float]]] = {}
+    for k, v in table.items():
+        s = LayerSpec.parse(k)
+        groups.setdefault(shape_class(s), []).append((s, v))
+    out, hopeless = {}, []
+    for k in keys:
+        s = LayerSpec.parse(k)
+        pts = groups.get(shape_class(s))
+        if not pts:
+            hopeless.append(k)
+            continue
+        out[k] = _interp_one(s, pts)
+    if hopeless:
+        raise MissingKeys(hopeless, hint="interpolation needs measured layers of the same "
+                          "shape with other channel counts; measure with --missing measure")
+    return out
+
+
+def _interp_one(s: LayerSpec, pts: list[tuple[LayerSpec, float]]) -> float:
+    tied = s.op in ("depthwise_conv2d", "add", "avg_pool", "max_pool", "global_avg_pool")
+    if tied:
+        xs = np.array([p.cin for p, _ in pts], float)
+        ys = np.array([v for _, v in pts], float)
+        order = np.argsort(xs)
+        xs, ys = xs[order], ys[order]
+        if xs[0] <= s.cin <= xs[-1]:
+            return float(np.interp(s.cin, xs, ys))
+    else:
+        from scipy.interpolate import griddata
+
+        xy = np.array([(p.cin, p.cout) for p, _ in pts], float)
+        vals = np.array([v for _, v in pts], float)
+        if len(pts) >= 3 and len(set(xy[:, 0])) > 1 and len(set(xy[:, 1])) > 1:
+            v = griddata(xy, vals, [(s.cin, s.cout)], method="linear")[0]
+            if np.isfinite(v):
+                return float(v)
+    nearest, value = min(pts, key=lambda pv: abs(pv[0].cin - s.cin) + abs(pv[0].cout - s.cout))
+    return value * s.macs / max(nearest.macs, 1)
+
+
+# -- the fast path for families of networks that differ only in widths ------------------------
+
+LayerFn = tuple[tuple[str, ...], Callable[[Mapping[str, int]], LayerSpec]]
+
+
+class SlotEstimator:
+    """Estimates of width configs of one family: sum of per-position cached entries.
+
+    ``layers`` lists, per layer position, the slots it depends on and a function that
+    makes its LayerSpec from a slot -> width mapping (see ``bench.zoo``).
+    """
+
+    def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
+                 missing: str = "error", lut: str = "LUT"):
+        self.layers = list(layers)
+        self.table = table
+        self.missing = missing
+        self.lut = lut
+        self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
+
+    def __call__(self, width: Mapping[str, int]) -> float:
+        """Estimated latency in microseconds."""
+        total = 0.0
+        for (slots, make), cache in zip(self.layers, self._cache):
+            sig = tuple(width[s] for s in slots)
+            v = cache.get(sig)
+            if v is None:
+                v = cache[sig] = self._lookup(make(width))
+            total += v
+        return total
+
+    def layer_costs(self, width: Mapping[str, int]) -> list[float]:
+        return [self._lookup(make(width)) for _, make in self.layers]
+
+    def _lookup(self, spec: LayerSpec) -> float:
+        v = self.table.get(spec.key)
+        if v is not None:
+            return v
+        if self.missing == "interpolate":
+            return interpolate([spec.key], self.table)[spec.key]
+        raise MissingKeys([spec.key], self.lut)

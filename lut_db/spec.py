@@ -1,0 +1,424 @@
+"""The LUT key vocabulary: LayerSpec (one layer's shape) and Network (a DAG of them).
+
+A LayerSpec's canonical string is the primary key of the look-up table, e.g.
+``conv2d:in=112x112x32,out=64,k=1x1,s=1x1,pad=same,act=relu6,dt=float32``.
+Fields at their default (dilation 1x1, bias on) are left out of the string, so
+one spec has exactly one key and parsing the key gives back an equal spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+OPS = (
+    "conv2d",
+    "depthwise_conv2d",
+    "fully_connected",
+    "add",
+    "avg_pool",
+    "max_pool",
+    "global_avg_pool",
+)
+ACTIVATIONS = ("none", "relu", "relu6")
+PADDINGS = ("same", "valid")
+DTYPES = ("float32",)
+# Ops whose output channel count is a free choice (NetAdapt prunes these).
+WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
+INPUT = "input"  # the name a Network node uses for the network's input
+
+
+class SpecError(ValueError):
+    """An invalid LayerSpec, key string or Network description."""
+
+
+@dataclass(frozen=True, order=True)
+class LayerSpec:
+    """One layer's shape: the unit measured once and stored under its key.
+
+    Shapes are NHWC with batch 1. A fully-connected layer sees its input as
+    ``h x w x cin`` and flattens it; the MobileNets give it 1x1xC.
+    """
+
+    op: str
+    h: int
+    w: int
+    cin: int
+    cout: int = 0
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: str = "same"
+    dilation: tuple[int, int] = (1, 1)
+    act: str = "none"
+    bias: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        # Normalise fields that only one value makes sense for, so equal layers get equal keys.
+        if self.op in ("add", "avg_pool", "max_pool", "global_avg_pool"):
+            object.__setattr__(self, "cout", self.cin)
+        if self.op == "depthwise_conv2d" and self.cout == 0:
+            object.__setattr__(self, "cout", self.cin)
+        for name in ("kernel", "stride", "dilation"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise SpecError naming the first thing wrong with this spec."""
+        if self.op not in OPS:
+            raise SpecError(f"unknown op {self.op!r}; expected one of {', '.join(OPS)}")
+        for name in ("h", "w", "cin", "cout"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise SpecError(f"{self.op}: {name} must be a positive integer, got {value!r}")
+        if self.act not in ACTIVATIONS:
+            raise SpecError(f"{self.op}: act must be one of {ACTIVATIONS}, got {self.act!r}")
+        if self.padding not in PADDINGS:
+            raise SpecError(f"{self.op}: padding must be same or valid, got {self.padding!r}")
+        if self.dtype not in DTYPES:
+            raise SpecError(f"{self.op}: dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("kernel", "stride", "dilation"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or min(pair) <= 0:
+                raise SpecError(f"{self.op}: {name} must be two positive integers, got {pair}")
+        if self.op == "depthwise_conv2d" and self.cout % self.cin:
+            raise SpecError(
+                f"depthwise_conv2d: out ({self.cout}) must be a multiple of in channels ({self.cin})"
+            )
+        if self.op == "global_avg_pool" and self.act != "none":
+            raise SpecError("global_avg_pool takes no fused activation")
+        if self.padding == "valid" and self.op in ("conv2d", "depthwise_conv2d", "avg_pool",
+                                                  "max_pool"):
+            kh, kw = self.effective_kernel
+            if kh > self.h or kw > self.w:
+                raise SpecError(
+                    f"{self.op}: kernel {kh}x{kw} is larger than the input {self.h}x{self.w} "
+                    "with valid padding"
+                )
+
+    # -- derived shapes and costs -----------------------------------------------------------
+    @property
+    def effective_kernel(self) -> tuple[int, int]:
+        """Kernel extent once dilation spreads it out."""
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.h, self.w, self.cin)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """Output H, W, C (NHWC, batch 1) as TFLite computes it."""
+        if self.op == "fully_connected":
+            return (1, 1, self.cout)
+        if self.op == "global_avg_pool":
+            return (1, 1, self.cin)
+        if self.op == "add":
+            return self.input_shape
+        (kh, kw), (sh, sw) = self.effective_kernel, self.stride
+        if self.padding == "same":
+            return (math.ceil(self.h / sh), math.ceil(self.w / sw), self.cout)
+        return ((self.h - kh) // sh + 1, (self.w - kw) // sw + 1, self.cout)
+
+    @property
+    def depth_multiplier(self) -> int:
+        return self.cout // self.cin if self.op == "depthwise_conv2d" else 1
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one inference (adds and pools count one per input read)."""
+        oh, ow, oc = self.output_shape
+        kh, kw = self.kernel
+        if self.op == "conv2d":
+            return oh * ow * oc * kh * kw * self.cin
+        if self.op == "depthwise_conv2d":
+            return oh * ow * oc * kh * kw
+        if self.op == "fully_connected":
+            return self.h * self.w * self.cin * self.cout
+        if self.op in ("avg_pool", "max_pool"):
+            return oh * ow * oc * kh * kw
+        return self.h * self.w * self.cin  # add, global_avg_pool
+
+    @property
+    def params(self) -> int:
+        """Weights plus biases."""
+        kh, kw = self.kernel
+        b = self.cout if self.bias else 0
+        if self.op == "conv2d":
+            return kh * kw * self.cin * self.cout + b
+        if self.op == "depthwise_conv2d":
+            return kh * kw * self.cout + b
+        if self.op == "fully_connected":
+            return self.h * self.w * self.cin * self.cout + b
+        return 0
+
+    def with_channels(self, cin: int | None = None, cout: int | None = None) -> LayerSpec:
+        """The same layer with other channel counts (depthwise keeps its multiplier)."""
+        cin = self.cin if cin is None else cin
+        if self.op == "depthwise_conv2d":
+            return replace(self, cin=cin, cout=cin * self.depth_multiplier)
+        return replace(self, cin=cin, cout=self.cout if cout is None else cout)
+
+    # -- the key ------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """Canonical string form; ``LayerSpec.parse(spec.key) == spec``."""
+        parts = [f"in={self.h}x{self.w}x{self.cin}"]
+        if self.op in ("conv2d", "fully_connected"):
+            parts.append(f"out={self.cout}")
+        if self.op == "depthwise_conv2d" and self.depth_multiplier != 1:
+            parts.append(f"mult={self.depth_multiplier}")
+        if self.op in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
+            parts += [f"k={_pair(self.kernel)}", f"s={_pair(self.stride)}", f"pad={self.padding}"]
+        if self.op in ("conv2d", "depthwise_conv2d") and self.dilation != (1, 1):
+            parts.append(f"d={_pair(self.dilation)}")
+        if self.op != "global_avg_pool":
+            parts.append(f"act={self.act}")
+        if self.op in WEIGHTED and not self.bias:
+            parts.append("bias=0")
+        parts.append(f"dt={self.dtype}")
+        return f"{self.op}:{','.join(parts)}"
+
+    def __str__(self) -> str:
+        return self.key
+
+    @classmethod
+    def parse(cls, key: str) -> LayerSpec:
+        """Parse a canonical (or hand-written, any field order) key string."""
+        op, sep, rest = key.strip().partition(":")
+        if not sep:
+            raise SpecError(f"{key!r} is not a layer key: expected 'op:field=value,...'")
+        fields: dict[str, str] = {}
+        for item in filter(None, rest.split(",")):
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise SpecError(f"{key!r}: {item!r} is not field=value")
+            fields[name.strip()] = value.strip()
+        try:
+            return cls._from_fields(op.strip(), fields)
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"{key!r}: {e}") from None
+
+    @classmethod
+    def _from_fields(cls, op: str, f: dict[str, str]) -> LayerSpec:
+        known = {"in", "out", "mult", "k", "s", "pad", "d", "act", "bias", "dt"}
+        unknown = set(f) - known
+        if unknown:
+            raise SpecError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        if "in" not in f:
+            raise SpecError("missing field 'in' (HxWxC)")
+        h, w, cin = _ints(f["in"], 3, "in")
+        cout = int(f["out"]) if "out" in f else cin * int(f.get("mult", 1))
+        return cls(
+            op=op, h=h, w=w, cin=cin, cout=cout,
+            kernel=_ints(f.get("k", "1x1"), 2, "k"),
+            stride=_ints(f.get("s", "1x1"), 2, "s"),
+            padding=f.get("pad", "same"),
+            dilation=_ints(f.get("d", "1x1"), 2, "d"),
+            act=f.get("act", "none"),
+            bias=f.get("bias", "1") not in ("0", "false", "False"),
+            dtype=f.get("dt", "float32"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["key"] = self.key
+        return d
+
+
+def _pair(p: tuple[int, int]) -> str:
+    return f"{p[0]}x{p[1]}"
+
+
+def _ints(text: str, n: int, name: str) -> tuple[int, ...]:
+    parts = text.lower().split("x")
+    if len(parts) != n:
+        raise SpecError(f"field {name}={text!r}: expected {n} integers joined by 'x'")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise SpecError(f"field {name}={text!r}: expected integers") from None
+
+
+# -- networks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """A named layer and the names of the nodes it reads (``input`` = the network input)."""
+
+    name: str
+    spec: LayerSpec
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Network:
+    """A DAG of named LayerSpecs in topological order, shape-checked on construction.
+
+    JSON form (see README)::
+
+        {"name": "tiny", "input": [32, 32, 3],
+         "nodes": [{"name": "c1", "spec": "conv2d:in=32x32x3,out=8,k=3x3,s=2x2,pad=same,act=relu",
+                    "inputs": ["input"]}, ...],
+         "outputs": ["c1"]}
+
+    ``outputs`` is optional (default: the last node).
+    """
+
+    name: str
+    input_shape: tuple[int, int, int]
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        if not self.nodes:
+            raise SpecError(f"network {self.name!r} has no nodes")
+        if not self.outputs:
+            object.__setattr__(self, "outputs", (self.nodes[-1].name,))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        self._check()
+
+    def _check(self) -> None:
+        shapes: dict[str, tuple[int, int, int]] = {INPUT: self.input_shape}
+        for node in self.nodes:
+            where = f"network {self.name!r}, node {node.name!r}"
+            if node.name in shapes:
+                raise SpecError(f"{where}: duplicate node name")
+            want = 2 if node.spec.op == "add" else 1
+            if len(node.inputs) != want:
+                raise SpecError(f"{where}: {node.spec.op} takes {want} input(s), "
+                                f"got {len(node.inputs)}")
+            for src in node.inputs:
+                if src not in shapes:
+                    raise SpecError(f"{where}: input {src!r} is not an earlier node")
+                if shapes[src] != node.spec.input_shape:
+                    raise SpecError(
+                        f"{where}: shape mismatch: {src!r} gives {_shape(shapes[src])} but "
+                        f"{node.spec.op} expects {_shape(node.spec.input_shape)}"
+                    )
+            shapes[node.name] = node.spec.output_shape
+        for out in self.outputs:
+            if out not in shapes or out == INPUT:
+                raise SpecError(f"network {self.name!r}: output {out!r} is not a node")
+
+    # -- queries ------------------------------------------------------------------------------
+    @property
+    def specs(self) -> list[LayerSpec]:
+        return [n.spec for n in self.nodes]
+
+    @property
+    def keys(self) -> list[str]:
+        return [n.spec.key for n in self.nodes]
+
+    @property
+    def macs(self) -> int:
+        return sum(s.macs for s in self.specs)
+
+    @property
+    def params(self) -> int:
+        return sum(s.params for s in self.specs)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "input": list(self.input_shape),
+            "nodes": [{"name": n.name, "spec": n.spec.key, "inputs": list(n.inputs)}
+                      for n in self.nodes],
+            "outputs": list(self.outputs),
+        }
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_json_dict(), indent=indent)
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> Network:
+        if not isinstance(d, dict):
+            raise SpecError("network JSON must be an object with 'input' and 'nodes'")
+        name = str(d.get("name", "network"))
+        for required in ("input", "nodes"):
+            if required not in d:
+                raise SpecError(f"network {name!r}: missing {required!r}")
+        shape = d["input"]
+        if (not isinstance(shape, list) or len(shape) != 3
+                or not all(isinstance(v, int) and v > 0 for v in shape)):
+            raise SpecError(f"network {name!r}: 'input' must be [H, W, C] positive integers")
+        nodes = []
+        for i, nd in enumerate(d["nodes"]):
+            label = nd.get("name", f"#{i}") if isinstance(nd, dict) else f"#{i}"
+            try:
+                nodes.append(_node_from_json(nd))
+            except SpecError as e:
+                raise SpecError(f"network {name!r}, node {label!r}: {e}") from None
+        return cls(name, tuple(shape), tuple(nodes), tuple(d.get("outputs", ())),
+                   meta=d.get("meta", {}))
+
+    @classmethod
+    def from_json(cls, text: str) -> Network:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"not valid JSON: {e}") from None
+        return cls.from_json_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Network:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise SpecError(f"cannot read network file {path}: {e.strerror}") from None
+        try:
+            return cls.from_json(text)
+        except SpecError as e:
+            raise SpecError(f"{path}: {e}") from None
+
+
+def _node_from_json(nd: Any) -> Node:
+    if not isinstance(nd, dict) or "name" not in nd or "spec" not in nd:
+        raise SpecError("each node needs 'name', 'spec' and 'inputs'")
+    spec = nd["spec"]
+    if isinstance(spec, dict):
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "key"}
+        try:
+            spec = LayerSpec(**fields)
+        except TypeError as e:
+            raise SpecError(str(e)) from None
+    else:
+        spec = LayerSpec.parse(str(spec))
+    inputs = nd.get("inputs", [INPUT])
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    return Node(str(nd["name"]), spec, tuple(inputs))
+
+
+def chain(name: str, input_shape: tuple[int, int, int],
+          layers: Iterable[tuple[str, LayerSpec]]) -> Network:
+    """A Network where each layer reads the one before it (a convenience for tests)."""
+    nodes, prev = [], INPUT
+    for lname, spec in layers:
+        nodes.append(Node(lname, spec, (prev,)))
+        prev = lname
+    return Network(name, input_shape, tuple(nodes))
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in s)

@@ -1,0 +1,524 @@
+"""LutStore: one SQLite file per device holding versioned latency look-up tables.
+
+A version is `building` while a sweep fills it and `sealed` afterwards; SQLite
+triggers refuse any change to a sealed version's rows, so a number quoted as
+``galaxy_s8.db@3`` stays true. The schema version lives in ``PRAGMA user_version``;
+``MIGRATIONS[i]`` upgrades a file from version i to i+1.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from lut_db.spec import LayerSpec, SpecError
+
+SCHEMA_VERSION = 1
+
+
+class LutError(Exception):
+    """Base of the store's errors; each message is meant for the user as it is."""
+
+
+class NotALut(LutError):
+    pass
+
+
+class SchemaTooNew(LutError):
+    pass
+
+
+class NoSuchVersion(LutError):
+    pass
+
+
+class SealedVersion(LutError):
+    pass
+
+
+class StoreLocked(LutError):
+    pass
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+SPEC_COLUMNS = {
+    "op": str, "h": int, "w": int, "cin": int, "cout": int, "kh": int, "kw": int,
+    "sh": int, "sw": int, "padding": str, "dh": int, "dw": int, "act": str,
+    "bias": int, "dtype": str,
+}
+TIMING_COLUMNS = {
+    "latency_us": float, "median_us": float, "mean_us": float, "std_us": float,
+    "min_us": float, "max_us": float, "runs": int, "warmup_runs": int,
+    "samples_us": str, "extra": str,
+}
+MEASUREMENT_COLUMNS = {
+    "version": int, "key": str, **SPEC_COLUMNS, **TIMING_COLUMNS,
+    "status": str, "error": str, "output": str, "serial": str, "measured_at": str,
+}
+
+SEALED_GUARDS = """
+CREATE TRIGGER IF NOT EXISTS {table}_sealed_insert BEFORE INSERT ON {table}
+WHEN (SELECT status FROM versions WHERE id = NEW.version) = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_sealed_update BEFORE UPDATE ON {table}
+WHEN (SELECT status FROM versions WHERE id = OLD.version) = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_sealed_delete BEFORE DELETE ON {table}
+WHEN (SELECT status FROM versions WHERE id = OLD.version) = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END;
+"""
+
+VERSION_GUARDS = """
+CREATE TRIGGER IF NOT EXISTS versions_sealed_update BEFORE UPDATE ON versions
+WHEN OLD.status = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END;
+CREATE TRIGGER IF NOT EXISTS versions_sealed_delete BEFORE DELETE ON versions
+WHEN OLD.status = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END;
+"""
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db["versions"].create({
+        "id": int, "device": str, "backend": str, "status": str, "created": str,
+        "sealed": str, "fingerprint": str, "fingerprint_hash": str, "parent": int,
+        "note": str, "space": str,
+    }, pk="id", not_null={"device", "backend", "status", "created"})
+    db["measurements"].create(MEASUREMENT_COLUMNS, pk=("version", "key"),
+                              foreign_keys=[("version", "versions", "id")])
+    # Keys measured again on other phones of the farm, to show whether phones agree.
+    db["replicas"].create({"version": int, "key": str, "serial": str, **TIMING_COLUMNS,
+                           "measured_at": str}, pk=("version", "key", "serial"),
+                          foreign_keys=[("version", "versions", "id")])
+    # Validations may be added to a sealed version (they do not change its entries).
+    db["validations"].create({
+        "version": int, "name": str, "family": str, "held_out": int, "network": str,
+        "estimated_us": float, "measured_us": float, "timing": str, "macs": int,
+        "params": int, "measured_at": str,
+    }, pk=("version", "name"), foreign_keys=[("version", "versions", "id")])
+    # Version-level numbers measured with the version (e.g. per-invoke overhead).
+    db["version_stats"].create({"version": int, "name": str, "value": float, "detail": str},
+                               pk=("version", "name"),
+                               foreign_keys=[("version", "versions", "id")])
+    db.executescript(VERSION_GUARDS + SEALED_GUARDS.format(table="measurements")
+                     + SEALED_GUARDS.format(table="replicas"))
+
+
+# MIGRATIONS[i] takes a file at schema i to schema i + 1. Schema 0 is an empty file.
+MIGRATIONS = [_create_v1]
+
+
+# -- data classes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Version:
+    id: int
+    device: str
+    backend: str
+    status: str
+    created: str
+    sealed: str | None
+    fingerprint: dict[str, Any]
+    parent: int | None
+    note: str
+    space: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.device}@{self.id}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One LUT entry as stored."""
+
+    key: str
+    latency_us: float
+    std_us: float
+    runs: int
+
+
+@dataclass
+class Diff:
+    a: int
+    b: int
+    common: int
+    only_a: list[str]
+    only_b: list[str]
+    ratios: dict[str, float]  # key -> b / a
+
+    def summary(self) -> dict[str, Any]:
+        r = sorted(self.ratios.values())
+        out: dict[str, Any] = {"a": self.a, "b": self.b, "common": self.common,
+                               "only_a": len(self.only_a), "only_b": len(self.only_b)}
+        if r:
+            q = statistics.quantiles(r, n=20) if len(r) > 1 else [r[0]] * 19
+            out.update(median_ratio=statistics.median(r), p5=q[0], p95=q[-1],
+                       min=r[0], max=r[-1],
+                       within_5pct=sum(abs(x - 1) <= 0.05 for x in r) / len(r))
+        return out
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_lut_ref(ref: str) -> tuple[Path, int | None]:
+    """``luts/host.db@3`` -> (path, 3); ``luts/host.db`` -> (path, None = newest sealed)."""
+    path, sep, version = str(ref).rpartition("@")
+    if sep and version.isdigit():
+        return Path(path), int(version)
+    if sep and not Path(ref).exists():
+        raise LutError(f"{ref!r}: the version after '@' must be a number, e.g. luts/host.db@3")
+    return Path(ref), None
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class LutStore:
+    """A device's LUT file. ``LutStore.open(path)`` checks it; ``create=True`` makes it."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path | None):
+        self.db = db
+        self.path = path
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, create: bool = False) -> LutStore:
+        path = Path(path)
+        if not path.exists() and not create:
+            raise NotALut(f"{path}: no such LUT file (build one with: netadapt lut --db {path})")
+        if path.exists() and path.is_dir():
+            raise NotALut(f"{path} is a directory, not a LUT file")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            store = cls(sqlite_utils.Database(path), path)
+            store._prepare(create)
+        except sqlite3.DatabaseError as e:
+            raise NotALut(f"{path} is not a netadapt LUT (SQLite says: {e})") from None
+        return store
+
+    @classmethod
+    def memory(cls) -> LutStore:
+        store = cls(sqlite_utils.Database(memory=True), None)
+        store._prepare(True)
+        return store
+
+    def _prepare(self, create: bool) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = set(self.db.table_names())
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} was written by a newer netadapt-farm (schema {current}, this one "
+                f"reads up to {SCHEMA_VERSION}); upgrade: pip install -U netadapt-farm"
+            )
+        if current == 0 and tables and "versions" not in tables:
+            raise NotALut(f"{self.path} is an SQLite file but not a netadapt LUT "
+                          f"(tables: {', '.join(sorted(tables))})")
+        if current == 0 and not tables and not create:
+            raise NotALut(f"{self.path} is empty, not a netadapt LUT")
+        if self.path is not None and (current < SCHEMA_VERSION):
+            self.db.enable_wal()
+        for step in range(current, SCHEMA_VERSION):
+            with self.db.atomic():
+                MIGRATIONS[step](self.db)
+                self.db.execute(f"PRAGMA user_version = {step + 1}")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA busy_timeout = 5000")
+
+    def close(self) -> None:
+        self.unlock()
+        self.db.close()
+
+    def __enter__(self) -> LutStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writer lock: one sweep per file at a time ------------------------------------------
+    def lock(self) -> None:
+        """Take the writer lock, or raise StoreLocked. The OS drops it if the process dies."""
+        if self.path is None or self._lock_fd is not None:
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreLocked(
+                f"{self.path} is being written by another sweep (pid {holder}); wait for it to "
+                "finish, or stop it (its measurements are kept and the next run resumes)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- versions ---------------------------------------------------------------------------
+    def versions(self) -> list[Version]:
+        return [_version(r) for r in self.db["versions"].rows_where(order_by="id")]
+
+    def version(self, ref: int | None = None) -> Version:
+        """A version by id; None = the newest sealed one."""
+        if ref is None:
+            sealed = [v for v in self.versions() if v.status == "sealed"]
+            if not sealed:
+                raise NoSuchVersion(f"{self.path} has no sealed version yet "
+                                    f"(versions: {self._version_list()})")
+            return sealed[-1]
+        rows = list(self.db["versions"].rows_where("id = ?", [ref]))
+        if not rows:
+            raise NoSuchVersion(f"{self.path} has no version {ref} "
+                                f"(versions: {self._version_list()})")
+        return _version(rows[0])
+
+    def _version_list(self) -> str:
+        vs = self.versions()
+        return ", ".join(f"{v.id} {v.status}" for v in vs) if vs else "none"
+
+    def create_version(self, device: str, backend: str, fingerprint: dict[str, Any],
+                       parent: int | None = None, note: str = "",
+                       space: dict[str, Any] | None = None) -> Version:
+        """A new building version; with a parent, it starts with the parent's entries."""
+        with self.db.atomic():
+            vid = self.db["versions"].insert({
+                "device": device, "backend": backend, "status": "building", "created": now(),
+                "sealed": None, "fingerprint": json.dumps(fingerprint, sort_keys=True),
+                "fingerprint_hash": fingerprint_hash(fingerprint), "parent": parent,
+                "note": note, "space": json.dumps(space or {}, sort_keys=True),
+            }).last_pk
+            if parent is not None:
+                cols = ", ".join(c for c in MEASUREMENT_COLUMNS if c != "version")
+                self.db.execute(
+                    f"INSERT INTO measurements (version, {cols}) "
+                    f"SELECT ?, {cols} FROM measurements WHERE version = ?", [vid, parent])
+        return self.version(vid)
+
+    def find_building(self, device: str, backend: str,
+                      fingerprint: dict[str, Any]) -> Version | None:
+        """The building version a sweep with this fingerprint should resume, if any."""
+        rows = list(self.db["versions"].rows_where(
+            "device = ? AND backend = ? AND fingerprint_hash = ? AND status = 'building'",
+            [device, backend, fingerprint_hash(fingerprint)], order_by="id desc", limit=1))
+        return _version(rows[0]) if rows else None
+
+    def find_sealed(self, device: str, backend: str,
+                    fingerprint: dict[str, Any]) -> Version | None:
+        rows = list(self.db["versions"].rows_where(
+            "device = ? AND backend = ? AND fingerprint_hash = ? AND status = 'sealed'",
+            [device, backend, fingerprint_hash(fingerprint)], order_by="id desc", limit=1))
+        return _version(rows[0]) if rows else None
+
+    def update_space(self, version: int, space: dict[str, Any]) -> None:
+        self._writable(version)
+        self.db["versions"].update(version, {"space": json.dumps(space, sort_keys=True)})
+
+    def seal(self, version: int) -> Version:
+        self._writable(version)
+        self.db["versions"].update(version, {"status": "sealed", "sealed": now()})
+        return self.version(version)
+
+    def _writable(self, version: int) -> Version:
+        v = self.version(version)
+        if v.status == "sealed":
+            raise SealedVersion(
+                f"{v.label} is sealed and never changes; measure into a new version "
+                "(netadapt lut creates one derived from it)")
+        return v
+
+    # -- measurements -----------------------------------------------------------------------
+    def add_results(self, version: int, results: Iterable[tuple[str, Any]],
+                    serial: str = "") -> int:
+        """Store one batch of (key, Timing | Failure) in one transaction; returns rows added."""
+        self._writable(version)
+        rows = [_measurement_row(version, key, res, serial) for key, res in results]
+        try:
+            with self.db.atomic():
+                self.db["measurements"].insert_all(rows, batch_size=len(rows) + 1)
+        except sqlite3.IntegrityError as e:
+            raise LutError(f"version {version}: {e} (a key is measured once per version)") from None
+        return len(rows)
+
+    def add_replicas(self, version: int, results: Iterable[tuple[str, Any]],
+                     serial: str) -> None:
+        """Keys measured again on another phone of the farm (cross-device agreement)."""
+        self._writable(version)
+        rows = [{"version": version, "key": k, "serial": serial, "measured_at": now(),
+                 **_timing_columns(t)} for k, t in results]
+        with self.db.atomic():
+            self.db["replicas"].insert_all(rows, batch_size=len(rows) + 1, replace=True)
+
+    def keys(self, version: int, status: str | None = None) -> set[str]:
+        """Keys stored in a version (ok and failed alike unless status is given)."""
+        where, args = "version = ?", [version]
+        if status:
+            where, args = where + " AND status = ?", args + [status]
+        return {r["key"] for r in self.db["measurements"].rows_where(where, args, select="key")}
+
+    def table(self, version: int) -> dict[str, float]:
+        """key -> latency (us) of every measured entry: what estimation sums."""
+        return {k: v for k, v in self.db.execute(
+            "SELECT key, latency_us FROM measurements WHERE version = ? AND status = 'ok'",
+            [version]).fetchall()}
+
+    def entries(self, version: int) -> list[dict[str, Any]]:
+        return list(self.db["measurements"].rows_where("version = ?", [version], order_by="key"))
+
+    def failures(self, version: int) -> list[dict[str, Any]]:
+        return list(self.db["measurements"].rows_where(
+            "version = ? AND status = 'failed'", [version], select="key, error, output, serial"))
+
+    def counts(self, version: int) -> dict[str, int]:
+        rows = self.db.execute("SELECT status, count(*) FROM measurements WHERE version = ? "
+                               "GROUP BY status", [version]).fetchall()
+        return {s: n for s, n in rows}
+
+    def replicas(self, version: int) -> list[dict[str, Any]]:
+        return list(self.db["replicas"].rows_where("version = ?", [version]))
+
+    # -- version-level stats and validations ------------------------------------------------
+    def set_stat(self, version: int, name: str, value: float, detail: Any = None) -> None:
+        self._writable(version)
+        self.db["version_stats"].insert({"version": version, "name": name, "value": value,
+                                         "detail": json.dumps(detail)}, replace=True)
+
+    def stats(self, version: int) -> dict[str, float]:
+        return {r["name"]: r["value"]
+                for r in self.db["version_stats"].rows_where("version = ?", [version])}
+
+    def add_validation(self, version: int, row: dict[str, Any]) -> None:
+        self.version(version)
+        self.db["validations"].insert({"version": version, "measured_at": now(), **row},
+                                      replace=True)
+
+    def validations(self, version: int) -> list[dict[str, Any]]:
+        return list(self.db["validations"].rows_where("version = ?", [version], order_by="name"))
+
+    # -- diff, export, import ---------------------------------------------------------------
+    def diff(self, a: int, b: int) -> Diff:
+        ta, tb = self.table(self.version(a).id), self.table(self.version(b).id)
+        common = ta.keys() & tb.keys()
+        return Diff(a, b, len(common), sorted(ta.keys() - tb.keys()),
+                    sorted(tb.keys() - ta.keys()),
+                    {k: tb[k] / ta[k] for k in sorted(common) if ta[k] > 0})
+
+    def export(self, version: int, fmt: str = "json") -> str:
+        """A version with its metadata (JSON) or its entries (CSV)."""
+        v = self.version(version)
+        rows = self.entries(version)
+        if fmt == "csv":
+            buf = io.StringIO()
+            cols = [c for c in MEASUREMENT_COLUMNS if c != "version"]
+            writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            return buf.getvalue()
+        if fmt != "json":
+            raise LutError(f"unknown export format {fmt!r}; use json or csv")
+        meta = {k: getattr(v, k) for k in ("id", "device", "backend", "status", "created",
+                                           "sealed", "fingerprint", "parent", "note", "space")}
+        for r in rows:
+            r.pop("version", None)
+        return json.dumps({"format": "netadapt-lut", "schema": SCHEMA_VERSION,
+                           "version": meta, "measurements": rows}, indent=1)
+
+    def import_(self, text: str, fmt: str = "json", device: str | None = None,
+                backend: str | None = None, seal: bool = True) -> Version:
+        """Import an export as a new version (sealed unless seal=False)."""
+        if fmt == "json":
+            try:
+                data = json.loads(text)
+                meta, rows = data["version"], data["measurements"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise LutError("not a netadapt LUT export (expected JSON from 'db export')") from None
+        elif fmt == "csv":
+            meta, rows = {}, list(csv.DictReader(io.StringIO(text)))
+        else:
+            raise LutError(f"unknown import format {fmt!r}; use json or csv")
+        device = device or meta.get("device")
+        backend = backend or meta.get("backend")
+        if not device or not backend:
+            raise LutError("the import has no device/backend: pass --device and --backend")
+        note = f"imported from {meta.get('device')}@{meta.get('id')}" if meta else "imported"
+        v = self.create_version(device, backend, meta.get("fingerprint") or {},
+                                note=note, space=meta.get("space") or {})
+        clean = [_import_row(v.id, r) for r in rows]
+        with self.db.atomic():
+            self.db["measurements"].insert_all(clean, batch_size=len(clean) + 1)
+        return self.seal(v.id) if seal else v
+
+
+def _version(r: dict[str, Any]) -> Version:
+    return Version(r["id"], r["device"], r["backend"], r["status"], r["created"], r["sealed"],
+                   json.loads(r["fingerprint"] or "{}"), r["parent"], r["note"] or "",
+                   json.loads(r["space"] or "{}"))
+
+
+def spec_columns(spec: LayerSpec) -> dict[str, Any]:
+    return {"op": spec.op, "h": spec.h, "w": spec.w, "cin": spec.cin, "cout": spec.cout,
+            "kh": spec.kernel[0], "kw": spec.kernel[1], "sh": spec.stride[0],
+            "sw": spec.stride[1], "padding": spec.padding, "dh": spec.dilation[0],
+            "dw": spec.dilation[1], "act": spec.act, "bias": int(spec.bias),
+            "dtype": spec.dtype}
+
+
+def _timing_columns(t: Any) -> dict[str, Any]:
+    return {"latency_us": t.latency_us, "median_us": t.median_us, "mean_us": t.mean_us,
+            "std_us": t.std_us, "min_us": t.min_us, "max_us": t.max_us, "runs": t.runs,
+            "warmup_runs": t.warmup_runs, "samples_us": json.dumps(list(t.samples_us)),
+            "extra": json.dumps(t.extra)}
+
+
+def _measurement_row(version: int, key: str, res: Any, serial: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"version": version, "key": key, **spec_columns(LayerSpec.parse(key)),
+                           "serial": serial, "measured_at": now()}
+    if hasattr(res, "latency_us"):
+        row.update(_timing_columns(res), status="ok", error=None, output=None)
+    else:
+        row.update(status="failed", error=res.error, output=res.output[-20000:])
+    return row
+
+
+def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
+    try:
+        spec = LayerSpec.parse(r["key"])
+    except (KeyError, SpecError) as e:
+        raise LutError(f"import: bad key in row {r!r:.80}: {e}") from None
+    row = {c: r.get(c) for c in MEASUREMENT_COLUMNS}
+    row.update(spec_columns(spec), version=version)
+    row = {k: (None if v == "" else v) for k, v in row.items()}
+    if row.get("status") is None:
+        row["status"] = "ok"
+    return row
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,80 @@
+"""What every command shares: the console, user-error handling, LUT and network options."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Iterator, NoReturn
+
+import typer
+from rich.console import Console
+
+from bench.devices import ConfigError
+from bench.runners.base import RunnerError
+from lut_db.spec import Network, SpecError
+from lut_db.store import LutError, LutStore, Version, parse_lut_ref
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Errors a user can cause: shown as one message, never a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (LutError, SpecError, ConfigError, RunnerError,
+                                                 sqlite3.DatabaseError, OSError)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, markup=True,
+                      soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's own exceptions into one clear message and exit code 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        fail(_escape(str(e)))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every batch already measured is stored; "
+                          "run the same command again to resume")
+        sys.exit(130)
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def open_lut(ref: str, create: bool = False) -> tuple[LutStore, Version]:
+    """``luts/host.db@3`` -> (store, version 3); without @ the newest sealed version."""
+    path, vid = parse_lut_ref(ref)
+    store = LutStore.open(path, create=create)
+    return store, store.version(vid)
+
+
+def default_db(device: str) -> Path:
+    return Path("luts") / f"{device}.db"
+
+
+def load_network(network: Path | None, model: str | None, width: float | None,
+                 widths: str | None, resolution: int, classes: int) -> Network:
+    """A network from --network net.json or from --model FAMILY [--width M | --widths a,b,..]."""
+    from bench.zoo import family
+
+    if (network is None) == (model is None):
+        raise SpecError("give exactly one of --network FILE.json or --model NAME")
+    if network is not None:
+        return Network.load(network)
+    if width is not None and widths is not None:
+        raise SpecError("give --width (a multiplier) or --widths (one per slot), not both")
+    fam = family(model)
+    if widths is not None:
+        try:
+            values = [int(v) for v in widths.split(",")]
+        except ValueError:
+            raise SpecError(f"--widths must be integers separated by commas, got {widths!r}")
+        return fam.network(values, resolution=resolution, classes=classes)
+    return fam.network(width_mult=width if width is not None else 1.0, resolution=resolution,
+                       classes=classes)

@@ -1,0 +1,127 @@
+"""`netadapt db`: list, show, diff, export, import and browse LUT versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from lut_db.store import LutStore, parse_lut_ref
+from netadapt_cli.common import console, fail, open_lut, user_errors
+
+app = typer.Typer(help="Inspect and move LUT versions (mirrors lut_db.store.LutStore).",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+def list_(db: Path = typer.Argument(..., help="LUT file, e.g. luts/host.db")) -> None:
+    """List the versions of a LUT file."""
+    with user_errors():
+        store = LutStore.open(db)
+        t = Table("id", "device", "backend", "status", "entries", "failed", "created", "note")
+        for v in store.versions():
+            c = store.counts(v.id)
+            t.add_row(str(v.id), v.device, v.backend, v.status, str(c.get("ok", 0)),
+                      str(c.get("failed", 0)), v.created, v.note)
+        console.print(t)
+
+
+@app.command()
+def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1"),
+         entries: int = typer.Option(10, help="How many entries to list."),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show a version: fingerprint, counts, failures and a few entries."""
+    with user_errors():
+        store, v = open_lut(lut)
+        counts, failures = store.counts(v.id), store.failures(v.id)
+        rows = store.entries(v.id)
+        if as_json:
+            print(json.dumps({"version": vars(v), "counts": counts, "failures": failures,
+                              "stats": store.stats(v.id)}, indent=1, default=str))
+            return
+        console.print(f"[bold]{v.label}[/] {v.backend} [{v.status}] created {v.created}"
+                      f"{', sealed ' + v.sealed if v.sealed else ''}"
+                      f"{', parent ' + str(v.parent) if v.parent else ''}", highlight=False)
+        console.print(f"entries: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed")
+        console.print("fingerprint: " + json.dumps(v.fingerprint, sort_keys=True))
+        if v.space:
+            console.print("space: " + json.dumps(v.space))
+        for name, value in store.stats(v.id).items():
+            console.print(f"{name}: {value:.2f}")
+        if failures:
+            t = Table("failed key", "error", title="failures")
+            for f in failures:
+                t.add_row(f["key"], f["error"])
+            console.print(t)
+        t = Table("key", "ms", "std %", "runs", title=f"first {entries} entries")
+        for r in [r for r in rows if r["status"] == "ok"][:entries]:
+            t.add_row(r["key"], f"{r['latency_us'] / 1000:.3f}",
+                      f"{100 * r['std_us'] / r['mean_us']:.1f}", str(r["runs"]))
+        console.print(t)
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
+         b: str = typer.Argument(..., help="VERSION or LUT@VERSION (same file)"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Per-key latency ratios b / a between two versions of one LUT file."""
+    with user_errors():
+        store, va = open_lut(a)
+        vb = store.version(int(b)) if b.isdigit() else store.version(parse_lut_ref(b)[1])
+        d = store.diff(va.id, vb.id)
+        s = d.summary()
+        if as_json:
+            print(json.dumps(s, indent=1))
+            return
+        if not d.common:
+            fail(f"versions {va.id} and {vb.id} have no key in common")
+        console.print(f"{va.label} -> {vb.label}: {d.common} common keys, {len(d.only_a)} only "
+                      f"in {va.id}, {len(d.only_b)} only in {vb.id}")
+        console.print(f"ratio b/a: median {s['median_ratio']:.3f}, p5 {s['p5']:.3f}, "
+                      f"p95 {s['p95']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}; "
+                      f"{100 * s['within_5pct']:.0f}% of keys within +-5%")
+
+
+@app.command()
+def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
+           fmt: str = typer.Option("json", "--format", help="json or csv"),
+           output: Optional[Path] = typer.Option(None, "-o", help="File (default stdout).")) -> None:
+    """Export a version (JSON with metadata, or CSV of entries)."""
+    with user_errors():
+        store, v = open_lut(lut)
+        text = store.export(v.id, fmt)
+        if output:
+            output.write_text(text)
+            console.print(f"wrote {output}")
+        else:
+            sys.stdout.write(text)
+
+
+@app.command("import")
+def import_(db: Path = typer.Argument(..., help="LUT file to import into (created if new)"),
+            source: Path = typer.Argument(..., help="an export (.json or .csv)"),
+            device: Optional[str] = typer.Option(None),
+            backend: Optional[str] = typer.Option(None)) -> None:
+    """Import an exported version as a new sealed version."""
+    with user_errors():
+        fmt = "csv" if source.suffix == ".csv" else "json"
+        store = LutStore.open(db, create=True)
+        v = store.import_(source.read_text(), fmt, device=device, backend=backend)
+        console.print(f"imported {store.counts(v.id).get('ok', 0)} entries as {db}@{v.id}")
+
+
+@app.command()
+def browse(db: Path = typer.Argument(..., help="LUT file")) -> None:
+    """Open the LUT in Datasette (pip install datasette)."""
+    with user_errors():
+        LutStore.open(db)
+        exe = shutil.which("datasette")
+        if not exe:
+            fail("Datasette is not installed: pip install datasette")
+        subprocess.run([exe, str(db)], check=False)

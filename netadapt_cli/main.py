@@ -1,0 +1,18 @@
+"""The `netadapt` command: one thin front for lut_db, bench, analysis and adapter."""
+
+from __future__ import annotations
+
+import typer
+
+from netadapt_cli import db_cmd, estimate_cmd, lut_cmd
+
+app = typer.Typer(help="Layer-wise latency look-up tables for phones and this machine, "
+                  "and NetAdapt against them.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(lut_cmd.app, name="lut")
+app.add_typer(db_cmd.app, name="db")
+app.command("estimate")(estimate_cmd.estimate_cmd)
+app.command("measure")(estimate_cmd.measure_cmd)
+
+if __name__ == "__main__":
+    app()
