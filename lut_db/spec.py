@@ -64,6 +64,14 @@ class LayerSpec:
             object.__setattr__(self, "cout", self.cin)
         for name in ("kernel", "stride", "dilation"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        # Fields the op does not have (the key leaves them out) take their defaults, so
+        # they can neither give one key two unequal specs nor change derived shapes.
+        if self.op not in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
+            object.__setattr__(self, "kernel", (1, 1))
+            object.__setattr__(self, "stride", (1, 1))
+            object.__setattr__(self, "padding", "same")
+        if self.op not in WEIGHTED:
+            object.__setattr__(self, "bias", True)
         self.validate()
 
     # -- validation -------------------------------------------------------------------
@@ -89,6 +97,8 @@ class LayerSpec:
             raise SpecError(
                 f"depthwise_conv2d: out ({self.cout}) must be a multiple of in channels ({self.cin})"
             )
+        if self.dilation != (1, 1) and self.op not in ("conv2d", "depthwise_conv2d"):
+            raise SpecError(f"{self.op}: only conv2d and depthwise_conv2d take a dilation")
         if self.op == "global_avg_pool" and self.act != "none":
             raise SpecError("global_avg_pool takes no fused activation")
         if self.padding == "valid" and self.op in ("conv2d", "depthwise_conv2d", "avg_pool",

@@ -1,0 +1,370 @@
+"""LayerSpec / Network -> .tflite bytes, without TensorFlow.
+
+The flatbuffer is written directly with the schema that ships with ai-edge-litert
+(``ai_edge_litert.schema_py_generated``, object API). The TF converter costs ~5 s to
+import and ~0.4 s per single-layer model; this costs about a millisecond.
+
+- ``build_layer(spec)``: one layer alone. Inputs ``input`` (and ``input_b`` for ``add``:
+  a residual add reads both operands from memory), output ``output``.
+- ``build_network(net)``: the whole DAG. Input ``input``, outputs named after the
+  ``net.outputs`` nodes.
+
+Every model carries a ``serving_default`` SignatureDef, so signature-based tools
+(``litert-benchmark``, ``Interpreter.get_signature_runner``) can run it.
+
+Weights are deterministic random (seeded numpy PCG64), variance-preserving: He-scaled
+before a ReLU/ReLU6, LeCun-scaled before a linear output (uniform, as torch's default
+init), so deep chains neither explode nor vanish. In a network each node's seed is
+``node_seed(seed, name)`` (crc32, not Python's salted ``hash``).
+
+A conv or depthwise layer without bias still gets a (zero) bias tensor: TFLite's
+builtin kernels require one, as the TF converter knows (see ``_weight_inputs``).
+
+Tensor layouts are TFLite's: NHWC activations, conv weights OHWI ``[cout, kh, kw, cin]``,
+depthwise weights ``[1, kh, kw, cout]``, fully-connected weights ``[cout, h*w*cin]``
+(the input flattened in NHWC order). A fully-connected output is ``[1, cout]``
+(``keep_num_dims=False``); where a consumer other than another fully-connected layer
+reads it, a RESHAPE to ``[1, 1, 1, cout]`` is inserted (the shape LayerSpec says).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as tfl
+
+from lut_db.spec import INPUT, LayerSpec, Network, SpecError
+
+__all__ = [
+    "BUILDERS",
+    "OpBuilder",
+    "build_layer",
+    "build_network",
+    "layer_weights",
+    "network_weights",
+    "node_seed",
+]
+
+SIGNATURE_KEY = "serving_default"
+_BUFFER_ALIGN = 16  # what the TF converter uses; lets kernels read weights in place
+_PADDING = {"same": tfl.Padding.SAME, "valid": tfl.Padding.VALID}
+_ACTIVATION = {
+    "none": tfl.ActivationFunctionType.NONE,
+    "relu": tfl.ActivationFunctionType.RELU,
+    "relu6": tfl.ActivationFunctionType.RELU6,
+}
+_OP = tfl.BuiltinOperator
+_OPTIONS = tfl.BuiltinOptions
+
+
+# -- the graph under construction ---------------------------------------------------------
+
+
+class _Graph:
+    """Tensors, constant buffers, op codes and operators of one subgraph."""
+
+    def __init__(self) -> None:
+        self.buffers: list[tfl.BufferT] = [tfl.BufferT()]  # buffer 0: the empty sentinel
+        self.consts: dict[int, np.ndarray] = {}  # buffer index -> payload
+        self.tensors: list[tfl.TensorT] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.operators: list[tfl.OperatorT] = []
+        self.opcodes: dict[tuple[int, int], int] = {}  # (builtin code, version) -> index
+        self._as_4d: dict[int, int] = {}
+
+    def tensor(self, name: str, shape: Sequence[int], dtype: int = tfl.TensorType.FLOAT32,
+               data: np.ndarray | None = None) -> int:
+        """Add a tensor (a constant when ``data`` is given); return its index."""
+        buffer = 0
+        if data is not None:
+            buffer = len(self.buffers)
+            self.buffers.append(tfl.BufferT())
+            self.consts[buffer] = data
+        shape = tuple(int(v) for v in shape)
+        self.tensors.append(tfl.TensorT(shape=list(shape), type=dtype, buffer=buffer, name=name))
+        self.shapes.append(shape)
+        return len(self.tensors) - 1
+
+    def const(self, name: str, array: np.ndarray) -> int:
+        dtype = {np.dtype(np.float32): tfl.TensorType.FLOAT32,
+                 np.dtype(np.int32): tfl.TensorType.INT32}[array.dtype]
+        return self.tensor(name, array.shape, dtype, np.ascontiguousarray(array))
+
+    def op(self, code: int, inputs: Sequence[int], outputs: Sequence[int],
+           options_type: int = 0, options: object = None, version: int = 1) -> None:
+        index = self.opcodes.setdefault((code, version), len(self.opcodes))
+        self.operators.append(tfl.OperatorT(
+            opcodeIndex=index, inputs=list(inputs), outputs=list(outputs),
+            builtinOptionsType=options_type, builtinOptions=options,
+        ))
+
+    def as_4d(self, tensor: int) -> int:
+        """``tensor`` itself if 4-D, else a (cached) RESHAPE of it to [1, 1, 1, C]."""
+        shape = self.shapes[tensor]
+        if len(shape) == 4:
+            return tensor
+        if tensor not in self._as_4d:
+            name = f"{self.tensors[tensor].name}/4d"
+            new_shape = [1, 1, 1, shape[-1]]
+            target = self.const(f"{name}/shape", np.array(new_shape, np.int32))
+            out = self.tensor(name, new_shape)
+            self.op(_OP.RESHAPE, [tensor, target], [out], _OPTIONS.ReshapeOptions,
+                    tfl.ReshapeOptionsT(newShape=new_shape))
+            self._as_4d[tensor] = out
+        return self._as_4d[tensor]
+
+    def finish(self, inputs: Mapping[str, int], outputs: Mapping[str, int],
+               description: str) -> bytes:
+        """Serialise as a TFLite model with a ``serving_default`` signature."""
+        def tensor_maps(named: Mapping[str, int]) -> list[tfl.TensorMapT]:
+            return [tfl.TensorMapT(name=n, tensorIndex=i) for n, i in named.items()]
+
+        payload = sum(a.nbytes for a in self.consts.values())
+        builder = flatbuffers.Builder(payload + 1024 + 256 * len(self.tensors))
+        buffers = self._pack_buffers(builder)
+        subgraph = tfl.SubGraphT(
+            tensors=self.tensors, inputs=list(inputs.values()),
+            outputs=list(outputs.values()), operators=self.operators, name="main",
+        )
+        model = tfl.ModelT(
+            version=3,
+            operatorCodes=[
+                tfl.OperatorCodeT(deprecatedBuiltinCode=min(code, 127), builtinCode=code,
+                                  version=version)
+                for (code, version) in self.opcodes  # dicts keep insertion (= index) order
+            ],
+            subgraphs=[subgraph],
+            description=description,
+            buffers=buffers,
+            signatureDefs=[tfl.SignatureDefT(
+                inputs=tensor_maps(inputs), outputs=tensor_maps(outputs),
+                signatureKey=SIGNATURE_KEY, subgraphIndex=0,
+            )],
+        )
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(memoryview(builder.Bytes)[builder.Head():])  # Output() copies twice
+
+    def _pack_buffers(self, builder: flatbuffers.Builder) -> list:
+        """Serialise the constants' buffers ahead of Pack, 16-byte aligned, one copy each.
+
+        BufferT.Pack would align an array only to its own itemsize.
+        """
+        buffers: list = list(self.buffers)
+        for index, array in self.consts.items():
+            raw = memoryview(np.ascontiguousarray(array, array.dtype.newbyteorder("<"))).cast("B")
+            # A ubyte vector whose data starts on the boundary; one copy, straight into the
+            # builder (CreateNumpyVector would copy three times).
+            builder.StartVector(1, raw.nbytes, _BUFFER_ALIGN)
+            builder.head -= raw.nbytes
+            builder.Bytes[builder.head:builder.head + raw.nbytes] = raw
+            data = builder.EndVector()
+            tfl.BufferStart(builder)
+            tfl.BufferAddData(builder, data)
+            buffers[index] = _Packed(tfl.BufferEnd(builder))
+        return buffers
+
+
+class _Packed:
+    """An already-serialised table that the object API's Pack() passes through."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:  # the object API calls Pack()
+        return self.offset
+
+
+# -- weights ------------------------------------------------------------------------------
+
+
+def node_seed(seed: int, name: str) -> int:
+    """The weight seed of network node ``name``: stable across processes and platforms."""
+    return zlib.crc32(f"{seed}:{name}".encode())
+
+
+def layer_weights(spec: LayerSpec, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic random ``weight`` (TFLite layout) and ``bias`` of one layer.
+
+    Empty for ops without weights; no ``bias`` when ``spec.bias`` is False.
+    """
+    shape_of = BUILDERS[spec.op].weight_shape
+    if shape_of is None:
+        return {}
+    rng = np.random.default_rng(seed)
+    shape = shape_of(spec)
+    fan_in = int(np.prod(shape)) // spec.cout
+    gain = 1.0 if spec.act == "none" else 2.0  # LeCun before linear, He before ReLU
+    # Uniform with the same variance as He/LeCun-normal: 5x faster to draw than normals,
+    # which matters when a sweep builds thousands of models.
+    out = {"weight": _uniform(rng, shape, np.sqrt(3.0 * gain / fan_in))}
+    if spec.bias:
+        out["bias"] = _uniform(rng, (spec.cout,), 0.1)
+    return out
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...], limit: float) -> np.ndarray:
+    """float32 samples of U(-limit, limit), drawn and scaled in place."""
+    x = rng.random(shape, dtype=np.float32)
+    x *= np.float32(2.0 * limit)
+    x -= np.float32(limit)
+    return x
+
+
+def network_weights(net: Network, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """``layer_weights`` of every node, seeded per node by ``node_seed(seed, name)``."""
+    return {n.name: layer_weights(n.spec, node_seed(seed, n.name)) for n in net.nodes}
+
+
+# -- one op per LayerSpec kind --------------------------------------------------------------
+
+# emit(graph, spec, input tensors, output tensor, weights, name prefix for constants)
+EmitFn = Callable[[_Graph, LayerSpec, list[int], int, Mapping[str, np.ndarray], str], None]
+
+
+@dataclass(frozen=True)
+class OpBuilder:
+    """How one LayerSpec op becomes TFLite operators.
+
+    ``weight_shape`` gives the weight tensor's TFLite shape (None: the op has no
+    weights); ``arity`` is the number of activation inputs.
+    """
+
+    emit: EmitFn
+    arity: int = 1
+    weight_shape: Callable[[LayerSpec], tuple[int, ...]] | None = None
+
+
+def _weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], prefix: str,
+                   optional_bias: bool = False) -> list[int]:
+    """[weight, bias] tensor indices.
+
+    Without a bias, FULLY_CONNECTED takes -1 (an absent optional input). CONV_2D and
+    DEPTHWISE_CONV_2D get a zero bias instead, as the TF converter emits: their builtin
+    kernels require one (conv.cc: "has_bias was not true"; depthwise crashes), so a
+    2-input or -1 conv runs only where XNNPACK happens to take the node.
+    """
+    weight = g.const(f"{prefix}/weight", w["weight"])
+    if spec.bias:
+        return [weight, g.const(f"{prefix}/bias", w["bias"])]
+    if optional_bias:
+        return [weight, -1]
+    return [weight, g.const(f"{prefix}/bias", np.zeros(spec.cout, np.float32))]
+
+
+def _emit_conv2d(g, spec, ins, out, w, prefix) -> None:
+    options = tfl.Conv2DOptionsT(
+        padding=_PADDING[spec.padding], strideH=spec.stride[0], strideW=spec.stride[1],
+        dilationHFactor=spec.dilation[0], dilationWFactor=spec.dilation[1],
+        fusedActivationFunction=_ACTIVATION[spec.act],
+    )
+    g.op(_OP.CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix)], [out],
+         _OPTIONS.Conv2DOptions, options)
+
+
+def _emit_depthwise(g, spec, ins, out, w, prefix) -> None:
+    options = tfl.DepthwiseConv2DOptionsT(
+        padding=_PADDING[spec.padding], strideH=spec.stride[0], strideW=spec.stride[1],
+        depthMultiplier=spec.depth_multiplier,
+        dilationHFactor=spec.dilation[0], dilationWFactor=spec.dilation[1],
+        fusedActivationFunction=_ACTIVATION[spec.act],
+    )
+    version = 2 if spec.dilation != (1, 1) else 1  # as the converter versions it
+    g.op(_OP.DEPTHWISE_CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix)], [out],
+         _OPTIONS.DepthwiseConv2DOptions, options, version)
+
+
+def _emit_fully_connected(g, spec, ins, out, w, prefix) -> None:
+    # keep_num_dims=False: TFLite flattens [1,h,w,c] (or [1,c]) to [1, h*w*c] itself.
+    options = tfl.FullyConnectedOptionsT(fusedActivationFunction=_ACTIVATION[spec.act],
+                                         keepNumDims=False)
+    weights = _weight_inputs(g, spec, w, prefix, optional_bias=True)
+    g.op(_OP.FULLY_CONNECTED, [ins[0], *weights], [out],
+         _OPTIONS.FullyConnectedOptions, options)
+
+
+def _emit_add(g, spec, ins, out, w, prefix) -> None:
+    g.op(_OP.ADD, ins, [out], _OPTIONS.AddOptions,
+         tfl.AddOptionsT(fusedActivationFunction=_ACTIVATION[spec.act]))
+
+
+def _pool(code: int) -> EmitFn:
+    def emit(g, spec, ins, out, w, prefix) -> None:
+        options = tfl.Pool2DOptionsT(
+            padding=_PADDING[spec.padding], strideH=spec.stride[0], strideW=spec.stride[1],
+            filterHeight=spec.kernel[0], filterWidth=spec.kernel[1],
+            fusedActivationFunction=_ACTIVATION[spec.act],
+        )
+        g.op(code, ins, [out], _OPTIONS.Pool2DOptions, options)
+    return emit
+
+
+def _emit_global_avg_pool(g, spec, ins, out, w, prefix) -> None:
+    # MEAN over H, W keeping dims: what the converter emits for Keras GlobalAveragePooling2D
+    # (keepdims) and what XNNPACK delegates.
+    axes = g.const(f"{prefix}/axes", np.array([1, 2], np.int32))
+    g.op(_OP.MEAN, [ins[0], axes], [out], _OPTIONS.ReducerOptions,
+         tfl.ReducerOptionsT(keepDims=True))
+
+
+BUILDERS: dict[str, OpBuilder] = {
+    "conv2d": OpBuilder(_emit_conv2d,
+                        weight_shape=lambda s: (s.cout, *s.kernel, s.cin)),
+    "depthwise_conv2d": OpBuilder(_emit_depthwise,
+                                  weight_shape=lambda s: (1, *s.kernel, s.cout)),
+    "fully_connected": OpBuilder(_emit_fully_connected,
+                                 weight_shape=lambda s: (s.cout, s.h * s.w * s.cin)),
+    "add": OpBuilder(_emit_add, arity=2),
+    "avg_pool": OpBuilder(_pool(_OP.AVERAGE_POOL_2D)),
+    "max_pool": OpBuilder(_pool(_OP.MAX_POOL_2D)),
+    "global_avg_pool": OpBuilder(_emit_global_avg_pool),
+}
+"""Op kind -> builder. Add an entry to support a new LayerSpec op."""
+
+
+def _builder(spec: LayerSpec) -> OpBuilder:
+    if spec.dtype != "float32":
+        raise SpecError(f"{spec.key}: only float32 models can be built so far")
+    try:
+        return BUILDERS[spec.op]
+    except KeyError:
+        raise SpecError(f"{spec.key}: no TFLite builder for op {spec.op!r}") from None
+
+
+def _output_shape(spec: LayerSpec) -> tuple[int, ...]:
+    if spec.op == "fully_connected":
+        return (1, spec.cout)
+    return (1, *spec.output_shape)
+
+
+# -- public builders --------------------------------------------------------------------------
+
+
+def build_layer(spec: LayerSpec, seed: int = 0) -> bytes:
+    """A standalone model of one layer: inputs ``input`` (+ ``input_b`` for add), ``output``."""
+    op = _builder(spec)
+    g = _Graph()
+    names = ("input", "input_b")[: op.arity]
+    inputs = {n: g.tensor(n, (1, *spec.input_shape)) for n in names}
+    out = g.tensor("output", _output_shape(spec))
+    op.emit(g, spec, list(inputs.values()), out, layer_weights(spec, seed), "layer")
+    return g.finish(inputs, {"output": out}, description=spec.key)
+
+
+def build_network(net: Network, seed: int = 0) -> bytes:
+    """The whole DAG as one model: input ``input``, one output per ``net.outputs`` node."""
+    weights = network_weights(net, seed)
+    g = _Graph()
+    tensors = {INPUT: g.tensor(INPUT, (1, *net.input_shape))}
+    for node in net.nodes:
+        op = _builder(node.spec)
+        ins = [tensors[src] for src in node.inputs]
+        if node.spec.op != "fully_connected":  # everything else reads NHWC
+            ins = [g.as_4d(t) for t in ins]
+        tensors[node.name] = g.tensor(node.name, _output_shape(node.spec))
+        op.emit(g, node.spec, ins, tensors[node.name], weights[node.name], node.name)
+    outputs = {name: tensors[name] for name in dict.fromkeys(net.outputs)}
+    return g.finish({INPUT: tensors[INPUT]}, outputs, description=net.name)

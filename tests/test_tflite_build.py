@@ -1,0 +1,325 @@
+"""bench.tflite_build: built models compute what the LayerSpec says (checked against torch).
+
+Every layer model runs twice: through the default resolver (XNNPACK delegate, what the
+host runner measures) and through the builtin kernels alone (what a phone's
+benchmark_model without XNNPACK, or a delegate's fallback, would run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from ai_edge_litert import schema_py_generated as tfl
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from bench.tflite_build import (
+    BUILDERS,
+    build_layer,
+    build_network,
+    layer_weights,
+    network_weights,
+    node_seed,
+)
+from lut_db.spec import INPUT, OPS, LayerSpec, Network, Node, chain
+
+TOL = 1e-4
+RESOLVERS = {
+    "xnnpack": OpResolverType.AUTO,
+    "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+}
+
+
+# -- torch reference ------------------------------------------------------------------------
+
+
+def _same_pads(size: int, k_eff: int, stride: int) -> tuple[int, int]:
+    """TFLite SAME padding: asymmetric, the extra row/column at the end."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad(x: torch.Tensor, spec: LayerSpec, value: float = 0.0) -> torch.Tensor:
+    if spec.padding == "valid":
+        return x
+    (kh, kw), (sh, sw) = spec.effective_kernel, spec.stride
+    top, bottom = _same_pads(spec.h, kh, sh)
+    left, right = _same_pads(spec.w, kw, sw)
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _act(x: torch.Tensor, act: str) -> torch.Tensor:
+    return {"none": x, "relu": x.clamp(min=0), "relu6": x.clamp(0, 6)}[act]
+
+
+def torch_layer(spec: LayerSpec, xs: list[torch.Tensor],
+                w: dict[str, np.ndarray]) -> torch.Tensor:
+    """One layer in float64, NCHW in and out (a fully-connected output is [1, C, 1, 1])."""
+    x = xs[0]
+    weight = torch.from_numpy(w["weight"]).double() if "weight" in w else None
+    bias = torch.from_numpy(w["bias"]).double() if "bias" in w else None
+    if spec.op == "conv2d":  # OHWI -> OIHW
+        y = F.conv2d(_pad(x, spec), weight.permute(0, 3, 1, 2), bias,
+                     stride=spec.stride, dilation=spec.dilation)
+    elif spec.op == "depthwise_conv2d":  # [1, kh, kw, cout] -> [cout, 1, kh, kw]
+        y = F.conv2d(_pad(x, spec), weight.permute(3, 0, 1, 2), bias,
+                     stride=spec.stride, dilation=spec.dilation, groups=spec.cin)
+    elif spec.op == "fully_connected":  # TFLite flattens NHWC
+        flat = x.permute(0, 2, 3, 1).reshape(1, -1)
+        y = F.linear(flat, weight, bias).reshape(1, -1, 1, 1)
+    elif spec.op == "add":
+        y = xs[0] + xs[1]
+    elif spec.op == "avg_pool":  # SAME: average over the valid elements only
+        total = F.avg_pool2d(_pad(x, spec), spec.kernel, spec.stride, divisor_override=1)
+        ones = torch.ones_like(x[:, :1])
+        count = F.avg_pool2d(_pad(ones, spec), spec.kernel, spec.stride, divisor_override=1)
+        y = total / count
+    elif spec.op == "max_pool":
+        y = F.max_pool2d(_pad(x, spec, value=-float("inf")), spec.kernel, spec.stride)
+    elif spec.op == "global_avg_pool":
+        y = x.mean(dim=(2, 3), keepdim=True)
+    else:
+        raise AssertionError(f"no torch reference for {spec.op}")
+    return _act(y, spec.act)
+
+
+def torch_network(net: Network, x: np.ndarray,
+                  weights: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Evaluate a Network's DAG; ``x`` and the results are NHWC."""
+    values = {INPUT: torch.from_numpy(x).double().permute(0, 3, 1, 2)}
+    for node in net.nodes:
+        values[node.name] = torch_layer(node.spec, [values[s] for s in node.inputs],
+                                        weights[node.name])
+    return {o: values[o].permute(0, 2, 3, 1).numpy() for o in net.outputs}
+
+
+# -- running built models -----------------------------------------------------------------
+
+
+def run_tflite(model: bytes, feeds: dict[str, np.ndarray],
+               resolver: OpResolverType = OpResolverType.AUTO) -> dict[str, np.ndarray]:
+    interpreter = Interpreter(model_content=model, num_threads=1,
+                              experimental_op_resolver_type=resolver)
+    return interpreter.get_signature_runner("serving_default")(**feeds)
+
+
+def tflite_shape(spec: LayerSpec) -> tuple[int, ...]:
+    return (1, spec.cout) if spec.op == "fully_connected" else (1, *spec.output_shape)
+
+
+def rand(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def check_close(got: np.ndarray, want: np.ndarray) -> None:
+    err = float(np.max(np.abs(got.astype(np.float64) - want)))
+    assert err <= TOL, f"max abs error {err:.3g} > {TOL}"
+
+
+# -- single layers ------------------------------------------------------------------------
+
+LAYERS = [
+    # conv2d: kernels 1/3/5, stride 1/2, same/valid, dilation, odd and even sizes
+    "conv2d:in=9x9x4,out=6,k=1x1,s=1x1,pad=same,act=relu",
+    "conv2d:in=9x9x4,out=6,k=1x1,s=2x2,pad=valid,act=none",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=1x1,pad=same,act=none",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=2x2,pad=same,act=relu6",
+    "conv2d:in=10x10x4,out=6,k=3x3,s=2x2,pad=same,act=relu",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=2x2,pad=valid,act=none",
+    "conv2d:in=9x9x4,out=6,k=5x5,s=1x1,pad=same,act=relu6",
+    "conv2d:in=10x10x4,out=6,k=5x5,s=2x2,pad=same,act=none",
+    "conv2d:in=9x9x4,out=6,k=5x5,s=1x1,pad=valid,act=relu",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=1x1,pad=same,d=2x2,act=relu",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=1x1,pad=valid,d=2x2,act=none",
+    "conv2d:in=8x11x3,out=5,k=3x2,s=2x1,pad=same,act=none",
+    "conv2d:in=9x9x4,out=6,k=3x3,s=1x1,pad=same,act=relu6,bias=0",
+    # depthwise: stride 1/2, same/valid, multiplier 2, dilation
+    "depthwise_conv2d:in=9x9x8,k=3x3,s=1x1,pad=same,act=relu6",
+    "depthwise_conv2d:in=10x10x8,k=3x3,s=2x2,pad=same,act=none",
+    "depthwise_conv2d:in=9x9x8,k=3x3,s=2x2,pad=same,act=relu",
+    "depthwise_conv2d:in=9x9x8,k=3x3,s=1x1,pad=valid,act=none",
+    "depthwise_conv2d:in=9x9x8,k=3x3,s=2x2,pad=valid,act=relu6",
+    "depthwise_conv2d:in=9x9x4,mult=2,k=3x3,s=1x1,pad=same,act=relu6",
+    "depthwise_conv2d:in=9x9x4,mult=2,k=3x3,s=2x2,pad=valid,act=none",
+    "depthwise_conv2d:in=9x9x8,k=3x3,s=1x1,pad=same,d=2x2,act=relu",
+    "depthwise_conv2d:in=9x9x8,k=5x5,s=1x1,pad=same,act=none,bias=0",
+    # fully connected from 1x1xC and 2x2xC
+    "fully_connected:in=1x1x16,out=10,act=none",
+    "fully_connected:in=2x2x8,out=5,act=relu",
+    "fully_connected:in=1x1x16,out=7,act=relu6,bias=0",
+    # add, pools
+    "add:in=6x6x8,act=none",
+    "add:in=6x6x8,act=relu",
+    "add:in=5x7x3,act=relu6",
+    "avg_pool:in=9x9x4,k=3x3,s=2x2,pad=same,act=none",
+    "avg_pool:in=10x10x4,k=3x3,s=1x1,pad=same,act=relu",
+    "avg_pool:in=10x10x4,k=2x2,s=2x2,pad=valid,act=none",
+    "max_pool:in=9x9x4,k=3x3,s=2x2,pad=same,act=none",
+    "max_pool:in=10x10x4,k=2x2,s=2x2,pad=valid,act=relu6",
+    "global_avg_pool:in=7x7x16",
+]
+
+
+@pytest.mark.parametrize("resolver", RESOLVERS)
+@pytest.mark.parametrize("key", LAYERS)
+def test_layer_matches_torch(key: str, resolver: str) -> None:
+    spec = LayerSpec.parse(key)
+    names = ["input", "input_b"] if spec.op == "add" else ["input"]
+    feeds = {n: rand((1, *spec.input_shape), seed=i) for i, n in enumerate(names)}
+    model = build_layer(spec, seed=3)
+    got = run_tflite(model, feeds, RESOLVERS[resolver])
+    assert list(got) == ["output"]
+    assert got["output"].shape == tflite_shape(spec)
+    xs = [torch.from_numpy(feeds[n]).double().permute(0, 3, 1, 2) for n in names]
+    want = torch_layer(spec, xs, layer_weights(spec, 3)).permute(0, 2, 3, 1).numpy()
+    check_close(got["output"], want.reshape(got["output"].shape))
+
+
+def test_every_spec_op_has_a_builder() -> None:
+    assert set(OPS) <= set(BUILDERS)
+
+
+def test_layer_signature_and_io_names() -> None:
+    add = build_layer(LayerSpec.parse("add:in=4x4x2,act=none"))
+    signatures = Interpreter(model_content=add).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["input", "input_b"],
+                                              "outputs": ["output"]}}
+
+
+def test_flatbuffer_layout() -> None:
+    spec = LayerSpec.parse("conv2d:in=8x8x3,out=5,k=3x3,s=1x1,pad=same,act=relu")
+    model = tfl.Model.GetRootAs(build_layer(spec), 0)
+    assert tfl.Model.ModelBufferHasIdentifier(build_layer(spec), 0)
+    assert model.Buffers(0).DataLength() == 0  # the empty sentinel
+    for i in range(1, model.BuffersLength()):
+        buffer = model.Buffers(i)
+        start = buffer._tab.Vector(buffer._tab.Offset(4))  # the data vector's first byte
+        assert start % 16 == 0, f"buffer {i} data at {start} is not 16-byte aligned"
+    code = model.OperatorCodes(0)
+    assert code.BuiltinCode() == tfl.BuiltinOperator.CONV_2D
+    assert code.DeprecatedBuiltinCode() == tfl.BuiltinOperator.CONV_2D
+
+
+# -- weights and determinism ---------------------------------------------------------------
+
+
+def test_layer_weights_layouts_and_scale() -> None:
+    conv = layer_weights(LayerSpec.parse("conv2d:in=8x8x32,out=64,k=3x3,act=relu"), 0)
+    assert conv["weight"].shape == (64, 3, 3, 32) and conv["bias"].shape == (64,)
+    assert conv["weight"].dtype == np.float32
+    assert abs(conv["weight"].std() - np.sqrt(2 / (9 * 32))) < 0.01  # He scale
+    dw = layer_weights(LayerSpec.parse("depthwise_conv2d:in=8x8x4,mult=2,k=3x3"), 0)
+    assert dw["weight"].shape == (1, 3, 3, 8)
+    fc = layer_weights(LayerSpec.parse("fully_connected:in=2x2x8,out=5,bias=0"), 0)
+    assert fc["weight"].shape == (5, 32) and "bias" not in fc
+    assert layer_weights(LayerSpec.parse("add:in=4x4x2"), 0) == {}
+
+
+def test_builds_are_deterministic_and_seeded() -> None:
+    spec = LayerSpec.parse("conv2d:in=8x8x3,out=5,k=3x3,s=1x1,pad=same,act=relu")
+    assert build_layer(spec, seed=1) == build_layer(spec, seed=1)
+    assert build_layer(spec, seed=1) != build_layer(spec, seed=2)
+    assert not np.array_equal(layer_weights(spec, 1)["weight"], layer_weights(spec, 2)["weight"])
+    net = mobilenet_v2_block()
+    assert build_network(net, seed=4) == build_network(net, seed=4)
+    assert build_network(net, seed=4) != build_network(net, seed=5)
+
+
+def test_network_seeds_depend_on_node_name_not_hash_randomisation() -> None:
+    spec = LayerSpec.parse("conv2d:in=4x4x4,out=4,k=1x1,act=none")
+    net = chain("twins", (4, 4, 4), [("a", spec), ("b", spec)])
+    w = network_weights(net, seed=0)
+    assert not np.array_equal(w["a"]["weight"], w["b"]["weight"])
+    assert np.array_equal(w["a"]["weight"], layer_weights(spec, node_seed(0, "a"))["weight"])
+    # Same bytes in a process with another PYTHONHASHSEED.
+    code = ("import hashlib, sys; from bench.tflite_build import build_network; "
+            "from lut_db.spec import Network; net = Network.from_json(sys.stdin.read()); "
+            "sys.stdout.write(hashlib.sha256(build_network(net, 7)).hexdigest())")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(root)}
+    net = mobilenet_v2_block()
+    out = subprocess.run([sys.executable, "-c", code], input=net.to_json(), cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out == hashlib.sha256(build_network(net, 7)).hexdigest()
+
+
+# -- whole networks ------------------------------------------------------------------------
+
+
+def mobilenet_v1_like() -> Network:
+    s = LayerSpec.parse
+    return chain("mbv1-tiny", (32, 32, 3), [
+        ("conv0", s("conv2d:in=32x32x3,out=8,k=3x3,s=2x2,pad=same,act=relu6")),
+        ("dw1", s("depthwise_conv2d:in=16x16x8,k=3x3,s=1x1,pad=same,act=relu6")),
+        ("pw1", s("conv2d:in=16x16x8,out=16,k=1x1,s=1x1,pad=same,act=relu6")),
+        ("dw2", s("depthwise_conv2d:in=16x16x16,k=3x3,s=2x2,pad=same,act=relu6")),
+        ("pw2", s("conv2d:in=8x8x16,out=32,k=1x1,s=1x1,pad=same,act=relu6")),
+        ("pool", s("global_avg_pool:in=8x8x32")),
+        ("fc", s("fully_connected:in=1x1x32,out=10,act=none")),
+    ])
+
+
+def mobilenet_v2_block() -> Network:
+    s = LayerSpec.parse
+    nodes = (
+        Node("expand", s("conv2d:in=8x8x16,out=96,k=1x1,s=1x1,pad=same,act=relu6"), (INPUT,)),
+        Node("dw", s("depthwise_conv2d:in=8x8x96,k=3x3,s=1x1,pad=same,act=relu6"), ("expand",)),
+        Node("project", s("conv2d:in=8x8x96,out=16,k=1x1,s=1x1,pad=same,act=none"), ("dw",)),
+        Node("add", s("add:in=8x8x16,act=none"), ("project", INPUT)),
+    )
+    return Network("mbv2-block", (8, 8, 16), nodes)
+
+
+def fc_feeding_others() -> Network:
+    """An FC read by a conv (needs the inserted RESHAPE) and by another FC; two outputs."""
+    s = LayerSpec.parse
+    nodes = (
+        Node("fc", s("fully_connected:in=2x2x8,out=16,act=relu"), (INPUT,)),
+        Node("conv", s("conv2d:in=1x1x16,out=4,k=1x1,act=none"), ("fc",)),
+        Node("fc2", s("fully_connected:in=1x1x16,out=3,act=none"), ("fc",)),
+        Node("sum", s("add:in=1x1x16,act=relu6"), ("fc", "fc")),
+    )
+    return Network("fc-consumers", (2, 2, 8), nodes, outputs=("conv", "fc2", "sum"))
+
+
+@pytest.mark.parametrize("make", [mobilenet_v1_like, mobilenet_v2_block, fc_feeding_others])
+@pytest.mark.parametrize("resolver", RESOLVERS)
+def test_network_matches_torch(make, resolver: str) -> None:
+    net = make()
+    x = rand((1, *net.input_shape), seed=11)
+    got = run_tflite(build_network(net, seed=5), {"input": x}, RESOLVERS[resolver])
+    want = torch_network(net, x, network_weights(net, seed=5))
+    assert sorted(got) == sorted(net.outputs)
+    for name in net.outputs:
+        assert got[name].shape == tflite_shape(net.node(name).spec)
+        check_close(got[name], want[name].reshape(got[name].shape))
+
+
+# -- the LiteRT CompiledModel tool ---------------------------------------------------------
+
+BENCHMARK = Path(sys.executable).with_name("litert-benchmark")
+
+
+@pytest.mark.skipif(not BENCHMARK.exists(), reason="litert-benchmark not installed")
+@pytest.mark.parametrize("what", ["layer", "network"])
+def test_litert_benchmark_runs_built_models(what: str, tmp_path: Path) -> None:
+    if what == "layer":  # bias-less conv: the builtin kernel rejects a conv without bias
+        spec = LayerSpec.parse("conv2d:in=16x16x8,out=8,k=3x3,s=2x2,pad=same,act=relu6,bias=0")
+        model = build_layer(spec)
+    else:
+        model = build_network(mobilenet_v1_like())
+    path = tmp_path / "model.tflite"
+    path.write_bytes(model)
+    proc = subprocess.run([str(BENCHMARK), "--model", str(path), "--num_runs", "3"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Inference (median):" in proc.stdout
+    assert "Fully accelerated:     True" in proc.stdout  # XNNPACK took every node
