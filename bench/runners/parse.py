@@ -1,0 +1,570 @@
+"""Parsers of the stock benchmark tools' text output. Pure functions, no I/O.
+
+Formats (see /work/shared/formats/README.md):
+
+- TFLite ``benchmark_model`` (tensorflow/lite/tools/benchmark): the ``count=... avg=...``
+  statistics lines, the "Inference timings in us" summary (and its older "Average
+  inference timings in us" form), memory lines, and the ``--enable_op_profiling`` tables.
+- ai-edge-litert ``litert-benchmark`` (tools/benchmark_litert_model.py): the
+  "BENCHMARK RESULTS" block and the ``--result_json`` file.
+- Qualcomm ``snpe-diagview`` text output (SNPE 1.x/2.x) and, best effort, its ``--output`` CSV.
+
+Every parser raises :class:`ParseError` naming what it did not find.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from bench.runners.base import Timing
+
+
+class ParseError(ValueError):
+    """The tool output does not contain what the parser needs (failed or truncated run)."""
+
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"  # C++ ostream may print 1.23457e+06
+_LOG_PREFIX = re.compile(r"^(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s+")
+_ERROR_LINE = re.compile(r"\bERROR\b|Benchmarking failed|Failed to|error:", re.IGNORECASE)
+
+
+def _strip_prefix(line: str) -> str:
+    """A benchmark_model line without surrounding blanks and the ``INFO: `` prefix."""
+    return _LOG_PREFIX.sub("", line.strip())
+
+
+def _tool_said(text: str) -> str:
+    """The first error-looking line of the output, to make a ParseError actionable."""
+    for line in text.splitlines():
+        if _ERROR_LINE.search(line):
+            return f"; tool said: {line.strip()[:200]!r}"
+    if not text.strip():
+        return "; the output is empty"
+    return ""
+
+
+def _ms_to_us(value: float | str) -> float:
+    # 2-decimal milliseconds -> microseconds without float noise (0.92 ms -> 920.0 us).
+    return round(float(value) * 1000.0, 3)
+
+
+# --------------------------------------------------------------------------------------
+# TFLite benchmark_model
+# --------------------------------------------------------------------------------------
+
+class _Stat(NamedTuple):
+    count: int
+    first: float
+    curr: float
+    min: float
+    max: float
+    avg: float
+    std: float
+
+
+def _parse_stat(rest: str) -> _Stat:
+    """Fields of one ``count=...`` line (tensorflow/core/util/stats_calculator.h Stat).
+
+    Stat::OutputToStream prints ``count=0`` when empty, ``count=N curr=X`` plus
+    ``(all same)`` when every sample is equal, else count/first/curr/min/max/avg/std.
+    """
+    kv = {k: float(v) for k, v in re.findall(rf"(\w+)=({_NUM})", rest)}
+    count = int(kv.get("count", 0))
+    if "avg" not in kv:  # empty or all-same form
+        curr = kv.get("curr", 0.0)
+        return _Stat(count, curr, curr, curr, curr, curr, 0.0)
+    return _Stat(count, kv.get("first", kv["avg"]), kv.get("curr", kv["avg"]),
+                 kv.get("min", kv["avg"]), kv.get("max", kv["avg"]), kv["avg"],
+                 kv.get("std", 0.0))
+
+
+_SUMMARY = re.compile(r"^(?:Average )?[Ii]nference timings in us:\s*(.*)$")
+_SUMMARY_KEYS = {
+    "init": "init_us",
+    "first inference": "first_inference_us",
+    "warmup (avg)": "warmup_avg_us",
+    "warmup": "warmup_avg_us",  # older form: "Warmup: <avg>"
+    "inference (avg)": "inference_avg_us",
+    "inference": "inference_avg_us",
+    "no stats": "inference_avg_us",  # oldest form
+}
+_MEMORY = [
+    (re.compile(rf"Memory footprint delta from the start of the tool \(MB\): "
+                rf"init=({_NUM}) overall=({_NUM})"),
+     ("memory_delta_init_mb", "memory_delta_overall_mb")),
+    (re.compile(rf"^Peak memory footprint \(MB\): init=({_NUM}) overall=({_NUM})"),
+     ("peak_memory_init_mb", "peak_memory_overall_mb")),
+    (re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUM})"),
+     ("peak_memory_mb",)),
+    (re.compile(rf"The input model file size \(MB\): ({_NUM})"), ("model_size_mb",)),
+]
+
+
+def _summary_fields(rest: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in rest.split(","):
+        key, sep, value = part.partition(":")
+        name = _SUMMARY_KEYS.get(key.strip().lower())
+        if sep and name and re.fullmatch(_NUM, value.strip()):
+            out[name] = float(value.strip())
+    return out
+
+
+def parse_benchmark_model(text: str) -> Timing:
+    """Timing of the timed phase of a stock TFLite ``benchmark_model`` run.
+
+    benchmark_model prints one ``count=`` line after each "Running benchmark for at
+    least ..." line: first the warm-up phase, then the timed phase, then the
+    "Inference timings in us" summary. The timed line is the last ``count=`` line
+    before the summary (op-profiling ``Timings (microseconds): count=`` lines start
+    with "Timings" and are never taken). ``count`` is read, not assumed: with
+    --min_secs it can exceed --num_runs. No median is reported: ``median_us`` is None
+    and the LUT falls back to the mean. ``first_us`` is the first *timed* run.
+    A missing summary line means a failed or truncated run: ParseError.
+    """
+    stats: list[_Stat] = []
+    summary: dict[str, float] | None = None
+    extra: dict[str, Any] = {}
+    for raw in text.splitlines():
+        line = _strip_prefix(raw)
+        if line.startswith("count=") and summary is None:
+            stats.append(_parse_stat(line))
+            continue
+        m = _SUMMARY.match(line)
+        if m and summary is None:
+            summary = _summary_fields(m.group(1))
+            continue
+        for pattern, names in _MEMORY:
+            mm = pattern.search(line)
+            if mm:
+                extra.update({n: float(v) for n, v in zip(names, mm.groups())})
+    if summary is None:
+        raise ParseError("benchmark_model output has no 'Inference timings in us' line "
+                         f"(failed or truncated run){_tool_said(text)}")
+    if not stats:
+        raise ParseError("benchmark_model output has no 'count=' statistics line before "
+                         f"'Inference timings in us'{_tool_said(text)}")
+    timed = stats[-1]
+    if timed.count <= 0:
+        raise ParseError("benchmark_model timed phase has 'count=0': no run was measured")
+    warmup = stats[-2] if len(stats) >= 2 else None
+    extra.update(summary)
+    extra["first_us"] = timed.first
+    if warmup is not None:
+        extra.setdefault("warmup_avg_us", warmup.avg)
+    return Timing(
+        median_us=None,
+        mean_us=timed.avg,
+        std_us=timed.std,
+        min_us=timed.min,
+        max_us=timed.max,
+        runs=timed.count,
+        warmup_runs=warmup.count if warmup is not None else 0,
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """One row of benchmark_model's op-profiling "Run Order" table."""
+
+    node_type: str
+    name: str
+    avg_ms: float
+    percent: float
+    times_called: int
+
+
+_TABLE_TITLE = re.compile(r"^=+ (.+?) =+$")
+_COLUMN = re.compile(r"\[([^\]]+)\]")
+
+
+def _row_fields(line: str, ncols: int) -> list[str] | None:
+    """Split a table row into ``ncols`` fields: tab-separated, else by whitespace."""
+    if "\t" in line:
+        fields = [f.strip() for f in line.split("\t")]
+        while fields and not fields[0]:
+            fields.pop(0)  # the rows start with a tab
+        if len(fields) == ncols:
+            return fields
+    # Tabs lost (copied logs): node type, ncols-2 numbers, then the name.
+    nums = r"\s+".join([rf"({_NUM}%?)"] * (ncols - 2))
+    m = re.match(rf"^\s*(.+?)\s+{nums}\s+(.*?)\s*$", line)
+    return list(m.groups()) if m else None
+
+
+def _parse_table(lines: list[str], start: int) -> list[OpTiming]:
+    """The Run Order table whose header line is ``lines[start]``."""
+    columns = [c.strip().lower() for c in _COLUMN.findall(lines[start])]
+    need = ("node type", "avg ms", "%", "times called", "name")
+    if not all(c in columns for c in need):
+        raise ParseError(f"op profile header lacks one of {need}: {lines[start].strip()!r}")
+    col = {c: columns.index(c) for c in need}
+    rows: list[OpTiming] = []
+    for line in lines[start + 1:]:
+        if not line.strip() or line.strip().startswith("="):
+            break
+        fields = _row_fields(line, len(columns))
+        if fields is None:
+            break
+        rows.append(OpTiming(
+            node_type=fields[col["node type"]],
+            name=fields[col["name"]],
+            avg_ms=float(fields[col["avg ms"]]),
+            percent=float(fields[col["%"]].rstrip("%")),
+            times_called=int(float(fields[col["times called"]])),
+        ))
+    return rows
+
+
+def parse_op_profile(text: str) -> list[OpTiming]:
+    """Per-op rows of the "Run Order" table of ``--enable_op_profiling=true`` output.
+
+    Newer builds print two profiles, "Profiling Info for Benchmark Initialization"
+    (ModifyGraphWithDelegate, AllocateTensors) and "Operator-wise Profiling Info for
+    Regular Benchmark Runs"; the latter is returned. Columns are read from the header
+    (newer builds dropped ``[start]``); node types may contain spaces (XNNPACK's
+    "Convolution (NHWC, F32) IGEMM"), so rows are split on tabs. A table header
+    without its "=== Run Order ===" title (old builds) counts as Run Order; the
+    "Top by Computation Time" table never does.
+    """
+    lines = [_strip_prefix(raw) if raw.strip().startswith("INFO:") else raw
+             for raw in text.splitlines()]
+    tables: list[tuple[str, list[OpTiming]]] = []
+    phase, title = "unknown", None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if "Profiling Info for Benchmark Initialization" in stripped:
+            phase = "init"
+        elif "Profiling Info for Regular Benchmark Runs" in stripped:
+            phase = "runs"
+        elif (m := _TABLE_TITLE.match(stripped)):
+            title = m.group(1)
+        elif "[node type]" in stripped and "[Name]" in stripped:
+            if title in (None, "Run Order"):
+                tables.append((phase, _parse_table(lines, i)))
+            title = None
+    candidates = [t for p, t in tables if p == "runs"] or [t for p, t in tables if p != "init"]
+    if not candidates:
+        raise ParseError("no 'Run Order' op-profiling table of the benchmark runs in the "
+                         "output (was --enable_op_profiling=true passed?)")
+    return candidates[-1]
+
+
+# --------------------------------------------------------------------------------------
+# ai-edge-litert litert-benchmark
+# --------------------------------------------------------------------------------------
+
+_LITERT_LINE = re.compile(r"^([A-Z][A-Za-z0-9 ()]*?):\s+(.+?)\s*$")
+_LITERT_MS = re.compile(rf"^({_NUM}) ms(?: \((\d+) runs\))?$")
+_LITERT_REQUIRED = ("Inference (avg)", "Inference (min)", "Inference (max)",
+                    "Inference (median)", "Inference (std)")
+# litert-benchmark rounds to 0.01 ms: a LUT entry below ~100 us is coarse.
+LITERT_RESOLUTION_US = 10.0
+
+
+def parse_litert_benchmark(text: str) -> Timing:
+    """Timing from the "BENCHMARK RESULTS" block printed by ``litert-benchmark``.
+
+    Format from ai_edge_litert/tools/benchmark_litert_model.py: ``Key:  <v> ms`` lines
+    with 2 decimals (converted to us), the run counts in ``(N runs)``, a median.
+    Optional lines (p5/p95, Throughput, Fully accelerated) go to ``extra``.
+    """
+    start = text.rfind("BENCHMARK RESULTS")
+    if start < 0:
+        raise ParseError(f"no 'BENCHMARK RESULTS' block in litert-benchmark output{_tool_said(text)}")
+    values: dict[str, tuple[float, int | None]] = {}
+    extra: dict[str, Any] = {"resolution_us": LITERT_RESOLUTION_US}
+    for line in text[start:].splitlines()[1:]:
+        m = _LITERT_LINE.match(line.strip())
+        if not m:
+            if values and line.strip().startswith("="):
+                break  # closing rule of the block
+            continue
+        key, value = m.groups()
+        ms = _LITERT_MS.match(value)
+        if ms:
+            values[key] = (_ms_to_us(ms.group(1)), int(ms.group(2)) if ms.group(2) else None)
+        elif key == "Throughput":
+            extra["throughput_mb_s"] = float(value.split()[0])
+        elif key == "Fully accelerated":
+            extra["fully_accelerated"] = value == "True"
+    missing = [k for k in _LITERT_REQUIRED if k not in values]
+    if missing or values["Inference (avg)"][1] is None:
+        what = ", ".join(repr(k) for k in missing) or "'(N runs)' on 'Inference (avg)'"
+        raise ParseError(f"litert-benchmark BENCHMARK RESULTS lacks {what} (truncated output?)")
+    optional = {"Model initialization": "init_us", "Warmup (first)": "warmup_first_us",
+                "Warmup (avg)": "warmup_avg_us", "Inference (p5)": "p5_us",
+                "Inference (p95)": "p95_us"}
+    extra.update({name: values[key][0] for key, name in optional.items() if key in values})
+    warmup_runs = values.get("Warmup (avg)", (0.0, 0))[1] or 0
+    return Timing(
+        median_us=values["Inference (median)"][0],
+        mean_us=values["Inference (avg)"][0],
+        std_us=values["Inference (std)"][0],
+        min_us=values["Inference (min)"][0],
+        max_us=values["Inference (max)"][0],
+        runs=values["Inference (avg)"][1] or 0,
+        warmup_runs=warmup_runs,
+        extra=extra,
+    )
+
+
+def parse_litert_result_json(text: str) -> Timing:
+    """Timing from the file ``litert-benchmark --result_json`` writes.
+
+    ``{"latency": {"avg_ms", "min_ms", "max_ms", "median_ms", "std_ms", "p5_ms",
+    "p95_ms", "num_runs", "init_ms", "warmup_first_ms", "warmup_avg_ms",
+    "num_warmup_runs"}, "model", "accelerators", ...}``, times rounded to 0.01 ms.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"litert-benchmark result JSON is not valid JSON: {exc}") from None
+    latency = doc.get("latency") if isinstance(doc, dict) else None
+    if not isinstance(latency, dict):
+        raise ParseError("litert-benchmark result JSON has no 'latency' object")
+    required = ("avg_ms", "min_ms", "max_ms", "median_ms", "std_ms", "num_runs")
+    missing = [k for k in required if k not in latency]
+    if missing:
+        raise ParseError(f"litert-benchmark result JSON 'latency' lacks {', '.join(missing)}")
+    extra: dict[str, Any] = {"resolution_us": LITERT_RESOLUTION_US}
+    for key, name in (("init_ms", "init_us"), ("warmup_first_ms", "warmup_first_us"),
+                      ("warmup_avg_ms", "warmup_avg_us"), ("p5_ms", "p5_us"),
+                      ("p95_ms", "p95_us")):
+        if key in latency:
+            extra[name] = _ms_to_us(latency[key])
+    for key in ("model", "accelerators", "fully_accelerated", "num_threads", "signature",
+                "throughput_mb_s"):
+        if key in doc:
+            extra[key] = doc[key]
+    return Timing(
+        median_us=_ms_to_us(latency["median_ms"]),
+        mean_us=_ms_to_us(latency["avg_ms"]),
+        std_us=_ms_to_us(latency["std_ms"]),
+        min_us=_ms_to_us(latency["min_ms"]),
+        max_us=_ms_to_us(latency["max_ms"]),
+        runs=int(latency["num_runs"]),
+        warmup_runs=int(latency.get("num_warmup_runs", 0)),
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Qualcomm snpe-diagview
+# --------------------------------------------------------------------------------------
+
+class LayerTime(NamedTuple):
+    """One layer of diagview's layer table. DSP/HTP layers are in cycles, not us."""
+
+    index: int
+    value: float
+    unit: str  # "us" or "cycles"
+    runtime: str | None  # "CPU", "GPU", "DSP", ... (absent in some outputs)
+
+
+@dataclass(frozen=True)
+class SnpeProfile:
+    """What snpe-diagview reports for one SNPEDiag log (averaged over its inputs)."""
+
+    total_inference_us: float
+    forward_us: float | None
+    init_us: float | None
+    layer_times: list[LayerTime] = field(default_factory=list)
+    layer_names: dict[int, str] = field(default_factory=dict)  # SNPE >= 2.3x prints names
+    extra: dict[str, Any] = field(default_factory=dict)  # other "<Name>: N us" stats
+
+
+_DIAG_STAT = re.compile(r"^([A-Za-z][A-Za-z0-9 ()/_.'-]*?)\s*:\s*(\d[\d,]*(?:\.\d+)?)\s*"
+                        r"(us|ms|cycles|NONE)?$")
+_DIAG_LAYER = re.compile(r"^(\d+)\s*:\s*(?:(.*?)\s*:\s*)?(\d[\d,]*(?:\.\d+)?)\s*(us|cycles)"
+                         r"(?:\s*:\s*([A-Za-z0-9_]+))?$")
+_DIAG_SUBNET = re.compile(r"^Subnet (\d+) \(([^)]+)\)\s*:\s*(\d[\d,]*(?:\.\d+)?)\s*(us|cycles)$")
+_DIAG_HEADER = re.compile(r"^([A-Za-z][^:]*):\s*$")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@dataclass
+class _Block:
+    """One statistics section of diagview's output and the layer table under it."""
+
+    title: str
+    stats: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (value, unit)
+    layers: list[LayerTime] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+    subnets: list[tuple[int, str, float, str]] = field(default_factory=list)
+
+
+def _diag_blocks(text: str) -> tuple[list[_Block], str | None]:
+    blocks = [_Block("preamble")]
+    version = None
+    in_layers = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or set(line) <= {"-", "="}:
+            continue
+        if line.startswith("Software library version:"):
+            version = line.partition(":")[2].strip()
+            continue
+        header = _DIAG_HEADER.match(line)
+        if header:
+            title = header.group(1)
+            in_layers = "layer" in title.lower()
+            if "statistics" in title.lower():
+                blocks.append(_Block(title))
+            continue
+        block = blocks[-1]
+        layer = _DIAG_LAYER.match(line) if in_layers else None
+        if layer:
+            idx = int(layer.group(1))
+            block.layers.append(LayerTime(idx, _number(layer.group(3)), layer.group(4),
+                                          layer.group(5)))
+            if layer.group(2):
+                block.names[idx] = layer.group(2)
+            continue
+        subnet = _DIAG_SUBNET.match(line)
+        if subnet:
+            block.subnets.append((int(subnet.group(1)), subnet.group(2),
+                                  _number(subnet.group(3)), subnet.group(4)))
+            continue
+        stat = _DIAG_STAT.match(line)
+        if stat:
+            unit = stat.group(3) or ""
+            value = _number(stat.group(2))
+            if unit == "ms":
+                value, unit = value * 1000.0, "us"
+            block.stats.setdefault(_key(stat.group(1)), (value, unit))
+    return blocks, version
+
+
+_MAIN_STATS = ("total_inference_time", "forward_propagate_time", "init")
+
+
+def _stat_name(key: str, unit: str) -> str:
+    """``RPC Execute Time: 10877 us`` -> rpc_execute_time_us; counts keep their bare name.
+
+    SNPE 2.x prints not-applicable times as ``0 NONE`` or a bare ``0``: still times.
+    """
+    if unit in ("us", "cycles"):
+        return f"{key}_{unit}"
+    return f"{key}_us" if key.endswith("_time") else key
+
+
+def parse_snpe_diagview(text: str) -> SnpeProfile:
+    """Totals and per-layer times from ``snpe-diagview --input_log SNPEDiag_0.log``.
+
+    Accepts the SNPE 1.x/2.x form ("Average SNPE Statistics:" ... "Layer Times:"
+    with ``0: 144 us : GPU``) and the newer 2.3x form ("SNPE Execute Statistics
+    (Averaged):" ... "Per-Layer Execution Times:" with ``0: <layer name> : 23 us : CPU``).
+    When several statistics sections report a Total Inference Time, the averaged
+    one is used. DSP/HTP layer times are cycles and are kept as such.
+    """
+    blocks, version = _diag_blocks(text)
+    timed = [b for b in blocks if "total_inference_time" in b.stats]
+    if not timed:
+        raise ParseError("snpe-diagview output has no 'Total Inference Time' line "
+                         f"(truncated output or profiling_level off?){_tool_said(text)}")
+    chosen = next((b for b in timed if "averag" in b.title.lower()), timed[0])
+    init = next((b.stats["init"][0] for b in blocks if "init" in b.stats), None)
+    extra: dict[str, Any] = {}
+    for block in (chosen, *blocks):  # the chosen section's numbers win
+        for key, (value, unit) in block.stats.items():
+            if key not in _MAIN_STATS:
+                extra.setdefault(_stat_name(key, unit), value)
+    if version:
+        extra["sdk_version"] = version
+    if chosen.subnets:
+        extra["subnets"] = chosen.subnets
+    forward = chosen.stats.get("forward_propagate_time")
+    return SnpeProfile(
+        total_inference_us=chosen.stats["total_inference_time"][0],
+        forward_us=forward[0] if forward else None,
+        init_us=init,
+        layer_times=chosen.layers,
+        layer_names=chosen.names,
+        extra=extra,
+    )
+
+
+_RUNTIMES = {"CPU", "GPU", "GPU_FP16", "DSP", "AIP", "HTP", "NPU"}
+
+
+def _csv_columns(header: list[str]) -> dict[str, int] | None:
+    cols: dict[str, int] = {}
+    for i, cell in enumerate(c.strip().lower() for c in header):
+        for role in ("type", "name", "value", "unit", "runtime"):
+            if role in cell and role not in cols:
+                cols[role] = i
+    return cols if {"name", "value"} <= cols.keys() else None
+
+
+def _cell(row: list[str], cols: dict[str, int], role: str) -> str:
+    i = cols.get(role)
+    return row[i].strip() if i is not None and i < len(row) else ""
+
+
+def parse_snpe_diagview_csv(text: str) -> SnpeProfile:
+    """Best-effort reader of ``snpe-diagview --input_log X --output x.csv``.
+
+    ASSUMPTION (no SDK here to check against): one statistic per row, with a header
+    naming its columns "... Type", "... Name", "... Value" [, "... Unit", "... Runtime"];
+    without a recognisable header the positions Microsoft Olive's SNPE evaluator
+    reads are used: name in column 1, value (microseconds) in column 3. Names are
+    matched case-insensitively: ``Init``, ``Avg_Total_Inference_Time`` /
+    ``Total Inference Time``, ``Avg_Forward_Propagate_Time`` / ``Forward Propagate Time``.
+    Rows whose type mentions "layer" are layer times (index from an integer name,
+    else row order; unit from the unit column or a "cycles" cell; runtime from a
+    CPU/GPU/DSP/... cell).
+    """
+    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    if not rows:
+        raise ParseError("snpe-diagview CSV is empty")
+    cols = _csv_columns(rows[0])
+    if cols is not None:
+        rows = rows[1:]
+    else:
+        cols = {"type": 0, "name": 1, "value": 3}
+    stats: dict[str, float] = {}
+    layers: list[LayerTime] = []
+    names: dict[int, str] = {}
+    for row in rows:
+        name, value = _cell(row, cols, "name"), _cell(row, cols, "value").replace(",", "")
+        if not re.fullmatch(_NUM, value):
+            continue
+        if "layer" in _cell(row, cols, "type").lower():
+            idx = int(name) if name.isdigit() else len(layers)
+            unit = _cell(row, cols, "unit").lower() or (
+                "cycles" if "cycles" in (c.strip().lower() for c in row) else "us")
+            runtime = _cell(row, cols, "runtime") or next(
+                (c.strip() for c in row if c.strip().upper() in _RUNTIMES), None)
+            layers.append(LayerTime(idx, float(value), "cycles" if "cycle" in unit else "us",
+                                    runtime or None))
+            if not name.isdigit():
+                names[idx] = name
+            continue
+        key = _key(name)
+        stats.setdefault(key.removeprefix("avg_"), float(value))
+    if "total_inference_time" not in stats:
+        raise ParseError("snpe-diagview CSV has no 'Total Inference Time' row "
+                         "(looked for Avg_Total_Inference_Time / Total Inference Time)")
+    return SnpeProfile(
+        total_inference_us=stats["total_inference_time"],
+        forward_us=stats.get("forward_propagate_time"),
+        init_us=stats.get("init"),
+        layer_times=layers,
+        layer_names=names,
+        extra={k + "_us": v for k, v in stats.items()
+               if k not in ("total_inference_time", "forward_propagate_time", "init")},
+    )
