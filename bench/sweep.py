@@ -13,8 +13,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from bench.runners.base import BatchItem, Failure, Result, Runner, RunnerError
 from lut_db.spec import LayerSpec
@@ -144,6 +145,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "
                           f"stored; run the same command again to resume): {reasons}")
     if seal:
+        measure_overhead(store, version, runners[0], build)
         result.version = store.seal(version.id)
     return result
 
@@ -172,6 +174,21 @@ def _stop(work: queue.Queue, workers: list[threading.Thread]) -> None:
         work.put(None)
     for w in workers:
         w.join(timeout=5)
+
+
+OVERHEAD_SPEC = LayerSpec("add", 1, 1, 1)  # the smallest model: what one invoke costs by itself
+
+
+def measure_overhead(store: LutStore, version: Version, runner: Runner, build: Builder) -> None:
+    """Store the runtime's fixed per-invoke cost with the version (every layer alone pays it
+    once; a whole network pays it once in all), unless the version already has it."""
+    if "invoke_overhead_us" in store.stats(version.id):
+        return
+    (res,) = runner.measure([BatchItem(OVERHEAD_SPEC.key, build(OVERHEAD_SPEC))])
+    if isinstance(res, Failure):
+        raise RunnerError(f"could not measure the per-invoke overhead: {res.error}")
+    store.set_stat(version.id, "invoke_overhead_us", res.latency_us,
+                   {"model": OVERHEAD_SPEC.key, "std_us": res.std_us, "runs": res.runs})
 
 
 def measure_missing(store: LutStore, version: Version, keys: Sequence[str],

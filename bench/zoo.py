@@ -10,8 +10,8 @@ shape shared by several positions is measured once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 from lut_db.estimate import LayerFn
 from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError

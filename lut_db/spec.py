@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 OPS = (
     "conv2d",
@@ -63,7 +64,12 @@ class LayerSpec:
         if self.op == "depthwise_conv2d" and self.cout == 0:
             object.__setattr__(self, "cout", self.cin)
         for name in ("kernel", "stride", "dilation"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, tuple(int(v) for v in value))
+            except (TypeError, ValueError):
+                raise SpecError(f"{self.op}: {name} must be two positive integers, "
+                                f"got {value!r}") from None
         # Fields the op does not have (the key leaves them out) take their defaults, so
         # they can neither give one key two unequal specs nor change derived shapes.
         if self.op not in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
@@ -371,6 +377,11 @@ class Network:
         if (not isinstance(shape, list) or len(shape) != 3
                 or not all(isinstance(v, int) and v > 0 for v in shape)):
             raise SpecError(f"network {name!r}: 'input' must be [H, W, C] positive integers")
+        if not isinstance(d["nodes"], list):
+            raise SpecError(f"network {name!r}: 'nodes' must be a list of node objects")
+        outputs = d.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+            raise SpecError(f"network {name!r}: 'outputs' must be a list of node names")
         nodes = []
         for i, nd in enumerate(d["nodes"]):
             label = nd.get("name", f"#{i}") if isinstance(nd, dict) else f"#{i}"
@@ -378,8 +389,7 @@ class Network:
                 nodes.append(_node_from_json(nd))
             except SpecError as e:
                 raise SpecError(f"network {name!r}, node {label!r}: {e}") from None
-        return cls(name, tuple(shape), tuple(nodes), tuple(d.get("outputs", ())),
-                   meta=d.get("meta", {}))
+        return cls(name, tuple(shape), tuple(nodes), tuple(outputs), meta=d.get("meta", {}))
 
     @classmethod
     def from_json(cls, text: str) -> Network:
@@ -410,13 +420,17 @@ def _node_from_json(nd: Any) -> Node:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "key"}
         try:
             spec = LayerSpec(**fields)
-        except TypeError as e:
-            raise SpecError(str(e)) from None
+        except SpecError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"bad spec object: {e}") from None
     else:
         spec = LayerSpec.parse(str(spec))
     inputs = nd.get("inputs", [INPUT])
     if isinstance(inputs, str):
         inputs = [inputs]
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise SpecError(f"'inputs' must be a list of node names, got {inputs!r}")
     return Node(str(nd["name"]), spec, tuple(inputs))
 
 

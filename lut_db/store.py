@@ -16,16 +16,17 @@ import json
 import os
 import sqlite3
 import statistics
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Self
 
 import sqlite_utils
 
 from lut_db.spec import LayerSpec, SpecError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class LutError(Exception):
@@ -117,8 +118,20 @@ def _create_v1(db: sqlite_utils.Database) -> None:
                      + SEALED_GUARDS.format(table="replicas"))
 
 
+def _v2_guard_moves(db: sqlite_utils.Database) -> None:
+    """Schema 1's update guards looked at the row's old version only, so an UPDATE could
+    move rows of a building version into a sealed one; they now check both sides."""
+    for table in ("measurements", "replicas"):
+        db.execute(f"DROP TRIGGER IF EXISTS {table}_sealed_update")
+        db.execute(f"""
+CREATE TRIGGER {table}_sealed_update BEFORE UPDATE ON {table}
+WHEN (SELECT status FROM versions WHERE id = OLD.version) = 'sealed'
+  OR (SELECT status FROM versions WHERE id = NEW.version) = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END""")
+
+
 # MIGRATIONS[i] takes a file at schema i to schema i + 1. Schema 0 is an empty file.
-MIGRATIONS = [_create_v1]
+MIGRATIONS = [_create_v1, _v2_guard_moves]
 
 
 # -- data classes ---------------------------------------------------------------------------
@@ -174,7 +187,7 @@ class Diff:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
@@ -227,14 +240,14 @@ class LutStore:
     def _prepare(self, create: bool) -> None:
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = set(self.db.table_names())
+        if tables and "versions" not in tables:  # whatever its user_version says
+            raise NotALut(f"{self.path} is an SQLite file but not a netadapt LUT "
+                          f"(tables: {', '.join(sorted(tables))})")
         if current > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"{self.path} was written by a newer netadapt-farm (schema {current}, this one "
                 f"reads up to {SCHEMA_VERSION}); upgrade: pip install -U netadapt-farm"
             )
-        if current == 0 and tables and "versions" not in tables:
-            raise NotALut(f"{self.path} is an SQLite file but not a netadapt LUT "
-                          f"(tables: {', '.join(sorted(tables))})")
         if current == 0 and not tables and not create:
             raise NotALut(f"{self.path} is empty, not a netadapt LUT")
         if self.path is not None and (current < SCHEMA_VERSION):
@@ -250,7 +263,7 @@ class LutStore:
         self.unlock()
         self.db.close()
 
-    def __enter__(self) -> LutStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -456,6 +469,8 @@ class LutStore:
             try:
                 data = json.loads(text)
                 meta, rows = data["version"], data["measurements"]
+                if not isinstance(meta, dict) or not isinstance(rows, list):
+                    raise TypeError
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise LutError("not a netadapt LUT export (expected JSON from 'db export')") from None
         elif fmt == "csv":
@@ -467,12 +482,17 @@ class LutStore:
         if not device or not backend:
             raise LutError("the import has no device/backend: pass --device and --backend")
         note = f"imported from {meta.get('device')}@{meta.get('id')}" if meta else "imported"
-        v = self.create_version(device, backend, meta.get("fingerprint") or {},
-                                note=note, space=meta.get("space") or {})
-        clean = [_import_row(v.id, r) for r in rows]
-        with self.db.atomic():
-            self.db["measurements"].insert_all(clean, batch_size=len(clean) + 1)
-        return self.seal(v.id) if seal else v
+        clean = [_import_row(0, r) for r in rows]  # check every row before writing anything
+        with self.db.atomic():  # a failed import leaves no version behind
+            v = self.create_version(device, backend, meta.get("fingerprint") or {},
+                                    note=note, space=meta.get("space") or {})
+            for row in clean:
+                row["version"] = v.id
+            try:
+                self.db["measurements"].insert_all(clean, batch_size=len(clean) + 1)
+            except sqlite3.IntegrityError as e:
+                raise LutError(f"import: {e} (a key appears twice in the import)") from None
+            return self.seal(v.id) if seal else v
 
 
 def _version(r: dict[str, Any]) -> Version:
@@ -507,6 +527,8 @@ def _measurement_row(version: int, key: str, res: Any, serial: str) -> dict[str,
 
 
 def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(r, dict):
+        raise LutError(f"import: bad row {r!r:.80}: expected an object with a 'key'")
     try:
         spec = LayerSpec.parse(r["key"])
     except (KeyError, SpecError) as e:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import NoReturn
 
 import typer
 from rich.console import Console

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -91,7 +90,7 @@ def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
 @app.command()
 def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
            fmt: str = typer.Option("json", "--format", help="json or csv"),
-           output: Optional[Path] = typer.Option(None, "-o", help="File (default stdout).")) -> None:
+           output: Path | None = typer.Option(None, "-o", help="File (default stdout).")) -> None:
     """Export a version (JSON with metadata, or CSV of entries)."""
     with user_errors():
         store, v = open_lut(lut)
@@ -106,8 +105,8 @@ def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
 @app.command("import")
 def import_(db: Path = typer.Argument(..., help="LUT file to import into (created if new)"),
             source: Path = typer.Argument(..., help="an export (.json or .csv)"),
-            device: Optional[str] = typer.Option(None),
-            backend: Optional[str] = typer.Option(None)) -> None:
+            device: str | None = typer.Option(None),
+            backend: str | None = typer.Option(None)) -> None:
     """Import an exported version as a new sealed version."""
     with user_errors():
         fmt = "csv" if source.suffix == ".csv" else "json"

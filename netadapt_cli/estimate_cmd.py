@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -18,14 +17,14 @@ MISSING_POLICIES = ("error", "interpolate", "measure")
 
 def estimate_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
-    network: Optional[Path] = typer.Option(None, help="Network JSON file (see README)."),
-    model: Optional[str] = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
-    width: Optional[float] = typer.Option(None, help="Width multiplier (with --model)."),
-    widths: Optional[str] = typer.Option(None, help="Comma-separated width per slot."),
+    network: Path | None = typer.Option(None, help="Network JSON file (see README)."),
+    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    width: float | None = typer.Option(None, help="Width multiplier (with --model)."),
+    widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
     missing: str = typer.Option("error", help="Missing keys: error, interpolate or measure."),
-    device: Optional[str] = typer.Option(None, help="Device for --missing measure "
+    device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -53,7 +52,7 @@ def estimate_cmd(
         _print(net, est, label)
 
 
-def _measure_missing(store, version, keys, device):  # noqa: ANN001, ANN202 - CLI glue
+def _measure_missing(store, version, keys, device):
     from bench.devices import load_config, make_runners
     from bench.sweep import measure_missing
     from bench.tflite_build import build_layer
@@ -70,7 +69,7 @@ def _measure_missing(store, version, keys, device):  # noqa: ANN001, ANN202 - CL
             r.close()
 
 
-def _print(net: Network, est, label: str) -> None:  # noqa: ANN001
+def _print(net: Network, est, label: str) -> None:
     t = Table("node", "layer key", "ms", "source", title=f"{net.name} on {label}")
     for layer in est.layers:
         t.add_row(layer.node, layer.key, f"{layer.latency_us / 1000:.3f}", layer.source)
@@ -82,19 +81,19 @@ def _print(net: Network, est, label: str) -> None:  # noqa: ANN001
 
 def measure_cmd(
     device: str = typer.Option("host", help="Device config name."),
-    backend: Optional[str] = typer.Option(None, help="Backend of the config."),
-    serial: Optional[str] = typer.Option(None, help="Phone serial, when several match."),
-    network: Optional[Path] = typer.Option(None, help="Network JSON file."),
-    model: Optional[str] = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
-    width: Optional[float] = typer.Option(None, help="Width multiplier."),
-    widths: Optional[str] = typer.Option(None, help="Comma-separated width per slot."),
+    backend: str | None = typer.Option(None, help="Backend of the config."),
+    serial: str | None = typer.Option(None, help="Phone serial, when several match."),
+    network: Path | None = typer.Option(None, help="Network JSON file."),
+    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    width: float | None = typer.Option(None, help="Width multiplier."),
+    widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224),
     classes: int = typer.Option(1000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure a whole network end to end on a device."""
     from bench.devices import load_config, make_runners
-    from bench.runners.base import BatchItem, Failure
+    from bench.runners.base import BatchItem, Failure, RunnerError
     from bench.tflite_build import build_network
 
     with user_errors():
@@ -106,7 +105,7 @@ def measure_cmd(
             for r in runners:
                 r.close()
         if isinstance(res, Failure):
-            raise RuntimeError(res.error)
+            raise RunnerError(f"{net.name} could not be measured: {res.error}")
         out = {"network": net.name, "device": device, "latency_ms": res.latency_us / 1000,
                "mean_ms": res.mean_us / 1000, "std_ms": res.std_us / 1000,
                "min_ms": res.min_us / 1000, "max_ms": res.max_us / 1000, "runs": res.runs,

@@ -5,12 +5,18 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import typer
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from bench import sweep, zoo
 from bench.devices import load_config, make_runners
@@ -29,13 +35,13 @@ app = typer.Typer(help="Build, resume and check latency look-up tables.",
 def lut(
     ctx: typer.Context,
     device: str = typer.Option("host", help="Device config name (device_configs/NAME.toml)."),
-    backend: Optional[str] = typer.Option(None, help="Backend of the config (default: its own)."),
+    backend: str | None = typer.Option(None, help="Backend of the config (default: its own)."),
     space: str = typer.Option(DEFAULT_SPACE, help="Families whose shape space is swept."),
     resolution: list[int] = typer.Option([224], help="Input resolution (repeatable)."),
     grid: int = typer.Option(DEFAULT_GRID, help="Channel grid: every GRID channels."),
     classes: int = typer.Option(1000, help="Classes of the final FC layer."),
-    db: Optional[Path] = typer.Option(None, help="LUT file (default luts/DEVICE.db)."),
-    serial: Optional[str] = typer.Option(None, help="Use only this phone (ADB serial)."),
+    db: Path | None = typer.Option(None, help="LUT file (default luts/DEVICE.db)."),
+    serial: str | None = typer.Option(None, help="Use only this phone (ADB serial)."),
     batch_size: int = typer.Option(16, help="Keys per batch (one transaction, one round trip)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show counts and ETA; measure nothing."),
 ) -> None:

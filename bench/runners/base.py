@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 
 class RunnerError(RuntimeError):

@@ -1,0 +1,181 @@
+"""Numbers of the host vertical slice (issue 3), measured side by side in one run.
+
+- build: model build time per layer (target < 2 ms for a conv layer)
+- sweep efficiency: sweep wall time / sum of timed invokes (target <= 1.5)
+- estimation throughput: MobileNetV1 width configs per second once the table is loaded
+  (target >= 50,000/s)
+- repeatability: the same 50 keys measured in three fresh processes (target: median
+  spread <= 2% for layers over 100 us)
+- fidelity: 20 random MobileNetV1/V2 width configs, estimated vs measured whole on host
+
+Run alone: python -m benchmarks.foundation_bench --lut luts/host.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import sweep, zoo
+from bench.runners.host import HostRunner
+from bench.tflite_build import build_layer, build_network
+from lut_db.estimate import SlotEstimator, estimate
+from lut_db.spec import LayerSpec
+from lut_db.store import LutStore
+
+
+def bench_build(out: dict[str, Any]) -> None:
+    specs = {
+        "conv2d 3x3 56x56x128->128": LayerSpec("conv2d", 56, 56, 128, 128, kernel=(3, 3)),
+        "conv2d 1x1 56x56x128->128": LayerSpec("conv2d", 56, 56, 128, 128),
+        "depthwise 3x3 112x112x64": LayerSpec("depthwise_conv2d", 112, 112, 64, kernel=(3, 3)),
+        "conv2d 1x1 7x7x1024->1024 (4 MB weights)": LayerSpec("conv2d", 7, 7, 1024, 1024),
+    }
+    res = {}
+    for name, spec in specs.items():
+        times = []
+        for i in range(50):
+            t0 = time.perf_counter()
+            build_layer(spec, seed=i)
+            times.append(time.perf_counter() - t0)
+        res[name] = statistics.median(times) * 1000
+    net = zoo.MOBILENET_V1.network()
+    t0 = time.perf_counter()
+    build_network(net)
+    res["whole MobileNetV1 1.0 224"] = (time.perf_counter() - t0) * 1000
+    out["build_ms"] = res
+
+
+def bench_sweep_efficiency(out: dict[str, Any]) -> None:
+    """A fresh sweep of MobileNetV1's space on a coarse grid, with the default settings."""
+    specs = zoo.shape_space(zoo.MOBILENET_V1, 224, 128)
+    with tempfile.TemporaryDirectory() as d:
+        store = LutStore.open(Path(d) / "bench.db", create=True)
+        runner = HostRunner()
+        p = sweep.plan(store, "host", runner.backend, runner.fingerprint(), specs)
+        v = sweep.start_version(store, p, "host", runner.backend, runner.fingerprint(), {})
+        r = sweep.run(store, v, p.missing, [runner], build_layer)
+        out["sweep"] = {"keys": len(specs), "wall_s": r.wall_s, "timed_s": r.timed_s,
+                        "efficiency": r.efficiency}
+
+
+def bench_estimate_throughput(out: dict[str, Any], table: dict[str, float],
+                              resolution: int = 224) -> None:
+    fam = zoo.MOBILENET_V1
+    est = SlotEstimator(fam.slot_layers(resolution), table, missing="error")
+    choices = zoo.slot_choices(fam, 32)
+    rng = random.Random(0)
+    configs = [{s: rng.choice(choices[s]) for s in fam.slots} for _ in range(2000)]
+    configs = [c for c in configs if _covered(est, c)]
+    for c in configs:  # first pass fills the per-position caches, as in an adapter run
+        est(c)
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < 1.0:
+        for c in configs:
+            est(c)
+        n += len(configs)
+    rate = n / (time.perf_counter() - t0)
+    net = fam.network(configs[0], resolution=resolution)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        estimate(net, table)
+    out["estimate"] = {"slot_estimator_per_s": rate,
+                       "estimate_network_object_per_s": 200 / (time.perf_counter() - t0),
+                       "configs": len(configs)}
+
+
+def _covered(est: SlotEstimator, width: dict[str, int]) -> bool:
+    try:
+        est(width)
+        return True
+    except Exception:  # noqa: BLE001 - a config outside the table's space
+        return False
+
+
+REPEAT_CODE = """
+import json, sys
+from bench.runners.host import HostRunner
+from bench.tflite_build import build_layer
+from lut_db.spec import LayerSpec
+r = HostRunner()
+keys = json.loads(sys.stdin.read())
+print(json.dumps({k: r.measure_one(build_layer(LayerSpec.parse(k))).latency_us for k in keys}))
+"""
+
+
+def bench_repeatability(out: dict[str, Any], keys: list[str]) -> None:
+    """Three fresh processes measure the same keys; spread = (max - min) / median per key."""
+    runs = []
+    for _ in range(3):
+        p = subprocess.run([sys.executable, "-c", REPEAT_CODE], input=json.dumps(keys),
+                           capture_output=True, text=True, check=True)
+        runs.append(json.loads(p.stdout))
+    spreads, big = [], []
+    for k in keys:
+        vals = [r[k] for r in runs]
+        s = (max(vals) - min(vals)) / statistics.median(vals)
+        spreads.append(s)
+        if statistics.median(vals) > 100:
+            big.append(s)
+    out["repeatability"] = {"keys": len(keys), "keys_over_100us": len(big),
+                            "median_spread_over_100us": statistics.median(big) if big else None,
+                            "median_spread_all": statistics.median(spreads),
+                            "p90_spread_over_100us": _p90(big)}
+
+
+def _p90(v: list[float]) -> float | None:
+    return statistics.quantiles(v, n=10)[-1] if len(v) > 1 else None
+
+
+def bench_fidelity(out: dict[str, Any], table: dict[str, float], n: int = 20) -> None:
+    """Random grid width configs of both families: estimated vs measured whole, interleaved."""
+    rng = random.Random(1)
+    runner = HostRunner()
+    rows = []
+    for i in range(n):
+        fam = zoo.MOBILENET_V1 if i % 2 == 0 else zoo.MOBILENET_V2
+        choices = zoo.slot_choices(fam, 32)
+        width = {s: rng.choice(choices[s]) for s in fam.slots}
+        net = fam.network(width, name=f"{fam.name}_rand{i}")
+        est = estimate(net, table).total_us
+        meas = runner.measure_one(build_network(net)).latency_us
+        rows.append({"network": net.name, "estimated_ms": est / 1000,
+                     "measured_ms": meas / 1000, "error_pct": 100 * (est - meas) / meas})
+    errs = [abs(r["error_pct"]) for r in rows]
+    out["fidelity"] = {"networks": n, "mape_pct": statistics.fmean(errs),
+                       "max_abs_error_pct": max(errs),
+                       "mean_signed_error_pct": statistics.fmean(r["error_pct"] for r in rows),
+                       "rows": rows}
+
+
+def run(out: dict[str, Any], lut: Path) -> None:
+    store = LutStore.open(lut)
+    table = store.table(store.version().id)
+    bench_build(out)
+    bench_estimate_throughput(out, table)
+    keys = random.Random(2).sample(sorted(table), 50)
+    bench_repeatability(out, keys)
+    bench_sweep_efficiency(out)
+    bench_fidelity(out, table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    run(out, args.lut)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

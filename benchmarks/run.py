@@ -1,0 +1,72 @@
+"""`make bench`: every section's numbers, measured in one run, written to results files.
+
+Each section is a module with ``run(out, ...)`` filling a dict. Sections whose module
+is missing are skipped with a note. Results: benchmarks/results.json (everything)
+and a Markdown summary (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.summary import markdown
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]] = {}
+
+
+def section(name: str, module: str, **kwargs: Any) -> None:
+    def call(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+        mod = importlib.import_module(module)
+        out: dict[str, Any] = {}
+        extra = {k: getattr(args, v) for k, v in kwargs.items()}
+        mod.run(out, **extra)
+        return name, out
+
+    SECTIONS[name] = call
+
+
+section("foundation", "benchmarks.foundation_bench", lut="lut")
+section("adb", "benchmarks.adb_bench")
+section("report", "benchmarks.report_bench")
+section("adapt", "benchmarks.adapt_bench")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results.md"))
+    ap.add_argument("--only", nargs="*", default=None, help="section names to run")
+    args = ap.parse_args()
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.node()}", "sections": {}}
+    for name, call in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        try:
+            _, out = call(args)
+        except ModuleNotFoundError as e:
+            out = {"skipped": f"module missing: {e.name}"}
+        except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
+            out = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+        out["section_wall_s"] = time.perf_counter() - t0
+        results["sections"][name] = out
+        print(f"{name}: done in {out['section_wall_s']:.0f} s", flush=True)
+    json_path = args.out.with_suffix(".json")
+    json_path.write_text(json.dumps(results, indent=1, default=str))
+    args.out.write_text(markdown(results))
+    print(f"wrote {args.out} and {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Render benchmark results (nested dicts) as Markdown: scalars as a table, row lists as tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> tuple[list[tuple[str, Any]],
+                                                           list[tuple[str, list]]]:
+    scalars, tables = [], []
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            s, t = _flatten(v, name + ".")
+            scalars += s
+            tables += t
+        elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+            tables.append((name, v))
+        elif k != "trace":
+            scalars.append((name, v))
+    return scalars, tables
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"# Benchmark results ({results['when']}, {results['machine']})", ""]
+    for name, out in results["sections"].items():
+        lines += [f"## {name}", ""]
+        scalars, tables = _flatten(out)
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars]
+        for tname, rows in tables:
+            lines += ["", f"### {name}: {tname}", ""] + _table(rows[:60])
+        lines.append("")
+    return "\n".join(lines)
