@@ -98,17 +98,28 @@ def shape_class(spec: LayerSpec) -> LayerSpec:
     return replace(spec, cin=1, cout=spec.depth_multiplier)
 
 
-def interpolate(keys: Iterable[str], table: Mapping[str, float]) -> dict[str, float]:
-    """Latency of each missing key from measured entries of the same shape class.
+Groups = dict[LayerSpec, list[tuple[LayerSpec, float]]]
 
-    Inside the measured (cin, cout) points: linear interpolation (1-D over cin for layers
-    whose output channels follow their input, 2-D otherwise). Outside them: the nearest
-    measured point scaled by the MACs ratio. Raises MissingKeys when a class has no entry.
-    """
-    groups: dict[LayerSpec, list[tuple[LayerSpec, float]]] = {}
+
+def shape_groups(table: Mapping[str, float]) -> Groups:
+    """The table's entries by shape class (parsing every key: done once per table)."""
+    groups: Groups = {}
     for k, v in table.items():
         s = LayerSpec.parse(k)
         groups.setdefault(shape_class(s), []).append((s, v))
+    return groups
+
+
+def interpolate(keys: Iterable[str], table: Mapping[str, float],
+                groups: Groups | None = None) -> dict[str, float]:
+    """Latency of each missing key from measured entries of the same shape class.
+
+    Inside the measured (cin, cout) points: linear interpolation (1-D over cin for layers
+    whose output channels follow their input, 1-D along the one free count when the other
+    is fixed, 2-D otherwise). Outside them: the nearest measured point scaled by the MACs
+    ratio. Raises MissingKeys when a class has no entry. ``groups``: shape_groups(table).
+    """
+    groups = shape_groups(table) if groups is None else groups
     out, hopeless = {}, []
     for k in keys:
         s = LayerSpec.parse(k)
@@ -126,23 +137,38 @@ def interpolate(keys: Iterable[str], table: Mapping[str, float]) -> dict[str, fl
 def _interp_one(s: LayerSpec, pts: list[tuple[LayerSpec, float]]) -> float:
     tied = s.op in ("depthwise_conv2d", "add", "avg_pool", "max_pool", "global_avg_pool")
     if tied:
-        xs = np.array([p.cin for p, _ in pts], float)
-        ys = np.array([v for _, v in pts], float)
-        order = np.argsort(xs)
-        xs, ys = xs[order], ys[order]
-        if xs[0] <= s.cin <= xs[-1]:
-            return float(np.interp(s.cin, xs, ys))
+        v = _interp_1d(s.cin, [(p.cin, v) for p, v in pts])
+        if v is not None:
+            return v
     else:
+        # Along the one free count first (a first conv's cin, a classifier's cout are fixed:
+        # their points lie on a line, where a 2-D triangulation does not exist).
+        for v in (_interp_1d(s.cout, [(p.cout, v) for p, v in pts if p.cin == s.cin]),
+                  _interp_1d(s.cin, [(p.cin, v) for p, v in pts if p.cout == s.cout])):
+            if v is not None:
+                return v
         from scipy.interpolate import griddata
+        from scipy.spatial import QhullError
 
         xy = np.array([(p.cin, p.cout) for p, _ in pts], float)
         vals = np.array([v for _, v in pts], float)
         if len(pts) >= 3 and len(set(xy[:, 0])) > 1 and len(set(xy[:, 1])) > 1:
-            v = griddata(xy, vals, [(s.cin, s.cout)], method="linear")[0]
+            try:
+                v = griddata(xy, vals, [(s.cin, s.cout)], method="linear")[0]
+            except QhullError:  # all points on one line: no triangle holds the key
+                v = np.nan
             if np.isfinite(v):
                 return float(v)
     nearest, value = min(pts, key=lambda pv: abs(pv[0].cin - s.cin) + abs(pv[0].cout - s.cout))
     return value * s.macs / max(nearest.macs, 1)
+
+
+def _interp_1d(x: float, pts: list[tuple[int, float]]) -> float | None:
+    """Linear interpolation at x between measured (x, value) points; None outside them."""
+    if len(pts) < 2:
+        return None
+    xs, ys = zip(*sorted(pts))
+    return float(np.interp(x, xs, ys)) if xs[0] <= x <= xs[-1] else None
 
 
 # -- the fast path for families of networks that differ only in widths ------------------------
@@ -164,6 +190,7 @@ class SlotEstimator:
         self.missing = missing
         self.lut = lut
         self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
+        self._groups: Groups | None = None  # for interpolation, built on the first miss
 
     def __call__(self, width: Mapping[str, int]) -> float:
         """Estimated latency in microseconds."""
@@ -184,5 +211,7 @@ class SlotEstimator:
         if v is not None:
             return v
         if self.missing == "interpolate":
-            return interpolate([spec.key], self.table)[spec.key]
+            if self._groups is None:
+                self._groups = shape_groups(self.table)
+            return interpolate([spec.key], self.table, self._groups)[spec.key]
         raise MissingKeys([spec.key], self.lut)

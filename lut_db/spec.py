@@ -229,6 +229,8 @@ class LayerSpec:
         if "in" not in f:
             raise SpecError("missing field 'in' (HxWxC)")
         h, w, cin = _ints(f["in"], 3, "in")
+        if op in ("conv2d", "fully_connected") and "out" not in f:
+            raise SpecError("missing field 'out' (output channels)")
         cout = int(f["out"]) if "out" in f else cin * int(f.get("mult", 1))
         return cls(
             op=op, h=h, w=w, cin=cin, cout=cout,

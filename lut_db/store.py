@@ -26,7 +26,7 @@ import sqlite_utils
 
 from lut_db.spec import LayerSpec, SpecError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class LutError(Exception):
@@ -130,8 +130,17 @@ WHEN (SELECT status FROM versions WHERE id = OLD.version) = 'sealed'
 BEGIN SELECT RAISE(ABORT, 'version is sealed'); END""")
 
 
+def _v3_guard_replace(db: sqlite_utils.Database) -> None:
+    """INSERT OR REPLACE on versions deletes the old row without firing delete triggers, so
+    it could turn a sealed version back into a building one: refuse any insert over it."""
+    db.execute("""
+CREATE TRIGGER IF NOT EXISTS versions_sealed_replace BEFORE INSERT ON versions
+WHEN (SELECT status FROM versions WHERE id = NEW.id) = 'sealed'
+BEGIN SELECT RAISE(ABORT, 'version is sealed'); END""")
+
+
 # MIGRATIONS[i] takes a file at schema i to schema i + 1. Schema 0 is an empty file.
-MIGRATIONS = [_create_v1, _v2_guard_moves]
+MIGRATIONS = [_create_v1, _v2_guard_moves, _v3_guard_replace]
 
 
 # -- data classes ---------------------------------------------------------------------------
@@ -238,6 +247,8 @@ class LutStore:
         return store
 
     def _prepare(self, create: bool) -> None:
+        # First: another process may be creating or writing the file right now.
+        self.db.execute("PRAGMA busy_timeout = 5000")
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
         tables = set(self.db.table_names())
         if tables and "versions" not in tables:  # whatever its user_version says
@@ -250,14 +261,25 @@ class LutStore:
             )
         if current == 0 and not tables and not create:
             raise NotALut(f"{self.path} is empty, not a netadapt LUT")
-        if self.path is not None and (current < SCHEMA_VERSION):
-            self.db.enable_wal()
-        for step in range(current, SCHEMA_VERSION):
-            with self.db.atomic():
-                MIGRATIONS[step](self.db)
-                self.db.execute(f"PRAGMA user_version = {step + 1}")
+        if current < SCHEMA_VERSION:
+            if self.path is not None:
+                self.db.enable_wal()
+            self._migrate()
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA busy_timeout = 5000")
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date under SQLite's write lock: of two processes opening
+        a new file at once, the second waits and then finds the work done."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.db.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(current, SCHEMA_VERSION):
+                MIGRATIONS[step](self.db)
+            self.db.execute(f"PRAGMA user_version = {max(current, SCHEMA_VERSION)}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.conn.rollback()
+            raise
 
     def close(self) -> None:
         self.unlock()
@@ -534,7 +556,7 @@ def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
     except (KeyError, SpecError) as e:
         raise LutError(f"import: bad key in row {r!r:.80}: {e}") from None
     row = {c: r.get(c) for c in MEASUREMENT_COLUMNS}
-    row.update(spec_columns(spec), version=version)
+    row.update(spec_columns(spec), version=version, key=spec.key)  # the canonical key
     row = {k: (None if v == "" else v) for k, v in row.items()}
     if row.get("status") is None:
         row["status"] = "ok"

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from bench.agreement import agreement
 from lut_db.store import LutStore, parse_lut_ref
 from netadapt_cli.common import console, fail, open_lut, user_errors
 
@@ -42,9 +43,10 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
         rows = store.entries(v.id)
         if as_json:
             print(json.dumps({"version": vars(v), "counts": counts, "failures": failures,
-                              "stats": store.stats(v.id)}, indent=1, default=str))
+                              "stats": store.stats(v.id), "agreement": agreement(store, v.id)},
+                             indent=1, default=str))
             return
-        console.print(f"[bold]{v.label}[/] {v.backend} [{v.status}] created {v.created}"
+        console.print(f"[bold]{v.label}[/] {v.backend} \\[{v.status}] created {v.created}"
                       f"{', sealed ' + v.sealed if v.sealed else ''}"
                       f"{', parent ' + str(v.parent) if v.parent else ''}", highlight=False)
         console.print(f"entries: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed")
@@ -53,6 +55,14 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
             console.print("space: " + json.dumps(v.space))
         for name, value in store.stats(v.id).items():
             console.print(f"{name}: {value:.2f}")
+        agree = agreement(store, v.id)
+        if agree["phones"]:
+            t = Table("phone", "keys", "median ratio", "p5", "p95",
+                      title="agreement: each phone / the farm median, on the replica sample")
+            for ph in agree["phones"]:
+                t.add_row(ph["serial"], str(ph["keys"]), f"{ph['median_ratio']:.3f}",
+                          f"{ph['p5']:.3f}", f"{ph['p95']:.3f}")
+            console.print(t)
         if failures:
             t = Table("failed key", "error", title="failures")
             for f in failures:
@@ -60,15 +70,17 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
             console.print(t)
         t = Table("key", "ms", "std %", "runs", title=f"first {entries} entries")
         for r in [r for r in rows if r["status"] == "ok"][:entries]:
-            t.add_row(r["key"], f"{r['latency_us'] / 1000:.3f}",
-                      f"{100 * r['std_us'] / r['mean_us']:.1f}", str(r["runs"]))
+            # An imported CSV may hold the latency alone: show what is there.
+            std = (f"{100 * r['std_us'] / r['mean_us']:.1f}"
+                   if r["std_us"] is not None and r["mean_us"] else "-")
+            t.add_row(r["key"], f"{r['latency_us'] / 1000:.3f}", std, str(r["runs"] or "-"))
         console.print(t)
 
 
 @app.command()
 def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
          b: str = typer.Argument(..., help="VERSION or LUT@VERSION (same file)"),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Per-key latency ratios b / a between two versions of one LUT file."""
     with user_errors():
         store, va = open_lut(a)
@@ -105,8 +117,10 @@ def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
 @app.command("import")
 def import_(db: Path = typer.Argument(..., help="LUT file to import into (created if new)"),
             source: Path = typer.Argument(..., help="an export (.json or .csv)"),
-            device: str | None = typer.Option(None),
-            backend: str | None = typer.Option(None)) -> None:
+            device: str | None = typer.Option(None, help="Device of the import (a CSV has "
+                                              "none; default: the export's)."),
+            backend: str | None = typer.Option(None, help="Backend of the import (a CSV has "
+                                               "none; default: the export's).")) -> None:
     """Import an exported version as a new sealed version."""
     with user_errors():
         fmt = "csv" if source.suffix == ".csv" else "json"

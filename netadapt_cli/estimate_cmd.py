@@ -87,9 +87,9 @@ def measure_cmd(
     model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
     width: float | None = typer.Option(None, help="Width multiplier."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
-    resolution: int = typer.Option(224),
-    classes: int = typer.Option(1000),
-    as_json: bool = typer.Option(False, "--json"),
+    resolution: int = typer.Option(224, help="Input resolution (with --model)."),
+    classes: int = typer.Option(1000, help="Classes (with --model)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Measure a whole network end to end on a device."""
     from bench.devices import load_config, make_runners

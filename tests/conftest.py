@@ -1,4 +1,4 @@
-"""Shared fixtures: temp LUT files, a fast host runner."""
+"""Shared fixtures: temp LUT files, a fast host runner, a temp device-config directory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,36 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NETADAPT_CONFIGS", str(REPO / "device_configs"))
+
+try:  # property tests: no example database left in the working tree, no per-example deadline
+    from hypothesis import settings
+
+    settings.register_profile("netadapt", database=None, deadline=None)
+    settings.load_profile("netadapt")
+except ImportError:
+    pass
+
+# A host device that measures each key in about a millisecond: for sweeps in tests.
+FAST_TOML = """\
+name = "fast"
+kind = "host"
+description = "host, few runs: for tests"
+
+[backends.tflite-cpu]
+runner = "host"
+threads = 1
+warmup = 1
+runs = 2
+min_time_ms = 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_affinity():
+    """A HostRunner pins the thread that made it; undo that so tests do not leak it."""
+    before = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, before)
 
 
 @pytest.fixture
@@ -22,3 +52,48 @@ def fast_runner():
     from bench.runners.host import HostRunner
 
     return HostRunner(warmup=1, runs=3, min_time_ms=0.0, max_rounds=1)
+
+
+@pytest.fixture
+def configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A device-config directory (host.toml and fast.toml) as NETADAPT_CONFIGS."""
+    d = tmp_path / "configs"
+    d.mkdir()
+    (d / "host.toml").write_text((REPO / "device_configs" / "host.toml").read_text())
+    (d / "fast.toml").write_text(FAST_TOML)
+    monkeypatch.setenv("NETADAPT_CONFIGS", str(d))
+    return d
+
+
+HOLD_LOCK = """\
+import sys
+from lut_db.store import LutStore
+store = LutStore.open(sys.argv[1])
+store.lock()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a second process that holds a LUT's writer lock until the test ends.
+
+    flock belongs to an open file description, so only another process shows that the
+    lock keeps other writers out the way a second sweep would meet it."""
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen] = []
+
+    def hold(path: Path) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "locked"
+        return p
+
+    yield hold
+    for p in procs:
+        p.stdin.close()
+        p.wait(timeout=10)

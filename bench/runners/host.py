@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.runners.base import BatchItem, Failure, Result, Timing
+from bench.runners.base import BatchItem, Failure, Result, RunnerError, Timing
 
 UNSTABLE_SPREAD = 0.10  # std / mean above which another round of runs is taken
 
@@ -66,7 +66,7 @@ class HostRunner:
         allowed = os.sched_getaffinity(0)
         bad = [c for c in self.cpus if c not in allowed]
         if bad:
-            raise ValueError(f"cannot pin to CPU(s) {bad}: this process may use {sorted(allowed)}")
+            raise RunnerError(f"cannot pin to CPU(s) {bad}: this process may use {sorted(allowed)}")
         os.sched_setaffinity(0, set(self.cpus))
 
     def fingerprint(self) -> dict[str, Any]:

@@ -1,0 +1,474 @@
+"""The `netadapt` CLI: each command works, and every bad input ends in one clear message,
+a non-zero exit, no traceback, and the LUT as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from bench.devices import load_config, make_runner
+from bench.runners.base import Timing
+from bench.zoo import MOBILENET_V1, shape_space
+from lut_db.store import SCHEMA_VERSION, LutStore
+from netadapt_cli.main import app
+from tests.conftest import FAST_TOML
+
+SMALL = ["--resolution", "32", "--classes", "10"]
+OFF_GRID = "20," + ",".join(str(w) for w in MOBILENET_V1.base[1:])  # conv1: 20 is not swept
+SWEEP = ["lut", "--device", "fast", "--space", "mobilenet_v1", "--grid", "64", *SMALL]
+
+
+def fake_us(spec) -> float:
+    return 1.0 + spec.macs / 1e4
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping (and the frame of usage errors) undone."""
+    return " ".join(text.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+
+def ok(*args: str):
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def dump(db: Path) -> list[tuple]:
+    """Everything a LUT file holds, to show that a failed command changed nothing."""
+    con = sqlite3.connect(db)
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                        "ORDER BY name")]
+    rows = [(t, *r) for t in tables for r in con.execute(f"SELECT * FROM [{t}]")]
+    con.close()
+    return sorted(rows, key=repr)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A sealed LUT of MobileNetV1's space at 32 px, grid 64, with made-up latencies and the
+    fingerprint of the `fast` config, so measuring into a version derived from it is allowed."""
+    d = tmp_path_factory.mktemp("template")
+    (d / "fast.toml").write_text(FAST_TOML)
+    affinity = os.sched_getaffinity(0)
+    fp = make_runner(load_config(str(d / "fast.toml"))).fingerprint()
+    os.sched_setaffinity(0, affinity)
+    db = d / "fast.db"
+    with LutStore.open(db, create=True) as store:
+        v = store.create_version("fast", "tflite-cpu", fp, space={"sweeps": ["test"]})
+        store.add_results(v.id, [(s.key, Timing.from_samples([fake_us(s)] * 3))
+                                 for s in shape_space(MOBILENET_V1, 32, 64, 10)])
+        store.set_stat(v.id, "invoke_overhead_us", 5.0)
+        store.seal(v.id)
+    return db
+
+
+@pytest.fixture
+def lut(template: Path, tmp_path: Path, configs: Path) -> Path:
+    """A fresh copy of the template LUT, with the test device configs in NETADAPT_CONFIGS."""
+    return Path(shutil.copy(template, tmp_path / "fast.db"))
+
+
+def net_file(tmp_path: Path, net) -> Path:
+    path = tmp_path / "net.json"
+    path.write_text(net.to_json(indent=1))
+    return path
+
+
+# -- lut ------------------------------------------------------------------------------------
+
+
+def test_lut_dry_run_counts_and_stores_nothing(configs: Path, tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    res = ok(*SWEEP, "--db", db, "--dry-run")
+    n = len(shape_space(MOBILENET_V1, 32, 64, 10))
+    out = flat(res.output)
+    assert f"new version in {db}: {n} keys" in out and f"0 stored, {n} to measure" in out
+    assert f"dry run: would measure {n} keys in about" in out and "nothing stored" in out
+    assert not db.exists() and not list(tmp_path.glob("new.db*"))
+
+
+def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
+    before = dump(lut)
+    res = ok(*SWEEP[:-4], "--resolution", "64", "--classes", "10", "--db", lut, "--dry-run")
+    assert "new version derived from" in flat(res.output) and "to measure" in res.output
+    assert dump(lut) == before
+    res = ok(*SWEEP, "--db", lut)  # everything is there already
+    assert "nothing to do" in flat(res.output)
+    assert dump(lut) == before
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+def test_db_list_and_show(lut: Path) -> None:
+    res = ok("db", "list", lut)
+    assert "sealed" in res.output and "476" in res.output
+    res = ok("db", "show", f"{lut}@1", "--entries", "3")
+    out = flat(res.output)
+    assert "fast@1 tflite-cpu [sealed]" in out and "entries: 476 ok, 0 failed" in out
+    assert '"runs": 2' in out and "invoke_overhead_us: 5.00" in out
+    assert "first 3 entries" in out
+    data = json.loads(ok("db", "show", lut, "--json").stdout)
+    assert data["counts"] == {"ok": 476} and data["version"]["id"] == 1
+    assert data["stats"] == {"invoke_overhead_us": 5.0}
+
+
+def test_db_show_lists_failures(tmp_path: Path) -> None:
+    from bench.runners.base import Failure
+
+    db = tmp_path / "f.db"
+    with LutStore.open(db, create=True) as store:
+        v = store.create_version("host", "tflite-cpu", {})
+        store.add_results(v.id, [("add:in=1x1x1", Failure("model crashed", "log"))])
+        store.seal(v.id)
+    out = flat(ok("db", "show", db).output)
+    assert "entries: 0 ok, 1 failed" in out and "model crashed" in out
+
+
+def _scaled_copy(lut: Path, factor: float) -> None:
+    with LutStore.open(lut) as store:
+        rows = json.loads(store.export(1))
+        for r in rows["measurements"][:100]:
+            r["latency_us"] *= factor
+        store.import_(json.dumps(rows))
+
+
+def test_db_diff(lut: Path) -> None:
+    _scaled_copy(lut, 1.5)
+    out = flat(ok("db", "diff", f"{lut}@1", "2").output)
+    assert "fast@1 -> fast@2: 476 common keys, 0 only in 1, 0 only in 2" in out
+    assert "median 1.000" in out and "max 1.500" in out
+    s = json.loads(ok("db", "diff", f"{lut}@1", f"{lut}@2", "--json").stdout)
+    assert s["common"] == 476 and s["max"] == pytest.approx(1.5)
+    assert s["within_5pct"] == pytest.approx(376 / 476)
+
+
+def test_db_export_import_round_trip(lut: Path, tmp_path: Path) -> None:
+    out = ok("db", "export", lut).stdout
+    assert json.loads(out)["version"]["device"] == "fast"
+    ok("db", "export", f"{lut}@1", "--format", "csv", "-o", tmp_path / "v1.csv")
+    ok("db", "export", f"{lut}@1", "-o", tmp_path / "v1.json")
+    other = tmp_path / "other.db"
+    res = ok("db", "import", other, tmp_path / "v1.json")
+    assert f"imported 476 entries as {other}@1" in flat(res.output)
+    res = ok("db", "import", other, tmp_path / "v1.csv", "--device", "fast", "--backend",
+             "tflite-cpu")
+    assert f"as {other}@2" in flat(res.output)
+    with LutStore.open(lut) as a, LutStore.open(other) as b:
+        assert b.table(1) == a.table(1) == b.table(2)
+        assert b.version(1).fingerprint == a.version(1).fingerprint
+
+
+# -- estimate and measure -------------------------------------------------------------------
+
+
+def test_estimate_a_model_as_json(lut: Path) -> None:
+    net = MOBILENET_V1.network(width_mult=0.5, resolution=32, classes=10)
+    res = ok("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0.5", *SMALL,
+             "--json")
+    data = json.loads(res.stdout)
+    assert data["lut"] == f"{lut}@1"
+    assert data["total_us"] == pytest.approx(sum(fake_us(s) for s in net.specs))
+    assert (data["macs"], data["params"], data["interpolated"]) == (net.macs, net.params, 0)
+    assert [layer["node"] for layer in data["layers"]] == [n.name for n in net.nodes]
+
+
+def test_estimate_a_network_file(lut: Path, tmp_path: Path) -> None:
+    net = MOBILENET_V1.network(width_mult=0.75, resolution=32, classes=10)
+    res = ok("estimate", "--lut", f"{lut}@1", "--network", net_file(tmp_path, net))
+    out = flat(res.output)
+    total_ms = sum(fake_us(s) for s in net.specs) / 1000
+    assert f"estimated latency: {total_ms:.3f} ms" in out
+    assert f"{net.macs / 1e6:.1f} M MACs" in out
+
+
+def test_estimate_missing_keys(lut: Path) -> None:
+    args = ["estimate", "--lut", lut, "--model", "mobilenet_v1", "--widths",
+            OFF_GRID, *SMALL]
+    before = dump(lut)
+    res = invoke(*args)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    out = flat(res.output)
+    assert f"{lut}@1 has no entry for 3 layer(s)" in out
+    assert "conv2d:in=32x32x3,out=20" in out and "netadapt lut" in out
+    assert dump(lut) == before
+    data = json.loads(ok(*args, "--missing", "interpolate", "--json").stdout)
+    assert data["interpolated"] == 3
+    res = ok(*args, "--missing", "measure", "--json")  # measured on this machine
+    data = json.loads(res.stdout[res.stdout.index("{"):])
+    assert data["lut"] == f"{lut}@2" and data["interpolated"] == 0
+    with LutStore.open(lut) as store:
+        v2 = store.version(2)
+        assert (v2.parent, v2.status) == (1, "sealed")
+        assert len(store.keys(2)) == 476 + 3 and len(store.keys(1)) == 476
+    assert [r for r in dump(lut) if r[0] == "measurements" and r[1] == 1] == [
+        r for r in before if r[0] == "measurements"]
+
+
+def test_measure_a_model(configs: Path) -> None:
+    net = MOBILENET_V1.network(width_mult=1.0, resolution=32, classes=10)
+    data = json.loads(ok("measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL,
+                         "--json").stdout)
+    assert data["runs"] >= 2 and data["latency_ms"] > 0
+    assert data["min_ms"] <= data["latency_ms"] <= data["max_ms"]
+    assert (data["macs"], data["params"], data["network"]) == (net.macs, net.params, net.name)
+    out = flat(ok("measure", "--device", "fast", "--model", "mobilenet_v2", "--width", "0.5",
+                  *SMALL).output)
+    assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms median" in out
+
+
+# -- bad input: one message, non-zero exit, no traceback, nothing lost ----------------------
+
+
+def fails(*args: str, code: int = 1) -> str:
+    res = invoke(*args)
+    assert res.exit_code == code, res.output
+    assert isinstance(res.exception, SystemExit), res.exception  # handled, not a crash
+    assert "Traceback" not in res.output
+    assert res.output.count("Error") == 1, res.output  # one message
+    return flat(res.output)
+
+
+def test_unknown_device_lists_known_configs(configs: Path, tmp_path: Path) -> None:
+    out = fails(*SWEEP, "--device", "pixel9", "--db", tmp_path / "x.db")
+    assert "unknown device 'pixel9'" in out and "known devices: fast, host" in out
+    out = fails("measure", "--device", "pixel9", "--model", "mobilenet_v1")
+    assert "known devices: fast, host" in out
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_malformed_device_toml_names_file_and_line(configs: Path) -> None:
+    (configs / "broken.toml").write_text('name = "broken"\n[backends.cpu\nrunner = "host"\n')
+    out = fails("measure", "--device", "broken", "--model", "mobilenet_v1", *SMALL)
+    assert str(configs / "broken.toml") in out and "line 2" in out
+
+
+def test_bad_host_settings_in_a_config(configs: Path) -> None:
+    (configs / "pinned.toml").write_text(FAST_TOML.replace("threads = 1", "cpus = [4096]"))
+    out = fails("measure", "--device", "pinned", "--model", "mobilenet_v1", *SMALL)
+    assert "cannot pin to CPU(s) [4096]" in out
+    (configs / "zero.toml").write_text(FAST_TOML.replace("runs = 2", "runs = 0"))
+    out = fails("measure", "--device", "zero", "--model", "mobilenet_v1", *SMALL)
+    assert "zero.toml" in out and "'runs'" in out
+
+
+def _estimate(ref) -> list[str]:
+    return ["estimate", "--lut", str(ref), "--model", "mobilenet_v1", *SMALL]
+
+
+def test_lut_that_is_not_a_lut(tmp_path: Path, configs: Path) -> None:
+    path = tmp_path / "x.db"
+    content = b"hello, I am a text file\n" * 20
+    path.write_bytes(content)
+    for args in (_estimate(path), ["db", "show", path], ["db", "list", path],
+                 [*SWEEP, "--db", path], ["db", "import", path, path]):
+        out = fails(*args)
+        assert f"{path} is not a netadapt LUT (SQLite says: file is not a database)" in out
+    assert path.read_bytes() == content
+    path.write_bytes(b"")  # an empty file: nothing to read (a sweep may create a LUT in it)
+    for args in (_estimate(path), ["db", "show", path], ["db", "list", path]):
+        assert f"{path} is empty, not a netadapt LUT" in fails(*args)
+
+
+def test_lut_of_another_app(tmp_path: Path, configs: Path) -> None:
+    path = tmp_path / "music.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE songs (title TEXT)")
+    con.execute("PRAGMA user_version = 4")
+    con.commit()
+    con.close()
+    before = dump(path)
+    for args in (_estimate(path), [*SWEEP, "--db", path], ["db", "import", path, path]):
+        assert "not a netadapt LUT (tables: songs)" in fails(*args)
+    assert dump(path) == before
+
+
+def test_corrupt_lut(lut: Path) -> None:
+    data = bytearray(lut.read_bytes())
+    data[4096:] = b"\xab" * (len(data) - 4096)
+    lut.write_bytes(bytes(data))
+    for args in (_estimate(lut), ["db", "list", lut], [*SWEEP, "--db", lut]):
+        assert "malformed" in fails(*args)
+
+
+def test_lut_of_a_newer_schema(lut: Path) -> None:
+    con = sqlite3.connect(lut)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    before = lut.read_bytes()
+    for args in (_estimate(lut), ["db", "list", lut], [*SWEEP, "--db", lut]):
+        out = fails(*args)
+        assert "written by a newer netadapt-farm" in out and "pip install -U" in out
+    assert lut.read_bytes() == before
+
+
+def test_missing_lut_file(tmp_path: Path) -> None:
+    out = fails(*_estimate(tmp_path / "none.db"))
+    assert "no such LUT file" in out and "netadapt lut --db" in out
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_version_that_does_not_exist(lut: Path) -> None:
+    for args in (_estimate(f"{lut}@9"), ["db", "show", f"{lut}@9"],
+                 ["db", "export", f"{lut}@9"], ["db", "diff", f"{lut}@1", "9"]):
+        assert "has no version 9 (versions: 1 sealed)" in fails(*args)
+    assert "must be a number" in fails(*_estimate(f"{lut}@latest"))
+
+
+def test_no_sealed_version_yet(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    with LutStore.open(db, create=True) as store:
+        store.create_version("host", "tflite-cpu", {})
+    assert "no sealed version yet (versions: 1 building)" in fails(*_estimate(db))
+
+
+SHAPE_ERRORS = [
+    ([{"name": "c1", "spec": "conv2d:in=32x32x3,out=0,k=3x3,s=2x2,pad=same,act=relu"}],
+     ["node 'c1'", "cout must be a positive integer"]),
+    ([{"name": "c1", "spec": "conv2d:in=32x32x3,out=8,k=33x33,s=1x1,pad=valid,act=relu"}],
+     ["node 'c1'", "kernel 33x33 is larger than the input 32x32 with valid padding"]),
+    ([{"name": "c1", "spec": "conv2d:in=32x32x3,out=8,k=3x3,s=2x2,pad=same,act=relu"},
+      {"name": "c2", "spec": "conv2d:in=16x16x8,out=16", "inputs": ["c1"]},
+      {"name": "res", "spec": "add:in=16x16x8", "inputs": ["c1", "c2"]}],
+     ["node 'res'", "shape mismatch", "'c2' gives 16x16x16", "add expects 16x16x8"]),
+    ([{"name": "c1", "spec": "conv2d:in=32x32x3"}], ["node 'c1'", "missing field 'out'"]),
+    ([{"name": "c1", "spec": "convolution:in=32x32x3,out=8"}], ["node 'c1'", "unknown op"]),
+    ([{"name": "c1", "spec": "conv2d:in=32x32x3,out=8", "inputs": ["x"]}],
+     ["node 'c1'", "'x' is not an earlier node"]),
+]
+
+
+@pytest.mark.parametrize("nodes, words", SHAPE_ERRORS)
+def test_invalid_network_json(lut: Path, tmp_path: Path, nodes: list, words: list[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "mine", "input": [32, 32, 3], "nodes": nodes}))
+    for args in (["estimate", "--lut", lut, "--network", path],
+                 ["measure", "--device", "fast", "--network", path]):
+        out = fails(*args)
+        assert str(path) in out and "network 'mine'" in out
+        assert all(w in out for w in words), out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{", ["not valid JSON"]),
+    ('{"input": [32, 32, 3], "nodes": 3}', ["'nodes' must be a list"]),
+    ('{"input": [32, 32], "nodes": []}', ["'input' must be [H, W, C]"]),
+])
+def test_malformed_network_json(lut: Path, tmp_path: Path, text: str, words: list[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    out = fails("estimate", "--lut", lut, "--network", path)
+    assert all(w in out for w in words), out
+    assert "cannot read network file" in fails("estimate", "--lut", lut, "--network",
+                                               tmp_path / "none.json")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--model", "resnet50"], ["unknown model family 'resnet50'"]),
+    (["--model", "mobilenet_v1", "--network", "x.json"], ["exactly one of --network"]),
+    ([], ["exactly one of --network"]),
+    (["--model", "mobilenet_v1", "--width", "0.5", "--widths", "8"], ["--width", "not both"]),
+    (["--model", "mobilenet_v1", "--widths", "8,16"], ["takes 14 widths", "got 2"]),
+    (["--model", "mobilenet_v1", "--widths", "8,x"], ["--widths must be integers"]),
+    (["--model", "mobilenet_v1", "--resolution", "0"], ["h must be a positive integer"]),
+])
+def test_bad_network_options(lut: Path, extra: list[str], words: list[str]) -> None:
+    out = fails("estimate", "--lut", lut, *extra)
+    assert all(w in out for w in words), out
+
+
+def test_measuring_into_a_sealed_version_of_another_setup(lut: Path, configs: Path) -> None:
+    """A sealed version never takes new rows; measuring on demand with another setup would
+    mix two setups in one derived version, so it is refused before anything is measured."""
+    (configs / "slow.toml").write_text(FAST_TOML.replace("runs = 2", "runs = 5"))
+    before = dump(lut)
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--widths",
+                OFF_GRID, *SMALL,
+                "--missing", "measure", "--device", "slow")
+    assert "fast@1 was measured with another setup (differs in: runs)" in out
+    assert dump(lut) == before
+
+
+def test_two_sweeps_on_one_lut(lut: Path, lock_holder) -> None:
+    holder = lock_holder(lut)
+    before = dump(lut)
+    out = fails(*SWEEP[:-4], "--resolution", "64", "--classes", "10", "--db", lut)
+    assert f"is being written by another sweep (pid {holder.pid})" in out
+    assert dump(lut) == before
+
+
+def test_usage_errors(lut: Path, tmp_path: Path) -> None:
+    out = fails(*SWEEP, "--grid", "0", "--db", tmp_path / "x.db", code=2)
+    assert "must be positive" in out
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--missing", "zero", code=2)
+    assert "--missing must be one of" in out
+    out = fails(*SWEEP, "--space", " , ", "--db", tmp_path / "x.db", code=2)
+    assert "--space names no family (known: mobilenet_v1, mobilenet_v2)" in out
+    assert "unknown model family 'mobilenet_v3'" in fails(*SWEEP, "--space", "mobilenet_v3",
+                                                          "--db", tmp_path / "x.db")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
+    before = dump(lut)
+    (tmp_path / "junk.json").write_text("[1, 2, 3]")
+    assert "not a netadapt LUT export" in fails("db", "import", lut, tmp_path / "junk.json")
+    assert "No such file" in fails("db", "import", lut, tmp_path / "none.json")
+    (tmp_path / "v.csv").write_text("key,latency_us\nadd:in=1x1x1,3\n")
+    assert "--device and --backend" in fails("db", "import", lut, tmp_path / "v.csv")
+    assert dump(lut) == before
+    # a CSV of latencies alone is a LUT too: it imports, shows and estimates
+    other = tmp_path / "other.db"
+    ok("db", "import", other, tmp_path / "v.csv", "--device", "x", "--backend", "y")
+    out = flat(ok("db", "show", other).output)
+    assert "entries: 1 ok" in out and "add:in=1x1x1,act=none,dt=float32 0.003 - -" in out
+    with LutStore.open(lut) as store:
+        v = store.create_version("fast", "tflite-cpu", {})
+        store.add_results(v.id, [("add:in=1x1x1", Timing.from_samples([1.0]))])
+        store.seal(v.id)
+    assert "no key in common" in fails("db", "diff", f"{lut}@1", "2")
+
+
+# -- help -----------------------------------------------------------------------------------
+
+
+def _commands(cmd, path: tuple[str, ...] = ("netadapt",), parent=None):
+    ctx = cmd.context_class(cmd, info_name=path[-1], parent=parent)
+    yield path, cmd, ctx
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(ctx):
+            yield from _commands(cmd.get_command(ctx, name), (*path, name), ctx)
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    """Like sqlite-utils' docs test: the CLI reference is generated from --help."""
+    missing = []
+    seen = set()
+    for path, cmd, ctx in _commands(typer.main.get_command(app)):
+        seen.add(" ".join(path[1:]))
+        if not (cmd.help or "").strip():
+            missing.append(" ".join(path))
+        for p in cmd.get_params(ctx):
+            if not (getattr(p, "help", None) or "").strip():
+                missing.append(f"{' '.join(path)} {p.opts[0] if p.opts else p.name}")
+    assert {"lut", "db", "db list", "db show", "db diff", "db export", "db import",
+            "estimate", "measure"} <= seen
+    assert not missing, f"no help text: {missing}"
+
+
+@pytest.mark.parametrize("args", [[], ["lut"], ["db"], ["db", "diff"], ["estimate"],
+                                  ["measure"]])
+def test_help_runs(args: list[str]) -> None:
+    res = invoke(*args, "--help")
+    assert res.exit_code == 0 and "Usage" in res.output and "Traceback" not in res.output
