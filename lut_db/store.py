@@ -341,7 +341,8 @@ class LutStore:
     def create_version(self, device: str, backend: str, fingerprint: dict[str, Any],
                        parent: int | None = None, note: str = "",
                        space: dict[str, Any] | None = None) -> Version:
-        """A new building version; with a parent, it starts with the parent's entries."""
+        """A new building version; with a parent, it starts with the parent's measured entries
+        (not its failures: those keys get another try in the new version)."""
         with self.db.atomic():
             vid = self.db["versions"].insert({
                 "device": device, "backend": backend, "status": "building", "created": now(),
@@ -353,7 +354,8 @@ class LutStore:
                 cols = ", ".join(c for c in MEASUREMENT_COLUMNS if c != "version")
                 self.db.execute(
                     f"INSERT INTO measurements (version, {cols}) "
-                    f"SELECT ?, {cols} FROM measurements WHERE version = ?", [vid, parent])
+                    f"SELECT ?, {cols} FROM measurements WHERE version = ? AND status = 'ok'",
+                    [vid, parent])
         return self.version(vid)
 
     def find_building(self, device: str, backend: str,

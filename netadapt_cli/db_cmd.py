@@ -84,7 +84,14 @@ def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
     """Per-key latency ratios b / a between two versions of one LUT file."""
     with user_errors():
         store, va = open_lut(a)
-        vb = store.version(int(b)) if b.isdigit() else store.version(parse_lut_ref(b)[1])
+        if b.isdigit():
+            vb = store.version(int(b))
+        else:
+            path_b, vid_b = parse_lut_ref(b)
+            if path_b.resolve() != store.path.resolve():
+                fail(f"diff compares two versions of one file; {path_b} is not {store.path} "
+                     "(export one and import it into the other to compare across files)")
+            vb = store.version(vid_b)
         d = store.diff(va.id, vb.id)
         s = d.summary()
         if as_json:
