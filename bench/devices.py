@@ -70,10 +70,19 @@ def load_config(name: str, directory: Path | None = None) -> DeviceConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (TOML): {e}") from None
     return parse_config(data, path)
 
 
+TOP_KEYS = ("name", "kind", "description", "default_backend", "backends", "match", "adb",
+            "thermal")
+
+
 def parse_config(data: dict[str, Any], path: Path) -> DeviceConfig:
+    unknown = [k for k in data if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})")
     name = _get(data, path, "name", str, path.stem)
     kind = _get(data, path, "kind", str, "android")
     if kind not in KINDS:
@@ -94,15 +103,53 @@ def parse_config(data: dict[str, Any], path: Path) -> DeviceConfig:
     if default not in backends:
         raise ConfigError(f"{path}: key 'default_backend': {default!r} is not one of the "
                           f"backends ({', '.join(backends)})")
-    match = _get(data, path, "match", dict, {})
-    match = {k: [v] if isinstance(v, str) else list(v) for k, v in match.items()}
-    adb = _get(data, path, "adb", dict, {})
+    match = _match_table(_get(data, path, "match", dict, {}), path)
+    adb = _checked_table(_get(data, path, "adb", dict, {}), path, "adb", ADB_KEYS)
     servers = adb.get("servers", [])
     if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
         raise ConfigError(f"{path}: key 'adb.servers': expected a list of \"host:port\" strings")
+    thermal = _checked_table(_get(data, path, "thermal", dict, {}), path, "thermal", THERMAL_KEYS)
     return DeviceConfig(name, path, kind, _get(data, path, "description", str, ""), backends,
-                        default, match, tuple(servers), _get(data, path, "thermal", dict, {}),
-                        data)
+                        default, match, tuple(servers), thermal, data)
+
+
+# Optional tables of an android config: key -> (accepted types, what the message says).
+ADB_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "servers": ((list,), 'a list of "host:port" strings'),
+    "rejoin_timeout_s": ((int, float), "seconds to wait for a lost phone to come back"),
+    "command_timeout_s": ((int, float), "seconds of silence before a phone counts as hung"),
+}
+THERMAL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "limit_c": ((int, float), "degrees Celsius above which the phone counts as hot"),
+    "cooldown_s": ((int, float), "the longest wait for a hot phone to cool down, seconds"),
+    "poll_s": ((int, float), "seconds between temperature reads while cooling down"),
+    "retries": ((int,), "how often a batch that ended hot is measured again"),
+    "zones": ((list,), "globs of thermal zone types to read (default: all zones)"),
+    "sysfs": ((str,), "the thermal zones' folder on the phone"),
+}
+
+
+def _checked_table(table: dict[str, Any], path: Path, name: str,
+                   known: dict[str, tuple[tuple[type, ...], str]]) -> dict[str, Any]:
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key '{name}.{key}' (known: {', '.join(known)})")
+        types, what = known[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ConfigError(f"{path}: key '{name}.{key}': expected {what}, got {value!r}")
+    return table
+
+
+def _match_table(match: dict[str, Any], path: Path) -> dict[str, list[str]]:
+    out = {}
+    for key, value in match.items():
+        patterns = [value] if isinstance(value, str) else value
+        if not isinstance(patterns, list) or not patterns or not all(
+                isinstance(p, str) for p in patterns):
+            raise ConfigError(f"{path}: key 'match.{key}': expected a pattern string or a "
+                              f"list of them (globs, or \"re:REGEX\"), got {value!r}")
+        out[key] = patterns
+    return out
 
 
 _MISSING = object()
@@ -135,8 +182,12 @@ def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]
         out[key] = value
     if out.get("cpus") == "last":
         out.pop("cpus")
-    elif isinstance(out.get("cpus"), str):
+    elif isinstance(out.get("cpus"), str) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in out.get("cpus", [])):
         raise ConfigError(f"{path}: key 'cpus': expected a list of CPU numbers or \"last\"")
+    for key, least in (("threads", 1), ("runs", 1), ("warmup", 0), ("min_time_ms", 0)):
+        if key in out and out[key] < least:
+            raise ConfigError(f"{path}: key {key!r}: expected at least {least}, got {out[key]}")
     return out
 
 

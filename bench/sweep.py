@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.runners.base import BatchItem, Failure, Result, Runner, RunnerError
+from bench.runners.base import BatchItem, DeviceLost, Failure, Result, Runner, RunnerError, Timing
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore, Version
 
@@ -106,37 +108,77 @@ def merge_space(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 Builder = Callable[[LayerSpec], bytes]
 Progress = Callable[[int, str], None]  # (keys just stored, serial)
+Event = Callable[[str, str, str], None]  # (kind: lost/back/gone, serial, message)
+REPLICA_SAMPLE = 20  # keys measured on every phone of a farm sweep
+
+
+def replica_sample(keys: Iterable[str], n: int = REPLICA_SAMPLE) -> list[str]:
+    """A fixed sample of a sweep's keys (the same for every run of the same space)."""
+    ordered = sorted(set(keys))
+    return sorted(random.Random(ORDER_SEED).sample(ordered, min(n, len(ordered))))
+
+
+@dataclass
+class _Msg:
+    kind: str  # results, replicas, lost (partial results, worker waits), back, gone
+    serial: str
+    keys: list[str] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequence[Runner],
         build: Builder, batch_size: int = 16, progress: Progress | None = None,
-        seal: bool = True) -> SweepResult:
-    """Measure ``keys`` into ``version`` with one worker per runner, committing per batch."""
+        seal: bool = True, *, replica_keys: Sequence[str] = (),
+        failure_dir: Path | None = None, on_event: Event | None = None) -> SweepResult:
+    """Measure ``keys`` into ``version`` with one worker per runner, committing per batch.
+
+    Runners pull batches from one queue. A runner that loses its device (DeviceLost)
+    hands back what it did not finish and, if it can ``rejoin``, waits for the device
+    while the others go on; any other runner error ends that worker (its batch goes back).
+    ``replica_keys`` are measured once on every runner, into the replicas table.
+    ``failure_dir``: where the output of each failed key is written for inspection.
+    """
     start = time.perf_counter()
-    work: queue.Queue[list[str]] = queue.Queue()
+    work: queue.Queue[list[str] | None] = queue.Queue()
     for i in range(0, len(keys), batch_size):
         work.put(list(keys[i:i + batch_size]))
-    done: queue.Queue[tuple[str, list[str], list[Result] | BaseException]] = queue.Queue()
-    workers = [threading.Thread(target=_worker, args=(r, work, done, build), daemon=True)
-               for r in runners]
+    done: queue.Queue[_Msg] = queue.Queue()
+    stop = threading.Event()
+    workers = [threading.Thread(target=_worker, args=(r, work, done, build, stop, replica_keys),
+                                daemon=True) for r in runners]
     for w in workers:
         w.start()
     result = SweepResult(version, 0, 0, 0.0, 0.0)
-    pending, alive = len(keys), len(workers)
+    serials = [_serial(r) for r in runners]
+    owe = set(serials) if replica_keys else set()  # runners whose replicas are not in yet
+    away: set[str] = set()
+    gone: set[str] = set()
+    pending = len(keys)
     errors: list[BaseException] = []
-    while pending and alive:
-        serial, batch, outcome = done.get()
-        if isinstance(outcome, BaseException):
-            alive -= 1  # this runner gave up; its batch is back in the queue
-            errors.append(outcome)
-            continue
-        store.add_results(version.id, zip(batch, outcome), serial=serial)
-        pending -= len(batch)
-        result.measured += sum(not isinstance(o, Failure) for o in outcome)
-        result.failed += sum(isinstance(o, Failure) for o in outcome)
-        result.per_serial[serial] = result.per_serial.get(serial, 0) + len(batch)
-        if progress:
-            progress(len(batch), serial)
+    while (pending or owe - away) and len(gone) < len(workers):
+        msg = done.get()
+        if msg.kind in ("results", "lost") and msg.keys:
+            _commit(store, version, msg, result, failure_dir)
+            pending -= len(msg.keys)
+            if progress:
+                progress(len(msg.keys), msg.serial)
+        if msg.kind == "replicas":
+            owe.discard(msg.serial)
+            good = [(k, r) for k, r in zip(msg.keys, msg.results) if isinstance(r, Timing)]
+            if good:
+                store.add_replicas(version.id, good, msg.serial)
+        elif msg.kind == "lost":
+            away.add(msg.serial)
+        elif msg.kind == "back":
+            away.discard(msg.serial)
+        elif msg.kind == "gone":
+            gone.add(msg.serial)
+            owe.discard(msg.serial)
+            errors.append(msg.error or RunnerError(f"{msg.serial} stopped"))
+        if on_event and msg.kind in ("lost", "back", "gone"):
+            on_event(msg.kind, msg.serial, str(msg.error or ""))
+    stop.set()
     _stop(work, workers)
     result.wall_s = time.perf_counter() - start
     result.timed_s = sum(getattr(r, "timed_ns", 0) for r in runners) / 1e9
@@ -145,28 +187,97 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "
                           f"stored; run the same command again to resume): {reasons}")
     if seal:
-        measure_overhead(store, version, runners[0], build)
+        usable = [r for r, s in zip(runners, serials) if s not in gone and s not in away]
+        measure_overhead(store, version, (usable or list(runners))[0], build)
         result.version = store.seal(version.id)
     return result
 
 
-def _worker(runner: Runner, work: queue.Queue, done: queue.Queue, build: Builder) -> None:
-    serial = getattr(runner, "serial", runner.backend)
-    while True:
+def _serial(runner: Runner) -> str:
+    return getattr(runner, "serial", runner.backend)
+
+
+def _commit(store: LutStore, version: Version, msg: _Msg, result: SweepResult,
+            failure_dir: Path | None) -> None:
+    store.add_results(version.id, zip(msg.keys, msg.results), serial=msg.serial)
+    failed = [(k, r) for k, r in zip(msg.keys, msg.results) if isinstance(r, Failure)]
+    result.measured += len(msg.keys) - len(failed)
+    result.failed += len(failed)
+    result.per_serial[msg.serial] = result.per_serial.get(msg.serial, 0) + len(msg.keys)
+    if failure_dir is not None and failed:
+        save_failures(failure_dir, version, msg.serial, failed)
+
+
+def save_failures(folder: Path, version: Version, serial: str,
+                  failed: Sequence[tuple[str, Failure]]) -> list[Path]:
+    """Each failed key's error and raw tool output as a text file, for the user to inspect."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, f in failed:
+        name = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", key)[:150]
+        path = folder / f"v{version.id}-{name}.txt"
+        path.write_text(f"key: {key}\nserial: {serial}\nerror: {f.error}\n\n{f.output}")
+        paths.append(path)
+    return paths
+
+
+def _worker(runner: Runner, work: queue.Queue, done: queue.Queue, build: Builder,
+            stop: threading.Event, replica_keys: Sequence[str]) -> None:
+    serial = _serial(runner)
+    if replica_keys and not _replicas(runner, serial, replica_keys, done, build, stop):
+        return
+    while not stop.is_set():
         try:
-            batch = work.get_nowait()
+            batch = work.get(timeout=0.05)
         except queue.Empty:
-            return
+            continue  # a batch may still come back from a phone that went away
         if batch is None:
             return
         try:
-            items = [BatchItem(k, build(LayerSpec.parse(k))) for k in batch]
-            results = runner.measure(items)
-        except Exception as e:  # noqa: BLE001 - any runner fault: requeue, report, stop worker
-            work.put(batch)  # nothing of this batch was stored: it goes back to the queue
-            done.put((serial, batch, e))
+            results = runner.measure([BatchItem(k, build(LayerSpec.parse(k))) for k in batch])
+        except DeviceLost as e:
+            rest = [k for i, k in enumerate(batch) if i not in e.partial]
+            if rest:
+                work.put(rest)  # nothing of these was stored: back to the queue
+            kept = sorted(i for i in e.partial if i < len(batch))
+            done.put(_Msg("lost", serial, [batch[i] for i in kept],
+                          [e.partial[i] for i in kept], e))
+            if not _rejoin(runner, serial, done, stop, e):
+                return
+            continue
+        except Exception as e:  # noqa: BLE001 - any other runner fault: requeue, stop worker
+            work.put(batch)
+            done.put(_Msg("gone", serial, error=e))
             return
-        done.put((serial, batch, results))
+        done.put(_Msg("results", serial, list(batch), list(results)))
+
+
+def _replicas(runner: Runner, serial: str, keys: Sequence[str], done: queue.Queue,
+              build: Builder, stop: threading.Event) -> bool:
+    """Measure the agreement sample on this runner; False if the worker must stop."""
+    try:
+        results = runner.measure([BatchItem(k, build(LayerSpec.parse(k))) for k in keys])
+    except DeviceLost as e:
+        done.put(_Msg("replicas", serial))
+        done.put(_Msg("lost", serial, error=e))
+        return _rejoin(runner, serial, done, stop, e)
+    except Exception as e:  # noqa: BLE001 - same as a batch: report, stop worker
+        done.put(_Msg("replicas", serial))
+        done.put(_Msg("gone", serial, error=e))
+        return False
+    done.put(_Msg("replicas", serial, list(keys), list(results)))
+    return True
+
+
+def _rejoin(runner: Runner, serial: str, done: queue.Queue, stop: threading.Event,
+            error: BaseException) -> bool:
+    """Wait for a lost device to come back (runners that can); report back or gone."""
+    rejoin = getattr(runner, "rejoin", None)
+    if rejoin is not None and rejoin(stop):
+        done.put(_Msg("back", serial))
+        return True
+    done.put(_Msg("gone", serial, error=error))
+    return False
 
 
 def _stop(work: queue.Queue, workers: list[threading.Thread]) -> None:

@@ -20,7 +20,15 @@ class RunnerError(RuntimeError):
 
 
 class DeviceLost(RunnerError):
-    """The device went away mid-batch; the batch should go back to the queue."""
+    """The device went away mid-batch; the batch should go back to the queue.
+
+    ``partial`` maps batch positions to results the device finished before it went
+    away: they are stored, and only the rest of the batch goes back to the queue.
+    """
+
+    def __init__(self, message: str, partial: dict[int, Result] | None = None):
+        super().__init__(message)
+        self.partial: dict[int, Result] = dict(partial or {})
 
 
 @dataclass(frozen=True)

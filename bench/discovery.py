@@ -1,0 +1,198 @@
+"""Which phones are attached, on which adb servers, and which device config each matches.
+
+A config recognises its phones by getprop values: ``[match]`` maps a property
+(``ro.product.model``, ``ro.board.platform``, ...) to one pattern or a list of them.
+Patterns are shell globs (``SM-G95?*``); a pattern starting with ``re:`` is a regular
+expression matched against the whole value. Every listed property must match (one
+of its patterns); a config without ``[match]`` matches no phone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.devices import ConfigError, DeviceConfig, config_dir, known_configs, load_config
+from bench.runners.adb_transport import (
+    AdbTransport,
+    AdbUnreachable,
+    Client,
+    Server,
+    local_server,
+    parse_server,
+)
+from bench.runners.base import RunnerError
+
+_PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+STATE_HELP = {
+    "unauthorized": "unlock the phone and accept the \"Allow USB debugging?\" prompt",
+    "offline": "replug the cable or run `adb reconnect`; check the phone is awake",
+    "no permissions": "fix the USB permissions (udev rules) on the adb server's machine",
+}
+
+
+@dataclass
+class AttachedDevice:
+    """One entry of `adb devices` on one server, with its props when it is usable."""
+
+    server: Server
+    serial: str
+    state: str
+    props: dict[str, str] = field(default_factory=dict)
+    configs: list[str] = field(default_factory=list)  # matching config names, best first
+    error: str = ""
+
+    @property
+    def model(self) -> str:
+        return self.props.get("ro.product.model", "")
+
+    @property
+    def soc(self) -> str:
+        p = self.props
+        return (p.get("ro.board.platform") or p.get("ro.soc.model") or p.get("ro.hardware")
+                or "")
+
+    @property
+    def android(self) -> str:
+        return self.props.get("ro.build.version.release", "")
+
+    @property
+    def abi(self) -> str:
+        return self.props.get("ro.product.cpu.abi", "")
+
+    def describe(self) -> str:
+        what = ", ".join(x for x in (self.model, self.soc) if x) or "props unknown"
+        return f"{self.serial} on {self.server} ({self.state}; {what})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"server": str(self.server), "serial": self.serial, "state": self.state,
+                "model": self.model, "soc": self.soc, "android": self.android,
+                "abi": self.abi, "configs": self.configs, "error": self.error}
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    """``getprop`` listing (``[key]: [value]`` lines) -> dict."""
+    props = {}
+    for line in text.replace("\r\n", "\n").splitlines():
+        m = _PROP_LINE.match(line.strip())
+        if m:
+            props[m.group(1)] = m.group(2)
+    return props
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], value) is not None
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def matches(config: DeviceConfig, props: dict[str, str]) -> bool:
+    """Whether a phone with these props is one of the config's kind."""
+    if config.kind != "android" or not config.match:
+        return False
+    return all(any(pattern_matches(p, props.get(key, "")) for p in patterns)
+               for key, patterns in config.match.items())
+
+
+def servers_of(config: DeviceConfig) -> list[Server]:
+    """The adb servers a config looks on: its [adb] servers, else the local one."""
+    try:
+        return [parse_server(s) for s in config.adb_servers] or [local_server()]
+    except ValueError as e:
+        raise ConfigError(f"{config.path}: key 'adb.servers': {e}") from None
+
+
+def all_configs(directory: Path | None = None) -> list[DeviceConfig]:
+    return [load_config(n, directory) for n in known_configs(directory or config_dir())]
+
+
+def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = ()
+         ) -> tuple[list[AttachedDevice], dict[str, str]]:
+    """Every device on every server (props read from usable ones), and unreachable servers.
+
+    Returns (devices, {server: error}). One getprop round trip per usable device.
+    """
+    devices: list[AttachedDevice] = []
+    unreachable: dict[str, str] = {}
+    for server in dict.fromkeys(servers):
+        try:
+            states = Client(server).states()
+        except AdbUnreachable as e:
+            unreachable[str(server)] = str(e)
+            continue
+        for serial, state in sorted(states.items()):
+            dev = AttachedDevice(server, serial, state)
+            if state == "device":
+                _read_props(dev)
+            dev.configs = best_first([c for c in configs if matches(c, dev.props)])
+            devices.append(dev)
+    return devices, unreachable
+
+
+def _read_props(dev: AttachedDevice) -> None:
+    try:
+        res = AdbTransport(dev.server, dev.serial, timeout_s=20).shell("getprop")
+        dev.props = parse_getprop(res.stdout)
+    except RunnerError as e:
+        dev.error = str(e)
+
+
+def best_first(configs: Sequence[DeviceConfig]) -> list[str]:
+    """Config names, the most specific (most match keys) first: pixel1 before generic."""
+    return [c.name for c in sorted(configs, key=lambda c: (-len(c.match), c.name))]
+
+
+def find_devices(config: DeviceConfig, serial: str | None = None) -> list[AttachedDevice]:
+    """The usable attached phones of a config (only ``serial`` if given), or a RunnerError
+    that shows what is attached and what the config wants."""
+    servers = servers_of(config)
+    devices, unreachable = scan(servers, [config])
+    if len(unreachable) == len(servers):
+        raise AdbUnreachable("; ".join(unreachable.values()))
+    if serial is not None:
+        chosen = [d for d in devices if d.serial == serial]
+        if not chosen:
+            raise RunnerError(f"no device with serial {serial!r} on {_names(servers)}; "
+                              f"attached: {_attached(devices)}")
+        _check_usable(chosen, config)
+        if not chosen[0].configs:
+            raise RunnerError(f"{chosen[0].describe()} does not match device config "
+                              f"{config.name!r} ({config.path}), which wants {_wants(config)}")
+        return chosen
+    usable = [d for d in devices if d.state == "device" and d.configs]
+    if usable:
+        return usable
+    _check_usable([d for d in devices if d.state != "device"], config, none_usable=True)
+    raise RunnerError(f"no attached device matches {config.name!r} ({config.path}): it wants "
+                      f"{_wants(config)}; attached on {_names(servers)}: {_attached(devices)}")
+
+
+def _check_usable(devices: list[AttachedDevice], config: DeviceConfig,
+                  none_usable: bool = False) -> None:
+    """A chosen (or, with none usable, any) device that adb cannot use: say why and how."""
+    for d in devices:
+        if d.state != "device":
+            hint = STATE_HELP.get(d.state, "check the cable and `adb devices`")
+            lead = "no usable device; " if none_usable else ""
+            raise RunnerError(f"{lead}{d.serial} on {d.server} is {d.state}: {hint}")
+        if d.error:
+            raise RunnerError(d.error)
+
+
+def _names(servers: Sequence[Server]) -> str:
+    return ", ".join(f"adb server {s}" for s in servers)
+
+
+def _wants(config: DeviceConfig) -> str:
+    if not config.match:
+        return "nothing ([match] is empty)"
+    return " and ".join(f"{k} ~ {' | '.join(v)}" for k, v in config.match.items())
+
+
+def _attached(devices: list[AttachedDevice]) -> str:
+    if not devices:
+        return "nothing (check the cable, `adb devices`, and that USB debugging is on)"
+    return "; ".join(d.describe() for d in devices)

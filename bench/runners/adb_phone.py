@@ -1,0 +1,399 @@
+"""One attached phone as the ADB runners see it: probed once, watched for heat, rejoined.
+
+Everything here runs on the phone through :class:`AdbTransport`, as POSIX-sh text
+in which every path is ``shlex.quote``d. The probe is ONE round trip: getprop, the
+CPUs' max frequency and governor, which helper tools exist (taskset, timeout,
+sha256sum), the hashes of files the runner wants there, and the work folder set up.
+:class:`PhoneRunner` is what the ADB runners (adb_tflite, snpe) share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import posixpath
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adbutils.errors import AdbError
+
+from bench.devices import ConfigError, DeviceConfig
+from bench.discovery import AttachedDevice, parse_getprop
+from bench.runners.adb_transport import AdbTransport, AdbUnreachable
+from bench.runners.base import DeviceLost, RunnerError, Timing
+
+SECTION = "@@NETADAPT-SECTION"
+TEMP_MARK = "@@NETADAPT-TEMP"
+TOOLS = ("taskset", "timeout", "sha256sum", "md5sum")
+DEFAULT_WORK_DIR = "/data/local/tmp/netadapt"
+ELF_ABIS = {0x28: "armeabi-v7a", 0xB7: "arm64-v8a", 0x03: "x86", 0x3E: "x86_64"}
+
+
+@dataclass(frozen=True)
+class Thermal:
+    """A config's [thermal] table: over ``limit_c`` a phone cools down, then re-measures."""
+
+    limit_c: float | None = None
+    cooldown_s: float = 300.0
+    poll_s: float = 10.0
+    retries: int = 1
+    zones: tuple[str, ...] = ()  # globs of zone types; empty: every zone
+    sysfs: str = "/sys/class/thermal"
+
+    @classmethod
+    def from_config(cls, config: DeviceConfig) -> Thermal:
+        t = dict(config.thermal)
+        zones = t.pop("zones", [])
+        if not all(isinstance(z, str) for z in zones):
+            raise ConfigError(f"{config.path}: key 'thermal.zones': expected a list of globs")
+        return cls(zones=tuple(zones), **t)
+
+
+@dataclass
+class PhoneInfo:
+    props: dict[str, str] = field(default_factory=dict)
+    cpus: dict[int, tuple[int | None, str | None]] = field(default_factory=dict)
+    tools: set[str] = field(default_factory=set)
+    files: dict[str, tuple[str, bool] | None] = field(default_factory=dict)  # (hash, exec)
+
+    @property
+    def abis(self) -> list[str]:
+        listed = self.props.get("ro.product.cpu.abilist", "")
+        return [a for a in listed.split(",") if a] or [self.props.get("ro.product.cpu.abi", "")]
+
+
+def safe_serial(serial: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", serial)
+
+
+class Phone:
+    """An attached phone of a config: transport, probe results, temperature, rejoin."""
+
+    def __init__(self, attached: AttachedDevice, config: DeviceConfig, work_dir: str,
+                 timeout_s: float = 600.0):
+        self.config = config
+        self.serial = attached.serial
+        self.server = attached.server
+        self.transport = AdbTransport(attached.server, attached.serial, timeout_s)
+        # {serial}: for phones sharing one filesystem (the loopback test devices)
+        self.work_dir = work_dir.replace("{serial}", safe_serial(attached.serial))
+        if not self.work_dir.startswith("/") or posixpath.normpath(self.work_dir) == "/":
+            raise ConfigError(f"{config.path}: key 'work_dir': expected an absolute folder "
+                              f"on the phone other than '/', got {work_dir!r}")
+        self.thermal = Thermal.from_config(config)
+        self.info = PhoneInfo()
+        self._batch = 0
+
+    @property
+    def batches_dir(self) -> str:
+        return posixpath.join(self.work_dir, "batches")
+
+    def new_batch_dir(self) -> str:
+        self._batch += 1
+        return posixpath.join(self.batches_dir, f"b{self._batch}")
+
+    # -- probe ---------------------------------------------------------------------------
+    def probe(self, files: tuple[str, ...] = ()) -> PhoneInfo:
+        """One round trip: props, CPUs, tools, ``files``' hashes; work folder ready and empty."""
+        res = self.transport.shell(probe_script(self.work_dir, files), timeout_s=60)
+        sections = split_sections(res.stdout)
+        if "end" not in sections:
+            raise RunnerError(f"{self.serial}: probing the phone failed (exit {res.returncode})"
+                              f": {res.output.strip()[-500:]}")
+        self.info = PhoneInfo(parse_getprop(sections.get("props", "")),
+                              parse_cpus(sections.get("cpus", "")),
+                              set(sections.get("tools", "").split()),
+                              parse_files(sections.get("files", ""), files))
+        return self.info
+
+    # -- temperature ----------------------------------------------------------------------
+    def temps_snippet(self, label: str) -> str:
+        """Script lines printing every thermal zone (type and raw value) under a label."""
+        zones = shlex.quote(self.thermal.sysfs.rstrip("/") or "/") + "/thermal_zone*"
+        return (f"echo '{TEMP_MARK} {label}'; for z in {zones}; do "
+                '[ -r "$z/temp" ] || continue; '
+                't=$(cat "$z/temp" 2>/dev/null) || continue; '
+                'echo "@@T $(cat "$z/type" 2>/dev/null) $t"; done')
+
+    def temperature_c(self, text: str, label: str) -> float | None:
+        """Max temperature (C) over the configured zones in a temps_snippet's output."""
+        return max_temp(zone_readings(text, label), self.thermal.zones)
+
+    def read_temperature(self) -> float | None:
+        res = self.transport.shell(self.temps_snippet("now"), timeout_s=60)
+        return self.temperature_c(res.stdout, "now")
+
+    def is_hot(self, temp_c: float | None) -> bool:
+        return self.thermal.limit_c is not None and temp_c is not None and (
+            temp_c > self.thermal.limit_c)
+
+    def cool_down(self, sleep: Callable[[float], None] = time.sleep) -> float | None:
+        """Wait (bounded by cooldown_s) until the phone is under its limit; last reading."""
+        deadline = time.monotonic() + self.thermal.cooldown_s
+        temp = self.read_temperature()
+        while self.is_hot(temp) and time.monotonic() < deadline:
+            sleep(max(0.0, min(self.thermal.poll_s, deadline - time.monotonic())))
+            temp = self.read_temperature()
+        return temp
+
+    # -- rejoin and clean-up ---------------------------------------------------------------
+    def wait_until_back(self, timeout_s: float, stop: threading.Event) -> bool:
+        """Poll the adb server until the phone is usable again (True), or give up (False).
+
+        A phone attached over TCP ("host:port") is `adb connect`ed again, as a user would.
+        """
+        deadline = time.monotonic() + timeout_s
+        tcp = re.fullmatch(r"[\w.\-\[\]:]+:\d+", self.serial) is not None
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                state = self.transport.state()
+                if state != "device" and tcp:
+                    self.transport.client.connect(self.serial, timeout=2)
+                elif state == "device" and self._answers():
+                    return True
+            except (AdbUnreachable, OSError, DeviceLost, AdbError):
+                pass  # the server or the phone is still away: poll again
+            stop.wait(0.5)
+        return False
+
+    def _answers(self) -> bool:
+        try:
+            return self.transport.shell("echo ok", timeout_s=10).stdout.strip() == "ok"
+        except RunnerError:
+            return False
+
+    def cleanup(self) -> None:
+        """Remove the batches folder (models, scripts, logs); best effort."""
+        try:
+            self.transport.shell(f"rm -rf {shlex.quote(self.batches_dir)}", timeout_s=30)
+        except RunnerError:
+            pass
+
+    # -- fingerprint parts ------------------------------------------------------------------
+    def device_fingerprint(self) -> dict[str, Any]:
+        p = self.info.props
+        return {"model": p.get("ro.product.model"),
+                "manufacturer": p.get("ro.product.manufacturer"),
+                "soc": p.get("ro.board.platform") or p.get("ro.hardware"),
+                "build": p.get("ro.build.fingerprint"),
+                "android": p.get("ro.build.version.release"),
+                "abi": p.get("ro.product.cpu.abi")}
+
+
+def probe_script(work_dir: str, files: tuple[str, ...]) -> str:
+    q = shlex.quote
+    lines = [
+        f"echo '{SECTION} props'; getprop",
+        f"echo '{SECTION} cpus'",
+        ("for c in /sys/devices/system/cpu/cpu[0-9]*; do [ -d \"$c\" ] || continue; "
+         "f=$(cat \"$c/cpufreq/cpuinfo_max_freq\" 2>/dev/null) || f=-; "
+         "g=$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null) || g=-; "
+         "echo \"${c##*/cpu} ${f:--} ${g:--}\"; done"),
+        f"echo '{SECTION} tools'",
+        f"for t in {' '.join(TOOLS)}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done",
+        f"echo '{SECTION} files'",
+    ]
+    for i, path in enumerate(files):
+        f = q(path)
+        lines.append(f"if [ -f {f} ]; then h=$(sha256sum {f} 2>/dev/null || md5sum {f} "
+                     f"2>/dev/null); x=-; [ -x {f} ] && x=x; echo \"{i} ${{h%% *}}- $x\"; "
+                     f"else echo '{i} missing'; fi")
+    batches = q(posixpath.join(work_dir, "batches"))
+    lines += [f"mkdir -p {batches} && rm -rf {batches}/*",
+              f"echo '{SECTION} end'"]
+    return "\n".join(lines) + "\n"
+
+
+def split_sections(text: str) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.startswith(SECTION + " "):
+            current = line[len(SECTION) + 1:].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def parse_cpus(text: str) -> dict[int, tuple[int | None, str | None]]:
+    cpus = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].isdigit():
+            freq = int(parts[1]) if parts[1].isdigit() else None
+            cpus[int(parts[0])] = (freq, parts[2] if parts[2] != "-" else None)
+    return dict(sorted(cpus.items()))
+
+
+def parse_files(text: str, files: tuple[str, ...]) -> dict[str, tuple[str, bool] | None]:
+    out: dict[str, tuple[str, bool] | None] = dict.fromkeys(files)
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].isdigit() and int(parts[0]) < len(files):
+            out[files[int(parts[0])]] = (parts[1].rstrip("-"), parts[2] == "x")
+    return out
+
+
+def zone_readings(text: str, label: str) -> list[tuple[str, float]]:
+    """(zone type, degrees C) under ``@@NETADAPT-TEMP label``; millidegrees converted,
+    readings outside -40..150 C (unplugged or fake sensors) dropped."""
+    out: list[tuple[str, float]] = []
+    inside = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.startswith(TEMP_MARK + " "):
+            inside = line[len(TEMP_MARK) + 1:].strip() == label
+            continue
+        if not line.startswith("@@T "):
+            inside = False
+            continue
+        if not inside:
+            continue
+        zone, _, raw = line[4:].rpartition(" ")
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        celsius = value / 1000.0 if abs(value) >= 1000 else value
+        if -40.0 <= celsius <= 150.0:
+            out.append((zone.strip(), celsius))
+    return out
+
+
+def max_temp(readings: list[tuple[str, float]], zones: tuple[str, ...]) -> float | None:
+    picked = [c for z, c in readings if not zones or any(fnmatch.fnmatch(z, g) for g in zones)]
+    return max(picked) if picked else None
+
+
+def elf_abi(data: bytes) -> str | None:
+    """The Android ABI an ELF binary is built for; None for anything else (e.g. scripts)."""
+    if data[:4] != b"\x7fELF" or len(data) < 20:
+        return None
+    order = "little" if data[5] == 1 else "big"
+    machine = int.from_bytes(data[18:20], order)
+    return ELF_ABIS.get(machine, f"elf-machine-{machine:#x}")
+
+
+def local_hashes(data: bytes) -> set[str]:
+    """What the phone's sha256sum or md5sum would print for these bytes."""
+    return {hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()}
+
+
+def read_local(path: str, config: DeviceConfig, key: str) -> bytes:
+    p = Path(path).expanduser()
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{config.path}: key '{key}': cannot read {str(p)!r} "
+                          f"({e.strerror}); expected a local file to push to the phone") from None
+
+
+Measured = tuple[list[Any], float | None, float | None]  # results, temp before, temp after
+
+
+class PhoneRunner:
+    """What the ADB runners share: discovery, one phone, hot re-measure, rejoin, clean-up.
+
+    A subclass sets ``settings_class`` (with ``from_backend(config, backend)`` and the
+    fields work_dir, batch_size, model_timeout_s) and implements ``_setup()`` (called
+    again when a lost phone rejoins) and ``measure()``.
+    """
+
+    settings_class: Any = None
+
+    def __init__(self, config: DeviceConfig, backend: Any, attached: AttachedDevice,
+                 settings: Any = None):
+        self.config = config
+        self.backend = backend.name
+        self.settings = settings or self.settings_class.from_backend(config, backend)
+        self.serial = attached.serial
+        self.batch_size = self.settings.batch_size
+        self.timed_ns = 0
+        self.notes: list[str] = []
+        adb = config.raw.get("adb", {})
+        self.rejoin_timeout_s = float(adb.get("rejoin_timeout_s", 120))
+        timeout = float(adb.get("command_timeout_s", self.settings.model_timeout_s + 60))
+        self.phone = Phone(attached, config, self.settings.work_dir, timeout)
+        self._last_temp: float | None = None
+
+    @classmethod
+    def discover(cls, config: DeviceConfig, backend: Any,
+                 serial: str | None = None) -> list[Any]:
+        """One runner per attached phone matching the config (only ``serial`` if given)."""
+        from bench.discovery import find_devices
+
+        settings = cls.settings_class.from_backend(config, backend)
+        cls.check_host(settings)
+        return [cls(config, backend, d, settings) for d in find_devices(config, serial)]
+
+    @classmethod
+    def from_config(cls, config: DeviceConfig, backend: Any, serial: str | None = None) -> Any:
+        """The runner of exactly one phone: several matching need a ``serial``."""
+        from bench.discovery import find_devices
+
+        settings = cls.settings_class.from_backend(config, backend)
+        cls.check_host(settings)
+        devices = find_devices(config, serial)
+        if len(devices) > 1:
+            raise RunnerError(f"{len(devices)} phones match {config.name!r}: "
+                              f"{', '.join(d.serial for d in devices)}; choose one with --serial")
+        return cls(config, backend, devices[0], settings)
+
+    @classmethod
+    def check_host(cls, settings: Any) -> None:
+        """Refuse early what this machine lacks (e.g. an SDK), before any phone is touched."""
+
+    def measure_cool(self, run: Callable[[], Measured]) -> tuple[list[Any], dict[str, Any]]:
+        """``run()`` once, and again after a cool-down while the phone ended it hot.
+
+        A phone left hot by the previous batch cools down before this one starts.
+        """
+        if self.phone.is_hot(self._last_temp):
+            self._last_temp = self.phone.cool_down()
+        results, before, after = run()
+        retries = 0
+        while self.phone.is_hot(after) and retries < self.phone.thermal.retries:
+            retries += 1
+            self.phone.cool_down()
+            results, before, after = run()
+        self._last_temp = after
+        extra: dict[str, Any] = {"temp_before_c": before, "temp_after_c": after,
+                                 "hot_retries": retries}
+        if self.phone.is_hot(after):
+            extra["hot"] = True
+        return [with_extra(r, extra) for r in results], extra
+
+    def rejoin(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
+        """After DeviceLost: wait for the phone to come back, then set it up again."""
+        timeout = self.rejoin_timeout_s if timeout_s is None else timeout_s
+        if not self.phone.wait_until_back(timeout, stop):
+            return False
+        try:
+            self._setup()
+        except RunnerError:
+            return False
+        return True
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def round_trips(self) -> int:
+        return self.phone.transport.round_trips
+
+    def close(self) -> None:
+        self.phone.cleanup()
+
+
+def with_extra(r: Any, extra: dict[str, Any]) -> Any:
+    """A Timing with ``extra`` merged in (Failures pass through)."""
+    if isinstance(r, Timing):
+        return dataclasses.replace(r, extra={**r.extra, **extra})
+    return r

@@ -1,0 +1,274 @@
+"""Qualcomm SNPE on a phone over ADB: the NetAdapt paper's mobile-GPU setup.
+
+Per batch: ``snpe-tflite-to-dlc`` on this machine for every model, then ONE sync
+session pushes the DLCs and the batch script, ONE shell runs ``snpe-net-run`` per
+model (``--use_gpu`` / ``--use_dsp`` / CPU, profiling on), ONE sync session pulls
+the SNPEDiag logs, and ``snpe-diagview`` (a host tool) turns each into the averaged
+total and per-layer times. The SDK's Android binaries and libraries are pushed once.
+
+Not run on real hardware here (no SDK, no Snapdragon phone): the command lines and
+the parser follow SNPE's documented usage and output (see bench/runners/snpe_commands
+and parse.py); the plumbing is tested over real adb with a fake SDK of shell scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import posixpath
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.devices import Backend, ConfigError, DeviceConfig
+from bench.discovery import AttachedDevice
+from bench.runners.adb_phone import DEFAULT_WORK_DIR, PhoneRunner, elf_abi
+from bench.runners.adb_transport import ConnectionLost
+from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError, Timing
+from bench.runners.parse import ParseError, parse_snpe_diagview
+from bench.runners.snpe_commands import (
+    NET_RUN,
+    PERF_PROFILES,
+    PROFILING_LEVELS,
+    RUNTIME_FLAGS,
+    DeviceSdk,
+    NetRunJob,
+    SnpeSdkMissing,
+    convert_cmd,
+    diagview_cmd,
+    find_sdk,
+    host_env,
+    job_paths,
+    net_run_script,
+    sdk_layout,
+    split_batch_output,
+)
+
+HOST_TOOL_TIMEOUT_S = 300
+
+
+class SnpeMissing(RunnerError):
+    """No usable SNPE SDK on this machine (the message says how to point to one)."""
+
+
+@dataclass(frozen=True)
+class SnpeSettings:
+    """A ``runner = "snpe"`` backend's settings, checked."""
+
+    snpe_root: str | None = None  # else env SNPE_ROOT
+    runtime: str = "gpu"
+    perf_profile: str = "burst"
+    profiling_level: str = "detailed"
+    runs: int = 50
+    work_dir: str = DEFAULT_WORK_DIR
+    batch_size: int = 50
+    extra_args: tuple[str, ...] = ()
+    model_timeout_s: float = 300.0
+
+    @classmethod
+    def from_backend(cls, config: DeviceConfig, backend: Backend) -> SnpeSettings:
+        s = dict(backend.settings)
+        where = f"{config.path}: key 'backends.{backend.name}."
+        known = [f.name for f in dataclasses.fields(cls)]
+        checks: dict[str, tuple[Any, str]] = {
+            "snpe_root": (lambda v: isinstance(v, str), "a folder path"),
+            "runtime": (lambda v: v in RUNTIME_FLAGS, f"one of {', '.join(RUNTIME_FLAGS)}"),
+            "perf_profile": (lambda v: v in PERF_PROFILES, f"one of {', '.join(PERF_PROFILES)}"),
+            "profiling_level": (lambda v: v in PROFILING_LEVELS and v != "off",
+                                "basic, moderate or detailed (timings need profiling)"),
+            "runs": (lambda v: _positive_int(v), "a positive integer"),
+            "batch_size": (lambda v: _positive_int(v), "a positive integer"),
+            "work_dir": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
+            "extra_args": (lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
+                           "a list of strings"),
+            "model_timeout_s": (lambda v: isinstance(v, (int, float)) and v > 0, "seconds"),
+        }
+        for key, value in s.items():
+            if key not in known:
+                raise ConfigError(f"{where}{key}': unknown setting (known: {', '.join(known)})")
+            ok, expected = checks[key]
+            if not ok(value):
+                raise ConfigError(f"{where}{key}': expected {expected}, got {value!r}")
+        s["extra_args"] = tuple(s.get("extra_args", ()))
+        return cls(**s)
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def sdk_of(settings: SnpeSettings) -> Path:
+    try:
+        return find_sdk(settings.snpe_root or None, need_dsp=settings.runtime == "dsp")
+    except SnpeSdkMissing as e:
+        raise SnpeMissing(str(e)) from None
+
+
+class SnpeRunner(PhoneRunner):
+    """Converts, pushes and profiles batches of models with SNPE on one phone."""
+
+    settings_class = SnpeSettings
+
+    def __init__(self, config: DeviceConfig, backend: Backend, attached: AttachedDevice,
+                 settings: SnpeSettings | None = None):
+        super().__init__(config, backend, attached, settings)
+        self.sdk = sdk_of(self.settings)
+        self.layout = sdk_layout(self.sdk)
+        self.env = host_env(self.sdk)
+        self._setup()
+
+    @classmethod
+    def check_host(cls, settings: SnpeSettings) -> None:
+        sdk_of(settings)  # no SDK: say so before touching any phone
+
+    # -- setup -------------------------------------------------------------------------
+    @property
+    def remote_sdk(self) -> DeviceSdk:
+        root = posixpath.join(self.phone.work_dir, "snpe")
+        dsp = posixpath.join(root, "dsp") if self.settings.runtime == "dsp" else None
+        return DeviceSdk(posixpath.join(root, "bin"), posixpath.join(root, "lib"), dsp)
+
+    def _sdk_files(self) -> list[tuple[Path, str, int]]:
+        """(local, remote, mode) of the SDK parts the phone needs."""
+        r = self.remote_sdk
+        dirs = [(self.layout.android_bin, r.bin_dir, 0o755), (self.layout.android_lib,
+                                                               r.lib_dir, 0o644)]
+        if r.dsp_lib_dir and self.layout.dsp_libs:
+            dirs.append((self.layout.dsp_libs[0], r.dsp_lib_dir, 0o644))
+        return [(f, posixpath.join(remote, f.name), mode) for local, remote, mode in dirs
+                for f in sorted(local.iterdir()) if f.is_file()]
+
+    def _setup(self) -> None:
+        """Probe (one round trip); push the SDK's Android parts unless the stamp matches."""
+        files = self._sdk_files()
+        stamp = _stamp(files)
+        stamp_path = posixpath.join(self.phone.work_dir, "snpe", "stamp")
+        info = self.phone.probe((stamp_path,))
+        net_run = self.layout.android_bin / NET_RUN
+        abi = elf_abi(net_run.read_bytes()[:64])
+        if abi is not None and abi not in info.abis:
+            raise RunnerError(f"{net_run} is built for {abi}, but {self.serial} runs "
+                              f"{', '.join(info.abis)}")
+        have = info.files.get(stamp_path)
+        if have is None or have[0] not in (hashlib.sha256(stamp).hexdigest(),
+                                           hashlib.md5(stamp).hexdigest()):
+            self.phone.transport.push_many([*files, (stamp, stamp_path, 0o644)])
+        self.stamp = hashlib.sha256(stamp).hexdigest()
+
+    def fingerprint(self) -> dict[str, Any]:
+        s = self.settings
+        return {**self.phone.device_fingerprint(), "runner": "snpe",
+                "sdk": self.sdk.name, "sdk_stamp": self.stamp, "runtime": s.runtime,
+                "perf_profile": s.perf_profile, "profiling_level": s.profiling_level,
+                "runs": s.runs, "extra_args": list(s.extra_args)}
+
+    # -- measuring ---------------------------------------------------------------------
+    def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
+        if not batch:
+            return []
+        with tempfile.TemporaryDirectory(prefix="netadapt-snpe-") as tmp:
+            converted = [self._convert(it, Path(tmp), i) for i, it in enumerate(batch)]
+            jobs = {i: c for i, c in enumerate(converted) if not isinstance(c, Failure)}
+            results: list[Result] = [c if isinstance(c, Failure) else Failure("not run")
+                                     for c in converted]
+            if jobs:
+                measured, _ = self.measure_cool(lambda: self._run(jobs, Path(tmp)))
+                for i, r in zip(jobs, measured):
+                    results[i] = r
+        return results
+
+    def _convert(self, item: BatchItem, tmp: Path, i: int) -> tuple[Path, int] | Failure:
+        """tflite -> dlc on this machine: (dlc path, input bytes) or a Failure."""
+        tflite, dlc = tmp / f"m{i}.tflite", tmp / f"m{i}.dlc"
+        tflite.write_bytes(item.model)
+        try:
+            name, shape = input_of(item.model)
+        except (ValueError, RuntimeError) as e:
+            return Failure(f"not a loadable .tflite model: {e}")
+        argv = convert_cmd(self.sdk, tflite, dlc, name, shape)
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=HOST_TOOL_TIMEOUT_S, check=False)
+        if proc.returncode != 0 or not dlc.is_file():
+            return Failure(f"snpe-tflite-to-dlc failed (exit {proc.returncode})",
+                           proc.stdout + proc.stderr)
+        size = 4
+        for d in shape:
+            size *= int(d)
+        return dlc, size
+
+    def _run(self, jobs: dict[int, tuple[Path, int]], tmp: Path
+             ) -> tuple[list[Result], float | None, float | None]:
+        folder = self.phone.new_batch_dir()
+        names = {i: f"m{i}.dlc" for i in jobs}
+        script = "\n".join([
+            self.phone.temps_snippet("before"),
+            net_run_script(folder, self.remote_sdk,
+                           [NetRunJob(names[i], size) for i, (_, size) in jobs.items()],
+                           self.settings.runtime, self.settings.perf_profile,
+                           self.settings.profiling_level, self.settings.runs,
+                           self.settings.extra_args),
+            self.phone.temps_snippet("after")])
+        script_path = posixpath.join(folder, "run.sh")
+        self.phone.transport.push_many(
+            [(dlc, posixpath.join(folder, names[i]), 0o644) for i, (dlc, _) in jobs.items()]
+            + [(script.encode(), script_path, 0o644)])
+        try:
+            res = self.phone.transport.shell(f"sh {shlex.quote(script_path)}")
+        except ConnectionLost as e:
+            raise DeviceLost(str(e)) from None
+        blocks = split_batch_output(res.stdout)
+        order = list(jobs)
+        logs = self.phone.transport.pull_many(
+            [job_paths(folder, k).diag_log for k, _ in enumerate(order)
+             if blocks.get(k, (1, ""))[0] == 0])
+        results = [self._result(blocks.get(k), logs.get(job_paths(folder, k).diag_log), tmp, k)
+                   for k, _ in enumerate(order)]
+        return (results, self.phone.temperature_c(res.stdout, "before"),
+                self.phone.temperature_c(res.stdout, "after"))
+
+    def _result(self, block: tuple[int, str] | None, log: bytes | None, tmp: Path,
+                k: int) -> Result:
+        if block is None:
+            return Failure("the batch script stopped before this model")
+        rc, body = block
+        if rc != 0:
+            return Failure(f"snpe-net-run failed on this model (exit {rc})", body)
+        if log is None:
+            return Failure("snpe-net-run left no SNPEDiag log (profiling off?)", body)
+        path = tmp / f"diag{k}.log"
+        path.write_bytes(log)
+        proc = subprocess.run(diagview_cmd(self.sdk, path), env=self.env, capture_output=True,
+                              text=True, timeout=HOST_TOOL_TIMEOUT_S, check=False)
+        try:
+            profile = parse_snpe_diagview(proc.stdout)
+        except ParseError as e:
+            return Failure(f"unparseable snpe-diagview output: {e}", proc.stdout + proc.stderr)
+        mean = profile.total_inference_us
+        self.timed_ns += int(mean * self.settings.runs * 1000)
+        layers = [[t.index, profile.layer_names.get(t.index), t.value, t.unit, t.runtime]
+                  for t in profile.layer_times]
+        return Timing(median_us=None, mean_us=mean, std_us=0.0, min_us=mean, max_us=mean,
+                      runs=self.settings.runs, extra={
+                          "forward_us": profile.forward_us, "init_us": profile.init_us,
+                          "layers": layers, **profile.extra})
+
+
+def input_of(model: bytes) -> tuple[str, list[int]]:
+    """The single input's name and shape of a .tflite model (for the converter's -d)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=model).get_input_details()
+    if len(details) != 1:
+        raise ValueError(f"expected one input, the model has {len(details)}")
+    return details[0]["name"], [int(d) for d in details[0]["shape"]]
+
+
+def _stamp(files: list[tuple[Path, str, int]]) -> bytes:
+    """What identifies the pushed SDK parts: names, sizes and mtimes."""
+    lines = [f"{remote} {local.stat().st_size} {int(local.stat().st_mtime)}"
+             for local, remote, _ in files]
+    return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,125 @@
+"""A phone farm made of loopback ADB devices behind real private adb servers, for tests.
+
+Each device's benchmark binary is a small sh wrapper (pushed by the runner like any
+binary) that execs the real ``litert-benchmark`` of this virtualenv. Two test faults
+are keyed on a model's first bytes: ``CRASHME`` makes the tool die of SIGSEGV,
+``GARBAGE`` makes it print something that is not a benchmark result.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.loopback_adb import AdbServer, LoopbackDevice
+
+LITERT = Path(sys.executable).parent / "litert-benchmark"
+
+WRAPPER = """#!/bin/sh
+# litert-benchmark for the loopback device, with two test faults keyed on the model
+for a in "$@"; do case "$a" in --model=*) m="${{a#--model=}}";; esac; done
+case "$(head -c 7 "$m" 2>/dev/null | tr -d '\\000')" in
+  CRASHME) kill -SEGV $$ ;;
+  GARBAGE) echo "no results here"; exit 0 ;;
+esac
+exec {litert} "$@"
+"""
+
+
+def write_wrapper(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(WRAPPER.format(litert=LITERT))
+    path.chmod(0o755)
+    return path
+
+
+def toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def loop_toml(name: str, servers: list[str], backend: dict[str, object],
+              thermal: dict[str, object] | None = None, model: str = "Loopback",
+              adb: dict[str, object] | None = None) -> str:
+    lines = [f'name = "{name}"', 'kind = "android"', f'description = "loopback {name}"',
+             "[match]", f'"ro.product.model" = {toml_value(model)}',
+             "[adb]", f"servers = {toml_value(servers)}"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in (adb or {}).items()]
+    if thermal:
+        lines += ["[thermal]", *(f"{k} = {toml_value(v)}" for k, v in thermal.items())]
+    lines += ["[backends.tflite-cpu]", 'runner = "adb-tflite"', "default = true"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in backend.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Farm:
+    """Servers, devices and a written config ``name`` in ``config_dir``."""
+
+    servers: list[AdbServer]
+    devices: list[LoopbackDevice]
+    config_dir: Path
+    tmp: Path
+    name: str = "loop"
+    backend: dict[str, object] = field(default_factory=dict)
+
+    def write(self, **changes: object) -> None:
+        """Rewrite the config with backend settings changed (None removes a setting)."""
+        thermal = changes.pop("thermal", None)
+        adb = changes.pop("adb", None)
+        self.backend.update(changes)
+        backend = {k: v for k, v in self.backend.items() if v is not None}
+        servers = [f"127.0.0.1:{s.port}" for s in self.servers]
+        (self.config_dir / f"{self.name}.toml").write_text(
+            loop_toml(self.name, servers, backend, thermal, adb=adb))
+
+    def config(self):  # type: ignore[no-untyped-def]
+        from bench.devices import load_config
+
+        return load_config(self.name, self.config_dir)
+
+
+def default_backend(tmp: Path) -> dict[str, object]:
+    return {"tool": "litert-benchmark", "binary": str(write_wrapper(tmp / "tool" / "lrt")),
+            "work_dir": str(tmp / "phones" / "{serial}" / "netadapt"), "warmup": 1, "runs": 5,
+            "batch_size": 8}
+
+
+@pytest.fixture
+def farm_factory(adb_server_factory: Callable[..., AdbServer],
+                 loopback_device_factory: Callable[..., LoopbackDevice], configs: Path,
+                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Farm]]:
+    """make(servers=1, per_server=1, **backend settings) -> a started Farm with its config.
+
+    ANDROID_ADB_SERVER_PORT points at the first private server, so nothing in the test
+    can reach (or start) a server on the default port.
+    """
+    def make(servers: int = 1, per_server: int = 1, **backend: object) -> Farm:
+        srv = [adb_server_factory() for _ in range(servers)]
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(srv[0].port))
+        devices = []
+        for s in srv:
+            for _ in range(per_server):
+                d = loopback_device_factory()
+                s.connect(d.serial)
+                devices.append(d)
+        farm = Farm(srv, devices, configs, tmp_path, backend={**default_backend(tmp_path)})
+        farm.write(**backend)
+        return farm
+
+    yield make
+
+
+@pytest.fixture
+def farm(farm_factory: Callable[..., Farm]) -> Farm:
+    """One loopback phone on one private adb server, config "loop"."""
+    return farm_factory()

@@ -1,0 +1,150 @@
+"""`netadapt devices`, config matching and device discovery over real adb servers."""
+
+# ruff: noqa: F811 - pytest injects the imported fixtures by name
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.devices import ConfigError, load_config, parse_config
+from bench.discovery import find_devices, matches, parse_getprop
+from bench.runners.base import RunnerError
+from netadapt_cli.main import app
+from tests.adb_farm import Farm, farm, farm_factory, loop_toml  # noqa: F401
+from tests.loopback_adb import *
+from tests.loopback_adb import _free_port
+
+cli = CliRunner()
+
+
+def config_of(match: dict[str, object]) -> object:
+    body = "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in match.items())
+    toml = (f'kind = "android"\n[match]\n{body}\n[backends.cpu]\nrunner = "adb-tflite"\n')
+    import tomllib
+
+    return parse_config(tomllib.loads(toml), Path("t.toml"))
+
+
+def test_matching_globs_regexes_and_all_keys():
+    s8 = {"ro.product.model": "SM-G950U", "ro.board.platform": "msm8998"}
+    assert matches(config_of({"ro.product.model": ["SM-G950*", "SM-G955*"],
+                              "ro.board.platform": "msm8998"}), s8)
+    assert not matches(config_of({"ro.product.model": "SM-G950*",
+                                  "ro.board.platform": "universal8895"}), s8)
+    assert matches(config_of({"ro.product.model": "re:SM-G95[05][A-Z]"}), s8)
+    assert not matches(config_of({"ro.product.model": "re:SM-G95"}), s8)  # whole value
+    assert not matches(config_of({}), s8)
+
+
+def test_shipped_configs_recognise_their_phones():
+    pixel = {"ro.product.model": "Pixel XL", "ro.board.platform": "msm8996",
+             "ro.product.cpu.abi": "arm64-v8a"}
+    assert matches(load_config("pixel1"), pixel)
+    assert not matches(load_config("galaxy_s8"), pixel)
+    assert matches(load_config("generic_android"), pixel)
+    assert load_config("galaxy_s8").backend().runner == "snpe"
+    assert set(load_config("galaxy_s8").backends) == {"snpe-gpu", "tflite-cpu", "tflite-gpu"}
+
+
+def test_bad_config_names_file_key_and_expectation(tmp_path: Path):
+    import tomllib
+
+    bad = [('[match]\n"ro.product.model" = 3\n',
+            "key 'match.ro.product.model': expected a pattern"),
+           ('[adb]\nservers = "x"\n', "key 'adb.servers'"),
+           ('[thermal]\nlimit = 40\n', "unknown key 'thermal.limit'"),
+           ('typo = 1\n', "unknown key 'typo'")]
+    for text, message in bad:
+        toml = text + '[backends.cpu]\nrunner = "adb-tflite"\n'
+        with pytest.raises(ConfigError, match=f"x.toml: {message}"):
+            parse_config(tomllib.loads(toml), tmp_path / "x.toml")
+
+
+def test_parse_getprop():
+    text = "[ro.product.model]: [Pixel]\r\n[empty]: []\nnoise\n[a.b]: [x: [y]]\n"
+    assert parse_getprop(text) == {"ro.product.model": "Pixel", "empty": "", "a.b": "x: [y]"}
+
+
+def test_devices_lists_the_loopback_phone(farm: Farm):
+    res = cli.invoke(app, ["devices", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    (dev,) = doc["devices"]
+    assert dev["serial"] == farm.devices[0].serial
+    assert (dev["state"], dev["model"], dev["soc"], dev["android"]) == (
+        "device", "Loopback", "loopback", "14")
+    assert dev["configs"] == ["loop"]
+    table = cli.invoke(app, ["devices"], terminal_width=200)
+    assert table.exit_code == 0
+    assert farm.devices[0].serial in table.output and "loop" in table.output
+
+
+def test_devices_shows_unauthorized_and_offline(farm: Farm, loopback_device_factory):
+    server = farm.servers[0]
+    locked = loopback_device_factory(state="unauthorized")
+    server.connect(locked.serial, state="unauthorized")
+    farm.devices[0].stop()
+    server.wait_for_state(farm.devices[0].serial, ("offline", None))
+    doc = json.loads(cli.invoke(app, ["devices", "--json", "--config", "loop"]).output)
+    states = {d["serial"]: d["state"] for d in doc["devices"]}
+    assert states[locked.serial] == "unauthorized"
+    assert states.get(farm.devices[0].serial, "offline") == "offline"
+
+
+def test_no_server_reachable_is_one_clear_error(configs: Path, monkeypatch):
+    port = _free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
+    res = cli.invoke(app, ["devices", "--config", "far"])
+    assert res.exit_code == 1
+    assert f"no adb server reachable at 127.0.0.1:{port}" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_no_matching_device_shows_attached_and_wanted(farm: Farm):
+    (farm.config_dir / "other.toml").write_text(loop_toml(
+        "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))
+    with pytest.raises(RunnerError) as info:
+        find_devices(load_config("other"))
+    message = str(info.value)
+    assert "no attached device matches 'other'" in message
+    assert "ro.product.model ~ Pixel 9" in message
+    assert f"{farm.devices[0].serial} on 127.0.0.1:{farm.servers[0].port} (device; Loopback"\
+        in message
+
+
+def test_unknown_serial_and_unauthorized_phone(farm: Farm, loopback_device_factory):
+    with pytest.raises(RunnerError, match="no device with serial 'nope'"):
+        find_devices(farm.config(), serial="nope")
+    locked = loopback_device_factory(state="unauthorized")
+    farm.servers[0].connect(locked.serial, state="unauthorized")
+    with pytest.raises(RunnerError, match="is unauthorized: unlock the phone"):
+        find_devices(farm.config(), serial=locked.serial)
+    farm.devices[0].stop()
+    farm.servers[0].wait_for_state(farm.devices[0].serial, ("offline", None))
+    with pytest.raises(RunnerError, match="no usable device; .* is (unauthorized|offline)"):
+        find_devices(farm.config())
+
+
+def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
+    (farm.config_dir / "other.toml").write_text(loop_toml(
+        "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))
+    res = cli.invoke(app, ["lut", "--device", "other", "--db", str(farm.tmp / "o.db")],
+                     terminal_width=300)
+    assert res.exit_code == 1
+    assert "no attached device matches 'other'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_lut_with_no_adb_server_exits_cleanly(configs: Path, monkeypatch, tmp_path: Path):
+    port = _free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
+    res = cli.invoke(app, ["lut", "--device", "far", "--db", str(tmp_path / "f.db")],
+                     terminal_width=300)
+    assert res.exit_code == 1 and f"no adb server reachable at 127.0.0.1:{port}" in res.output
+    assert not (tmp_path / "f.db").exists()
