@@ -1,0 +1,122 @@
+"""Drift check: is a sealed LUT version still true on the device now?
+
+A new OS build, a runtime update, a thermal state or a busier machine changes every
+entry at once. ``check`` re-measures a random sample of a version's keys with the
+version's own settings and compares: the median ratio now / LUT says how far the
+device has moved as a whole, and outliers are keys that moved against the crowd.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.runners.base import BatchItem, Failure, Runner
+from bench.tflite_build import build_layer
+from lut_db.spec import LayerSpec
+from lut_db.store import LutError, LutStore, Version
+
+TOLERANCE = 0.05  # a median ratio further than this from 1 means the LUT has gone stale
+
+
+class DriftError(LutError):
+    """A drift check that cannot run as asked."""
+
+
+@dataclass
+class Drift:
+    """The outcome of one drift check (latencies in microseconds)."""
+
+    version: str
+    seed: int
+    tolerance: float
+    ratios: dict[str, float]  # key -> now / LUT
+    lut_us: dict[str, float]
+    now_us: dict[str, float]
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios.values())
+
+    @property
+    def stale(self) -> bool:
+        return abs(self.median_ratio - 1) > self.tolerance
+
+    @property
+    def outliers(self) -> list[str]:
+        """Keys that moved against the crowd: off the median by > 4 robust sd and > 15 %."""
+        med = self.median_ratio
+        dev = [abs(r / med - 1) for r in self.ratios.values()]
+        sd = 1.4826 * statistics.median(dev) if dev else 0.0
+        limit = max(0.15, 4 * sd)
+        return sorted((k for k, r in self.ratios.items() if abs(r / med - 1) > limit),
+                      key=lambda k: -abs(self.ratios[k] / med - 1))
+
+    def summary(self) -> dict[str, Any]:
+        r = sorted(self.ratios.values())
+        q = statistics.quantiles(r, n=10) if len(r) > 1 else [r[0]] * 9
+        return {"version": self.version, "seed": self.seed, "keys": len(r),
+                "median_ratio": self.median_ratio, "p10": q[0], "p90": q[-1],
+                "within_5pct": sum(abs(x - 1) <= 0.05 for x in r) / len(r),
+                "tolerance": self.tolerance, "stale": self.stale,
+                "outliers": [{"key": k, "lut_us": self.lut_us[k], "now_us": self.now_us[k],
+                              "ratio": self.ratios[k]} for k in self.outliers],
+                "failed": self.failed}
+
+
+def sample_keys(table: dict[str, float], n: int, seed: int) -> list[str]:
+    keys = sorted(table)
+    return random.Random(seed).sample(keys, min(n, len(keys)))
+
+
+def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
+          seed: int | None = None, tolerance: float = TOLERANCE,
+          progress: Callable[[int], None] | None = None) -> Drift:
+    """Re-measure ``sample`` random keys of ``version`` on ``runner`` and compare."""
+    if sample <= 0:
+        raise DriftError("the sample must hold at least one key")
+    fp = runner.fingerprint()
+    if fp != version.fingerprint:
+        changed = sorted(k for k in fp.keys() | version.fingerprint.keys()
+                         if fp.get(k) != version.fingerprint.get(k))
+        raise DriftError(f"{version.label} was measured with another setup (differs in: "
+                         f"{', '.join(changed)}); a drift check needs the same device and "
+                         "settings")
+    table = store.table(version.id)
+    if not table:
+        raise DriftError(f"{version.label} has no measured entries to check")
+    seed = random.randrange(2**31) if seed is None else seed
+    keys = sample_keys(table, sample, seed)
+    now, failed = remeasure(runner, keys, progress)
+    if not now:
+        raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")
+    return Drift(version.label, seed, tolerance, {k: now[k] / table[k] for k in now},
+                 {k: table[k] for k in now}, now, failed)
+
+
+def remeasure(runner: Runner, keys: Sequence[str],
+              progress: Callable[[int], None] | None = None) -> tuple[dict[str, float], list[str]]:
+    """Latency of each key measured alone now (us), and the keys that failed."""
+    now: dict[str, float] = {}
+    failed: list[str] = []
+    for i in range(0, len(keys), 8):
+        batch = keys[i:i + 8]
+        results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])
+        for k, res in zip(batch, results):
+            if isinstance(res, Failure):
+                failed.append(k)
+            else:
+                now[k] = res.latency_us
+        if progress:
+            progress(len(batch))
+    return now, failed
+
+
+def sum_ratio(table: Mapping[str, float], now: Mapping[str, float]) -> float:
+    """How much slower the device runs these keys now than in ``table`` (sum / sum)."""
+    keys = [k for k in now if k in table]
+    return sum(now[k] for k in keys) / sum(table[k] for k in keys) if keys else 1.0

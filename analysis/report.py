@@ -1,0 +1,520 @@
+"""The validation report of one LUT version: ``index.html``, ``report.md``, ``metrics.json``.
+
+``build`` turns the version's stored validations into numbers (``analysis.stats``)
+and figures (``analysis.plots``); ``write`` puts them in
+``reports/<device>/<version>/``. The HTML page is one self-contained file (images
+embedded, no scripts, no external links) that opens from disk; the Markdown file
+references the PNGs written next to it. The page leads with the verdict, then the
+figures, then the table of networks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis import plots, stats
+from analysis.plots import Plot
+from analysis.validate import Tables, all_tables, estimate_row
+from lut_db.estimate import MissingKeys
+from lut_db.spec import LayerSpec, Network
+from lut_db.store import LutError, LutStore, Version
+
+
+class ReportError(LutError):
+    """A report that cannot be made as asked; the message is for the user as it is."""
+
+
+@dataclass
+class Compare:
+    """Another version (or device) to put next to this one, key by key."""
+
+    label: str
+    table: dict[str, float]
+
+
+@dataclass
+class Report:
+    version: Version
+    lut: str
+    metrics: dict[str, Any]
+    plots: list[Plot]
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+
+def parse_rows(stored: Sequence[Mapping[str, Any]],
+               tables: Tables | None = None) -> list[dict[str, Any]]:
+    """Stored validation rows with their timing JSON unpacked; with ``tables``, each
+    network's estimate is recomputed from its stored JSON (the features a correction
+    uses are then always current)."""
+    rows = []
+    for r in stored:
+        timing = json.loads(r.get("timing") or "{}")
+        if "estimate" not in timing:
+            continue  # a row written by something else: nothing to estimate from
+        row = {**r, **timing, "held_out": bool(r["held_out"])}
+        if tables is not None:
+            net = Network.from_json_dict(json.loads(r["network"]))
+            try:
+                fresh = estimate_row(net, tables, compare=False)  # stored: interpolated_us
+                row["estimate"] = {**timing["estimate"], **fresh}
+            except MissingKeys:
+                pass  # keep the stored estimate (its on-demand version is gone)
+        rows.append(row)
+    return rows
+
+
+def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    ho = np.array([r["held_out"] for r in rows], bool)
+    return {"all": np.ones(len(rows), bool), "in_space": ~ho, "held_out": ho}
+
+
+def compute_metrics(rows: Sequence[Mapping[str, Any]], overhead_us: float,
+                    n_boot: int = stats.BOOTSTRAP) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every number of the report, and the per-network predictions (us) behind them."""
+    pred, model = stats.predictions(rows, overhead_us)
+    measured = np.array([r["measured_us"] for r in rows], float)
+    groups = _groups(rows)
+    out: dict[str, Any] = {"overhead_us": overhead_us, "predictors": {},
+                           "predictor_labels": {k: stats.PREDICTOR_LABELS[k] for k in pred}}
+    for name, p in pred.items():
+        out["predictors"][name] = {g: stats.agreement(p[sel], measured[sel], n_boot)
+                                   for g, sel in groups.items() if sel.any()}
+    macs = np.array([r["macs"] for r in rows], float)
+    inside = groups["in_space"]
+    if inside.sum() >= 2:
+        # The MACs line is fitted on the in-space networks and applied to all of them.
+        _, line = stats.macs_predictor(macs[inside], measured[inside])
+        all_p = line["us_per_mmac"] * macs / 1e6 + line["intercept_ms"] * 1000
+        pred["macs"] = all_p
+        out["macs"] = {"line": line, **{g: stats.agreement(all_p[sel], measured[sel], n_boot)
+                                        for g, sel in groups.items() if sel.any()}}
+    out["correction"] = model.to_dict() if model else None
+    out["interpolation"] = _interpolation(rows)
+    out["drift"] = _drift_sessions(rows)
+    return out, pred
+
+
+def _interpolation(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How far interpolating the off-grid keys lands from measuring them."""
+    errs = [r["estimate"]["interpolated_us"] / r["estimate"]["raw_us"] - 1 for r in rows
+            if r["estimate"].get("interpolated_us") and not r["held_out"]]
+    if not errs:
+        return {"networks": 0}
+    return {"networks": len(errs), "mean_pct": 100 * float(np.mean(errs)),
+            "min_pct": 100 * min(errs), "max_pct": 100 * max(errs)}
+
+
+def _drift_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        d = r.get("drift")
+        if d:
+            seen.setdefault(json.dumps(d, sort_keys=True), {**d, "networks": 0})["networks"] += 1
+    return list(seen.values())
+
+
+def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline: the best predictor's agreement, in-space and held out."""
+    preds = metrics["predictors"]
+    best = "corrected" if "corrected" in preds else "drift"
+    a = preds[best].get("in_space", {})
+    h = preds[best].get("held_out", {})
+    n = preds["naive"].get("in_space", {})
+    return {"predictor": best, "label": stats.PREDICTOR_LABELS[best],
+            "n": a.get("n", 0), "within_5": a.get("count_within_5pct", 0),
+            "within_10": a.get("count_within_10pct", 0), "pearson_r": a.get("pearson_r"),
+            "held_out_n": h.get("n", 0), "held_out_within_5": h.get("count_within_5pct", 0),
+            "held_out_within_10": h.get("count_within_10pct", 0),
+            "held_out_mape_pct": h.get("mape_pct"),
+            "naive_within_5": n.get("count_within_5pct", 0),
+            "naive_mean_error_pct": n.get("mean_error_pct")}
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+def heatmap_points(table: Mapping[str, float],
+                   grid: int = 32) -> tuple[list[tuple[int, int, float, int]], str]:
+    """The pointwise-conv position with the most LUT entries on the channel grid, as
+    (cin, cout, us, MACs): one layer position over every channel pair the sweep took."""
+    groups: dict[tuple[int, int], list[tuple[int, int, float, int]]] = {}
+    for key, us in table.items():
+        if not key.startswith("conv2d:") or "k=1x1" not in key or "s=1x1" not in key:
+            continue
+        s = LayerSpec.parse(key)
+        if s.cin % grid == 0 and s.cout % grid == 0:
+            groups.setdefault((s.h, s.w), []).append((s.cin, s.cout, us, s.macs))
+    if not groups:
+        return [], "1x1 conv2d (no such entries on the channel grid in this LUT)"
+    (h, w), pts = max(groups.items(), key=lambda kv: (len(kv[1]), -abs(kv[0][0] - 14)))
+    return pts, f"1x1 conv2d at {h}x{w}, channel counts on the grid of {grid}"
+
+
+def make_plots(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.ndarray],
+               metrics: Mapping[str, Any], table: Mapping[str, float],
+               compare: Compare | None, label: str, grid: int = 32) -> list[Plot]:
+    measured = [r["measured_us"] for r in rows]
+    fams = [r["family"] for r in rows]
+    ho = [r["held_out"] for r in rows]
+    show = [k for k in ("naive", "corrected") if k in pred] or ["naive"]
+    panels = {stats.PREDICTOR_LABELS[k]: pred[k] for k in show if k in pred}
+    errors = {stats.PREDICTOR_LABELS[k]: 100 * (np.asarray(pred[k]) / np.asarray(measured) - 1)
+              for k in show if k in pred}
+    lut_r = metrics["predictors"].get(show[-1], {}).get("all", {}).get("pearson_r")
+    points, position = heatmap_points(table, grid)
+    profile = next((r["profile"] for r in rows if r.get("profile")), None)
+    out = [plots.estimated_vs_measured(measured, panels, fams, ho),
+           plots.residuals(errors),
+           plots.macs_vs_latency([r["macs"] for r in rows], measured, fams, ho, lut_r),
+           plots.lut_heatmap(points, position),
+           plots.layer_profile(profile)]
+    if compare is not None:
+        out.append(plots.compare_versions(table, compare.table, label, compare.label))
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def build(store: LutStore, version: Version, compare: Compare | None = None,
+          n_boot: int = stats.BOOTSTRAP) -> Report:
+    """Numbers and figures of ``version``'s stored validations."""
+    start = time.perf_counter()
+    rows = parse_rows(store.validations(version.id), all_tables(store, version))
+    lut = f"{store.path}@{version.id}"
+    if not rows:
+        raise ReportError(f"{version.label} has no validations yet; measure them with "
+                          f"netadapt report --lut {lut} on the device")
+    table = store.table(version.id)
+    if compare is not None and not (table.keys() & compare.table.keys()):
+        raise ReportError(f"{version.label} and {compare.label} have no layer keys in common: "
+                          "compare versions swept over overlapping spaces")
+    overhead = store.stats(version.id).get("invoke_overhead_us", 0.0)
+    metrics, pred = compute_metrics(rows, overhead, n_boot)
+    metrics["verdict"] = verdict(metrics)
+    if compare is not None:
+        metrics["compare"] = compare_numbers(table, compare)
+    grid = max([int(sw.get("grid", 32)) for sw in version.space.get("sweeps", [])] or [32])
+    figures = make_plots(rows, pred, metrics, table, compare, version.label, grid)
+    table_rows = network_table(rows, pred)
+    metrics.update(lut=lut, version=version.label, device=version.device,
+                   backend=version.backend, fingerprint=version.fingerprint,
+                   networks=table_rows, generated_s=time.perf_counter() - start)
+    return Report(version, lut, metrics, figures, table_rows, method_notes(rows, metrics))
+
+
+def compare_numbers(table: Mapping[str, float], compare: Compare) -> dict[str, Any]:
+    common = sorted(table.keys() & compare.table.keys())
+    a = np.array([table[k] for k in common])
+    b = np.array([compare.table[k] for k in common])
+    ratio = b / a
+    out = {"other": compare.label, "common_keys": len(common),
+           "median_ratio": float(np.median(ratio))}
+    if len(common) >= 3:
+        out.update(spearman_rho=float(stats.sps.spearmanr(a, b).statistic),
+                   kendall_tau=float(stats.sps.kendalltau(a, b).statistic))
+    return out
+
+
+def network_table(rows: Sequence[Mapping[str, Any]],
+                  pred: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(rows):
+        m = r["measured_us"]
+        row = {"name": r["name"], "family": r["family"], "kind": r.get("kind", ""),
+               "held_out": r["held_out"], "macs_m": r["macs"] / 1e6,
+               "measured_ms": m / 1000, "source": r["estimate"].get("source", "")}
+        for k in ("naive", "corrected"):
+            if k in pred:
+                row[f"{k}_ms"] = float(pred[k][i]) / 1000
+                row[f"{k}_err_pct"] = 100 * (float(pred[k][i]) / m - 1)
+        out.append(row)
+    return sorted(out, key=lambda x: -abs(x.get("corrected_err_pct", x.get("naive_err_pct", 0))))
+
+
+def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) -> list[str]:
+    """What each number comes from, in the page's words."""
+    notes = [
+        ("Measured: each network built as one TFLite model and timed whole on the device with "
+        "the LUT version's own settings, in several interleaved passes (median over passes). "
+        "On the host, invokes that another process preempted (wall time above the thread's "
+        "CPU time) are dropped."),
+        (f"Per-invoke overhead: {metrics['overhead_us']:.2f} us, measured with the version; "
+        "every layer alone pays it once, a network once in all, so the estimate subtracts "
+        "(layers - 1) x overhead."),
+    ]
+    for d in metrics.get("drift", []):
+        notes.append(
+            f"Device drift: {d.get('lut_keys', 0)} of the networks' keys re-measured alone "
+            f"during the session ran {100 * (d['lut'] - 1):+.1f} % against the LUT"
+            + (f" (on-demand keys: {100 * (d['extra'] - 1):+.1f} % over "
+               f"{d['extra_keys']})" if d.get("extra_keys") else "")
+            + f"; applied to the {d['networks']} networks measured in that session.")
+    corr = metrics.get("correction")
+    if corr:
+        parts = [f"{c}: +{100 * v:.1f} % of its entries" for c, v in corr["rel"].items() if v]
+        parts.append(f"+{corr['us_per_weight_mb']:.1f} us per MB of weights")
+        parts.append(f"+{corr['us_per_act_mb']:.1f} us per MB of activations read and written")
+        notes.append(
+            "In-network correction (a layer alone runs with warm caches, inside a network it "
+            "does not): a factor per op class and a cost per MB of weights and of activations "
+            "moved, fitted by non-negative least squares on relative errors of the in-space "
+            "networks "
+            f"({corr['fitted_on']}); each in-space network's number comes from a 5-fold "
+            "cross-validated fit that never saw it, held-out networks from the fit on all "
+            "in-space ones (an op class the fit never saw gets no factor). "
+            + "; ".join(parts) + ".")
+    else:
+        notes.append("In-network correction: not fitted (fewer than "
+                     f"{stats.MIN_FIT} in-space networks).")
+    on_demand = [r for r in rows if r["estimate"].get("measured_on_demand")]
+    if on_demand:
+        labels = sorted({r["estimate"]["source"].rpartition(" into ")[2] for r in on_demand})
+        keys = sum(r["estimate"]["measured_on_demand"] for r in on_demand)
+        notes.append(f"Keys the LUT lacks (off-grid widths, the held-out families' shapes): "
+                     f"measured on demand on the device, with the LUT's settings, into "
+                     f"{', '.join(labels)} (derived from this version) for {len(on_demand)} "
+                     f"networks ({keys} key uses); never interpolated in these numbers.")
+    interp = metrics.get("interpolation", {})
+    if interp.get("networks"):
+        notes.append(f"Interpolating those off-grid keys over channel counts instead of "
+                     f"measuring them would have moved the estimates of {interp['networks']} "
+                     f"networks by {interp['mean_pct']:+.1f} % on average "
+                     f"({interp['min_pct']:+.1f} to {interp['max_pct']:+.1f} %).")
+    macs = metrics.get("macs")
+    if macs:
+        notes.append("MACs as a predictor: the least-squares line latency = a x MACs + b "
+                     "fitted on the in-space networks themselves (in-sample: flattering).")
+    return notes
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def report_dir(root: Path, version: Version) -> Path:
+    return Path(root) / _safe(version.device) / str(version.id)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "device"
+
+
+def write(report: Report, root: Path) -> Path:
+    """Write index.html, report.md, metrics.json and the PNGs; return the folder."""
+    folder = report_dir(root, report.version)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in report.plots:
+            if p.png:
+                (folder / f"{p.name}.png").write_bytes(p.png)
+        (folder / "metrics.json").write_text(json.dumps(_jsonable(report.metrics), indent=1))
+        (folder / "report.md").write_text(to_markdown(report))
+        (folder / "index.html").write_text(to_html(report))
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+METRIC_ROWS = [("within ±5 %", "within_5pct", "pct0"), ("within ±10 %", "within_10pct", "pct0"),
+               ("Pearson r", "pearson_r", "f4"), ("Spearman rho", "spearman_rho", "f4"),
+               ("Kendall tau", "kendall_tau", "f4"), ("RMSE (ms)", "rmse_ms", "f3"),
+               ("MAPE (%)", "mape_pct", "f2"), ("max error (%)", "max_error_pct", "f1")]
+
+
+def _fmt(v: Any, how: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if how == "pct0":
+        return f"{100 * v:.0f} %"
+    text = f"{v:.{how[1:]}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.0"
+
+
+def _signed(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    return _fmt(v, f"f{digits}") if round(v, digits) <= 0 else f"+{v:.{digits}f}"
+
+
+def _cell(a: Mapping[str, Any], key: str, how: str) -> tuple[str, str]:
+    """(value, its confidence interval or '')."""
+    if not a or key not in a:
+        return "–", ""
+    ci = a.get("ci", {}).get(key)
+    return _fmt(a[key], how), (f"[{_fmt(ci[0], how)}, {_fmt(ci[1], how)}]" if ci else "")
+
+
+def metric_columns(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(column title, agreement dict) for the numbers table: predictors, then MACs."""
+    cols = []
+    for name, groups in metrics["predictors"].items():
+        cols.append((f"{stats.PREDICTOR_LABELS[name]} (in space)", groups.get("in_space", {})))
+    if "corrected" in metrics["predictors"]:
+        cols.append(("corrected, held out", metrics["predictors"]["corrected"].get("held_out", {})))
+    if metrics.get("macs"):
+        cols.append(("MACs, best line (in space)", metrics["macs"].get("in_space", {})))
+    return cols
+
+
+def verdict_sentences(report: Report) -> list[str]:
+    v = report.metrics["verdict"]
+    out = [(f"{v['within_5']} of {v['n']} in-space validation networks "
+           f"({_pct(v['within_5'], v['n'])}) are estimated within ±5 % of their measured "
+           f"latency, {v['within_10']} ({_pct(v['within_10'], v['n'])}) within ±10 %; "
+           f"Pearson r = {_fmt(v['pearson_r'], 'f4')}. Estimate: the sum of LUT entries "
+           + ("with the cross-validated in-network correction."
+              if v["predictor"] == "corrected" else "aligned for overhead and drift."))]
+    if v["held_out_n"]:
+        out.append(f"Held-out families (never in the sweep space): {v['held_out_within_5']} of "
+                   f"{v['held_out_n']} within ±5 %, {v['held_out_within_10']} within ±10 %"
+                   f" (MAPE {_fmt(v['held_out_mape_pct'], 'f1')} %).")
+    out.append(f"The naive sum of LUT entries: {v['naive_within_5']} of {v['n']} within ±5 %, "
+               f"{_fmt(v['naive_mean_error_pct'], 'f1')} % on average.")
+    return out
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100 * a / b:.0f} %" if b else "–"
+
+
+def to_markdown(report: Report) -> str:
+    m = report.metrics
+    lines = [f"# Validation of {report.lut}", "",
+             f"Device {m['device']}, backend {m['backend']}.", "", "## Verdict", ""]
+    lines += [f"- {s}" for s in verdict_sentences(report)] + ["", "## Numbers", ""]
+    cols = metric_columns(m)
+    lines.append("| | " + " | ".join(c for c, _ in cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    for title, key, how in METRIC_ROWS:
+        lines.append(f"| {title} | " + " | ".join(" ".join(_cell(a, key, how)).strip()
+                                                  for _, a in cols) + " |")
+    lines += ["", "Brackets: 95 % bootstrap confidence intervals.", "", "## Figures", ""]
+    for p in report.plots:
+        lines.append(f"### {p.title}")
+        lines.append("")
+        lines.append(f"![{p.title}]({p.name}.png)" if p.png else f"**No data:** {p.empty}")
+        if p.caption:
+            lines += ["", p.caption]
+        lines.append("")
+    lines += ["## Method", ""] + [f"- {n}" for n in report.notes] + ["", "## Networks", ""]
+    lines.append("| network | family | kind | MMACs | measured ms | naive ms | naive err % "
+                 "| corrected ms | corrected err % |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for r in report.rows:
+        lines.append(f"| {r['name']} | {r['family']}{' (held out)' if r['held_out'] else ''} "
+                     f"| {r['kind']} | {r['macs_m']:.0f} | {r['measured_ms']:.3f} "
+                     f"| {r['naive_ms']:.3f} | {_signed(r['naive_err_pct'])} "
+                     f"| {_fmt(r.get('corrected_ms'), 'f3')} "
+                     f"| {_signed(r.get('corrected_err_pct'))} |")
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1200px;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:1.6em} .sub{color:#666;margin-top:0}
+.verdict{background:#f3f8ff;border-left:6px solid #1f77b4;padding:.8em 1.2em;font-size:1.1em}
+.verdict.bad{background:#fff6f0;border-color:#d62728}
+.verdict p{margin:.3em 0} table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f5f5f5}
+td:first-child,th:first-child{text-align:left} figure{margin:1.2em 0}
+figure img{max-width:100%;border:1px solid #eee} figcaption{color:#555;font-size:.9em}
+.empty{background:#fff8e1;border:1px dashed #e0a800;padding:1em;color:#7a5b00}
+.ok{color:#1a7f37} .off{color:#c62828} .ho{font-weight:600} ul.notes li{margin:.4em 0}
+td.t{text-align:left} td small{color:#777} td:first-child{white-space:nowrap} .verdict p:first-child{font-size:1.15em;font-weight:600}
+"""
+
+
+def to_html(report: Report) -> str:
+    m = report.metrics
+    v = m["verdict"]
+    good = v["n"] and v["within_5"] >= 0.95 * v["n"]
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Validation of {e(report.lut)}</title>", f"<style>{CSS}</style></head><body>",
+        f"<h1>LUT validation: {e(m['version'])}</h1>",
+        (f"<p class='sub'>{e(report.lut)} · device {e(m['device'])} · backend "
+        f"{e(m['backend'])} · {v['n'] + v['held_out_n']} networks measured whole</p>"),
+        f"<div class='verdict{'' if good else ' bad'}'>",
+        *[f"<p>{e(s)}</p>" for s in verdict_sentences(report)], "</div>",
+        "<h2>Numbers</h2>", _html_metrics(m),
+        ("<p class='sub'>Brackets: 95 % bootstrap confidence intervals. Each in-space column "
+         "adds one step to the one before it; MACs: the best straight line through the "
+         "measurements.</p>"), "<h2>Figures</h2>",
+    ]
+    for p in report.plots:
+        parts.append(f"<figure id='{e(p.name)}'><h3>{e(p.title)}</h3>")
+        if p.png:
+            data = base64.b64encode(p.png).decode()
+            parts.append(f"<img alt='{e(p.title)}' src='data:image/png;base64,{data}'>")
+        else:
+            parts.append(f"<div class='empty'><b>No data:</b> {e(p.empty)}</div>")
+        if p.caption:
+            parts.append(f"<figcaption>{e(p.caption)}</figcaption>")
+        parts.append("</figure>")
+    parts.append("<h2>Method</h2><ul class='notes'>")
+    parts += [f"<li>{e(n)}</li>" for n in report.notes]
+    parts += ["</ul>", "<h2>Networks</h2>", _html_networks(report.rows), "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _html_metrics(m: Mapping[str, Any]) -> str:
+    cols = metric_columns(m)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c, _ in cols)
+    body = []
+    for title, key, how in METRIC_ROWS:
+        cells = "".join(f"<td>{html.escape(v)}<br><small>{html.escape(ci)}</small></td>"
+                        for v, ci in (_cell(a, key, how) for _, a in cols))
+        body.append(f"<tr><td>{html.escape(title)}</td>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+def _html_networks(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = ("<tr><th>network</th><th>family</th><th>kind</th><th>MMACs</th>"
+            "<th>measured ms</th><th>naive ms</th><th>naive err</th><th>corrected ms</th>"
+            "<th>corrected err</th><th>LUT entries from</th></tr>")
+    body = []
+    for r in rows:
+        err = r.get("corrected_err_pct")
+        cls = "ok" if err is not None and abs(err) <= 5 else "off"
+        fam = html.escape(r["family"]) + (" <span class='ho'>(held out)</span>"
+                                          if r["held_out"] else "")
+        body.append(
+            f"<tr><td>{html.escape(r['name'])}</td><td class='t'>{fam}</td>"
+            f"<td class='t'>{html.escape(r['kind'])}"
+            f"</td><td>{r['macs_m']:.0f}</td><td>{r['measured_ms']:.3f}</td>"
+            f"<td>{r['naive_ms']:.3f}</td><td>{_signed(r['naive_err_pct'])} %</td>"
+            f"<td>{_fmt(r.get('corrected_ms'), 'f3')}</td>"
+            f"<td class='{cls}'>{_signed(err)} %</td><td class='t'>{html.escape(r['source'])}"
+            "</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"

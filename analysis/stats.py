@@ -1,0 +1,237 @@
+"""How well a predictor tracks measured latency: correlation, error and agreement numbers.
+
+``agreement(predicted, measured)`` gives Pearson r, Spearman rho, Kendall tau, RMSE (ms),
+MAPE, max error, the share within +-5 % and +-10 %, the least-squares line
+measured = slope * predicted + intercept, and percentile bootstrap confidence
+intervals. ``macs_predictor`` is the best linear fit of latency on MACs, the baseline
+a LUT has to beat; its fit is in-sample, which flatters it.
+
+Inputs are microseconds; outputs are ms and percent, for people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+from scipy.optimize import nnls
+
+BOOTSTRAP = 2000
+CI = 0.95
+BOOTSTRAPPED = ("pearson_r", "spearman_rho", "kendall_tau", "rmse_ms", "mape_pct",
+                "within_5pct", "within_10pct")
+
+
+def agreement(predicted: Sequence[float], measured: Sequence[float], n_boot: int = BOOTSTRAP,
+              seed: int = 0) -> dict[str, Any]:
+    """Agreement numbers of a predictor against measurements (both in microseconds)."""
+    p = np.asarray(predicted, float)
+    m = np.asarray(measured, float)
+    if p.shape != m.shape:
+        raise ValueError(f"{p.size} predictions for {m.size} measurements")
+    out: dict[str, Any] = {"n": int(p.size)}
+    if p.size == 0:
+        return out
+    err = (p - m) / m  # relative error of the prediction
+    out.update(
+        rmse_ms=float(np.sqrt(np.mean((p - m) ** 2)) / 1000),
+        mape_pct=float(100 * np.mean(np.abs(err))),
+        mean_error_pct=float(100 * np.mean(err)),
+        max_error_pct=float(100 * err[np.argmax(np.abs(err))]),
+        max_abs_error_ms=float(np.max(np.abs(p - m)) / 1000),
+        within_5pct=float(np.mean(np.abs(err) <= 0.05)),
+        within_10pct=float(np.mean(np.abs(err) <= 0.10)),
+        count_within_5pct=int(np.sum(np.abs(err) <= 0.05)),
+        count_within_10pct=int(np.sum(np.abs(err) <= 0.10)),
+    )
+    if p.size < 3 or np.ptp(p) == 0 or np.ptp(m) == 0:
+        return out  # correlations and a line need spread in both
+    out.update(
+        pearson_r=float(sps.pearsonr(p, m).statistic),
+        spearman_rho=float(sps.spearmanr(p, m).statistic),
+        kendall_tau=float(sps.kendalltau(p, m).statistic),
+    )
+    fit = sps.linregress(p / 1000, m / 1000)
+    out["fit"] = {"slope": float(fit.slope), "intercept_ms": float(fit.intercept),
+                  "r2": float(fit.rvalue ** 2)}
+    if n_boot:
+        out["ci"] = bootstrap_ci(p, m, n_boot, seed)
+        out["ci_level"] = CI
+    return out
+
+
+def bootstrap_ci(p: np.ndarray, m: np.ndarray, n_boot: int = BOOTSTRAP,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of the BOOTSTRAPPED numbers (vectorised resamples)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, p.size, size=(n_boot, p.size))
+    bp, bm = p[idx], m[idx]
+    err = (bp - bm) / bm
+    values = {
+        "pearson_r": _pearson_rows(bp, bm),
+        "spearman_rho": _pearson_rows(sps.rankdata(bp, axis=1), sps.rankdata(bm, axis=1)),
+        "kendall_tau": _kendall_rows(bp, bm),
+        "rmse_ms": np.sqrt(np.mean((bp - bm) ** 2, axis=1)) / 1000,
+        "mape_pct": 100 * np.mean(np.abs(err), axis=1),
+        "within_5pct": np.mean(np.abs(err) <= 0.05, axis=1),
+        "within_10pct": np.mean(np.abs(err) <= 0.10, axis=1),
+    }
+    lo, hi = 100 * (1 - CI) / 2, 100 * (1 + CI) / 2
+    out = {}
+    for name, v in values.items():
+        v = v[np.isfinite(v)]
+        if v.size:
+            out[name] = [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
+    return out
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / den
+
+
+def _kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair (ties from resampling handled as scipy does)."""
+    i, j = np.triu_indices(a.shape[1], k=1)
+    sa, sb = np.sign(a[:, i] - a[:, j]), np.sign(b[:, i] - b[:, j])
+    den = np.sqrt(np.count_nonzero(sa, axis=1) * np.count_nonzero(sb, axis=1).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sa * sb).sum(axis=1) / den
+
+
+def macs_predictor(macs: Sequence[float], measured: Sequence[float]) -> tuple[np.ndarray, dict]:
+    """The least-squares line latency = a * MACs + b, and its in-sample predictions (us)."""
+    x, y = np.asarray(macs, float), np.asarray(measured, float)
+    if x.size < 2 or np.ptp(x) == 0:
+        return np.full_like(y, y.mean() if y.size else 0.0), {"us_per_mmac": math.nan,
+                                                               "intercept_ms": math.nan}
+    fit = sps.linregress(x / 1e6, y)
+    line = {"us_per_mmac": float(fit.slope), "intercept_ms": float(fit.intercept / 1000)}
+    return fit.slope * x / 1e6 + fit.intercept, line
+
+
+# -- from layer sums to network latency: the corrections -------------------------------------
+
+MIN_FIT = 10  # fewer in-space networks than this: no correction is fitted
+FOLDS = 5
+
+
+@dataclass
+class Correction:
+    """In-network minus alone: ``rel[c]`` x the entries of op class c, plus a cost per MB
+    of weights and per MB of activations the network's layers read and write. A layer
+    alone runs with its weights and input in cache; inside a network they arrive from
+    further away. Memory-bound layers (1x1 and depthwise convs) lose more than
+    compute-bound ones (3x3 convs), hence per-class factors; moving bytes costs time
+    whatever the op, hence the shared terms. Fitted by non-negative least squares on
+    relative errors."""
+
+    rel: dict[str, float]
+    us_per_weight_mb: float
+    us_per_act_mb: float
+    fitted_on: int
+    rel_other: float = 0.0  # for classes never fitted: the fitted ones' time-weighted mean
+
+    def extra_us(self, entries: Mapping[str, float], mb: tuple[float, float]) -> float:
+        """``mb``: (weight MB, activation MB). A class never fitted (a held-out family's
+        3x3 conv, say) gets ``rel_other``."""
+        return (sum(self.rel.get(c, self.rel_other) * v for c, v in entries.items())
+                + self.us_per_weight_mb * mb[0] + self.us_per_act_mb * mb[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fitted_on": self.fitted_on, "rel": dict(self.rel), "rel_other": self.rel_other,
+                "us_per_weight_mb": self.us_per_weight_mb, "us_per_act_mb": self.us_per_act_mb}
+
+
+MIN_SHARE = 0.05  # op classes with less of the networks' time than this get no factor
+MB = tuple[float, float]
+
+
+def fit_correction(entries: Sequence[Mapping[str, float]], mb: Sequence[MB],
+                   gap_us: Sequence[float], scale_us: Sequence[float] | None = None) -> Correction:
+    """The correction that best explains ``gap_us`` (measured - aligned estimate).
+
+    Each network's equation is divided by ``scale_us`` (its measured latency): relative
+    errors are what matter, and a 10 ms network must not outvote ten 1 ms ones. Classes
+    that hold under MIN_SHARE of the networks' summed entries (adds, pools) are left out:
+    their factor would fit noise, not caches."""
+    totals: dict[str, float] = {}
+    for e in entries:
+        for c, v in e.items():
+            totals[c] = totals.get(c, 0.0) + v
+    whole = sum(totals.values()) or 1.0
+    classes = sorted(c for c, v in totals.items() if v / whole >= MIN_SHARE)
+    x = np.array([[e.get(c, 0.0) for c in classes] + list(m) for e, m in zip(entries, mb)],
+                 float).reshape(len(entries), len(classes) + 2)
+    w = 1 / np.asarray(scale_us, float) if scale_us is not None else np.ones(len(gap_us))
+    coef, _ = nnls(x * w[:, None], np.asarray(gap_us, float) * w)
+    rel = dict(zip(classes, map(float, coef[:-2])))
+    fitted = sum(totals[c] for c in classes) or 1.0
+    other = sum(rel[c] * totals[c] for c in classes) / fitted
+    # Minor classes keep a zero factor (they were seen: too small to matter); only classes
+    # never seen at all (held-out shapes) get the mean.
+    rel.update({c: 0.0 for c in totals if c not in rel})
+    return Correction(rel, float(coef[-2]), float(coef[-1]), len(gap_us), other)
+
+
+def cross_validated(entries: Sequence[Mapping[str, float]], mb: Sequence[MB],
+                    gap_us: Sequence[float], scale_us: Sequence[float] | None = None,
+                    folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """Out-of-fold corrections: each network's from a model fitted without it."""
+    n = len(gap_us)
+    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
+    out = np.zeros(n)
+    gap = np.asarray(gap_us, float)
+    scale = np.asarray(scale_us if scale_us is not None else np.ones(n), float)
+    for f in range(fold.max() + 1):
+        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        model = fit_correction([entries[i] for i in train], [mb[i] for i in train],
+                               gap[train], scale[train])
+        out[test] = [model.extra_us(entries[i], mb[i]) for i in test]
+    return out
+
+
+PREDICTORS = ("naive", "overhead", "drift", "corrected")
+PREDICTOR_LABELS = {
+    "naive": "sum of LUT entries",
+    "overhead": "minus per-invoke overhead",
+    "drift": "+ device drift since the LUT",
+    "corrected": "+ in-network correction (cross-validated)",
+}
+
+
+def predictions(rows: Sequence[Mapping[str, Any]], overhead_us: float,
+                seed: int = 0) -> tuple[dict[str, np.ndarray], Correction | None]:
+    """Each row's latency (us) under each PREDICTORS step, and the correction fitted on
+    every in-space row (held-out rows are predicted by it, never fitted on)."""
+    est = [r["estimate"] for r in rows]
+    raw = np.array([e["raw_us"] for e in est])
+    extra = np.array([e.get("extra_us", 0.0) for e in est])
+    layers = np.array([e["layers"] for e in est])
+    d_lut = np.array([r.get("drift", {}).get("lut", 1.0) for r in rows])
+    d_extra = np.array([r.get("drift", {}).get("extra", 1.0) for r in rows])
+    out = {"naive": raw, "overhead": raw - (layers - 1) * overhead_us}
+    aligned_sum = (raw - extra) * d_lut + extra * d_extra
+    out["drift"] = aligned_sum - (layers - 1) * overhead_us
+    scale = np.divide(aligned_sum, raw, out=np.ones_like(raw), where=raw > 0)
+    entries = [{c: v * s for c, v in e["by_class"].items()} for e, s in zip(est, scale)]
+    mb = [(e["weight_bytes"] / 2**20, e.get("act_bytes", 0) / 2**20) for e in est]
+    measured = np.array([r["measured_us"] for r in rows])
+    inside = np.array([not r["held_out"] for r in rows])
+    idx = np.flatnonzero(inside)
+    if idx.size < MIN_FIT:
+        return out, None
+    gap = measured[idx] - out["drift"][idx]
+    e_in, mb_in = [entries[i] for i in idx], [mb[i] for i in idx]
+    model = fit_correction(e_in, mb_in, gap, measured[idx])
+    corr = np.array([model.extra_us(e, m) for e, m in zip(entries, mb)])
+    corr[idx] = cross_validated(e_in, mb_in, gap, measured[idx], seed=seed)
+    out["corrected"] = out["drift"] + corr
+    return out, model

@@ -1,0 +1,81 @@
+"""Report section of `make bench`: validation numbers of the host LUT, and how long the
+report of 60 networks takes to generate once they are measured.
+
+``run(out)`` uses luts/host.db (built first with `netadapt lut` if it is missing),
+measures the validation networks it does not hold yet (timed apart), then times
+``analysis.report.build`` + ``write`` alone. Runnable by itself:
+``python -m benchmarks.report_bench [--lut luts/host.db]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NETWORKS = 60
+
+
+def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = NETWORKS,
+        passes: int = 10) -> None:
+    from analysis import report as rep
+    from analysis import validate as val
+    from bench.devices import load_config, make_runners
+    from lut_db.store import LutStore
+
+    if not lut.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "netadapt_cli.main", "lut", "--device", "host",
+                        "--db", str(lut)], check=True)
+        out["lut_build_s"] = round(time.perf_counter() - t0, 1)
+    store = LutStore.open(lut)
+    version = store.version()
+    runner = make_runners(load_config(version.device), version.backend)[0]
+    store.lock()
+    t0 = time.perf_counter()
+    res = val.validate(store, version, runner, networks, passes=passes)
+    out["measure_s"] = round(time.perf_counter() - t0, 1)
+    out["measured_now"], out["reused"] = res.measured, res.reused
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        report = rep.build(store, version)
+        rep.write(report, Path(tmp))
+        out["report_generation_s"] = round(time.perf_counter() - t0, 2)
+    store.close()
+    m = report.metrics
+    out["lut"] = m["lut"]
+    out["networks"] = len(m["networks"])
+    for name, groups in m["predictors"].items():
+        for group in ("in_space", "held_out"):
+            a = groups.get(group, {})
+            if a:
+                out[f"{name}_{group}"] = {
+                    "n": a["n"], "within_5": a["count_within_5pct"],
+                    "within_10": a["count_within_10pct"],
+                    "pearson_r": round(a.get("pearson_r", float("nan")), 4),
+                    "mape_pct": round(a["mape_pct"], 2)}
+    if m.get("macs"):
+        a = m["macs"]["in_space"]
+        out["macs_in_space"] = {"n": a["n"], "within_5": a["count_within_5pct"],
+                                "pearson_r": round(a.get("pearson_r", float("nan")), 4)}
+    out["correction"] = m.get("correction")
+    out["drift"] = m.get("drift")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    ap.add_argument("--networks", type=int, default=NETWORKS)
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    run(out, args.lut, args.networks)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""analysis.validate: the validation set, measuring it, storing and reusing it.
+
+Most tests use FakeRunner, whose "latency" is a deterministic function of the model's
+size (so layer sums and whole networks agree up to a known in-network factor); one test
+measures for real on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis import validate as val
+from analysis.families import HELD_OUT, RESNET_STYLE, VGG_STYLE
+from bench import sweep, zoo
+from bench.runners.base import Timing
+from bench.tflite_build import build_layer, build_network
+from lut_db.spec import Network
+from lut_db.store import LutStore, Version
+
+SPACE = {"sweeps": [{"families": ["mobilenet_v1", "mobilenet_v2"], "resolutions": [32, 48],
+                     "grid": 64, "classes": 10}]}
+
+
+class FakeRunner:
+    """Latency = model bytes / 1000 + 5 us; whole networks (many layers) x ``in_network``."""
+
+    backend = "tflite-cpu"
+    serial = "fake"
+
+    def __init__(self, in_network: float = 1.1, device: str = "fake"):
+        self.in_network = in_network
+        self.device = device
+        self.models = 0
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"device": self.device, "runs": 3}
+
+    def measure(self, batch):
+        out = []
+        for item in batch:
+            self.models += 1
+            us = len(item.model) / 1000 + 5
+            if "~" in item.key or item.key.count("-") >= 3:  # a network (or a prefix of one)
+                us *= self.in_network
+            out.append(Timing.from_samples([us, us * 1.01, us * 0.99]))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def make_lut(path: Path, runner: FakeRunner | None = None,
+             space: dict[str, Any] = SPACE) -> tuple[LutStore, Version]:
+    """A sealed LUT of the space, 'measured' by a FakeRunner."""
+    runner = runner or FakeRunner()
+    store = LutStore.open(path, create=True)
+    specs: set = set()
+    for sw in space["sweeps"]:
+        for r in sw["resolutions"]:
+            for f in sw["families"]:
+                specs |= zoo.shape_space(zoo.family(f), r, sw["grid"], sw["classes"])
+    p = sweep.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
+    version = sweep.start_version(store, p, "fake", runner.backend, runner.fingerprint(), space)
+    res = sweep.run(store, version, p.missing, [runner], build_layer, batch_size=64)
+    return store, res.version
+
+
+@pytest.fixture(scope="module")
+def fake_lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lut") / "fake.db"
+    store, _ = make_lut(path)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def fake_lut(fake_lut_file: Path, tmp_path: Path) -> tuple[LutStore, Version]:
+    """A fresh copy of one FakeRunner LUT (building it takes seconds; copying, nothing)."""
+    path = tmp_path / "fake.db"
+    shutil.copy(fake_lut_file, path)
+    store = LutStore.open(path)
+    return store, store.version()
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+def test_space_of_a_version_and_its_errors():
+    s = val.Space.of(SPACE)
+    assert s.families == ("mobilenet_v1", "mobilenet_v2")
+    assert s.resolutions == (32, 48) and s.grid == 64 and s.classes == 10
+    with pytest.raises(val.ValidationError, match="no sweep space"):
+        val.Space.of({})
+
+
+def test_sample_networks_is_seedable_and_covers_every_kind():
+    space = val.Space.of(SPACE)
+    nets = val.sample_networks(space, 60, seed=3)
+    assert [n.name for n in nets] == [n.name for n in val.sample_networks(space, 60, seed=3)]
+    assert [n.name for n in nets] != [n.name for n in val.sample_networks(space, 60, seed=4)]
+    assert len(nets) == 60 and len({n.name for n in nets}) == len(nets)
+    kinds = Counter(n.meta["kind"] for n in nets)
+    assert set(kinds) == set(val.KINDS)
+    assert kinds["multiplier"] == 8  # every multiplier of both families
+    held = [n for n in nets if n.meta["held_out"]]
+    assert held and {n.meta["family"] for n in held} == set(HELD_OUT)
+    assert all(n.meta["kind"] == "held_out" for n in held)
+    assert {n.input_shape[0] for n in nets if n.meta["kind"] == "resolution"} == {48}
+
+
+def test_networks_on_the_grid_use_only_lut_keys_and_off_grid_ones_do_not(fake_lut):
+    store, version = fake_lut
+    table = store.table(version.id)
+    nets = val.sample_networks(val.Space.of(version.space), 40, seed=1)
+    for net in nets:
+        missing = [k for k in net.keys if k not in table]
+        if net.meta["kind"] in ("multiplier", "random", "netadapt", "resolution"):
+            assert not missing, net.name
+        else:
+            assert missing, net.name  # off-grid widths and held-out shapes are not in it
+
+
+def test_netadapt_steps_narrow_one_slot():
+    space = val.Space.of(SPACE)
+    for net in val.sample_networks(space, 60, seed=0):
+        if net.meta["kind"] == "netadapt":
+            assert net.meta["note"].startswith("narrowed ")
+
+
+def test_names_are_content_hashes():
+    fam = zoo.family("mobilenet_v1")
+    a = val._make(fam, "random", fam.multiplier(0.5), 32, 10)
+    b = val._make(fam, "random", fam.multiplier(0.5), 32, 10)
+    c = val._make(fam, "random", fam.multiplier(0.75), 32, 10)
+    assert a.name == b.name != c.name
+
+
+def test_held_out_families_use_only_swept_op_kinds():
+    swept = {s.op for f in ("mobilenet_v1", "mobilenet_v2")
+             for s in zoo.shape_space(zoo.family(f), 32, 64, 10)}
+    for fam in (RESNET_STYLE, VGG_STYLE):
+        net = fam.network(width_mult=0.5, resolution=32, classes=10)
+        assert {s.op for s in net.specs} <= swept
+        assert build_network(net)  # and they build
+
+
+def test_prefix_networks_build_and_output_every_unread_node():
+    net = zoo.family("mobilenet_v2").network(width_mult=0.5, resolution=32, classes=10)
+    for k in (1, 4, 5, len(net.nodes)):
+        sub = val.prefix(net, k)
+        assert len(sub.nodes) == k
+        build_network(sub)
+        read = {src for n in sub.nodes for src in n.inputs}
+        assert set(sub.outputs) == {n.name for n in sub.nodes if n.name not in read}
+    assert val.prefix(net, len(net.nodes)).outputs == net.outputs
+
+
+# -- measuring and storing -----------------------------------------------------------------------
+
+
+def test_validate_stores_rows_and_a_rerun_reuses_them(fake_lut):
+    store, version = fake_lut
+    runner = FakeRunner()
+    first = val.validate(store, version, runner, n=24, seed=0, passes=2, drift_keys=20)
+    assert first.measured == len(first.rows) >= 20 and first.reused == 0
+    rows = {r["name"]: r for r in store.validations(version.id)}
+    assert len(rows) == first.measured
+    row = next(iter(rows.values()))
+    timing = json.loads(row["timing"])
+    assert len(timing["passes_us"]) == 2 and timing["drift"]["lut_keys"] > 0
+    assert row["measured_us"] > 0 and row["estimated_us"] > 0
+    Network.from_json_dict(json.loads(row["network"]))  # the network is stored whole
+    # Off-grid and held-out keys were measured on demand into a derived, sealed version.
+    derived = [v for v in store.versions() if v.parent == version.id]
+    assert len(derived) == 1 and derived[0].status == "sealed"
+    assert first.extra_label == derived[0].label
+    count = runner.models
+    again = val.validate(store, version, runner, n=24, seed=0, passes=2, drift_keys=20)
+    assert again.measured == 0 and again.reused == len(again.rows)
+    assert runner.models == count  # nothing measured again
+    assert [r["name"] for r in again.rows] == [r["name"] for r in first.rows]
+
+
+def test_validate_without_a_device(fake_lut):
+    store, version = fake_lut
+    with pytest.raises(val.NoDevice, match="0 of the .* measured and no device"):
+        val.validate(store, version, None, n=12)
+    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False)
+    done = val.validate(store, version, None, n=12, profile=False)  # all stored: fine
+    assert done.measured == 0
+
+
+def test_validate_refuses_another_setup(fake_lut):
+    store, version = fake_lut
+    with pytest.raises(val.ValidationError, match="another setup"):
+        val.validate(store, version, FakeRunner(device="other"), n=12)
+
+
+def test_profile_is_stored_with_the_chosen_network(fake_lut):
+    store, version = fake_lut
+    res = val.validate(store, version, FakeRunner(), n=12, passes=1)
+    profiled = [r for r in res.rows if "profile" in json.loads(r["timing"])]
+    assert len(profiled) == 1
+    prof = json.loads(profiled[0]["timing"])["profile"]
+    assert prof["method"].startswith("prefix differencing")
+    net = Network.from_json_dict(json.loads(profiled[0]["network"]))
+    assert [x["node"] for x in prof["layers"]] == [n.name for n in net.nodes]
+    # FakeRunner's prefixes grow by each layer's bytes x 1.1: differences are positive.
+    assert sum(x["profile_us"] for x in prof["layers"]) > 0
+
+
+def test_a_derived_version_keeps_its_parents_validations(fake_lut):
+    store, version = fake_lut
+    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False)
+    derived = next(v for v in store.versions() if v.parent == version.id)
+    res = val.validate(store, derived, None, n=12, profile=False)
+    assert res.reused == len(res.rows) and res.measured == 0
+
+
+def test_clean_host_runner_drops_nothing_when_idle(fast_runner):
+    clean = val.network_runner(fast_runner)
+    assert isinstance(clean, val.CleanHostRunner)
+    assert clean.fingerprint() == fast_runner.fingerprint()
+    net = zoo.family("mobilenet_v1").network(width_mult=0.25, resolution=32, classes=10)
+    t = clean.measure_one(build_network(net))
+    assert isinstance(t, Timing) and t.runs >= 3 and "preempted" in t.extra
+
+
+def test_validate_for_real_on_the_host(tmp_path, fast_runner):
+    """The whole loop with real LiteRT timings on a tiny space."""
+    space = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 256,
+                         "classes": 10}]}
+    store = LutStore.open(tmp_path / "host.db", create=True)
+    specs = zoo.shape_space(zoo.MOBILENET_V1, 32, 256, 10)
+    fp = fast_runner.fingerprint()
+    p = sweep.plan(store, "host", fast_runner.backend, fp, specs)
+    v = sweep.start_version(store, p, "host", fast_runner.backend, fp, space)
+    v = sweep.run(store, v, p.missing, [fast_runner], build_layer).version
+    res = val.validate(store, v, fast_runner, n=10, passes=2, drift_keys=10)
+    assert res.measured == len(res.rows)
+    for r in res.rows:
+        assert 0.3 < r["measured_us"] / r["estimated_us"] < 3  # same order: same device

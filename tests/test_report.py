@@ -1,0 +1,217 @@
+"""analysis.report and `netadapt report`: numbers, files, the page, and the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from analysis import report as rep
+from analysis import validate as val
+from lut_db.store import LutStore
+from netadapt_cli.main import app
+from tests.test_analysis_validate import FakeRunner, make_lut
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def validated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FakeRunner LUT with 30 validations stored (no per-layer profile)."""
+    path = tmp_path_factory.mktemp("validated") / "fake.db"
+    store, version = make_lut(path)
+    val.validate(store, version, FakeRunner(in_network=1.3), n=30, passes=2, profile=False,
+                 drift_keys=30)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def validated(validated_file: Path, tmp_path: Path):
+    path = tmp_path / "fake.db"
+    shutil.copy(validated_file, path)
+    store = LutStore.open(path)
+    return store, store.version(1)
+
+
+@pytest.fixture
+def report_folder(validated, tmp_path: Path) -> Path:
+    store, version = validated
+    return rep.write(rep.build(store, version, n_boot=200), tmp_path / "reports")
+
+
+def test_report_files_and_numbers(report_folder: Path):
+    assert report_folder.parts[-2:] == ("fake", "1")
+    files = {p.name for p in report_folder.iterdir()}
+    assert {"index.html", "report.md", "metrics.json", "scatter.png", "residuals.png",
+            "macs.png", "heatmap.png"} <= files
+    assert "profile.png" not in files  # never measured: no image, a message instead
+    m = json.loads((report_folder / "metrics.json").read_text())
+    assert m["version"] == "fake@1" and m["device"] == "fake"
+    assert set(m["predictors"]) == {"naive", "overhead", "drift", "corrected"}
+    naive = m["predictors"]["naive"]["in_space"]
+    corrected = m["predictors"]["corrected"]["in_space"]
+    # FakeRunner's whole networks run 30 % over their layers (less each layer model's own
+    # fixed size): the sum reads low, the cross-validated correction recovers it.
+    assert naive["mean_error_pct"] < -5
+    assert corrected["within_5pct"] >= 0.95 and corrected["pearson_r"] > 0.99
+    assert corrected["ci"]["pearson_r"][0] <= corrected["pearson_r"] <= corrected["ci"]["pearson_r"][1]
+    assert m["macs"]["in_space"]["n"] == naive["n"]
+    assert m["verdict"]["held_out_n"] == m["predictors"]["corrected"]["held_out"]["n"] > 0
+    assert len(m["networks"]) == 30 and m["generated_s"] < 30
+
+
+def test_html_is_self_contained_and_leads_with_the_verdict(report_folder: Path):
+    page = (report_folder / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # the profile was not measured
+    assert "src='http" not in page and "<script" not in page and "<link" not in page
+    verdict, plots, table = (page.index("class='verdict"), page.index("<figure"),
+                             page.index("<h2>Networks"))
+    assert verdict < plots < table
+    assert "No data:" in page and "per-layer profile was measured" in page
+
+
+def test_markdown_references_the_written_images(report_folder: Path):
+    md = (report_folder / "report.md").read_text()
+    assert md.startswith("# Validation of ")
+    for name in ("scatter", "residuals", "macs", "heatmap"):
+        assert f"]({name}.png)" in md
+    assert "**No data:**" in md
+
+
+def test_report_of_60_networks_is_quick(validated, tmp_path):
+    store, version = validated
+    start = time.perf_counter()
+    rep.write(rep.build(store, version), tmp_path / "r")
+    assert time.perf_counter() - start < 30
+
+
+def test_compare_two_versions(validated, tmp_path):
+    store, version = validated
+    other = LutStore.open(tmp_path / "other.db", create=True)
+    o = other.create_version("fake2", "tflite-gpu", {"device": "fake2"})
+    keys = sorted(store.table(version.id))[:50]
+    other.add_results(o.id, [(k, _timing(store.table(version.id)[k] * 2)) for k in keys])
+    other.seal(o.id)
+    r = rep.build(store, version, rep.Compare("fake2@1", other.table(o.id)), n_boot=0)
+    assert r.metrics["compare"]["common_keys"] == 50
+    assert r.metrics["compare"]["median_ratio"] == pytest.approx(2.0)
+    assert any(p.name == "compare" and p.png for p in r.plots)
+
+
+def _timing(us: float):
+    from bench.runners.base import Timing
+
+    return Timing.from_samples([us, us, us])
+
+
+def test_compare_without_common_keys_is_refused(validated, tmp_path):
+    store, version = validated
+    other = LutStore.open(tmp_path / "other.db", create=True)
+    o = other.create_version("x", "tflite-cpu", {})
+    other.add_results(o.id, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
+    with pytest.raises(rep.ReportError, match="no layer keys in common"):
+        rep.build(store, version, rep.Compare("x@1", other.table(o.id)))
+
+
+def test_a_version_without_validations(tmp_path):
+    store, version = make_lut(tmp_path / "fresh.db")
+    with pytest.raises(rep.ReportError, match="no validations yet"):
+        rep.build(store, version)
+
+
+def test_unwritable_report_folder(report_folder: Path, validated, tmp_path):
+    store, version = validated
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(rep.ReportError, match="cannot write the report to"):
+        rep.write(rep.build(store, version, n_boot=0), blocker)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_cli_report_from_stored_validations(validated, tmp_path):
+    store, _version = validated
+    out = tmp_path / "reports"
+    res = cli.invoke(app, ["report", "--lut", f"{store.path}@1", "--networks", "30",
+                           "--no-measure", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "in-space validation networks" in res.output and "0 network(s) measured now" in res.output
+    assert (out / "fake" / "1" / "index.html").exists()
+
+
+def test_cli_no_validations_and_no_device(tmp_path):
+    store, _ = make_lut(tmp_path / "fresh.db")
+    res = cli.invoke(app, ["report", "--lut", str(store.path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "no device to measure on" in res.output  # "fake" has no device config
+    assert "0 of the" in res.output and "Traceback" not in res.output
+
+
+def test_cli_compare_without_common_keys(validated, tmp_path):
+    store, _ = validated
+    other = LutStore.open(tmp_path / "other.db", create=True)
+    o = other.create_version("x", "tflite-cpu", {})
+    other.add_results(o.id, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
+    other.seal(o.id)
+    res = cli.invoke(app, ["report", "--lut", str(store.path), "--no-measure",
+                           "--compare", str(other.path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "no layer keys in common" in res.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_cli_unwritable_folder_as_user(validated, tmp_path):
+    store, _ = validated
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    res = cli.invoke(app, ["report", "--lut", str(store.path), "--no-measure", "--out", str(ro)])
+    assert res.exit_code == 1 and "cannot write the report" in res.output
+
+
+def test_cli_unwritable_folder(validated, tmp_path):
+    store, _ = validated
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a folder")
+    res = cli.invoke(app, ["report", "--lut", str(store.path), "--no-measure",
+                           "--out", str(blocker)])
+    assert res.exit_code == 1 and "cannot write the report to" in res.output
+
+
+def test_cli_report_measures_for_real(configs, tmp_path):
+    """`netadapt lut` then `netadapt report` on the host (a fast config, a tiny space)."""
+    db = tmp_path / "fast.db"
+    res = cli.invoke(app, ["lut", "--device", "fast", "--space", "mobilenet_v1",
+                           "--resolution", "32", "--grid", "256", "--classes", "10",
+                           "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "reports"
+    res = cli.invoke(app, ["report", "--lut", str(db), "--networks", "8", "--passes", "2",
+                           "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "network(s) measured now" in res.output
+    m = json.loads((out / "fast" / "1" / "metrics.json").read_text())
+    assert m["predictors"]["naive"]["all"]["n"] >= 8
+    again = cli.invoke(app, ["report", "--lut", str(db), "--networks", "8", "--passes", "2",
+                             "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "0 network(s) measured now" in again.output
+
+
+def test_lut_check_cli(configs, tmp_path):
+    db = tmp_path / "fast.db"
+    assert cli.invoke(app, ["lut", "--device", "fast", "--space", "mobilenet_v1",
+                            "--resolution", "32", "--grid", "256", "--classes", "10",
+                            "--db", str(db)]).exit_code == 0
+    res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "8", "--seed", "1",
+                           "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert s["keys"] == 8 and s["seed"] == 1 and s["median_ratio"] > 0
+    res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "5"])
+    assert res.exit_code == 0 and "median ratio now / LUT" in res.output
