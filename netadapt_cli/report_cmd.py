@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from analysis import report as rep
-from analysis import validate as val
 from bench.runners.base import Runner, RunnerError
 from lut_db.store import LutStore, Version
 from netadapt_cli.common import console, default_db, open_lut, user_errors
+
+if TYPE_CHECKING:  # matplotlib and scipy load only when a report is made, not for every command
+    from analysis import report as rep
+    from analysis import validate as val
 
 
 def report_cmd(
@@ -47,6 +50,8 @@ def report_cmd(
 def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
             out: Path, measure: bool) -> None:
+    from analysis import report as rep
+
     writable(rep.report_dir(out, version))
     other = _compare(compare, store, version) if compare else None
     runner = _runner(device or version.device, backend, serial, version) if measure else None
@@ -65,6 +70,8 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
 
 def writable(folder: Path) -> None:
     """Fail before any measuring if the report cannot be written there."""
+    from analysis import report as rep
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):
@@ -75,6 +82,8 @@ def writable(folder: Path) -> None:
 
 
 def _compare(ref: str, store: LutStore, version: Version) -> rep.Compare:
+    from analysis import report as rep
+
     other_store, other = open_lut(ref)
     table = other_store.table(other.id)
     if not table.keys() & store.table(version.id).keys():
@@ -100,6 +109,8 @@ def _runner(device: str, backend: str | None, serial: str | None,
 
 def _validate(store: LutStore, version: Version, runner: Runner | None, networks: int,
               seed: int, passes: int) -> val.Validation:
+    from analysis import validate as val
+
     if runner is not None:
         store.lock()  # on-demand keys go into a derived version of this file
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
