@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from netadapt_cli import db_cmd, estimate_cmd, lut_cmd
+from netadapt_cli import adapt_cmd, db_cmd, devices_cmd, estimate_cmd, lut_cmd, report_cmd
 
 app = typer.Typer(help="Layer-wise latency look-up tables for phones and this machine, "
                   "and NetAdapt against them.", no_args_is_help=True,
@@ -13,6 +13,9 @@ app.add_typer(lut_cmd.app, name="lut")
 app.add_typer(db_cmd.app, name="db")
 app.command("estimate")(estimate_cmd.estimate_cmd)
 app.command("measure")(estimate_cmd.measure_cmd)
+app.command("devices")(devices_cmd.devices_cmd)
+app.command("report")(report_cmd.report_cmd)
+app.command("adapt")(adapt_cmd.adapt_cmd)
 
 if __name__ == "__main__":
     app()

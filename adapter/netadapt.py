@@ -1,0 +1,790 @@
+"""NetAdapt (Yang et al., ECCV 2018) against a device's latency look-up table.
+
+Each iteration i, with the resource-reduction schedule
+``target_i = current - reduction * initial * decay**(i - 1)`` (never below the budget):
+
+1. one proposal per slot (a CONV/FC layer's filter count, or a lockstep group of slots
+   such as a MobileNetV2 stage tied by residual adds): the largest width on the LUT's
+   channel grid whose *estimated* latency (and MACs/params when those are budgets
+   too) meets the targets, counting the change in the next layers' input channels;
+2. each proposal keeps the filters of largest L2 norm (Torch-Pruning removes them
+   consistently), is fine-tuned for ``short_steps`` on the training set minus the
+   holdout, and scored on the holdout (10 images per class of the training set);
+3. the proposal of highest holdout accuracy is kept (the paper's rule; ties go to the
+   lower holdout loss, then to the earlier slot).
+
+When every budget is met: long-term fine-tune on the whole training set. A
+checkpoint is written after every stage and iteration; ``resume`` continues it and
+gives the same result as an uninterrupted run, because each proposal's fine-tune
+depends only on (parent weights, proposal, seed) and every seed is derived from the
+run's seed and the step's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapter import prune, train
+from adapter.data import Dataset
+from adapter.executors import Executor, dumps, loads, torch_threads
+from adapter.models import LOCKSTEP, AdaptError, ZooModel, build, rebuild
+from bench import zoo
+from lut_db.estimate import LayerFn, MissingKeys, SlotEstimator
+from lut_db.spec import LayerSpec, Network
+
+RESOURCES = ("latency", "macs", "params")
+PICK_RULE = ("highest holdout accuracy (the paper's rule); ties: lower holdout loss, "
+             "then the earlier slot")
+MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
+CHECKPOINT_FORMAT = 1
+
+Log = Callable[[str], None]
+
+
+# -- budgets --------------------------------------------------------------------------------
+
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A bound on one resource: absolute (ms, MACs, params) or a ratio of the initial value."""
+
+    resource: str
+    value: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, resource: str, text: str) -> Budget:
+        """Latency: ``0.5`` (ratio) or ``3.2ms``; MACs/params: ``0.5`` (ratio) or ``5M``."""
+        t = str(text).strip().lower()
+        where = f"{resource} budget {text!r}"
+        if resource == "latency" and t.endswith("ms"):
+            return cls(resource, _positive(t[:-2], where), False)
+        m = re.fullmatch(r"([0-9.eE+-]+)\s*([kmg]?)", t)
+        if not m:
+            unit = "e.g. 0.5 (of the initial) or 3.2ms" if resource == "latency" else \
+                "e.g. 0.5 (of the initial) or 5M"
+            raise AdaptError(f"{where}: not understood; {unit}")
+        value = _positive(m.group(1), where) * _SUFFIX[m.group(2)]
+        if m.group(2) or (value > 1 and resource != "latency"):
+            return cls(resource, value, False)
+        if value > 1:
+            raise AdaptError(f"{where}: a bare number is a ratio of the initial latency "
+                             "(0 < r <= 1); write e.g. 3.2ms for an absolute budget")
+        return cls(resource, value, True)
+
+    def absolute(self, initial: float) -> float:
+        return self.value * initial if self.relative else self.value
+
+    def __str__(self) -> str:
+        if self.relative:
+            return f"{self.value:g} x initial {self.resource}"
+        return f"{self.value:g} ms" if self.resource == "latency" else f"{self.value:g} {self.resource}"
+
+
+def _positive(text: str, where: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise AdaptError(f"{where}: {text!r} is not a number") from None
+    if not v > 0 or not math.isfinite(v):
+        raise AdaptError(f"{where}: must be positive")
+    return v
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptConfig:
+    """Everything that decides a run's result (a resumed run must match it exactly)."""
+
+    model: str = "mobilenet_v1"
+    width: float = 1.0  # the initial network's width multiplier (widths snapped to the grid)
+    resolution: int = 32
+    data: str = "digits"
+    max_per_class: int | None = None
+    lut: str = ""  # the LUT version label actually used, e.g. luts/host.db@2
+    grid: int | None = None  # channel grid (default: the LUT sweep's)
+    missing: str = "error"
+    budgets: dict[str, str] = field(default_factory=lambda: {"latency": "0.5"})
+    reduction: float = 0.05  # first iteration's reduction, as a fraction of the initial value
+    decay: float = 0.98
+    pretrain_epochs: int = 15
+    short_steps: int = 20
+    long_epochs: int = 10
+    batch_size: int = 64
+    lr_pretrain: float = 0.1
+    lr_short: float = 0.01
+    lr_long: float = 0.02
+    holdout_per_class: int = 10
+    augment: bool = True
+    threads: int = 1  # torch threads per proposal (part of the result: fixed everywhere)
+    seed: int = 0
+    weights: str | None = None  # pretrained state dict instead of pretraining
+    max_iterations: int = 200  # a guard, not part of the result (may change on resume)
+
+    NOT_COMPARED = ("max_iterations",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AdaptConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def differences(self, other: AdaptConfig) -> list[str]:
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (now)" for k in a
+                if k not in self.NOT_COMPARED and a[k] != b.get(k)]
+
+    def budget_list(self) -> list[Budget]:
+        if not self.budgets:
+            raise AdaptError("give at least one budget (latency, MACs or params)")
+        return [Budget.parse(r, v) for r, v in self.budgets.items()]
+
+    def validate(self) -> None:
+        if not 0 < self.width <= 1:
+            raise AdaptError(f"--width must be in (0, 1], got {self.width}")
+        if not 0 < self.reduction < 1:
+            raise AdaptError(f"--reduction must be in (0, 1), got {self.reduction}")
+        if not 0 < self.decay <= 1:
+            raise AdaptError(f"--decay must be in (0, 1], got {self.decay}")
+        for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
+            if getattr(self, name) < 1:
+                raise AdaptError(f"{name.replace('_', '-')} must be at least 1")
+        for name in ("pretrain_epochs", "long_epochs"):
+            if getattr(self, name) < 0:
+                raise AdaptError(f"{name.replace('_', '-')} must not be negative")
+        self.budget_list()
+
+
+# -- the search space: slot widths -> resources, from the LUT -----------------------------------
+
+
+class SlotCost:
+    """Like SlotEstimator, for a cost computed from the spec (MACs, parameters)."""
+
+    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
+        self.layers = list(layers)
+        self.cost = cost
+        self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
+
+    def __call__(self, width: Mapping[str, int]) -> float:
+        total = 0.0
+        for (slots, make), cache in zip(self.layers, self._cache):
+            sig = tuple(width[s] for s in slots)
+            v = cache.get(sig)
+            if v is None:
+                v = cache[sig] = self.cost(make(width))
+            total += v
+        return total
+
+
+@dataclass(frozen=True)
+class Proposal:
+    group: tuple[str, ...]
+    widths: dict[str, int]  # the group's new widths
+    resources: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.group)
+
+
+class SearchSpace:
+    """A family's width configs on the LUT's channel grid, and their resources."""
+
+    def __init__(self, family: str, resolution: int, classes: int, table: Mapping[str, float],
+                 grid: int, missing: str = "error", lut: str = "LUT"):
+        self.fam = zoo.family(family)
+        self.resolution, self.classes, self.grid = resolution, classes, grid
+        self.choices = zoo.slot_choices(self.fam, grid)
+        layers = self.fam.slot_layers(resolution, classes)
+        self._latency = SlotEstimator(layers, table, missing, lut)
+        self._cost = {"macs": SlotCost(layers, lambda s: s.macs),
+                      "params": SlotCost(layers, lambda s: s.params)}
+        lockstep = LOCKSTEP.get(self.fam.name, self.fam.lockstep)
+        tied = {s for g in lockstep for s in g}
+        self.groups = sorted([(s,) for s in self.fam.slots if s not in tied]
+                             + [tuple(g) for g in lockstep],
+                             key=lambda g: self.fam.slots.index(g[0]))
+
+    # resources
+    def resource(self, name: str, widths: Mapping[str, int]) -> float:
+        if name == "latency":
+            return self._latency(widths) / 1000.0  # ms
+        return self._cost[name](widths)
+
+    def resources(self, widths: Mapping[str, int],
+                  names: Sequence[str] = RESOURCES) -> dict[str, float]:
+        return {r: self.resource(r, widths) for r in names}
+
+    def network(self, widths: Mapping[str, int], name: str | None = None) -> Network:
+        return self.fam.network(widths, resolution=self.resolution, classes=self.classes,
+                                name=name)
+
+    def minimum(self) -> dict[str, int]:
+        return {s: self.choices[s][0] for s in self.fam.slots}
+
+    def snap(self, widths: Mapping[str, int]) -> dict[str, int]:
+        """Each width to the nearest width on the grid (a multiplier network on the LUT)."""
+        return {s: min(self.choices[s], key=lambda c: (abs(c - w), c)) for s, w in widths.items()}
+
+    # the search
+    def candidates(self, widths: Mapping[str, int], group: tuple[str, ...]) -> list[dict]:
+        """The group's smaller width settings, largest first (the lead slot's grid below it)."""
+        lead = group[0]
+        out = []
+        for c in reversed([c for c in self.choices[lead] if c < widths[lead]]):
+            ratio = c / widths[lead]
+            step = {lead: c}
+            for s in group[1:]:  # the others shrink by the same ratio, onto their grid
+                below = [x for x in self.choices[s] if x <= max(1, round(ratio * widths[s]))]
+                step[s] = below[-1] if below else self.choices[s][0]
+            out.append(step)
+        return out
+
+    def propose(self, widths: Mapping[str, int], targets: Mapping[str, float]) -> list[Proposal]:
+        """Per group: the largest smaller width setting that meets every target."""
+        out = []
+        for group in self.groups:
+            for step in self.candidates(widths, group):
+                trial = {**widths, **step}
+                res: dict[str, float] = {}
+                for r, t in targets.items():  # short-circuit: latency is checked first
+                    res[r] = self.resource(r, trial)
+                    if res[r] > t:
+                        break
+                else:
+                    res.update(self.resources(trial, [r for r in RESOURCES if r not in res]))
+                    out.append(Proposal(group, step, res))
+                    break
+        return out
+
+
+def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: int,
+             lut: str) -> int:
+    """The channel grid of the LUT sweep that covers this model; clear errors otherwise."""
+    sweeps = [s for s in space.get("sweeps", []) if family in s.get("families", [])]
+    if not sweeps:
+        raise AdaptError(f"{lut} holds no sweep of {family} (its sweeps: "
+                         f"{_sweeps(space) or 'none recorded'}); build one with: netadapt lut "
+                         f"--space {family} --resolution {resolution} --classes {classes}, "
+                         "or give --grid")
+    at_res = [s for s in sweeps if resolution in s.get("resolutions", [])]
+    if not at_res:
+        have = sorted({r for s in sweeps for r in s.get("resolutions", [])})
+        raise AdaptError(f"{lut} was swept at {', '.join(map(str, have))} px for {family}, but "
+                         f"the model runs at {resolution} px: build the LUT for it with: "
+                         f"netadapt lut --space {family} --resolution {resolution} "
+                         f"--classes {classes}")
+    return min(int(s["grid"]) for s in at_res)
+
+
+def _sweeps(space: Mapping[str, Any]) -> str:
+    return "; ".join(f"{','.join(s.get('families', []))} at {s.get('resolutions')} px, grid "
+                     f"{s.get('grid')}, {s.get('classes')} classes"
+                     for s in space.get("sweeps", []))
+
+
+def missing_keys(space: SearchSpace, table: Mapping[str, float]) -> list[str]:
+    """LUT keys the search may need (every reachable shape) that the table lacks."""
+    need = zoo.shape_space(space.fam, space.resolution, space.grid, space.classes)
+    return sorted(s.key for s in need if s.key not in table)
+
+
+# -- the resource-reduction schedule ----------------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    """target_i = current - reduction * initial * decay**(i-1), per resource, floored at the
+    budget; a resource already within its budget only has to stay there."""
+
+    budgets: dict[str, float]  # absolute
+    initial: dict[str, float]
+    reduction: float
+    decay: float
+
+    def targets(self, current: Mapping[str, float], iteration: int,
+                relax: int = 0) -> dict[str, float]:
+        out = {}
+        for r, budget in self.budgets.items():
+            if current[r] <= budget:
+                out[r] = budget
+                continue
+            step = self.reduction * self.initial[r] * self.decay ** (iteration - 1) / 2 ** relax
+            out[r] = max(budget, current[r] - step)
+        return out
+
+    def met(self, current: Mapping[str, float]) -> bool:
+        return all(current[r] <= b for r, b in self.budgets.items())
+
+    def check(self, minimum: Mapping[str, float]) -> None:
+        """Refuse budgets nothing on the grid meets, and schedules that cannot reach them."""
+        for r, b in self.budgets.items():
+            if minimum[r] > b:
+                raise AdaptError(
+                    f"the {r} budget ({_fmt(r, b)}) cannot be met: the smallest network on "
+                    f"the LUT's grid (every layer at its minimum width) is {_fmt(r, minimum[r])}")
+            need = 1 - b / self.initial[r]
+            reach = self.reduction / (1 - self.decay) if self.decay < 1 else math.inf
+            if need > 0 and reach < need:
+                raise AdaptError(
+                    f"the schedule can never reach the {r} budget: reductions of "
+                    f"{self.reduction:g} x decay {self.decay:g} add up to at most {reach:.2f} "
+                    f"of the initial value, {need:.2f} is needed; raise --reduction or --decay")
+
+
+def _fmt(resource: str, v: float) -> str:
+    if resource == "latency":
+        return f"{v:.3f} ms"
+    return f"{v / 1e6:.3f} M {'MACs' if resource == 'macs' else 'params'}"
+
+
+# -- worker tasks (top level: executors import them by name) ----------------------------------
+
+
+def make_context(cfg: AdaptConfig, data: Dataset) -> bytes:
+    """What every worker needs once: the data, the splits and the training settings."""
+    hold, rest = data.holdout_split(cfg.holdout_per_class)
+    return dumps({"x": data.train_x, "y": data.train_y, "hold": hold, "rest": rest,
+                  "test_x": data.test_x, "test_y": data.test_y,
+                  "settings": {k: getattr(cfg, k) for k in
+                               ("short_steps", "batch_size", "lr_short", "augment",
+                                "threads")}})
+
+
+def evaluate_proposal(ctx: dict, task: dict) -> dict:
+    """Prune the parent to the proposal, short-term fine-tune, score on the holdout."""
+    s = ctx["settings"]
+    t0 = time.perf_counter()
+    with torch_threads(s["threads"]):
+        train.seed_all(task["seed"])
+        model = rebuild(task["model"], loads(task["state"]))
+        for slot, width in task["widths"].items():
+            prune.prune_slot(model, slot, width)
+        rest = ctx["rest"]
+        loss = train.train(model, ctx["x"][rest], ctx["y"][rest], s["short_steps"],
+                           s["batch_size"], s["lr_short"], task["seed"], augment=s["augment"])
+        acc, hold_loss = train.evaluate(model, ctx["x"][ctx["hold"]], ctx["y"][ctx["hold"]])
+    return {"name": task["name"], "holdout_acc": acc, "holdout_loss": hold_loss,
+            "train_loss": loss, "state": dumps(model.state_dict()),
+            "seconds": time.perf_counter() - t0}
+
+
+def train_from_scratch(ctx: dict, task: dict) -> dict:
+    """A baseline (e.g. a width-multiplier network) trained on the whole training set."""
+    s = ctx["settings"]
+    t0 = time.perf_counter()
+    with torch_threads(s["threads"]):
+        train.seed_all(task["seed"])
+        model = build(task["family"], task["widths"], task["resolution"], task["classes"],
+                      seed=task["seed"])
+        train.train(model, ctx["x"], ctx["y"], task["steps"], s["batch_size"], task["lr"],
+                    task["seed"], augment=s["augment"])
+        acc, loss = train.evaluate(model, ctx["test_x"], ctx["test_y"])
+    return {"name": task["name"], "test_acc": acc, "test_loss": loss,
+            "seconds": time.perf_counter() - t0}
+
+
+# -- the algorithm ------------------------------------------------------------------------------
+
+
+class NetAdapt:
+    """One adaptation run in a run folder (checkpoint, history, plots, exports)."""
+
+    def __init__(self, cfg: AdaptConfig, space: SearchSpace, data: Dataset, run_dir: Path,
+                 executor: Executor, context: bytes | None = None, log: Log = print):
+        cfg.validate()
+        if space.classes != len(data.classes):
+            raise AdaptError(f"the model has {space.classes} classes, the data "
+                             f"{len(data.classes)}")
+        if data.resolution != cfg.resolution or space.resolution != cfg.resolution:
+            raise AdaptError(f"resolution mismatch: config {cfg.resolution}, data "
+                             f"{data.resolution}, search space {space.resolution}")
+        self.cfg, self.space, self.data = cfg, space, data
+        self.run_dir = Path(run_dir)
+        self.executor = executor
+        self.ctx = loads(context or make_context(cfg, data))
+        self.log = log
+        self.model: ZooModel | None = None
+        self.state: dict[str, Any] = {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    # -- driver -----------------------------------------------------------------------------
+    def run(self, resume: bool = False,
+            on_iteration: Callable[[dict], None] | None = None) -> dict:
+        """Pretrain (or load), adapt to the budgets, long-term fine-tune. Returns the summary.
+
+        Training here uses ``cfg.threads`` torch threads like the workers do: results then
+        do not depend on the machine's core count, and spinning OpenMP threads do not
+        collapse when other processes load the cores (parallelism comes from the pool)."""
+        self._start(resume)
+        with torch_threads(self.cfg.threads):
+            if self.state["stage"] == "start":
+                self._pretrain()
+            while self.state["stage"] == "adapting":
+                entry = self._iteration()
+                if on_iteration:
+                    on_iteration(entry)
+            if self.state["stage"] == "adapted":
+                self._long_term()
+        return self.summary()
+
+    def _start(self, resume: bool) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        exists = self.checkpoint_path.exists()
+        if exists and not resume:
+            raise AdaptError(f"{self.run_dir} already holds a run: continue it with --resume, "
+                             "or choose another --name")
+        if not exists:
+            if resume:
+                self.log(f"nothing to resume in {self.run_dir}: starting a new run")
+            self.state = {"stage": "start", "iteration": 0, "history": []}
+            return
+        ckpt = load_checkpoint(self.checkpoint_path)
+        old = AdaptConfig.from_dict(ckpt["config"])
+        diff = old.differences(self.cfg)
+        if diff:
+            raise AdaptError(f"{self.run_dir} was started with another configuration; "
+                             "resuming it with this one would mix two runs:\n  "
+                             + "\n  ".join(diff)
+                             + "\nrun with the original options, or choose another --name")
+        self.state = ckpt
+        self.model = rebuild(ckpt["model"], ckpt["weights"])
+        _set_rng(ckpt["rng"])
+        self.log(f"resuming {self.run_dir} at stage {ckpt['stage']}, iteration "
+                 f"{ckpt['iteration']}")
+
+    def _save(self) -> None:
+        ckpt = {**self.state, "format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
+                "model": self.model.config(), "weights": self.model.state_dict(),
+                "rng": _get_rng()}
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, self.checkpoint_path)  # atomic: a kill never leaves half a checkpoint
+        (self.run_dir / "history.json").write_text(json.dumps(self.state["history"], indent=1))
+
+    # -- stages -------------------------------------------------------------------------------
+    def _pretrain(self) -> None:
+        cfg = self.cfg
+        widths = self.space.snap(self.space.fam.widths(width_mult=cfg.width))
+        res = self.space.resources(widths)
+        # Budgets are checked before any training: an impossible one fails in a second.
+        budgets = {b.resource: b.absolute(res[b.resource]) for b in cfg.budget_list()}
+        schedule = Schedule(budgets, {r: res[r] for r in budgets}, cfg.reduction, cfg.decay)
+        schedule.check(self.space.resources(self.space.minimum()))
+        train.seed_all(train.derive_seed(cfg.seed, "init"))
+        model = build(cfg.model, widths, resolution=cfg.resolution, classes=self.space.classes,
+                      seed=train.derive_seed(cfg.seed, "init"))
+        if cfg.weights:
+            try:
+                model.load_state_dict(_load_weights(cfg.weights))
+            except (RuntimeError, TypeError) as e:
+                raise AdaptError(f"--weights {cfg.weights} does not fit {cfg.model} x"
+                                 f"{cfg.width:g} ({str(e).splitlines()[0]})") from None
+            self.log(f"initial network: weights from {cfg.weights}")
+            steps = 0
+        else:
+            rest = self.ctx["rest"]
+            steps = cfg.pretrain_epochs * train.steps_per_epoch(len(rest), cfg.batch_size)
+            self.log(f"pretraining {cfg.model} for {cfg.pretrain_epochs} epochs ({steps} steps) "
+                     f"on {len(rest)} images (the holdout stays unseen)")
+            train.train(model, self.ctx["x"][rest], self.ctx["y"][rest], steps, cfg.batch_size,
+                        cfg.lr_pretrain, train.derive_seed(cfg.seed, "pretrain"),
+                        augment=cfg.augment)
+        self.model = model
+        hold_acc, hold_loss = self._holdout()
+        test_acc, _ = self._test()
+        self.state.update(stage="adapting", iteration=0, budgets=budgets,
+                          initial={"widths": widths, **res, "test_acc": test_acc,
+                                   "holdout_acc": hold_acc},
+                          pretrain_steps=steps)
+        self.state["history"] = [{"iteration": 0, "chosen": None, "widths": widths, **res,
+                                  "holdout_acc": hold_acc, "holdout_loss": hold_loss,
+                                  "targets": {}, "proposals": []}]
+        self.log(f"initial: {_fmt('latency', res['latency'])} estimated, test acc "
+                 f"{test_acc:.3f}, holdout acc {hold_acc:.3f}; budget "
+                 + ", ".join(_fmt(r, b) for r, b in budgets.items()))
+        if schedule.met(res):
+            self.state["stage"] = "adapted"
+        self._save()
+
+    def schedule(self) -> Schedule:
+        s = self.state
+        return Schedule(s["budgets"], {r: s["initial"][r] for r in s["budgets"]},
+                        self.cfg.reduction, self.cfg.decay)
+
+    def _iteration(self) -> dict:
+        i = self.state["iteration"] + 1
+        if i > self.cfg.max_iterations:
+            raise AdaptError(f"stopped after {self.cfg.max_iterations} iterations without "
+                             f"meeting the budget; continue with --resume --max-iterations "
+                             f"{2 * self.cfg.max_iterations}")
+        t0 = time.perf_counter()
+        widths = self.model.widths()
+        current = self.space.resources(widths)
+        schedule = self.schedule()
+        for relax in range(MAX_RELAX + 1):
+            targets = schedule.targets(current, i, relax)
+            proposals = self.space.propose(widths, targets)
+            if proposals:
+                break
+        else:
+            raise AdaptError(f"iteration {i}: no single-slot reduction lowers the network to "
+                             f"{targets}; the LUT may be too noisy at this size")
+        parent = {"model": self.model.config(), "state": dumps(self.model.state_dict())}
+        tasks = [{**parent, "name": p.name, "widths": p.widths,
+                  "seed": train.derive_seed(self.cfg.seed, "short", i, p.name)}
+                 for p in proposals]
+        results = self.executor.map(evaluate_proposal, tasks)
+        best = max(range(len(results)), key=lambda k: (results[k]["holdout_acc"],
+                                                       -results[k]["holdout_loss"], -k))
+        chosen, res = proposals[best], results[best]
+        cfg = self.model.config()
+        cfg["widths"] = {**cfg["widths"], **chosen.widths}
+        self.model = rebuild(cfg, loads(res["state"]))
+        entry = {
+            "iteration": i, "targets": targets, "relaxed": relax, "chosen": chosen.name,
+            "widths": self.model.widths(), **chosen.resources,
+            "holdout_acc": res["holdout_acc"], "holdout_loss": res["holdout_loss"],
+            "seconds": time.perf_counter() - t0,
+            "proposals": [{"name": p.name, "from": {s: widths[s] for s in p.group},
+                           "to": p.widths, **p.resources, "holdout_acc": r["holdout_acc"],
+                           "holdout_loss": r["holdout_loss"], "train_loss": r["train_loss"],
+                           "seconds": r["seconds"]} for p, r in zip(proposals, results)],
+        }
+        self.state["history"].append(entry)
+        self.state["iteration"] = i
+        if schedule.met(chosen.resources):
+            self.state["stage"] = "adapted"
+        self._save()
+        moved = ", ".join(f"{s} {widths[s]}->{w}" for s, w in chosen.widths.items())
+        self.log(f"iteration {i}: target {_fmt('latency', targets['latency'])}" if "latency"
+                 in targets else f"iteration {i}:")
+        self.log(f"  {len(proposals)} proposals; kept {moved}: "
+                 f"{_fmt('latency', chosen.resources['latency'])}, holdout acc "
+                 f"{res['holdout_acc']:.3f} ({entry['seconds']:.1f} s)")
+        return entry
+
+    def _long_term(self) -> None:
+        cfg = self.cfg
+        before, _ = self._test()
+        n = len(self.ctx["y"])
+        steps = cfg.long_epochs * train.steps_per_epoch(n, cfg.batch_size)
+        self.log(f"budget met after {self.state['iteration']} iterations; long-term fine-tune: "
+                 f"{cfg.long_epochs} epochs ({steps} steps) on all {n} training images")
+        train.seed_all(train.derive_seed(cfg.seed, "long"))
+        train.train(self.model, self.ctx["x"], self.ctx["y"], steps, cfg.batch_size, cfg.lr_long,
+                    train.derive_seed(cfg.seed, "long"), augment=cfg.augment)
+        after, _ = self._test()
+        self.state.update(stage="done", long_steps=steps,
+                          adapted={"test_acc_before_long": before, "test_acc": after})
+        self.log(f"test accuracy of the adapted network: {before:.3f} before long-term "
+                 f"fine-tuning, {after:.3f} after")
+        self._save()
+
+    def _holdout(self) -> tuple[float, float]:
+        h = self.ctx["hold"]
+        return train.evaluate(self.model, self.ctx["x"][h], self.ctx["y"][h])
+
+    def _test(self) -> tuple[float, float]:
+        return train.evaluate(self.model, self.ctx["test_x"], self.ctx["test_y"])
+
+    # -- results -------------------------------------------------------------------------------
+    def training_steps(self) -> int:
+        """Steps the adapted network's lineage was trained for: pretrain + kept short-term
+        fine-tunes + long-term (the budget the baselines get)."""
+        s = self.state
+        return (s.get("pretrain_steps", 0) + s["iteration"] * self.cfg.short_steps
+                + s.get("long_steps", 0))
+
+    def summary(self) -> dict:
+        s = copy.deepcopy(self.state)  # callers add to it; the checkpoint stays as it is
+        widths = self.model.widths()
+        res = self.space.resources(widths)
+        return {
+            "config": self.cfg.to_dict(), "stage": s["stage"], "iterations": s["iteration"],
+            "pick_rule": PICK_RULE, "budgets": s["budgets"], "data": self.data.describe(),
+            "initial": s["initial"],
+            "adapted": {"widths": widths, **res, **s.get("adapted", {}),
+                        "holdout_acc": s["history"][-1]["holdout_acc"]},
+            "training_steps": self.training_steps(),
+        }
+
+    def compare_multipliers(self, multipliers: Sequence[float],
+                            equal_to: float | None = None) -> list[dict]:
+        """Width-multiplier networks trained from scratch with the adapted network's training
+        budget, run through the executor; cached in the checkpoint."""
+        fam, steps = self.space.fam, self.training_steps()
+        nets = [(f"x{m:g}", m, self.space.snap(fam.widths(width_mult=m))) for m in multipliers]
+        if equal_to is not None:
+            m, w = equal_latency_multiplier(self.space, equal_to)
+            nets.append((f"x{m:.2f} (equal latency)", m, w))
+        key = [[n, m, w] for n, m, w in nets] + [steps]
+        cached = self.state.get("baselines", {})
+        if cached.get("key") == key:
+            return cached["results"]
+        self.log(f"training {len(nets)} width-multiplier network(s) from scratch, "
+                 f"{steps} steps each (the adapted network's budget), on {self.executor.name}")
+        tasks = [{"name": n, "family": fam.name, "widths": w, "resolution": self.cfg.resolution,
+                  "classes": self.space.classes, "steps": steps, "lr": self.cfg.lr_pretrain,
+                  "seed": train.derive_seed(self.cfg.seed, "baseline", n)} for n, _, w in nets]
+        results = self.executor.map(train_from_scratch, tasks)
+        out = [{"name": n, "multiplier": m, "widths": w, **self.space.resources(w),
+                "test_acc": r["test_acc"], "seconds": r["seconds"]}
+               for (n, m, w), r in zip(nets, results)]
+        self.state["baselines"] = {"key": key, "results": out}
+        self._save()
+        return out
+
+
+def equal_latency_multiplier(space: SearchSpace, latency_ms: float) -> tuple[float, dict]:
+    """The width multiplier (0.01 steps, widths snapped to the grid) whose estimated latency
+    is closest to ``latency_ms``: the paper's layer-by-layer comparison partner."""
+    best = None
+    for m in np.arange(0.05, 1.0001, 0.01):
+        w = space.snap(space.fam.widths(width_mult=float(m)))
+        gap = abs(space.resource("latency", w) - latency_ms)
+        if best is None or gap < best[0]:
+            best = (gap, round(float(m), 2), w)
+    return best[1], best[2]
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, or AdaptError saying it is corrupt and what to do."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, wrong file ...
+        raise AdaptError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); delete the run folder "
+                         "(or choose another --name) to start over") from None
+    need = {"format", "config", "stage", "iteration", "history", "model", "weights", "rng"}
+    if not isinstance(ckpt, dict) or not need <= set(ckpt):
+        raise AdaptError(f"checkpoint {path} is corrupt (missing "
+                         f"{', '.join(sorted(need - set(ckpt) if isinstance(ckpt, dict) else need))}"
+                         "); delete the run folder to start over")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise AdaptError(f"checkpoint {path} has format {ckpt['format']}, this version reads "
+                         f"{CHECKPOINT_FORMAT}")
+    return ckpt
+
+
+def _load_weights(path: str) -> dict:
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise AdaptError(f"--weights {path}: cannot read a state dict ({e})") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _get_rng() -> dict:
+    npst = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "numpy": [npst[0], torch.from_numpy(npst[1].astype(np.int64)), *npst[2:]]}
+
+
+def _set_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate((3, tuple(rng["python"]), None))
+    n = rng["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+
+
+# -- verification on the device ---------------------------------------------------------------
+
+
+def measure(networks: Mapping[str, Network], device: str, backend: str | None = None,
+            rounds: int = 3, log: Log = print) -> dict[str, float] | None:
+    """Median latency (ms) of each network measured whole on the device, interleaved over
+    ``rounds`` rounds so drift hits all alike; None when the device is not attached."""
+    from bench.devices import load_config, make_runners
+    from bench.runners.base import Failure, RunnerError
+    from bench.tflite_build import build_network
+
+    cfg = load_config(device)
+    affinity = os.sched_getaffinity(0)  # the host runner pins this process; give it back after
+    try:
+        try:
+            runners = make_runners(cfg, backend)
+        except RunnerError as e:
+            log(f"{device} is not attached ({e}): measured latency left out")
+            return None
+        if not runners:
+            log(f"{device} is not attached: measured latency left out")
+            return None
+        runner = runners[0]
+        models = {n: build_network(net) for n, net in networks.items()}
+        samples: dict[str, list[float]] = {n: [] for n in networks}
+        try:
+            for _ in range(rounds):
+                for n, model in models.items():
+                    (res,) = runner.measure([_item(n, model)])
+                    if isinstance(res, Failure):
+                        raise AdaptError(f"{device} could not run {n}: {res.error}")
+                    samples[n].append(res.latency_us / 1000)
+        finally:
+            for r in runners:
+                r.close()
+        return {n: float(np.median(v)) for n, v in samples.items()}
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
+def _item(name: str, model: bytes) -> Any:
+    from bench.runners.base import BatchItem
+
+    return BatchItem(name, model)
+
+
+def interpolate_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """y at x on the piecewise-linear curve through (xs, ys) sorted by x; None outside it."""
+    pts = sorted(zip(xs, ys))
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def speedup_at_equal_accuracy(mult_ms: Sequence[float], mult_acc: Sequence[float],
+                              adapted_ms: float, adapted_acc: float) -> float | None:
+    """Latency the multiplier curve needs for the adapted accuracy, over the adapted latency.
+
+    The curve is walked from fast to slow; the first crossing of the accuracy counts.
+    None when no multiplier network reaches that accuracy (or all exceed it)."""
+    pts = sorted(zip(mult_ms, mult_acc))
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if min(y0, y1) <= adapted_acc <= max(y0, y1) and y1 != y0:
+            return (x0 + (x1 - x0) * (adapted_acc - y0) / (y1 - y0)) / adapted_ms
+    return None
+
+
+def report_missing(space: SearchSpace, table: Mapping[str, float], lut: str) -> None:
+    """Raise MissingKeys naming what the search would need and the LUT lacks."""
+    absent = missing_keys(space, table)
+    if absent:
+        raise MissingKeys(absent, lut)

@@ -1,0 +1,100 @@
+"""Adaptation figures (matplotlib, Agg): progress, filters per layer, accuracy vs latency."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+
+def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
+             title: str) -> Path:
+    """Estimated latency (with targets and budget) and holdout accuracy per iteration."""
+    it = [h["iteration"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 2]})
+    ax1.plot(it, [h["latency"] for h in history], "o-", color="tab:blue",
+             label="estimated latency (kept proposal)")
+    tgt = [(h["iteration"], h["targets"]["latency"]) for h in history
+           if "latency" in h.get("targets", {})]
+    if tgt:
+        ax1.plot(*zip(*tgt), "_", color="tab:gray", markersize=14, mew=2,
+                 label="iteration target")
+    if budget_ms is not None:
+        ax1.axhline(budget_ms, color="tab:red", ls="--", label=f"budget {budget_ms:.3f} ms")
+    for h in history[1:]:
+        ax1.annotate(h["chosen"], (h["iteration"], h["latency"]), textcoords="offset points",
+                     xytext=(4, 4), fontsize=7, color="tab:blue")
+    ax1.set_ylabel("estimated latency (ms, LUT)")
+    ax1.set_title(title)
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.plot(it, [100 * h["holdout_acc"] for h in history], "s-", color="tab:green",
+             label="holdout accuracy (after short-term fine-tune)")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_xlabel("NetAdapt iteration (0 = initial network)")
+    ax2.set_ylabel("holdout accuracy (%)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
+def filters(slots: Sequence[str], series: Mapping[str, Mapping[str, int]], path: Path,
+            title: str) -> Path:
+    """Filters per layer (slot) of several networks side by side, e.g. initial, adapted and
+    the width-multiplier network of equal latency (the paper's Fig. 5 comparison)."""
+    n = len(series)
+    width = 0.8 / n
+    colors = ["#bbbbbb", "tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(slots) + 2), 4.5))
+    for k, (label, widths) in enumerate(series.items()):
+        xs = [i + (k - (n - 1) / 2) * width for i in range(len(slots))]
+        ax.bar(xs, [widths[s] for s in slots], width, label=label, color=colors[k % 5])
+    ax.set_xticks(range(len(slots)), slots, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("filters (output channels)")
+    ax.set_xlabel("layer (slot), input to output")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def tradeoff(multipliers: Sequence[Mapping], points: Mapping[str, Mapping], path: Path,
+             title: str, key: str = "measured_ms") -> Path:
+    """Test accuracy vs latency: the multiplier curve and single networks (initial, adapted).
+
+    ``key`` selects the latency: measured (``measured_ms``) or estimated (``latency``)."""
+    label = "measured latency (ms)" if key == "measured_ms" else "estimated latency (ms, LUT)"
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    pts = sorted((m[key], 100 * m["test_acc"], m["name"]) for m in multipliers
+                 if m.get(key) is not None)
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:orange",
+                label="width multipliers (same training budget)")
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7)
+    marks = {"initial": ("D", "#777777"), "adapted": ("*", "tab:blue")}
+    for name, p in points.items():
+        if p.get(key) is None:
+            continue
+        marker, color = marks.get(name, ("^", "tab:green"))
+        ax.plot([p[key]], [100 * p["test_acc"]], marker, color=color, markersize=13 if
+                marker == "*" else 8, label=f"{name} (NetAdapt)" if name == "adapted" else name)
+    ax.set_xlabel(label)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,113 @@
+"""`netadapt adapt`: a whole small run (adapt, baselines, export, verify on the host) and
+every bad input ending in one clear message and exit code 1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lut_db.store import LutStore
+from netadapt_cli.main import app
+from tests.test_adapter_lut import real_lut  # noqa: F401 - the shared measured LUT
+
+FAST_RUN = ["--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
+            "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
+            "--reduction", "0.1", "--decay", "0.9"]
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    return " ".join(text.translate(str.maketrans("│╭╮╰╯─┃┏┓┗┛━┡┩└┘", " " * 16)).split())
+
+
+@pytest.fixture
+def lut(real_lut, tmp_path: Path, configs: Path) -> Path:  # noqa: F811
+    """A private copy of the measured LUT (device "fast", whose config ``configs`` provides)."""
+    _, path, _ = real_lut
+    copy = tmp_path / "fast.db"
+    shutil.copy(path, copy)
+    return copy
+
+
+def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
+               "--compare-multipliers", "--multipliers", "0.25,0.5", "--measure-rounds", "1")
+    out = flat(r.output)
+    assert r.exit_code == 0, r.output
+    assert "NetAdapt result" in out and "adapted" in out and "mult. x0.25" in out
+    assert "estimated vs measured" in out and "plots:" in out
+    run = runs / "demo"
+    result = json.loads((run / "result.json").read_text())
+    a = result["adapted"]
+    assert a["latency"] <= result["budgets"]["latency"]
+    assert a["measured_ms"] > 0 and result["measured_on"] == "fast"
+    assert {m["name"] for m in result["multipliers"]} >= {"x0.25", "x0.5"}
+    assert all(m["measured_ms"] > 0 and 0 <= m["test_acc"] <= 1 for m in result["multipliers"])
+    for name in ("progress.png", "filters.png", "tradeoff.png", "history.json", "checkpoint.pt",
+                 "adapted.pt", "adapted.json"):
+        assert (run / name).is_file(), name
+    # the exported TFLite model is the adapted architecture and runs
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(run / "adapted.tflite"))
+    interp.allocate_tensors()
+    (inp,), (outp,) = interp.get_input_details(), interp.get_output_details()
+    assert tuple(inp["shape"]) == (1, 32, 32, 3) and tuple(outp["shape"]) == (1, 10)
+    interp.set_tensor(inp["index"], np.zeros((1, 32, 32, 3), np.float32))
+    interp.invoke()
+    # A second call resumes the finished run: no training, the same adapted network.
+    again = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
+                   "--resume", "--no-measure", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["adapted"]["widths"] == a["widths"]
+
+
+def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: Path) -> None:
+    common = ["adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--grid", "32",
+              "--pretrain-epochs", "0", "--budget", "0.001ms"]
+    r = invoke(*common, "--name", "a")
+    out = flat(r.output)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "has no entry for" in out and "conv2d:in=" in out and "--missing measure" in out
+    # interpolation fills them; the impossible budget is then refused before any training
+    r = invoke(*common, "--name", "b", "--missing", "interpolate")
+    assert r.exit_code == 1 and "interpolating" in flat(r.output)
+    assert "cannot be met: the smallest network" in flat(r.output)
+    # measuring them on the attached device makes a new, derived version
+    r = invoke(*common, "--name", "c", "--missing", "measure")
+    assert r.exit_code == 1 and "cannot be met" in flat(r.output), r.output
+    store = LutStore.open(lut)
+    assert [v.parent for v in store.versions()] == [None, 1]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
+    (["--model", "resnet50"], "unknown model family 'resnet50'"),
+    (["--budget", "2"], "a bare number is a ratio of the initial latency"),
+    (["--max-macs", "lots"], "macs budget 'lots': not understood"),
+    (["--missing", "guess"], "--missing must be one of"),
+    (["--reduction", "0"], "--reduction must be in (0, 1)"),
+    (["--data", "EMPTY"], "expected one subfolder per class"),
+    (["--resume"], "is corrupt"),
+])
+def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[str],
+                                        message: str) -> None:
+    runs = tmp_path / "runs"
+    (runs / "x").mkdir(parents=True)
+    (runs / "x" / "checkpoint.pt").write_text("not a checkpoint")
+    (tmp_path / "empty").mkdir()
+    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "x",
+               "--pretrain-epochs", "0", *extra)
+    assert r.exit_code != 0
+    assert message in flat(r.output), r.output
+    assert "Traceback" not in r.output

@@ -1,0 +1,190 @@
+"""The adapter as a LUT consumer: budgets, schedule, proposal search, LUT checks.
+
+``real_lut`` (a real LUT measured on this machine in ~2 s: MobileNetV1 at 32 px, grid 64,
+10 classes) is shared with the other adapter tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from adapter.models import AdaptError
+from adapter.netadapt import Budget, Schedule, SearchSpace, lut_grid, missing_keys
+from bench import zoo
+from lut_db.estimate import MissingKeys, estimate
+from lut_db.store import LutStore
+
+RES, GRID, CLASSES = 32, 64, 10
+SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [RES], "grid": GRID,
+                     "classes": CLASSES}]}
+# The settings of conftest's "fast" device, so the LUT's fingerprint is that device's.
+FAST = {"threads": 1, "warmup": 1, "runs": 2, "min_time_ms": 0}
+
+
+_BUILT: list[tuple[dict, Path, int]] = []  # other test modules import the fixture: build once
+
+
+@pytest.fixture(scope="session")
+def real_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int]:
+    """(table, LUT file, resolution): MobileNetV1's space measured for real on this host."""
+    if not _BUILT:
+        _BUILT.append(_measure_lut(tmp_path_factory.mktemp("lut") / "fast.db"))
+    return _BUILT[0]
+
+
+def _measure_lut(path: Path) -> tuple[dict, Path, int]:
+    from bench import sweep
+    from bench.runners.host import HostRunner
+    from bench.tflite_build import build_layer
+
+    affinity = os.sched_getaffinity(0)  # the runner pins the process; session scope: undo
+    try:
+        runner = HostRunner(**FAST)
+        store = LutStore.open(path, create=True)
+        version = store.create_version("fast", "tflite-cpu", runner.fingerprint(), space=SPACE)
+        keys = sorted(s.key for s in zoo.shape_space(zoo.MOBILENET_V1, RES, GRID, CLASSES))
+        sweep.run(store, version, keys, [runner], build_layer)
+        table = store.table(version.id)
+        store.close()
+    finally:
+        os.sched_setaffinity(0, affinity)
+    assert len(table) == len(keys)
+    return table, path, RES
+
+
+def space_on(table: dict, family: str = "mobilenet_v1", grid: int = GRID) -> SearchSpace:
+    return SearchSpace(family, RES, CLASSES, table, grid)
+
+
+def macs_table(family: str, grid: int) -> dict[str, float]:
+    return {s.key: s.macs / 1000 + 1.0
+            for s in zoo.shape_space(zoo.family(family), RES, grid, CLASSES)}
+
+
+# -- budgets and schedule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resource,text,want", [
+    ("latency", "0.5", Budget("latency", 0.5, True)),
+    ("latency", "3.2ms", Budget("latency", 3.2, False)),
+    ("macs", "5M", Budget("macs", 5e6, False)),
+    ("params", "0.25", Budget("params", 0.25, True)),
+    ("params", "120k", Budget("params", 120e3, False)),
+])
+def test_budget_parse(resource: str, text: str, want: Budget) -> None:
+    assert Budget.parse(resource, text) == want
+
+
+@pytest.mark.parametrize("text,message", [("2", "bare number is a ratio"), ("-1", "positive"),
+                                          ("fast", "not understood")])
+def test_budget_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(AdaptError, match=message):
+        Budget.parse("latency", text)
+
+
+def test_schedule_targets_decay_and_stop_at_the_budget() -> None:
+    s = Schedule({"latency": 5.0, "macs": 100.0}, {"latency": 10.0, "macs": 200.0}, 0.1, 0.5)
+    cur = {"latency": 10.0, "macs": 90.0}
+    assert s.targets(cur, 1) == {"latency": 9.0, "macs": 100.0}  # macs already met: stay under
+    assert s.targets(cur, 3) == {"latency": pytest.approx(10 - 1.0 * 0.25), "macs": 100.0}
+    assert s.targets(cur, 1, relax=1) == {"latency": 9.5, "macs": 100.0}
+    assert s.targets({"latency": 5.5, "macs": 90.0}, 1)["latency"] == 5.0  # floored
+    assert not s.met(cur) and s.met({"latency": 5.0, "macs": 100.0})
+
+
+def test_schedule_refuses_unreachable_budgets() -> None:
+    s = Schedule({"latency": 1.0}, {"latency": 10.0}, 0.05, 0.9)
+    with pytest.raises(AdaptError, match=r"cannot be met: the smallest network .* is 2\.000 ms"):
+        s.check({"latency": 2.0})
+    with pytest.raises(AdaptError, match="schedule can never reach"):
+        s.check({"latency": 0.5})  # 0.05 / (1 - 0.9) = 0.5 of the initial < 0.9 needed
+
+
+# -- the proposal search -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family,grid", [("mobilenet_v1", 32), ("mobilenet_v2", 32)])
+def test_each_proposal_is_the_largest_width_meeting_the_target(family: str, grid: int) -> None:
+    space = space_on(macs_table(family, grid), family, grid)
+    widths = dict(zip(space.fam.slots, space.fam.base))
+    current = space.resource("latency", widths)
+    target = current * 0.97
+    props = {p.group: p for p in space.propose(widths, {"latency": target})}
+    assert props
+    for group in space.groups:
+        cands = space.candidates(widths, group)
+        ok = [c for c in cands if space.resource("latency", {**widths, **c}) <= target]
+        if not ok:
+            assert group not in props
+            continue
+        p = props[group]
+        assert p.widths == ok[0]  # the first (largest) candidate meeting the target
+        assert p.resources["latency"] <= target
+        assert p.resources["macs"] == space.resource("macs", {**widths, **p.widths})
+
+
+def test_proposals_count_the_next_layers_input_channels() -> None:
+    space = space_on(macs_table("mobilenet_v1", 32), grid=32)
+    widths = dict(zip(space.fam.slots, space.fam.base))
+    (p,) = [p for p in space.propose(widths, {"latency": 1e12}) if p.group == ("pw6",)]
+    net = space.network({**widths, **p.widths})
+    # the estimate is the whole network's: pw6's out, dw7 and pw7's in all shrank
+    assert p.resources["latency"] == pytest.approx(
+        estimate(net, macs_table("mobilenet_v1", 32)).total_ms)
+    assert net.node("dw7").spec.cin == net.node("pw7").spec.cin == p.widths["pw6"]
+
+
+def test_v2_groups_follow_the_paper() -> None:
+    space = space_on(macs_table("mobilenet_v2", 32), "mobilenet_v2", 32)
+    assert ("s4", "s5") in space.groups and ("s6", "s7") in space.groups
+    assert ("e5",) in space.groups and ("conv_last",) in space.groups
+    widths = dict(zip(space.fam.slots, space.fam.base))
+    step = space.candidates(widths, ("s4", "s5"))[0]
+    assert step["s4"] < widths["s4"] and step["s5"] < widths["s5"]  # shrink together
+
+
+def test_multi_resource_targets_all_hold() -> None:
+    space = space_on(macs_table("mobilenet_v1", 32), grid=32)
+    widths = dict(zip(space.fam.slots, space.fam.base))
+    cur = space.resources(widths)
+    targets = {"latency": cur["latency"] * 0.99, "params": cur["params"] * 0.9}
+    for p in space.propose(widths, targets):
+        assert all(p.resources[r] <= t for r, t in targets.items())
+
+
+def test_search_is_fast_on_a_real_lut(real_lut) -> None:
+    table, _, _ = real_lut
+    space = space_on(table)
+    widths = dict(zip(space.fam.slots, space.fam.base))
+    target = space.resource("latency", widths) * 0.95
+    t0 = time.perf_counter()
+    props = space.propose(widths, {"latency": target})
+    assert props and time.perf_counter() - t0 < 0.5  # cold cache; ~ms warm (see bench)
+
+
+# -- LUT checks ------------------------------------------------------------------------------------
+
+
+def test_lut_grid_and_resolution_errors() -> None:
+    assert lut_grid(SPACE, "mobilenet_v1", RES, CLASSES, "x.db@1") == GRID
+    with pytest.raises(AdaptError, match="swept at 32 px for mobilenet_v1, but the model runs "
+                                         "at 64 px.*netadapt lut --space mobilenet_v1 "
+                                         "--resolution 64"):
+        lut_grid(SPACE, "mobilenet_v1", 64, CLASSES, "x.db@1")
+    with pytest.raises(AdaptError, match="holds no sweep of mobilenet_v2"):
+        lut_grid(SPACE, "mobilenet_v2", RES, CLASSES, "x.db@1")
+
+
+def test_missing_keys_are_named(real_lut) -> None:
+    table, _, _ = real_lut
+    space = space_on(table)
+    assert missing_keys(space, table) == []
+    partial = {k: v for k, v in table.items() if "out=1024" not in k}
+    absent = missing_keys(space, partial)
+    assert absent and all("out=1024" in k for k in absent)
+    with pytest.raises(MissingKeys, match="--missing measure"):
+        space_on(partial).resource("latency", dict(zip(space.fam.slots, space.fam.base)))

@@ -1,0 +1,147 @@
+"""adapter.netadapt end to end on a real measured LUT: budgets met, the paper's rule,
+checkpoint/resume identical to an uninterrupted run, executors that agree."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapter import data
+from adapter.executors import SerialExecutor, dumps, loads, make_executor
+from adapter.models import AdaptError, build
+from adapter.netadapt import (
+    AdaptConfig,
+    NetAdapt,
+    SearchSpace,
+    evaluate_proposal,
+    load_checkpoint,
+    make_context,
+)
+from tests.test_adapter_lut import CLASSES, GRID, real_lut  # noqa: F401 - shared measured LUT
+
+# Small but real: MobileNetV1 x0.5 at 32 px on the digits, a few steps per stage.
+SMALL = {"model": "mobilenet_v1", "width": 0.5, "resolution": 32,
+         "budgets": {"latency": "0.75", "params": "0.9"}, "reduction": 0.1, "decay": 0.9,
+         "pretrain_epochs": 1, "short_steps": 3, "long_epochs": 1, "batch_size": 32,
+         "lr_pretrain": 0.05, "lr_short": 0.01, "lr_long": 0.01, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.Dataset:
+    return data.load("digits", 32)
+
+
+@pytest.fixture(scope="module")
+def space(real_lut) -> SearchSpace:  # noqa: F811
+    table, path, res = real_lut
+    return SearchSpace("mobilenet_v1", res, CLASSES, table, GRID, lut=f"{path}@1")
+
+
+def adapt(cfg: AdaptConfig, space: SearchSpace, ds: data.Dataset, run_dir: Path,
+          resume: bool = False, on_iteration=None) -> tuple[dict, NetAdapt]:
+    context = make_context(cfg, ds)
+    na = NetAdapt(cfg, space, ds, run_dir, SerialExecutor(context), context, log=lambda m: None)
+    return na.run(resume=resume, on_iteration=on_iteration), na
+
+
+@pytest.fixture(scope="module")
+def finished(space, digits, tmp_path_factory) -> tuple[dict, NetAdapt]:
+    cfg = AdaptConfig(**SMALL, lut=space._latency.lut)
+    return adapt(cfg, space, digits, tmp_path_factory.mktemp("runs") / "whole")
+
+
+def test_budgets_met_and_history_follows_the_schedule(finished) -> None:
+    result, na = finished
+    hist = na.state["history"]
+    assert result["stage"] == "done" and result["iterations"] == len(hist) - 1 >= 2
+    budgets = result["budgets"]
+    assert budgets["latency"] == pytest.approx(0.75 * hist[0]["latency"])
+    assert result["adapted"]["latency"] <= budgets["latency"]
+    assert result["adapted"]["params"] <= budgets["params"]
+    for prev, h in itertools.pairwise(hist):
+        assert h["latency"] <= h["targets"]["latency"] < prev["latency"]
+        assert h["params"] <= h["targets"]["params"]
+        # the paper's rule: the kept proposal has the best holdout accuracy
+        best = max(p["holdout_acc"] for p in h["proposals"])
+        assert h["holdout_acc"] == best
+        kept = [p for p in h["proposals"] if p["name"] == h["chosen"]]
+        assert kept and kept[0]["to"].items() <= h["widths"].items()
+    # the model really is the adapted architecture, and its latency is the LUT's estimate
+    assert na.model.widths() == result["adapted"]["widths"] == hist[-1]["widths"]
+    assert 0 <= result["adapted"]["test_acc"] <= 1 and "test_acc_before_long" in result["adapted"]
+    run_dir = na.run_dir
+    assert json.loads((run_dir / "history.json").read_text())[-1]["widths"] == hist[-1]["widths"]
+
+
+def test_resume_after_a_kill_gives_the_same_result(finished, space, digits, tmp_path) -> None:
+    whole, whole_na = finished
+    cfg = AdaptConfig(**SMALL, lut=space._latency.lut)
+
+    def kill(entry: dict) -> None:
+        if entry["iteration"] == 1:
+            raise KeyboardInterrupt  # as if the process died after the checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt(cfg, space, digits, tmp_path / "run", on_iteration=kill)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 1
+    resumed, na = adapt(cfg, space, digits, tmp_path / "run", resume=True)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+    assert strip([{**e, "proposals": strip(e["proposals"])} for e in na.state["history"]]) == \
+        strip([{**e, "proposals": strip(e["proposals"])} for e in whole_na.state["history"]])
+    assert resumed["adapted"] == whole["adapted"]
+    for k, v in whole_na.model.state_dict().items():
+        torch.testing.assert_close(na.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_resume_refusals(finished, space, digits, tmp_path) -> None:
+    _, na = finished
+    cfg = AdaptConfig(**{**SMALL, "short_steps": 4}, lut=space._latency.lut)
+    with pytest.raises(AdaptError, match=r"(?s)another configuration.*short_steps: 3 \(checkpoint\) "
+                                         r"vs 4 \(now\)"):
+        adapt(cfg, space, digits, na.run_dir, resume=True)
+    with pytest.raises(AdaptError, match="already holds a run: continue it with --resume"):
+        adapt(AdaptConfig(**SMALL, lut=space._latency.lut), space, digits, na.run_dir)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(AdaptError, match="checkpoint .* is corrupt"):
+        adapt(AdaptConfig(**SMALL, lut=space._latency.lut), space, digits, bad, resume=True)
+
+
+def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) -> None:
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.001ms"}, "pretrain_epochs": 0},
+                      lut=space._latency.lut)
+    with pytest.raises(AdaptError, match=r"latency budget \(0\.001 ms\) cannot be met: the "
+                                         r"smallest network .* is 0\.\d+ ms"):
+        adapt(cfg, space, digits, tmp_path / "r")
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_executors_give_identical_results(space, digits, ray: bool) -> None:
+    """The proposals of one iteration, on a local pool (or Ray) and serially."""
+    if ray:
+        pytest.importorskip("ray")
+    cfg = AdaptConfig(**SMALL)
+    context = make_context(cfg, digits)
+    model = build("mobilenet_v1", space.snap(space.fam.widths(width_mult=0.5)), 32, 10, seed=0)
+    parent = {"model": model.config(), "state": dumps(model.state_dict())}
+    widths = model.widths()
+    props = space.propose(widths, {"latency": 0.97 * space.resource("latency", widths)})[:3]
+    tasks = [{**parent, "name": p.name, "widths": p.widths, "seed": 11} for p in props]
+    want = SerialExecutor(context).map(evaluate_proposal, tasks)
+    ex = make_executor(context, workers=2, ray="local" if ray else None)
+    try:
+        got = ex.map(evaluate_proposal, tasks)
+    finally:
+        ex.close()
+    assert ex.name.startswith("ray" if ray else "pool")
+    for w, g in zip(want, got):
+        assert (g["name"], g["holdout_acc"], g["holdout_loss"], g["train_loss"]) == \
+            (w["name"], w["holdout_acc"], w["holdout_loss"], w["train_loss"])
+        ws, gs = loads(w["state"]), loads(g["state"])
+        for k in ws:
+            torch.testing.assert_close(gs[k], ws[k], rtol=0, atol=0)
