@@ -43,8 +43,8 @@ from adapter.data import Dataset
 from adapter.executors import Executor, dumps, loads, torch_threads
 from adapter.models import LOCKSTEP, AdaptError, ZooModel, build, rebuild
 from bench import zoo
-from lut_db.estimate import LayerFn, MissingKeys, SlotEstimator
-from lut_db.spec import LayerSpec, Network
+from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
+from lut_db.spec import Network
 
 RESOURCES = ("latency", "macs", "params")
 PICK_RULE = ("highest holdout accuracy (the paper's rule); ties: lower holdout loss, "
@@ -176,25 +176,6 @@ class AdaptConfig:
 
 
 # -- the search space: slot widths -> resources, from the LUT -----------------------------------
-
-
-class SlotCost:
-    """Like SlotEstimator, for a cost computed from the spec (MACs, parameters)."""
-
-    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
-        self.layers = list(layers)
-        self.cost = cost
-        self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
-
-    def __call__(self, width: Mapping[str, int]) -> float:
-        total = 0.0
-        for (slots, make), cache in zip(self.layers, self._cache):
-            sig = tuple(width[s] for s in slots)
-            v = cache.get(sig)
-            if v is None:
-                v = cache[sig] = self.cost(make(width))
-            total += v
-        return total
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,8 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
     """Re-measure ``sample`` random keys of ``version`` on ``runner`` and compare."""
     if sample <= 0:
         raise DriftError("the sample must hold at least one key")
-    fp = runner.fingerprint()
-    if fp != version.fingerprint:
-        changed = sorted(k for k in fp.keys() | version.fingerprint.keys()
-                         if fp.get(k) != version.fingerprint.get(k))
+    changed = version.setup_changes(runner.fingerprint())
+    if changed:
         raise DriftError(f"{version.label} was measured with another setup (differs in: "
                          f"{', '.join(changed)}); a drift check needs the same device and "
                          "settings")

@@ -367,10 +367,8 @@ def network_runner(runner: Runner) -> Runner:
 
 def check_setup(runner: Runner, version: Version) -> None:
     """Refuse to compare measurements of another setup with this version's entries."""
-    fp = runner.fingerprint()
-    if fp != version.fingerprint:
-        changed = sorted(k for k in fp.keys() | version.fingerprint.keys()
-                         if fp.get(k) != version.fingerprint.get(k))
+    changed = version.setup_changes(runner.fingerprint())
+    if changed:
         raise ValidationError(f"{version.label} was measured with another setup (differs in: "
                               f"{', '.join(changed)}); validating it here would compare two "
                               "setups. Use the device and backend the LUT was built with.")

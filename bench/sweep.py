@@ -310,9 +310,8 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     settings must match the version's fingerprint.
     """
     fp = runners[0].fingerprint()
-    if fp != version.fingerprint:
-        changed = sorted(k for k in fp.keys() | version.fingerprint.keys()
-                         if fp.get(k) != version.fingerprint.get(k))
+    changed = version.setup_changes(fp)
+    if changed:
         raise RunnerError(f"{version.label} was measured with another setup (differs in: "
                           f"{', '.join(changed)}); measuring into it would mix two setups. "
                           "Build a LUT for this setup with: netadapt lut")

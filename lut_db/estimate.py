@@ -176,32 +176,40 @@ def _interp_1d(x: float, pts: list[tuple[int, float]]) -> float | None:
 LayerFn = tuple[tuple[str, ...], Callable[[Mapping[str, int]], LayerSpec]]
 
 
-class SlotEstimator:
-    """Estimates of width configs of one family: sum of per-position cached entries.
+class SlotCost:
+    """A cost summed over layer positions, cached per position by the widths it depends on.
 
     ``layers`` lists, per layer position, the slots it depends on and a function that
-    makes its LayerSpec from a slot -> width mapping (see ``bench.zoo``).
+    makes its LayerSpec from a slot -> width mapping (see ``bench.zoo``); ``cost`` prices
+    a spec (MACs, parameters, or a LUT entry in SlotEstimator).
     """
 
-    def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
-                 missing: str = "error", lut: str = "LUT"):
+    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
         self.layers = list(layers)
-        self.table = table
-        self.missing = missing
-        self.lut = lut
+        self.cost = cost
         self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
-        self._groups: Groups | None = None  # for interpolation, built on the first miss
 
     def __call__(self, width: Mapping[str, int]) -> float:
-        """Estimated latency in microseconds."""
         total = 0.0
         for (slots, make), cache in zip(self.layers, self._cache):
             sig = tuple(width[s] for s in slots)
             v = cache.get(sig)
             if v is None:
-                v = cache[sig] = self._lookup(make(width))
+                v = cache[sig] = self.cost(make(width))
             total += v
         return total
+
+
+class SlotEstimator(SlotCost):
+    """Estimated latency (us) of width configs of one family: the sum of LUT entries."""
+
+    def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
+                 missing: str = "error", lut: str = "LUT"):
+        super().__init__(layers, self._lookup)
+        self.table = table
+        self.missing = missing
+        self.lut = lut
+        self._groups: Groups | None = None  # for interpolation, built on the first miss
 
     def layer_costs(self, width: Mapping[str, int]) -> list[float]:
         return [self._lookup(make(width)) for _, make in self.layers]

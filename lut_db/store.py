@@ -163,6 +163,12 @@ class Version:
     def label(self) -> str:
         return f"{self.device}@{self.id}"
 
+    def setup_changes(self, fingerprint: dict[str, Any]) -> list[str]:
+        """Fingerprint fields in which a setup differs from this version's (none: same)."""
+        fp = self.fingerprint
+        return sorted(k for k in fp.keys() | fingerprint.keys()
+                      if fp.get(k) != fingerprint.get(k))
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -13,7 +13,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from netadapt_cli.common import console, err_console, fail, open_lut, user_errors
+from netadapt_cli.common import (
+    console,
+    err_console,
+    fail,
+    measure_missing_now,
+    open_lut,
+    user_errors,
+)
 
 MISSING_POLICIES = ("error", "interpolate", "measure")
 
@@ -198,37 +205,12 @@ def _space(store: Any, version: Any, model: str, resolution: int, classes: int,
         console.print(f"{label} lacks {len(absent)} key(s) the search may need: interpolating")
         table = {**table, **interpolate(absent, table)}
     elif absent:
-        version = _measured(store, version, absent)
+        version = measure_missing_now(store, version, absent)
         used = f"{store.path}@{version.id}"
         table = store.table(version.id)
     if absent:
         space = SearchSpace(model, resolution, classes, table, grid, "error", used)
     return space, label, used
-
-
-def _measured(store: Any, version: Any, keys: list[str]) -> Any:
-    """A sealed version derived from ``version`` holding ``keys``: an earlier one if it
-    exists, else measured now on the attached device."""
-    from bench.devices import load_config, make_runners
-    from bench.sweep import measure_missing
-    from bench.tflite_build import build_layer
-
-    for v in reversed(store.versions()):
-        if v.parent == version.id and v.status == "sealed" and set(keys) <= store.keys(v.id):
-            console.print(f"using {v.label}: derived from {version.label} with the missing keys")
-            return v
-    affinity = os.sched_getaffinity(0)  # a host runner pins this process: undo it after
-    runners = make_runners(load_config(version.device), version.backend)
-    store.lock()
-    console.print(f"measuring {len(keys)} missing key(s) on {version.device} into a new "
-                  f"version derived from {version.label}")
-    try:
-        return measure_missing(store, version, keys, runners, build_layer)
-    finally:
-        for r in runners:
-            r.close()
-        store.unlock()
-        os.sched_setaffinity(0, affinity)
 
 
 def _export(na: Any, space: Any, run_dir: Path, result: dict) -> None:

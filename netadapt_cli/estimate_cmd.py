@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lut_db.estimate import MissingKeys, estimate
 from lut_db.spec import Network
-from netadapt_cli.common import console, load_network, open_lut, user_errors
+from netadapt_cli.common import console, load_network, measure_missing_now, open_lut, user_errors
 
 MISSING_POLICIES = ("error", "interpolate", "measure")
 
@@ -42,7 +42,7 @@ def estimate_cmd(
         except MissingKeys as e:
             if missing != "measure":
                 raise
-            version = _measure_missing(store, version, e.keys, device)
+            version = measure_missing_now(store, version, e.keys, device)
             label = f"{store.path}@{version.id}"
             est = estimate(net, store.table(version.id), lut=label)
         if as_json:
@@ -50,23 +50,6 @@ def estimate_cmd(
                               **est.to_dict()}, indent=1))
             return
         _print(net, est, label)
-
-
-def _measure_missing(store, version, keys, device):
-    from bench.devices import load_config, make_runners
-    from bench.sweep import measure_missing
-    from bench.tflite_build import build_layer
-
-    cfg = load_config(device or version.device)
-    runners = make_runners(cfg, version.backend)
-    store.lock()
-    console.print(f"measuring {len(keys)} missing key(s) on {cfg.name} into a new version "
-                  f"derived from {version.label}")
-    try:
-        return measure_missing(store, version, keys, runners, build_layer)
-    finally:
-        for r in runners:
-            r.close()
 
 
 def _print(net: Network, est, label: str) -> None:
