@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from bench.zoo import Family, Template, make_divisible
+from bench.zoo import Family, Template, head, uniform_multiplier
 from lut_db.spec import INPUT
 
 # -- ResNet-style: stem, then per stage a stride-2 conv and one basic block -------------------
@@ -40,16 +40,10 @@ def _res_layout(resolution: int, classes: int) -> list[Template]:
         t.append(Template(f"block{i}_add", "add", (hw, hw), f"c{i}", None, act="relu",
                           inputs=(f"down{i}", f"block{i}_b")))
         prev, prev_slot = f"block{i}_add", f"c{i}"
-    t.append(Template("pool", "global_avg_pool", (hw, hw), prev_slot, None, inputs=(prev,)))
-    t.append(Template("fc", "fully_connected", (1, 1), prev_slot, classes, inputs=("pool",)))
-    return t
+    return t + head(hw, prev, prev_slot, classes)
 
 
-def _res_multiplier(m: float) -> tuple[int, ...]:
-    return tuple(make_divisible(c * m) for c in RES_BASE)
-
-
-RESNET_STYLE = Family("resnet_style", RES_SLOTS, RES_BASE, _res_layout, _res_multiplier,
+RESNET_STYLE = Family("resnet_style", RES_SLOTS, RES_BASE, _res_layout, uniform_multiplier(RES_BASE),
                       lockstep=tuple((f"c{i}",) for i in range(1, 5)))
 
 # -- VGG-style: a plain chain of 3x3 convolutions, downsampling by stride ---------------------
@@ -67,15 +61,9 @@ def _vgg_layout(resolution: int, classes: int) -> list[Template]:
                           "relu", (prev,)))
         hw = math.ceil(hw / stride)
         prev, prev_slot = f"conv{i}", f"conv{i}"
-    t.append(Template("pool", "global_avg_pool", (hw, hw), prev_slot, None, inputs=(prev,)))
-    t.append(Template("fc", "fully_connected", (1, 1), prev_slot, classes, inputs=("pool",)))
-    return t
+    return t + head(hw, prev, prev_slot, classes)
 
 
-def _vgg_multiplier(m: float) -> tuple[int, ...]:
-    return tuple(make_divisible(c * m) for c in VGG_BASE)
-
-
-VGG_STYLE = Family("vgg_style", VGG_SLOTS, VGG_BASE, _vgg_layout, _vgg_multiplier)
+VGG_STYLE = Family("vgg_style", VGG_SLOTS, VGG_BASE, _vgg_layout, uniform_multiplier(VGG_BASE))
 
 HELD_OUT: dict[str, Family] = {f.name: f for f in (RESNET_STYLE, VGG_STYLE)}

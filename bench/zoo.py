@@ -51,6 +51,17 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
+def head(hw: int, prev: str, slot: str, classes: int) -> list[Template]:
+    """How every family here ends: global average pool, then the classifier."""
+    return [Template("pool", "global_avg_pool", (hw, hw), slot, None, inputs=(prev,)),
+            Template("fc", "fully_connected", (1, 1), slot, classes, inputs=("pool",))]
+
+
+def uniform_multiplier(base: Sequence[int]) -> Callable[[float], tuple[int, ...]]:
+    """A width multiplier that scales every slot alike (rounded as MobileNet does)."""
+    return lambda m: tuple(make_divisible(c * m) for c in base)
+
+
 @dataclass(frozen=True)
 class Family:
     """A family of networks that differ only in their slot widths."""
@@ -120,16 +131,10 @@ def _v1_layout(resolution: int, classes: int) -> list[Template]:
         t.append(Template(f"pw{i}", "conv2d", (hw, hw), prev_slot, f"pw{i}", 1, 1, "relu6",
                           (f"dw{i}",)))
         prev, prev_slot = f"pw{i}", f"pw{i}"
-    t.append(Template("pool", "global_avg_pool", (hw, hw), prev_slot, None, inputs=(prev,)))
-    t.append(Template("fc", "fully_connected", (1, 1), prev_slot, classes, inputs=("pool",)))
-    return t
+    return t + head(hw, prev, prev_slot, classes)
 
 
-def _v1_multiplier(m: float) -> tuple[int, ...]:
-    return tuple(make_divisible(c * m) for c in V1_BASE)
-
-
-MOBILENET_V1 = Family("mobilenet_v1", V1_SLOTS, V1_BASE, _v1_layout, _v1_multiplier)
+MOBILENET_V1 = Family("mobilenet_v1", V1_SLOTS, V1_BASE, _v1_layout, uniform_multiplier(V1_BASE))
 
 # -- MobileNetV2 ----------------------------------------------------------------------------
 
@@ -199,10 +204,7 @@ def _v2_layout(resolution: int, classes: int) -> list[Template]:
         prev, prev_slot = last, out_slot
     t.append(Template("conv_last", "conv2d", (hw, hw), prev_slot, "conv_last", 1, 1, "relu6",
                       (prev,)))
-    t.append(Template("pool", "global_avg_pool", (hw, hw), "conv_last", None,
-                      inputs=("conv_last",)))
-    t.append(Template("fc", "fully_connected", (1, 1), "conv_last", classes, inputs=("pool",)))
-    return t
+    return t + head(hw, "conv_last", "conv_last", classes)
 
 
 MOBILENET_V2 = Family("mobilenet_v2", V2_SLOTS, V2_BASE, _v2_layout, _v2_multiplier,
