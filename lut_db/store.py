@@ -8,6 +8,7 @@ triggers refuse any change to a sealed version's rows, so a number quoted as
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -275,13 +276,28 @@ class LutStore:
 
     def _migrate(self) -> None:
         """Bring the schema up to date under SQLite's write lock: of two processes opening
-        a new file at once, the second waits and then finds the work done."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        a new file at once, the second waits and then finds the work done (and writes
+        nothing, so it cannot disturb the first one's transactions)."""
+        with self._write():
             current = self.db.execute("PRAGMA user_version").fetchone()[0]
             for step in range(current, SCHEMA_VERSION):
                 MIGRATIONS[step](self.db)
-            self.db.execute(f"PRAGMA user_version = {max(current, SCHEMA_VERSION)}")
+            if current < SCHEMA_VERSION:
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes SQLite's write lock up front (BEGIN IMMEDIATE).
+        sqlite-utils' atomic() begins deferred: a read inside it followed by a write fails
+        at once with 'database is locked' if another process committed in between,
+        without waiting for busy_timeout."""
+        if self.db.conn.in_transaction:
+            with self.db.atomic():  # nested: a savepoint
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.conn.rollback()
@@ -349,7 +365,7 @@ class LutStore:
                        space: dict[str, Any] | None = None) -> Version:
         """A new building version; with a parent, it starts with the parent's measured entries
         (not its failures: those keys get another try in the new version)."""
-        with self.db.atomic():
+        with self._write():
             vid = self.db["versions"].insert({
                 "device": device, "backend": backend, "status": "building", "created": now(),
                 "sealed": None, "fingerprint": json.dumps(fingerprint, sort_keys=True),
@@ -403,7 +419,7 @@ class LutStore:
         self._writable(version)
         rows = [_measurement_row(version, key, res, serial) for key, res in results]
         try:
-            with self.db.atomic():
+            with self._write():
                 self.db["measurements"].insert_all(rows, batch_size=len(rows) + 1)
         except sqlite3.IntegrityError as e:
             raise LutError(f"version {version}: {e} (a key is measured once per version)") from None
@@ -415,7 +431,7 @@ class LutStore:
         self._writable(version)
         rows = [{"version": version, "key": k, "serial": serial, "measured_at": now(),
                  **_timing_columns(t)} for k, t in results]
-        with self.db.atomic():
+        with self._write():
             self.db["replicas"].insert_all(rows, batch_size=len(rows) + 1, replace=True)
 
     def keys(self, version: int, status: str | None = None) -> set[str]:
@@ -513,7 +529,7 @@ class LutStore:
             raise LutError("the import has no device/backend: pass --device and --backend")
         note = f"imported from {meta.get('device')}@{meta.get('id')}" if meta else "imported"
         clean = [_import_row(0, r) for r in rows]  # check every row before writing anything
-        with self.db.atomic():  # a failed import leaves no version behind
+        with self._write():  # a failed import leaves no version behind
             v = self.create_version(device, backend, meta.get("fingerprint") or {},
                                     note=note, space=meta.get("space") or {})
             for row in clean:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,33 @@ def test_schema_version_and_wal(store: LutStore, lut_path: Path) -> None:
     raw.close()
     with LutStore.open(lut_path) as again:  # reopening an up-to-date file changes nothing
         assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_late_opener_of_a_new_file_writes_nothing(store: LutStore, lut_path: Path) -> None:
+    """Of two processes creating a file at once, the one that waited for the schema finds it
+    done and commits nothing: a commit would fail the first one's open transaction at once
+    with 'database is locked' (SQLite's stale-snapshot rule ignores busy_timeout)."""
+    store.db.execute("BEGIN")
+    store.db.execute("SELECT count(*) FROM versions").fetchone()
+    late = LutStore(sqlite_utils.Database(lut_path), lut_path)
+    late._migrate()  # as if it had read user_version 0 before the first one committed
+    store.db.execute("INSERT INTO versions (device, backend, status, created) "
+                     "VALUES ('host', 'tflite-cpu', 'building', 'now')")
+    store.db.execute("COMMIT")
+    late.close()
+
+
+def test_writes_wait_for_another_writer(store: LutStore, lut_path: Path) -> None:
+    """A write transaction takes the write lock first, so it waits (busy_timeout) for a
+    writer in another process instead of failing."""
+    other = sqlite3.connect(lut_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    timer.start()
+    v = store.create_version("host", "tflite-cpu", FP)
+    timer.join()
+    other.close()
+    assert store.add_results(v.id, [(KEYS[0], timing(5.0))]) == 1
 
 
 def test_older_schema_is_migrated(tmp_path: Path) -> None:
