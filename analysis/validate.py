@@ -10,6 +10,7 @@ in the version's ``validations`` table; a re-run reuses the stored rows.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -312,57 +313,14 @@ def all_tables(store: LutStore, version: Version) -> Tables:
 
 # -- measuring -----------------------------------------------------------------------------
 
-PREEMPTED = 0.02  # an invoke whose wall time exceeds its CPU time by this share was preempted
-
-
-class CleanHostRunner(HostRunner):
-    """The host runner with the LUT's settings, minus invokes another process interrupted.
-
-    On a shared machine another process on our core takes whole scheduler slices (ms),
-    which a 50 us layer rarely sees but a 20 ms network almost always does: its median
-    can triple for seconds at a time. A single-threaded invoke runs in this thread, so an
-    invoke whose wall time exceeds its thread CPU time was preempted; those are dropped
-    (and counted) until ``runs`` clean ones are in, within ``max_rounds`` x the budget.
-    """
-
-    @classmethod
-    def like(cls, runner: HostRunner) -> CleanHostRunner:
-        new = cls(threads=runner.threads, cpus=runner.cpus, warmup=runner.warmup,
-                  runs=runner.runs, min_time_ms=runner.min_time_ms,
-                  max_rounds=runner.max_rounds)
-        new.backend, new.serial = runner.backend, runner.serial
-        return new
-
-    def _time(self, interp: Any) -> Timing:
-        invoke, wall, cpu = interp.invoke, time.perf_counter_ns, time.thread_time_ns
-        for _ in range(self.warmup):
-            invoke()
-        clean: list[int] = []
-        dropped, fastest = 0, None
-        start = wall()
-        while True:
-            c0, t0 = cpu(), wall()
-            invoke()
-            t, c = wall() - t0, cpu() - c0
-            fastest = t if fastest is None else min(fastest, t)
-            if t - c > max(PREEMPTED * t, 20_000):
-                dropped += 1
-            else:
-                clean.append(t)
-            elapsed = wall() - start
-            expected = max(self.min_time_ms * 1e6, self.runs * fastest)
-            if len(clean) >= self.runs and elapsed >= self.min_time_ms * 1e6:
-                break
-            if elapsed > 5 * expected and len(clean) >= 3 or elapsed > 15 * expected:
-                break  # the core is rarely ours: keep what there is, flagged by "preempted"
-        samples = clean or [t]
-        self.timed_ns += sum(samples)
-        return Timing.from_samples([s / 1000 for s in samples], self.warmup, preempted=dropped)
-
-
 def network_runner(runner: Runner) -> Runner:
-    """The runner whole networks are timed with: preemption-filtered on the host."""
-    return CleanHostRunner.like(runner) if isinstance(runner, HostRunner) else runner
+    """The runner whole networks are timed with: on the host, one pass per call, because
+    measure_passes already spreads each network over passes through the whole set."""
+    if isinstance(runner, HostRunner) and runner.passes != 1:
+        single = copy.copy(runner)
+        single.passes = 1
+        return single
+    return runner
 
 
 def check_setup(runner: Runner, version: Version) -> None:

@@ -169,9 +169,10 @@ def _get(d: dict[str, Any], path: Path, key: str, typ: type, default: Any = _MIS
 
 
 def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Settings of a host backend, checked: threads, cpus, warmup, runs, min_time_ms."""
+    """Settings of a host backend, checked: threads, cpus, warmup, runs, min_time_ms,
+    passes, batch_size."""
     allowed = {"threads": int, "cpus": (list, str), "warmup": int, "runs": int,
-               "min_time_ms": (int, float)}
+               "min_time_ms": (int, float), "passes": int, "batch_size": int}
     out: dict[str, Any] = {}
     for key, value in settings.items():
         if key not in allowed:
@@ -185,7 +186,8 @@ def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]
     elif isinstance(out.get("cpus"), str) or not all(
             isinstance(c, int) and not isinstance(c, bool) for c in out.get("cpus", [])):
         raise ConfigError(f"{path}: key 'cpus': expected a list of CPU numbers or \"last\"")
-    for key, least in (("threads", 1), ("runs", 1), ("warmup", 0), ("min_time_ms", 0)):
+    for key, least in (("threads", 1), ("runs", 1), ("warmup", 0), ("min_time_ms", 0),
+                       ("passes", 1), ("batch_size", 1)):
         if key in out and out[key] < least:
             raise ConfigError(f"{path}: key {key!r}: expected at least {least}, got {out[key]}")
     return out

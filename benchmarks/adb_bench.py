@@ -145,8 +145,7 @@ def run(out: dict[str, Any]) -> None:
             (adb,) = make_runners(_phone_config(tmp, server.port, cpu))
             setup_rt = adb.round_trips
             res, batch_rt, overhead_rt = _sweep(adb, specs, tmp, "adb")
-            host = HostRunner(threads=1, cpus=[cpu], warmup=WARMUP, runs=RUNS, min_time_ms=0,
-                              max_rounds=1)
+            host = HostRunner(threads=1, cpus=[cpu], warmup=WARMUP, runs=RUNS, min_time_ms=0)
             hres, _, _ = _sweep(host, specs, tmp, "host")
             out["agreement"] = _agreement(adb, host, _big_keys(host, AGREEMENT_KEYS))
             small = random.Random(0).sample(sorted(s.key for s in specs), AGREEMENT_KEYS)

@@ -5,7 +5,9 @@
 - estimation throughput: MobileNetV1 width configs per second once the table is loaded
   (target >= 50,000/s)
 - repeatability: the same 50 keys measured in three fresh processes (target: median
-  spread <= 2% for layers over 100 us)
+  spread <= 2% for layers over 100 us), side by side (taking turns) and one after the
+  other; and the noise floor that explains the difference
+
 - fidelity: 20 random MobileNetV1/V2 width configs, estimated vs measured whole on host
 
 Run alone: python -m benchmarks.foundation_bench --lut luts/host.db
@@ -24,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis.validate import network_runner
 from bench import sweep, zoo
+from bench.devices import load_config, make_runner
 from bench.runners.host import HostRunner
 from bench.tflite_build import build_layer, build_network
 from lut_db.estimate import SlotEstimator, estimate
@@ -59,10 +63,10 @@ def bench_sweep_efficiency(out: dict[str, Any]) -> None:
     specs = zoo.shape_space(zoo.MOBILENET_V1, 224, 128)
     with tempfile.TemporaryDirectory() as d:
         store = LutStore.open(Path(d) / "bench.db", create=True)
-        runner = HostRunner()
+        runner = make_runner(load_config("host"))
         p = sweep.plan(store, "host", runner.backend, runner.fingerprint(), specs)
         v = sweep.start_version(store, p, "host", runner.backend, runner.fingerprint(), {})
-        r = sweep.run(store, v, p.missing, [runner], build_layer)
+        r = sweep.run(store, v, p.missing, [runner], build_layer, runner.batch_size)
         out["sweep"] = {"keys": len(specs), "wall_s": r.wall_s, "timed_s": r.timed_s,
                         "efficiency": r.efficiency}
 
@@ -101,24 +105,77 @@ def _covered(est: SlotEstimator, width: dict[str, int]) -> bool:
         return False
 
 
+# A fresh process measuring the keys as a sweep does (the host config's runner, one
+# batch). With TURNS it hands the CPU over after each pass through the batch and waits
+# for "go" before the next, so three processes can take turns side by side.
 REPEAT_CODE = """
 import json, sys
-from bench.runners.host import HostRunner
+from bench.devices import load_config, make_runner
+from bench.runners.base import BatchItem
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
-r = HostRunner()
-keys = json.loads(sys.stdin.read())
-print(json.dumps({k: r.measure_one(build_layer(LayerSpec.parse(k))).latency_us for k in keys}))
+turns = sys.argv[1] == "turns"
+keys = json.loads(sys.stdin.readline())
+items = [BatchItem(k, build_layer(LayerSpec.parse(k))) for k in keys]
+r = make_runner(load_config("host"))
+run, calls = r._run, [0]
+def taking_turns(interp, warmup):
+    if calls[0] % len(items) == 0 and calls[0]:
+        sys.stdin.readline()
+    out = run(interp, warmup)
+    calls[0] += 1
+    if calls[0] % len(items) == 0 and calls[0] < len(items) * r.passes:
+        print("done", flush=True)
+    return out
+if turns:
+    r._run = taking_turns
+    print(json.dumps({"passes": r.passes}), flush=True)
+    sys.stdin.readline()
+res = r.measure(items)
+print(json.dumps({k: t.latency_us for k, t in zip(keys, res)}), flush=True)
 """
 
 
-def bench_repeatability(out: dict[str, Any], keys: list[str]) -> None:
-    """Three fresh processes measure the same keys; spread = (max - min) / median per key."""
+def _fresh(mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", REPEAT_CODE, mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _ask(p: subprocess.Popen, line: str) -> str:
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline()
+
+
+def repeat_sequential(keys: list[str]) -> list[dict[str, float]]:
+    """Three fresh processes one after the other: the machine's drift between them counts."""
     runs = []
     for _ in range(3):
-        p = subprocess.run([sys.executable, "-c", REPEAT_CODE], input=json.dumps(keys),
-                           capture_output=True, text=True, check=True)
-        runs.append(json.loads(p.stdout))
+        p = _fresh("alone")
+        runs.append(json.loads(_ask(p, json.dumps(keys))))
+        p.stdin.close()
+        p.wait()
+    return runs
+
+
+def repeat_side_by_side(keys: list[str]) -> list[dict[str, float]]:
+    """Three fresh processes taking turns, one pass through the keys each, so whatever the
+    machine's neighbours do meets all three alike (DESIGN.md: compare side by side)."""
+    procs = [_fresh("turns") for _ in range(3)]
+    passes = {json.loads(_ask(p, json.dumps(keys)))["passes"] for p in procs}.pop()
+    results: list[dict[str, float]] = [{} for _ in procs]
+    for n in range(passes):
+        for i, p in enumerate(procs):
+            reply = _ask(p, "go")
+            if n == passes - 1:
+                results[i] = json.loads(reply)
+    for p in procs:
+        p.stdin.close()
+        p.wait()
+    return results
+
+
+def _spreads(keys: list[str], runs: list[dict[str, float]]) -> dict[str, Any]:
     spreads, big = [], []
     for k in keys:
         vals = [r[k] for r in runs]
@@ -126,10 +183,44 @@ def bench_repeatability(out: dict[str, Any], keys: list[str]) -> None:
         spreads.append(s)
         if statistics.median(vals) > 100:
             big.append(s)
-    out["repeatability"] = {"keys": len(keys), "keys_over_100us": len(big),
-                            "median_spread_over_100us": statistics.median(big) if big else None,
-                            "median_spread_all": statistics.median(spreads),
-                            "p90_spread_over_100us": _p90(big)}
+    scale = [statistics.median(r[k] / statistics.median(x[k] for x in runs) for k in keys)
+             for r in runs]
+    return {"median_spread_over_100us": statistics.median(big) if big else None,
+            "p90_spread_over_100us": _p90(big), "keys_over_100us": len(big),
+            "median_spread_all": statistics.median(spreads),
+            "process_scale": [round(x, 4) for x in scale]}
+
+
+def bench_repeatability(out: dict[str, Any], keys: list[str]) -> None:
+    """The same keys in three fresh processes; spread = (max - min) / median per key."""
+    out["repeatability"] = {"keys": len(keys),
+                            "side_by_side": _spreads(keys, repeat_side_by_side(keys)),
+                            "sequential": _spreads(keys, repeat_sequential(keys))}
+
+
+def bench_noise_floor(out: dict[str, Any], seconds: float = 12.0) -> None:
+    """How this machine's speed wanders: one layer timed back to back for ``seconds``,
+    the spread (std / mean) of its mean over windows of growing length."""
+    spec = LayerSpec("conv2d", 7, 7, 960, 576, act="relu6")  # ~0.4 ms, 2 MB of weights
+    runner = HostRunner()
+    interp = runner._interpreter(build_layer(spec))
+    for _ in range(20):
+        interp.invoke()
+    samples, t_end = [], time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter_ns()
+        interp.invoke()
+        samples.append(time.perf_counter_ns() - t0)
+    per_ms = len(samples) / (seconds * 1000)
+    rows = []
+    for window_ms in (2, 20, 200, 2000):
+        n = max(1, round(window_ms * per_ms))
+        means = [statistics.fmean(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
+        if len(means) > 2:
+            rows.append({"window_ms": window_ms, "windows": len(means),
+                         "cv_of_window_means": statistics.stdev(means) / statistics.fmean(means)})
+    out["noise_floor"] = {"layer": spec.key, "seconds": seconds, "invokes": len(samples),
+                          "windows": rows}
 
 
 def _p90(v: list[float]) -> float | None:
@@ -139,7 +230,7 @@ def _p90(v: list[float]) -> float | None:
 def bench_fidelity(out: dict[str, Any], table: dict[str, float], n: int = 20) -> None:
     """Random grid width configs of both families: estimated vs measured whole, interleaved."""
     rng = random.Random(1)
-    runner = HostRunner()
+    runner = network_runner(make_runner(load_config("host")))
     rows = []
     for i in range(n):
         fam = zoo.MOBILENET_V1 if i % 2 == 0 else zoo.MOBILENET_V2
@@ -163,6 +254,7 @@ def run(out: dict[str, Any], lut: Path) -> None:
     bench_build(out)
     bench_estimate_throughput(out, table)
     keys = random.Random(2).sample(sorted(table), 50)
+    bench_noise_floor(out)
     bench_repeatability(out, keys)
     bench_sweep_efficiency(out)
     bench_fidelity(out, table)

@@ -51,7 +51,7 @@ def fast_runner():
     """A host runner with few runs: for tests that need real timings, not precise ones."""
     from bench.runners.host import HostRunner
 
-    return HostRunner(warmup=1, runs=3, min_time_ms=0.0, max_rounds=1)
+    return HostRunner(warmup=1, runs=3, min_time_ms=0.0)
 
 
 @pytest.fixture

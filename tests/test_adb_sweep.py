@@ -108,7 +108,7 @@ def test_adb_agrees_with_host_on_bigger_layers(farm: Farm, tmp_path: Path):
     cpu = max(os.sched_getaffinity(0))
     farm.write(cpus=[cpu], runs=30, warmup=3)
     (adb,) = make_runners(farm.config())
-    host = HostRunner(threads=1, cpus=[cpu], warmup=3, runs=30, min_time_ms=0, max_rounds=1)
+    host = HostRunner(threads=1, cpus=[cpu], warmup=3, runs=30, min_time_ms=0)
     specs = [  # 0.5-2 ms each on this machine
         LayerSpec("conv2d", 28, 28, 96, 96, kernel=(3, 3)),
         LayerSpec("conv2d", 28, 28, 128, 128, kernel=(3, 3)),

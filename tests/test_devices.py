@@ -27,7 +27,9 @@ def test_the_shipped_host_config() -> None:
     b = cfg.backend()
     assert b.runner == "host"
     assert b.settings == {"threads": 1, "cpus": "last", "warmup": 3, "runs": 15,
-                          "min_time_ms": 20}
+                          "min_time_ms": 20, "passes": 10, "batch_size": 64}
+    runner = make_runner(cfg)
+    assert (runner.passes, runner.batch_size) == (10, 64)
     assert cfg.path == CONFIG_DIR / "host.toml"
     assert "host" in known_configs(CONFIG_DIR)
 

@@ -31,45 +31,88 @@ def test_measures_a_small_layer(fast_runner: HostRunner) -> None:
     assert fast_runner.timed_ns >= sum(t.samples_us) * 1000 * 0.99
 
 
+class FakeClock:
+    """A wall clock and a thread CPU clock that fake interpreters advance."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0
+        self.log: list[str] = []
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr("bench.runners.host.time.perf_counter_ns", lambda: self.wall)
+        monkeypatch.setattr("bench.runners.host.time.thread_time_ns", lambda: self.cpu)
+
+
 class FakeInterpreter:
-    """Each invoke takes the next of ``costs_ns`` on a fake clock."""
+    """Each invoke takes the next of ``costs_ns`` of wall time, ``lost_ns`` of it spent
+    in another process (preempted)."""
 
-    def __init__(self, costs_ns: list[int]):
-        self.now, self.costs, self.calls = 0, costs_ns, 0
-
-    def clock(self) -> int:
-        return self.now
+    def __init__(self, clock: FakeClock, name: str, costs_ns: list[int],
+                 lost_ns: list[int] | None = None):
+        self.clock, self.name, self.costs, self.calls = clock, name, costs_ns, 0
+        self.lost = lost_ns or [0]
 
     def invoke(self) -> None:
-        self.now += self.costs[self.calls % len(self.costs)]
+        cost, lost = (x[self.calls % len(x)] for x in (self.costs, self.lost))
+        self.clock.wall += cost
+        self.clock.cpu += cost - lost
+        self.clock.log.append(self.name)
         self.calls += 1
 
 
-def _timed(monkeypatch, runner: HostRunner, costs_ns: list[int]) -> tuple[Timing, int]:
-    fake = FakeInterpreter(costs_ns)
-    monkeypatch.setattr("bench.runners.host.time.perf_counter_ns", fake.clock)
-    t = runner._time(fake)
-    return t, fake.calls
+def _measure(monkeypatch, runner: HostRunner, **models: dict) -> tuple[list, FakeClock]:
+    """Measure fake models (name -> FakeInterpreter kwargs) as one batch."""
+    clock = FakeClock()
+    clock.install(monkeypatch)
+    fakes = {name.encode(): FakeInterpreter(clock, name, **kw) for name, kw in models.items()}
+    monkeypatch.setattr(runner, "_interpreter", lambda model: fakes[model])
+    return runner.measure([BatchItem(n, n.encode()) for n in models]), clock
 
 
 def test_runs_until_both_runs_and_minimum_time(monkeypatch) -> None:
-    runner = HostRunner(warmup=2, runs=3, min_time_ms=5.0, max_rounds=3)
-    t, calls = _timed(monkeypatch, runner, [1_000_000])  # 1 ms per invoke
-    assert t.runs == 5 and calls == 2 + 5  # 5 ms needs 5 runs; warm-ups are not timed
+    runner = HostRunner(warmup=2, runs=3, min_time_ms=5.0)
+    (t,), clock = _measure(monkeypatch, runner, a={"costs_ns": [1_000_000]})  # 1 ms each
+    assert t.runs == 5 and len(clock.log) == 2 + 5  # 5 ms needs 5 runs; warm-ups untimed
     assert t.samples_us == (1000.0,) * 5 and t.warmup_runs == 2
-    runner = HostRunner(warmup=0, runs=4, min_time_ms=0.5, max_rounds=3)
-    t, _ = _timed(monkeypatch, runner, [1_000_000])
+    runner = HostRunner(warmup=0, runs=4, min_time_ms=0.5)
+    (t,), _ = _measure(monkeypatch, runner, a={"costs_ns": [1_000_000]})
     assert t.runs == 4  # the run count is the larger demand here
     assert runner.timed_ns == 4_000_000
 
 
-def test_a_wide_spread_buys_more_rounds(monkeypatch) -> None:
-    runner = HostRunner(warmup=0, runs=4, min_time_ms=0, max_rounds=3)
-    t, _ = _timed(monkeypatch, runner, [1_000_000, 3_000_000])  # std/mean = 0.5
-    assert t.runs == 12 and t.median_us == 2000.0
-    steady = HostRunner(warmup=0, runs=4, min_time_ms=0, max_rounds=3)
-    t, _ = _timed(monkeypatch, steady, [1_000_000, 1_050_000])
-    assert t.runs == 4  # stable after one round
+def test_passes_spread_each_model_over_rounds_through_the_batch(monkeypatch) -> None:
+    runner = HostRunner(warmup=2, runs=6, min_time_ms=0, passes=3)
+    (a, b), clock = _measure(monkeypatch, runner, a={"costs_ns": [100_000]},
+                             b={"costs_ns": [200_000]})
+    # 2 warm-ups + 2 timed, then per later pass 1 warm-up + 2 timed; a and b take turns.
+    assert "".join(clock.log) == "aaaa" "bbbb" + "aaabbb" * 2
+    assert (a.runs, b.runs) == (6, 6) and a.warmup_runs == 2 + 2
+    assert (a.median_us, b.median_us) == (100.0, 200.0)
+    assert runner.fingerprint()["passes"] == 3
+
+
+def test_preempted_invokes_are_dropped_and_counted(monkeypatch) -> None:
+    # Every third invoke loses 1 ms to another process.
+    lost = [0, 0, 1_000_000]
+    runner = HostRunner(warmup=0, runs=6, min_time_ms=0)
+    (t,), clock = _measure(monkeypatch, runner, a={"costs_ns": [100_000], "lost_ns": lost})
+    assert t.runs == 6 and t.extra["preempted"] == 2 and len(clock.log) == 8
+    assert set(t.samples_us) == {100.0}
+    small = [0, 0, 1_000]  # under 20 us of jitter: kept
+    (t,), _ = _measure(monkeypatch, runner, a={"costs_ns": [100_000], "lost_ns": small})
+    assert (t.runs, t.extra["preempted"]) == (6, 0)
+    threads = HostRunner(threads=2, warmup=0, runs=6, min_time_ms=0)  # CPU time cannot tell
+    (t,), _ = _measure(monkeypatch, threads, a={"costs_ns": [100_000], "lost_ns": lost})
+    assert (t.runs, t.extra["preempted"]) == (6, 0)
+    assert "kept" in threads.fingerprint()["preempted_invokes"]
+
+
+def test_a_core_that_is_rarely_ours_ends_the_pass(monkeypatch) -> None:
+    runner = HostRunner(warmup=0, runs=4, min_time_ms=1.0)
+    (t,), clock = _measure(monkeypatch, runner,
+                           a={"costs_ns": [100_000], "lost_ns": [90_000]})  # always preempted
+    assert t.extra["preempted"] == len(clock.log) and t.runs == 1  # the last one, flagged
+    assert 15 * 1_000_000 < clock.wall <= 15 * 1_000_000 + 100_000
 
 
 def test_samples_go_into_the_store(fast_runner: HostRunner) -> None:
