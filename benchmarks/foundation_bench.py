@@ -117,7 +117,7 @@ from lut_db.spec import LayerSpec
 turns = sys.argv[1] == "turns"
 keys = json.loads(sys.stdin.readline())
 items = [BatchItem(k, build_layer(LayerSpec.parse(k))) for k in keys]
-r = make_runner(load_config("host"))
+r = make_runner(load_config("host"), **json.loads(sys.argv[2]))
 run, calls = r._run, [0]
 def taking_turns(interp, warmup):
     if calls[0] % len(items) == 0 and calls[0]:
@@ -136,8 +136,9 @@ print(json.dumps({k: t.latency_us for k, t in zip(keys, res)}), flush=True)
 """
 
 
-def _fresh(mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", REPEAT_CODE, mode], stdin=subprocess.PIPE,
+def _fresh(mode: str, **settings: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", REPEAT_CODE, mode, json.dumps(settings)],
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
@@ -158,10 +159,10 @@ def repeat_sequential(keys: list[str]) -> list[dict[str, float]]:
     return runs
 
 
-def repeat_side_by_side(keys: list[str]) -> list[dict[str, float]]:
+def repeat_side_by_side(keys: list[str], **settings: Any) -> list[dict[str, float]]:
     """Three fresh processes taking turns, one pass through the keys each, so whatever the
     machine's neighbours do meets all three alike (DESIGN.md: compare side by side)."""
-    procs = [_fresh("turns") for _ in range(3)]
+    procs = [_fresh("turns", **settings) for _ in range(3)]
     passes = {json.loads(_ask(p, json.dumps(keys)))["passes"] for p in procs}.pop()
     results: list[dict[str, float]] = [{} for _ in procs]
     for n in range(passes):
@@ -191,11 +192,17 @@ def _spreads(keys: list[str], runs: list[dict[str, float]]) -> dict[str, Any]:
             "process_scale": [round(x, 4) for x in scale]}
 
 
-def bench_repeatability(out: dict[str, Any], keys: list[str]) -> None:
-    """The same keys in three fresh processes; spread = (max - min) / median per key."""
-    out["repeatability"] = {"keys": len(keys),
-                            "side_by_side": _spreads(keys, repeat_side_by_side(keys)),
-                            "sequential": _spreads(keys, repeat_sequential(keys))}
+def bench_repeatability(out: dict[str, Any], keys: list[str], rounds: int = 3) -> None:
+    """The same keys in three fresh processes; spread = (max - min) / median per key.
+    Side by side, the host config (10 passes) alternates with one pass per key (the
+    runner before passes), ``rounds`` times; then three processes one after the other."""
+    one_pass = {"passes": 1, "batch_size": 16}
+    res: dict[str, Any] = {"keys": len(keys), "side_by_side": [], "side_by_side_one_pass": []}
+    for _ in range(rounds):
+        res["side_by_side"].append(_spreads(keys, repeat_side_by_side(keys)))
+        res["side_by_side_one_pass"].append(_spreads(keys, repeat_side_by_side(keys, **one_pass)))
+    res["sequential"] = _spreads(keys, repeat_sequential(keys))
+    out["repeatability"] = res
 
 
 def bench_noise_floor(out: dict[str, Any], seconds: float = 12.0) -> None:

@@ -46,9 +46,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.md"))
     ap.add_argument("--only", nargs="*", default=None, help="section names to run")
     args = ap.parse_args()
-    results: dict[str, Any] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.node()}", "sections": {}}
+    json_path = args.out.with_suffix(".json")
+    results: dict[str, Any] = {"sections": {}}
+    if args.only and json_path.exists():  # keep the sections not run this time
+        results = json.loads(json_path.read_text())
+    results.update(when=datetime.now(UTC).isoformat(timespec="seconds"),
+                   machine=f"{platform.machine()} {platform.node()}")
     for name, call in SECTIONS.items():
         if args.only and name not in args.only:
             continue
@@ -60,9 +63,9 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
             out = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
         out["section_wall_s"] = time.perf_counter() - t0
+        out["when"] = results["when"]
         results["sections"][name] = out
         print(f"{name}: done in {out['section_wall_s']:.0f} s", flush=True)
-    json_path = args.out.with_suffix(".json")
     json_path.write_text(json.dumps(results, indent=1, default=str))
     args.out.write_text(markdown(results))
     print(f"wrote {args.out} and {json_path}")
