@@ -101,8 +101,9 @@ def remeasure(runner: Runner, keys: Sequence[str],
     """Latency of each key measured alone now (us), and the keys that failed."""
     now: dict[str, float] = {}
     failed: list[str] = []
-    for i in range(0, len(keys), 8):
-        batch = keys[i:i + 8]
+    size = getattr(runner, "batch_size", 8)  # as the sweep measured them
+    for i in range(0, len(keys), size):
+        batch = keys[i:i + size]
         results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])
         for k, res in zip(batch, results):
             if isinstance(res, Failure):

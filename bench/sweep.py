@@ -318,4 +318,5 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     new = store.create_version(version.device, version.backend, fp, parent=version.id,
                                note=f"derived from {version.label}: +{len(keys)} keys measured "
                                     "on demand", space=version.space)
-    return run(store, new, list(keys), runners, build).version
+    batch = getattr(runners[0], "batch_size", 16)  # as a sweep on this runner would
+    return run(store, new, list(keys), runners, build, batch).version
