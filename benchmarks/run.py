@@ -38,6 +38,7 @@ section("foundation", "benchmarks.foundation_bench", lut="lut")
 section("adb", "benchmarks.adb_bench")
 section("report", "benchmarks.report_bench")
 section("adapt", "benchmarks.adapt_bench")
+section("layer_gap", "benchmarks.layer_gap_bench")
 
 
 def main() -> None:
