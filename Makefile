@@ -41,7 +41,7 @@ ADAPT_RES ?= 32
 ADAPT_DEMO ?= --pretrain-epochs 10 --short-steps 10 --reduction 0.08 --decay 0.97 --long-epochs 8
 adapt: setup
 	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --space mobilenet_v1 --resolution $(ADAPT_RES) --grid 32 --classes 10 --db $(LUT)
-	$(NETADAPT) adapt --lut $(LUT) --model mobilenet_v1 --resolution $(ADAPT_RES) --budget 0.5 $(ADAPT_DEMO) --compare-multipliers --multipliers 0.25,0.5,0.75 --name demo-$(DEVICE)-$(ADAPT_RES) --resume
+	$(NETADAPT) adapt --lut $(LUT) --model mobilenet_v1 --resolution $(ADAPT_RES) --budget 0.5 --measured-budget $(ADAPT_DEMO) --compare-multipliers --multipliers 0.25,0.5,0.75 --name demo-$(DEVICE)-$(ADAPT_RES)-measured --resume
 
 # The report's browser test needs Debian's chromium: installed here when root (else it skips).
 test: setup

@@ -137,6 +137,10 @@ class AdaptConfig:
     threads: int = 1  # torch threads per proposal (part of the result: fixed everywhere)
     seed: int = 0
     weights: str | None = None  # pretrained state dict instead of pretraining
+    # The latency budget holds for the network measured whole on this device (and backend)
+    # rather than for the LUT's estimate; None: the estimate (the paper's method).
+    measured_on: str | None = None
+    measured_backend: str | None = None
     max_iterations: int = 200  # a guard, not part of the result (may change on resume)
 
     NOT_COMPARED = ("max_iterations",)
@@ -474,6 +478,7 @@ class NetAdapt:
         res = self.space.resources(widths)
         # Budgets are checked before any training: an impossible one fails in a second.
         budgets = {b.resource: b.absolute(res[b.resource]) for b in cfg.budget_list()}
+        measured = self._measured_target(widths, res["latency"], budgets)
         schedule = Schedule(budgets, {r: res[r] for r in budgets}, cfg.reduction, cfg.decay)
         schedule.check(self.space.resources(self.space.minimum()))
         train.seed_all(train.derive_seed(cfg.seed, "init"))
@@ -502,15 +507,67 @@ class NetAdapt:
                           initial={"widths": widths, **res, "test_acc": test_acc,
                                    "holdout_acc": hold_acc},
                           pretrain_steps=steps)
+        if measured:
+            self.state["initial"]["measured_ms"] = measured["initial_ms"]
+            self.state["measured_budget"] = measured
         self.state["history"] = [{"iteration": 0, "chosen": None, "widths": widths, **res,
                                   "holdout_acc": hold_acc, "holdout_loss": hold_loss,
                                   "targets": {}, "proposals": []}]
         self.log(f"initial: {_fmt('latency', res['latency'])} estimated, test acc "
                  f"{test_acc:.3f}, holdout acc {hold_acc:.3f}; budget "
                  + ", ".join(_fmt(r, b) for r, b in budgets.items()))
-        if schedule.met(res):
+        if schedule.met(res) and self._measured_ok(0, widths, res["latency"]):
             self.state["stage"] = "adapted"
         self._save()
+
+    # -- a budget on measured latency ---------------------------------------------------------
+    def _measure_ms(self, widths: Mapping[str, int], name: str) -> float:
+        got = measure({name: self.space.network(widths, name=name)}, self.cfg.measured_on,
+                      self.cfg.measured_backend, log=self.log)
+        if got is None:
+            raise AdaptError(f"a measured latency budget needs {self.cfg.measured_on} "
+                             "attached; attach it, or drop --measured-budget")
+        return got[name]
+
+    def _measured_target(self, widths: Mapping[str, int], estimate_ms: float,
+                         budgets: dict[str, float]) -> dict[str, Any] | None:
+        """With a measured budget: the target in measured ms, from the initial network
+        measured now; the estimate's budget (in ``budgets``) starts at it scaled by the
+        initial network's estimated / measured latency."""
+        budget = next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
+        if not self.cfg.measured_on or budget is None:
+            return None
+        measured = self._measure_ms(widths, "initial")
+        target = budget.absolute(measured)
+        budgets["latency"] = target * estimate_ms / measured
+        self.log(f"initial: {measured:.3f} ms measured on {self.cfg.measured_on}; budget "
+                 f"{target:.3f} ms measured = {budgets['latency']:.3f} ms estimated")
+        return {"device": self.cfg.measured_on, "initial_ms": measured, "target_ms": target,
+                "checks": []}
+
+    def _measured_ok(self, iteration: int, widths: Mapping[str, int],
+                     estimate_ms: float) -> bool:
+        """With a measured budget: measure the network that meets the estimate's budget. Too
+        slow: tighten the estimate's budget by estimated / measured and go on adapting."""
+        mb = self.state.get("measured_budget")
+        if mb is None:
+            return True
+        measured = self._measure_ms(widths, f"iteration{iteration}")
+        ok = measured <= mb["target_ms"]
+        new = self.state["budgets"]["latency"] if ok else mb["target_ms"] * estimate_ms / measured
+        mb["checks"].append({"iteration": iteration, "estimated_ms": estimate_ms,
+                             "measured_ms": measured, "estimate_budget_ms": new})
+        self.log(f"  measured {measured:.3f} ms on {mb['device']} (budget {mb['target_ms']:.3f}"
+                 + (" ms): met" if ok else f" ms): estimate's budget tightened to {new:.3f} ms"))
+        if not ok:
+            smallest = self.space.resource("latency", self.space.minimum())
+            if new < smallest:
+                raise AdaptError(
+                    f"the measured budget {mb['target_ms']:.3f} ms cannot be met: at the "
+                    f"device's measured / estimated ratio it needs an estimate of {new:.3f} "
+                    f"ms, and the smallest network on the grid is {smallest:.3f} ms")
+            self.state["budgets"]["latency"] = new
+        return ok
 
     def schedule(self) -> Schedule:
         s = self.state
@@ -558,15 +615,16 @@ class NetAdapt:
         }
         self.state["history"].append(entry)
         self.state["iteration"] = i
-        if schedule.met(chosen.resources):
-            self.state["stage"] = "adapted"
-        self._save()
         moved = ", ".join(f"{s} {widths[s]}->{w}" for s, w in chosen.widths.items())
         self.log(f"iteration {i}: target {_fmt('latency', targets['latency'])}" if "latency"
                  in targets else f"iteration {i}:")
         self.log(f"  {len(proposals)} proposals; kept {moved}: "
                  f"{_fmt('latency', chosen.resources['latency'])}, holdout acc "
                  f"{res['holdout_acc']:.3f} ({entry['seconds']:.1f} s)")
+        if schedule.met(chosen.resources) and self._measured_ok(
+                i, self.model.widths(), chosen.resources["latency"]):
+            self.state["stage"] = "adapted"
+        self._save()  # a kill before this redoes the iteration, identically
         return entry
 
     def _long_term(self) -> None:
@@ -612,6 +670,7 @@ class NetAdapt:
             "adapted": {"widths": widths, **res, **s.get("adapted", {}),
                         "holdout_acc": s["history"][-1]["holdout_acc"]},
             "training_steps": self.training_steps(),
+            "measured_budget": s.get("measured_budget"),
         }
 
     def compare_multipliers(self, multipliers: Sequence[float],
@@ -703,6 +762,7 @@ def measure(networks: Mapping[str, Network], device: str, backend: str | None = 
             rounds: int = 3, log: Log = print) -> dict[str, float] | None:
     """Median latency (ms) of each network measured whole on the device, interleaved over
     ``rounds`` rounds so drift hits all alike; None when the device is not attached."""
+    from analysis.validate import network_runner
     from bench.devices import load_config, make_runners
     from bench.runners.base import Failure, RunnerError
     from bench.tflite_build import build_network
@@ -718,7 +778,7 @@ def measure(networks: Mapping[str, Network], device: str, backend: str | None = 
         if not runners:
             log(f"{device} is not attached: measured latency left out")
             return None
-        runner = runners[0]
+        runner = network_runner(runners[0])  # rounds interleave: one pass per call
         models = {n: build_network(net) for n, net in networks.items()}
         samples: dict[str, list[float]] = {n: [] for n in networks}
         try:
@@ -755,11 +815,16 @@ def speedup_at_equal_accuracy(mult_ms: Sequence[float], mult_acc: Sequence[float
                               adapted_ms: float, adapted_acc: float) -> float | None:
     """Latency the multiplier curve needs for the adapted accuracy, over the adapted latency.
 
-    The curve is walked from fast to slow; the first crossing of the accuracy counts.
-    None when no multiplier network reaches that accuracy (or all exceed it)."""
+    The curve is walked from fast to slow to the first network at least as accurate,
+    interpolating from the one before it; when the fastest is already as accurate, its
+    latency counts (the curve may do even better below it, so the ratio is an upper
+    bound). None when no multiplier network reaches the adapted accuracy."""
     pts = sorted(zip(mult_ms, mult_acc))
-    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-        if min(y0, y1) <= adapted_acc <= max(y0, y1) and y1 != y0:
+    for i, (x1, y1) in enumerate(pts):
+        if y1 >= adapted_acc:
+            if i == 0:
+                return x1 / adapted_ms
+            x0, y0 = pts[i - 1]
             return (x0 + (x1 - x0) * (adapted_acc - y0) / (y1 - y0)) / adapted_ms
     return None
 

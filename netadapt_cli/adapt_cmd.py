@@ -44,6 +44,11 @@ def adapt_cmd(
                                 "paper's small MobileNetV1 is 0.5)."),
     budget: str = typer.Option("0.5", help="Latency budget: a ratio of the initial estimate "
                                "(0.5) or absolute (3.2ms)."),
+    measured_budget: bool = typer.Option(
+        False, "--measured-budget", help="The latency budget holds for the network measured "
+        "whole on the device (--device, default the LUT's), not for the LUT's estimate: when "
+        "the estimate meets it the network is measured, and if it runs slower the estimate's "
+        "budget is tightened by estimated/measured and adaptation goes on."),
     max_macs: str | None = typer.Option(None, help="Also bound MACs: ratio (0.5) or 5M."),
     max_params: str | None = typer.Option(None, help="Also bound parameters: ratio or 1.2M."),
     data: str = typer.Option("digits", help="digits (bundled, offline), or a folder: one "
@@ -119,7 +124,9 @@ def adapt_cmd(
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
             lr_short=lr_short, lr_long=lr_long, seed=seed,
-            weights=str(weights) if weights else None, max_iterations=max_iterations)
+            weights=str(weights) if weights else None, max_iterations=max_iterations,
+            measured_on=(device or version.device) if measured_budget else None,
+            measured_backend=version.backend if measured_budget else None)
         cfg.validate()
         result = run(cfg, space, dataset, run_dir, workers=workers, ray=ray, resume=resume,
                      compare=mults if compare_multipliers else None,
@@ -317,6 +324,12 @@ def print_result(result: dict) -> None:
         row(f"mult. {m['name']}", m)
     console.print(t)
     a, budget = result["adapted"], result["budgets"].get("latency")
+    mb = result.get("measured_budget")
+    if mb:
+        checks = ", ".join(f"{c['measured_ms']:.3f}" for c in mb["checks"])
+        console.print(f"measured budget {mb['target_ms']:.3f} ms on {mb['device']} (initial "
+                      f"{mb['initial_ms']:.3f} ms measured); measured when the estimate met "
+                      f"its budget: {checks} ms", highlight=False)
     if budget is not None:
         console.print(f"latency budget {budget:.3f} ms (estimated); adapted: estimated "
                       f"{a['latency']:.3f} ms" + (f", measured {a['measured_ms']:.3f} ms"

@@ -71,6 +71,21 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["adapted"]["widths"] == a["widths"]
 
 
+def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
+    """--measured-budget against this machine: the initial network and every network that
+    meets the estimate's budget are measured whole; the result says what was measured."""
+    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--name",
+               "m", "--measured-budget", "--measure-rounds", "1")
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "runs" / "m" / "result.json").read_text())
+    mb = result["measured_budget"]
+    assert mb["device"] == "fast" and mb["initial_ms"] > 0
+    assert mb["target_ms"] == pytest.approx(0.75 * mb["initial_ms"])
+    assert mb["checks"] and mb["checks"][-1]["measured_ms"] <= mb["target_ms"]
+    assert all(c["measured_ms"] > mb["target_ms"] for c in mb["checks"][:-1])
+    assert "measured budget" in flat(r.output)
+
+
 def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: Path) -> None:
     common = ["adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--grid", "32",
               "--pretrain-epochs", "0", "--budget", "0.001ms"]

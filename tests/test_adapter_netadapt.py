@@ -145,3 +145,70 @@ def test_executors_give_identical_results(space, digits, ray: bool) -> None:
         ws, gs = loads(w["state"]), loads(g["state"])
         for k in ws:
             torch.testing.assert_close(gs[k], ws[k], rtol=0, atol=0)
+
+
+class SlowDevice:
+    """A device that runs every network ``offset`` x the initial estimate slower than the
+    LUT says (a fixed per-network cost the layer sum misses, as on a real device)."""
+
+    def __init__(self, space: SearchSpace, offset: float):
+        self.space, self.offset, self.calls = space, offset, []
+        self.initial = space.resource("latency", space.snap(space.fam.widths(width_mult=0.5)))
+
+    def __call__(self, networks, device, backend=None, rounds=3, log=print):
+        out = {}
+        for name, net in networks.items():
+            widths = dict(zip(self.space.fam.slots, net.meta["widths"]))
+            est = self.space.resource("latency", widths)
+            out[name] = est + self.offset * self.initial
+            self.calls.append((name, device, est, out[name]))
+        return out
+
+
+def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeypatch) -> None:
+    device = SlowDevice(space, 0.3)
+    monkeypatch.setattr("adapter.netadapt.measure", device)
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.75"}}, lut=space._latency.lut,
+                      measured_on="slowphone")
+    result, _ = adapt(cfg, space, digits, tmp_path / "m")
+    mb = result["measured_budget"]
+    initial_ms = device.initial * 1.3
+    assert mb["initial_ms"] == pytest.approx(initial_ms)
+    assert mb["target_ms"] == pytest.approx(0.75 * initial_ms)
+    *tight, last = mb["checks"]
+    assert tight, "the estimate's first budget is too loose for this device"
+    assert all(c["measured_ms"] > mb["target_ms"] for c in tight)
+    assert last["measured_ms"] <= mb["target_ms"]
+    budgets = [c["estimate_budget_ms"] for c in mb["checks"]]
+    assert budgets == sorted(budgets, reverse=True)
+    assert result["budgets"]["latency"] == pytest.approx(budgets[-1])
+    assert result["adapted"]["latency"] + 0.3 * device.initial <= mb["target_ms"]
+    assert {d for _, d, _, _ in device.calls} == {"slowphone"}
+    # the checks are in the checkpoint: a resumed finished run measures nothing again
+    n = len(device.calls)
+    again, _ = adapt(cfg, space, digits, tmp_path / "m", resume=True)
+    assert again["measured_budget"] == mb and len(device.calls) == n
+
+
+def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("adapter.netadapt.measure", SlowDevice(space, 3.0))
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.5"}, "pretrain_epochs": 0},
+                      lut=space._latency.lut, measured_on="slowphone")
+    with pytest.raises(AdaptError, match=r"measured budget .* cannot be met: .* smallest "
+                                         r"network on the grid is"):
+        adapt(cfg, space, digits, tmp_path / "m")
+    monkeypatch.setattr("adapter.netadapt.measure", lambda *a, **k: None)
+    with pytest.raises(AdaptError, match="needs slowphone attached"):
+        adapt(cfg, space, digits, tmp_path / "n")
+
+
+def test_speedup_at_equal_accuracy_takes_the_first_network_as_accurate() -> None:
+    from adapter.netadapt import speedup_at_equal_accuracy as speedup
+
+    ms, acc = [0.1, 0.2, 0.4], [0.90, 0.95, 0.99]
+    assert speedup(ms, acc, 0.1, 0.97) == pytest.approx(3.0)  # 0.3 ms on the curve
+    assert speedup(ms, acc, 0.2, 0.80) == pytest.approx(0.5)  # the fastest already does it
+    assert speedup(ms, acc, 0.2, 0.995) is None
+    # a saturated curve: the fastest is as accurate, later ones dip and come back
+    assert speedup([0.02, 0.3, 0.24], [0.991, 0.987, 0.991], 0.234, 0.989) == \
+        pytest.approx(0.02 / 0.234)
