@@ -521,51 +521,66 @@ class NetAdapt:
         self._save()
 
     # -- a budget on measured latency ---------------------------------------------------------
-    def _measure_ms(self, widths: Mapping[str, int], name: str) -> float:
-        got = measure({name: self.space.network(widths, name=name)}, self.cfg.measured_on,
-                      self.cfg.measured_backend, log=self.log)
+    def _measure_ms(self, networks: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+        """Networks (name -> widths) measured whole on the device, in interleaved rounds."""
+        got = measure({n: self.space.network(w, name=n) for n, w in networks.items()},
+                      self.cfg.measured_on, self.cfg.measured_backend, log=self.log)
         if got is None:
             raise AdaptError(f"a measured latency budget needs {self.cfg.measured_on} "
                              "attached; attach it, or drop --measured-budget")
-        return got[name]
+        return got
+
+    def _latency_budget(self) -> Budget | None:
+        return next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
 
     def _measured_target(self, widths: Mapping[str, int], estimate_ms: float,
                          budgets: dict[str, float]) -> dict[str, Any] | None:
         """With a measured budget: the target in measured ms, from the initial network
         measured now; the estimate's budget (in ``budgets``) starts at it scaled by the
         initial network's estimated / measured latency."""
-        budget = next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
+        budget = self._latency_budget()
         if not self.cfg.measured_on or budget is None:
             return None
-        measured = self._measure_ms(widths, "initial")
+        measured = self._measure_ms({"initial": widths})["initial"]
         target = budget.absolute(measured)
         budgets["latency"] = target * estimate_ms / measured
         self.log(f"initial: {measured:.3f} ms measured on {self.cfg.measured_on}; budget "
                  f"{target:.3f} ms measured = {budgets['latency']:.3f} ms estimated")
         return {"device": self.cfg.measured_on, "initial_ms": measured, "target_ms": target,
-                "checks": []}
+                "relative": budget.value if budget.relative else None,
+                "estimate_budget_ms": budgets["latency"], "checks": []}
 
     def _measured_ok(self, iteration: int, widths: Mapping[str, int],
                      estimate_ms: float) -> bool:
         """With a measured budget: measure the network that meets the estimate's budget. Too
-        slow: tighten the estimate's budget by estimated / measured and go on adapting."""
+        slow: tighten the estimate's budget by estimated / measured and go on adapting.
+        A relative budget is checked against the initial network measured alongside
+        (same rounds), so the device's drift since the start does not count."""
         mb = self.state.get("measured_budget")
         if mb is None:
             return True
-        measured = self._measure_ms(widths, f"iteration{iteration}")
-        ok = measured <= mb["target_ms"]
-        new = self.state["budgets"]["latency"] if ok else mb["target_ms"] * estimate_ms / measured
+        nets = {f"iteration{iteration}": widths}
+        if mb.get("relative"):
+            nets["initial"] = self.state["initial"]["widths"]
+        got = self._measure_ms(nets)
+        measured = got[f"iteration{iteration}"]
+        target = mb["relative"] * got["initial"] if mb.get("relative") else mb["target_ms"]
+        ok = measured <= target
+        new = self.state["budgets"]["latency"] if ok else target * estimate_ms / measured
         mb["checks"].append({"iteration": iteration, "estimated_ms": estimate_ms,
-                             "measured_ms": measured, "estimate_budget_ms": new})
-        self.log(f"  measured {measured:.3f} ms on {mb['device']} (budget {mb['target_ms']:.3f}"
-                 + (" ms): met" if ok else f" ms): estimate's budget tightened to {new:.3f} ms"))
+                             "measured_ms": measured, "initial_ms": got.get("initial"),
+                             "target_ms": target, "estimate_budget_ms": new})
+        self.log(f"  measured {measured:.3f} ms on {mb['device']} (budget {target:.3f} ms"
+                 + (f" = {mb['relative']:g} x the initial network now" if mb.get("relative")
+                    else "")
+                 + ("): met" if ok else f"): estimate's budget tightened to {new:.3f} ms"))
         if not ok:
             smallest = self.space.resource("latency", self.space.minimum())
             if new < smallest:
                 raise AdaptError(
-                    f"the measured budget {mb['target_ms']:.3f} ms cannot be met: at the "
-                    f"device's measured / estimated ratio it needs an estimate of {new:.3f} "
-                    f"ms, and the smallest network on the grid is {smallest:.3f} ms")
+                    f"the measured budget {target:.3f} ms cannot be met: at the device's "
+                    f"measured / estimated ratio it needs an estimate of {new:.3f} ms, and "
+                    f"the smallest network on the grid is {smallest:.3f} ms")
             self.state["budgets"]["latency"] = new
         return ok
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,8 +14,10 @@ from matplotlib.ticker import MaxNLocator
 
 
 def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
-             title: str) -> Path:
-    """Estimated latency (with targets and budget) and holdout accuracy per iteration."""
+             title: str, measured: Mapping | None = None) -> Path:
+    """Estimated latency (with targets and budget) and holdout accuracy per iteration;
+    with a measured budget (``measured``: its target and checks), the device's readings
+    on a second axis and the estimate's budget as it was tightened."""
     it = [h["iteration"] for h in history]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 2]})
@@ -25,15 +28,18 @@ def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
     if tgt:
         ax1.plot(*zip(*tgt), "_", color="tab:gray", markersize=14, mew=2,
                  label="iteration target")
-    if budget_ms is not None:
+    if measured and measured.get("checks"):
+        _measured_checks(ax1, it, measured)
+    elif budget_ms is not None:
         ax1.axhline(budget_ms, color="tab:red", ls="--", label=f"budget {budget_ms:.3f} ms")
     for h in history[1:]:
         ax1.annotate(h["chosen"], (h["iteration"], h["latency"]), textcoords="offset points",
                      xytext=(4, 4), fontsize=7, color="tab:blue")
-    ax1.set_ylabel("estimated latency (ms, LUT)")
+    ax1.set_ylabel("latency (ms; LUT estimate unless marked measured)" if measured
+                   else "estimated latency (ms, LUT)")
     ax1.set_title(title)
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="lower left")
     ax2.plot(it, [100 * h["holdout_acc"] for h in history], "s-", color="tab:green",
              label="holdout accuracy (after short-term fine-tune)")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -42,6 +48,24 @@ def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8, loc="lower left")
     return _save(fig, path)
+
+
+def _measured_checks(ax: Any, it: Sequence[int], measured: Mapping) -> None:
+    """The estimate's budget per iteration (a step down after each failed check) and the
+    measured latency of every checked network against the measured budget."""
+    checks = measured["checks"]
+
+    def budget_at(i: int) -> float:
+        done = [c for c in checks if c["iteration"] < i]
+        return done[-1]["estimate_budget_ms"] if done else measured["estimate_budget_ms"]
+
+    ax.step(it, [budget_at(i) for i in it], where="post", color="tab:red", ls="--",
+            label="estimate's budget (tightened after a check)")
+    ax.plot([c["iteration"] for c in checks], [c["measured_ms"] for c in checks], "D",
+            color="tab:purple", label="measured on the device (checks)")
+    ax.plot([c["iteration"] for c in checks], [c.get("target_ms", measured["target_ms"])
+                                               for c in checks], "_", color="tab:purple",
+            markersize=16, mew=2, label="measured budget at the check")
 
 
 def filters(slots: Sequence[str], series: Mapping[str, Mapping[str, int]], path: Path,

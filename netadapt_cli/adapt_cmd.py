@@ -289,7 +289,8 @@ def _plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
     out = []
     budget = result["budgets"].get("latency")
     out.append(plots.progress(na.state["history"], budget, run_dir / "progress.png",
-                              f"NetAdapt: {cfg.model} @ {cfg.resolution} px on {cfg.lut}"))
+                              f"NetAdapt: {cfg.model} @ {cfg.resolution} px on {cfg.lut}",
+                              measured=result.get("measured_budget")))
     eq = result["equal_latency_multiplier"]
     series = {"initial": result["initial"]["widths"],
               f"NetAdapt ({result['adapted']['latency']:.3f} ms est.)": result["adapted"]["widths"],
@@ -326,10 +327,16 @@ def print_result(result: dict) -> None:
     a, budget = result["adapted"], result["budgets"].get("latency")
     mb = result.get("measured_budget")
     if mb:
-        checks = ", ".join(f"{c['measured_ms']:.3f}" for c in mb["checks"])
-        console.print(f"measured budget {mb['target_ms']:.3f} ms on {mb['device']} (initial "
-                      f"{mb['initial_ms']:.3f} ms measured); measured when the estimate met "
-                      f"its budget: {checks} ms", highlight=False)
+        checks = ", ".join(f"{c['measured_ms']:.3f} ms (budget {c['target_ms']:.3f})"
+                           for c in mb["checks"])
+        what = (f"{mb['relative']:g} x the initial network, measured alongside"
+                if mb.get("relative") else f"{mb['target_ms']:.3f} ms")
+        console.print(f"measured budget on {mb['device']}: {what}; measured when the "
+                      f"estimate met its budget: {checks}", highlight=False)
+        if mb.get("relative") and "measured_ms" in a and "measured_ms" in result["initial"]:
+            console.print(f"final verification: adapted / initial measured = "
+                          f"{a['measured_ms'] / result['initial']['measured_ms']:.3f} (budget "
+                          f"{mb['relative']:g})", highlight=False)
     if budget is not None:
         console.print(f"latency budget {budget:.3f} ms (estimated); adapted: estimated "
                       f"{a['latency']:.3f} ms" + (f", measured {a['measured_ms']:.3f} ms"

@@ -178,6 +178,7 @@ def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeyp
     *tight, last = mb["checks"]
     assert tight, "the estimate's first budget is too loose for this device"
     assert all(c["measured_ms"] > mb["target_ms"] for c in tight)
+    assert all(c["initial_ms"] == pytest.approx(initial_ms) for c in mb["checks"])
     assert last["measured_ms"] <= mb["target_ms"]
     budgets = [c["estimate_budget_ms"] for c in mb["checks"]]
     assert budgets == sorted(budgets, reverse=True)
