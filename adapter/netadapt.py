@@ -530,15 +530,12 @@ class NetAdapt:
                              "attached; attach it, or drop --measured-budget")
         return got
 
-    def _latency_budget(self) -> Budget | None:
-        return next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
-
     def _measured_target(self, widths: Mapping[str, int], estimate_ms: float,
                          budgets: dict[str, float]) -> dict[str, Any] | None:
         """With a measured budget: the target in measured ms, from the initial network
         measured now; the estimate's budget (in ``budgets``) starts at it scaled by the
         initial network's estimated / measured latency."""
-        budget = self._latency_budget()
+        budget = next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
         if not self.cfg.measured_on or budget is None:
             return None
         measured = self._measure_ms({"initial": widths})["initial"]

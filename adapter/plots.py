@@ -63,9 +63,8 @@ def _measured_checks(ax: Any, it: Sequence[int], measured: Mapping) -> None:
             label="estimate's budget (tightened after a check)")
     ax.plot([c["iteration"] for c in checks], [c["measured_ms"] for c in checks], "D",
             color="tab:purple", label="measured on the device (checks)")
-    ax.plot([c["iteration"] for c in checks], [c.get("target_ms", measured["target_ms"])
-                                               for c in checks], "_", color="tab:purple",
-            markersize=16, mew=2, label="measured budget at the check")
+    ax.plot([c["iteration"] for c in checks], [c["target_ms"] for c in checks], "_",
+            color="tab:purple", markersize=16, mew=2, label="measured budget at the check")
 
 
 def filters(slots: Sequence[str], series: Mapping[str, Mapping[str, int]], path: Path,

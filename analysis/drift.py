@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.runners.base import BatchItem, Failure, Runner
+from bench.sweep import batch_size_of
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from lut_db.store import LutError, LutStore, Version
@@ -101,7 +102,7 @@ def remeasure(runner: Runner, keys: Sequence[str],
     """Latency of each key measured alone now (us), and the keys that failed."""
     now: dict[str, float] = {}
     failed: list[str] = []
-    size = getattr(runner, "batch_size", 8)  # as the sweep measured them
+    size = batch_size_of(runner, 8)  # as the sweep measured them
     for i in range(0, len(keys), size):
         batch = keys[i:i + size]
         results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])

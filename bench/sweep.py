@@ -127,8 +127,13 @@ class _Msg:
     error: BaseException | None = None
 
 
+def batch_size_of(runner: Runner, default: int = 16) -> int:
+    """How many keys ``runner`` wants per batch (its setting), else ``default``."""
+    return getattr(runner, "batch_size", default)
+
+
 def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequence[Runner],
-        build: Builder, batch_size: int = 16, progress: Progress | None = None,
+        build: Builder, batch_size: int | None = None, progress: Progress | None = None,
         seal: bool = True, *, replica_keys: Sequence[str] = (),
         failure_dir: Path | None = None, on_event: Event | None = None) -> SweepResult:
     """Measure ``keys`` into ``version`` with one worker per runner, committing per batch.
@@ -140,6 +145,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     ``failure_dir``: where the output of each failed key is written for inspection.
     """
     start = time.perf_counter()
+    batch_size = batch_size or batch_size_of(runners[0])
     work: queue.Queue[list[str] | None] = queue.Queue()
     for i in range(0, len(keys), batch_size):
         work.put(list(keys[i:i + batch_size]))
@@ -318,5 +324,4 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     new = store.create_version(version.device, version.backend, fp, parent=version.id,
                                note=f"derived from {version.label}: +{len(keys)} keys measured "
                                     "on demand", space=version.space)
-    batch = getattr(runners[0], "batch_size", 16)  # as a sweep on this runner would
-    return run(store, new, list(keys), runners, build, batch).version
+    return run(store, new, list(keys), runners, build).version

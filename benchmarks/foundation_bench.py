@@ -66,7 +66,7 @@ def bench_sweep_efficiency(out: dict[str, Any]) -> None:
         runner = make_runner(load_config("host"))
         p = sweep.plan(store, "host", runner.backend, runner.fingerprint(), specs)
         v = sweep.start_version(store, p, "host", runner.backend, runner.fingerprint(), {})
-        r = sweep.run(store, v, p.missing, [runner], build_layer, runner.batch_size)
+        r = sweep.run(store, v, p.missing, [runner], build_layer)
         out["sweep"] = {"keys": len(specs), "wall_s": r.wall_s, "timed_s": r.timed_s,
                         "efficiency": r.efficiency}
 

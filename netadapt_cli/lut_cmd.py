@@ -80,7 +80,6 @@ def _sweep(device: str, runners: list[Runner], specs: set[LayerSpec], db: Path,
 
     lead = runners[0]
     fingerprint = farm_fingerprint(runners)
-    batch_size = batch_size or getattr(lead, "batch_size", 16)
     store = LutStore.memory() if dry_run and not db.exists() else LutStore.open(db, create=True)
     if not dry_run:
         store.lock()

@@ -104,7 +104,8 @@ class HostRunner:
             "runs": self.runs,
             "min_time_ms": self.min_time_ms,
             "passes": self.passes,
-            "preempted_invokes": ("dropped (wall - thread CPU time > max(2%, 20 us))"
+            "preempted_invokes": (f"dropped (wall - thread CPU time > max({PREEMPTED:.0%}, "
+                                  f"{PREEMPTED_NS // 1000} us))"
                                   if self.filters_preemption else "kept (threads > 1)"),
         }
 
