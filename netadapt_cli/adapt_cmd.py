@@ -99,6 +99,7 @@ def adapt_cmd(
         from adapter import data as data_mod
         from adapter.netadapt import AdaptConfig, Budget
         from bench import zoo
+        from bench.devices import load_config
 
         if missing not in MISSING_POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
@@ -113,6 +114,9 @@ def adapt_cmd(
         zoo.family(model)  # an unknown model is refused before any work
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed))
         store, version = _lut_for(lut, run_dir, resume)
+        target = device or version.device  # measured on: the LUT's device unless told
+        if measured_budget:
+            load_config(target)  # an unknown device is refused before any work
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
         dataset = data_mod.load(data, resolution, max_per_class)
         say(f"data: {dataset.describe()}", highlight=False)
@@ -125,12 +129,12 @@ def adapt_cmd(
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
             lr_short=lr_short, lr_long=lr_long, seed=seed,
             weights=str(weights) if weights else None, max_iterations=max_iterations,
-            measured_on=(device or version.device) if measured_budget else None,
+            measured_on=target if measured_budget else None,
             measured_backend=version.backend if measured_budget else None)
         cfg.validate()
         result = run(cfg, space, dataset, run_dir, workers=workers, ray=ray, resume=resume,
                      compare=mults if compare_multipliers else None,
-                     device=None if no_measure else (device or version.device),
+                     device=None if no_measure else target,
                      rounds=measure_rounds, lut_used=used,
                      log=lambda m: say(m, highlight=False))
         if as_json:

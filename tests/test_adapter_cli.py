@@ -115,6 +115,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     (["--reduction", "0"], "--reduction must be in (0, 1)"),
     (["--data", "EMPTY"], "expected one subfolder per class"),
     (["--resume"], "is corrupt"),
+    (["--measured-budget", "--device", "nosuch"], "unknown device 'nosuch'"),
 ])
 def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[str],
                                         message: str) -> None:
