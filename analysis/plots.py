@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from scipy import stats as sps
 
 DPI = 100
@@ -74,11 +75,21 @@ def _band(ax: Any, lo: float, hi: float) -> None:
     ax.plot(xs, xs * 0.95, color="0.6", lw=0.8, ls="--", label="±5 %", zorder=2)
     ax.plot(xs, xs * 1.05, color="0.6", lw=0.8, ls="--", zorder=2)
     ax.plot(xs, xs, color="black", lw=1, label="y = x", zorder=2)
+    _log_axes(ax, lo, hi)
+    ax.set_aspect("equal")
+
+
+def _log_axes(ax: Any, lo: float, hi: float) -> None:
+    """Both axes logarithmic over [lo, hi], ticked 1-2-5 in plain numbers: matplotlib's
+    default labels every minor tick in 10^x form, which overlap within a decade."""
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
 
 
 def estimated_vs_measured(measured_us: Sequence[float], panels: Mapping[str, Sequence[float]],
@@ -251,10 +262,7 @@ def compare_versions(a: Mapping[str, float], b: Mapping[str, float], label_a: st
         ax.scatter(x[sel], y[sel], s=10, alpha=0.6, label=op, color=family_color(op, extra))
     lo, hi = min(x.min(), y.min()) * 0.8, max(x.max(), y.max()) * 1.25
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
+    _log_axes(ax, lo, hi)
     ax.set_xlabel(f"{label_a} latency (ms)")
     ax.set_ylabel(f"{label_b} latency (ms)")
     ax.set_title(f"{len(common)} common keys; Spearman rho = {rho:.3f}, Kendall tau = {tau:.3f}",
