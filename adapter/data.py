@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapter.models import AdaptError
+from adapter.errors import AdaptError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 SPLIT_SEED = 0  # the train/test split is fixed: run seeds change training, not the test set

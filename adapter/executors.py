@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from adapter.models import AdaptError
+from adapter.errors import AdaptError
 
 TaskFn = Callable[[dict, dict], dict]
 

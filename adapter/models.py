@@ -23,13 +23,6 @@ from torch import nn
 from bench import zoo
 
 
-class AdaptError(ValueError):
-    """A problem the user can fix (bad budget, data, LUT, checkpoint, model): one clear message.
-
-    Defined here, the adapter's base module, so every other adapter module can raise it.
-    """
-
-
 class ConvBNAct(nn.Sequential):
     """conv -> BN -> ReLU6 (no activation when ``act`` is False)."""
 

@@ -22,6 +22,7 @@ run's seed and the step's name.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -40,8 +41,9 @@ import torch
 
 from adapter import prune, train
 from adapter.data import Dataset
+from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
-from adapter.models import LOCKSTEP, AdaptError, ZooModel, build, rebuild
+from adapter.models import LOCKSTEP, ZooModel, build, rebuild
 from bench import zoo
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
 from lut_db.spec import Network
@@ -772,46 +774,25 @@ def _set_rng(rng: dict) -> None:
 
 def measure(networks: Mapping[str, Network], device: str, backend: str | None = None,
             rounds: int = 3, log: Log = print) -> dict[str, float] | None:
-    """Median latency (ms) of each network measured whole on the device, interleaved over
-    ``rounds`` rounds so drift hits all alike; None when the device is not attached."""
-    from analysis.validate import network_runner
-    from bench.devices import load_config, make_runners
-    from bench.runners.base import Failure, RunnerError
-    from bench.tflite_build import build_network
+    """Median latency (ms) of each network measured whole on the device (``bench.timing``:
+    interleaved rounds, so drift hits all alike); None when the device is not attached."""
+    from bench.devices import open_runners
+    from bench.runners.base import RunnerError
+    from bench.timing import NetworkFailed, median_ms
 
-    cfg = load_config(device)
-    affinity = os.sched_getaffinity(0)  # the host runner pins this process; give it back after
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            runners = make_runners(cfg, backend)
+            runners = stack.enter_context(open_runners(device, backend))
         except RunnerError as e:
             log(f"{device} is not attached ({e}): measured latency left out")
             return None
         if not runners:
             log(f"{device} is not attached: measured latency left out")
             return None
-        runner = network_runner(runners[0])  # rounds interleave: one pass per call
-        models = {n: build_network(net) for n, net in networks.items()}
-        samples: dict[str, list[float]] = {n: [] for n in networks}
         try:
-            for _ in range(rounds):
-                for n, model in models.items():
-                    (res,) = runner.measure([_item(n, model)])
-                    if isinstance(res, Failure):
-                        raise AdaptError(f"{device} could not run {n}: {res.error}")
-                    samples[n].append(res.latency_us / 1000)
-        finally:
-            for r in runners:
-                r.close()
-        return {n: float(np.median(v)) for n, v in samples.items()}
-    finally:
-        os.sched_setaffinity(0, affinity)
-
-
-def _item(name: str, model: bytes) -> Any:
-    from bench.runners.base import BatchItem
-
-    return BatchItem(name, model)
+            return median_ms(runners[0], networks, rounds)
+        except NetworkFailed as e:
+            raise AdaptError(f"{device} could not run a network: {e}") from None
 
 
 def interpolate_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:

@@ -18,7 +18,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from adapter.models import AdaptError, ZooModel
+from adapter.errors import AdaptError
+from adapter.models import ZooModel
 
 
 def filter_norms(model: ZooModel, slot: str) -> torch.Tensor:

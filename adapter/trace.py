@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adapter.models import AdaptError
+from adapter.errors import AdaptError
 from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
 
 Shape = tuple[int, int, int]  # H, W, C

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.runners.base import BatchItem, Failure, Runner
-from bench.sweep import batch_size_of
 from bench.tflite_build import build_layer
+from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
-from lut_db.store import LutError, LutStore, Version
+from lut_db.store import LutStore, Version
 
 TOLERANCE = 0.05  # a median ratio further than this from 1 means the LUT has gone stale
 
 
-class DriftError(LutError):
+class DriftError(UserError):
     """A drift check that cannot run as asked."""
 
 
@@ -80,11 +80,8 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
     """Re-measure ``sample`` random keys of ``version`` on ``runner`` and compare."""
     if sample <= 0:
         raise DriftError("the sample must hold at least one key")
-    changed = version.setup_changes(runner.fingerprint())
-    if changed:
-        raise DriftError(f"{version.label} was measured with another setup (differs in: "
-                         f"{', '.join(changed)}); a drift check needs the same device and "
-                         "settings")
+    version.require_same_setup(runner.fingerprint(),
+                               "a drift check needs the same device and settings")
     table = store.table(version.id)
     if not table:
         raise DriftError(f"{version.label} has no measured entries to check")
@@ -102,7 +99,7 @@ def remeasure(runner: Runner, keys: Sequence[str],
     """Latency of each key measured alone now (us), and the keys that failed."""
     now: dict[str, float] = {}
     failed: list[str] = []
-    size = batch_size_of(runner, 8)  # as the sweep measured them
+    size = runner.batch_size  # as the sweep measured them
     for i in range(0, len(keys), size):
         batch = keys[i:i + size]
         results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])

@@ -14,23 +14,30 @@ import base64
 import html
 import json
 import math
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis import plots, stats
+from analysis.features import Tables, all_tables, estimate_row
 from analysis.plots import Plot
-from analysis.validate import Tables, all_tables, estimate_row
+from lut_db.errors import UserError
 from lut_db.estimate import MissingKeys
 from lut_db.spec import LayerSpec, Network
-from lut_db.store import LutError, LutStore, Version
+from lut_db.store import LutStore, Version
+
+if TYPE_CHECKING:
+    from analysis.validate import Validation
+    from bench.runners.base import Runner
+    from bench.timing import Progress
 
 
-class ReportError(LutError):
+class ReportError(UserError):
     """A report that cannot be made as asked; the message is for the user as it is."""
 
 
@@ -518,3 +525,45 @@ def _html_networks(rows: Sequence[Mapping[str, Any]]) -> str:
             f"<td class='{cls}'>{_signed(err)} %</td><td class='t'>{html.escape(r['source'])}"
             "</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+# -- the `netadapt report` pipeline -------------------------------------------------------------
+
+
+def writable(folder: Path) -> None:
+    """Fail before any measuring if the report cannot be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {folder}: {e.strerror or e}") from None
+
+
+def compare_with(ref: str, store: LutStore, version: Version) -> Compare:
+    """Another LUT version (``file[@V]``) to put beside this one, key by key."""
+    from lut_db.store import open_lut
+
+    other_store, other = open_lut(ref)
+    table = other_store.table(other.id)
+    if not table.keys() & store.table(version.id).keys():
+        raise ReportError(f"{version.label} and {other.label} ({ref}) have no layer keys in "
+                          "common: compare versions swept over overlapping spaces")
+    return Compare(f"{other.label} ({other.backend})", table)
+
+
+def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Path, *,
+               compare: str | None = None, networks: int = 60, seed: int = 0,
+               passes: int = 10, progress: Progress | None = None
+               ) -> tuple[Report, Path, Validation]:
+    """Validate ``version`` (measuring on ``runner`` what is not stored; None: report only
+    what is), then write the report under ``out``; returns it, its folder and the run."""
+    from analysis.validate import validate
+
+    writable(report_dir(out, version))
+    other = compare_with(compare, store, version) if compare else None
+    if runner is not None:
+        store.lock()  # on-demand keys go into a derived version of this file
+    result = validate(store, version, runner, networks, seed, passes, progress=progress)
+    report = build(store, version, other)
+    return report, write(report, out), result

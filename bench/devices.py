@@ -7,19 +7,22 @@ and what was expected, since users write these files by hand.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.runners.base import Runner, runner_class
+from lut_db.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "device_configs"
 KINDS = ("host", "android")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A device config that is missing, unreadable or invalid."""
 
 
@@ -212,3 +215,20 @@ def make_runners(config: DeviceConfig, backend: str | None = None,
     if b.runner == "host":
         return [make_runner(config, backend)]
     return list(runner_class(b.runner).discover(config, b, serial=serial))
+
+
+@contextlib.contextmanager
+def open_runners(config: DeviceConfig | str, backend: str | None = None,
+                 serial: str | None = None) -> Iterator[list[Runner]]:
+    """The runners of every attached device matching ``config`` (a config or its name),
+    closed on exit, with this process's CPU affinity as it was (a host runner pins it)."""
+    affinity = os.sched_getaffinity(0)
+    cfg = load_config(config) if isinstance(config, str) else config
+    runners = make_runners(cfg, backend, serial=serial)
+    try:
+        yield runners
+    finally:
+        for r in runners:
+            r.close()
+        os.sched_setaffinity(0, affinity)
+

@@ -43,12 +43,15 @@ class Plan:
 
 @dataclass
 class SweepResult:
-    version: Version
+    version: Version | None  # None: a dry run of a new version
     measured: int
     failed: int
     wall_s: float
     timed_s: float
     per_serial: dict[str, int] = field(default_factory=dict)
+    plan: Plan | None = None
+    eta_s: float | None = None  # a dry run's calibrated estimate of the sweep's time
+    agreement: list[dict[str, Any]] = field(default_factory=list)  # per phone, farm sweeps
 
     @property
     def efficiency(self) -> float | None:
@@ -127,11 +130,6 @@ class _Msg:
     error: BaseException | None = None
 
 
-def batch_size_of(runner: Runner, default: int = 16) -> int:
-    """How many keys ``runner`` wants per batch (its setting), else ``default``."""
-    return getattr(runner, "batch_size", default)
-
-
 def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequence[Runner],
         build: Builder, batch_size: int | None = None, progress: Progress | None = None,
         seal: bool = True, *, replica_keys: Sequence[str] = (),
@@ -145,7 +143,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     ``failure_dir``: where the output of each failed key is written for inspection.
     """
     start = time.perf_counter()
-    batch_size = batch_size or batch_size_of(runners[0])
+    batch_size = batch_size or runners[0].batch_size
     work: queue.Queue[list[str] | None] = queue.Queue()
     for i in range(0, len(keys), batch_size):
         work.put(list(keys[i:i + batch_size]))
@@ -156,7 +154,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     for w in workers:
         w.start()
     result = SweepResult(version, 0, 0, 0.0, 0.0)
-    serials = [_serial(r) for r in runners]
+    serials = [r.serial for r in runners]
     owe = set(serials) if replica_keys else set()  # runners whose replicas are not in yet
     away: set[str] = set()
     gone: set[str] = set()
@@ -187,7 +185,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     stop.set()
     _stop(work, workers)
     result.wall_s = time.perf_counter() - start
-    result.timed_s = sum(getattr(r, "timed_ns", 0) for r in runners) / 1e9
+    result.timed_s = sum(r.timed_ns for r in runners) / 1e9
     if pending:
         reasons = "; ".join(str(e) for e in errors) or "no runner left"
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "
@@ -197,10 +195,6 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         measure_overhead(store, version, (usable or list(runners))[0], build)
         result.version = store.seal(version.id)
     return result
-
-
-def _serial(runner: Runner) -> str:
-    return getattr(runner, "serial", runner.backend)
 
 
 def _commit(store: LutStore, version: Version, msg: _Msg, result: SweepResult,
@@ -229,7 +223,7 @@ def save_failures(folder: Path, version: Version, serial: str,
 
 def _worker(runner: Runner, work: queue.Queue, done: queue.Queue, build: Builder,
             stop: threading.Event, replica_keys: Sequence[str]) -> None:
-    serial = _serial(runner)
+    serial = runner.serial
     if replica_keys and not _replicas(runner, serial, replica_keys, done, build, stop):
         return
     while not stop.is_set():
@@ -278,8 +272,7 @@ def _replicas(runner: Runner, serial: str, keys: Sequence[str], done: queue.Queu
 def _rejoin(runner: Runner, serial: str, done: queue.Queue, stop: threading.Event,
             error: BaseException) -> bool:
     """Wait for a lost device to come back (runners that can); report back or gone."""
-    rejoin = getattr(runner, "rejoin", None)
-    if rejoin is not None and rejoin(stop):
+    if runner.rejoin(stop):
         done.put(_Msg("back", serial))
         return True
     done.put(_Msg("gone", serial, error=error))
@@ -316,12 +309,129 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     settings must match the version's fingerprint.
     """
     fp = runners[0].fingerprint()
-    changed = version.setup_changes(fp)
-    if changed:
-        raise RunnerError(f"{version.label} was measured with another setup (differs in: "
-                          f"{', '.join(changed)}); measuring into it would mix two setups. "
-                          "Build a LUT for this setup with: netadapt lut")
+    version.require_same_setup(fp, "measuring into it would mix two setups. Build a LUT for "
+                                   "this setup with: netadapt lut")
     new = store.create_version(version.device, version.backend, fp, parent=version.id,
                                note=f"derived from {version.label}: +{len(keys)} keys measured "
                                     "on demand", space=version.space)
     return run(store, new, list(keys), runners, build).version
+
+
+# -- the `netadapt lut` pipeline ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpace:
+    """What a sweep covers: every layer shape of these families' width configs."""
+
+    families: tuple[str, ...]
+    resolutions: tuple[int, ...] = (224,)
+    grid: int = 32
+    classes: int = 1000
+
+    def specs(self) -> set[LayerSpec]:
+        from bench import zoo
+
+        if not self.families:
+            raise RunnerError(f"the space names no family (known: {', '.join(zoo.FAMILIES)})")
+        if min(self.grid, self.classes, *self.resolutions) <= 0:
+            raise RunnerError("grid, classes and resolutions must be positive")
+        out: set[LayerSpec] = set()
+        for r in self.resolutions:
+            for f in self.families:
+                out |= zoo.shape_space(zoo.family(f), r, self.grid, self.classes)
+        return out
+
+    def descriptor(self) -> dict[str, Any]:
+        """How the version records it (``space["sweeps"]``)."""
+        return {"families": list(self.families), "resolutions": list(self.resolutions),
+                "grid": self.grid, "classes": self.classes}
+
+    def describe(self) -> str:
+        return (f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}")
+
+
+PlanHook = Callable[[Plan], None]
+
+
+def build_lut(db: Path, device: str, runners: Sequence[Runner], space: SweepSpace, *,
+              batch_size: int | None = None, dry_run: bool = False,
+              on_plan: PlanHook | None = None, progress: Progress | None = None,
+              on_event: Event | None = None) -> SweepResult:
+    """Sweep ``space`` on ``runners`` into the LUT file ``db`` and seal the version.
+
+    Resumes a building version of the same setup, derives a new version from a sealed one
+    when the space grew, or starts a new one; ``on_plan`` hears which before any work.
+    A dry run plans and calibrates the ETA (``result.eta_s``) but stores nothing.
+    """
+    from bench.tflite_build import build_layer
+
+    specs = space.specs()
+    lead = runners[0]
+    fingerprint = farm_fingerprint(runners)
+    store = LutStore.memory() if dry_run and not db.exists() else LutStore.open(db, create=True)
+    try:
+        if not dry_run:
+            store.lock()
+        p = plan(store, device, lead.backend, fingerprint, specs)
+        if on_plan:
+            on_plan(p)
+        if p.action == "up-to-date" or dry_run:
+            eta = calibrate_eta(lead, p.missing, build_layer) / len(runners) if dry_run else 0.0
+            return SweepResult(p.version, 0, 0, 0.0, 0.0, plan=p, eta_s=eta)
+        version = start_version(store, p, device, lead.backend, fingerprint,
+                                {"sweeps": [space.descriptor()]})
+        sample = replica_sample(s.key for s in specs) if len(runners) > 1 else []
+        res = run(store, version, p.missing, runners, build_layer, batch_size, progress,
+                  replica_keys=sample, failure_dir=failure_dir(db), on_event=on_event)
+        res.plan = p
+        if len(runners) > 1:
+            from bench.agreement import agreement
+
+            res.agreement = agreement(store, version.id)["phones"]
+        return res
+    finally:
+        store.close()  # and its writer lock: the process may go on (tests, notebooks)
+
+
+def failure_dir(db: Path) -> Path:
+    """Where a sweep writes each failed key's tool output."""
+    return db.parent / f"{db.stem}.failures"
+
+
+def farm_fingerprint(runners: Sequence[Runner]) -> dict[str, Any]:
+    """The one fingerprint every phone of a sweep shares; phones that differ cannot share
+    a version (their numbers would be mixed), so they are refused with the differences."""
+    fingerprints = [r.fingerprint() for r in runners]
+    lead = fingerprints[0]
+    for r, fp in zip(runners[1:], fingerprints[1:]):
+        if fp != lead:
+            keys = sorted(k for k in fp.keys() | lead.keys() if fp.get(k) != lead.get(k))
+            what = ", ".join(f"{k}: {lead.get(k)!r} vs {fp.get(k)!r}" for k in keys)
+            raise RunnerError(f"phones {runners[0].serial} and {r.serial} differ ({what}); "
+                              "their numbers cannot share one LUT version: choose one with "
+                              "--serial")
+    return lead
+
+
+def calibrate_eta(runner: Runner, keys: Sequence[str], build: Builder,
+                  sample: int = 6) -> float:
+    """Seconds to measure ``keys``: time a few of them, fit wall ~ a + b * MACs, sum."""
+    import numpy as np
+
+    if not keys:
+        return 0.0
+    picks = random.Random(0).sample(list(keys), min(sample, len(keys)))
+    macs, wall = [], []
+    for k in picks:
+        spec = LayerSpec.parse(k)
+        t0 = time.perf_counter()
+        runner.measure([BatchItem(k, build(spec))])
+        wall.append(time.perf_counter() - t0)
+        macs.append(spec.macs)
+    if len(set(macs)) > 1:
+        b, a = np.polyfit(macs, wall, 1)
+        b, a = max(b, 0.0), max(a, min(wall))
+    else:
+        a, b = float(np.mean(wall)), 0.0
+    return float(sum(a + b * LayerSpec.parse(k).macs for k in keys))

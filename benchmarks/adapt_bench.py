@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,10 @@ MULTIPLIERS = [0.25, 0.5, 0.75]
 
 def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
     """(SearchSpace on the demo LUT, its label); sweeps the 32 px space when missing."""
-    from adapter.netadapt import AdaptError, SearchSpace, lut_grid
+    from adapter.errors import AdaptError
+    from adapter.netadapt import SearchSpace, lut_grid
+    from bench.devices import open_runners
+    from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutError, LutStore
 
     def load() -> tuple[Any, str]:
@@ -49,9 +50,9 @@ def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
     try:
         return load()
     except (AdaptError, LutError):
-        subprocess.run([sys.executable, "-m", "netadapt_cli.main", "lut", "--device", "host",
-                        "--space", "mobilenet_v1", "--resolution", str(RES), "--grid",
-                        str(GRID), "--classes", str(CLASSES), "--db", str(path)], check=True)
+        with open_runners("host") as runners:
+            build_lut(path, "host", runners,
+                      SweepSpace(("mobilenet_v1",), (RES,), GRID, CLASSES))
         return load()
 
 
@@ -85,7 +86,7 @@ def search_time(space: Any, repeats: int = 20) -> dict[str, Any]:
 def adapt_seed(space: Any, label: str, seed: int, runs_dir: Path, workers: int) -> dict:
     from adapter import data
     from adapter.netadapt import AdaptConfig
-    from netadapt_cli.adapt_cmd import run
+    from adapter.pipeline import adapt
 
     run_dir = runs_dir / f"bench-adapt-s{seed}"
     ckpt = run_dir / "checkpoint.pt"
@@ -98,8 +99,8 @@ def adapt_seed(space: Any, label: str, seed: int, runs_dir: Path, workers: int) 
                                     int(started.rpartition("@")[2]))
     cfg = AdaptConfig(**DEMO, lut=label, grid=space.grid, seed=seed)
     ds = data.load("digits", RES)
-    return run(cfg, space, ds, run_dir, workers=workers, resume=True, compare=MULTIPLIERS,
-               device="host", rounds=5, log=lambda m: print(f"  [seed {seed}] {m}", flush=True))
+    return adapt(cfg, space, ds, run_dir, workers=workers, resume=True, compare=MULTIPLIERS,
+                 device="host", rounds=5, log=lambda m: print(f"  [seed {seed}] {m}", flush=True))
 
 
 def seed_row(seed: int, r: dict) -> dict[str, Any]:

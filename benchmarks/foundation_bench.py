@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.validate import network_runner
 from bench import sweep, zoo
 from bench.devices import load_config, make_runner
 from bench.runners.host import HostRunner
@@ -237,7 +236,7 @@ def _p90(v: list[float]) -> float | None:
 def bench_fidelity(out: dict[str, Any], table: dict[str, float], n: int = 20) -> None:
     """Random grid width configs of both families: estimated vs measured whole, interleaved."""
     rng = random.Random(1)
-    runner = network_runner(make_runner(load_config("host")))
+    runner = make_runner(load_config("host")).for_networks()
     rows = []
     for i in range(n):
         fam = zoo.MOBILENET_V1 if i % 2 == 0 else zoo.MOBILENET_V2

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from analysis.validate import network_runner, prefix_costs
+from analysis.profile import prefix_costs
 from bench import zoo
 from bench.devices import load_config, make_runner
 from bench.runners.base import BatchItem, Timing
@@ -39,7 +39,7 @@ def run(out: dict[str, Any], resolution: int = 32, passes: int = 5) -> None:
     specs = list(dict.fromkeys(net.specs))
     alone = dict(zip((s.key for s in specs),
                      runner.measure([BatchItem(s.key, build_layer(s)) for s in specs])))
-    inside = prefix_costs(network_runner(runner), net, passes)
+    inside = prefix_costs(runner.for_networks(), net, passes)
     l2 = l2_bytes(runner.cpus[0])
     rows, fits = [], []
     for node, cost in zip(net.nodes, inside):

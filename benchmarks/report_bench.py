@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,20 +23,21 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
         passes: int = 10) -> None:
     from analysis import report as rep
     from analysis import validate as val
-    from bench.devices import load_config, make_runners
+    from bench.devices import open_runners
+    from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutStore
 
     if not lut.exists():
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "netadapt_cli.main", "lut", "--device", "host",
-                        "--db", str(lut)], check=True)
+        with open_runners("host") as runners:
+            build_lut(lut, "host", runners, SweepSpace(("mobilenet_v1", "mobilenet_v2")))
         out["lut_build_s"] = round(time.perf_counter() - t0, 1)
     store = LutStore.open(lut)
     version = store.version()
-    runner = make_runners(load_config(version.device), version.backend)[0]
     store.lock()
     t0 = time.perf_counter()
-    res = val.validate(store, version, runner, networks, passes=passes)
+    with open_runners(version.device, version.backend) as runners:
+        res = val.validate(store, version, runners[0], networks, passes=passes)
     out["measure_s"] = round(time.perf_counter() - t0, 1)
     out["measured_now"], out["reused"] = res.measured, res.reused
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,8 @@ A missing key is never silently zero. Policies:
 - ``error`` (default): MissingKeys names the keys and the command that measures them;
 - ``interpolate``: interpolate over channel counts between measured neighbours of the
   same layer shape (same op, spatial size, kernel, stride, ...);
-- measuring on demand needs a device, so it lives in ``bench.sweep.measure_missing``.
+- measuring on demand needs a device, so it lives in ``bench.missing`` (which applies
+  every policy for every caller).
 
 ``SlotEstimator`` is the adapter's hot path: for a family of networks that differ
 only in slot widths, it caches each layer position's latency by (cin, cout), so an
@@ -13,7 +14,7 @@ estimate is a few dict look-ups.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -71,8 +72,10 @@ class Estimate:
 
 
 def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
-             lut: str = "LUT") -> Estimate:
-    """Sum the LUT entries of ``net``'s layers under a missing-key policy."""
+             lut: str = "LUT", interpolated: Collection[str] = ()) -> Estimate:
+    """Sum the LUT entries of ``net``'s layers under a missing-key policy. Entries of
+    ``table`` listed in ``interpolated`` were filled in by the caller (``bench.missing``)
+    and are marked so."""
     if missing not in POLICIES:
         raise LutError(f"unknown missing-key policy {missing!r}; use one of {POLICIES}")
     absent = [k for k in dict.fromkeys(net.keys) if k not in table]
@@ -83,7 +86,8 @@ def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
     for node in net.nodes:
         key = node.spec.key
         if key in table:
-            out.layers.append(LayerEstimate(node.name, key, table[key], "lut", node.spec.macs))
+            source = "interpolated" if key in interpolated else "lut"
+            out.layers.append(LayerEstimate(node.name, key, table[key], source, node.spec.macs))
         else:
             out.layers.append(LayerEstimate(node.name, key, filled[key], "interpolated",
                                             node.spec.macs))

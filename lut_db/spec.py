@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lut_db.errors import UserError
+
 OPS = (
     "conv2d",
     "depthwise_conv2d",
@@ -32,7 +34,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 INPUT = "input"  # the name a Network node uses for the network's input
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An invalid LayerSpec, key string or Network description."""
 
 

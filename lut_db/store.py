@@ -25,12 +25,13 @@ from typing import Any, Self
 
 import sqlite_utils
 
+from lut_db.errors import SetupMismatch, UserError
 from lut_db.spec import LayerSpec, SpecError
 
 SCHEMA_VERSION = 3
 
 
-class LutError(Exception):
+class LutError(UserError):
     """Base of the store's errors; each message is meant for the user as it is."""
 
 
@@ -169,6 +170,14 @@ class Version:
         fp = self.fingerprint
         return sorted(k for k in fp.keys() | fingerprint.keys()
                       if fp.get(k) != fingerprint.get(k))
+
+    def require_same_setup(self, fingerprint: dict[str, Any], purpose: str) -> None:
+        """Refuse to mix this version's numbers with another setup's; ``purpose`` ends the
+        message: why that matters here and what to do instead."""
+        changed = self.setup_changes(fingerprint)
+        if changed:
+            raise SetupMismatch(f"{self.label} was measured with another setup (differs in: "
+                                f"{', '.join(changed)}); {purpose}")
 
 
 @dataclass(frozen=True)
@@ -333,6 +342,11 @@ class LutStore:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the writer lock."""
+        return self._lock_fd is not None
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -440,6 +454,32 @@ class LutStore:
         if status:
             where, args = where + " AND status = ?", args + [status]
         return {r["key"] for r in self.db["measurements"].rows_where(where, args, select="key")}
+
+    def root(self, version: Version) -> Version:
+        """The sweep a version descends from through versions of the same setup."""
+        while version.parent is not None:
+            parent = self.version(version.parent)
+            if parent.fingerprint != version.fingerprint:
+                break
+            version = parent
+        return version
+
+    def lineage(self, version: Version) -> tuple[dict[str, float], dict[str, float], list[str]]:
+        """The entries of the sweep ``version`` descends from; apart from them, the keys
+        that sealed versions of the same setup derived from it added (measured on demand,
+        later sweeps: at other times, so kept apart for drift factors); and those versions'
+        labels. The same for a version and its derived ones."""
+        base = self.root(version)
+        table = self.table(base.id)
+        extra: dict[str, float] = {}
+        labels = []
+        family = {base.id}
+        for v in self.versions():  # ids grow: a parent comes before its children
+            if v.parent in family and v.fingerprint == base.fingerprint and v.status == "sealed":
+                family.add(v.id)
+                extra.update({k: x for k, x in self.table(v.id).items() if k not in table})
+                labels.append(v.label)
+        return table, extra, labels
 
     def table(self, version: int) -> dict[str, float]:
         """key -> latency (us) of every measured entry: what estimation sums."""
@@ -590,3 +630,10 @@ def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def open_lut(ref: str, create: bool = False) -> tuple[LutStore, Version]:
+    """``luts/host.db@3`` -> (store, version 3); without @ the newest sealed version."""
+    path, vid = parse_lut_ref(ref)
+    store = LutStore.open(path, create=create)
+    return store, store.version(vid)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
 
-from netadapt_cli.common import (
-    console,
-    err_console,
-    fail,
-    measure_missing_now,
-    open_lut,
-    user_errors,
-)
+from netadapt_cli.common import console, err_console, user_errors
 
 MISSING_POLICIES = ("error", "interpolate", "measure")
-
-
-@contextlib.contextmanager
-def _adapt_errors() -> Iterator[None]:
-    """AdaptError is a user error too (caught here: common.py must not import torch)."""
-    from adapter.models import AdaptError
-
-    try:
-        yield
-    except AdaptError as e:
-        fail(str(e).replace("[", r"\["))
 
 
 def adapt_cmd(
@@ -95,8 +73,9 @@ def adapt_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Shrink a network to a latency budget on a device's LUT (NetAdapt), then verify it."""
-    with user_errors(), _adapt_errors():
+    with user_errors():
         from adapter import data as data_mod
+        from adapter import pipeline
         from adapter.netadapt import AdaptConfig, Budget
         from bench import zoo
         from bench.devices import load_config
@@ -113,15 +92,17 @@ def adapt_cmd(
         mults = _floats(multipliers, "--multipliers")
         zoo.family(model)  # an unknown model is refused before any work
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed))
-        store, version = _lut_for(lut, run_dir, resume)
+        store, version = pipeline.lut_for(lut, run_dir, resume)
         target = device or version.device  # measured on: the LUT's device unless told
         if measured_budget:
             load_config(target)  # an unknown device is refused before any work
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
         dataset = data_mod.load(data, resolution, max_per_class)
         say(f"data: {dataset.describe()}", highlight=False)
-        space, label, used = _space(store, version, model, resolution, len(dataset.classes),
-                                    grid, missing)
+        label = f"{store.path}@{version.id}"
+        space, used = pipeline.search_space(store, version, model, resolution,
+                                            len(dataset.classes), grid, missing,
+                                            log=lambda m: say(m, highlight=False))
         cfg = AdaptConfig(
             model=model, width=width, resolution=resolution, data=data, max_per_class=max_per_class,
             lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
@@ -132,184 +113,15 @@ def adapt_cmd(
             measured_on=target if measured_budget else None,
             measured_backend=version.backend if measured_budget else None)
         cfg.validate()
-        result = run(cfg, space, dataset, run_dir, workers=workers, ray=ray, resume=resume,
-                     compare=mults if compare_multipliers else None,
-                     device=None if no_measure else target,
-                     rounds=measure_rounds, lut_used=used,
-                     log=lambda m: say(m, highlight=False))
+        result = pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
+                                resume=resume, compare=mults if compare_multipliers else None,
+                                device=None if no_measure else target, backend=version.backend,
+                                rounds=measure_rounds, lut_used=used,
+                                log=lambda m: say(m, highlight=False))
         if as_json:
             print(json.dumps(result, indent=1))
         else:
             print_result(result)
-
-
-def run(cfg: Any, space: Any, dataset: Any, run_dir: Path, workers: int = 1,
-        ray: str | None = None, resume: bool = False, compare: list[float] | None = None,
-        device: str | None = "host", rounds: int = 3, lut_used: str = "",
-        log: Any = None) -> dict:
-    """Adapt, compare, export and verify; writes result.json and the plots into run_dir."""
-    from adapter import netadapt
-    from adapter.executors import make_executor
-
-    log = log or (lambda m: console.print(m, highlight=False))
-    t0 = time.perf_counter()
-    context = netadapt.make_context(cfg, dataset)
-    executor = make_executor(context, workers, ray)
-    log(f"run folder {run_dir}; proposals on {executor.name}")
-    try:
-        na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log)
-        result = na.run(resume=resume)
-        adapted_ms = result["adapted"]["latency"]
-        m_eq, w_eq = netadapt.equal_latency_multiplier(space, adapted_ms)
-        result["equal_latency_multiplier"] = {"multiplier": m_eq, "widths": w_eq,
-                                              **space.resources(w_eq)}
-        result["multipliers"] = (na.compare_multipliers(compare, equal_to=adapted_ms)
-                                 if compare else [])
-    finally:
-        executor.close()
-    result["lut_used"] = lut_used or cfg.lut
-    _export(na, space, run_dir, result)
-    if device:
-        _verify(space, result, device, rounds, log)
-    result["plots"] = _plots(na, space, run_dir, result)
-    result["wall_s"] = time.perf_counter() - t0
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
-    return result
-
-
-# -- pieces -------------------------------------------------------------------------------------
-
-
-def _lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[Any, Any]:
-    """The LUT version; a resumed run keeps the version it started with (a LUT ref without
-    @VERSION could otherwise point at a newer version by now)."""
-    from lut_db.store import parse_lut_ref
-
-    path, vid = parse_lut_ref(ref)
-    ckpt = run_dir / "checkpoint.pt"
-    if resume and vid is None and ckpt.exists():
-        from adapter.netadapt import load_checkpoint
-
-        started = load_checkpoint(ckpt)["config"]["lut"]
-        spath, svid = parse_lut_ref(started)
-        if spath == path and svid is not None:
-            return open_lut(f"{path}@{svid}")
-    return open_lut(ref)
-
-
-def _space(store: Any, version: Any, model: str, resolution: int, classes: int,
-           grid: int | None, missing: str) -> tuple[Any, str, str]:
-    """The search space on the LUT, its missing keys handled by the policy.
-    Returns (space, the version label asked for, the version label used)."""
-    from adapter.netadapt import SearchSpace, lut_grid, missing_keys
-    from lut_db.estimate import MissingKeys, interpolate
-
-    label = f"{store.path}@{version.id}"
-    grid = grid or lut_grid(version.space, model, resolution, classes, label)
-    table = store.table(version.id)
-    space = SearchSpace(model, resolution, classes, table, grid, "error", label)
-    absent = missing_keys(space, table)
-    used = label
-    if absent and missing == "error":
-        raise MissingKeys(absent, label)
-    if absent and missing == "interpolate":
-        console.print(f"{label} lacks {len(absent)} key(s) the search may need: interpolating")
-        table = {**table, **interpolate(absent, table)}
-    elif absent:
-        version = measure_missing_now(store, version, absent)
-        used = f"{store.path}@{version.id}"
-        table = store.table(version.id)
-    if absent:
-        space = SearchSpace(model, resolution, classes, table, grid, "error", used)
-    return space, label, used
-
-
-def _export(na: Any, space: Any, run_dir: Path, result: dict) -> None:
-    """The adapted network: torch weights, and a TFLite model through the builder."""
-    import torch
-
-    from bench.tflite_build import build_network
-
-    widths = result["adapted"]["widths"]
-    torch.save({"config": na.model.config(), "state_dict": na.model.state_dict()},
-               run_dir / "adapted.pt")
-    net = space.network(widths, name="adapted")
-    (run_dir / "adapted.tflite").write_bytes(build_network(net))
-    (run_dir / "adapted.json").write_text(net.to_json(indent=1))
-    result["exports"] = {"torch": str(run_dir / "adapted.pt"),
-                         "tflite": str(run_dir / "adapted.tflite"),
-                         "network": str(run_dir / "adapted.json")}
-
-
-def _verify(space: Any, result: dict, device: str, rounds: int, log: Any) -> None:
-    """Measure initial, adapted and multiplier networks whole on the device, interleaved."""
-    from adapter.netadapt import measure
-
-    nets = {"initial": space.network(result["initial"]["widths"], name="initial"),
-            "adapted": space.network(result["adapted"]["widths"], name="adapted")}
-    for m in result["multipliers"]:
-        nets[m["name"]] = space.network(m["widths"], name=m["name"])
-    log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")
-    got = measure(nets, device, rounds=rounds, log=log)
-    result["measured_on"] = device if got else None
-    if not got:
-        return
-    result["initial"]["measured_ms"] = got["initial"]
-    result["adapted"]["measured_ms"] = got["adapted"]
-    for m in result["multipliers"]:
-        m["measured_ms"] = got[m["name"]]
-    _quality(result)
-
-
-def _quality(result: dict) -> None:
-    """Estimated vs measured, and adapted vs multipliers at equal latency / accuracy."""
-    from adapter.netadapt import interpolate_curve, speedup_at_equal_accuracy
-
-    a, i = result["adapted"], result["initial"]
-    q: dict[str, Any] = {
-        "adapted_est_vs_measured_pct": 100 * (a["latency"] - a["measured_ms"]) / a["measured_ms"],
-        "initial_est_vs_measured_pct": 100 * (i["latency"] - i["measured_ms"]) / i["measured_ms"],
-        "measured_ratio": a["measured_ms"] / i["measured_ms"],
-        "estimated_ratio": a["latency"] / i["latency"],
-    }
-    eq = [m for m in result["multipliers"] if "equal latency" in m["name"]]
-    if eq and "measured_ms" in eq[0]:
-        q["equal_latency_multiplier"] = {"name": eq[0]["name"], "latency": eq[0]["latency"],
-                                         "measured_ms": eq[0]["measured_ms"],
-                                         "test_acc": eq[0]["test_acc"]}
-    base = [m for m in result["multipliers"] if "measured_ms" in m]
-    if base and "test_acc" in a:
-        xs, ys = [m["measured_ms"] for m in base], [m["test_acc"] for m in base]
-        q["multiplier_acc_at_adapted_latency"] = interpolate_curve(xs, ys, a["measured_ms"])
-        q["speedup_at_equal_accuracy"] = speedup_at_equal_accuracy(xs, ys, a["measured_ms"],
-                                                                   a["test_acc"])
-    result["quality"] = q
-
-
-def _plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
-    from adapter import plots
-
-    cfg = na.cfg
-    out = []
-    budget = result["budgets"].get("latency")
-    out.append(plots.progress(na.state["history"], budget, run_dir / "progress.png",
-                              f"NetAdapt: {cfg.model} @ {cfg.resolution} px on {cfg.lut}",
-                              measured=result.get("measured_budget")))
-    eq = result["equal_latency_multiplier"]
-    series = {"initial": result["initial"]["widths"],
-              f"NetAdapt ({result['adapted']['latency']:.3f} ms est.)": result["adapted"]["widths"],
-              f"multiplier x{eq['multiplier']:.2f} ({eq['latency']:.3f} ms est.)": eq["widths"]}
-    out.append(plots.filters(list(space.fam.slots), series, run_dir / "filters.png",
-                             "Filters per layer: NetAdapt vs width multiplier of equal "
-                             "estimated latency"))
-    if result["multipliers"]:
-        points = {"initial": result["initial"], "adapted": result["adapted"]}
-        key = "measured_ms" if "measured_ms" in result["adapted"] else "latency"
-        where = f" on {result.get('measured_on')}" if key == "measured_ms" else ""
-        out.append(plots.tradeoff(result["multipliers"], points, run_dir / "tradeoff.png",
-                                  f"{cfg.model} on {result['data'].split(':')[0]}: test "
-                                  f"accuracy vs latency{where}", key=key))
-    return [str(p) for p in out]
 
 
 def print_result(result: dict) -> None:

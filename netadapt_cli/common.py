@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -13,17 +12,14 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from bench.devices import ConfigError
-from bench.runners.base import RunnerError
+from lut_db.errors import UserError
 from lut_db.spec import Network, SpecError
-from lut_db.store import LutError, LutStore, Version, parse_lut_ref
 
 console = Console()
 err_console = Console(stderr=True)
 
 # Errors a user can cause: shown as one message, never a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (LutError, SpecError, ConfigError, RunnerError,
-                                                 sqlite3.DatabaseError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, sqlite3.DatabaseError, OSError)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -47,40 +43,6 @@ def user_errors() -> Iterator[None]:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
-
-
-def open_lut(ref: str, create: bool = False) -> tuple[LutStore, Version]:
-    """``luts/host.db@3`` -> (store, version 3); without @ the newest sealed version."""
-    path, vid = parse_lut_ref(ref)
-    store = LutStore.open(path, create=create)
-    return store, store.version(vid)
-
-
-def measure_missing_now(store: LutStore, version: Version, keys: list[str],
-                        device: str | None = None) -> Version:
-    """A sealed version derived from ``version`` that holds ``keys``: an earlier one if it
-    exists, else measured now on the device (default: the version's own)."""
-    from bench.devices import load_config, make_runners
-    from bench.sweep import measure_missing
-    from bench.tflite_build import build_layer
-
-    for v in reversed(store.versions()):
-        if v.parent == version.id and v.status == "sealed" and set(keys) <= store.keys(v.id):
-            console.print(f"using {v.label}: derived from {version.label} with the missing keys")
-            return v
-    cfg = load_config(device or version.device)
-    affinity = os.sched_getaffinity(0)  # a host runner pins this process: undo it after
-    runners = make_runners(cfg, version.backend)
-    store.lock()
-    console.print(f"measuring {len(keys)} missing key(s) on {cfg.name} into a new version "
-                  f"derived from {version.label}")
-    try:
-        return measure_missing(store, version, keys, runners, build_layer)
-    finally:
-        for r in runners:
-            r.close()
-        store.unlock()
-        os.sched_setaffinity(0, affinity)
 
 
 def default_db(device: str) -> Path:

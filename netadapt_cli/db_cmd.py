@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from bench.agreement import agreement
-from lut_db.store import LutStore, parse_lut_ref
-from netadapt_cli.common import console, fail, open_lut, user_errors
+from lut_db.store import LutStore, open_lut, parse_lut_ref
+from netadapt_cli.common import console, fail, user_errors
 
 app = typer.Typer(help="Inspect and move LUT versions (mirrors lut_db.store.LutStore).",
                   no_args_is_help=True)

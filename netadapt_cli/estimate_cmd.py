@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from lut_db.estimate import MissingKeys, estimate
+from bench.missing import POLICIES, resolve
+from lut_db.estimate import estimate
 from lut_db.spec import Network
-from netadapt_cli.common import console, load_network, measure_missing_now, open_lut, user_errors
-
-MISSING_POLICIES = ("error", "interpolate", "measure")
+from lut_db.store import open_lut
+from netadapt_cli.common import console, err_console, load_network, user_errors
 
 
 def estimate_cmd(
@@ -30,26 +30,19 @@ def estimate_cmd(
 ) -> None:
     """Estimate a network's latency as the sum of its layers' LUT entries."""
     with user_errors():
-        if missing not in MISSING_POLICIES:
-            raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
+        if missing not in POLICIES:
+            raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
         net = load_network(network, model, width, widths, resolution, classes)
         store, version = open_lut(lut)
-        label = f"{store.path}@{version.id}"
-        table = store.table(version.id)
-        try:
-            est = estimate(net, table, "interpolate" if missing == "interpolate" else "error",
-                           lut=label)
-        except MissingKeys as e:
-            if missing != "measure":
-                raise
-            version = measure_missing_now(store, version, e.keys, device)
-            label = f"{store.path}@{version.id}"
-            est = estimate(net, store.table(version.id), lut=label)
+        say = (err_console if as_json else console).print  # --json: stdout is the JSON only
+        got = resolve(store, version, net.keys, missing, device=device,
+                      log=lambda m: say(m, highlight=False))
+        est = estimate(net, got.table, lut=got.label, interpolated=got.interpolated)
         if as_json:
-            print(json.dumps({"lut": label, "macs": net.macs, "params": net.params,
+            print(json.dumps({"lut": got.label, "macs": net.macs, "params": net.params,
                               **est.to_dict()}, indent=1))
             return
-        _print(net, est, label)
+        _print(net, est, got.label)
 
 
 def _print(net: Network, est, label: str) -> None:
@@ -72,30 +65,27 @@ def measure_cmd(
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
+    passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Measure a whole network end to end on a device."""
-    from bench.devices import load_config, make_runners
-    from bench.runners.base import BatchItem, Failure, RunnerError
-    from bench.tflite_build import build_network
+    """Measure a whole network end to end on a device (interleaved passes, bench.timing)."""
+    from bench.devices import open_runners
+    from bench.timing import summary, time_networks
 
     with user_errors():
+        if passes < 1:
+            raise typer.BadParameter("--passes must be at least 1")
         net = load_network(network, model, width, widths, resolution, classes)
-        runners = make_runners(load_config(device), backend, serial=serial)
-        try:
-            (res,) = runners[0].measure([BatchItem(net.name, build_network(net))])
-        finally:
-            for r in runners:
-                r.close()
-        if isinstance(res, Failure):
-            raise RunnerError(f"{net.name} could not be measured: {res.error}")
-        out = {"network": net.name, "device": device, "latency_ms": res.latency_us / 1000,
-               "mean_ms": res.mean_us / 1000, "std_ms": res.std_us / 1000,
-               "min_ms": res.min_us / 1000, "max_ms": res.max_us / 1000, "runs": res.runs,
+        with open_runners(device, backend, serial=serial) as runners:
+            timed = time_networks(runners[0], {net.name: net}, passes)[net.name]
+        s = summary(timed)
+        out = {"network": net.name, "device": device, "latency_ms": s["latency_us"] / 1000,
+               "min_ms": s["min_us"] / 1000, "max_ms": s["max_us"] / 1000, "pass_spread": s["pass_spread"],
+               "passes": passes, "runs": s["runs"], "preempted": s["preempted"],
                "macs": net.macs, "params": net.params}
         if as_json:
             print(json.dumps(out, indent=1))
             return
-        console.print(f"[bold]{net.name}[/] on {device}: {out['latency_ms']:.3f} ms median "
-                      f"(mean {out['mean_ms']:.3f}, std {out['std_ms']:.3f}, "
-                      f"min {out['min_ms']:.3f}, {res.runs} runs)")
+        console.print(f"[bold]{net.name}[/] on {device}: {out['latency_ms']:.3f} ms (median of "
+                      f"{passes} passes, spread {100 * s['pass_spread']:.1f} %, min "
+                      f"{out['min_ms']:.3f}, {s['runs']} runs)")

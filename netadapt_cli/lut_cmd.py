@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import random
-import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import typer
 from rich.progress import (
     BarColumn,
@@ -18,10 +14,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bench import sweep, zoo
-from bench.devices import load_config, make_runners
-from bench.runners.base import BatchItem, Runner, RunnerError
-from lut_db.spec import LayerSpec
+from bench import sweep
+from bench.devices import load_config, open_runners
+from bench.runners.base import RunnerError
+from bench.zoo import FAMILIES
+from lut_db.store import open_lut
 from netadapt_cli.common import console, default_db, user_errors
 
 DEFAULT_SPACE = "mobilenet_v1,mobilenet_v2"
@@ -54,87 +51,59 @@ def lut(
         if grid <= 0 or (batch_size or 1) <= 0 or classes <= 0 or min(resolution) <= 0:
             raise typer.BadParameter("--grid, --batch-size, --classes and --resolution "
                                      "must be positive")
+        families = tuple(f.strip() for f in space.split(",") if f.strip())
+        if not families:
+            raise typer.BadParameter(f"--space names no family (known: {', '.join(FAMILIES)})")
         cfg = load_config(device)
         db = db or default_db(cfg.name)
-        families = [s.strip() for s in space.split(",") if s.strip()]
-        if not families:
-            raise typer.BadParameter(f"--space names no family (known: {', '.join(zoo.FAMILIES)})")
-        specs: set[LayerSpec] = set()
-        for r in resolution:
-            for f in families:
-                specs |= zoo.shape_space(zoo.family(f), r, grid, classes)
-        runners = make_runners(cfg, backend, serial=serial)
-        try:
-            _sweep(cfg.name, runners, specs, db, families, resolution, grid, classes,
-                   batch_size, dry_run)
-        finally:
-            for r in runners:
-                r.close()
+        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes)
+        keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
+        with open_runners(cfg, backend, serial=serial) as runners, _progress() as bar:
+            task = bar.add_task(cfg.name, total=None, visible=False)
+            what = (f"{keys} keys ({sweep_space.describe()}) on "
+                    f"{cfg.name}/{runners[0].backend}, {len(runners)} runner(s)")
+
+            def on_plan(p: sweep.Plan) -> None:
+                _print_plan(p, db, what, dry_run)
+                bar.update(task, total=p.total, completed=p.done, visible=p.missing != [] and
+                           not dry_run)
+
+            res = sweep.build_lut(db, cfg.name, runners, sweep_space, batch_size=batch_size,
+                                  dry_run=dry_run, on_plan=on_plan,
+                                  progress=lambda n, _s: bar.advance(task, n),
+                                  on_event=_farm_event)
+        _print_result(res, db, dry_run)
 
 
-def _sweep(device: str, runners: list[Runner], specs: set[LayerSpec], db: Path,
-           families: list[str], resolutions: list[int], grid: int, classes: int,
-           batch_size: int | None, dry_run: bool) -> None:
-    from bench.tflite_build import build_layer
-    from lut_db.store import LutStore
-
-    lead = runners[0]
-    fingerprint = farm_fingerprint(runners)
-    store = LutStore.memory() if dry_run and not db.exists() else LutStore.open(db, create=True)
-    if not dry_run:
-        store.lock()
-    p = sweep.plan(store, device, lead.backend, fingerprint, specs)
-    what = (f"{len(specs)} keys ({', '.join(families)} at {resolutions} px, grid {grid}) "
-            f"on {device}/{lead.backend}, {len(runners)} runner(s)")
+def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:
     if p.action == "up-to-date":
         console.print(f"{db}@{p.version.id} (sealed) already holds all {what}: nothing to do")
-        store.close()  # and its writer lock: the process may go on (tests, notebooks)
         return
     verb = {"resume": f"resuming {db}@{p.version.id if p.version else ''}",
             "new": f"new version in {db}",
             "derive": f"new version derived from {db}@{p.parent.id if p.parent else ''}"}
     console.print(f"{verb[p.action]}: {what}; {p.done} stored, {len(p.missing)} to measure")
+
+
+def _print_result(res: sweep.SweepResult, db: Path, dry_run: bool) -> None:
     if dry_run:
-        eta = calibrate_eta(lead, p.missing, build_layer) / len(runners)
-        console.print(f"dry run: would measure {len(p.missing)} keys in about "
-                      f"{eta / 60:.1f} min (calibrated on a sample; nothing stored)")
-        store.close()
+        console.print(f"dry run: would measure {len(res.plan.missing)} keys in about "
+                      f"{res.eta_s / 60:.1f} min (calibrated on a sample; nothing stored)")
         return
-    space = {"sweeps": [{"families": families, "resolutions": resolutions, "grid": grid,
-                         "classes": classes}]}
-    version = sweep.start_version(store, p, device, lead.backend, fingerprint, space)
-    failures = db.parent / f"{db.stem}.failures"
-    sample = sweep.replica_sample(s.key for s in specs) if len(runners) > 1 else []
-    with _progress() as bar:
-        task = bar.add_task(f"{device}@{version.id}", total=p.total, completed=p.done)
-        res = sweep.run(store, version, p.missing, runners, build_layer, batch_size,
-                        progress=lambda n, _s: bar.advance(task, n), replica_keys=sample,
-                        failure_dir=failures, on_event=_farm_event)
+    if res.plan.action == "up-to-date":
+        return
     eff = f", efficiency {res.efficiency:.2f} (wall / timed)" if res.efficiency else ""
     console.print(f"sealed {db}@{res.version.id}: {res.measured} measured, {res.failed} failed, "
                   f"{res.wall_s:.0f} s{eff}")
-    if len(runners) > 1:
+    if len(res.per_serial) > 1:
         console.print("per phone: " + ", ".join(f"{s} {n}" for s, n in res.per_serial.items()))
-        _print_agreement(store, version.id)
+    for row in res.agreement:
+        console.print(f"agreement {row['serial']}: median ratio to the farm median "
+                      f"{row['median_ratio']:.3f} over {row['keys']} keys "
+                      f"(p5 {row['p5']:.3f}, p95 {row['p95']:.3f})", highlight=False)
     if res.failed:
-        console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show {db}@{version.id}; "
-                      f"their tool output is in {failures}/", highlight=False)
-    store.close()
-
-
-def farm_fingerprint(runners: list[Runner]) -> dict[str, Any]:
-    """The one fingerprint every phone of a sweep shares; phones that differ cannot share
-    a version (their numbers would be mixed), so they are refused with the differences."""
-    fingerprints = [r.fingerprint() for r in runners]
-    lead = fingerprints[0]
-    for r, fp in zip(runners[1:], fingerprints[1:]):
-        if fp != lead:
-            keys = sorted(k for k in fp.keys() | lead.keys() if fp.get(k) != lead.get(k))
-            what = ", ".join(f"{k}: {lead.get(k)!r} vs {fp.get(k)!r}" for k in keys)
-            raise RunnerError(f"phones {getattr(runners[0], 'serial', '?')} and "
-                              f"{getattr(r, 'serial', '?')} differ ({what}); their numbers "
-                              "cannot share one LUT version: choose one with --serial")
-    return lead
+        console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show {db}@{res.version.id}; "
+                      f"their tool output is in {sweep.failure_dir(db)}/", highlight=False)
 
 
 def _farm_event(kind: str, serial: str, message: str) -> None:
@@ -145,39 +114,10 @@ def _farm_event(kind: str, serial: str, message: str) -> None:
     console.print(f"[yellow]{text}[/]" if kind != "back" else text, highlight=False)
 
 
-def _print_agreement(store: Any, version: int) -> None:
-    from bench.agreement import agreement
-
-    for row in agreement(store, version)["phones"]:
-        console.print(f"agreement {row['serial']}: median ratio to the farm median "
-                      f"{row['median_ratio']:.3f} over {row['keys']} keys "
-                      f"(p5 {row['p5']:.3f}, p95 {row['p95']:.3f})", highlight=False)
-
-
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=console, transient=False)
-
-
-def calibrate_eta(runner: Runner, keys: list[str], build: Any, sample: int = 6) -> float:
-    """Seconds to measure ``keys``: time a few of them, fit wall ~ a + b * MACs, sum."""
-    if not keys:
-        return 0.0
-    picks = random.Random(0).sample(keys, min(sample, len(keys)))
-    macs, wall = [], []
-    for k in picks:
-        spec = LayerSpec.parse(k)
-        t0 = time.perf_counter()
-        runner.measure([BatchItem(k, build(spec))])
-        wall.append(time.perf_counter() - t0)
-        macs.append(spec.macs)
-    if len(set(macs)) > 1:
-        b, a = np.polyfit(macs, wall, 1)
-        b, a = max(b, 0.0), max(a, min(wall))
-    else:
-        a, b = float(np.mean(wall)), 0.0
-    return float(sum(a + b * LayerSpec.parse(k).macs for k in keys))
 
 
 @app.command("check")
@@ -197,19 +137,17 @@ def check(
     from rich.table import Table
 
     from analysis.drift import check as drift_check
-    from netadapt_cli.common import open_lut
 
     with user_errors():
         store, version = open_lut(lut)
-        runners = make_runners(load_config(device or version.device), backend or version.backend,
-                               serial=serial)
-        if not runners:
-            raise RunnerError(f"no {device or version.device} device attached to measure on")
         try:
-            drift = drift_check(store, version, runners[0], sample, seed, tolerance)
+            with open_runners(device or version.device, backend or version.backend,
+                              serial=serial) as runners:
+                if not runners:
+                    raise RunnerError(f"no {device or version.device} device attached to "
+                                      "measure on")
+                drift = drift_check(store, version, runners[0], sample, seed, tolerance)
         finally:
-            for r in runners:
-                r.close()
             store.close()
         s = drift.summary()
         if as_json:

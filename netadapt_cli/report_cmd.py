@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.runners.base import Runner, RunnerError
-from lut_db.store import LutStore, Version
-from netadapt_cli.common import console, default_db, open_lut, user_errors
-
-if TYPE_CHECKING:  # matplotlib and scipy load only when a report is made, not for every command
-    from analysis import report as rep
-    from analysis import validate as val
+from bench.devices import ConfigError, open_runners
+from bench.runners.base import RunnerError
+from lut_db.store import LutStore, Version, open_lut
+from netadapt_cli.common import console, default_db, user_errors
 
 
 def report_cmd(
@@ -52,72 +48,25 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
             out: Path, measure: bool) -> None:
     from analysis import report as rep
 
-    writable(rep.report_dir(out, version))
-    other = _compare(compare, store, version) if compare else None
-    runner = _runner(device or version.device, backend, serial, version) if measure else None
-    try:
-        result = _validate(store, version, runner, networks, seed, passes)
-    finally:
-        if runner is not None:
-            runner.close()
-    report = rep.build(store, version, other)
-    folder = rep.write(report, out)
+    with contextlib.ExitStack() as stack, _bar() as bar:
+        runner = None
+        if measure:
+            try:
+                runners = stack.enter_context(open_runners(
+                    device or version.device, backend or version.backend, serial=serial))
+                runner = runners[0] if runners else None
+            except (RunnerError, ConfigError) as e:
+                console.print(f"[yellow]no device to measure on: {e}[/]", highlight=False)
+        task = bar.add_task("validating", total=None)
+        report, folder, result = rep.report_lut(
+            store, version, runner, out, compare=compare, networks=networks, seed=seed,
+            passes=passes, progress=lambda n, what: bar.update(task, advance=n, description=what))
     for line in rep.verdict_sentences(report):
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "
                   f"report: {folder / 'index.html'}", highlight=False)
 
 
-def writable(folder: Path) -> None:
-    """Fail before any measuring if the report cannot be written there."""
-    from analysis import report as rep
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise rep.ReportError(f"cannot write the report to {folder}: "
-                              f"{e.strerror or e}") from None
-
-
-def _compare(ref: str, store: LutStore, version: Version) -> rep.Compare:
-    from analysis import report as rep
-
-    other_store, other = open_lut(ref)
-    table = other_store.table(other.id)
-    if not table.keys() & store.table(version.id).keys():
-        raise rep.ReportError(f"{version.label} and {other.label} ({ref}) have no layer keys in "
-                              "common: compare versions swept over overlapping spaces")
-    return rep.Compare(f"{other.label} ({other.backend})", table)
-
-
-def _runner(device: str, backend: str | None, serial: str | None,
-            version: Version) -> Runner | None:
-    """The device's runner, or None (with the reason kept for the message) if none is there."""
-    from bench.devices import ConfigError, load_config, make_runners
-
-    try:
-        runners = make_runners(load_config(device), backend or version.backend, serial=serial)
-    except (RunnerError, ConfigError) as e:
-        console.print(f"[yellow]no device to measure on: {e}[/]", highlight=False)
-        return None
-    for r in runners[1:]:
-        r.close()
-    return runners[0] if runners else None
-
-
-def _validate(store: LutStore, version: Version, runner: Runner | None, networks: int,
-              seed: int, passes: int) -> val.Validation:
-    from analysis import validate as val
-
-    if runner is not None:
-        store.lock()  # on-demand keys go into a derived version of this file
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("validating", total=None)
-
-        def progress(n: int, what: str) -> None:
-            bar.update(task, advance=n, description=what)
-
-        return val.validate(store, version, runner, networks, seed, passes, progress=progress)
+def _bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)

@@ -97,3 +97,47 @@ def lock_holder():
     for p in procs:
         p.stdin.close()
         p.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def real_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int]:
+    """(table, LUT file, resolution): MobileNetV1's space measured for real on this host."""
+    from tests.fakes import measure_real_lut
+
+    return measure_real_lut(tmp_path_factory.mktemp("lut") / "fast.db")
+
+
+@pytest.fixture(scope="session")
+def validated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FakeRunner LUT with 30 validations stored (no per-layer profile)."""
+    from analysis import validate as val
+    from tests.fakes import FakeRunner, make_lut
+
+    path = tmp_path_factory.mktemp("validated") / "fake.db"
+    store, version = make_lut(path)
+    val.validate(store, version, FakeRunner(in_network=1.3), n=30, passes=2, profile=False,
+                 drift_keys=30)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def validated(validated_file: Path, tmp_path: Path):
+    """A private copy of ``validated_file``: (store, version 1)."""
+    import shutil
+
+    from lut_db.store import LutStore
+
+    path = tmp_path / "fake.db"
+    shutil.copy(validated_file, path)
+    store = LutStore.open(path)
+    return store, store.version(1)
+
+
+@pytest.fixture
+def report_folder(validated, tmp_path: Path) -> Path:
+    from analysis import report as rep
+
+    store, version = validated
+    return rep.write(rep.build(store, version, n_boot=200), tmp_path / "reports")
+

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from lut_db.store import LutStore
 from netadapt_cli.main import app
-from tests.test_adapter_lut import real_lut  # noqa: F401 - the shared measured LUT
 
 FAST_RUN = ["--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
             "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
@@ -29,7 +28,7 @@ def flat(text: str) -> str:
 
 
 @pytest.fixture
-def lut(real_lut, tmp_path: Path, configs: Path) -> Path:  # noqa: F811
+def lut(real_lut, tmp_path: Path, configs: Path) -> Path:
     """A private copy of the measured LUT (device "fast", whose config ``configs`` provides)."""
     _, path, _ = real_lut
     copy = tmp_path / "fast.db"

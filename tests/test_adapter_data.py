@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from adapter import data
-from adapter.models import AdaptError
+from adapter.errors import AdaptError
 
 
 def test_digits_offline_default() -> None:

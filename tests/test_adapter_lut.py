@@ -6,54 +6,16 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
-from adapter.models import AdaptError
+from adapter.errors import AdaptError
 from adapter.netadapt import Budget, Schedule, SearchSpace, lut_grid, missing_keys
 from bench import zoo
 from lut_db.estimate import MissingKeys, estimate
-from lut_db.store import LutStore
-
-RES, GRID, CLASSES = 32, 64, 10
-SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [RES], "grid": GRID,
-                     "classes": CLASSES}]}
-# The settings of conftest's "fast" device, so the LUT's fingerprint is that device's.
-FAST = {"threads": 1, "warmup": 1, "runs": 2, "min_time_ms": 0}
-
-
-_BUILT: list[tuple[dict, Path, int]] = []  # other test modules import the fixture: build once
-
-
-@pytest.fixture(scope="session")
-def real_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int]:
-    """(table, LUT file, resolution): MobileNetV1's space measured for real on this host."""
-    if not _BUILT:
-        _BUILT.append(_measure_lut(tmp_path_factory.mktemp("lut") / "fast.db"))
-    return _BUILT[0]
-
-
-def _measure_lut(path: Path) -> tuple[dict, Path, int]:
-    from bench import sweep
-    from bench.runners.host import HostRunner
-    from bench.tflite_build import build_layer
-
-    affinity = os.sched_getaffinity(0)  # the runner pins the process; session scope: undo
-    try:
-        runner = HostRunner(**FAST)
-        store = LutStore.open(path, create=True)
-        version = store.create_version("fast", "tflite-cpu", runner.fingerprint(), space=SPACE)
-        keys = sorted(s.key for s in zoo.shape_space(zoo.MOBILENET_V1, RES, GRID, CLASSES))
-        sweep.run(store, version, keys, [runner], build_layer)
-        table = store.table(version.id)
-        store.close()
-    finally:
-        os.sched_setaffinity(0, affinity)
-    assert len(table) == len(keys)
-    return table, path, RES
+from tests.fakes import ADAPT_SPACE as SPACE
+from tests.fakes import CLASSES, GRID, RES
 
 
 def space_on(table: dict, family: str = "mobilenet_v1", grid: int = GRID) -> SearchSpace:

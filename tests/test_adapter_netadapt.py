@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from adapter import data
+from adapter.errors import AdaptError
 from adapter.executors import SerialExecutor, dumps, loads, make_executor
-from adapter.models import AdaptError, build
+from adapter.models import build
 from adapter.netadapt import (
     AdaptConfig,
     NetAdapt,
@@ -21,7 +22,7 @@ from adapter.netadapt import (
     load_checkpoint,
     make_context,
 )
-from tests.test_adapter_lut import CLASSES, GRID, real_lut  # noqa: F401 - shared measured LUT
+from tests.fakes import CLASSES, GRID
 
 # Small but real: MobileNetV1 x0.5 at 32 px on the digits, a few steps per stage.
 SMALL = {"model": "mobilenet_v1", "width": 0.5, "resolution": 32,
@@ -36,7 +37,7 @@ def digits() -> data.Dataset:
 
 
 @pytest.fixture(scope="module")
-def space(real_lut) -> SearchSpace:  # noqa: F811
+def space(real_lut) -> SearchSpace:
     table, path, res = real_lut
     return SearchSpace("mobilenet_v1", res, CLASSES, table, GRID, lut=f"{path}@1")
 

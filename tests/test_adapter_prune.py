@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapter.models import AdaptError, build
+from adapter.errors import AdaptError
+from adapter.models import build
 from adapter.prune import filter_norms, keep_indices, prune_slot, prune_to
 from adapter.trace import trace
 from bench import zoo

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapter.models import AdaptError, MobileNetV1, MobileNetV2, build
+from adapter.errors import AdaptError
+from adapter.models import MobileNetV1, MobileNetV2, build
 from adapter.trace import trace
 from bench import zoo
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.spec import LayerSpec
-from tests.test_adapter_lut import real_lut  # noqa: F401 - the shared measured LUT
 
 CASES = [
     ("mobilenet_v1", None, 32),
@@ -51,7 +51,7 @@ def test_trace_equals_zoo_network(family: str, config, resolution: int) -> None:
     assert fast(widths) == pytest.approx(estimate(got, table).total_us)
 
 
-def test_traced_network_estimate_on_a_real_lut(real_lut) -> None:  # noqa: F811
+def test_traced_network_estimate_on_a_real_lut(real_lut) -> None:
     table, _, resolution = real_lut
     fam = zoo.MOBILENET_V1
     widths = fam.widths(width_mult=0.5)

@@ -175,3 +175,25 @@ def test_several_phones_and_no_serial_for_a_single_device_command(farm_factory):
     one = make_runner(config, serial=farm.devices[1].serial)
     assert one.serial == farm.devices[1].serial
     assert {r.serial for r in make_runners(config)} == {d.serial for d in farm.devices}
+
+
+def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
+    """benchmark_model's --enable_op_profiling output comes back per op, over real adb.
+
+    No real benchmark_model runs here: the phone's tool is a sh script that prints a
+    captured profile when asked for one (and fails otherwise), so the flag, the quoting
+    and the parse are what is tested."""
+    from bench.runners.parse import parse_op_profile
+
+    captured = Path(__file__).parent / "fixtures" / "outputs" / \
+        "benchmark_model_xnnpack_op_profiling.txt"
+    tool = tmp_path / "bm"
+    tool.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --enable_op_profiling=true ] "
+                    f"&& exec cat {captured}; done\necho 'not asked for a profile'; exit 3\n")
+    tool.chmod(0o755)
+    farm.write(tool="benchmark_model", binary=str(tool))
+    r = runner(farm)
+    expected = [op.avg_ms * 1000 for op in parse_op_profile(captured.read_text())]
+    assert r.op_profile(items(8)[0].model) == expected and expected
+    farm.write(tool="litert-benchmark")
+    assert runner(farm).op_profile(items(8)[0].model) is None  # that tool has no profiler

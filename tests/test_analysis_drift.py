@@ -6,7 +6,8 @@ import pytest
 
 from analysis import drift
 from bench.runners.base import Failure, Timing
-from tests.test_analysis_validate import FakeRunner, make_lut
+from lut_db.errors import SetupMismatch
+from tests.fakes import FakeRunner, make_lut
 
 
 class Slower(FakeRunner):
@@ -51,7 +52,7 @@ def test_a_slower_device_and_an_outlier(lut):
 
 def test_refuses_another_setup_and_empty_samples(lut):
     store, version = lut
-    with pytest.raises(drift.DriftError, match="another setup"):
+    with pytest.raises(SetupMismatch, match="another setup"):
         drift.check(store, version, FakeRunner(device="other"))
     with pytest.raises(drift.DriftError, match="at least one key"):
         drift.check(store, version, FakeRunner(), sample=0)

@@ -8,67 +8,23 @@ measures for real on the host.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from analysis import profile, sampling
 from analysis import validate as val
 from analysis.families import HELD_OUT, RESNET_STYLE, VGG_STYLE
 from bench import sweep, zoo
 from bench.runners.base import Timing
 from bench.tflite_build import build_layer, build_network
+from lut_db.errors import SetupMismatch
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
-
-SPACE = {"sweeps": [{"families": ["mobilenet_v1", "mobilenet_v2"], "resolutions": [32, 48],
-                     "grid": 64, "classes": 10}]}
-
-
-class FakeRunner:
-    """Latency = model bytes / 1000 + 5 us; whole networks (many layers) x ``in_network``."""
-
-    backend = "tflite-cpu"
-    serial = "fake"
-
-    def __init__(self, in_network: float = 1.1, device: str = "fake"):
-        self.in_network = in_network
-        self.device = device
-        self.models = 0
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"device": self.device, "runs": 3}
-
-    def measure(self, batch):
-        out = []
-        for item in batch:
-            self.models += 1
-            us = len(item.model) / 1000 + 5
-            if "~" in item.key or item.key.count("-") >= 3:  # a network (or a prefix of one)
-                us *= self.in_network
-            out.append(Timing.from_samples([us, us * 1.01, us * 0.99]))
-        return out
-
-    def close(self) -> None:
-        pass
-
-
-def make_lut(path: Path, runner: FakeRunner | None = None,
-             space: dict[str, Any] = SPACE) -> tuple[LutStore, Version]:
-    """A sealed LUT of the space, 'measured' by a FakeRunner."""
-    runner = runner or FakeRunner()
-    store = LutStore.open(path, create=True)
-    specs: set = set()
-    for sw in space["sweeps"]:
-        for r in sw["resolutions"]:
-            for f in sw["families"]:
-                specs |= zoo.shape_space(zoo.family(f), r, sw["grid"], sw["classes"])
-    p = sweep.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
-    version = sweep.start_version(store, p, "fake", runner.backend, runner.fingerprint(), space)
-    res = sweep.run(store, version, p.missing, [runner], build_layer, batch_size=64)
-    return store, res.version
+from tests.fakes import SPACE, FakeRunner, make_lut
 
 
 @pytest.fixture(scope="module")
@@ -92,21 +48,21 @@ def fake_lut(fake_lut_file: Path, tmp_path: Path) -> tuple[LutStore, Version]:
 
 
 def test_space_of_a_version_and_its_errors():
-    s = val.Space.of(SPACE)
+    s = sampling.Space.of(SPACE)
     assert s.families == ("mobilenet_v1", "mobilenet_v2")
     assert s.resolutions == (32, 48) and s.grid == 64 and s.classes == 10
-    with pytest.raises(val.ValidationError, match="no sweep space"):
-        val.Space.of({})
+    with pytest.raises(sampling.ValidationError, match="no sweep space"):
+        sampling.Space.of({})
 
 
 def test_sample_networks_is_seedable_and_covers_every_kind():
-    space = val.Space.of(SPACE)
-    nets = val.sample_networks(space, 60, seed=3)
-    assert [n.name for n in nets] == [n.name for n in val.sample_networks(space, 60, seed=3)]
-    assert [n.name for n in nets] != [n.name for n in val.sample_networks(space, 60, seed=4)]
+    space = sampling.Space.of(SPACE)
+    nets = sampling.sample_networks(space, 60, seed=3)
+    assert [n.name for n in nets] == [n.name for n in sampling.sample_networks(space, 60, seed=3)]
+    assert [n.name for n in nets] != [n.name for n in sampling.sample_networks(space, 60, seed=4)]
     assert len(nets) == 60 and len({n.name for n in nets}) == len(nets)
     kinds = Counter(n.meta["kind"] for n in nets)
-    assert set(kinds) == set(val.KINDS)
+    assert set(kinds) == set(sampling.KINDS)
     assert kinds["multiplier"] == 8  # every multiplier of both families
     held = [n for n in nets if n.meta["held_out"]]
     assert held and {n.meta["family"] for n in held} == set(HELD_OUT)
@@ -117,7 +73,7 @@ def test_sample_networks_is_seedable_and_covers_every_kind():
 def test_networks_on_the_grid_use_only_lut_keys_and_off_grid_ones_do_not(fake_lut):
     store, version = fake_lut
     table = store.table(version.id)
-    nets = val.sample_networks(val.Space.of(version.space), 40, seed=1)
+    nets = sampling.sample_networks(sampling.Space.of(version.space), 40, seed=1)
     for net in nets:
         missing = [k for k in net.keys if k not in table]
         if net.meta["kind"] in ("multiplier", "random", "netadapt", "resolution"):
@@ -127,17 +83,17 @@ def test_networks_on_the_grid_use_only_lut_keys_and_off_grid_ones_do_not(fake_lu
 
 
 def test_netadapt_steps_narrow_one_slot():
-    space = val.Space.of(SPACE)
-    for net in val.sample_networks(space, 60, seed=0):
+    space = sampling.Space.of(SPACE)
+    for net in sampling.sample_networks(space, 60, seed=0):
         if net.meta["kind"] == "netadapt":
             assert net.meta["note"].startswith("narrowed ")
 
 
 def test_names_are_content_hashes():
     fam = zoo.family("mobilenet_v1")
-    a = val._make(fam, "random", fam.multiplier(0.5), 32, 10)
-    b = val._make(fam, "random", fam.multiplier(0.5), 32, 10)
-    c = val._make(fam, "random", fam.multiplier(0.75), 32, 10)
+    a = sampling._make(fam, "random", fam.multiplier(0.5), 32, 10)
+    b = sampling._make(fam, "random", fam.multiplier(0.5), 32, 10)
+    c = sampling._make(fam, "random", fam.multiplier(0.75), 32, 10)
     assert a.name == b.name != c.name
 
 
@@ -153,12 +109,12 @@ def test_held_out_families_use_only_swept_op_kinds():
 def test_prefix_networks_build_and_output_every_unread_node():
     net = zoo.family("mobilenet_v2").network(width_mult=0.5, resolution=32, classes=10)
     for k in (1, 4, 5, len(net.nodes)):
-        sub = val.prefix(net, k)
+        sub = profile.prefix(net, k)
         assert len(sub.nodes) == k
         build_network(sub)
         read = {src for n in sub.nodes for src in n.inputs}
         assert set(sub.outputs) == {n.name for n in sub.nodes if n.name not in read}
-    assert val.prefix(net, len(net.nodes)).outputs == net.outputs
+    assert profile.prefix(net, len(net.nodes)).outputs == net.outputs
 
 
 # -- measuring and storing -----------------------------------------------------------------------
@@ -198,7 +154,7 @@ def test_validate_without_a_device(fake_lut):
 
 def test_validate_refuses_another_setup(fake_lut):
     store, version = fake_lut
-    with pytest.raises(val.ValidationError, match="another setup"):
+    with pytest.raises(SetupMismatch, match="another setup"):
         val.validate(store, version, FakeRunner(device="other"), n=12)
 
 
@@ -224,14 +180,38 @@ def test_a_derived_version_keeps_its_parents_validations(fake_lut):
 
 
 def test_networks_are_timed_one_pass_per_call(fast_runner):
-    """measure_passes spreads networks over its own passes; the runner adds none."""
-    assert val.network_runner(fast_runner) is fast_runner  # already one pass
+    """bench.timing spreads networks over its own passes; the runner adds none, and
+    closing the one-pass view leaves the runner's CPU pinning alone."""
+    assert fast_runner.for_networks() is fast_runner  # already one pass
     fast_runner.passes = 4
-    single = val.network_runner(fast_runner)
+    single = fast_runner.for_networks()
     assert single.passes == 1 and fast_runner.passes == 4
     net = zoo.family("mobilenet_v1").network(width_mult=0.25, resolution=32, classes=10)
     t = single.measure_one(build_network(net))
     assert isinstance(t, Timing) and t.runs >= 3 and "preempted" in t.extra
+    single.close()
+    assert os.sched_getaffinity(0) == set(fast_runner.cpus)
+
+
+def test_closing_a_host_runner_gives_the_cpus_back():
+    from bench.runners.host import HostRunner
+
+    before = os.sched_getaffinity(0)
+    with HostRunner(runs=1, min_time_ms=0) as runner:
+        assert os.sched_getaffinity(0) == set(runner.cpus)
+    assert os.sched_getaffinity(0) == before
+
+
+def test_timing_interleaves_passes_and_keeps_each(fast_runner):
+    from bench.timing import summary, time_networks
+
+    fam = zoo.family("mobilenet_v1")
+    nets = {f"w{m}": fam.network(width_mult=m, resolution=32, classes=10) for m in (0.25, 0.5)}
+    timed = time_networks(fast_runner, nets, passes=3)
+    assert {n: len(t) for n, t in timed.items()} == {"w0.25": 3, "w0.5": 3}
+    s = summary(timed["w0.5"])
+    assert s["latency_us"] > summary(timed["w0.25"])["latency_us"] > 0
+    assert len(s["passes_at_s"]) == 3 and s["runs"] >= 3
 
 
 def test_validate_for_real_on_the_host(tmp_path, fast_runner):

@@ -225,7 +225,7 @@ def test_measure_a_model(configs: Path) -> None:
     assert (data["macs"], data["params"], data["network"]) == (net.macs, net.params, net.name)
     out = flat(ok("measure", "--device", "fast", "--model", "mobilenet_v2", "--width", "0.5",
                   *SMALL).output)
-    assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms median" in out
+    assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms (median of 5 passes" in out
 
 
 # -- bad input: one message, non-zero exit, no traceback, nothing lost ----------------------

@@ -19,3 +19,22 @@ def test_readme_starts_with_the_two_commands() -> None:
     text = (REPO / "README.md").read_text()
     quick = text[text.index("## Quick start"):]
     assert quick.index("make lut") < quick.index("make test") < quick.index("## How it works")
+
+
+def test_readme_python_api_example_runs(tmp_path: Path) -> None:
+    """The README's Python API block, run as it is in a fresh folder on this machine."""
+    import os
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert re.fullmatch(r"host@1: \d+ keys measured", lines[0]), lines
+    assert re.fullmatch(r"mobilenet_v1_x0.5_32: \d+\.\d{3} ms estimated", lines[1]), lines
+    rows = [line for line in lines[2:] if "ms measured" in line]
+    assert len(rows) >= 6, lines

@@ -24,10 +24,8 @@ from bench.runners.parse import (
     ParseError,
     parse_benchmark_model,
     parse_litert_benchmark,
-    parse_litert_result_json,
     parse_op_profile,
     parse_snpe_diagview,
-    parse_snpe_diagview_csv,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "outputs"
@@ -177,15 +175,6 @@ def test_litert_benchmark_with_logs_on_stderr_mixed_in():
     assert t.extra["warmup_first_us"] == 8430.0
 
 
-def test_litert_benchmark_text_and_json_agree():
-    text = parse_litert_benchmark(fixture("litert_benchmark_combined_cpu.txt"))
-    js = parse_litert_result_json(fixture("litert_benchmark_result.json"))
-    for attr in ("median_us", "mean_us", "std_us", "min_us", "max_us", "runs", "warmup_runs"):
-        assert getattr(text, attr) == getattr(js, attr), attr
-    assert js.extra["model"] == "add_big.tflite"
-    assert js.extra["accelerators"] == ["CPU"]
-
-
 def test_litert_benchmark_no_warmup_and_verbose():
     t = parse_litert_benchmark(fixture("litert_benchmark_no_warmup.txt"))
     assert (t.runs, t.warmup_runs) == (5, 0)
@@ -203,13 +192,6 @@ def test_litert_benchmark_truncated_block():
     cut = text[: text.index("Inference (median)")]
     with pytest.raises(ParseError, match=r"Inference \(median\)"):
         parse_litert_benchmark(cut)
-
-
-@pytest.mark.parametrize("text", ["", "{", "[]", '{"latency": {"avg_ms": 1.0}}',
-                                  '{"model": "x.tflite"}'])
-def test_litert_result_json_garbage(text):
-    with pytest.raises(ParseError):
-        parse_litert_result_json(text)
 
 
 # ---- snpe-diagview ---------------------------------------------------------------------
@@ -269,23 +251,3 @@ def test_diagview_garbage(text):
 def test_diagview_truncated():
     with pytest.raises(ParseError, match="Total Inference Time"):
         parse_snpe_diagview(fixture("snpe_diagview_truncated.txt"))
-
-
-def test_diagview_csv_assumed_columns():
-    p = parse_snpe_diagview_csv(fixture("snpe_diagview_output_assumed.csv"))
-    assert (p.total_inference_us, p.forward_us, p.init_us) == (11676.0, 11642.0, 903746.0)
-    assert p.layer_times == [LayerTime(0, 144.0, "us", "GPU"), LayerTime(1, 2210.0, "us", "GPU"),
-                             LayerTime(2, 1187.0, "us", "GPU")]
-
-
-def test_diagview_csv_headerless_positions():
-    # Without a header: name in column 1, value in column 3 (Microsoft Olive's reading).
-    text = "Statistic,Init,0,1000\nStatistic,Avg_Total_Inference_Time,0,250\n"
-    p = parse_snpe_diagview_csv(text)
-    assert (p.total_inference_us, p.init_us, p.forward_us) == (250.0, 1000.0, None)
-
-
-@pytest.mark.parametrize("text", ["", "a,b,c\n1,2,3\n"])
-def test_diagview_csv_garbage(text):
-    with pytest.raises(ParseError):
-        parse_snpe_diagview_csv(text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,37 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis import report as rep
-from analysis import validate as val
 from lut_db.store import LutStore
 from netadapt_cli.main import app
-from tests.test_analysis_validate import FakeRunner, make_lut
+from tests.fakes import make_lut
 
 cli = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def validated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A FakeRunner LUT with 30 validations stored (no per-layer profile)."""
-    path = tmp_path_factory.mktemp("validated") / "fake.db"
-    store, version = make_lut(path)
-    val.validate(store, version, FakeRunner(in_network=1.3), n=30, passes=2, profile=False,
-                 drift_keys=30)
-    store.close()
-    return path
-
-
-@pytest.fixture
-def validated(validated_file: Path, tmp_path: Path):
-    path = tmp_path / "fake.db"
-    shutil.copy(validated_file, path)
-    store = LutStore.open(path)
-    return store, store.version(1)
-
-
-@pytest.fixture
-def report_folder(validated, tmp_path: Path) -> Path:
-    store, version = validated
-    return rep.write(rep.build(store, version, n_boot=200), tmp_path / "reports")
 
 
 def test_report_files_and_numbers(report_folder: Path):

@@ -21,8 +21,6 @@ from typing import Any
 
 import pytest
 
-from tests.test_report import report_folder, validated, validated_file  # noqa: F401 (fixtures)
-
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -200,7 +198,7 @@ def browser(tmp_path: Path):
 
 
 @needs_chromium
-def test_report_page_loads_without_errors_and_images_decode(browser, report_folder):  # noqa: F811
+def test_report_page_loads_without_errors_and_images_decode(browser, report_folder):
     shot = Path(os.environ["REPORT_SCREENSHOT"]) if os.environ.get("REPORT_SCREENSHOT") else None
     result = browser.page((report_folder / "index.html").resolve().as_uri(), shot)
     assert result["errors"] == []

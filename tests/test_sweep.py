@@ -20,11 +20,14 @@ import pytest
 from typer.testing import CliRunner
 
 from bench import sweep
-from bench.runners.base import BatchItem, Failure, RunnerError, Timing
+from bench.runners.base import BatchItem, RunnerError
 from bench.zoo import MOBILENET_V1, shape_space
+from lut_db.errors import SetupMismatch
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
 from netadapt_cli.main import app
+from tests import fakes
+from tests.fakes import macs_us
 
 FP = {"device": "fake", "runs": 3}
 SPECS = [LayerSpec("conv2d", 8, 8, c, o) for c in (8, 16, 24) for o in (8, 16, 32)]
@@ -32,39 +35,18 @@ MORE = [LayerSpec("conv2d", 8, 8, 40, o) for o in (8, 16)]
 
 
 def fake_us(key: str) -> float:
-    return float(LayerSpec.parse(key).macs) / 100 + 1
+    return macs_us(BatchItem(key, b""))
 
 
 def fake_build(spec: LayerSpec) -> bytes:
     return spec.key.encode()
 
 
-class FakeRunner:
-    """Measures instantly: latency from the MACs; Failure for ``bad`` keys; RunnerError
-    (an unplugged phone) on the ``die_at``-th call."""
+class FakeRunner(fakes.FakeRunner):
+    """The shared fake, timing by MACs (the models here are only their keys)."""
 
-    backend = "tflite-cpu"
-
-    def __init__(self, serial: str = "fake", bad: tuple[str, ...] = (), die_at: int | None = None,
-                 fp: dict[str, Any] | None = None):
-        self.serial, self.bad, self.die_at = serial, bad, die_at
-        self.fp = fp or FP
-        self.calls = 0
-        self.keys: list[str] = []
-
-    def fingerprint(self) -> dict[str, Any]:
-        return dict(self.fp)
-
-    def measure(self, batch: list[BatchItem]) -> list:
-        self.calls += 1
-        if self.die_at is not None and self.calls >= self.die_at:
-            raise RunnerError(f"{self.serial} was unplugged")
-        self.keys += [i.key for i in batch]
-        return [Failure("cannot run", "log") if i.key in self.bad
-                else Timing.from_samples([fake_us(i.key)] * 3) for i in batch]
-
-    def close(self) -> None:
-        pass
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, us=macs_us, **kwargs)
 
 
 def keys_of(specs) -> set[str]:
@@ -249,7 +231,7 @@ def test_measure_missing_derives_a_sealed_version() -> None:
     assert new.parent == v.id and new.status == "sealed"
     assert store.keys(new.id) == keys_of(SPECS + MORE)
     assert "measured on demand" in new.note
-    with pytest.raises(RunnerError) as e:
+    with pytest.raises(SetupMismatch) as e:
         sweep.measure_missing(store, v, sorted(keys_of(MORE)),
                               [FakeRunner(fp={**FP, "runs": 9, "threads": 2})], fake_build)
     assert "differs in: runs, threads" in str(e.value) and "netadapt lut" in str(e.value)

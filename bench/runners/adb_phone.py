@@ -27,7 +27,7 @@ from adbutils.errors import AdbError
 from bench.devices import ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice, parse_getprop
 from bench.runners.adb_transport import AdbTransport, AdbUnreachable
-from bench.runners.base import DeviceLost, RunnerError, Timing
+from bench.runners.base import BaseRunner, DeviceLost, RunnerError, Timing
 
 SECTION = "@@NETADAPT-SECTION"
 TEMP_MARK = "@@NETADAPT-TEMP"
@@ -298,7 +298,7 @@ def read_local(path: str, config: DeviceConfig, key: str) -> bytes:
 Measured = tuple[list[Any], float | None, float | None]  # results, temp before, temp after
 
 
-class PhoneRunner:
+class PhoneRunner(BaseRunner):
     """What the ADB runners share: discovery, one phone, hot re-measure, rejoin, clean-up.
 
     A subclass sets ``settings_class`` (with ``from_backend(config, backend)`` and the

@@ -30,7 +30,12 @@ from bench.runners.adb_phone import (
 from bench.runners.adb_transport import ConnectionLost
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError
 from bench.runners.batch_script import split_batch_output, wrap_command
-from bench.runners.parse import ParseError, parse_benchmark_model, parse_litert_benchmark
+from bench.runners.parse import (
+    ParseError,
+    parse_benchmark_model,
+    parse_litert_benchmark,
+    parse_op_profile,
+)
 
 TOOLS = ("benchmark_model", "litert-benchmark")
 ERR_TAIL = 4000  # bytes of a failed run's stderr worth sending back
@@ -202,6 +207,22 @@ class AdbTfliteRunner(PhoneRunner):
         results, _ = self.measure_cool(lambda: self._run(script_path, len(batch)))
         return results
 
+    def op_profile(self, model: bytes) -> list[float] | None:
+        """Each op's average time (us, run order) from ``benchmark_model
+        --enable_op_profiling=true``; None for a tool without an op profiler."""
+        if self.settings.tool != "benchmark_model":
+            return None
+        folder = self.phone.new_batch_dir()
+        path = posixpath.join(folder, "profile.tflite")
+        self.phone.transport.push_many([(model, path, 0o644)])
+        res = self.phone.transport.shell(
+            self.model_command(path, folder, 0, extra=("--enable_op_profiling=true",)))
+        try:
+            return [op.avg_ms * 1000 for op in parse_op_profile(res.output)]
+        except ParseError as e:
+            raise RunnerError(f"{self.serial}: no op profile from benchmark_model: {e}; "
+                              f"its output ends: {res.output.strip()[-ERR_TAIL:]}") from None
+
     def _run(self, script_path: str, n: int) -> tuple[list[Result], float | None, float | None]:
         try:
             res = self.phone.transport.shell(f"sh {shlex.quote(script_path)}")
@@ -258,8 +279,8 @@ class AdbTfliteRunner(PhoneRunner):
         lines.append(self.phone.temps_snippet("after"))
         return "\n".join(lines) + "\n"
 
-    def model_command(self, model: str, folder: str, i: int) -> str:
-        """One model's command line, every word quoted."""
+    def model_command(self, model: str, folder: str, i: int, extra: Sequence[str] = ()) -> str:
+        """One model's command line, every word quoted (``extra``: more tool flags)."""
         s, q = self.settings, shlex.quote
         if s.tool == "benchmark_model":
             args = [f"--graph={model}", f"--num_threads={s.threads}", f"--num_runs={s.runs}",
@@ -273,7 +294,8 @@ class AdbTfliteRunner(PhoneRunner):
                     f"--num_threads={s.threads}"]
             if s.accelerator == "gpu":
                 args.append("--use_gpu")
-        argv = " ".join(q(a) for a in [*self.pinning, self.remote_binary, *args, *s.extra_args])
+        argv = " ".join(q(a) for a in [*self.pinning, self.remote_binary, *args, *s.extra_args,
+                                       *extra])
         if s.tool == "benchmark_model":
             return f"{argv} 2>&1"  # its results are log lines on stderr
         # litert-benchmark: results on stdout, a screenful of logs on stderr: keep those

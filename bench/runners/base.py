@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import importlib
 import statistics
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+from lut_db.errors import UserError
 
 
-class RunnerError(RuntimeError):
+class RunnerError(UserError, RuntimeError):
     """The runner as a whole cannot measure (no device, no SDK, lost connection)."""
 
 
@@ -90,9 +93,17 @@ class BatchItem:
 
 
 class Runner(Protocol):
-    """Measures batches of models on one device with one backend's settings."""
+    """Measures batches of models on one device with one backend's settings.
+
+    Everything a sweep, a validation or a drift check reads is declared here; the
+    optional abilities (rejoin, op profiles) are methods whose defaults in
+    ``BaseRunner`` say "cannot", so callers never probe with getattr.
+    """
 
     backend: str
+    serial: str  # the device's name in logs and per-phone counts ("host" on this machine)
+    batch_size: int  # keys a sweep hands over at once
+    timed_ns: int  # sum of the timed invokes so far, for sweep efficiency
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that explains the numbers: device, runtime, threads, cores, runs."""
@@ -102,7 +113,48 @@ class Runner(Protocol):
         """One result per item, in order."""
         ...
 
-    def close(self) -> None: ...
+    def rejoin(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
+        """After DeviceLost: wait for the device to come back; False if it cannot."""
+        ...
+
+    def op_profile(self, model: bytes) -> list[float] | None:
+        """Each op's time inside ``model`` (us, in execution order) from the runtime's own
+        profiler; None when the runtime offers none."""
+        ...
+
+    def for_networks(self) -> Runner:
+        """The runner whole networks are timed with (callers interleave the passes)."""
+        ...
+
+    def close(self) -> None:
+        """Give back what the runner took: files on the phone, the pinned CPUs."""
+        ...
+
+
+class BaseRunner:
+    """The defaults of the optional abilities; runners inherit and override."""
+
+    serial = "host"
+    batch_size = 16
+    timed_ns = 0
+
+    def rejoin(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
+        return False
+
+    def op_profile(self, model: bytes) -> list[float] | None:
+        return None
+
+    def for_networks(self) -> Runner:
+        return self  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # backend kind -> "module:Class"; imported lazily so `host` needs no adb and vice versa.

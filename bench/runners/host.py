@@ -9,11 +9,13 @@ neighbours do, correlated over ~0.2 s (see README, "Repeatability"), so 20 ms in
 measures one moment while 10 x 2 ms spread over a few seconds measures the machine.
 With one thread, an invoke whose wall time exceeds its thread CPU time was preempted by
 another process; it is dropped and counted, not timed.
-The process is pinned to the configured CPUs so the scheduler cannot move it.
+The process is pinned to the configured CPUs so the scheduler cannot move it; ``close()``
+(or leaving ``with open_runners(...)``) gives it its CPUs back.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.runners.base import BatchItem, Failure, Result, RunnerError, Timing
+from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
 
 PREEMPTED = 0.02  # an invoke whose wall time exceeds its CPU time by this share was preempted
 PREEMPTED_NS = 20_000  # ... and by at least this much (timer and syscall jitter)
@@ -55,7 +57,7 @@ def default_cpus() -> list[int]:
     return [max(os.sched_getaffinity(0))]
 
 
-class HostRunner:
+class HostRunner(BaseRunner):
     """Times models with the LiteRT interpreter in this process."""
 
     backend = "tflite-cpu"
@@ -72,6 +74,7 @@ class HostRunner:
         self.passes = passes
         self.batch_size = batch_size  # what a sweep hands us at once: one pass spans them all
         self.timed_ns = 0  # sum of the timed invokes, for sweep efficiency
+        self._unpinned: set[int] | None = None
         self._pin()
 
     def _pin(self) -> None:
@@ -79,7 +82,18 @@ class HostRunner:
         bad = [c for c in self.cpus if c not in allowed]
         if bad:
             raise RunnerError(f"cannot pin to CPU(s) {bad}: this process may use {sorted(allowed)}")
+        self._unpinned = allowed  # close() gives the process its CPUs back
         os.sched_setaffinity(0, set(self.cpus))
+
+    def for_networks(self) -> Runner:
+        """One pass per call: whole networks are spread over passes by their caller
+        (bench.timing interleaves rounds through the whole set)."""
+        if self.passes == 1:
+            return self
+        single = copy.copy(self)
+        single.passes = 1
+        single._unpinned = None  # a view of this runner: closing it must not unpin
+        return single
 
     @property
     def filters_preemption(self) -> bool:
@@ -180,4 +194,6 @@ class HostRunner:
                                    self.warmup + self.passes - 1, preempted=dropped)
 
     def close(self) -> None:
-        pass
+        if self._unpinned is not None:
+            os.sched_setaffinity(0, self._unpinned)
+            self._unpinned = None

@@ -6,17 +6,14 @@ Formats (see /work/shared/formats/README.md):
   statistics lines, the "Inference timings in us" summary (and its older "Average
   inference timings in us" form), memory lines, and the ``--enable_op_profiling`` tables.
 - ai-edge-litert ``litert-benchmark`` (tools/benchmark_litert_model.py): the
-  "BENCHMARK RESULTS" block and the ``--result_json`` file.
-- Qualcomm ``snpe-diagview`` text output (SNPE 1.x/2.x) and, best effort, its ``--output`` CSV.
+  "BENCHMARK RESULTS" block.
+- Qualcomm ``snpe-diagview`` text output (SNPE 1.x/2.x).
 
 Every parser raises :class:`ParseError` naming what it did not find.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -315,46 +312,6 @@ def parse_litert_benchmark(text: str) -> Timing:
     )
 
 
-def parse_litert_result_json(text: str) -> Timing:
-    """Timing from the file ``litert-benchmark --result_json`` writes.
-
-    ``{"latency": {"avg_ms", "min_ms", "max_ms", "median_ms", "std_ms", "p5_ms",
-    "p95_ms", "num_runs", "init_ms", "warmup_first_ms", "warmup_avg_ms",
-    "num_warmup_runs"}, "model", "accelerators", ...}``, times rounded to 0.01 ms.
-    """
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"litert-benchmark result JSON is not valid JSON: {exc}") from None
-    latency = doc.get("latency") if isinstance(doc, dict) else None
-    if not isinstance(latency, dict):
-        raise ParseError("litert-benchmark result JSON has no 'latency' object")
-    required = ("avg_ms", "min_ms", "max_ms", "median_ms", "std_ms", "num_runs")
-    missing = [k for k in required if k not in latency]
-    if missing:
-        raise ParseError(f"litert-benchmark result JSON 'latency' lacks {', '.join(missing)}")
-    extra: dict[str, Any] = {"resolution_us": LITERT_RESOLUTION_US}
-    for key, name in (("init_ms", "init_us"), ("warmup_first_ms", "warmup_first_us"),
-                      ("warmup_avg_ms", "warmup_avg_us"), ("p5_ms", "p5_us"),
-                      ("p95_ms", "p95_us")):
-        if key in latency:
-            extra[name] = _ms_to_us(latency[key])
-    for key in ("model", "accelerators", "fully_accelerated", "num_threads", "signature",
-                "throughput_mb_s"):
-        if key in doc:
-            extra[key] = doc[key]
-    return Timing(
-        median_us=_ms_to_us(latency["median_ms"]),
-        mean_us=_ms_to_us(latency["avg_ms"]),
-        std_us=_ms_to_us(latency["std_ms"]),
-        min_us=_ms_to_us(latency["min_ms"]),
-        max_us=_ms_to_us(latency["max_ms"]),
-        runs=int(latency["num_runs"]),
-        warmup_runs=int(latency.get("num_warmup_runs", 0)),
-        extra=extra,
-    )
-
-
 # --------------------------------------------------------------------------------------
 # Qualcomm snpe-diagview
 # --------------------------------------------------------------------------------------
@@ -495,76 +452,4 @@ def parse_snpe_diagview(text: str) -> SnpeProfile:
         layer_times=chosen.layers,
         layer_names=chosen.names,
         extra=extra,
-    )
-
-
-_RUNTIMES = {"CPU", "GPU", "GPU_FP16", "DSP", "AIP", "HTP", "NPU"}
-
-
-def _csv_columns(header: list[str]) -> dict[str, int] | None:
-    cols: dict[str, int] = {}
-    for i, cell in enumerate(c.strip().lower() for c in header):
-        for role in ("type", "name", "value", "unit", "runtime"):
-            if role in cell and role not in cols:
-                cols[role] = i
-    return cols if {"name", "value"} <= cols.keys() else None
-
-
-def _cell(row: list[str], cols: dict[str, int], role: str) -> str:
-    i = cols.get(role)
-    return row[i].strip() if i is not None and i < len(row) else ""
-
-
-def parse_snpe_diagview_csv(text: str) -> SnpeProfile:
-    """Best-effort reader of ``snpe-diagview --input_log X --output x.csv``.
-
-    ASSUMPTION (no SDK here to check against): one statistic per row, with a header
-    naming its columns "... Type", "... Name", "... Value" [, "... Unit", "... Runtime"];
-    without a recognisable header the positions Microsoft Olive's SNPE evaluator
-    reads are used: name in column 1, value (microseconds) in column 3. Names are
-    matched case-insensitively: ``Init``, ``Avg_Total_Inference_Time`` /
-    ``Total Inference Time``, ``Avg_Forward_Propagate_Time`` / ``Forward Propagate Time``.
-    Rows whose type mentions "layer" are layer times (index from an integer name,
-    else row order; unit from the unit column or a "cycles" cell; runtime from a
-    CPU/GPU/DSP/... cell).
-    """
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
-    if not rows:
-        raise ParseError("snpe-diagview CSV is empty")
-    cols = _csv_columns(rows[0])
-    if cols is not None:
-        rows = rows[1:]
-    else:
-        cols = {"type": 0, "name": 1, "value": 3}
-    stats: dict[str, float] = {}
-    layers: list[LayerTime] = []
-    names: dict[int, str] = {}
-    for row in rows:
-        name, value = _cell(row, cols, "name"), _cell(row, cols, "value").replace(",", "")
-        if not re.fullmatch(_NUM, value):
-            continue
-        if "layer" in _cell(row, cols, "type").lower():
-            idx = int(name) if name.isdigit() else len(layers)
-            unit = _cell(row, cols, "unit").lower() or (
-                "cycles" if "cycles" in (c.strip().lower() for c in row) else "us")
-            runtime = _cell(row, cols, "runtime") or next(
-                (c.strip() for c in row if c.strip().upper() in _RUNTIMES), None)
-            layers.append(LayerTime(idx, float(value), "cycles" if "cycle" in unit else "us",
-                                    runtime or None))
-            if not name.isdigit():
-                names[idx] = name
-            continue
-        key = _key(name)
-        stats.setdefault(key.removeprefix("avg_"), float(value))
-    if "total_inference_time" not in stats:
-        raise ParseError("snpe-diagview CSV has no 'Total Inference Time' row "
-                         "(looked for Avg_Total_Inference_Time / Total Inference Time)")
-    return SnpeProfile(
-        total_inference_us=stats["total_inference_time"],
-        forward_us=stats.get("forward_propagate_time"),
-        init_us=stats.get("init"),
-        layer_times=layers,
-        layer_names=names,
-        extra={k + "_us": v for k, v in stats.items()
-               if k not in ("total_inference_time", "forward_propagate_time", "init")},
     )

@@ -1,0 +1,178 @@
+"""The `netadapt adapt` pipeline as one library function: adapt, compare with width
+multipliers, export, verify on the device, plot; ``result.json`` in the run folder.
+
+    store, version = lut_for("luts/host.db", run_dir, resume=False)
+    space, used = search_space(store, version, "mobilenet_v1", 32, 10, missing="error")
+    result = adapt(cfg, space, dataset, run_dir, compare=[0.25, 0.5, 0.75], device="host")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.missing import resolve
+from lut_db.store import LutStore, Version, parse_lut_ref
+
+Log = Callable[[str], None]
+
+
+def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
+    """The LUT version; a resumed run keeps the version it started with (a LUT ref without
+    @VERSION could otherwise point at a newer version by now)."""
+    path, vid = parse_lut_ref(ref)
+    ckpt = run_dir / "checkpoint.pt"
+    if resume and vid is None and ckpt.exists():
+        from adapter.netadapt import load_checkpoint
+
+        started = load_checkpoint(ckpt)["config"]["lut"]
+        spath, svid = parse_lut_ref(started)
+        if spath == path and svid is not None:
+            vid = svid
+    store = LutStore.open(path)
+    return store, store.version(vid)
+
+
+def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
+                 grid: int | None = None, missing: str = "error", device: str | None = None,
+                 log: Log | None = None) -> tuple[Any, str]:
+    """The search space on the LUT, the keys it lacks resolved by the ``missing`` policy
+    (``bench.missing``). Returns (space, label of the version whose entries it uses)."""
+    from adapter.netadapt import SearchSpace, lut_grid, missing_keys
+
+    label = f"{store.path}@{version.id}"
+    grid = grid or lut_grid(version.space, model, resolution, classes, label)
+    table = store.table(version.id)
+    space = SearchSpace(model, resolution, classes, table, grid, "error", label)
+    absent = missing_keys(space, table)
+    if not absent:
+        return space, label
+    got = resolve(store, version, absent, missing, device=device, log=log)
+    return SearchSpace(model, resolution, classes, got.table, grid, "error", got.label), got.label
+
+
+def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1,
+          ray: str | None = None, resume: bool = False, compare: list[float] | None = None,
+          device: str | None = "host", backend: str | None = None, rounds: int = 3,
+          lut_used: str = "", log: Log | None = None) -> dict:
+    """Adapt, compare, export and verify (on ``device`` with ``backend``: the LUT's own);
+    writes result.json and the plots into run_dir and returns the result."""
+    from adapter import netadapt
+    from adapter.executors import make_executor
+
+    log = log or print
+    t0 = time.perf_counter()
+    context = netadapt.make_context(cfg, dataset)
+    executor = make_executor(context, workers, ray)
+    log(f"run folder {run_dir}; proposals on {executor.name}")
+    try:
+        na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log)
+        result = na.run(resume=resume)
+        adapted_ms = result["adapted"]["latency"]
+        m_eq, w_eq = netadapt.equal_latency_multiplier(space, adapted_ms)
+        result["equal_latency_multiplier"] = {"multiplier": m_eq, "widths": w_eq,
+                                              **space.resources(w_eq)}
+        result["multipliers"] = (na.compare_multipliers(compare, equal_to=adapted_ms)
+                                 if compare else [])
+    finally:
+        executor.close()
+    result["lut_used"] = lut_used or cfg.lut
+    export(na, space, run_dir, result)
+    if device:
+        verify(space, result, device, backend, rounds, log)
+    result["plots"] = plots(na, space, run_dir, result)
+    result["wall_s"] = time.perf_counter() - t0
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def export(na: Any, space: Any, run_dir: Path, result: dict) -> None:
+    """The adapted network: torch weights, and a TFLite model through the builder."""
+    import torch
+
+    from bench.tflite_build import build_network
+
+    widths = result["adapted"]["widths"]
+    torch.save({"config": na.model.config(), "state_dict": na.model.state_dict()},
+               run_dir / "adapted.pt")
+    net = space.network(widths, name="adapted")
+    (run_dir / "adapted.tflite").write_bytes(build_network(net))
+    (run_dir / "adapted.json").write_text(net.to_json(indent=1))
+    result["exports"] = {"torch": str(run_dir / "adapted.pt"),
+                         "tflite": str(run_dir / "adapted.tflite"),
+                         "network": str(run_dir / "adapted.json")}
+
+
+def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
+           log: Log) -> None:
+    """Measure initial, adapted and multiplier networks whole on the device, interleaved."""
+    from adapter.netadapt import measure
+
+    nets = {"initial": space.network(result["initial"]["widths"], name="initial"),
+            "adapted": space.network(result["adapted"]["widths"], name="adapted")}
+    for m in result["multipliers"]:
+        nets[m["name"]] = space.network(m["widths"], name=m["name"])
+    log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")
+    got = measure(nets, device, backend, rounds=rounds, log=log)
+    result["measured_on"] = device if got else None
+    if not got:
+        return
+    result["initial"]["measured_ms"] = got["initial"]
+    result["adapted"]["measured_ms"] = got["adapted"]
+    for m in result["multipliers"]:
+        m["measured_ms"] = got[m["name"]]
+    quality(result)
+
+
+def quality(result: dict) -> None:
+    """Estimated vs measured, and adapted vs multipliers at equal latency / accuracy."""
+    from adapter.netadapt import interpolate_curve, speedup_at_equal_accuracy
+
+    a, i = result["adapted"], result["initial"]
+    q: dict[str, Any] = {
+        "adapted_est_vs_measured_pct": 100 * (a["latency"] - a["measured_ms"]) / a["measured_ms"],
+        "initial_est_vs_measured_pct": 100 * (i["latency"] - i["measured_ms"]) / i["measured_ms"],
+        "measured_ratio": a["measured_ms"] / i["measured_ms"],
+        "estimated_ratio": a["latency"] / i["latency"],
+    }
+    eq = [m for m in result["multipliers"] if "equal latency" in m["name"]]
+    if eq and "measured_ms" in eq[0]:
+        q["equal_latency_multiplier"] = {"name": eq[0]["name"], "latency": eq[0]["latency"],
+                                         "measured_ms": eq[0]["measured_ms"],
+                                         "test_acc": eq[0]["test_acc"]}
+    base = [m for m in result["multipliers"] if "measured_ms" in m]
+    if base and "test_acc" in a:
+        xs, ys = [m["measured_ms"] for m in base], [m["test_acc"] for m in base]
+        q["multiplier_acc_at_adapted_latency"] = interpolate_curve(xs, ys, a["measured_ms"])
+        q["speedup_at_equal_accuracy"] = speedup_at_equal_accuracy(xs, ys, a["measured_ms"],
+                                                                   a["test_acc"])
+    result["quality"] = q
+
+
+def plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
+    from adapter import plots
+
+    cfg = na.cfg
+    out = []
+    budget = result["budgets"].get("latency")
+    out.append(plots.progress(na.state["history"], budget, run_dir / "progress.png",
+                              f"NetAdapt: {cfg.model} @ {cfg.resolution} px on {cfg.lut}",
+                              measured=result.get("measured_budget")))
+    eq = result["equal_latency_multiplier"]
+    series = {"initial": result["initial"]["widths"],
+              f"NetAdapt ({result['adapted']['latency']:.3f} ms est.)": result["adapted"]["widths"],
+              f"multiplier x{eq['multiplier']:.2f} ({eq['latency']:.3f} ms est.)": eq["widths"]}
+    out.append(plots.filters(list(space.fam.slots), series, run_dir / "filters.png",
+                             "Filters per layer: NetAdapt vs width multiplier of equal "
+                             "estimated latency"))
+    if result["multipliers"]:
+        points = {"initial": result["initial"], "adapted": result["adapted"]}
+        key = "measured_ms" if "measured_ms" in result["adapted"] else "latency"
+        where = f" on {result.get('measured_on')}" if key == "measured_ms" else ""
+        out.append(plots.tradeoff(result["multipliers"], points, run_dir / "tradeoff.png",
+                                  f"{cfg.model} on {result['data'].split(':')[0]}: test "
+                                  f"accuracy vs latency{where}", key=key))
+    return [str(p) for p in out]

@@ -1,0 +1,80 @@
+"""LUT keys a network needs and a version lacks: one policy, for every caller.
+
+``error`` names the keys and the command that measures them; ``interpolate`` fills them
+in over channel counts from measured neighbours; ``measure`` measures them on the
+device now, into a sealed version derived from the selected one (or reuses such a
+version measured earlier). `netadapt estimate`, the adapter and validation all go
+through ``resolve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from bench.devices import open_runners
+from bench.runners.base import Runner
+from bench.sweep import measure_missing
+from lut_db.estimate import MissingKeys, interpolate
+from lut_db.store import LutStore, Version
+
+POLICIES = ("error", "interpolate", "measure")
+Log = Callable[[str], None]
+
+
+@dataclass
+class Resolved:
+    """The entries to estimate with: the version's, plus the missing keys resolved."""
+
+    version: Version  # the version the entries come from (a derived one after measuring)
+    label: str  # file@id of that version, for messages and results
+    table: dict[str, float]
+    interpolated: list[str] = field(default_factory=list)
+
+
+def resolve(store: LutStore, version: Version, keys: Iterable[str], policy: str = "error", *,
+            device: str | None = None, runner: Runner | None = None,
+            log: Log | None = None) -> Resolved:
+    """Entries for ``keys`` from ``version`` under ``policy`` (see the module)."""
+    if policy not in POLICIES:
+        raise MissingKeys([], hint=f"unknown missing-key policy {policy!r}; use one of "
+                                   f"{', '.join(POLICIES)}")
+    table = store.table(version.id)
+    label = f"{store.path}@{version.id}"
+    absent = [k for k in dict.fromkeys(keys) if k not in table]
+    if not absent:
+        return Resolved(version, label, table)
+    if policy == "error":
+        raise MissingKeys(absent, label)
+    if policy == "interpolate":
+        if log:
+            log(f"{label} lacks {len(absent)} key(s): interpolating over channel counts")
+        return Resolved(version, label, {**table, **interpolate(absent, table)}, absent)
+    derived = ensure_keys(store, version, absent, device=device, runner=runner, log=log)
+    return Resolved(derived, f"{store.path}@{derived.id}", store.table(derived.id))
+
+
+def ensure_keys(store: LutStore, version: Version, keys: list[str], *,
+                device: str | None = None, runner: Runner | None = None,
+                log: Log | None = None) -> Version:
+    """A sealed version derived from ``version`` that holds ``keys``: an earlier one if it
+    exists, else measured now with ``runner`` or on ``device`` (default: the version's)."""
+    from bench.tflite_build import build_layer
+
+    say = log or (lambda _m: None)
+    for v in reversed(store.versions()):
+        if v.parent == version.id and v.status == "sealed" and set(keys) <= store.keys(v.id):
+            say(f"using {v.label}: derived from {version.label} with the missing keys")
+            return v
+    held = store.locked  # a caller's lock stays with the caller
+    store.lock()
+    try:
+        if runner is not None:
+            return measure_missing(store, version, keys, [runner], build_layer)
+        with open_runners(device or version.device, version.backend) as runners:
+            say(f"measuring {len(keys)} missing key(s) on {device or version.device} into a "
+                f"new version derived from {version.label}")
+            return measure_missing(store, version, keys, runners, build_layer)
+    finally:
+        if not held:
+            store.unlock()

@@ -1,0 +1,82 @@
+"""Whole networks timed in interleaved passes: one place for every caller.
+
+Calibration-free validation, adapt's verification and `netadapt measure` all time
+whole networks here. Each network is timed once per pass; passes are rounds over the
+whole set, each in its own shuffled order, so slow drift of the device spreads over
+the set as noise instead of biasing whichever networks ran during a slow spell. The
+runner times one pass per call (``Runner.for_networks``), and every pass is kept with
+the moment it was measured, so the spread and the run count travel with the number.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from bench.runners.base import BatchItem, Failure, Runner, RunnerError, Timing
+from lut_db.spec import Network
+
+Progress = Callable[[int, str], None]  # (networks just timed, what is being timed)
+Model = Network | bytes  # a network to build, or a .tflite file's own bytes
+
+
+class NetworkFailed(RunnerError):
+    """A whole network the device could not run."""
+
+
+def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, *,
+                  seed: int = 0, chunk: int = 4, progress: Progress | None = None,
+                  between: Callable[[int], None] | None = None) -> dict[str, list[Timing]]:
+    """Each model timed once per pass, passes interleaved over the set (see the module).
+    ``between(p)`` runs after pass p (e.g. a drift sample, measured interleaved too)."""
+    from bench.tflite_build import build_network
+
+    one = runner.for_networks()
+    out: dict[str, list[Timing]] = {name: [] for name in models}
+    rng = random.Random(seed)
+    start = time.monotonic()
+    for p in range(passes):
+        order = list(models)
+        rng.shuffle(order)
+        for names in _chunks(order, chunk):
+            items = [BatchItem(n, m if isinstance(m, bytes) else build_network(m))
+                     for n in names for m in (models[n],)]
+            results = one.measure(items)
+            at = time.monotonic() - start  # when (s into the session): for drift analysis
+            for name, res in zip(names, results):
+                if isinstance(res, Failure):
+                    raise NetworkFailed(f"{name} failed on the device: {res.error}")
+                out[name].append(replace(res, extra={**res.extra, "at_s": round(at, 2)}))
+            if progress:
+                progress(len(names), f"pass {p + 1}/{passes}")
+        if between:
+            between(p)
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def summary(timings: Sequence[Timing]) -> dict[str, Any]:
+    """One network's passes -> its latency (median over passes, us) and the spread."""
+    lat = [t.latency_us for t in timings]
+    return {"latency_us": statistics.median(lat), "passes_us": lat,
+            "passes_at_s": [t.extra.get("at_s") for t in timings],
+            "pass_spread": (max(lat) - min(lat)) / statistics.median(lat),
+            "runs": sum(t.runs for t in timings),
+            "min_us": min(t.min_us for t in timings),
+            "max_us": max(t.max_us for t in timings),
+            "preempted": sum(int(t.extra.get("preempted", 0)) for t in timings)}
+
+
+def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
+              seed: int = 0) -> dict[str, float]:
+    """Each model's latency in ms: the median over interleaved passes."""
+    timed = time_networks(runner, models, passes, seed=seed)
+    return {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}

@@ -1,0 +1,103 @@
+"""Fakes and LUT builders the test modules share (fixtures that use them: conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import sweep, zoo
+from bench.runners.base import BaseRunner, BatchItem, Failure, Result, RunnerError, Timing
+from bench.tflite_build import build_layer
+from lut_db.spec import LayerSpec
+from lut_db.store import LutStore, Version
+
+# The adapter tests' LUT: MobileNetV1 at 32 px, grid 64, 10 classes, measured for real.
+RES, GRID, CLASSES = 32, 64, 10
+ADAPT_SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [RES], "grid": GRID,
+                           "classes": CLASSES}]}
+# The settings of conftest's "fast" device, so the LUT's fingerprint is that device's.
+FAST = {"threads": 1, "warmup": 1, "runs": 2, "min_time_ms": 0}
+
+# The validation tests' LUT: both MobileNets at two resolutions, measured by a FakeRunner.
+SPACE = {"sweeps": [{"families": ["mobilenet_v1", "mobilenet_v2"], "resolutions": [32, 48],
+                     "grid": 64, "classes": 10}]}
+
+
+def size_us(item: BatchItem) -> float:
+    """Latency from the model's size: bigger layers take longer, as on a device."""
+    return len(item.model) / 1000 + 5
+
+
+def macs_us(item: BatchItem) -> float:
+    """Latency from the key's MACs (for models that are only their key's bytes)."""
+    return float(LayerSpec.parse(item.key).macs) / 100 + 1
+
+
+def is_network(key: str) -> bool:
+    return "~" in key or key.count("-") >= 3  # a network (or a prefix of one), not a layer key
+
+
+class FakeRunner(BaseRunner):
+    """Measures instantly: latency from ``us(item)``, whole networks x ``in_network``;
+    a Failure for ``bad`` keys; RunnerError (an unplugged phone) on the ``die_at``-th call."""
+
+    backend = "tflite-cpu"
+
+    def __init__(self, serial: str = "fake", bad: Sequence[str] = (), die_at: int | None = None,
+                 fp: dict[str, Any] | None = None, *, us: Callable[[BatchItem], float] = size_us,
+                 in_network: float = 1.1, device: str = "fake"):
+        self.serial, self.bad, self.die_at = serial, tuple(bad), die_at
+        self.fp = fp or {"device": device, "runs": 3}
+        self.us, self.in_network = us, in_network
+        self.calls = self.models = 0
+        self.keys: list[str] = []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self.fp)
+
+    def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
+        self.calls += 1
+        if self.die_at is not None and self.calls >= self.die_at:
+            raise RunnerError(f"{self.serial} was unplugged")
+        self.keys += [i.key for i in batch]
+        self.models += len(batch)
+        return [Failure("cannot run", "log") if i.key in self.bad else self._timing(i)
+                for i in batch]
+
+    def _timing(self, item: BatchItem) -> Timing:
+        us = self.us(item) * (self.in_network if is_network(item.key) else 1.0)
+        return Timing.from_samples([us, us * 1.01, us * 0.99])
+
+
+def make_lut(path: Path, runner: FakeRunner | None = None,
+             space: dict[str, Any] = SPACE) -> tuple[LutStore, Version]:
+    """A sealed LUT of the space, 'measured' by a FakeRunner."""
+    runner = runner or FakeRunner()
+    store = LutStore.open(path, create=True)
+    specs: set = set()
+    for sw in space["sweeps"]:
+        for r in sw["resolutions"]:
+            for f in sw["families"]:
+                specs |= zoo.shape_space(zoo.family(f), r, sw["grid"], sw["classes"])
+    p = sweep.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
+    version = sweep.start_version(store, p, "fake", runner.backend, runner.fingerprint(), space)
+    res = sweep.run(store, version, p.missing, [runner], build_layer, batch_size=64)
+    return store, res.version
+
+
+def measure_real_lut(path: Path) -> tuple[dict[str, float], Path, int]:
+    """(table, LUT file, resolution): MobileNetV1's space measured for real on this host
+    (~2 s), as the "fast" device."""
+    from bench.runners.host import HostRunner
+
+    with HostRunner(**FAST) as runner:
+        store = LutStore.open(path, create=True)
+        version = store.create_version("fast", "tflite-cpu", runner.fingerprint(),
+                                       space=ADAPT_SPACE)
+        keys = sorted(s.key for s in zoo.shape_space(zoo.MOBILENET_V1, RES, GRID, CLASSES))
+        sweep.run(store, version, keys, [runner], build_layer)
+        table = store.table(version.id)
+        store.close()
+    assert len(table) == len(keys)
+    return table, path, RES
