@@ -107,9 +107,13 @@ def _sweep(device: str, runners: list[Runner], specs: set[LayerSpec], db: Path,
     sample = sweep.replica_sample(s.key for s in specs) if len(runners) > 1 else []
     with _progress() as bar:
         task = bar.add_task(f"{device}@{version.id}", total=p.total, completed=p.done)
-        res = sweep.run(store, version, p.missing, runners, build_layer, batch_size,
-                        progress=lambda n, _s: bar.advance(task, n), replica_keys=sample,
-                        failure_dir=failures, on_event=_farm_event)
+        try:
+            res = sweep.run(store, version, p.missing, runners, build_layer, batch_size,
+                            progress=lambda n, _s: bar.advance(task, n), replica_keys=sample,
+                            failure_dir=failures, on_event=_farm_event)
+        except BaseException:
+            store.close()  # and its writer lock: the process may go on (tests, notebooks)
+            raise
     eff = f", efficiency {res.efficiency:.2f} (wall / timed)" if res.efficiency else ""
     console.print(f"sealed {db}@{res.version.id}: {res.measured} measured, {res.failed} failed, "
                   f"{res.wall_s:.0f} s{eff}")
