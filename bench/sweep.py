@@ -5,6 +5,9 @@ The plan is the set of keys the chosen version does not hold yet. Worker threads
 models and measure them; the main thread commits each batch's results in one
 transaction. A process killed at any point loses at most the batch in flight,
 which was never stored, so the next run measures exactly the keys still missing.
+A resumed building version also retries its failed keys. When one device's tool
+fails on many models in a row with the same error, the tool is broken, not the
+models: the sweep stops early (``BrokenTool``) instead of failing every key.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ from lut_db.spec import LayerSpec
 from lut_db.store import LutStore, Version
 
 ORDER_SEED = 20180908  # keys are measured in a shuffled, repeatable order: drift becomes noise
+# This many models failing in a row on one device with the same error: a broken tool. Large
+# enough that a tool failing on a whole op kind (shuffled order) does not trip it by chance.
+SAME_FAILURES_STOP = 20
+OUTPUT_TAIL = 3000  # characters of the tool's output shown when the sweep stops early
+
+
+class BrokenTool(RunnerError):
+    """Models fail one after another with the same error: fix the tool, then resume."""
 
 
 @dataclass
@@ -76,7 +87,8 @@ def plan(store: LutStore, device: str, backend: str, fingerprint: dict[str, Any]
 
 
 def _missing(store: LutStore, version: Version, keys: list[str]) -> list[str]:
-    have = store.keys(version.id)
+    """Keys to measure: a building version retries its failed keys, a sealed one keeps them."""
+    have = store.keys(version.id, status="ok" if version.status == "building" else None)
     return _shuffled([k for k in keys if k not in have])
 
 
@@ -130,10 +142,33 @@ class _Msg:
     error: BaseException | None = None
 
 
+@dataclass
+class _Streak:
+    """Consecutive failures with one error on one device (the first one kept to show)."""
+
+    count: int = 0
+    key: str = ""
+    failure: Failure | None = None
+
+    def add(self, results: Iterable[tuple[str, Result]], limit: int) -> bool:
+        """Count a batch's results in order; True (and the streak kept) at ``limit``."""
+        for key, res in results:
+            if not isinstance(res, Failure):
+                self.count = 0
+            elif self.count and self.failure is not None and res.error == self.failure.error:
+                self.count += 1
+            else:
+                self.count, self.key, self.failure = 1, key, res
+            if self.count >= limit:
+                return True
+        return False
+
+
 def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequence[Runner],
         build: Builder, batch_size: int | None = None, progress: Progress | None = None,
         seal: bool = True, *, replica_keys: Sequence[str] = (),
-        failure_dir: Path | None = None, on_event: Event | None = None) -> SweepResult:
+        failure_dir: Path | None = None, on_event: Event | None = None,
+        stop_after: int = SAME_FAILURES_STOP) -> SweepResult:
     """Measure ``keys`` into ``version`` with one worker per runner, committing per batch.
 
     Runners pull batches from one queue. A runner that loses its device (DeviceLost)
@@ -141,6 +176,8 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     while the others go on; any other runner error ends that worker (its batch goes back).
     ``replica_keys`` are measured once on every runner, into the replicas table.
     ``failure_dir``: where the output of each failed key is written for inspection.
+    ``stop_after`` models failing in a row on one device with the same error stop the
+    sweep with BrokenTool (what was measured is stored; a resume retries the failures).
     """
     start = time.perf_counter()
     batch_size = batch_size or runners[0].batch_size
@@ -160,13 +197,18 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     gone: set[str] = set()
     pending = len(keys)
     errors: list[BaseException] = []
-    while (pending or owe - away) and len(gone) < len(workers):
+    streaks = {s: _Streak() for s in serials}
+    broken: str | None = None
+    while (pending or owe - away) and len(gone) < len(workers) and not broken:
         msg = done.get()
         if msg.kind in ("results", "lost") and msg.keys:
             _commit(store, version, msg, result, failure_dir)
             pending -= len(msg.keys)
             if progress:
                 progress(len(msg.keys), msg.serial)
+            if streaks.setdefault(msg.serial, _Streak()).add(zip(msg.keys, msg.results),
+                                                              stop_after):
+                broken = msg.serial
         if msg.kind == "replicas":
             owe.discard(msg.serial)
             good = [(k, r) for k, r in zip(msg.keys, msg.results) if isinstance(r, Timing)]
@@ -184,6 +226,9 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
             on_event(msg.kind, msg.serial, str(msg.error or ""))
     stop.set()
     _stop(work, workers)
+    if broken:
+        _drain(store, version, done, result, failure_dir)
+        raise BrokenTool(_broken_message(broken, streaks[broken], result))
     result.wall_s = time.perf_counter() - start
     result.timed_s = sum(r.timed_ns for r in runners) / 1e9
     if pending:
@@ -195,6 +240,33 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         measure_overhead(store, version, (usable or list(runners))[0], build)
         result.version = store.seal(version.id)
     return result
+
+
+def _drain(store: LutStore, version: Version, done: queue.Queue, result: SweepResult,
+           failure_dir: Path | None) -> None:
+    """Store what workers finished after the stop: every measured key is kept."""
+    while True:
+        try:
+            msg = done.get_nowait()
+        except queue.Empty:
+            return
+        if msg.kind in ("results", "lost") and msg.keys:
+            _commit(store, version, msg, result, failure_dir)
+
+
+def _broken_message(serial: str, streak: _Streak, result: SweepResult) -> str:
+    f = streak.failure
+    assert f is not None
+    which = (f"the first {streak.count} models" if not result.measured
+             else f"{streak.count} models in a row")
+    output = f.output.strip()[-OUTPUT_TAIL:] or "(no output)"
+    return (f"stopped early: {which} on {serial} failed with the same error, so the tool or "
+            f"its setup is broken, not the models:\n  {f.error}\n"
+            f"tool output for {streak.key}:\n{output}\n"
+            f"{result.measured} keys measured so far are stored, and the {result.failed} "
+            "failed ones are retried on resume. Fix the tool (for a phone: the binary's path, "
+            "permissions and ABI under [backends] in the device config; `netadapt devices` "
+            "shows the phone), then run the same command again.")
 
 
 def _commit(store: LutStore, version: Version, msg: _Msg, result: SweepResult,

@@ -3,7 +3,8 @@
 A version is `building` while a sweep fills it and `sealed` afterwards; SQLite
 triggers refuse any change to a sealed version's rows, so a number quoted as
 ``galaxy_s8.db@3`` stays true. The schema version lives in ``PRAGMA user_version``;
-``MIGRATIONS[i]`` upgrades a file from version i to i+1.
+``MIGRATIONS[i]`` upgrades a file from version i to i+1. Each sealed version also keeps
+a content digest (``lut_db.digest``): opening it checks it cheaply, ``verify`` fully.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any, Self
 
 import sqlite_utils
 
+from lut_db import digest as dg
 from lut_db.errors import SetupMismatch, UserError
 from lut_db.spec import LayerSpec, SpecError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+SAMPLE_ON_OPEN = 16  # whole entries checked against their field hashes on every open
 
 
 class LutError(UserError):
@@ -52,6 +55,14 @@ class SealedVersion(LutError):
 
 
 class StoreLocked(LutError):
+    pass
+
+
+class VersionTampered(LutError):
+    """A sealed version no longer matches the digest taken when it was sealed."""
+
+
+class DigestTooNew(LutError):
     pass
 
 
@@ -141,8 +152,48 @@ WHEN (SELECT status FROM versions WHERE id = NEW.id) = 'sealed'
 BEGIN SELECT RAISE(ABORT, 'version is sealed'); END""")
 
 
+def _v4_digests(db: sqlite_utils.Database) -> None:
+    """Content digests of sealed versions. Versions sealed before schema 4 get theirs now
+    (origin "migrated": they prove the numbers unchanged from now on, not before)."""
+    db["seals"].create({"version": int, "format": int, "digest": str, "quick": str,
+                        "rows": int, "fingerprint": str, "origin": str, "at": str},
+                       pk="version", foreign_keys=[("version", "versions", "id")])
+    db["sealed_entries"].create({"version": int, "key": str, "fields": str},
+                                pk=("version", "key"), foreign_keys=[("version", "versions", "id")])
+    for r in db["versions"].rows_where("status = 'sealed'", order_by="id"):
+        _write_seal(db, _version(r), "migrated")
+    # Created after the rows above: they refuse any insert for a sealed version.
+    db.executescript(SEALED_GUARDS.format(table="seals")
+                     + SEALED_GUARDS.format(table="sealed_entries"))
+
+
 # MIGRATIONS[i] takes a file at schema i to schema i + 1. Schema 0 is an empty file.
-MIGRATIONS = [_create_v1, _v2_guard_moves, _v3_guard_replace]
+MIGRATIONS = [_create_v1, _v2_guard_moves, _v3_guard_replace, _v4_digests]
+
+
+def _entry_rows(db: sqlite_utils.Database, version: int) -> list[dict[str, Any]]:
+    cols = ", ".join(f'"{c}"' for c in dg.ENTRY_FIELDS)
+    cur = db.execute(f"SELECT {cols} FROM measurements WHERE version = ? ORDER BY key",
+                     [version])
+    return [dict(zip(dg.ENTRY_FIELDS, r)) for r in cur.fetchall()]
+
+
+def _quick(db: sqlite_utils.Database, version: int) -> str:
+    return dg.quick_digest(db.execute(
+        "SELECT key, status, latency_us FROM measurements WHERE version = ? ORDER BY key",
+        [version]).fetchall())
+
+
+def _write_seal(db: sqlite_utils.Database, v: Version, origin: str) -> dg.Seal:
+    """Compute and store a version's digest (inside the caller's write transaction)."""
+    rows = _entry_rows(db, v.id)
+    seal = dg.Seal(v.id, dg.DIGEST_FORMAT, dg.content_digest(v.fingerprint, rows),
+                   _quick(db, v.id), len(rows), dg.canonical(v.fingerprint), origin, now())
+    db["sealed_entries"].insert_all(
+        ({"version": v.id, "key": r["key"], "fields": dg.field_hashes(r)} for r in rows),
+        batch_size=500)
+    db["seals"].insert(vars(seal))
+    return seal
 
 
 # -- data classes ---------------------------------------------------------------------------
@@ -239,6 +290,7 @@ class LutStore:
         self.db = db
         self.path = path
         self._lock_fd: int | None = None
+        self._checked: set[dg.Seal] = set()  # seals whose versions passed the open check
 
     @classmethod
     def open(cls, path: str | Path, create: bool = False) -> LutStore:
@@ -357,7 +409,19 @@ class LutStore:
         return [_version(r) for r in self.db["versions"].rows_where(order_by="id")]
 
     def version(self, ref: int | None = None) -> Version:
-        """A version by id; None = the newest sealed one."""
+        """A version by id; None = the newest sealed one. A sealed version is checked
+        against its digest (cheaply: see ``_check``) before it is returned."""
+        v = self._find(ref)
+        seal = self.seal_info(v.id)
+        if v.status == "sealed" and seal not in self._checked:
+            self._check(v, seal)
+        elif v.status != "sealed" and seal is not None:
+            raise VersionTampered(
+                f"{self._ref(v)} was sealed on {seal.at} and has been marked building again "
+                "by hand; a sealed version must never change: restore the file from a backup")
+        return v
+
+    def _find(self, ref: int | None) -> Version:
         if ref is None:
             sealed = [v for v in self.versions() if v.status == "sealed"]
             if not sealed:
@@ -413,10 +477,84 @@ class LutStore:
         self._writable(version)
         self.db["versions"].update(version, {"space": json.dumps(space, sort_keys=True)})
 
-    def seal(self, version: int) -> Version:
-        self._writable(version)
-        self.db["versions"].update(version, {"status": "sealed", "sealed": now()})
+    def seal(self, version: int, origin: str = "sealed") -> Version:
+        """Seal a version: its digest is stored in the same transaction."""
+        with self._write():
+            v = self._writable(version)
+            _write_seal(self.db, v, origin)
+            self.db["versions"].update(version, {"status": "sealed", "sealed": now()})
         return self.version(version)
+
+    # -- digests ----------------------------------------------------------------------------
+    def seal_info(self, version: int) -> dg.Seal | None:
+        """The digest stored when the version was sealed (None: not sealed)."""
+        rows = list(self.db["seals"].rows_where("version = ?", [version]))
+        if not rows:
+            return None
+        seal = dg.Seal(**rows[0])
+        if seal.format > dg.DIGEST_FORMAT:
+            raise DigestTooNew(
+                f"{self.path}@{version}'s digest has format {seal.format}, written by a newer "
+                f"netadapt-farm (this one checks format {dg.DIGEST_FORMAT}); upgrade: "
+                "pip install -U netadapt-farm")
+        return seal
+
+    def _check(self, v: Version, seal: dg.Seal | None) -> None:
+        """The check on every open: the fingerprint, the row count, what estimation reads
+        (key, status, latency of every entry) and a sample of whole entries."""
+        if seal is None:
+            raise VersionTampered(f"{self._ref(v)} is sealed but its digest is gone (deleted "
+                                  "by hand); restore the file from a backup")
+        count = self.db.execute("SELECT count(*) FROM measurements WHERE version = ?",
+                                [v.id]).fetchone()[0]
+        ok = (seal.fingerprint == dg.canonical(v.fingerprint) and count == seal.rows
+              and _quick(self.db, v.id) == seal.quick
+              and not any(dg.changed_fields(f, r) for f, r in self._sample(v.id)))
+        if not ok:
+            self.verify(v.id)  # raises, saying what changed
+        self._checked.add(seal)
+
+    def _sample(self, version: int) -> list[tuple[str, dict[str, Any]]]:
+        cols = ", ".join(f'm."{c}"' for c in dg.ENTRY_FIELDS)
+        cur = self.db.execute(
+            f"SELECT s.fields, {cols} FROM measurements m JOIN sealed_entries s "
+            "ON s.version = m.version AND s.key = m.key WHERE m.version = ? "
+            f"ORDER BY random() LIMIT {SAMPLE_ON_OPEN}", [version])
+        return [(r[0], dict(zip(dg.ENTRY_FIELDS, r[1:]))) for r in cur.fetchall()]
+
+    def verify(self, version: int) -> dg.Seal | None:
+        """Recompute a sealed version's digest from all its entries: the seal, or
+        VersionTampered saying what changed. None for a version not sealed yet."""
+        v = self._find(version)
+        seal = self.seal_info(v.id)
+        if v.status != "sealed":
+            self.version(v.id)  # raises if it was sealed once
+            return None
+        if seal is None:
+            self._check(v, seal)  # raises
+        rows = _entry_rows(self.db, v.id)
+        current = {r["key"]: r for r in rows}
+        stored = dict(self.db.execute("SELECT key, fields FROM sealed_entries WHERE version = ?",
+                                      [v.id]).fetchall())
+        content_ok = dg.content_digest(v.fingerprint, rows) == seal.digest
+        hashes_ok = (stored.keys() == current.keys() and _quick(self.db, v.id) == seal.quick
+                     and seal.fingerprint == dg.canonical(v.fingerprint)
+                     and not any(dg.changed_fields(stored[k], r) for k, r in current.items()))
+        if content_ok and hashes_ok:
+            self._checked.add(seal)
+            return seal
+        changes = dg.describe_changes(seal, v.fingerprint, stored, current)
+        if not changes:
+            changes = ["the stored digest itself was edited" if content_ok else
+                       "its entries differ from the digest (the per-entry hashes were "
+                       "edited too, so which entries cannot be told)"]
+        raise VersionTampered(
+            f"{self._ref(v)} changed after it was sealed ({seal.origin} {seal.at}): "
+            f"{'; '.join(changes)}. A sealed version never changes: restore the file from a "
+            "backup, or measure a new version (netadapt lut)")
+
+    def _ref(self, v: Version) -> str:
+        return f"{self.path}@{v.id}" if self.path else v.label
 
     def _writable(self, version: int) -> Version:
         v = self.version(version)
@@ -434,6 +572,10 @@ class LutStore:
         rows = [_measurement_row(version, key, res, serial) for key, res in results]
         try:
             with self._write():
+                # A key that failed before is being retried: its new result replaces it.
+                self.db.conn.executemany(
+                    "DELETE FROM measurements WHERE version = ? AND key = ? AND status = 'failed'",
+                    [(version, r["key"]) for r in rows])
                 self.db["measurements"].insert_all(rows, batch_size=len(rows) + 1)
         except sqlite3.IntegrityError as e:
             raise LutError(f"version {version}: {e} (a key is measured once per version)") from None
@@ -545,8 +687,11 @@ class LutStore:
                                            "sealed", "fingerprint", "parent", "note", "space")}
         for r in rows:
             r.pop("version", None)
-        return json.dumps({"format": "netadapt-lut", "schema": SCHEMA_VERSION,
-                           "version": meta, "measurements": rows}, indent=1)
+        out = {"format": "netadapt-lut", "schema": SCHEMA_VERSION, "version": meta}
+        seal = self.seal_info(v.id)
+        if seal is not None:  # the import checks its entries against it
+            out["digest"] = {"format": seal.format, "sha256": seal.digest, "rows": seal.rows}
+        return json.dumps({**out, "measurements": rows}, indent=1)
 
     def import_(self, text: str, fmt: str = "json", device: str | None = None,
                 backend: str | None = None, seal: bool = True) -> Version:
@@ -568,7 +713,9 @@ class LutStore:
         if not device or not backend:
             raise LutError("the import has no device/backend: pass --device and --backend")
         note = f"imported from {meta.get('device')}@{meta.get('id')}" if meta else "imported"
-        clean = [_import_row(0, r) for r in rows]  # check every row before writing anything
+        expected = _export_digest(data) if fmt == "json" else None
+        # check every row before writing anything
+        clean = [_import_row(0, r, blank_is_none=fmt == "csv") for r in rows]
         with self._write():  # a failed import leaves no version behind
             v = self.create_version(device, backend, meta.get("fingerprint") or {},
                                     note=note, space=meta.get("space") or {})
@@ -578,7 +725,15 @@ class LutStore:
                 self.db["measurements"].insert_all(clean, batch_size=len(clean) + 1)
             except sqlite3.IntegrityError as e:
                 raise LutError(f"import: {e} (a key appears twice in the import)") from None
-            return self.seal(v.id) if seal else v
+            if expected and dg.content_digest(v.fingerprint,
+                                              _entry_rows(self.db, v.id)) != expected:
+                raise VersionTampered(
+                    f"the export of {meta.get('device')}@{meta.get('id')} does not match its "
+                    "digest: it was edited after export; export it again from the LUT file, or "
+                    "delete its \"digest\" to import the edited numbers as a version of their own")
+            if not seal:
+                return v
+            return self.seal(v.id, "imported, digest checked" if expected else "imported")
 
 
 def _version(r: dict[str, Any]) -> Version:
@@ -612,7 +767,21 @@ def _measurement_row(version: int, key: str, res: Any, serial: str) -> dict[str,
     return row
 
 
-def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
+def _export_digest(data: dict[str, Any]) -> str | None:
+    """The sha256 an export was sealed with (None: it has none, e.g. a building version)."""
+    d = data.get("digest")
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("format"), int):
+        raise LutError("not a netadapt LUT export: its 'digest' is malformed")
+    if d["format"] > dg.DIGEST_FORMAT:
+        raise DigestTooNew(f"the export's digest has format {d['format']}, written by a newer "
+                           f"netadapt-farm (this one checks format {dg.DIGEST_FORMAT}); "
+                           "upgrade: pip install -U netadapt-farm")
+    return str(d.get("sha256"))
+
+
+def _import_row(version: int, r: dict[str, Any], blank_is_none: bool) -> dict[str, Any]:
     if not isinstance(r, dict):
         raise LutError(f"import: bad row {r!r:.80}: expected an object with a 'key'")
     try:
@@ -621,7 +790,8 @@ def _import_row(version: int, r: dict[str, Any]) -> dict[str, Any]:
         raise LutError(f"import: bad key in row {r!r:.80}: {e}") from None
     row = {c: r.get(c) for c in MEASUREMENT_COLUMNS}
     row.update(spec_columns(spec), version=version, key=spec.key)  # the canonical key
-    row = {k: (None if v == "" else v) for k, v in row.items()}
+    if blank_is_none:  # CSV cannot tell an empty string from a missing value
+        row = {k: (None if v == "" else v) for k, v in row.items()}
     if row.get("status") is None:
         row["status"] = "ok"
     return row

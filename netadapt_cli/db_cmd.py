@@ -1,4 +1,4 @@
-"""`netadapt db`: list, show, diff, export, import and browse LUT versions."""
+"""`netadapt db`: list, show, verify, diff, export, import and browse LUT versions."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
         console.print("fingerprint: " + json.dumps(v.fingerprint, sort_keys=True))
         if v.space:
             console.print("space: " + json.dumps(v.space))
+        seal = store.seal_info(v.id)
+        if seal:
+            console.print(f"digest: sha256 {seal.digest[:16]}... over {seal.rows} entries and "
+                          f"the fingerprint ({seal.origin} {seal.at})", highlight=False)
         for name, value in store.stats(v.id).items():
             console.print(f"{name}: {value:.2f}")
         agree = agreement(store, v.id)
@@ -75,6 +79,27 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
                    if r["std_us"] is not None and r["mean_us"] else "-")
             t.add_row(r["key"], f"{r['latency_us'] / 1000:.3f}", std, str(r["runs"] or "-"))
         console.print(t)
+
+
+@app.command()
+def verify(lut: str = typer.Argument(..., help="LUT[@VERSION]; without @: every sealed "
+                                     "version of the file")) -> None:
+    """Check sealed versions against the digest taken when they were sealed (every entry)."""
+    with user_errors():
+        path, vid = parse_lut_ref(lut)
+        store = LutStore.open(path)
+        ids = [vid] if vid is not None else [v.id for v in store.versions()
+                                              if v.status == "sealed"]
+        if not ids:
+            fail(f"{path} has no sealed version to verify")
+        for i in ids:
+            seal = store.verify(i)
+            if seal is None:
+                console.print(f"{path}@{i}: building, not sealed yet: nothing to verify")
+                continue
+            note = ", digest taken at migration" if seal.origin == "migrated" else ""
+            console.print(f"{path}@{i}: ok, {seal.rows} entries match sha256 "
+                          f"{seal.digest[:16]}...{note}", highlight=False)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
 from netadapt_cli.main import app
-from tests.adb_farm import Farm, farm, farm_factory  # noqa: F401
+from tests.adb_farm import LITERT, Farm, farm, farm_factory  # noqa: F401
 from tests.loopback_adb import *
 
 cli = CliRunner()
@@ -148,3 +148,33 @@ def test_crashing_model_is_recorded_and_the_sweep_goes_on(farm: Farm, tmp_path: 
     shown = cli.invoke(app, ["db", "show", f"{db}@{v.id}"], terminal_width=250)
     assert shown.exit_code == 0 and "failures" in shown.output
     assert "killed by signal 11" in shown.output
+
+
+def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tmp_path: Path):
+    """The tool cannot start on the phone (a library is missing): the sweep stops after
+    20 models instead of failing all 150, says why once, and resumes once it is fixed."""
+    fixed = tmp_path / "libfoo-installed"
+    tool = tmp_path / "tool" / "needs-libfoo"
+    tool.write_text(f"#!/bin/sh\n[ -e {fixed} ] || {{ echo 'CANNOT LINK EXECUTABLE: "
+                    f"library \"libfoo.so\" not found' >&2; exit 127; }}\n"
+                    f"exec {LITERT} \"$@\"\n")
+    tool.chmod(0o755)
+    farm.write(binary=str(tool))
+    db = tmp_path / "luts" / "loop.db"
+    args = ["lut", "--device", "loop", "--space", "mobilenet_v1", "--resolution", "16",
+            "--grid", "512", "--classes", "10", "--db", str(db)]
+    res = cli.invoke(app, args, terminal_width=200)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1 and "Traceback" not in out
+    assert f"stopped early: the first {sweep.SAME_FAILURES_STOP} models on" in out
+    assert "exit code 127" in out and out.count('library "libfoo.so" not found') == 1
+    with LutStore.open(db) as store:
+        (v,) = store.versions()
+        counts = store.counts(v.id)
+        assert v.status == "building" and set(counts) == {"failed"} and counts["failed"] < 150
+    fixed.touch()  # the library is installed: same tool, same version, resumed
+    res = cli.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    with LutStore.open(db) as store:
+        (v,) = store.versions()
+        assert v.status == "sealed" and store.counts(v.id) == {"ok": 150}

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench import sweep
-from bench.runners.base import BatchItem, RunnerError
+from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.zoo import MOBILENET_V1, shape_space
 from lut_db.errors import SetupMismatch
 from lut_db.spec import LayerSpec
@@ -151,6 +151,79 @@ def test_failures_are_stored_and_counted() -> None:
     assert sum(seen) == 9 and res.per_serial == {"fake": 9}
     assert {f["key"] for f in store.failures(v.id)} == set(bad)
     assert sweep.plan(store, "fake", "tflite-cpu", FP, SPECS).action == "up-to-date"
+
+
+class BrokenToolRunner(FakeRunner):
+    """The tool is missing from the ``broken_from``-th key on; with ``errors``, each key
+    fails with the next of them in turn (None: that one is measured)."""
+
+    def __init__(self, broken_from: int = 0,
+                 errors: tuple[str | None, ...] = ("exit code 127",)):
+        super().__init__()
+        self.broken_from, self.errors = broken_from, errors
+
+    def measure(self, batch: list[BatchItem]) -> list:
+        out = []
+        for item in batch:
+            n = len(self.keys)
+            self.keys.append(item.key)
+            error = self.errors[n % len(self.errors)] if n >= self.broken_from else None
+            out.append(Failure(error, "sh: benchmark_model: not found") if error
+                       else Timing.from_samples([fake_us(item.key)] * 3))
+        return out
+
+
+def _run(store: LutStore, runner: FakeRunner, stop_after: int) -> sweep.SweepResult:
+    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS)
+    v = sweep.start_version(store, p, "fake", "tflite-cpu", FP, {})
+    return sweep.run(store, v, p.missing, [runner], fake_build, 2, stop_after=stop_after)
+
+
+def test_a_broken_tool_stops_early_and_resume_retries_its_keys() -> None:
+    store = LutStore.memory()
+    with pytest.raises(sweep.BrokenTool) as e:
+        _run(store, BrokenToolRunner(), stop_after=3)
+    msg = str(e.value)
+    assert "stopped early: the first 3 models on fake failed with the same error" in msg
+    assert "exit code 127" in msg and msg.count("sh: benchmark_model: not found") == 1
+    # the worker may finish batches it took before the stop: they are stored too
+    failed = store.counts(1)["failed"]
+    assert f"0 keys measured so far are stored, and the {failed} failed ones are retried" in msg
+    assert store.version(1).status == "building" and store.counts(1) == {"failed": failed}
+    fixed = FakeRunner()
+    res = _run(store, fixed, stop_after=3)
+    assert sorted(fixed.keys) == sorted([*keys_of(SPECS), sweep.OVERHEAD_SPEC.key])
+    assert res.version.status == "sealed"
+    assert store.counts(1) == {"ok": 9} and store.failures(1) == []
+
+
+def test_keys_measured_before_the_tool_broke_are_kept() -> None:
+    store = LutStore.memory()
+    with pytest.raises(sweep.BrokenTool, match="3 models in a row on fake") as e:
+        _run(store, BrokenToolRunner(broken_from=3), stop_after=3)
+    assert "3 keys measured so far are stored" in str(e.value)
+    kept = store.keys(1, status="ok")
+    assert len(kept) == 3 and store.counts(1)["failed"] >= 3
+    fixed = FakeRunner()
+    _run(store, fixed, stop_after=3)
+    assert sorted(fixed.keys) == sorted([*(keys_of(SPECS) - kept), sweep.OVERHEAD_SPEC.key])
+    assert store.counts(1) == {"ok": 9}
+
+
+def test_models_failing_with_different_errors_are_not_a_broken_tool() -> None:
+    store = LutStore.memory()
+    with pytest.raises(RunnerError, match="per-invoke overhead") as e:  # as before this stop
+        _run(store, BrokenToolRunner(errors=("exit code 1", "exit code 2")), stop_after=2)
+    assert not isinstance(e.value, sweep.BrokenTool) and store.counts(1) == {"failed": 9}
+
+
+def test_a_tool_failing_on_some_models_keeps_todays_behaviour() -> None:
+    store = LutStore.memory()
+    runner = BrokenToolRunner(errors=("exit code 1", None))  # every other model fails
+    res = _run(store, runner, stop_after=2)
+    assert res.version.status == "sealed" and res.failed == 5
+    assert {(f["key"], f["output"]) for f in store.failures(1)} == {
+        (k, "sh: benchmark_model: not found") for k in runner.keys[:9:2]}
 
 
 def test_several_runners_share_the_work() -> None:
