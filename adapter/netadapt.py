@@ -45,6 +45,7 @@ from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
 from adapter.models import LOCKSTEP, ZooModel, build, rebuild
 from bench import zoo
+from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
 from lut_db.spec import Network
 
@@ -199,12 +200,15 @@ class SearchSpace:
     """A family's width configs on the LUT's channel grid, and their resources."""
 
     def __init__(self, family: str, resolution: int, classes: int, table: Mapping[str, float],
-                 grid: int, missing: str = "error", lut: str = "LUT"):
+                 grid: int, missing: str = "error", lut: str = "LUT",
+                 calibration: Calibration | None = None):
         self.fam = zoo.family(family)
         self.resolution, self.classes, self.grid = resolution, classes, grid
         self.choices = zoo.slot_choices(self.fam, grid)
         layers = self.fam.slot_layers(resolution, classes)
-        self._latency = SlotEstimator(layers, table, missing, lut)
+        # latency is the LUT's calibrated estimate when the version has a calibration
+        self.calibration = calibration
+        self._latency = SlotEstimator(layers, table, missing, lut, calibration)
         self._cost = {"macs": SlotCost(layers, lambda s: s.macs),
                       "params": SlotCost(layers, lambda s: s.params)}
         lockstep = LOCKSTEP.get(self.fam.name, self.fam.lockstep)

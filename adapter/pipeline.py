@@ -40,18 +40,25 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
                  log: Log | None = None) -> tuple[Any, str]:
     """The search space on the LUT, the keys it lacks resolved by the ``missing`` policy
-    (``bench.missing``). Returns (space, label of the version whose entries it uses)."""
+    (``bench.missing``), its latency the version's calibrated estimate (the plain sum, with a
+    warning through ``log``, when the version has no calibration). Returns (space, label
+    of the version whose entries it uses)."""
     from adapter.netadapt import SearchSpace, lut_grid, missing_keys
 
     label = f"{store.path}@{version.id}"
     grid = grid or lut_grid(version.space, model, resolution, classes, label)
+    cal = store.calibration(version)
+    if cal is None and log:
+        log(f"warning: {label} has no calibration: the search ranks by the plain sum of "
+            f"entries; calibrate it with: netadapt calibrate --lut {label}")
     table = store.table(version.id)
-    space = SearchSpace(model, resolution, classes, table, grid, "error", label)
+    space = SearchSpace(model, resolution, classes, table, grid, "error", label, cal)
     absent = missing_keys(space, table)
     if not absent:
         return space, label
     got = resolve(store, version, absent, missing, device=device, log=log)
-    return SearchSpace(model, resolution, classes, got.table, grid, "error", got.label), got.label
+    return (SearchSpace(model, resolution, classes, got.table, grid, "error", got.label, cal),
+            got.label)
 
 
 def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1,

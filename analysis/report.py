@@ -26,6 +26,7 @@ import numpy as np
 from analysis import plots, stats
 from analysis.features import Tables, all_tables, estimate_row
 from analysis.plots import Plot
+from lut_db.calibration import Calibration
 from lut_db.errors import UserError
 from lut_db.estimate import MissingKeys
 from lut_db.spec import LayerSpec, Network
@@ -62,11 +63,12 @@ class Report:
 # -- numbers ----------------------------------------------------------------------------------
 
 
-def parse_rows(stored: Sequence[Mapping[str, Any]],
-               tables: Tables | None = None) -> list[dict[str, Any]]:
+def parse_rows(stored: Sequence[Mapping[str, Any]], tables: Tables | None = None,
+               calibration: Calibration | None = None) -> list[dict[str, Any]]:
     """Stored validation rows with their timing JSON unpacked; with ``tables``, each
     network's estimate is recomputed from its stored JSON (the features a correction
-    uses are then always current)."""
+    uses are then always current), and with a ``calibration`` its calibrated estimate,
+    and whether the calibration was fitted on it."""
     rows = []
     for r in stored:
         timing = json.loads(r.get("timing") or "{}")
@@ -78,6 +80,11 @@ def parse_rows(stored: Sequence[Mapping[str, Any]],
             try:
                 fresh = estimate_row(net, tables, compare=False)  # stored: interpolated_us
                 row["estimate"] = {**timing["estimate"], **fresh}
+                if calibration is not None:
+                    lookup, _ = tables.lookup(net.keys)
+                    row["calibrated_us"] = calibration.network_us(sum(
+                        calibration.layer_us(n.spec, lookup[n.spec.key]) for n in net.nodes))
+                    row["fitted"] = r["name"] in calibration.networks
             except MissingKeys:
                 pass  # keep the stored estimate (its on-demand version is gone)
         rows.append(row)
@@ -85,14 +92,23 @@ def parse_rows(stored: Sequence[Mapping[str, Any]],
 
 
 def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """all, in space, held out; with a calibration, "unseen": in space and not fitted on."""
     ho = np.array([r["held_out"] for r in rows], bool)
-    return {"all": np.ones(len(rows), bool), "in_space": ~ho, "held_out": ho}
+    out = {"all": np.ones(len(rows), bool), "in_space": ~ho, "held_out": ho}
+    if any("fitted" in r for r in rows):
+        out["unseen"] = ~ho & ~np.array([bool(r.get("fitted")) for r in rows], bool)
+    return out
 
 
 def compute_metrics(rows: Sequence[Mapping[str, Any]], overhead_us: float,
                     n_boot: int = stats.BOOTSTRAP) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every number of the report, and the per-network predictions (us) behind them."""
     pred, model = stats.predictions(rows, overhead_us)
+    if all("calibrated_us" in r for r in rows):
+        cal = np.array([r["calibrated_us"] for r in rows], float)
+        pred["calibrated"] = cal
+        # the calibration describes the LUT's time; the drift factor brings it to now
+        pred["calibrated_drift"] = cal * pred["drift"] / np.maximum(pred["overhead"], 1e-9)
     measured = np.array([r["measured_us"] for r in rows], float)
     groups = _groups(rows)
     out: dict[str, Any] = {"overhead_us": overhead_us, "predictors": {},
@@ -137,8 +153,8 @@ def _drift_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The headline: the best predictor's agreement, in-space and held out."""
     preds = metrics["predictors"]
-    best = "corrected" if "corrected" in preds else "drift"
-    a = preds[best].get("in_space", {})
+    best = next(p for p in ("calibrated_drift", "corrected", "drift") if p in preds)
+    a = preds[best].get("unseen" if best == "calibrated_drift" else "in_space", {})
     h = preds[best].get("held_out", {})
     n = preds["naive"].get("in_space", {})
     return {"predictor": best, "label": stats.PREDICTOR_LABELS[best],
@@ -177,7 +193,8 @@ def make_plots(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.ndarray]
     measured = [r["measured_us"] for r in rows]
     fams = [r["family"] for r in rows]
     ho = [r["held_out"] for r in rows]
-    show = [k for k in ("naive", "corrected") if k in pred] or ["naive"]
+    show = ["naive", "calibrated_drift" if "calibrated_drift" in pred else "corrected"]
+    show = [k for k in show if k in pred]
     panels = {stats.PREDICTOR_LABELS[k]: pred[k] for k in show if k in pred}
     errors = {stats.PREDICTOR_LABELS[k]: 100 * (np.asarray(pred[k]) / np.asarray(measured) - 1)
               for k in show if k in pred}
@@ -201,7 +218,8 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
           n_boot: int = stats.BOOTSTRAP) -> Report:
     """Numbers and figures of ``version``'s stored validations."""
     start = time.perf_counter()
-    rows = parse_rows(store.validations(version.id), all_tables(store, version))
+    rows = parse_rows(store.validations(version.id), all_tables(store, version),
+                      store.calibration(version))
     lut = f"{store.path}@{version.id}"
     if not rows:
         raise ReportError(f"{version.label} has no validations yet; measure them with "
@@ -245,12 +263,14 @@ def network_table(rows: Sequence[Mapping[str, Any]],
         row = {"name": r["name"], "family": r["family"], "kind": r.get("kind", ""),
                "held_out": r["held_out"], "macs_m": r["macs"] / 1e6,
                "measured_ms": m / 1000, "source": r["estimate"].get("source", "")}
-        for k in ("naive", "corrected"):
+        for k in ("naive", "corrected", "calibrated", "calibrated_drift"):
             if k in pred:
                 row[f"{k}_ms"] = float(pred[k][i]) / 1000
                 row[f"{k}_err_pct"] = 100 * (float(pred[k][i]) / m - 1)
         out.append(row)
-    return sorted(out, key=lambda x: -abs(x.get("corrected_err_pct", x.get("naive_err_pct", 0))))
+    worst = next((k for k in ("calibrated_drift_err_pct", "corrected_err_pct") if k in out[0]),
+                 "naive_err_pct") if out else "naive_err_pct"
+    return sorted(out, key=lambda x: -abs(x.get(worst, 0)))
 
 
 def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) -> list[str]:
@@ -386,6 +406,12 @@ def metric_columns(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
         cols.append((f"{stats.PREDICTOR_LABELS[name]} (in space)", groups.get("in_space", {})))
     if "corrected" in metrics["predictors"]:
         cols.append(("corrected, held out", metrics["predictors"]["corrected"].get("held_out", {})))
+    for name in ("calibrated", "calibrated_drift"):
+        groups = metrics["predictors"].get(name, {})
+        for g in ("unseen", "held_out"):
+            if g in groups:
+                cols.append((f"{stats.PREDICTOR_LABELS[name]} ({g.replace('_', ' ')})",
+                             groups[g]))
     if metrics.get("macs"):
         cols.append(("MACs, best line (in space)", metrics["macs"].get("in_space", {})))
     return cols
@@ -393,12 +419,17 @@ def metric_columns(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
 
 def verdict_sentences(report: Report) -> list[str]:
     v = report.metrics["verdict"]
-    out = [(f"{v['within_5']} of {v['n']} in-space validation networks "
+    which = ("validation networks the calibration was not fitted on"
+             if v["predictor"] == "calibrated_drift" else "in-space validation networks")
+    how = {"calibrated_drift": "the LUT's calibrated estimate (its stored in-network model), "
+                               "aligned for the device's drift since the LUT.",
+           "corrected": "the sum of LUT entries with the cross-validated in-network "
+                        "correction.",
+           "drift": "the sum of LUT entries aligned for overhead and drift."}[v["predictor"]]
+    out = [(f"{v['within_5']} of {v['n']} {which} "
            f"({_pct(v['within_5'], v['n'])}) are estimated within ±5 % of their measured "
            f"latency, {v['within_10']} ({_pct(v['within_10'], v['n'])}) within ±10 %; "
-           f"Pearson r = {_fmt(v['pearson_r'], 'f4')}. Estimate: the sum of LUT entries "
-           + ("with the cross-validated in-network correction."
-              if v["predictor"] == "corrected" else "aligned for overhead and drift."))]
+           f"Pearson r = {_fmt(v['pearson_r'], 'f4')}. Estimate: " + how)]
     if v["held_out_n"]:
         out.append(f"Held-out families (never in the sweep space): {v['held_out_within_5']} of "
                    f"{v['held_out_n']} within ±5 %, {v['held_out_within_10']} within ±10 %"

@@ -36,7 +36,7 @@ class Space:
 
     @classmethod
     def of(cls, space: Mapping[str, Any]) -> Space:
-        sweeps = list(space.get("sweeps", []))
+        sweeps = [s for s in space.get("sweeps", []) if isinstance(s, dict)]
         if not sweeps:
             raise ValidationError("the LUT version records no sweep space (families, "
                                   "resolutions, grid), so there is nothing to sample from")
@@ -119,8 +119,11 @@ def plan_counts(n: int, n_families: int, extra_resolutions: bool) -> dict[str, i
 
 
 def sample_networks(space: Space, n: int = 60, seed: int = 0,
-                    held_out: Iterable[str] = tuple(HELD_OUT)) -> list[Network]:
-    """A seedable validation set of (about) ``n`` networks drawn from ``space``."""
+                    held_out: Iterable[str] = tuple(HELD_OUT),
+                    off_grid: bool = True) -> list[Network]:
+    """A seedable validation set of (about) ``n`` networks drawn from ``space``; without
+    ``held_out`` families or ``off_grid`` widths, random configs on the grid take their
+    places (a calibration set: every key in the LUT)."""
     if not space.families or not space.resolutions:
         raise ValidationError("the LUT's space has no families or resolutions to sample")
     rng = random.Random(seed)
@@ -142,7 +145,7 @@ def sample_networks(space: Space, n: int = 60, seed: int = 0,
         f = fams[i % len(fams)]
         nets.append(_make(f, "resolution", _random_widths(f, rng, space.grid),
                           others[i % len(others)], space.classes))
-    for i in range(counts["off_grid"]):
+    for i in range(counts["off_grid"] if off_grid else 0):
         f = fams[i % len(fams)]
         nets.append(_make(f, "off_grid", _off_grid(f, rng, space.grid), main, space.classes))
     held = [HELD_OUT[h] for h in held_out]

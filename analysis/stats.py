@@ -204,6 +204,8 @@ PREDICTOR_LABELS = {
     "overhead": "minus per-invoke overhead",
     "drift": "+ device drift since the LUT",
     "corrected": "+ in-network correction (cross-validated)",
+    "calibrated": "calibrated estimate (as netadapt estimate prints)",
+    "calibrated_drift": "calibrated estimate + device drift since the LUT",
 }
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from bench.devices import open_runners
 from bench.runners.base import Runner
 from bench.sweep import measure_missing
-from lut_db.estimate import MissingKeys, interpolate
+from lut_db.estimate import Estimate, MissingKeys, estimate, interpolate
+from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
 POLICIES = ("error", "interpolate", "measure")
@@ -78,3 +79,20 @@ def ensure_keys(store: LutStore, version: Version, keys: list[str], *,
     finally:
         if not held:
             store.unlock()
+
+
+def estimate_network(store: LutStore, version: Version, net: Network, policy: str = "error",
+                     *, raw: bool = False, device: str | None = None,
+                     runner: Runner | None = None, log: Log | None = None) -> Estimate:
+    """What `netadapt estimate` prints: ``net`` on ``version``, its missing keys resolved by
+    ``policy``, calibrated with the version's in-network model (``raw``: the plain sum).
+    A version without a calibration gives the plain sum, and says so through ``log``."""
+    got = resolve(store, version, net.keys, policy, device=device, runner=runner, log=log)
+    cal = None if raw else store.calibration(got.version)
+    if cal is None and not raw and log:
+        log(f"warning: {got.label} has no calibration, so this is the plain sum of its "
+            f"entries (typically 5-15 % low); calibrate it with: netadapt calibrate --lut "
+            f"{got.label}")
+    return estimate(net, got.table, lut=got.label, interpolated=got.interpolated,
+                    calibration=cal)
+

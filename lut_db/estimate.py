@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lut_db.calibration import Calibration
 from lut_db.spec import LayerSpec, Network
 from lut_db.store import LutError
 
@@ -43,54 +44,76 @@ class MissingKeys(LutError):
 class LayerEstimate:
     node: str
     key: str
-    latency_us: float
+    latency_us: float  # the LUT entry: the layer alone
     source: str  # "lut" or "interpolated"
     macs: int = 0
+    in_network_us: float | None = None  # its cost inside the network (calibrated LUTs)
 
 
 @dataclass
 class Estimate:
+    """A network's latency: calibrated when the LUT version has a calibration (the in-network
+    model, ``lut_db.calibration``), else the paper's plain sum of entries."""
+
     network: str
     layers: list[LayerEstimate] = field(default_factory=list)
+    calibration: Calibration | None = None
+    lut: str = ""  # file@version the entries came from
+
+    @property
+    def raw_total_us(self) -> float:
+        """The plain sum of the layers' LUT entries (the paper's estimate)."""
+        return sum(layer.latency_us for layer in self.layers)
 
     @property
     def total_us(self) -> float:
-        return sum(layer.latency_us for layer in self.layers)
+        if self.calibration is None:
+            return self.raw_total_us
+        return self.calibration.network_us(sum(x.in_network_us or 0.0 for x in self.layers))
 
     @property
     def total_ms(self) -> float:
         return self.total_us / 1000
 
     @property
+    def raw_total_ms(self) -> float:
+        return self.raw_total_us / 1000
+
+    @property
     def interpolated(self) -> list[str]:
         return [layer.key for layer in self.layers if layer.source == "interpolated"]
 
     def to_dict(self) -> dict:
-        return {"network": self.network, "total_ms": self.total_ms,
-                "total_us": self.total_us, "interpolated": len(self.interpolated),
+        cal = self.calibration
+        return {"network": self.network, "lut": self.lut, "total_ms": self.total_ms,
+                "total_us": self.total_us, "raw_total_ms": self.raw_total_ms,
+                "calibrated": cal is not None,
+                "calibration": {"model": cal.model, "networks": len(cal.networks),
+                                "cv": cal.cv} if cal else None,
+                "interpolated": len(self.interpolated),
                 "layers": [vars(layer) for layer in self.layers]}
 
 
 def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
-             lut: str = "LUT", interpolated: Collection[str] = ()) -> Estimate:
-    """Sum the LUT entries of ``net``'s layers under a missing-key policy. Entries of
-    ``table`` listed in ``interpolated`` were filled in by the caller (``bench.missing``)
-    and are marked so."""
+             lut: str = "LUT", interpolated: Collection[str] = (),
+             calibration: Calibration | None = None) -> Estimate:
+    """Sum the LUT entries of ``net``'s layers under a missing-key policy, and with a
+    ``calibration`` each layer's in-network cost too (the total is then theirs). Entries
+    of ``table`` listed in ``interpolated`` were filled in by the caller
+    (``bench.missing``) and are marked so."""
     if missing not in POLICIES:
         raise LutError(f"unknown missing-key policy {missing!r}; use one of {POLICIES}")
     absent = [k for k in dict.fromkeys(net.keys) if k not in table]
     if absent and missing == "error":
         raise MissingKeys(absent, lut)
     filled = interpolate(absent, table) if absent else {}
-    out = Estimate(net.name)
+    out = Estimate(net.name, calibration=calibration, lut=lut)
     for node in net.nodes:
         key = node.spec.key
-        if key in table:
-            source = "interpolated" if key in interpolated else "lut"
-            out.layers.append(LayerEstimate(node.name, key, table[key], source, node.spec.macs))
-        else:
-            out.layers.append(LayerEstimate(node.name, key, filled[key], "interpolated",
-                                            node.spec.macs))
+        entry = table[key] if key in table else filled[key]
+        source = "interpolated" if key in interpolated or key not in table else "lut"
+        inside = calibration.layer_us(node.spec, entry) if calibration else None
+        out.layers.append(LayerEstimate(node.name, key, entry, source, node.spec.macs, inside))
     return out
 
 
@@ -188,13 +211,15 @@ class SlotCost:
     a spec (MACs, parameters, or a LUT entry in SlotEstimator).
     """
 
-    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
+    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float],
+                 offset: float = 0.0):
         self.layers = list(layers)
         self.cost = cost
+        self.offset = offset  # added once per network (a calibration's overhead)
         self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
 
     def __call__(self, width: Mapping[str, int]) -> float:
-        total = 0.0
+        total = self.offset
         for (slots, make), cache in zip(self.layers, self._cache):
             sig = tuple(width[s] for s in slots)
             v = cache.get(sig)
@@ -205,18 +230,26 @@ class SlotCost:
 
 
 class SlotEstimator(SlotCost):
-    """Estimated latency (us) of width configs of one family: the sum of LUT entries."""
+    """Estimated latency (us) of width configs of one family: the sum of LUT entries, or
+    with a ``calibration`` the sum of in-network costs plus its overhead (the same
+    look-ups: each position's calibrated cost is cached like a raw one)."""
 
     def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
-                 missing: str = "error", lut: str = "LUT"):
-        super().__init__(layers, self._lookup)
+                 missing: str = "error", lut: str = "LUT",
+                 calibration: Calibration | None = None):
+        super().__init__(layers, self._cost, calibration.overhead_us if calibration else 0.0)
+        self.calibration = calibration
         self.table = table
         self.missing = missing
         self.lut = lut
         self._groups: Groups | None = None  # for interpolation, built on the first miss
 
     def layer_costs(self, width: Mapping[str, int]) -> list[float]:
-        return [self._lookup(make(width)) for _, make in self.layers]
+        return [self._cost(make(width)) for _, make in self.layers]
+
+    def _cost(self, spec: LayerSpec) -> float:
+        entry = self._lookup(spec)
+        return self.calibration.layer_us(spec, entry) if self.calibration else entry
 
     def _lookup(self, spec: LayerSpec) -> float:
         v = self.table.get(spec.key)

@@ -27,10 +27,11 @@ from typing import Any, Self
 import sqlite_utils
 
 from lut_db import digest as dg
+from lut_db.calibration import Calibration, CalibrationError
 from lut_db.errors import SetupMismatch, UserError
 from lut_db.spec import LayerSpec, SpecError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SAMPLE_ON_OPEN = 16  # whole entries checked against their field hashes on every open
 
 
@@ -168,7 +169,20 @@ def _v4_digests(db: sqlite_utils.Database) -> None:
 
 
 # MIGRATIONS[i] takes a file at schema i to schema i + 1. Schema 0 is an empty file.
-MIGRATIONS = [_create_v1, _v2_guard_moves, _v3_guard_replace, _v4_digests]
+def _v5_calibrations(db: sqlite_utils.Database) -> None:
+    """A version's calibration (``lut_db.calibration``): written once, after the sweep
+    seals, and never changed or removed after (a calibrated estimate quoted from
+    ``host.db@3`` stays true, as its entries do)."""
+    db["calibrations"].create({"version": int, "model": str, "calibration": str, "at": str},
+                              pk="version", foreign_keys=[("version", "versions", "id")])
+    db.executescript("""
+CREATE TRIGGER calibrations_update BEFORE UPDATE ON calibrations
+BEGIN SELECT RAISE(ABORT, 'a calibration never changes'); END;
+CREATE TRIGGER calibrations_delete BEFORE DELETE ON calibrations
+BEGIN SELECT RAISE(ABORT, 'a calibration never changes'); END;""")
+
+
+MIGRATIONS = [_create_v1, _v2_guard_moves, _v3_guard_replace, _v4_digests, _v5_calibrations]
 
 
 def _entry_rows(db: sqlite_utils.Database, version: int) -> list[dict[str, Any]]:
@@ -653,6 +667,39 @@ class LutStore:
     def stats(self, version: int) -> dict[str, float]:
         return {r["name"]: r["value"]
                 for r in self.db["version_stats"].rows_where("version = ?", [version])}
+
+    # -- calibration ------------------------------------------------------------------------
+    def set_calibration(self, version: int, calibration: Calibration) -> None:
+        """Store a sealed version's calibration, once (it never changes afterwards)."""
+        v = self.version(version)
+        if v.status != "sealed":
+            raise CalibrationError(f"{v.label} is still building: calibrate it once it is "
+                                   "sealed (netadapt lut finishes the sweep)")
+        v.require_same_setup(calibration.fingerprint, "its calibration must come from the "
+                             "same device and settings")
+        with self._write():
+            if self.db["calibrations"].count_where("version = ?", [version]):
+                raise CalibrationError(f"{v.label} is calibrated already, and a calibration "
+                                       "never changes")
+            self.db["calibrations"].insert({"version": version, "model": calibration.model,
+                                            "calibration": calibration.to_json(), "at": now()})
+
+    def calibration(self, version: Version) -> Calibration | None:
+        """The calibration that holds for ``version``: its own, else that of the version
+        it was derived from with the same setup (keys measured on demand add entries, not
+        a new device state). None: never calibrated."""
+        v: Version | None = version
+        while v is not None:
+            rows = list(self.db["calibrations"].rows_where("version = ?", [v.id]))
+            if rows:
+                cal = Calibration.from_json(rows[0]["calibration"])
+                version.require_same_setup(cal.fingerprint, "its calibration was made for "
+                                           "another setup and cannot be used; recalibrate "
+                                           "with: netadapt calibrate")
+                return cal
+            parent = self.version(v.parent) if v.parent is not None else None
+            v = parent if parent and parent.fingerprint == v.fingerprint else None
+        return None
 
     def add_validation(self, version: int, row: dict[str, Any]) -> None:
         self.version(version)

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bench.missing import POLICIES, resolve
-from lut_db.estimate import estimate
+from bench.missing import POLICIES, estimate_network
+from lut_db.estimate import Estimate
 from lut_db.spec import Network
 from lut_db.store import open_lut
 from netadapt_cli.common import console, err_console, load_network, user_errors
@@ -26,33 +26,41 @@ def estimate_cmd(
     missing: str = typer.Option("error", help="Missing keys: error, interpolate or measure."),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
+    raw: bool = typer.Option(False, "--raw", help="The paper's plain sum of LUT entries, "
+                             "without the version's in-network calibration."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Estimate a network's latency as the sum of its layers' LUT entries."""
+    """Estimate a network's latency on a LUT: each layer's cost inside the network from the
+    version's calibration (--raw: the plain sum of the layers' entries)."""
     with user_errors():
         if missing not in POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
         net = load_network(network, model, width, widths, resolution, classes)
         store, version = open_lut(lut)
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
-        got = resolve(store, version, net.keys, missing, device=device,
-                      log=lambda m: say(m, highlight=False))
-        est = estimate(net, got.table, lut=got.label, interpolated=got.interpolated)
+        est = estimate_network(store, version, net, missing, raw=raw, device=device,
+                               log=lambda m: say(m, highlight=False))
         if as_json:
-            print(json.dumps({"lut": got.label, "macs": net.macs, "params": net.params,
-                              **est.to_dict()}, indent=1))
+            print(json.dumps({"macs": net.macs, "params": net.params, **est.to_dict()},
+                             indent=1))
             return
-        _print(net, est, got.label)
+        _print(net, est)
 
 
-def _print(net: Network, est, label: str) -> None:
-    t = Table("node", "layer key", "ms", "source", title=f"{net.name} on {label}")
-    for layer in est.layers:
-        t.add_row(layer.node, layer.key, f"{layer.latency_us / 1000:.3f}", layer.source)
+def _print(net: Network, est: Estimate) -> None:
+    cal = est.calibration
+    t = Table("node", "layer key", "entry ms", *(["in network ms"] if cal else []), "source",
+              title=f"{net.name} on {est.lut}")
+    for x in est.layers:
+        inside = [f"{x.in_network_us / 1000:.3f}"] if cal else []
+        t.add_row(x.node, x.key, f"{x.latency_us / 1000:.3f}", *inside, x.source)
     console.print(t)
     extra = f" ({len(est.interpolated)} interpolated)" if est.interpolated else ""
-    console.print(f"[bold]estimated latency: {est.total_ms:.3f} ms[/]{extra}; "
-                  f"{net.macs / 1e6:.1f} M MACs, {net.params / 1e6:.2f} M params")
+    how = (f"calibrated ({cal.describe()}; plain sum {est.raw_total_ms:.3f} ms)" if cal
+           else "plain sum of LUT entries")
+    console.print(f"[bold]estimated latency: {est.total_ms:.3f} ms[/]{extra}, {how}; "
+                  f"{net.macs / 1e6:.1f} M MACs, {net.params / 1e6:.2f} M params",
+                  highlight=False)
 
 
 def measure_cmd(

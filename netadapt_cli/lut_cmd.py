@@ -16,7 +16,7 @@ from rich.progress import (
 
 from bench import sweep
 from bench.devices import load_config, open_runners
-from bench.runners.base import RunnerError
+from bench.runners.base import Runner, RunnerError
 from bench.zoo import FAMILIES
 from lut_db.store import open_lut
 from netadapt_cli.common import console, default_db, user_errors
@@ -43,8 +43,14 @@ def lut(
         None, help="Keys per batch: one transaction, one ADB round trip for the lot "
         "(default: the runner's, 16 on the host, 100 over ADB)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show counts and ETA; measure nothing."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="After the sweep "
+                                   "seals, measure whole networks and fit the in-network model "
+                                   "the estimates use (once per version; see netadapt "
+                                   "calibrate)."),
+    calibration_networks: int = typer.Option(40, help="Networks of the calibration set."),
 ) -> None:
-    """Sweep the shape space of SPACE on DEVICE into a LUT version; resume if one is building."""
+    """Sweep the shape space of SPACE on DEVICE into a LUT version (resume if one is building),
+    then calibrate it: whole networks measured on the same device fit the in-network model."""
     if ctx.invoked_subcommand is not None:
         return
     with user_errors():
@@ -72,7 +78,20 @@ def lut(
                                   dry_run=dry_run, on_plan=on_plan,
                                   progress=lambda n, _s: bar.advance(task, n),
                                   on_event=_farm_event)
-        _print_result(res, db, dry_run)
+            _print_result(res, db, dry_run)
+            if calibrate and not dry_run:
+                _calibrate(db, res.version.id, runners[0], calibration_networks, bar)
+
+
+def _calibrate(db: Path, version_id: int, runner: Runner, networks: int, bar: Progress) -> None:
+    from analysis.calibrate import PASSES, ensure_calibrated
+
+    task = bar.add_task(f"calibrating {db}@{version_id}", total=networks * PASSES)
+    cal, made = ensure_calibrated(db, version_id, runner, networks,
+                                  progress=lambda n, _w: bar.advance(task, n))
+    bar.update(task, visible=False)
+    if made:
+        console.print(f"calibrated {db}@{version_id}: {cal.describe()}", highlight=False)
 
 
 def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:

@@ -65,7 +65,8 @@ def template(tmp_path_factory) -> Path:
     os.sched_setaffinity(0, affinity)
     db = d / "fast.db"
     with LutStore.open(db, create=True) as store:
-        v = store.create_version("fast", "tflite-cpu", fp, space={"sweeps": ["test"]})
+        v = store.create_version("fast", "tflite-cpu", fp, space={"sweeps": [
+            {"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64, "classes": 10}]})
         store.add_results(v.id, [(s.key, Timing.from_samples([fake_us(s)] * 3))
                                  for s in shape_space(MOBILENET_V1, 32, 64, 10)])
         store.set_stat(v.id, "invoke_overhead_us", 5.0)
@@ -103,9 +104,30 @@ def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
     res = ok(*SWEEP[:-4], "--resolution", "64", "--classes", "10", "--db", lut, "--dry-run")
     assert "new version derived from" in flat(res.output) and "to measure" in res.output
     assert dump(lut) == before
-    res = ok(*SWEEP, "--db", lut)  # everything is there already
+    res = ok(*SWEEP, "--db", lut, "--no-calibrate")  # everything is there already
     assert "nothing to do" in flat(res.output)
     assert dump(lut) == before
+
+
+def test_lut_calibrates_a_sealed_version_once(lut: Path) -> None:
+    """A sealed version without a calibration gets one (the sweep has nothing to do); the
+    next run changes nothing, and a calibration can be neither redone nor edited."""
+    res = ok(*SWEEP, "--db", lut, "--calibration-networks", "12")
+    out = flat(res.output)
+    assert "nothing to do" in out and f"calibrated {lut}@1: cache-l2-v1 fitted on 12" in out
+    after = dump(lut)
+    assert "nothing to do" in flat(ok(*SWEEP, "--db", lut).output) and dump(lut) == after
+    assert "calibrated already" in fails("calibrate", "--lut", lut, "--device", "fast",
+                                         "--networks", "12")
+    con = sqlite3.connect(lut)
+    with pytest.raises(sqlite3.IntegrityError, match="never changes"):
+        con.execute("UPDATE calibrations SET calibration = '{}'")
+    with pytest.raises(sqlite3.IntegrityError, match="never changes"):
+        con.execute("DELETE FROM calibrations")
+    con.close()
+    data = json.loads(ok(*_estimate(lut), "--json").stdout)
+    assert data["calibrated"] and data["calibration"]["networks"] == 12
+    assert data["total_ms"] != data["raw_total_ms"]
 
 
 # -- db -------------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Calibration section of `make bench`: how well each in-network model predicts networks it
+was not fitted on, side by side, and what calibrating costs.
+
+On luts/host.db (built first when missing): the version is calibrated if it is not
+(timed: the cost `make lut` pays), then three test sets are measured whole in one
+session, interleaved, with the drift factor taken out as the calibration does:
+
+- ``unseen``: the LUT's own families at its resolution, another seed than the
+  calibration set, with off-grid widths (keys measured on demand);
+- ``held_out``: the ResNet- and VGG-style families no sweep contained;
+- ``res32``: MobileNetV1 width configs at 32 px (the adapt demo's resolution).
+
+Candidates, each fitted on the calibration set only: the plain sum (the paper), the
+sum less the per-invoke overhead, one scale factor, the report's per-op-class
+correction, and the stored physical model (``lut_db.calibration``).
+Runnable alone: ``python -m benchmarks.calibration_bench [--lut luts/host.db]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis import calibrate as cb
+from analysis.families import HELD_OUT
+from analysis.features import op_class
+from analysis.sampling import Space, sample_networks
+from analysis.stats import fit_correction
+from bench import zoo
+from bench.devices import open_runners
+from bench.missing import ensure_keys
+from bench.sweep import SweepSpace, build_lut
+from lut_db.calibration import Calibration, act_mb, weight_mb
+from lut_db.spec import Network
+from lut_db.store import LutStore
+
+Predict = Callable[[cb.Sample], float]
+
+
+def test_sets(space: Space) -> dict[str, list[Network]]:
+    rng = random.Random(11)
+    res = space.resolutions[0]
+    unseen = sample_networks(space, 30, seed=7, held_out=())
+    held = [f.network(width_mult=m, resolution=res, classes=space.classes,
+                      name=f"{f.name}-x{m}-{res}") for f in HELD_OUT.values()
+            for m in (0.25, 0.5, 0.75, 1.0)]
+    v1 = zoo.MOBILENET_V1
+    choices = zoo.slot_choices(v1, space.grid)
+    res32 = [v1.network({s: rng.choice(choices[s]) for s in v1.slots}, resolution=32,
+                        classes=space.classes, name=f"v1-32-r{i}") for i in range(10)]
+    res32 += [v1.network(width_mult=m, resolution=32, classes=space.classes,
+                         name=f"v1-32-x{m}") for m in (0.25, 0.5, 0.75, 1.0)]
+    return {"unseen": unseen, "held_out": held, "res32": res32}
+
+
+def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predict]:
+    o = cal.overhead_us
+
+    def raw(s: cb.Sample) -> float:
+        return sum(e for _, e in s.layers)
+
+    def aligned(s: cb.Sample) -> float:
+        return raw(s) - (len(s.layers) - 1) * o
+
+    k = float(np.median([s.measured_us / aligned(s) for s in train]))
+
+    def by_class(s: cb.Sample) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for spec, e in s.layers:
+            out[op_class(spec)] = out.get(op_class(spec), 0.0) + e
+        return out
+
+    def mb(s: cb.Sample) -> tuple[float, float]:
+        return (sum(weight_mb(sp) for sp, _ in s.layers), sum(act_mb(sp) for sp, _ in s.layers))
+
+    refit = cb.fit(train, o, cal.fingerprint)
+    corr = fit_correction([by_class(s) for s in train], [mb(s) for s in train],
+                          [s.measured_us - aligned(s) for s in train],
+                          [s.measured_us for s in train])
+    return {
+        "plain sum (paper)": raw,
+        "sum - overhead": aligned,
+        "one scale factor": lambda s: k * aligned(s),
+        "per-op-class correction": lambda s: aligned(s) + corr.extra_us(by_class(s), mb(s)),
+        "physical cache model (kept)": lambda s: refit.network_us(
+            sum(refit.layer_us(sp, e) for sp, e in s.layers)),
+        "physical, as stored with the LUT": lambda s: cal.network_us(
+            sum(cal.layer_us(sp, e) for sp, e in s.layers)),
+    }
+
+
+def score(pred: Predict, samples: Sequence[cb.Sample]) -> dict[str, Any]:
+    rel = np.array([pred(s) / s.measured_us - 1 for s in samples])
+    p = np.array([pred(s) for s in samples])
+    m = np.array([s.measured_us for s in samples])
+    out = cb.errors(rel)
+    out["pearson_r"] = float(np.corrcoef(p, m)[0, 1]) if len(samples) > 2 else None
+    out["mean_signed_pct"] = float(100 * rel.mean())
+    return out
+
+
+def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
+    with open_runners("host") as runners:
+        runner = runners[0]
+        if not lut.exists():
+            t0 = time.perf_counter()
+            build_lut(lut, "host", runners, SweepSpace(("mobilenet_v1", "mobilenet_v2")))
+            out["lut_build_s"] = round(time.perf_counter() - t0, 1)
+        store = LutStore.open(lut)
+        store.lock()
+        version = store.version()
+        t0 = time.perf_counter()
+        cal = store.calibration(version)
+        if cal is None:
+            cal = cb.calibrate(store, version, runner)
+            out["calibration_s"] = round(time.perf_counter() - t0, 1)
+        out["lut"] = version.label
+        out["calibration"] = json.loads(cal.to_json()) | {"networks": len(cal.networks)}
+        space = Space.of(version.space)
+        train_nets = cb.calibration_set(space, len(cal.networks))
+        sets = test_sets(space)
+        nets = [n for group in sets.values() for n in group]
+        table = store.table(version.id)
+        absent = sorted({k for n in nets for k in n.keys if k not in table})
+        if absent:
+            ensure_keys(store, version, absent, runner=runner)
+        # the calibration set again, in the same session as the tests, for the fits
+        samples = cb.measure_samples(store, version, runner, train_nets + nets)
+    store.close()
+    by_name = {s.name: s for s in samples}
+    train = [by_name[n.name] for n in train_nets]
+    preds = candidates(train, cal)
+    out["models"] = {name: {group: score(p, [by_name[n.name] for n in nets_])
+                            for group, nets_ in sets.items()}
+                     for name, p in preds.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    run(out, args.lut)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
