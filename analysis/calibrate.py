@@ -14,6 +14,7 @@ fit, so a calibration made days after the sweep still describes the LUT's number
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,12 @@ import numpy as np
 from scipy.optimize import nnls
 
 from analysis.features import all_tables
-from analysis.sampling import Space, sample_networks
+from analysis.sampling import Space, make_network, random_widths, sample_networks
 from analysis.validate import SessionDrift
+from bench.missing import ensure_keys
 from bench.runners.base import Runner
 from bench.timing import Progress, summary, time_networks
+from bench.zoo import family
 from lut_db.calibration import Calibration, CalibrationError, features
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
@@ -50,8 +53,25 @@ class Sample:
     measured_us: float
 
 
+OTHER_RESOLUTIONS = (56, 112, 224)  # a quarter of the set: weights cost the same at any
+# resolution, compute does not; networks at two resolutions tell the two apart
+OTHER_SHARE = 0.25
+
+
 def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[Network]:
-    return sample_networks(space, n, seed, held_out=(), off_grid=False)
+    """``n`` networks of the space's families: most at its resolutions, on its grid (keys
+    it holds), a quarter at other resolutions (their keys are measured on demand)."""
+    others = [r for r in OTHER_RESOLUTIONS if r not in space.resolutions][:2]
+    k = round(OTHER_SHARE * n) if others else 0
+    main = sample_networks(space, n - k, seed, held_out=(), off_grid=False)
+    rng = random.Random(seed)
+    extra = []
+    for i in range(k):
+        fam = family(space.families[i % len(space.families)])
+        widths = random_widths(fam, rng, space.grid)
+        extra.append(make_network(fam, "resolution", widths, others[i % len(others)],
+                                  space.classes))
+    return main + extra
 
 
 def _design(samples: Sequence[Sample], overhead_us: float, l2_mb: float
@@ -118,11 +138,11 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
     """Time ``nets`` whole (interleaved passes) with a drift sample of their keys between
     passes; each latency is brought back to the LUT's time by the drift factor."""
     tables = all_tables(store, version)
-    lookup = {**tables.table, **tables.extra}
-    absent = sorted({k for n in nets for k in n.keys if k not in lookup})
+    absent = sorted({k for n in nets for k in n.keys} - tables.table.keys() - tables.extra.keys())
     if absent:
-        raise CalibrationError(f"{version.label} lacks {len(absent)} key(s) of its own "
-                               f"calibration set (e.g. {absent[0]}); sweep its space first")
+        ensure_keys(store, version, absent, runner=runner)
+        tables = all_tables(store, version)
+    lookup = {**tables.table, **tables.extra}
     drift = SessionDrift(runner, nets, tables, drift_keys, SEED)
     timed = time_networks(runner, {n.name: n for n in nets}, passes, seed=SEED,
                           progress=progress, between=lambda p: drift.measure_slice(p, passes))

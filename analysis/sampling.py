@@ -50,7 +50,7 @@ def _snap(value: float, choices: Sequence[int]) -> int:
     return min(choices, key=lambda c: (abs(c - value), c))
 
 
-def _random_widths(fam: Family, rng: random.Random, grid: int | None) -> list[int]:
+def random_widths(fam: Family, rng: random.Random, grid: int | None) -> list[int]:
     """A pruned-looking config: a global factor in [0.25, 1] jittered per slot.
 
     On the grid (``grid`` given): each width snapped to the slot's LUT choices. Off it
@@ -69,7 +69,7 @@ def _random_widths(fam: Family, rng: random.Random, grid: int | None) -> list[in
 
 def _off_grid(fam: Family, rng: random.Random, grid: int) -> list[int]:
     """Random widths with at least a third of the slots off the grid (multiples of 8)."""
-    widths = _random_widths(fam, rng, None)
+    widths = random_widths(fam, rng, None)
     for i, w in enumerate(widths):
         if w % grid == 0 and rng.random() < 0.5 and w > 8:
             widths[i] = w - 8
@@ -79,7 +79,7 @@ def _off_grid(fam: Family, rng: random.Random, grid: int) -> list[int]:
 def _netadapt_step(fam: Family, rng: random.Random, grid: int) -> tuple[list[int], str]:
     """A NetAdapt-like step: a multiplier or random parent with one slot (group) narrowed."""
     start = (list(fam.multiplier(rng.choice(MULTIPLIERS[1:]))) if rng.random() < 0.5
-             else _random_widths(fam, rng, grid))
+             else random_widths(fam, rng, grid))
     choices = slot_choices(fam, grid)
     for _ in range(20):
         i = rng.randrange(len(fam.slots))
@@ -96,7 +96,7 @@ def _name(fam: str, kind: str, net: Network) -> str:
     return f"{fam}-{kind}-{net.input_shape[0]}-{digest}"
 
 
-def _make(fam: Family, kind: str, widths: Sequence[int], resolution: int, classes: int,
+def make_network(fam: Family, kind: str, widths: Sequence[int], resolution: int, classes: int,
           held_out: bool = False, note: str = "") -> Network:
     net = fam.network(list(widths), resolution=resolution, classes=classes, name="tmp")
     name = _name(fam.name, kind, net)
@@ -132,34 +132,34 @@ def sample_networks(space: Space, n: int = 60, seed: int = 0,
     counts = plan_counts(n, len(fams), bool(others))
     nets: list[Network] = []
     for f in fams:
-        nets += [_make(f, "multiplier", f.multiplier(m), main, space.classes)
+        nets += [make_network(f, "multiplier", f.multiplier(m), main, space.classes)
                  for m in MULTIPLIERS]
     for i in range(counts["random"]):
         f = fams[i % len(fams)]
-        nets.append(_make(f, "random", _random_widths(f, rng, space.grid), main, space.classes))
+        nets.append(make_network(f, "random", random_widths(f, rng, space.grid), main, space.classes))
     for i in range(counts["netadapt"]):
         f = fams[i % len(fams)]
         widths, slot = _netadapt_step(f, rng, space.grid)
-        nets.append(_make(f, "netadapt", widths, main, space.classes, note=f"narrowed {slot}"))
+        nets.append(make_network(f, "netadapt", widths, main, space.classes, note=f"narrowed {slot}"))
     for i in range(counts["resolution"]):
         f = fams[i % len(fams)]
-        nets.append(_make(f, "resolution", _random_widths(f, rng, space.grid),
+        nets.append(make_network(f, "resolution", random_widths(f, rng, space.grid),
                           others[i % len(others)], space.classes))
     for i in range(counts["off_grid"] if off_grid else 0):
         f = fams[i % len(fams)]
-        nets.append(_make(f, "off_grid", _off_grid(f, rng, space.grid), main, space.classes))
+        nets.append(make_network(f, "off_grid", _off_grid(f, rng, space.grid), main, space.classes))
     held = [HELD_OUT[h] for h in held_out]
     for i in range(counts["held_out"] if held else 0):
         f = held[i % len(held)]
         m = rng.choice(MULTIPLIERS)
-        widths = f.multiplier(m) if i < 2 * len(held) else _random_widths(f, rng, space.grid)
-        nets.append(_make(f, "held_out", widths, main, space.classes, held_out=True))
+        widths = f.multiplier(m) if i < 2 * len(held) else random_widths(f, rng, space.grid)
+        nets.append(make_network(f, "held_out", widths, main, space.classes, held_out=True))
     nets = _unique(nets)
     for i in range(20 * n):  # duplicates (small spaces): top up with more random configs
         if len(nets) >= n:
             break
         f = fams[i % len(fams)]
-        nets = _unique(nets + [_make(f, "random", _random_widths(f, rng, space.grid), main,
+        nets = _unique(nets + [make_network(f, "random", random_widths(f, rng, space.grid), main,
                                      space.classes)])
     return nets
 

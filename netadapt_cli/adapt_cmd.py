@@ -73,7 +73,7 @@ def adapt_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Shrink a network to a latency budget on a device's LUT (NetAdapt), then verify it."""
-    with user_errors():
+    with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
         from adapter.netadapt import AdaptConfig, Budget

@@ -21,7 +21,7 @@ def calibrate_cmd(
     from bench.devices import open_runners
     from lut_db.store import open_lut
 
-    with user_errors():
+    with user_errors(as_json):
         if networks < 1 or passes < 1:
             raise typer.BadParameter("--networks and --passes must be at least 1")
         store, version = open_lut(lut)

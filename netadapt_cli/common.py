@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -29,12 +30,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the library's own exceptions into one clear message and exit code 1."""
+def user_errors(as_json: bool = False) -> Iterator[None]:
+    """Turn the library's own exceptions into one clear message and exit code 1; with
+    ``as_json`` stdout gets ``{"error": message}`` too, so it is JSON in every path."""
     try:
         yield
     except USER_ERRORS as e:
+        if as_json:
+            print(json.dumps({"error": str(e)}))
         fail(_escape(str(e)))
+    except typer.BadParameter as e:
+        if as_json:
+            print(json.dumps({"error": e.format_message()}))
+        raise
     except KeyboardInterrupt:
         err_console.print("interrupted: every batch already measured is stored; "
                           "run the same command again to resume")

@@ -37,7 +37,7 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
          entries: int = typer.Option(10, help="How many entries to list."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Show a version: fingerprint, counts, failures and a few entries."""
-    with user_errors():
+    with user_errors(as_json):
         store, v = open_lut(lut)
         counts, failures = store.counts(v.id), store.failures(v.id)
         rows = store.entries(v.id)
@@ -107,7 +107,7 @@ def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
          b: str = typer.Argument(..., help="VERSION or LUT@VERSION (same file)"),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Per-key latency ratios b / a between two versions of one LUT file."""
-    with user_errors():
+    with user_errors(as_json):
         store, va = open_lut(a)
         if b.isdigit():
             vb = store.version(int(b))

@@ -20,7 +20,7 @@ def devices_cmd(
     from bench.discovery import all_configs, scan, servers_of
     from bench.runners.adb_transport import local_server
 
-    with user_errors():
+    with user_errors(as_json):
         configs = [load_config(config)] if config else all_configs()
         servers = [s for c in configs for s in servers_of(c)] if config else [
             local_server(), *(s for c in configs for s in servers_of(c))]

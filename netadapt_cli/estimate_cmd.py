@@ -32,7 +32,7 @@ def estimate_cmd(
 ) -> None:
     """Estimate a network's latency on a LUT: each layer's cost inside the network from the
     version's calibration (--raw: the plain sum of the layers' entries)."""
-    with user_errors():
+    with user_errors(as_json):
         if missing not in POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
         net = load_network(network, model, width, widths, resolution, classes)
@@ -80,7 +80,7 @@ def measure_cmd(
     from bench.devices import open_runners
     from bench.timing import summary, time_networks
 
-    with user_errors():
+    with user_errors(as_json):
         if passes < 1:
             raise typer.BadParameter("--passes must be at least 1")
         net = load_network(network, model, width, widths, resolution, classes)

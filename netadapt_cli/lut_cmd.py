@@ -157,7 +157,7 @@ def check(
 
     from analysis.drift import check as drift_check
 
-    with user_errors():
+    with user_errors(as_json):
         store, version = open_lut(lut)
         try:
             with open_runners(device or version.device, backend or version.backend,

@@ -91,9 +91,9 @@ def test_netadapt_steps_narrow_one_slot():
 
 def test_names_are_content_hashes():
     fam = zoo.family("mobilenet_v1")
-    a = sampling._make(fam, "random", fam.multiplier(0.5), 32, 10)
-    b = sampling._make(fam, "random", fam.multiplier(0.5), 32, 10)
-    c = sampling._make(fam, "random", fam.multiplier(0.75), 32, 10)
+    a = sampling.make_network(fam, "random", fam.multiplier(0.5), 32, 10)
+    b = sampling.make_network(fam, "random", fam.multiplier(0.5), 32, 10)
+    c = sampling.make_network(fam, "random", fam.multiplier(0.75), 32, 10)
     assert a.name == b.name != c.name
 
 

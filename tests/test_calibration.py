@@ -110,7 +110,7 @@ def test_a_version_without_calibration_says_so(tmp_path: Path) -> None:
 
 
 def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> None:
-    store, version, cal = calibrated
+    store, version, _ = calibrated
     validate(store, version, FakeRunner(), n=20, passes=1, profile=False, drift_keys=20)
     report = build(store, version, n_boot=50)
     preds = report.metrics["predictors"]

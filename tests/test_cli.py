@@ -229,7 +229,7 @@ def test_estimate_missing_keys(lut: Path) -> None:
     data = json.loads(ok(*args, "--missing", "interpolate", "--json").stdout)
     assert data["interpolated"] == 3
     res = ok(*args, "--missing", "measure", "--json")  # measured on this machine
-    data = json.loads(res.stdout[res.stdout.index("{"):])
+    data = json.loads(res.stdout)  # the progress lines went to stderr
     assert data["lut"] == f"{lut}@2" and data["interpolated"] == 0
     with LutStore.open(lut) as store:
         v2 = store.version(2)
@@ -495,3 +495,26 @@ def test_every_command_and_option_has_help_text() -> None:
 def test_help_runs(args: list[str]) -> None:
     res = invoke(*args, "--help")
     assert res.exit_code == 0 and "Usage" in res.output and "Traceback" not in res.output
+
+
+def test_every_json_command_prints_json_alone_on_stdout(lut: Path, tmp_path: Path) -> None:
+    """Success and failure alike: stdout parses as JSON (messages go to stderr)."""
+    missing = tmp_path / "none.db"
+    cases = [
+        (_estimate(lut), 0), ([*_estimate(lut), "--raw"], 0), (_estimate(missing), 1),
+        ([*_estimate(lut), "--missing", "nope"], 2),
+        (["measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL], 0),
+        (["measure", "--device", "pixel9", "--model", "mobilenet_v1"], 1),
+        (["db", "show", lut], 0), (["db", "show", missing], 1),
+        (["db", "diff", f"{lut}@1", "1"], 0), (["db", "diff", f"{missing}@1", "2"], 1),
+        (["lut", "check", "--lut", lut, "--device", "fast", "--sample", "4"], 0),
+        (["lut", "check", "--lut", missing], 1),
+        (["calibrate", "--lut", missing], 1),
+        (["devices", "--config", "pixel9"], 1),
+    ]
+    for args, code in cases:
+        res = invoke(*args, "--json")
+        assert res.exit_code == code, (args, res.output)
+        data = json.loads(res.stdout)
+        assert ("error" in data) == (code != 0), (args, data)
+
