@@ -49,11 +49,12 @@ from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
 from lut_db.spec import Network
 
-RESOURCES = ("latency", "macs", "params")
+RESOURCES = ("latency_ms", "macs", "params")
+SAY = {"latency_ms": "latency", "macs": "MACs", "params": "params"}  # in messages
 PICK_RULE = ("highest holdout accuracy (the paper's rule); ties: lower holdout loss, "
              "then the earlier slot")
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: resources named with their units (latency_ms)
 
 Log = Callable[[str], None]
 
@@ -75,16 +76,16 @@ class Budget:
     def parse(cls, resource: str, text: str) -> Budget:
         """Latency: ``0.5`` (ratio) or ``3.2ms``; MACs/params: ``0.5`` (ratio) or ``5M``."""
         t = str(text).strip().lower()
-        where = f"{resource} budget {text!r}"
-        if resource == "latency" and t.endswith("ms"):
+        where = f"{SAY.get(resource, resource)} budget {text!r}"
+        if resource == "latency_ms" and t.endswith("ms"):
             return cls(resource, _positive(t[:-2], where), False)
         m = re.fullmatch(r"([0-9.eE+-]+)\s*([kmg]?)", t)
         if not m:
-            unit = "e.g. 0.5 (of the initial) or 3.2ms" if resource == "latency" else \
+            unit = "e.g. 0.5 (of the initial) or 3.2ms" if resource == "latency_ms" else \
                 "e.g. 0.5 (of the initial) or 5M"
             raise AdaptError(f"{where}: not understood; {unit}")
         value = _positive(m.group(1), where) * _SUFFIX[m.group(2)]
-        if m.group(2) or (value > 1 and resource != "latency"):
+        if m.group(2) or (value > 1 and resource != "latency_ms"):
             return cls(resource, value, False)
         if value > 1:
             raise AdaptError(f"{where}: a bare number is a ratio of the initial latency "
@@ -96,8 +97,10 @@ class Budget:
 
     def __str__(self) -> str:
         if self.relative:
-            return f"{self.value:g} x initial {self.resource}"
-        return f"{self.value:g} ms" if self.resource == "latency" else f"{self.value:g} {self.resource}"
+            return f"{self.value:g} x initial {SAY[self.resource]}"
+        if self.resource == "latency_ms":
+            return f"{self.value:g} ms"
+        return f"{self.value:g} {self.resource}"
 
 
 def _positive(text: str, where: str) -> float:
@@ -125,7 +128,7 @@ class AdaptConfig:
     lut: str = ""  # the LUT version label actually used, e.g. luts/host.db@2
     grid: int | None = None  # channel grid (default: the LUT sweep's)
     missing: str = "error"
-    budgets: dict[str, str] = field(default_factory=lambda: {"latency": "0.5"})
+    budgets: dict[str, str] = field(default_factory=lambda: {"latency_ms": "0.5"})
     reduction: float = 0.05  # first iteration's reduction, as a fraction of the initial value
     decay: float = 0.98
     pretrain_epochs: int = 15
@@ -219,7 +222,7 @@ class SearchSpace:
 
     # resources
     def resource(self, name: str, widths: Mapping[str, int]) -> float:
-        if name == "latency":
+        if name == "latency_ms":
             return self._latency(widths) / 1000.0  # ms
         return self._cost[name](widths)
 
@@ -333,19 +336,19 @@ class Schedule:
         for r, b in self.budgets.items():
             if minimum[r] > b:
                 raise AdaptError(
-                    f"the {r} budget ({_fmt(r, b)}) cannot be met: the smallest network on "
+                    f"the {SAY[r]} budget ({_fmt(r, b)}) cannot be met: the smallest network on "
                     f"the LUT's grid (every layer at its minimum width) is {_fmt(r, minimum[r])}")
             need = 1 - b / self.initial[r]
             reach = self.reduction / (1 - self.decay) if self.decay < 1 else math.inf
             if need > 0 and reach < need:
                 raise AdaptError(
-                    f"the schedule can never reach the {r} budget: reductions of "
+                    f"the schedule can never reach the {SAY[r]} budget: reductions of "
                     f"{self.reduction:g} x decay {self.decay:g} add up to at most {reach:.2f} "
                     f"of the initial value, {need:.2f} is needed; raise --reduction or --decay")
 
 
 def _fmt(resource: str, v: float) -> str:
-    if resource == "latency":
+    if resource == "latency_ms":
         return f"{v:.3f} ms"
     return f"{v / 1e6:.3f} M {'MACs' if resource == 'macs' else 'params'}"
 
@@ -484,7 +487,7 @@ class NetAdapt:
         res = self.space.resources(widths)
         # Budgets are checked before any training: an impossible one fails in a second.
         budgets = {b.resource: b.absolute(res[b.resource]) for b in cfg.budget_list()}
-        measured = self._measured_target(widths, res["latency"], budgets)
+        measured = self._measured_target(widths, res["latency_ms"], budgets)
         schedule = Schedule(budgets, {r: res[r] for r in budgets}, cfg.reduction, cfg.decay)
         schedule.check(self.space.resources(self.space.minimum()))
         train.seed_all(train.derive_seed(cfg.seed, "init"))
@@ -519,10 +522,10 @@ class NetAdapt:
         self.state["history"] = [{"iteration": 0, "chosen": None, "widths": widths, **res,
                                   "holdout_acc": hold_acc, "holdout_loss": hold_loss,
                                   "targets": {}, "proposals": []}]
-        self.log(f"initial: {_fmt('latency', res['latency'])} estimated, test acc "
+        self.log(f"initial: {_fmt('latency_ms', res['latency_ms'])} estimated, test acc "
                  f"{test_acc:.3f}, holdout acc {hold_acc:.3f}; budget "
                  + ", ".join(_fmt(r, b) for r, b in budgets.items()))
-        if schedule.met(res) and self._measured_ok(0, widths, res["latency"]):
+        if schedule.met(res) and self._measured_ok(0, widths, res["latency_ms"]):
             self.state["stage"] = "adapted"
         self._save()
 
@@ -541,17 +544,17 @@ class NetAdapt:
         """With a measured budget: the target in measured ms, from the initial network
         measured now; the estimate's budget (in ``budgets``) starts at it scaled by the
         initial network's estimated / measured latency."""
-        budget = next((b for b in self.cfg.budget_list() if b.resource == "latency"), None)
+        budget = next((b for b in self.cfg.budget_list() if b.resource == "latency_ms"), None)
         if not self.cfg.measured_on or budget is None:
             return None
         measured = self._measure_ms({"initial": widths})["initial"]
         target = budget.absolute(measured)
-        budgets["latency"] = target * estimate_ms / measured
+        budgets["latency_ms"] = target * estimate_ms / measured
         self.log(f"initial: {measured:.3f} ms measured on {self.cfg.measured_on}; budget "
-                 f"{target:.3f} ms measured = {budgets['latency']:.3f} ms estimated")
+                 f"{target:.3f} ms measured = {budgets['latency_ms']:.3f} ms estimated")
         return {"device": self.cfg.measured_on, "initial_ms": measured, "target_ms": target,
                 "relative": budget.value if budget.relative else None,
-                "estimate_budget_ms": budgets["latency"], "checks": []}
+                "estimate_budget_ms": budgets["latency_ms"], "checks": []}
 
     def _measured_ok(self, iteration: int, widths: Mapping[str, int],
                      estimate_ms: float) -> bool:
@@ -569,7 +572,7 @@ class NetAdapt:
         measured = got[f"iteration{iteration}"]
         target = mb["relative"] * got["initial"] if mb.get("relative") else mb["target_ms"]
         ok = measured <= target
-        new = self.state["budgets"]["latency"] if ok else target * estimate_ms / measured
+        new = self.state["budgets"]["latency_ms"] if ok else target * estimate_ms / measured
         mb["checks"].append({"iteration": iteration, "estimated_ms": estimate_ms,
                              "measured_ms": measured, "initial_ms": got.get("initial"),
                              "target_ms": target, "estimate_budget_ms": new})
@@ -578,13 +581,13 @@ class NetAdapt:
                     else "")
                  + ("): met" if ok else f"): estimate's budget tightened to {new:.3f} ms"))
         if not ok:
-            smallest = self.space.resource("latency", self.space.minimum())
+            smallest = self.space.resource("latency_ms", self.space.minimum())
             if new < smallest:
                 raise AdaptError(
                     f"the measured budget {target:.3f} ms cannot be met: at the device's "
                     f"measured / estimated ratio it needs an estimate of {new:.3f} ms, and "
                     f"the smallest network on the grid is {smallest:.3f} ms")
-            self.state["budgets"]["latency"] = new
+            self.state["budgets"]["latency_ms"] = new
         return ok
 
     def schedule(self) -> Schedule:
@@ -634,13 +637,13 @@ class NetAdapt:
         self.state["history"].append(entry)
         self.state["iteration"] = i
         moved = ", ".join(f"{s} {widths[s]}->{w}" for s, w in chosen.widths.items())
-        self.log(f"iteration {i}: target {_fmt('latency', targets['latency'])}" if "latency"
+        self.log(f"iteration {i}: target {_fmt('latency_ms', targets['latency_ms'])}" if "latency_ms"
                  in targets else f"iteration {i}:")
         self.log(f"  {len(proposals)} proposals; kept {moved}: "
-                 f"{_fmt('latency', chosen.resources['latency'])}, holdout acc "
+                 f"{_fmt('latency_ms', chosen.resources['latency_ms'])}, holdout acc "
                  f"{res['holdout_acc']:.3f} ({entry['seconds']:.1f} s)")
         if schedule.met(chosen.resources) and self._measured_ok(
-                i, self.model.widths(), chosen.resources["latency"]):
+                i, self.model.widths(), chosen.resources["latency_ms"]):
             self.state["stage"] = "adapted"
         self._save()  # a kill before this redoes the iteration, identically
         return entry
@@ -724,7 +727,7 @@ def equal_latency_multiplier(space: SearchSpace, latency_ms: float) -> tuple[flo
     best = None
     for m in np.arange(0.05, 1.0001, 0.01):
         w = space.snap(space.fam.widths(width_mult=float(m)))
-        gap = abs(space.resource("latency", w) - latency_ms)
+        gap = abs(space.resource("latency_ms", w) - latency_ms)
         if best is None or gap < best[0]:
             best = (gap, round(float(m), 2), w)
     return best[1], best[2]

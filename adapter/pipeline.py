@@ -78,7 +78,7 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     try:
         na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log)
         result = na.run(resume=resume)
-        adapted_ms = result["adapted"]["latency"]
+        adapted_ms = result["adapted"]["latency_ms"]
         m_eq, w_eq = netadapt.equal_latency_multiplier(space, adapted_ms)
         result["equal_latency_multiplier"] = {"multiplier": m_eq, "widths": w_eq,
                                               **space.resources(w_eq)}
@@ -140,14 +140,14 @@ def quality(result: dict) -> None:
 
     a, i = result["adapted"], result["initial"]
     q: dict[str, Any] = {
-        "adapted_est_vs_measured_pct": 100 * (a["latency"] - a["measured_ms"]) / a["measured_ms"],
-        "initial_est_vs_measured_pct": 100 * (i["latency"] - i["measured_ms"]) / i["measured_ms"],
+        "adapted_est_vs_measured_pct": 100 * (a["latency_ms"] - a["measured_ms"]) / a["measured_ms"],
+        "initial_est_vs_measured_pct": 100 * (i["latency_ms"] - i["measured_ms"]) / i["measured_ms"],
         "measured_ratio": a["measured_ms"] / i["measured_ms"],
-        "estimated_ratio": a["latency"] / i["latency"],
+        "estimated_ratio": a["latency_ms"] / i["latency_ms"],
     }
     eq = [m for m in result["multipliers"] if "equal latency" in m["name"]]
     if eq and "measured_ms" in eq[0]:
-        q["equal_latency_multiplier"] = {"name": eq[0]["name"], "latency": eq[0]["latency"],
+        q["equal_latency_multiplier"] = {"name": eq[0]["name"], "latency_ms": eq[0]["latency_ms"],
                                          "measured_ms": eq[0]["measured_ms"],
                                          "test_acc": eq[0]["test_acc"]}
     base = [m for m in result["multipliers"] if "measured_ms" in m]
@@ -164,20 +164,20 @@ def plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
 
     cfg = na.cfg
     out = []
-    budget = result["budgets"].get("latency")
+    budget = result["budgets"].get("latency_ms")
     out.append(plots.progress(na.state["history"], budget, run_dir / "progress.png",
                               f"NetAdapt: {cfg.model} @ {cfg.resolution} px on {cfg.lut}",
                               measured=result.get("measured_budget")))
     eq = result["equal_latency_multiplier"]
     series = {"initial": result["initial"]["widths"],
-              f"NetAdapt ({result['adapted']['latency']:.3f} ms est.)": result["adapted"]["widths"],
-              f"multiplier x{eq['multiplier']:.2f} ({eq['latency']:.3f} ms est.)": eq["widths"]}
+              f"NetAdapt ({result['adapted']['latency_ms']:.3f} ms est.)": result["adapted"]["widths"],
+              f"multiplier x{eq['multiplier']:.2f} ({eq['latency_ms']:.3f} ms est.)": eq["widths"]}
     out.append(plots.filters(list(space.fam.slots), series, run_dir / "filters.png",
                              "Filters per layer: NetAdapt vs width multiplier of equal "
                              "estimated latency"))
     if result["multipliers"]:
         points = {"initial": result["initial"], "adapted": result["adapted"]}
-        key = "measured_ms" if "measured_ms" in result["adapted"] else "latency"
+        key = "measured_ms" if "measured_ms" in result["adapted"] else "latency_ms"
         where = f" on {result.get('measured_on')}" if key == "measured_ms" else ""
         out.append(plots.tradeoff(result["multipliers"], points, run_dir / "tradeoff.png",
                                   f"{cfg.model} on {result['data'].split(':')[0]}: test "

@@ -21,10 +21,10 @@ def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
     it = [h["iteration"] for h in history]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 2]})
-    ax1.plot(it, [h["latency"] for h in history], "o-", color="tab:blue",
+    ax1.plot(it, [h["latency_ms"] for h in history], "o-", color="tab:blue",
              label="estimated latency (kept proposal)")
-    tgt = [(h["iteration"], h["targets"]["latency"]) for h in history
-           if "latency" in h.get("targets", {})]
+    tgt = [(h["iteration"], h["targets"]["latency_ms"]) for h in history
+           if "latency_ms" in h.get("targets", {})]
     if tgt:
         ax1.plot(*zip(*tgt), "_", color="tab:gray", markersize=14, mew=2,
                  label="iteration target")
@@ -33,7 +33,7 @@ def progress(history: Sequence[Mapping], budget_ms: float | None, path: Path,
     elif budget_ms is not None:
         ax1.axhline(budget_ms, color="tab:red", ls="--", label=f"budget {budget_ms:.3f} ms")
     for h in history[1:]:
-        ax1.annotate(h["chosen"], (h["iteration"], h["latency"]), textcoords="offset points",
+        ax1.annotate(h["chosen"], (h["iteration"], h["latency_ms"]), textcoords="offset points",
                      xytext=(4, 4), fontsize=7, color="tab:blue")
     ax1.set_ylabel("latency (ms; LUT estimate unless marked measured)" if measured
                    else "estimated latency (ms, LUT)")

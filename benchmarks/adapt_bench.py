@@ -26,7 +26,7 @@ from typing import Any
 RES, GRID, CLASSES = 32, 32, 10
 # The Makefile's demo settings (ADAPT_DEMO and the adapt line): keep them in step.
 DEMO: dict[str, Any] = {
-    "model": "mobilenet_v1", "resolution": RES, "data": "digits", "budgets": {"latency": "0.5"},
+    "model": "mobilenet_v1", "resolution": RES, "data": "digits", "budgets": {"latency_ms": "0.5"},
     "pretrain_epochs": 10, "short_steps": 10, "reduction": 0.08, "decay": 0.97, "long_epochs": 8}
 MULTIPLIERS = [0.25, 0.5, 0.75]
 
@@ -63,7 +63,7 @@ def search_time(space: Any, repeats: int = 20) -> dict[str, Any]:
     out: dict[str, Any] = {"slots": len(space.groups)}
     for label, mult in (("full_width", 1.0), ("x0.75", 0.75)):
         widths = space.snap(space.fam.widths(width_mult=mult))
-        target = {"latency": 0.95 * space.resource("latency", widths)}
+        target = {"latency_ms": 0.95 * space.resource("latency_ms", widths)}
         cold, warm = [], []
         for _ in range(5):
             fresh = SearchSpace("mobilenet_v1", RES, CLASSES, space._latency.table, space.grid)
@@ -108,8 +108,8 @@ def seed_row(seed: int, r: dict) -> dict[str, Any]:
     eq = [m for m in r["multipliers"] if "equal latency" in m["name"]]
     return {
         "seed": seed, "iterations": r["iterations"],
-        "initial_est_ms": r["initial"]["latency"], "initial_meas_ms": r["initial"]["measured_ms"],
-        "adapted_est_ms": a["latency"], "adapted_meas_ms": a["measured_ms"],
+        "initial_est_ms": r["initial"]["latency_ms"], "initial_meas_ms": r["initial"]["measured_ms"],
+        "adapted_est_ms": a["latency_ms"], "adapted_meas_ms": a["measured_ms"],
         "est_vs_meas_pct": q.get("adapted_est_vs_measured_pct"),
         "measured_speedup_vs_initial": 1 / q["measured_ratio"],
         "adapted_acc": a["test_acc"], "adapted_acc_before_long": a["test_acc_before_long"],

@@ -82,7 +82,7 @@ def adapt_cmd(
 
         if missing not in MISSING_POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
-        budgets = {"latency": budget}
+        budgets = {"latency_ms": budget}
         if max_macs:
             budgets["macs"] = max_macs
         if max_params:
@@ -131,7 +131,7 @@ def print_result(result: dict) -> None:
     def row(name: str, r: dict) -> None:
         meas = r.get("measured_ms")
         acc = r.get("test_acc")
-        t.add_row(name, f"{r['latency']:.3f}", f"{meas:.3f}" if meas is not None else "-",
+        t.add_row(name, f"{r['latency_ms']:.3f}", f"{meas:.3f}" if meas is not None else "-",
                   f"{r['macs'] / 1e6:.2f}", f"{r['params'] / 1e6:.3f}",
                   f"{100 * acc:.1f}%" if acc is not None else "-")
 
@@ -140,7 +140,7 @@ def print_result(result: dict) -> None:
     for m in result["multipliers"]:
         row(f"mult. {m['name']}", m)
     console.print(t)
-    a, budget = result["adapted"], result["budgets"].get("latency")
+    a, budget = result["adapted"], result["budgets"].get("latency_ms")
     mb = result.get("measured_budget")
     if mb:
         checks = ", ".join(f"{c['measured_ms']:.3f} ms (budget {c['target_ms']:.3f})"
@@ -155,7 +155,7 @@ def print_result(result: dict) -> None:
                           f"{mb['relative']:g})", highlight=False)
     if budget is not None:
         console.print(f"latency budget {budget:.3f} ms (estimated); adapted: estimated "
-                      f"{a['latency']:.3f} ms" + (f", measured {a['measured_ms']:.3f} ms"
+                      f"{a['latency_ms']:.3f} ms" + (f", measured {a['measured_ms']:.3f} ms"
                                                   if "measured_ms" in a else ""),
                       highlight=False)
     if "test_acc_before_long" in a:

@@ -47,7 +47,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     run = runs / "demo"
     result = json.loads((run / "result.json").read_text())
     a = result["adapted"]
-    assert a["latency"] <= result["budgets"]["latency"]
+    assert a["latency_ms"] <= result["budgets"]["latency_ms"]
     assert a["measured_ms"] > 0 and result["measured_on"] == "fast"
     assert {m["name"] for m in result["multipliers"]} >= {"x0.25", "x0.5"}
     assert all(m["measured_ms"] > 0 and 0 <= m["test_acc"] <= 1 for m in result["multipliers"])
@@ -109,7 +109,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
     (["--model", "resnet50"], "unknown model family 'resnet50'"),
     (["--budget", "2"], "a bare number is a ratio of the initial latency"),
-    (["--max-macs", "lots"], "macs budget 'lots': not understood"),
+    (["--max-macs", "lots"], "MACs budget 'lots': not understood"),
     (["--missing", "guess"], "--missing must be one of"),
     (["--reduction", "0"], "--reduction must be in (0, 1)"),
     (["--data", "EMPTY"], "expected one subfolder per class"),

@@ -31,8 +31,8 @@ def macs_table(family: str, grid: int) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("resource,text,want", [
-    ("latency", "0.5", Budget("latency", 0.5, True)),
-    ("latency", "3.2ms", Budget("latency", 3.2, False)),
+    ("latency_ms", "0.5", Budget("latency_ms", 0.5, True)),
+    ("latency_ms", "3.2ms", Budget("latency_ms", 3.2, False)),
     ("macs", "5M", Budget("macs", 5e6, False)),
     ("params", "0.25", Budget("params", 0.25, True)),
     ("params", "120k", Budget("params", 120e3, False)),
@@ -45,25 +45,25 @@ def test_budget_parse(resource: str, text: str, want: Budget) -> None:
                                           ("fast", "not understood")])
 def test_budget_parse_errors(text: str, message: str) -> None:
     with pytest.raises(AdaptError, match=message):
-        Budget.parse("latency", text)
+        Budget.parse("latency_ms", text)
 
 
 def test_schedule_targets_decay_and_stop_at_the_budget() -> None:
-    s = Schedule({"latency": 5.0, "macs": 100.0}, {"latency": 10.0, "macs": 200.0}, 0.1, 0.5)
-    cur = {"latency": 10.0, "macs": 90.0}
-    assert s.targets(cur, 1) == {"latency": 9.0, "macs": 100.0}  # macs already met: stay under
-    assert s.targets(cur, 3) == {"latency": pytest.approx(10 - 1.0 * 0.25), "macs": 100.0}
-    assert s.targets(cur, 1, relax=1) == {"latency": 9.5, "macs": 100.0}
-    assert s.targets({"latency": 5.5, "macs": 90.0}, 1)["latency"] == 5.0  # floored
-    assert not s.met(cur) and s.met({"latency": 5.0, "macs": 100.0})
+    s = Schedule({"latency_ms": 5.0, "macs": 100.0}, {"latency_ms": 10.0, "macs": 200.0}, 0.1, 0.5)
+    cur = {"latency_ms": 10.0, "macs": 90.0}
+    assert s.targets(cur, 1) == {"latency_ms": 9.0, "macs": 100.0}  # macs already met: stay under
+    assert s.targets(cur, 3) == {"latency_ms": pytest.approx(10 - 1.0 * 0.25), "macs": 100.0}
+    assert s.targets(cur, 1, relax=1) == {"latency_ms": 9.5, "macs": 100.0}
+    assert s.targets({"latency_ms": 5.5, "macs": 90.0}, 1)["latency_ms"] == 5.0  # floored
+    assert not s.met(cur) and s.met({"latency_ms": 5.0, "macs": 100.0})
 
 
 def test_schedule_refuses_unreachable_budgets() -> None:
-    s = Schedule({"latency": 1.0}, {"latency": 10.0}, 0.05, 0.9)
+    s = Schedule({"latency_ms": 1.0}, {"latency_ms": 10.0}, 0.05, 0.9)
     with pytest.raises(AdaptError, match=r"cannot be met: the smallest network .* is 2\.000 ms"):
-        s.check({"latency": 2.0})
+        s.check({"latency_ms": 2.0})
     with pytest.raises(AdaptError, match="schedule can never reach"):
-        s.check({"latency": 0.5})  # 0.05 / (1 - 0.9) = 0.5 of the initial < 0.9 needed
+        s.check({"latency_ms": 0.5})  # 0.05 / (1 - 0.9) = 0.5 of the initial < 0.9 needed
 
 
 # -- the proposal search -------------------------------------------------------------------------
@@ -73,29 +73,29 @@ def test_schedule_refuses_unreachable_budgets() -> None:
 def test_each_proposal_is_the_largest_width_meeting_the_target(family: str, grid: int) -> None:
     space = space_on(macs_table(family, grid), family, grid)
     widths = dict(zip(space.fam.slots, space.fam.base))
-    current = space.resource("latency", widths)
+    current = space.resource("latency_ms", widths)
     target = current * 0.97
-    props = {p.group: p for p in space.propose(widths, {"latency": target})}
+    props = {p.group: p for p in space.propose(widths, {"latency_ms": target})}
     assert props
     for group in space.groups:
         cands = space.candidates(widths, group)
-        ok = [c for c in cands if space.resource("latency", {**widths, **c}) <= target]
+        ok = [c for c in cands if space.resource("latency_ms", {**widths, **c}) <= target]
         if not ok:
             assert group not in props
             continue
         p = props[group]
         assert p.widths == ok[0]  # the first (largest) candidate meeting the target
-        assert p.resources["latency"] <= target
+        assert p.resources["latency_ms"] <= target
         assert p.resources["macs"] == space.resource("macs", {**widths, **p.widths})
 
 
 def test_proposals_count_the_next_layers_input_channels() -> None:
     space = space_on(macs_table("mobilenet_v1", 32), grid=32)
     widths = dict(zip(space.fam.slots, space.fam.base))
-    (p,) = [p for p in space.propose(widths, {"latency": 1e12}) if p.group == ("pw6",)]
+    (p,) = [p for p in space.propose(widths, {"latency_ms": 1e12}) if p.group == ("pw6",)]
     net = space.network({**widths, **p.widths})
     # the estimate is the whole network's: pw6's out, dw7 and pw7's in all shrank
-    assert p.resources["latency"] == pytest.approx(
+    assert p.resources["latency_ms"] == pytest.approx(
         estimate(net, macs_table("mobilenet_v1", 32)).total_ms)
     assert net.node("dw7").spec.cin == net.node("pw7").spec.cin == p.widths["pw6"]
 
@@ -113,7 +113,7 @@ def test_multi_resource_targets_all_hold() -> None:
     space = space_on(macs_table("mobilenet_v1", 32), grid=32)
     widths = dict(zip(space.fam.slots, space.fam.base))
     cur = space.resources(widths)
-    targets = {"latency": cur["latency"] * 0.99, "params": cur["params"] * 0.9}
+    targets = {"latency_ms": cur["latency_ms"] * 0.99, "params": cur["params"] * 0.9}
     for p in space.propose(widths, targets):
         assert all(p.resources[r] <= t for r, t in targets.items())
 
@@ -122,9 +122,9 @@ def test_search_is_fast_on_a_real_lut(real_lut) -> None:
     table, _, _ = real_lut
     space = space_on(table)
     widths = dict(zip(space.fam.slots, space.fam.base))
-    target = space.resource("latency", widths) * 0.95
+    target = space.resource("latency_ms", widths) * 0.95
     t0 = time.perf_counter()
-    props = space.propose(widths, {"latency": target})
+    props = space.propose(widths, {"latency_ms": target})
     assert props and time.perf_counter() - t0 < 0.5  # cold cache; ~ms warm (see bench)
 
 
@@ -149,4 +149,4 @@ def test_missing_keys_are_named(real_lut) -> None:
     absent = missing_keys(space, partial)
     assert absent and all("out=1024" in k for k in absent)
     with pytest.raises(MissingKeys, match="--missing measure"):
-        space_on(partial).resource("latency", dict(zip(space.fam.slots, space.fam.base)))
+        space_on(partial).resource("latency_ms", dict(zip(space.fam.slots, space.fam.base)))

@@ -26,7 +26,7 @@ from tests.fakes import CLASSES, GRID
 
 # Small but real: MobileNetV1 x0.5 at 32 px on the digits, a few steps per stage.
 SMALL = {"model": "mobilenet_v1", "width": 0.5, "resolution": 32,
-         "budgets": {"latency": "0.75", "params": "0.9"}, "reduction": 0.1, "decay": 0.9,
+         "budgets": {"latency_ms": "0.75", "params": "0.9"}, "reduction": 0.1, "decay": 0.9,
          "pretrain_epochs": 1, "short_steps": 3, "long_epochs": 1, "batch_size": 32,
          "lr_pretrain": 0.05, "lr_short": 0.01, "lr_long": 0.01, "seed": 3}
 
@@ -60,11 +60,11 @@ def test_budgets_met_and_history_follows_the_schedule(finished) -> None:
     hist = na.state["history"]
     assert result["stage"] == "done" and result["iterations"] == len(hist) - 1 >= 2
     budgets = result["budgets"]
-    assert budgets["latency"] == pytest.approx(0.75 * hist[0]["latency"])
-    assert result["adapted"]["latency"] <= budgets["latency"]
+    assert budgets["latency_ms"] == pytest.approx(0.75 * hist[0]["latency_ms"])
+    assert result["adapted"]["latency_ms"] <= budgets["latency_ms"]
     assert result["adapted"]["params"] <= budgets["params"]
     for prev, h in itertools.pairwise(hist):
-        assert h["latency"] <= h["targets"]["latency"] < prev["latency"]
+        assert h["latency_ms"] <= h["targets"]["latency_ms"] < prev["latency_ms"]
         assert h["params"] <= h["targets"]["params"]
         # the paper's rule: the kept proposal has the best holdout accuracy
         best = max(p["holdout_acc"] for p in h["proposals"])
@@ -114,7 +114,7 @@ def test_resume_refusals(finished, space, digits, tmp_path) -> None:
 
 
 def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) -> None:
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.001ms"}, "pretrain_epochs": 0},
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.001ms"}, "pretrain_epochs": 0},
                       lut=space._latency.lut)
     with pytest.raises(AdaptError, match=r"latency budget \(0\.001 ms\) cannot be met: the "
                                          r"smallest network .* is 0\.\d+ ms"):
@@ -131,7 +131,7 @@ def test_executors_give_identical_results(space, digits, ray: bool) -> None:
     model = build("mobilenet_v1", space.snap(space.fam.widths(width_mult=0.5)), 32, 10, seed=0)
     parent = {"model": model.config(), "state": dumps(model.state_dict())}
     widths = model.widths()
-    props = space.propose(widths, {"latency": 0.97 * space.resource("latency", widths)})[:3]
+    props = space.propose(widths, {"latency_ms": 0.97 * space.resource("latency_ms", widths)})[:3]
     tasks = [{**parent, "name": p.name, "widths": p.widths, "seed": 11} for p in props]
     want = SerialExecutor(context).map(evaluate_proposal, tasks)
     ex = make_executor(context, workers=2, ray="local" if ray else None)
@@ -154,13 +154,13 @@ class SlowDevice:
 
     def __init__(self, space: SearchSpace, offset: float):
         self.space, self.offset, self.calls = space, offset, []
-        self.initial = space.resource("latency", space.snap(space.fam.widths(width_mult=0.5)))
+        self.initial = space.resource("latency_ms", space.snap(space.fam.widths(width_mult=0.5)))
 
     def __call__(self, networks, device, backend=None, rounds=3, log=print):
         out = {}
         for name, net in networks.items():
             widths = dict(zip(self.space.fam.slots, net.meta["widths"]))
-            est = self.space.resource("latency", widths)
+            est = self.space.resource("latency_ms", widths)
             out[name] = est + self.offset * self.initial
             self.calls.append((name, device, est, out[name]))
         return out
@@ -169,7 +169,7 @@ class SlowDevice:
 def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeypatch) -> None:
     device = SlowDevice(space, 0.3)
     monkeypatch.setattr("adapter.netadapt.measure", device)
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.75"}}, lut=space._latency.lut,
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.75"}}, lut=space._latency.lut,
                       measured_on="slowphone")
     result, _ = adapt(cfg, space, digits, tmp_path / "m")
     mb = result["measured_budget"]
@@ -183,8 +183,8 @@ def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeyp
     assert last["measured_ms"] <= mb["target_ms"]
     budgets = [c["estimate_budget_ms"] for c in mb["checks"]]
     assert budgets == sorted(budgets, reverse=True)
-    assert result["budgets"]["latency"] == pytest.approx(budgets[-1])
-    assert result["adapted"]["latency"] + 0.3 * device.initial <= mb["target_ms"]
+    assert result["budgets"]["latency_ms"] == pytest.approx(budgets[-1])
+    assert result["adapted"]["latency_ms"] + 0.3 * device.initial <= mb["target_ms"]
     assert {d for _, d, _, _ in device.calls} == {"slowphone"}
     # the checks are in the checkpoint: a resumed finished run measures nothing again
     n = len(device.calls)
@@ -194,7 +194,7 @@ def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeyp
 
 def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("adapter.netadapt.measure", SlowDevice(space, 3.0))
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency": "0.5"}, "pretrain_epochs": 0},
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.5"}, "pretrain_epochs": 0},
                       lut=space._latency.lut, measured_on="slowphone")
     with pytest.raises(AdaptError, match=r"measured budget .* cannot be met: .* smallest "
                                          r"network on the grid is"):
