@@ -71,13 +71,29 @@ def bench_sweep_efficiency(out: dict[str, Any]) -> None:
 
 
 def bench_estimate_throughput(out: dict[str, Any], table: dict[str, float],
-                              resolution: int = 224) -> None:
+                              resolution: int = 224, calibration: Any = None) -> None:
+    """Width configs per second through SlotEstimator (the adapter's hot path), plain and
+    with the version's calibration side by side, and through Network objects."""
     fam = zoo.MOBILENET_V1
     est = SlotEstimator(fam.slot_layers(resolution), table, missing="error")
     choices = zoo.slot_choices(fam, 32)
     rng = random.Random(0)
     configs = [{s: rng.choice(choices[s]) for s in fam.slots} for _ in range(2000)]
     configs = [c for c in configs if _covered(est, c)]
+    rates = {"slot_estimator_per_s": _rate(est, configs)}
+    if calibration is not None:
+        cal = SlotEstimator(fam.slot_layers(resolution), table, calibration=calibration)
+        rates["slot_estimator_calibrated_per_s"] = _rate(cal, configs)
+    net = fam.network(configs[0], resolution=resolution)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        estimate(net, table)
+    out["estimate"] = {**rates,
+                       "estimate_network_object_per_s": 200 / (time.perf_counter() - t0),
+                       "configs": len(configs)}
+
+
+def _rate(est: SlotEstimator, configs: list[dict[str, int]]) -> float:
     for c in configs:  # first pass fills the per-position caches, as in an adapter run
         est(c)
     t0 = time.perf_counter()
@@ -86,14 +102,7 @@ def bench_estimate_throughput(out: dict[str, Any], table: dict[str, float],
         for c in configs:
             est(c)
         n += len(configs)
-    rate = n / (time.perf_counter() - t0)
-    net = fam.network(configs[0], resolution=resolution)
-    t0 = time.perf_counter()
-    for _ in range(200):
-        estimate(net, table)
-    out["estimate"] = {"slot_estimator_per_s": rate,
-                       "estimate_network_object_per_s": 200 / (time.perf_counter() - t0),
-                       "configs": len(configs)}
+    return n / (time.perf_counter() - t0)
 
 
 def _covered(est: SlotEstimator, width: dict[str, int]) -> bool:
@@ -256,9 +265,10 @@ def bench_fidelity(out: dict[str, Any], table: dict[str, float], n: int = 20) ->
 
 def run(out: dict[str, Any], lut: Path) -> None:
     store = LutStore.open(lut)
-    table = store.table(store.version().id)
+    version = store.version()
+    table = store.table(version.id)
     bench_build(out)
-    bench_estimate_throughput(out, table)
+    bench_estimate_throughput(out, table, calibration=store.calibration(version))
     keys = random.Random(2).sample(sorted(table), 50)
     bench_noise_floor(out)
     bench_repeatability(out, keys)
