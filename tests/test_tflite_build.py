@@ -22,6 +22,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from bench.tflite_build import (
     BUILDERS,
+    _layer_input_names,
     build_layer,
     build_network,
     layer_weights,
@@ -86,6 +87,21 @@ def torch_layer(spec: LayerSpec, xs: list[torch.Tensor],
         y = F.max_pool2d(_pad(x, spec, value=-float("inf")), spec.kernel, spec.stride)
     elif spec.op == "global_avg_pool":
         y = x.mean(dim=(2, 3), keepdim=True)
+    elif spec.op in ("mul", "channel_mul"):  # [1, C, 1, 1] broadcasts over H, W
+        y = xs[0] * xs[1]
+    elif spec.op == "concat":
+        y = torch.cat(xs, dim=1)
+    elif spec.op == "pad":
+        top, bottom, left, right = spec.pads
+        y = F.pad(x, (left, right, top, bottom))
+    elif spec.op == "softmax":  # over channels, as TFLite's last axis
+        y = torch.softmax(x, dim=1)
+    elif spec.op == "hard_swish":
+        y = F.hardswish(x)
+    elif spec.op == "hard_sigmoid":
+        y = F.hardsigmoid(x)
+    elif spec.op == "logistic":
+        y = torch.sigmoid(x)
     else:
         raise AssertionError(f"no torch reference for {spec.op}")
     return _act(y, spec.act)
@@ -165,6 +181,21 @@ LAYERS = [
     "max_pool:in=9x9x4,k=3x3,s=2x2,pad=same,act=none",
     "max_pool:in=10x10x4,k=2x2,s=2x2,pad=valid,act=relu6",
     "global_avg_pool:in=7x7x16",
+    # elementwise, squeeze-excite multiply, concat, pad, softmax, activations
+    "mul:in=6x6x8,act=none",
+    "mul:in=5x7x3,act=relu6",
+    "channel_mul:in=6x6x8,act=none",
+    "channel_mul:in=5x7x3,act=relu",
+    "concat:in=6x6x12,parts=4+8",
+    "concat:in=5x7x9,parts=2+3+4",
+    "pad:in=9x9x4,pads=0x1x0x1",
+    "pad:in=5x7x3,pads=2x0x1x3",
+    "softmax:in=1x1x10",
+    "softmax:in=3x4x5",
+    "hard_swish:in=6x6x8",
+    "hard_sigmoid:in=6x6x8",
+    "hard_sigmoid:in=1x1x16",
+    "logistic:in=6x6x8",
 ]
 
 
@@ -172,8 +203,10 @@ LAYERS = [
 @pytest.mark.parametrize("key", LAYERS)
 def test_layer_matches_torch(key: str, resolver: str) -> None:
     spec = LayerSpec.parse(key)
-    names = ["input", "input_b"] if spec.op == "add" else ["input"]
-    feeds = {n: rand((1, *spec.input_shape), seed=i) for i, n in enumerate(names)}
+    names = _layer_input_names(len(spec.input_shapes))
+    # Scaled so that the hard activations see both their kinks and their flat ends.
+    feeds = {n: 4 * rand((1, *shape), seed=i)
+             for i, (n, shape) in enumerate(zip(names, spec.input_shapes))}
     model = build_layer(spec, seed=3)
     got = run_tflite(model, feeds, RESOLVERS[resolver])
     assert list(got) == ["output"]
