@@ -29,6 +29,7 @@ from bench.tflite_build import (
     network_weights,
     node_seed,
 )
+from bench.zoo import MOBILENET_V3_SMALL
 from lut_db.spec import INPUT, OPS, LayerSpec, Network, Node, chain
 
 TOL = 1e-4
@@ -323,7 +324,34 @@ def fc_feeding_others() -> Network:
     return Network("fc-consumers", (2, 2, 8), nodes, outputs=("conv", "fc2", "sum"))
 
 
-@pytest.mark.parametrize("make", [mobilenet_v1_like, mobilenet_v2_block, fc_feeding_others])
+def mobilenet_v3_small() -> Network:
+    return MOBILENET_V3_SMALL.network(width_mult=0.5, resolution=32, classes=10)
+
+
+def every_new_op() -> Network:
+    """Pad, concat of three, elementwise mul, squeeze-excite, logistic, softmax."""
+    s = LayerSpec.parse
+    nodes = (
+        Node("pad", s("pad:in=7x7x4,pads=0x1x0x1"), (INPUT,)),
+        Node("conv", s("conv2d:in=8x8x4,out=6,k=3x3,s=1x1,pad=valid,act=none"), ("pad",)),
+        Node("hs", s("hard_swish:in=6x6x6"), ("conv",)),
+        Node("sig", s("logistic:in=6x6x6"), ("conv",)),
+        Node("prod", s("mul:in=6x6x6,act=relu"), ("hs", "sig")),
+        Node("cat", s("concat:in=6x6x18,parts=6+6+6"), ("prod", "conv", "hs")),
+        Node("pool", s("global_avg_pool:in=6x6x18"), ("cat",)),
+        Node("gate", s("hard_sigmoid:in=1x1x18"), ("pool",)),
+        Node("se", s("channel_mul:in=6x6x18,act=none"), ("cat", "gate")),
+        Node("fc", s("fully_connected:in=6x6x18,out=5,act=none"), ("se",)),
+        Node("prob", s("softmax:in=1x1x5"), ("fc",)),
+    )
+    return Network("every-new-op", (7, 7, 4), nodes, outputs=("prob", "cat"))
+
+
+NETWORKS = [mobilenet_v1_like, mobilenet_v2_block, fc_feeding_others, mobilenet_v3_small,
+            every_new_op]
+
+
+@pytest.mark.parametrize("make", NETWORKS)
 @pytest.mark.parametrize("resolver", RESOLVERS)
 def test_network_matches_torch(make, resolver: str) -> None:
     net = make()
