@@ -80,6 +80,8 @@ class LayerSpec:
 
     def __post_init__(self) -> None:
         # Normalise fields that only one value makes sense for, so equal layers get equal keys.
+        if self.op == "channel_mul" and (self.h, self.w) == (1, 1):
+            object.__setattr__(self, "op", "mul")  # 1x1xC times 1x1xC: elementwise
         if self.op not in ("conv2d", "depthwise_conv2d", "fully_connected"):
             object.__setattr__(self, "cout", self.cin)
         if self.op == "depthwise_conv2d" and self.cout == 0:

@@ -58,6 +58,8 @@ def layer_specs(draw, op: str | None = None) -> LayerSpec:
     if op == "concat":
         parts = draw(st.lists(st.integers(1, 64), min_size=2, max_size=4))
         return LayerSpec(op, h, w, sum(parts), parts=tuple(parts))
+    if op == "channel_mul":  # at 1x1 it is an elementwise mul
+        h = max(h, 2)
     return LayerSpec(op, h, w, cin, act=act)  # add, mul, channel_mul
 
 
@@ -115,6 +117,7 @@ def test_fields_an_op_does_not_have_do_not_split_keys() -> None:
     assert LayerSpec("add", 4, 4, 8, 99) == LayerSpec("add", 4, 4, 8)
     assert LayerSpec("max_pool", 4, 4, 8, bias=False) == LayerSpec("max_pool", 4, 4, 8)
     assert LayerSpec("depthwise_conv2d", 4, 4, 8).cout == 8
+    assert LayerSpec("channel_mul", 1, 1, 8) == LayerSpec("mul", 1, 1, 8)
     assert LayerSpec("conv2d", 4, 4, 8, 8, kernel=[3, 3]) == LayerSpec("conv2d", 4, 4, 8, 8,
                                                                        kernel=(3, 3))
 
