@@ -173,7 +173,8 @@ def test_output_shape_matches_the_interpreter(spec: LayerSpec) -> None:
 
     from bench.tflite_build import build_layer
 
-    spec = spec.with_channels(cin=min(spec.cin, 16), cout=min(spec.cout, 16))
+    if spec.op != "concat":  # its channels are its parts' (at most 4 x 64)
+        spec = spec.with_channels(cin=min(spec.cin, 16), cout=min(spec.cout, 16))
     interp = Interpreter(model_content=build_layer(spec))
     interp.allocate_tensors()
     out = interp.get_output_details()[0]["shape"]
