@@ -271,7 +271,10 @@ class _Reader:
         outputs = [self.values[int(t)].node for t in self.graph.outputs]
         if INPUT in outputs or not self.nodes:
             raise TfliteReadError("a model output is the model input: nothing to estimate")
-        net = Network(name, input_shape, tuple(self.nodes), tuple(dict.fromkeys(outputs)))
+        meta = {"source": "tflite", "free_ops": [str(f) for f in self.result_free],
+                "unknown_ops": [str(u) for u in self.unknown]}
+        net = Network(name, input_shape, tuple(self.nodes), tuple(dict.fromkeys(outputs)),
+                      meta=meta)
         return ReadResult(net, self.result_free, self.unknown, self.quant, self.node_ops)
 
     def _read_op(self, i: int, op: tfl.OperatorT) -> None:

@@ -18,7 +18,9 @@ MISSING_POLICIES = ("error", "interpolate", "measure")
 def estimate_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
     network: Path | None = typer.Option(None, help="Network JSON file (see README)."),
-    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
+                                     "mobilenet_v3_small"),
+    model_file: Path | None = typer.Option(None, help="A .tflite model file (any converter's)."),
     width: float | None = typer.Option(None, help="Width multiplier (with --model)."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
@@ -32,7 +34,7 @@ def estimate_cmd(
     with user_errors():
         if missing not in MISSING_POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
-        net = load_network(network, model, width, widths, resolution, classes)
+        net = load_network(network, model, width, widths, resolution, classes, model_file)
         store, version = open_lut(lut)
         label = f"{store.path}@{version.id}"
         table = store.table(version.id)
@@ -40,16 +42,24 @@ def estimate_cmd(
             est = estimate(net, table, "interpolate" if missing == "interpolate" else "error",
                            lut=label)
         except MissingKeys as e:
+            if missing != "measure" and model_file is not None:
+                raise MissingKeys(e.keys, label, hint=_measure_hint(label, model_file)) from None
             if missing != "measure":
                 raise
             version = measure_missing_now(store, version, e.keys, device)
             label = f"{store.path}@{version.id}"
             est = estimate(net, store.table(version.id), lut=label)
         if as_json:
+            free = {"free_ops": net.meta["free_ops"]} if "free_ops" in net.meta else {}
             print(json.dumps({"lut": label, "macs": net.macs, "params": net.params,
-                              **est.to_dict()}, indent=1))
+                              **est.to_dict(), **free}, indent=1))
             return
         _print(net, est, label)
+
+
+def _measure_hint(label: str, model_file: Path) -> str:
+    return ("measure each as a single-op model on the LUT's device with:\n  netadapt estimate "
+            f"--lut {label} --model-file {model_file} --missing measure")
 
 
 def _print(net: Network, est, label: str) -> None:
@@ -58,6 +68,10 @@ def _print(net: Network, est, label: str) -> None:
         t.add_row(layer.node, layer.key, f"{layer.latency_us / 1000:.3f}", layer.source)
     console.print(t)
     extra = f" ({len(est.interpolated)} interpolated)" if est.interpolated else ""
+    free = net.meta.get("free_ops", [])
+    if free:
+        console.print(f"{len(free)} op(s) of the file have no key of their own: "
+                      + ", ".join(free), highlight=False)
     console.print(f"[bold]estimated latency: {est.total_ms:.3f} ms[/]{extra}; "
                   f"{net.macs / 1e6:.1f} M MACs, {net.params / 1e6:.2f} M params")
 
@@ -67,7 +81,12 @@ def measure_cmd(
     backend: str | None = typer.Option(None, help="Backend of the config."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     network: Path | None = typer.Option(None, help="Network JSON file."),
-    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
+                                     "mobilenet_v3_small"),
+    model_file: Path | None = typer.Option(None, help="A .tflite file, measured as it is (its "
+                                           "own bytes)."),
+    lut: str | None = typer.Option(None, help="LUT[@VERSION]: show its estimate beside the "
+                                   "measured latency."),
     width: float | None = typer.Option(None, help="Width multiplier."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
@@ -80,10 +99,15 @@ def measure_cmd(
     from bench.tflite_build import build_network
 
     with user_errors():
-        net = load_network(network, model, width, widths, resolution, classes)
+        net = load_network(network, model, width, widths, resolution, classes, model_file)
+        est = None
+        if lut is not None:  # before measuring: a missing key fails fast
+            store, version = open_lut(lut)
+            est = estimate(net, store.table(version.id), lut=f"{store.path}@{version.id}")
+        model_bytes = model_file.read_bytes() if model_file is not None else build_network(net)
         runners = make_runners(load_config(device), backend, serial=serial)
         try:
-            (res,) = runners[0].measure([BatchItem(net.name, build_network(net))])
+            (res,) = runners[0].measure([BatchItem(net.name, model_bytes)])
         finally:
             for r in runners:
                 r.close()
@@ -93,9 +117,15 @@ def measure_cmd(
                "mean_ms": res.mean_us / 1000, "std_ms": res.std_us / 1000,
                "min_ms": res.min_us / 1000, "max_ms": res.max_us / 1000, "runs": res.runs,
                "macs": net.macs, "params": net.params}
+        if est is not None:
+            out |= {"estimated_ms": est.total_ms,
+                    "estimated_over_measured": est.total_ms / out["latency_ms"]}
         if as_json:
             print(json.dumps(out, indent=1))
             return
         console.print(f"[bold]{net.name}[/] on {device}: {out['latency_ms']:.3f} ms median "
                       f"(mean {out['mean_ms']:.3f}, std {out['std_ms']:.3f}, "
                       f"min {out['min_ms']:.3f}, {res.runs} runs)")
+        if est is not None:
+            console.print(f"estimated {est.total_ms:.3f} ms from {lut} "
+                          f"({out['estimated_over_measured']:.3f} x measured)")
