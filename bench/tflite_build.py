@@ -341,6 +341,18 @@ def _unary(code: int) -> EmitFn:
 
 
 HARD_SIGMOID_OFFSET, HARD_SIGMOID_SCALE = 3.0, 1.0 / 6.0
+# The constants of add_scalar / mul_scalar models (the time does not depend on them).
+ADD_SCALAR, MUL_SCALAR = -1.0, 1.0 / 6.0
+
+
+def _scalar_op(code: int, options_type: int, options: type, value: float) -> EmitFn:
+    """ADD / MUL of a tensor and a scalar constant (0-d, as the converter writes it)."""
+    def emit(g, spec, ins, out, w, prefix) -> None:
+        scalar = g.const(f"{prefix}/scalar", np.array(value, np.float32))
+        g.op(code, [ins[0], scalar], [out], options_type,
+             options(fusedActivationFunction=_ACTIVATION[spec.act]))
+    return emit
+
 
 
 def _emit_hard_sigmoid(g, spec, ins, out, w, prefix) -> None:
@@ -367,6 +379,10 @@ BUILDERS: dict[str, OpBuilder] = {
     "global_avg_pool": OpBuilder(_emit_global_avg_pool),
     "mul": OpBuilder(_emit_binary(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT)),
     "channel_mul": OpBuilder(_emit_binary(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT)),
+    "add_scalar": OpBuilder(_scalar_op(_OP.ADD, _OPTIONS.AddOptions, tfl.AddOptionsT,
+                                       ADD_SCALAR)),
+    "mul_scalar": OpBuilder(_scalar_op(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT,
+                                       MUL_SCALAR)),
     "concat": OpBuilder(_emit_concat),
     "pad": OpBuilder(_emit_pad),
     "softmax": OpBuilder(_emit_softmax),

@@ -4,19 +4,22 @@ The flatbuffer is read with the schema that ships with ai-edge-litert
 (``ai_edge_litert.schema_py_generated``). Each operator becomes one LayerSpec node, named
 after its output tensor; fused activations go into the key's ``act`` field. Ops that cost
 nothing at run time (RESHAPE, SQUEEZE, EXPAND_DIMS, DEQUANTIZE of a constant) become no
-node: their output is their input, and they are listed in ``ReadResult.free_ops``.
+node: their output is their input, and they are listed in ``ReadResult.free_ops``, as
+are ops on constants and static shapes only (SHAPE and the integer arithmetic after it).
 ``ADD(x, 3, RELU6) -> MUL(1/6)``, Keras' hard_sigmoid once converted, is one
 ``hard_sigmoid`` node.
 
-A conv whose bias is absent or all zeros reads back as ``bias=0``: the builder writes a
-zero bias for such layers (TFLite's kernels need one), and the work is the same.
+A layer with a bias tensor reads back as ``bias=1``, whatever its values. The builder
+writes a conv of ``bias=0`` with a zero bias (TFLite's kernels need one), so such a conv
+reads back as ``bias=1``: the same model, doing the same work.
 
 Quantization parameters (per tensor or per channel) are read and checked. The LUT has
 float32 keys only so far, so a model whose ops run in int8 is refused with a message
 saying so.
 
 Errors (``TfliteReadError``, a SpecError) each say what is wrong: not a flatbuffer, not a
-TFLite model, several subgraphs or control flow, dynamic shapes, an op the reader does
+TFLite model, several subgraphs or control flow, dynamic shapes (other than a -1 batch,
+which the file's batch-1 shape fixes), an op the reader does
 not know (named, with its index), a quantized tensor without a scale.
 """
 
@@ -214,6 +217,8 @@ class _Reader:
         src = t
         while src in self.folded:
             src = self.folded[src]
+        if not self._has_data(self.tensors[src]):
+            raise _Unknown(f"needs the value of {self.name(src)!r}, computed at run time")
         buf = self.model.buffers[self.tensors[src].buffer]
         raw = (np.asarray(buf.data, np.uint8).tobytes() if buf.data is not None
                else self.raw[buf.offset:buf.offset + buf.size])
@@ -281,10 +286,13 @@ class _Reader:
         ref = OpRef(i, self.codes[op.opcodeIndex])
         ins = [int(t) for t in op.inputs]
         outs = [int(t) for t in op.outputs]
-        if all(t in self.consts for t in ins if t >= 0) and ref.op in ("DEQUANTIZE", *FREE):
-            self.consts.add(outs[0])  # folded when the interpreter prepares the model
-            self.folded[outs[0]] = ins[0]
-            self.result_free.append(OpRef(i, ref.op, "constant, folded at load"))
+        if ref.op == "SHAPE" or all(t in self.consts for t in ins if t >= 0):
+            # Constants, or a few integers of static shapes (Keras' dynamic-batch Reshape:
+            # SHAPE -> STRIDED_SLICE -> PACK): folded at load, or next to no work.
+            self.consts.update(outs)
+            if ref.op in ("DEQUANTIZE", *FREE):
+                self.folded[outs[0]] = ins[0]
+            self.result_free.append(OpRef(i, ref.op, "on constants and static shapes only"))
             return
         if ref.op in (*FREE, "QUANTIZE", "DEQUANTIZE"):
             try:
@@ -338,7 +346,8 @@ class _Reader:
     def _check_tensors(self) -> None:
         for i, t in enumerate(self.tensors):
             sig = [int(v) for v in t.shapeSignature] if t.shapeSignature is not None else []
-            if any(v < 0 for v in (*sig, *self.shape(i))):
+            # A -1 batch is in every converted Keras model; the file's shape (batch 1) runs.
+            if any(v < 0 for v in (*sig[1:], *self.shape(i))):
                 raise TfliteReadError(f"tensor {self.name(i)!r} has a dynamic shape "
                                       f"{sig or list(self.shape(i))}; only static shapes can be read "
                                       "(convert with a fixed input size and batch 1)")
@@ -393,9 +402,9 @@ class _Reader:
         return self.const(t)
 
     def has_bias(self, ins: list[int]) -> bool:
-        if len(ins) < 3 or ins[2] < 0:
-            return False
-        return ins[2] not in self.consts or bool(np.any(self.weights(ins[2])))
+        # Present means bias=1, even all zeros (untrained or BN-folded at its init: a
+        # key of bias=0 would split equal layers).
+        return len(ins) >= 3 and ins[2] >= 0
 
 
 def _quant_summary(quant: list[QuantInfo]) -> str:
@@ -458,7 +467,10 @@ def _read_add(r: _Reader, i: int, op: tfl.OperatorT):
     ref, ins, out = _ref(r, i, op), [int(t) for t in op.inputs], int(op.outputs[0])
     act = r.act(op.builtinOptions)
     if any(t in r.consts for t in ins):
-        return _read_hard_sigmoid(r, i, op)
+        try:
+            return _read_hard_sigmoid(r, i, op)
+        except _Unknown:
+            return _read_scalar_op(r, i, op, "add_scalar")
     a, b = r.activation(ins[0], ref), r.activation(ins[1], ref)
     if a.shape != b.shape:
         raise _Unknown(f"adds {_fmt(a.shape)} and {_fmt(b.shape)} (broadcasting)")
@@ -479,7 +491,7 @@ def _read_hard_sigmoid(r: _Reader, i: int, op: tfl.OperatorT):
         other = [int(t) for t in mul.inputs if int(t) != mid]
         ok = len(other) == 1 and abs((_scalar(r, other[0]) or 0) - 1 / 6) < 1e-6
     if not ok:
-        raise _Unknown("adds a constant (only relu6(x + 3) / 6, hard_sigmoid, has a key)")
+        raise _Unknown("not relu6(x + 3) / 6")
     x = r.activation(x_t, ref)
     r.skip.add(users[0])
     r.result_free.append(OpRef(users[0], "MUL", f"read with op #{i} ADD as hard_sigmoid"))
@@ -487,10 +499,23 @@ def _read_hard_sigmoid(r: _Reader, i: int, op: tfl.OperatorT):
             int(mul.outputs[0]))
 
 
+def _read_scalar_op(r: _Reader, i: int, op: tfl.OperatorT, kind: str):
+    """ADD / MUL of a tensor and a one-element constant."""
+    ref, ins = _ref(r, i, op), [int(t) for t in op.inputs]
+    x_t, c_t = (ins[0], ins[1]) if ins[1] in r.consts else (ins[1], ins[0])
+    if _scalar(r, c_t) is None:
+        raise _Unknown(f"{'adds' if kind == 'add_scalar' else 'multiplies by'} the constant "
+                       f"{r.name(c_t)!r} of shape {list(r.shape(c_t))} (only one number has "
+                       "a key)")
+    x = r.activation(x_t, ref)
+    spec = LayerSpec(kind, *x.shape, act=r.act(op.builtinOptions), dtype=r.op_dtype(x_t, ref))
+    return spec, [x], int(op.outputs[0])
+
+
 def _read_mul(r: _Reader, i: int, op: tfl.OperatorT):
     ref, ins, out = _ref(r, i, op), [int(t) for t in op.inputs], int(op.outputs[0])
     if any(t in r.consts for t in ins):
-        raise _Unknown("multiplies by a constant (only hard_sigmoid's 1/6 has a key)")
+        return _read_scalar_op(r, i, op, "mul_scalar")
     a, b = r.activation(ins[0], ref), r.activation(ins[1], ref)
     act, dtype = r.act(op.builtinOptions), r.op_dtype(ins[0], ref)
     if a.shape == b.shape:

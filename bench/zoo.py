@@ -252,13 +252,18 @@ def _v3_activation(t: list[Template], name: str, hw: int, slot: str, src: str) -
 
 
 def _v3_squeeze_excite(t: list[Template], b: int, hw: int, slot: str, src: str) -> str:
-    """pool -> 1x1 conv (ReLU) -> 1x1 conv -> hard_sigmoid -> scale the block's channels."""
+    """pool -> 1x1 conv (ReLU) -> 1x1 conv -> hard_sigmoid -> scale the block's channels.
+
+    The hard_sigmoid, relu6(x + 3) / 6, is written as the TF converter emits it: the + 3 in
+    the conv's bias, the ReLU6 fused into the conv, then a mul_scalar by 1/6.
+    """
     p = f"b{b}_se"
     t += [Template(f"{p}_pool", "global_avg_pool", (hw, hw), slot, None, inputs=(src,)),
           Template(f"{p}_reduce", "conv2d", (1, 1), slot, f"se{b}", act="relu",
                    inputs=(f"{p}_pool",)),
-          Template(f"{p}_expand", "conv2d", (1, 1), f"se{b}", slot, inputs=(f"{p}_reduce",)),
-          Template(f"{p}_gate", "hard_sigmoid", (1, 1), slot, None, inputs=(f"{p}_expand",)),
+          Template(f"{p}_expand", "conv2d", (1, 1), f"se{b}", slot, act="relu6",
+                   inputs=(f"{p}_reduce",)),
+          Template(f"{p}_gate", "mul_scalar", (1, 1), slot, None, inputs=(f"{p}_expand",)),
           Template(f"{p}_mul", "channel_mul", (hw, hw), slot, None, inputs=(src, f"{p}_gate"))]
     return f"{p}_mul"
 

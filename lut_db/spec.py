@@ -27,6 +27,8 @@ OPS = (
     "global_avg_pool",
     "mul",
     "channel_mul",
+    "add_scalar",
+    "mul_scalar",
     "concat",
     "pad",
     "softmax",
@@ -48,6 +50,8 @@ UNFUSED = ("global_avg_pool", "concat", "pad", "softmax", "hard_swish", "hard_si
 # Ops reading two tensors: add and mul of equal shapes; channel_mul scales HxWxC by a
 # 1x1xC tensor (the squeeze-excite multiply). concat reads one tensor per part.
 BINARY = ("add", "mul", "channel_mul")
+# add_scalar / mul_scalar: a tensor plus / times one constant number (Keras' Rescaling; the
+# 1/6 of a hard_sigmoid whose +3 and ReLU6 the converter folded into the conv before it).
 INPUT = "input"  # the name a Network node uses for the network's input
 
 
@@ -101,6 +105,8 @@ class LayerSpec:
             object.__setattr__(self, "padding", "same")
         if self.op not in WEIGHTED:
             object.__setattr__(self, "bias", True)
+        if self.op in WINDOWED and self.padding == "valid" and self.effective_kernel == (1, 1):
+            object.__setattr__(self, "padding", "same")  # a 1x1 window never pads
         if self.op != "concat":
             object.__setattr__(self, "parts", ())
         if self.op != "pad":

@@ -118,6 +118,8 @@ def test_fields_an_op_does_not_have_do_not_split_keys() -> None:
     assert LayerSpec("max_pool", 4, 4, 8, bias=False) == LayerSpec("max_pool", 4, 4, 8)
     assert LayerSpec("depthwise_conv2d", 4, 4, 8).cout == 8
     assert LayerSpec("channel_mul", 1, 1, 8) == LayerSpec("mul", 1, 1, 8)
+    assert LayerSpec("conv2d", 7, 7, 8, 8, stride=(2, 2), padding="valid") == LayerSpec(
+        "conv2d", 7, 7, 8, 8, stride=(2, 2), padding="same")  # the same output, no padding
     assert LayerSpec("conv2d", 4, 4, 8, 8, kernel=[3, 3]) == LayerSpec("conv2d", 4, 4, 8, 8,
                                                                        kernel=(3, 3))
 

@@ -21,7 +21,9 @@ from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from bench.tflite_build import (
+    ADD_SCALAR,
     BUILDERS,
+    MUL_SCALAR,
     _layer_input_names,
     build_layer,
     build_network,
@@ -90,6 +92,10 @@ def torch_layer(spec: LayerSpec, xs: list[torch.Tensor],
         y = x.mean(dim=(2, 3), keepdim=True)
     elif spec.op in ("mul", "channel_mul"):  # [1, C, 1, 1] broadcasts over H, W
         y = xs[0] * xs[1]
+    elif spec.op == "add_scalar":
+        y = x + ADD_SCALAR
+    elif spec.op == "mul_scalar":
+        y = x * MUL_SCALAR
     elif spec.op == "concat":
         y = torch.cat(xs, dim=1)
     elif spec.op == "pad":
@@ -187,6 +193,8 @@ LAYERS = [
     "mul:in=5x7x3,act=relu6",
     "channel_mul:in=6x6x8,act=none",
     "channel_mul:in=5x7x3,act=relu",
+    "add_scalar:in=6x6x3,act=none",
+    "mul_scalar:in=1x1x16,act=relu6",
     "concat:in=6x6x12,parts=4+8",
     "concat:in=5x7x9,parts=2+3+4",
     "pad:in=9x9x4,pads=0x1x0x1",

@@ -100,7 +100,7 @@ def _while_op(m: tfl.ModelT) -> None:
 
 
 def _dynamic(m: tfl.ModelT) -> None:
-    _tensor(m, "input").shapeSignature = [-1, 8, 8, 3]
+    _tensor(m, "input").shapeSignature = [-1, -1, -1, 3]
 
 
 def _quantize(m: tfl.ModelT, scales: int, with_scale: bool = True) -> None:
@@ -120,7 +120,7 @@ def _quantize(m: tfl.ModelT, scales: int, with_scale: bool = True) -> None:
     (_conv()[:64], ["not a valid TFLite flatbuffer"]),
     (_edit(_conv(), _add_subgraph), ["2 subgraphs", "single-subgraph"]),
     (_edit(_conv(), _while_op), ["op #0 WHILE", "control flow"]),
-    (_edit(_conv(), _dynamic), ["'input'", "dynamic shape", "[-1, 8, 8, 3]"]),
+    (_edit(_conv(), _dynamic), ["'input'", "dynamic shape", "[-1, -1, -1, 3]"]),
     (_edit(_conv(), lambda m: _quantize(m, 4, with_scale=False)),
      ["op #0 CONV_2D", "quantized tensor 'input' (int8) has no scale"]),
     (_edit(_conv(), lambda m: _quantize(m, 3)),
@@ -131,6 +131,15 @@ def test_bad_files_say_what_is_wrong(data: bytes, words: list[str]) -> None:
         read_model(data)
     for word in words:
         assert word in str(e.value)
+
+
+def test_a_dynamic_batch_is_read_at_the_files_batch_of_one() -> None:
+    """Every Keras model converted by TF has a -1 batch in its shape signature."""
+    def dynamic_batch(m: tfl.ModelT) -> None:
+        _tensor(m, "input").shapeSignature = [-1, 8, 8, 3]
+        _tensor(m, "c").shapeSignature = [-1, 8, 8, 4]
+
+    assert read_model(_edit(_conv(), dynamic_batch)).network == read_model(_conv()).network
 
 
 @pytest.mark.parametrize("scales, per_channel", [(1, 0), (4, 1)])
@@ -189,12 +198,21 @@ def test_ops_and_options_without_keys(change, words: list[str]) -> None:
         assert word in str(e.value)
 
 
-def test_constants_other_than_hard_sigmoids_have_no_key() -> None:
+def test_constants_other_than_one_number_have_no_key() -> None:
     def scale_by_two(m: tfl.ModelT) -> None:  # hard_sigmoid's 1/6 becomes 2
         scale = _tensor(m, "gate/scale")
         m.buffers[scale.buffer].data = np.frombuffer(np.float32(2.0).tobytes(), np.uint8)
 
+    def scale_per_channel(m: tfl.ModelT) -> None:
+        scale = _tensor(m, "gate/scale")
+        scale.shape = [8]
+        m.buffers[scale.buffer].data = np.frombuffer(np.ones(8, np.float32).tobytes(), np.uint8)
+
     net = Network("gate", (4, 4, 8), (Node("gate", LayerSpec.parse("hard_sigmoid:in=4x4x8"),
                                            (INPUT,)),))
-    with pytest.raises(TfliteReadError, match=r"op #0 ADD \(adds a constant"):
-        read_model(_edit(build_network(net), scale_by_two))
+    got = read_model(_edit(build_network(net), scale_by_two)).network
+    assert [n.spec.key for n in got.nodes] == ["add_scalar:in=4x4x8,act=relu6,dt=float32",
+                                               "mul_scalar:in=4x4x8,act=none,dt=float32"]
+    with pytest.raises(TfliteReadError) as e:
+        read_model(_edit(build_network(net), scale_per_channel))
+    assert "op #1 MUL (multiplies by the constant 'gate/scale' of shape [8]" in str(e.value)

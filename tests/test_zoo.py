@@ -51,10 +51,11 @@ def test_mobilenet_v3_small_macs_params_and_blocks() -> None:
     assert weighted == pytest.approx(56e6, rel=0.02)  # the paper: 56 M multiply-adds
     assert net.params == pytest.approx(2.54e6, rel=0.01)  # torchvision: 2.54 M
     ops = [n.spec.op for n in net.nodes]
-    assert ops.count("channel_mul") == ops.count("hard_sigmoid") == 9  # squeeze-excite blocks
+    assert ops.count("channel_mul") == ops.count("mul_scalar") == 9  # squeeze-excite blocks
     assert ops.count("add") == 6 and ops.count("depthwise_conv2d") == 11
     se = net.node("b4_se_mul")  # the block's features times its 1x1xC gate
-    assert net.node(se.inputs[1]).spec.op == "hard_sigmoid"
+    gate = net.node(se.inputs[1])  # hard_sigmoid as converted: conv with ReLU6, then x 1/6
+    assert gate.spec.op == "mul_scalar" and net.node(gate.inputs[0]).spec.act == "relu6"
     assert net.node(se.inputs[0]).spec.output_shape == se.spec.output_shape == (14, 14, 96)
     assert net.node("b4_se_reduce").spec.cout == 24  # a quarter of 96
     assert net.node("b2_expand").spec.act == "relu" and net.node("b4_dw").spec.act == "none"
