@@ -123,7 +123,8 @@ def read_file(path: str | Path, allow_unknown: bool = False) -> ReadResult:
     try:
         return read_model(data, name=path.stem, allow_unknown=allow_unknown)
     except TfliteReadError as e:
-        raise TfliteReadError(f"{path}: {e}") from None
+        e.args = (f"{path}: {e}",)  # the same error (and class) naming the file
+        raise
 
 
 def read_model(data: bytes, name: str = "model", allow_unknown: bool = False) -> ReadResult:
@@ -273,6 +274,10 @@ class _Reader:
         if self.unknown and not self.allow_unknown:
             listed = "\n  ".join(str(u) for u in self.unknown)
             raise TfliteReadError(f"{len(self.unknown)} op(s) have no LUT key:\n  {listed}")
+        missing = [self.name(int(t)) for t in self.graph.outputs if int(t) not in self.values]
+        if missing:
+            raise TfliteReadError(f"model output(s) {', '.join(missing)} are not computed from "
+                                  "the input")
         outputs = [self.values[int(t)].node for t in self.graph.outputs]
         if INPUT in outputs or not self.nodes:
             raise TfliteReadError("a model output is the model input: nothing to estimate")
@@ -308,6 +313,9 @@ class _Reader:
             if reader is None:
                 raise _Unknown("no key kind for this op")
             spec, sources, out = reader(self, i, op)
+            if self.shape3(out, ref) != spec.output_shape:
+                raise _Unknown(f"writes {_fmt(self.shape3(out, ref))} where its key "
+                               f"{spec.key} gives {_fmt(spec.output_shape)}")
         except _Unknown as e:
             self._unknown(OpRef(i, ref.op, str(e)), ins, outs)
             return
