@@ -105,7 +105,7 @@ class LayerSpec:
             object.__setattr__(self, "padding", "same")
         if self.op not in WEIGHTED:
             object.__setattr__(self, "bias", True)
-        if self.op in WINDOWED and self.padding == "valid" and self.effective_kernel == (1, 1):
+        if self.op in WINDOWED and self.padding == "valid" and self.kernel == (1, 1):
             object.__setattr__(self, "padding", "same")  # a 1x1 window never pads
         if self.op != "concat":
             object.__setattr__(self, "parts", ())
