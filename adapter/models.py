@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from bench import zoo
+from lut_db.spec import SpecError
 
 
 class ConvBNAct(nn.Sequential):
@@ -150,11 +151,20 @@ LOCKSTEP: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+def torch_family(name: str) -> zoo.Family:
+    """The zoo family ``name``, refused unless it has a torch model here (NetAdapt needs one)."""
+    fam = zoo.family(name)  # SpecError naming the known families
+    if fam.name not in MODELS:
+        raise SpecError(f"{fam.name} has no torch model to adapt (yet); NetAdapt adapts "
+                        f"{', '.join(MODELS)}")
+    return fam
+
+
 def build(family: str, widths: Mapping[str, int] | Sequence[int] | None = None,
           resolution: int = 224, classes: int = 1000, width_mult: float | None = None,
           seed: int | None = None) -> ZooModel:
     """A freshly initialised model; ``seed`` makes the initial weights repeatable."""
-    fam = zoo.family(family)  # SpecError naming the known families
+    fam = torch_family(family)
     if width_mult is not None:
         widths = fam.widths(width_mult=width_mult)
     if seed is not None:

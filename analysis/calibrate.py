@@ -157,6 +157,9 @@ def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWOR
     version (refused if the runner's setup is not the version's)."""
     version.require_same_setup(runner.fingerprint(), "a calibration must be measured on the "
                                "device and settings the LUT was built with")
+    if store.calibration(version) is not None:
+        raise CalibrationError(f"{version.label} is calibrated already (it or the version it "
+                               "was derived from), and a calibration never changes")
     nets = calibration_set(Space.of(version.space), n)
     samples = measure_samples(store, version, runner, nets, passes, progress=progress)
     overhead = store.stats(version.id).get("invoke_overhead_us", 0.0)

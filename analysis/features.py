@@ -70,7 +70,7 @@ def layer_features(net: Network, lookup: Mapping[str, float]) -> dict[str, Any]:
     for spec in net.specs:
         c = op_class(spec)
         by_class[c] = by_class.get(c, 0.0) + lookup[spec.key]
-    act = sum(math.prod(s.input_shape) * (2 if s.op == "add" else 1) + math.prod(s.output_shape)
+    act = sum(sum(math.prod(x) for x in s.input_shapes) + math.prod(s.output_shape)
               for s in net.specs)
     return {"by_class": by_class, "layers": len(net.nodes), "weight_bytes": 4 * net.params,
             "act_bytes": 4 * act}

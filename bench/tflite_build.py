@@ -4,8 +4,9 @@ The flatbuffer is written directly with the schema that ships with ai-edge-liter
 (``ai_edge_litert.schema_py_generated``, object API). The TF converter costs ~5 s to
 import and ~0.4 s per single-layer model; this costs about a millisecond.
 
-- ``build_layer(spec)``: one layer alone. Inputs ``input`` (and ``input_b`` for ``add``:
-  a residual add reads both operands from memory), output ``output``.
+- ``build_layer(spec)``: one layer alone. Inputs ``input`` (and ``input_b``, ... for ops
+  reading several tensors: a residual add reads both operands from memory), output
+  ``output``.
 - ``build_network(net)``: the whole DAG. Input ``input``, outputs named after the
   ``net.outputs`` nodes.
 
@@ -230,11 +231,10 @@ class OpBuilder:
     """How one LayerSpec op becomes TFLite operators.
 
     ``weight_shape`` gives the weight tensor's TFLite shape (None: the op has no
-    weights); ``arity`` is the number of activation inputs.
+    weights). The activation inputs are ``LayerSpec.input_shapes``.
     """
 
     emit: EmitFn
-    arity: int = 1
     weight_shape: Callable[[LayerSpec], tuple[int, ...]] | None = None
 
 
@@ -310,6 +310,62 @@ def _emit_global_avg_pool(g, spec, ins, out, w, prefix) -> None:
          tfl.ReducerOptionsT(keepDims=True))
 
 
+def _emit_binary(code: int, options_type: int, options: type) -> EmitFn:
+    """ADD / MUL of two tensors (MUL broadcasts a 1x1xC operand: channel_mul)."""
+    def emit(g, spec, ins, out, w, prefix) -> None:
+        g.op(code, ins, [out], options_type,
+             options(fusedActivationFunction=_ACTIVATION[spec.act]))
+    return emit
+
+
+def _emit_concat(g, spec, ins, out, w, prefix) -> None:
+    g.op(_OP.CONCATENATION, ins, [out], _OPTIONS.ConcatenationOptions,
+         tfl.ConcatenationOptionsT(axis=3))
+
+
+def _emit_pad(g, spec, ins, out, w, prefix) -> None:
+    top, bottom, left, right = spec.pads
+    paddings = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+    g.op(_OP.PAD, [ins[0], g.const(f"{prefix}/paddings", paddings)], [out],
+         _OPTIONS.PadOptions, tfl.PadOptionsT())
+
+
+def _emit_softmax(g, spec, ins, out, w, prefix) -> None:
+    g.op(_OP.SOFTMAX, ins, [out], _OPTIONS.SoftmaxOptions, tfl.SoftmaxOptionsT(beta=1.0))
+
+
+def _unary(code: int) -> EmitFn:
+    def emit(g, spec, ins, out, w, prefix) -> None:
+        g.op(code, ins, [out])
+    return emit
+
+
+HARD_SIGMOID_OFFSET, HARD_SIGMOID_SCALE = 3.0, 1.0 / 6.0
+# The constants of add_scalar / mul_scalar models (the time does not depend on them).
+ADD_SCALAR, MUL_SCALAR = -1.0, 1.0 / 6.0
+
+
+def _scalar_op(code: int, options_type: int, options: type, value: float) -> EmitFn:
+    """ADD / MUL of a tensor and a scalar constant (0-d, as the converter writes it)."""
+    def emit(g, spec, ins, out, w, prefix) -> None:
+        scalar = g.const(f"{prefix}/scalar", np.array(value, np.float32))
+        g.op(code, [ins[0], scalar], [out], options_type,
+             options(fusedActivationFunction=_ACTIVATION[spec.act]))
+    return emit
+
+
+
+def _emit_hard_sigmoid(g, spec, ins, out, w, prefix) -> None:
+    # TFLite has no HARD_SIGMOID: relu6(x + 3) / 6 as ADD (fused RELU6) then MUL, with
+    # scalar constants, the form of Keras' hard_sigmoid once converted.
+    mid = g.tensor(f"{prefix}/hard_sigmoid_add", g.shapes[out])
+    offset = g.const(f"{prefix}/offset", np.array(HARD_SIGMOID_OFFSET, np.float32))
+    scale = g.const(f"{prefix}/scale", np.array(HARD_SIGMOID_SCALE, np.float32))
+    g.op(_OP.ADD, [ins[0], offset], [mid], _OPTIONS.AddOptions,
+         tfl.AddOptionsT(fusedActivationFunction=tfl.ActivationFunctionType.RELU6))
+    g.op(_OP.MUL, [mid, scale], [out], _OPTIONS.MulOptions, tfl.MulOptionsT())
+
+
 BUILDERS: dict[str, OpBuilder] = {
     "conv2d": OpBuilder(_emit_conv2d,
                         weight_shape=lambda s: (s.cout, *s.kernel, s.cin)),
@@ -317,10 +373,22 @@ BUILDERS: dict[str, OpBuilder] = {
                                   weight_shape=lambda s: (1, *s.kernel, s.cout)),
     "fully_connected": OpBuilder(_emit_fully_connected,
                                  weight_shape=lambda s: (s.cout, s.h * s.w * s.cin)),
-    "add": OpBuilder(_emit_add, arity=2),
+    "add": OpBuilder(_emit_add),
     "avg_pool": OpBuilder(_pool(_OP.AVERAGE_POOL_2D)),
     "max_pool": OpBuilder(_pool(_OP.MAX_POOL_2D)),
     "global_avg_pool": OpBuilder(_emit_global_avg_pool),
+    "mul": OpBuilder(_emit_binary(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT)),
+    "channel_mul": OpBuilder(_emit_binary(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT)),
+    "add_scalar": OpBuilder(_scalar_op(_OP.ADD, _OPTIONS.AddOptions, tfl.AddOptionsT,
+                                       ADD_SCALAR)),
+    "mul_scalar": OpBuilder(_scalar_op(_OP.MUL, _OPTIONS.MulOptions, tfl.MulOptionsT,
+                                       MUL_SCALAR)),
+    "concat": OpBuilder(_emit_concat),
+    "pad": OpBuilder(_emit_pad),
+    "softmax": OpBuilder(_emit_softmax),
+    "hard_swish": OpBuilder(_unary(_OP.HARD_SWISH)),
+    "logistic": OpBuilder(_unary(_OP.LOGISTIC)),
+    "hard_sigmoid": OpBuilder(_emit_hard_sigmoid),
 }
 """Op kind -> builder. Add an entry to support a new LayerSpec op."""
 
@@ -343,12 +411,19 @@ def _output_shape(spec: LayerSpec) -> tuple[int, ...]:
 # -- public builders --------------------------------------------------------------------------
 
 
+def _layer_input_names(n: int) -> list[str]:
+    """``input``, ``input_b``, ``input_c``, ...: one per activation input of a layer model."""
+    return ["input"] + [f"input_{chr(ord('a') + i)}" for i in range(1, n)]
+
+
 def build_layer(spec: LayerSpec, seed: int = 0) -> bytes:
-    """A standalone model of one layer: inputs ``input`` (+ ``input_b`` for add), ``output``."""
+    """A standalone model of one layer: inputs ``input`` (+ ``input_b``, ... for ops reading
+    several tensors), output ``output``."""
     op = _builder(spec)
     g = _Graph()
-    names = ("input", "input_b")[: op.arity]
-    inputs = {n: g.tensor(n, (1, *spec.input_shape)) for n in names}
+    shapes = spec.input_shapes
+    inputs = {n: g.tensor(n, (1, *shape))
+              for n, shape in zip(_layer_input_names(len(shapes)), shapes)}
     out = g.tensor("output", _output_shape(spec))
     op.emit(g, spec, list(inputs.values()), out, layer_weights(spec, seed), "layer")
     return g.finish(inputs, {"output": out}, description=spec.key)

@@ -1,5 +1,7 @@
 """Architecture families as Network generators, and the shape spaces to sweep.
 
+Families: MobileNetV1, MobileNetV2, MobileNetV3-Small (hard-swish, squeeze-excite).
+
 A family is a list of layer templates whose channel counts name *slots* (the
 widths NetAdapt may change) instead of numbers. ``family.network(widths)``
 fills the slots; ``shape_space`` walks every slot over a channel grid and
@@ -210,7 +212,106 @@ def _v2_layout(resolution: int, classes: int) -> list[Template]:
 MOBILENET_V2 = Family("mobilenet_v2", V2_SLOTS, V2_BASE, _v2_layout, _v2_multiplier,
                       lockstep=tuple((f"s{i}",) for i in range(1, 8)))
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MOBILENET_V1, MOBILENET_V2)}
+# -- MobileNetV3-Small ------------------------------------------------------------------------
+
+# (kernel, expanded width, out width, squeeze-excite, hard-swish (else ReLU), stride), as in
+# the paper's Table 2 and torchvision's mobilenet_v3_small.
+V3_SMALL_BLOCKS = [(3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2),
+                   (3, 88, 24, False, False, 1), (5, 96, 40, True, True, 2),
+                   (5, 240, 40, True, True, 1), (5, 240, 40, True, True, 1),
+                   (5, 120, 48, True, True, 1), (5, 144, 48, True, True, 1),
+                   (5, 288, 96, True, True, 2), (5, 576, 96, True, True, 1),
+                   (5, 576, 96, True, True, 1)]
+V3_STAGE_OUTS = (16, 24, 40, 48, 96)  # one slot per width that residual adds tie together
+
+
+def _v3_stage(out: int) -> str:
+    return f"s{V3_STAGE_OUTS.index(out) + 1}"
+
+
+V3_SLOTS = (("conv1",) + tuple(f"s{i}" for i in range(1, len(V3_STAGE_OUTS) + 1))
+            + tuple(f"e{b}" for b in range(2, len(V3_SMALL_BLOCKS) + 1))  # block 1: no expand
+            + tuple(f"se{b}" for b, blk in enumerate(V3_SMALL_BLOCKS, 1) if blk[3])
+            + ("conv_last", "fc1"))
+
+
+def _v3_small_widths(m: float) -> tuple[int, ...]:
+    """Slot widths at multiplier ``m`` as torchvision scales them: every width through
+    make_divisible, squeeze-excite at a quarter of its expanded width, the last conv at 6x
+    the last stage, the 1024-wide classifier layer kept below 1.0."""
+    stages = [make_divisible(c * m) for c in V3_STAGE_OUTS]
+    exp = [make_divisible(e * m) for _, e, _, _, _, _ in V3_SMALL_BLOCKS]
+    se = [make_divisible(e / 4) for e, blk in zip(exp, V3_SMALL_BLOCKS) if blk[3]]
+    fc1 = make_divisible(1024 * m) if m > 1.0 else 1024
+    return (make_divisible(16 * m), *stages, *exp[1:], *se, 6 * stages[-1], fc1)
+
+
+def _v3_activation(t: list[Template], name: str, hw: int, slot: str, src: str) -> str:
+    t.append(Template(name, "hard_swish", (hw, hw), slot, None, inputs=(src,)))
+    return name
+
+
+def _v3_squeeze_excite(t: list[Template], b: int, hw: int, slot: str, src: str) -> str:
+    """pool -> 1x1 conv (ReLU) -> 1x1 conv -> hard_sigmoid -> scale the block's channels.
+
+    The hard_sigmoid, relu6(x + 3) / 6, is written as the TF converter emits it: the + 3 in
+    the conv's bias, the ReLU6 fused into the conv, then a mul_scalar by 1/6.
+    """
+    p = f"b{b}_se"
+    t += [Template(f"{p}_pool", "global_avg_pool", (hw, hw), slot, None, inputs=(src,)),
+          Template(f"{p}_reduce", "conv2d", (1, 1), slot, f"se{b}", act="relu",
+                   inputs=(f"{p}_pool",)),
+          Template(f"{p}_expand", "conv2d", (1, 1), f"se{b}", slot, act="relu6",
+                   inputs=(f"{p}_reduce",)),
+          Template(f"{p}_gate", "mul_scalar", (1, 1), slot, None, inputs=(f"{p}_expand",)),
+          Template(f"{p}_mul", "channel_mul", (hw, hw), slot, None, inputs=(src, f"{p}_gate"))]
+    return f"{p}_mul"
+
+
+def _v3_small_layout(resolution: int, classes: int) -> list[Template]:
+    hw = math.ceil(resolution / 2)
+    t = [Template("conv1", "conv2d", (resolution, resolution), 3, "conv1", 3, 2, "none",
+                  (INPUT,))]
+    prev = _v3_activation(t, "conv1_hs", hw, "conv1", "conv1")
+    prev_slot = "conv1"
+    for b, (k, _, out, se, hs, stride) in enumerate(V3_SMALL_BLOCKS, start=1):
+        act = "none" if hs else "relu"
+        x, mid = prev, prev_slot
+        if b > 1:
+            mid = f"e{b}"
+            t.append(Template(f"b{b}_expand", "conv2d", (hw, hw), prev_slot, mid, 1, 1, act, (x,)))
+            x = f"b{b}_expand" if not hs else _v3_activation(t, f"b{b}_expand_hs", hw, mid,
+                                                             f"b{b}_expand")
+        t.append(Template(f"b{b}_dw", "depthwise_conv2d", (hw, hw), mid, None, k, stride, act,
+                          (x,)))
+        hw = math.ceil(hw / stride)
+        x = f"b{b}_dw" if not hs else _v3_activation(t, f"b{b}_dw_hs", hw, mid, f"b{b}_dw")
+        if se:
+            x = _v3_squeeze_excite(t, b, hw, mid, x)
+        out_slot = _v3_stage(out)
+        t.append(Template(f"b{b}_project", "conv2d", (hw, hw), mid, out_slot, inputs=(x,)))
+        last = f"b{b}_project"
+        if stride == 1 and prev_slot == out_slot:
+            t.append(Template(f"b{b}_add", "add", (hw, hw), out_slot, None,
+                              inputs=(prev, last)))
+            last = f"b{b}_add"
+        prev, prev_slot = last, out_slot
+    t.append(Template("conv_last", "conv2d", (hw, hw), prev_slot, "conv_last", inputs=(prev,)))
+    _v3_activation(t, "conv_last_hs", hw, "conv_last", "conv_last")
+    return t + [
+        Template("pool", "global_avg_pool", (hw, hw), "conv_last", None,
+                 inputs=("conv_last_hs",)),
+        Template("fc1", "fully_connected", (1, 1), "conv_last", "fc1", inputs=("pool",)),
+        Template("fc1_hs", "hard_swish", (1, 1), "fc1", None, inputs=("fc1",)),
+        Template("fc", "fully_connected", (1, 1), "fc1", classes, inputs=("fc1_hs",))]
+
+
+MOBILENET_V3_SMALL = Family("mobilenet_v3_small", V3_SLOTS, _v3_small_widths(1.0),
+                            _v3_small_layout, _v3_small_widths,
+                            lockstep=tuple((f"s{i}",) for i in range(1, 6)))
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (MOBILENET_V1, MOBILENET_V2,
+                                                   MOBILENET_V3_SMALL)}
 
 
 def family(name: str) -> Family:

@@ -48,8 +48,8 @@ def weight_mb(spec: LayerSpec) -> float:
 
 
 def act_mb(spec: LayerSpec) -> float:
-    """Activations a layer reads and writes (an add reads two inputs)."""
-    reads = math.prod(spec.input_shape) * (2 if spec.op == "add" else 1)
+    """Activations a layer reads (every input) and writes."""
+    reads = sum(math.prod(x) for x in spec.input_shapes)
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
 
 

@@ -121,7 +121,10 @@ def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
 
 
 def shape_class(spec: LayerSpec) -> LayerSpec:
-    """The spec with its channel counts zeroed out: layers that differ only in channels."""
+    """The spec with its channel counts zeroed out: layers that differ only in channels
+    (a concat keeps its number of parts)."""
+    if spec.op == "concat":
+        return replace(spec, cin=len(spec.parts), parts=(1,) * len(spec.parts))
     return replace(spec, cin=1, cout=spec.depth_multiplier)
 
 
@@ -162,7 +165,7 @@ def interpolate(keys: Iterable[str], table: Mapping[str, float],
 
 
 def _interp_one(s: LayerSpec, pts: list[tuple[LayerSpec, float]]) -> float:
-    tied = s.op in ("depthwise_conv2d", "add", "avg_pool", "max_pool", "global_avg_pool")
+    tied = s.op not in ("conv2d", "fully_connected")  # output channels follow the input
     if tied:
         v = _interp_1d(s.cin, [(p.cin, v) for p, v in pts])
         if v is not None:

@@ -1,7 +1,9 @@
 """The LUT key vocabulary: LayerSpec (one layer's shape) and Network (a DAG of them).
 
 A LayerSpec's canonical string is the primary key of the look-up table, e.g.
-``conv2d:in=112x112x32,out=64,k=1x1,s=1x1,pad=same,act=relu6,dt=float32``.
+``conv2d:in=112x112x32,out=64,k=1x1,s=1x1,pad=same,act=relu6,dt=float32``,
+``concat:in=8x8x96,parts=32+64,dt=float32`` or
+``pad:in=224x224x3,pads=0x1x0x1,dt=float32`` (top, bottom, left, right).
 Fields at their default (dilation 1x1, bias on) are left out of the string, so
 one spec has exactly one key and parsing the key gives back an equal spec.
 """
@@ -25,12 +27,33 @@ OPS = (
     "avg_pool",
     "max_pool",
     "global_avg_pool",
+    "mul",
+    "channel_mul",
+    "add_scalar",
+    "mul_scalar",
+    "concat",
+    "pad",
+    "softmax",
+    "hard_swish",
+    "hard_sigmoid",
+    "logistic",
 )
 ACTIVATIONS = ("none", "relu", "relu6")
 PADDINGS = ("same", "valid")
 DTYPES = ("float32",)
 # Ops whose output channel count is a free choice (NetAdapt prunes these).
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
+# Ops with a kernel window (kernel, stride, padding in the key).
+WINDOWED = ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool")
+# Ops without a fused activation (no ``act`` in the key): TFLite has no such option for them.
+# CONCATENATION has the option, but the builtin kernel refuses any activation in it.
+UNFUSED = ("global_avg_pool", "concat", "pad", "softmax", "hard_swish", "hard_sigmoid",
+           "logistic")
+# Ops reading two tensors: add and mul of equal shapes; channel_mul scales HxWxC by a
+# 1x1xC tensor (the squeeze-excite multiply). concat reads one tensor per part.
+BINARY = ("add", "mul", "channel_mul")
+# add_scalar / mul_scalar: a tensor plus / times one constant number (Keras' Rescaling; the
+# 1/6 of a hard_sigmoid whose +3 and ReLU6 the converter folded into the conv before it).
 INPUT = "input"  # the name a Network node uses for the network's input
 
 
@@ -58,28 +81,38 @@ class LayerSpec:
     act: str = "none"
     bias: bool = True
     dtype: str = "float32"
+    parts: tuple[int, ...] = ()  # concat: channels of each input, in order (sum = cin)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # pad: top, bottom, left, right
 
     def __post_init__(self) -> None:
         # Normalise fields that only one value makes sense for, so equal layers get equal keys.
-        if self.op in ("add", "avg_pool", "max_pool", "global_avg_pool"):
+        if self.op == "channel_mul" and (self.h, self.w) == (1, 1):
+            object.__setattr__(self, "op", "mul")  # 1x1xC times 1x1xC: elementwise
+        if self.op not in ("conv2d", "depthwise_conv2d", "fully_connected"):
             object.__setattr__(self, "cout", self.cin)
         if self.op == "depthwise_conv2d" and self.cout == 0:
             object.__setattr__(self, "cout", self.cin)
-        for name in ("kernel", "stride", "dilation"):
+        for name in ("kernel", "stride", "dilation", "parts", "pads"):
             value = getattr(self, name)
             try:
                 object.__setattr__(self, name, tuple(int(v) for v in value))
             except (TypeError, ValueError):
-                raise SpecError(f"{self.op}: {name} must be two positive integers, "
-                                f"got {value!r}") from None
+                what = "integers" if name in ("parts", "pads") else "two positive integers"
+                raise SpecError(f"{self.op}: {name} must be {what}, got {value!r}") from None
         # Fields the op does not have (the key leaves them out) take their defaults, so
         # they can neither give one key two unequal specs nor change derived shapes.
-        if self.op not in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
+        if self.op not in WINDOWED:
             object.__setattr__(self, "kernel", (1, 1))
             object.__setattr__(self, "stride", (1, 1))
             object.__setattr__(self, "padding", "same")
         if self.op not in WEIGHTED:
             object.__setattr__(self, "bias", True)
+        if self.op in WINDOWED and self.padding == "valid" and self.kernel == (1, 1):
+            object.__setattr__(self, "padding", "same")  # a 1x1 window never pads
+        if self.op != "concat":
+            object.__setattr__(self, "parts", ())
+        if self.op != "pad":
+            object.__setattr__(self, "pads", (0, 0, 0, 0))
         self.validate()
 
     # -- validation -------------------------------------------------------------------
@@ -107,8 +140,15 @@ class LayerSpec:
             )
         if self.dilation != (1, 1) and self.op not in ("conv2d", "depthwise_conv2d"):
             raise SpecError(f"{self.op}: only conv2d and depthwise_conv2d take a dilation")
-        if self.op == "global_avg_pool" and self.act != "none":
-            raise SpecError("global_avg_pool takes no fused activation")
+        if self.op in UNFUSED and self.act != "none":
+            raise SpecError(f"{self.op} takes no fused activation")
+        if self.op == "concat" and (len(self.parts) < 2 or min(self.parts) <= 0
+                                    or sum(self.parts) != self.cin):
+            raise SpecError(f"concat: parts must be two or more positive channel counts "
+                            f"summing to in channels ({self.cin}), got {self.parts}")
+        if len(self.pads) != 4 or min(self.pads) < 0:
+            raise SpecError(f"{self.op}: pads must be four non-negative integers "
+                            f"(top, bottom, left, right), got {self.pads}")
         if self.padding == "valid" and self.op in ("conv2d", "depthwise_conv2d", "avg_pool",
                                                   "max_pool"):
             kh, kw = self.effective_kernel
@@ -130,13 +170,25 @@ class LayerSpec:
         return (self.h, self.w, self.cin)
 
     @property
+    def input_shapes(self) -> list[tuple[int, int, int]]:
+        """The shape of each tensor the op reads, in order."""
+        if self.op == "concat":
+            return [(self.h, self.w, c) for c in self.parts]
+        if self.op == "channel_mul":
+            return [self.input_shape, (1, 1, self.cin)]
+        return [self.input_shape] * (2 if self.op in BINARY else 1)
+
+    @property
     def output_shape(self) -> tuple[int, int, int]:
         """Output H, W, C (NHWC, batch 1) as TFLite computes it."""
         if self.op == "fully_connected":
             return (1, 1, self.cout)
         if self.op == "global_avg_pool":
             return (1, 1, self.cin)
-        if self.op == "add":
+        if self.op == "pad":
+            top, bottom, left, right = self.pads
+            return (self.h + top + bottom, self.w + left + right, self.cin)
+        if self.op not in WINDOWED:  # elementwise ops, concat, softmax
             return self.input_shape
         (kh, kw), (sh, sw) = self.effective_kernel, self.stride
         if self.padding == "same":
@@ -160,7 +212,7 @@ class LayerSpec:
             return self.h * self.w * self.cin * self.cout
         if self.op in ("avg_pool", "max_pool"):
             return oh * ow * oc * kh * kw
-        return self.h * self.w * self.cin  # add, global_avg_pool
+        return self.h * self.w * self.cin  # elementwise ops, concat, pad, global_avg_pool
 
     @property
     def params(self) -> int:
@@ -191,11 +243,15 @@ class LayerSpec:
             parts.append(f"out={self.cout}")
         if self.op == "depthwise_conv2d" and self.depth_multiplier != 1:
             parts.append(f"mult={self.depth_multiplier}")
-        if self.op in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
+        if self.op in WINDOWED:
             parts += [f"k={_pair(self.kernel)}", f"s={_pair(self.stride)}", f"pad={self.padding}"]
         if self.op in ("conv2d", "depthwise_conv2d") and self.dilation != (1, 1):
             parts.append(f"d={_pair(self.dilation)}")
-        if self.op != "global_avg_pool":
+        if self.op == "concat":
+            parts.append("parts=" + "+".join(str(c) for c in self.parts))
+        if self.op == "pad":
+            parts.append("pads=" + "x".join(str(p) for p in self.pads))
+        if self.op not in UNFUSED:
             parts.append(f"act={self.act}")
         if self.op in WEIGHTED and not self.bias:
             parts.append("bias=0")
@@ -224,7 +280,7 @@ class LayerSpec:
 
     @classmethod
     def _from_fields(cls, op: str, f: dict[str, str]) -> LayerSpec:
-        known = {"in", "out", "mult", "k", "s", "pad", "d", "act", "bias", "dt"}
+        known = {"in", "out", "mult", "k", "s", "pad", "d", "act", "bias", "dt", "parts", "pads"}
         unknown = set(f) - known
         if unknown:
             raise SpecError(f"unknown field(s) {', '.join(sorted(unknown))}")
@@ -243,6 +299,8 @@ class LayerSpec:
             act=f.get("act", "none"),
             bias=f.get("bias", "1") not in ("0", "false", "False"),
             dtype=f.get("dt", "float32"),
+            parts=tuple(int(c) for c in f["parts"].split("+")) if "parts" in f else (),
+            pads=_ints(f.get("pads", "0x0x0x0"), 4, "pads"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -313,17 +371,17 @@ class Network:
             where = f"network {self.name!r}, node {node.name!r}"
             if node.name in shapes:
                 raise SpecError(f"{where}: duplicate node name")
-            want = 2 if node.spec.op == "add" else 1
-            if len(node.inputs) != want:
-                raise SpecError(f"{where}: {node.spec.op} takes {want} input(s), "
+            wants = node.spec.input_shapes
+            if len(node.inputs) != len(wants):
+                raise SpecError(f"{where}: {node.spec.op} takes {len(wants)} input(s), "
                                 f"got {len(node.inputs)}")
-            for src in node.inputs:
+            for src, want in zip(node.inputs, wants):
                 if src not in shapes:
                     raise SpecError(f"{where}: input {src!r} is not an earlier node")
-                if shapes[src] != node.spec.input_shape:
+                if shapes[src] != want:
                     raise SpecError(
                         f"{where}: shape mismatch: {src!r} gives {_shape(shapes[src])} but "
-                        f"{node.spec.op} expects {_shape(node.spec.input_shape)}"
+                        f"{node.spec.op} expects {_shape(want)}"
                     )
             shapes[node.name] = node.spec.output_shape
         for out in self.outputs:

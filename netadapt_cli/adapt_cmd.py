@@ -76,8 +76,8 @@ def adapt_cmd(
     with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
+        from adapter.models import torch_family
         from adapter.netadapt import AdaptConfig, Budget
-        from bench import zoo
         from bench.devices import load_config
 
         if missing not in MISSING_POLICIES:
@@ -90,7 +90,7 @@ def adapt_cmd(
         for r, v in budgets.items():
             Budget.parse(r, v)  # refuse a bad budget before any work
         mults = _floats(multipliers, "--multipliers")
-        zoo.family(model)  # an unknown model is refused before any work
+        torch_family(model)  # a model without a torch one is refused before any work
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed))
         store, version = pipeline.lut_for(lut, run_dir, resume)
         target = device or version.device  # measured on: the LUT's device unless told

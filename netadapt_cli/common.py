@@ -58,14 +58,21 @@ def default_db(device: str) -> Path:
 
 
 def load_network(network: Path | None, model: str | None, width: float | None,
-                 widths: str | None, resolution: int, classes: int) -> Network:
-    """A network from --network net.json or from --model FAMILY [--width M | --widths a,b,..]."""
+                 widths: str | None, resolution: int, classes: int,
+                 model_file: Path | None = None) -> Network:
+    """A network from --network net.json, --model-file model.tflite or from --model FAMILY
+    [--width M | --widths a,b,..]."""
     from bench.zoo import family
 
-    if (network is None) == (model is None):
-        raise SpecError("give exactly one of --network FILE.json or --model NAME")
+    if sum(v is not None for v in (network, model, model_file)) != 1:
+        raise SpecError("give exactly one of --network FILE.json, --model NAME or "
+                        "--model-file FILE.tflite")
     if network is not None:
         return Network.load(network)
+    if model_file is not None:
+        from bench.tflite_read import read_file
+
+        return read_file(model_file).network
     if width is not None and widths is not None:
         raise SpecError("give --width (a multiplier) or --widths (one per slot), not both")
     fam = family(model)

@@ -1,4 +1,5 @@
-"""`netadapt estimate` (sum of LUT entries) and `netadapt measure` (the whole network, timed)."""
+"""`netadapt estimate` (calibrated, or the plain sum of LUT entries) and `netadapt measure`
+(the whole network, timed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from bench.missing import POLICIES, estimate_network
-from lut_db.estimate import Estimate
+from lut_db.estimate import Estimate, MissingKeys
 from lut_db.spec import Network
 from lut_db.store import open_lut
 from netadapt_cli.common import console, err_console, load_network, user_errors
@@ -18,7 +19,9 @@ from netadapt_cli.common import console, err_console, load_network, user_errors
 def estimate_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
     network: Path | None = typer.Option(None, help="Network JSON file (see README)."),
-    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
+                                     "mobilenet_v3_small"),
+    model_file: Path | None = typer.Option(None, help="A .tflite model file (any converter's)."),
     width: float | None = typer.Option(None, help="Width multiplier (with --model)."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
@@ -35,16 +38,28 @@ def estimate_cmd(
     with user_errors(as_json):
         if missing not in POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
-        net = load_network(network, model, width, widths, resolution, classes)
+        net = load_network(network, model, width, widths, resolution, classes, model_file)
         store, version = open_lut(lut)
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
-        est = estimate_network(store, version, net, missing, raw=raw, device=device,
-                               log=lambda m: say(m, highlight=False))
+        try:
+            est = estimate_network(store, version, net, missing, raw=raw, device=device,
+                                   log=lambda m: say(m, highlight=False))
+        except MissingKeys as e:
+            if model_file is None:
+                raise
+            label = f"{store.path}@{version.id}"
+            raise MissingKeys(e.keys, label, hint=_measure_hint(label, model_file)) from None
         if as_json:
-            print(json.dumps({"macs": net.macs, "params": net.params, **est.to_dict()},
+            free = {"free_ops": net.meta["free_ops"]} if "free_ops" in net.meta else {}
+            print(json.dumps({"macs": net.macs, "params": net.params, **est.to_dict(), **free},
                              indent=1))
             return
         _print(net, est)
+
+
+def _measure_hint(label: str, model_file: Path) -> str:
+    return ("measure each as a single-op model on the LUT's device with:\n  netadapt estimate "
+            f"--lut {label} --model-file {model_file} --missing measure")
 
 
 def _print(net: Network, est: Estimate) -> None:
@@ -55,6 +70,10 @@ def _print(net: Network, est: Estimate) -> None:
         inside = [f"{x.in_network_us / 1000:.3f}"] if cal else []
         t.add_row(x.node, x.key, f"{x.latency_us / 1000:.3f}", *inside, x.source)
     console.print(t)
+    free = net.meta.get("free_ops", [])
+    if free:
+        console.print(f"{len(free)} op(s) of the file have no key of their own: "
+                      + ", ".join(free), highlight=False)
     extra = f" ({len(est.interpolated)} interpolated)" if est.interpolated else ""
     how = (f"calibrated ({cal.describe()}; plain sum {est.raw_total_ms:.3f} ms)" if cal
            else "plain sum of LUT entries")
@@ -68,7 +87,12 @@ def measure_cmd(
     backend: str | None = typer.Option(None, help="Backend of the config."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     network: Path | None = typer.Option(None, help="Network JSON file."),
-    model: str | None = typer.Option(None, help="mobilenet_v1 or mobilenet_v2"),
+    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
+                                     "mobilenet_v3_small"),
+    model_file: Path | None = typer.Option(None, help="A .tflite file, measured as it is (its "
+                                           "own bytes)."),
+    lut: str | None = typer.Option(None, help="LUT[@VERSION]: show its estimate beside the "
+                                   "measured latency."),
     width: float | None = typer.Option(None, help="Width multiplier."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
@@ -76,24 +100,38 @@ def measure_cmd(
     passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Measure a whole network end to end on a device (interleaved passes, bench.timing)."""
+    """Measure a whole network end to end on a device (interleaved passes, bench.timing);
+    with --lut, its estimate beside it."""
     from bench.devices import open_runners
     from bench.timing import summary, time_networks
 
     with user_errors(as_json):
         if passes < 1:
             raise typer.BadParameter("--passes must be at least 1")
-        net = load_network(network, model, width, widths, resolution, classes)
+        net = load_network(network, model, width, widths, resolution, classes, model_file)
+        est = None
+        if lut is not None:  # before measuring: a missing key fails fast
+            store, version = open_lut(lut)
+            say = (err_console if as_json else console).print
+            est = estimate_network(store, version, net, log=lambda m: say(m, highlight=False))
+        model_bytes = model_file.read_bytes() if model_file is not None else net
         with open_runners(device, backend, serial=serial) as runners:
-            timed = time_networks(runners[0], {net.name: net}, passes)[net.name]
+            timed = time_networks(runners[0], {net.name: model_bytes}, passes)[net.name]
         s = summary(timed)
         out = {"network": net.name, "device": device, "latency_ms": s["latency_us"] / 1000,
-               "min_ms": s["min_us"] / 1000, "max_ms": s["max_us"] / 1000, "pass_spread": s["pass_spread"],
-               "passes": passes, "runs": s["runs"], "preempted": s["preempted"],
-               "macs": net.macs, "params": net.params}
+               "min_ms": s["min_us"] / 1000, "max_ms": s["max_us"] / 1000,
+               "pass_spread": s["pass_spread"], "passes": passes, "runs": s["runs"],
+               "preempted": s["preempted"], "macs": net.macs, "params": net.params}
+        if est is not None:
+            out |= {"estimated_ms": est.total_ms, "calibrated": est.calibration is not None,
+                    "estimated_over_measured": est.total_ms / out["latency_ms"]}
         if as_json:
             print(json.dumps(out, indent=1))
             return
         console.print(f"[bold]{net.name}[/] on {device}: {out['latency_ms']:.3f} ms (median of "
                       f"{passes} passes, spread {100 * s['pass_spread']:.1f} %, min "
                       f"{out['min_ms']:.3f}, {s['runs']} runs)")
+        if est is not None:
+            console.print(f"estimated {est.total_ms:.3f} ms from {est.lut} "
+                          f"({'calibrated' if est.calibration else 'plain sum'}; "
+                          f"{out['estimated_over_measured']:.3f} x measured)", highlight=False)

@@ -108,6 +108,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
 @pytest.mark.parametrize("extra,message", [
     (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
     (["--model", "resnet50"], "unknown model family 'resnet50'"),
+    (["--model", "mobilenet_v3_small"], "mobilenet_v3_small has no torch model to adapt"),
     (["--budget", "2"], "a bare number is a ratio of the initial latency"),
     (["--max-macs", "lots"], "MACs budget 'lots': not understood"),
     (["--missing", "guess"], "--missing must be one of"),

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from bench.devices import load_config, make_runner
 from bench.runners.base import Timing
-from bench.zoo import MOBILENET_V1, shape_space
+from bench.tflite_build import build_network
+from bench.zoo import MOBILENET_V1, MOBILENET_V3_SMALL, shape_space
 from lut_db.store import SCHEMA_VERSION, LutStore
 from netadapt_cli.main import app
 from tests.conftest import FAST_TOML
@@ -251,6 +252,65 @@ def test_measure_a_model(configs: Path) -> None:
     assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms (median of 5 passes" in out
 
 
+def test_estimate_and_measure_a_model_file(lut: Path, tmp_path: Path) -> None:
+    """A .tflite file is estimated as the network it holds and measured as it is."""
+    net = MOBILENET_V1.network(width_mult=0.5, resolution=32, classes=10)
+    path = tmp_path / "v1.tflite"
+    path.write_bytes(build_network(net, seed=3))
+    data = json.loads(ok("estimate", "--lut", lut, "--model-file", path, "--json").stdout)
+    assert data["total_us"] == pytest.approx(sum(fake_us(s) for s in net.specs))
+    assert [layer["node"] for layer in data["layers"]] == [n.name for n in net.nodes]
+    assert data["free_ops"] == []
+    res = ok("measure", "--device", "fast", "--model-file", path, "--lut", lut, "--json")
+    data = json.loads(res.stdout)
+    assert data["network"] == "v1" and data["latency_ms"] > 0
+    assert data["estimated_ms"] == pytest.approx(sum(fake_us(s) for s in net.specs) / 1000)
+    assert data["estimated_over_measured"] == pytest.approx(
+        data["estimated_ms"] / data["latency_ms"])
+
+
+def test_measure_a_model_file_times_its_own_bytes(configs: Path, tmp_path: Path,
+                                                  monkeypatch) -> None:
+    from bench.runners.host import HostRunner
+
+    path = tmp_path / "v3.tflite"
+    path.write_bytes(build_network(MOBILENET_V3_SMALL.network(resolution=32, classes=10), 9))
+    seen = []
+    real = HostRunner.measure
+    monkeypatch.setattr(HostRunner, "measure",
+                        lambda self, batch: seen.extend(batch) or real(self, batch))
+    out = flat(ok("measure", "--device", "fast", "--model-file", path, "--passes", "2").output)
+    assert "v3 on fast:" in out and "ms (median of 2 passes" in out
+    assert [item.model for item in seen] == [path.read_bytes()] * 2  # once per pass
+
+
+def test_model_file_with_keys_the_lut_lacks(lut: Path, tmp_path: Path) -> None:
+    path = tmp_path / "v3.tflite"
+    path.write_bytes(build_network(MOBILENET_V3_SMALL.network(resolution=32, classes=10)))
+    out = fails("estimate", "--lut", lut, "--model-file", path)
+    assert "has no entry for" in out and "hard_swish:in=16x16x16,dt=float32" in out
+    assert f"netadapt estimate --lut {lut}@1 --model-file {path} --missing measure" in out
+    # ... which measures the new op kinds on this machine, one single-op model each
+    res = ok("estimate", "--lut", lut, "--model-file", path, "--missing", "measure")
+    out = flat(res.output)
+    assert "estimated latency:" in out and "hard_swish:in=16x16x16,dt=float32" in out
+    assert "1 op(s) of the file have no key of their own: op #105 RESHAPE (no work)" in out
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not a model at all", ["bad.tflite", "not a flatbuffer"]),
+    (None, ["cannot read model file", "bad.tflite"]),
+])
+def test_bad_model_files(lut: Path, tmp_path: Path, content: bytes | None,
+                         words: list[str]) -> None:
+    path = tmp_path / "bad.tflite"
+    if content is not None:
+        path.write_bytes(content)
+    for command in (["estimate", "--lut", lut], ["measure", "--device", "fast"]):
+        out = fails(*command, "--model-file", path)
+        assert all(w in out for w in words), out
+
+
 # -- bad input: one message, non-zero exit, no traceback, nothing lost ----------------------
 
 
@@ -400,6 +460,7 @@ def test_malformed_network_json(lut: Path, tmp_path: Path, text: str, words: lis
 @pytest.mark.parametrize("extra, words", [
     (["--model", "resnet50"], ["unknown model family 'resnet50'"]),
     (["--model", "mobilenet_v1", "--network", "x.json"], ["exactly one of --network"]),
+    (["--model", "mobilenet_v1", "--model-file", "x.tflite"], ["--model-file FILE.tflite"]),
     ([], ["exactly one of --network"]),
     (["--model", "mobilenet_v1", "--width", "0.5", "--widths", "8"], ["--width", "not both"]),
     (["--model", "mobilenet_v1", "--widths", "8,16"], ["takes 14 widths", "got 2"]),
@@ -437,7 +498,7 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--missing", "zero", code=2)
     assert "--missing must be one of" in out
     out = fails(*SWEEP, "--space", " , ", "--db", tmp_path / "x.db", code=2)
-    assert "--space names no family (known: mobilenet_v1, mobilenet_v2)" in out
+    assert "--space names no family (known: mobilenet_v1, mobilenet_v2, mobilenet_v3_small)" in out
     assert "unknown model family 'mobilenet_v3'" in fails(*SWEEP, "--space", "mobilenet_v3",
                                                           "--db", tmp_path / "x.db")
     assert not (tmp_path / "x.db").exists()

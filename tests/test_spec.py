@@ -51,9 +51,16 @@ def layer_specs(draw, op: str | None = None) -> LayerSpec:
     if op == "fully_connected":
         return LayerSpec(op, h, w, cin, draw(st.integers(1, 2000)), act=act,
                          bias=draw(st.booleans()))
-    if op == "global_avg_pool":
+    if op in ("global_avg_pool", "softmax", "hard_swish", "hard_sigmoid", "logistic"):
         return LayerSpec(op, h, w, cin)
-    return LayerSpec(op, h, w, cin, act=act)  # add
+    if op == "pad":
+        return LayerSpec(op, h, w, cin, pads=draw(st.tuples(*[st.integers(0, 3)] * 4)))
+    if op == "concat":
+        parts = draw(st.lists(st.integers(1, 64), min_size=2, max_size=4))
+        return LayerSpec(op, h, w, sum(parts), parts=tuple(parts))
+    if op == "channel_mul":  # at 1x1 it is an elementwise mul
+        h = max(h, 2)
+    return LayerSpec(op, h, w, cin, act=act)  # add, mul, channel_mul
 
 
 # -- LayerSpec: keys ------------------------------------------------------------------------
@@ -110,6 +117,9 @@ def test_fields_an_op_does_not_have_do_not_split_keys() -> None:
     assert LayerSpec("add", 4, 4, 8, 99) == LayerSpec("add", 4, 4, 8)
     assert LayerSpec("max_pool", 4, 4, 8, bias=False) == LayerSpec("max_pool", 4, 4, 8)
     assert LayerSpec("depthwise_conv2d", 4, 4, 8).cout == 8
+    assert LayerSpec("channel_mul", 1, 1, 8) == LayerSpec("mul", 1, 1, 8)
+    assert LayerSpec("conv2d", 7, 7, 8, 8, stride=(2, 2), padding="valid") == LayerSpec(
+        "conv2d", 7, 7, 8, 8, stride=(2, 2), padding="same")  # the same output, no padding
     assert LayerSpec("conv2d", 4, 4, 8, 8, kernel=[3, 3]) == LayerSpec("conv2d", 4, 4, 8, 8,
                                                                        kernel=(3, 3))
 
@@ -148,6 +158,10 @@ def test_with_channels_keeps_the_depth_multiplier() -> None:
     (LayerSpec("global_avg_pool", 7, 5, 64), (1, 1, 64)),
     (LayerSpec("fully_connected", 2, 3, 4, 10), (1, 1, 10)),
     (LayerSpec("add", 6, 5, 4), (6, 5, 4)),
+    (LayerSpec("channel_mul", 6, 5, 4), (6, 5, 4)),
+    (LayerSpec("concat", 6, 5, 12, parts=(4, 8)), (6, 5, 12)),
+    (LayerSpec("pad", 6, 5, 4, pads=(0, 1, 2, 3)), (7, 10, 4)),
+    (LayerSpec("softmax", 1, 1, 10), (1, 1, 10)),
 ])
 def test_output_shape_follows_tflite(spec: LayerSpec, shape: tuple[int, int, int]) -> None:
     assert spec.output_shape == shape
@@ -161,7 +175,8 @@ def test_output_shape_matches_the_interpreter(spec: LayerSpec) -> None:
 
     from bench.tflite_build import build_layer
 
-    spec = spec.with_channels(cin=min(spec.cin, 16), cout=min(spec.cout, 16))
+    if spec.op != "concat":  # its channels are its parts' (at most 4 x 64)
+        spec = spec.with_channels(cin=min(spec.cin, 16), cout=min(spec.cout, 16))
     interp = Interpreter(model_content=build_layer(spec))
     interp.allocate_tensors()
     out = interp.get_output_details()[0]["shape"]
@@ -210,6 +225,13 @@ C8 = {"op": "conv2d", "h": 8, "w": 8, "cin": 4, "cout": 4}  # a valid conv, chan
     ({"op": "max_pool", "h": 8, "w": 8, "cin": 4, "dilation": (2, 2)}, ["max_pool", "dilation"]),
     ({"op": "global_avg_pool", "h": 8, "w": 8, "cin": 4, "act": "relu"},
      ["global_avg_pool", "activation"]),
+    ({"op": "hard_swish", "h": 8, "w": 8, "cin": 4, "act": "relu6"},
+     ["hard_swish", "activation"]),
+    ({"op": "concat", "h": 8, "w": 8, "cin": 12, "parts": (4, 4)},
+     ["concat", "summing to in channels (12)", "(4, 4)"]),
+    ({"op": "concat", "h": 8, "w": 8, "cin": 4, "parts": (4,)}, ["concat", "two or more"]),
+    ({"op": "pad", "h": 8, "w": 8, "cin": 4, "pads": (0, -1, 0, 0)}, ["pad", "non-negative"]),
+    ({"op": "pad", "h": 8, "w": 8, "cin": 4, "pads": (1, 1)}, ["pad", "four"]),
 ])
 def test_invalid_spec_names_what_is_wrong(kwargs: dict, words: list[str]) -> None:
     with pytest.raises(SpecError) as e:
@@ -313,6 +335,12 @@ def test_shape_mismatch_at_an_add_names_the_node() -> None:
       Node("a", LayerSpec("conv2d", 8, 8, 4, 4), ("a",))], ["'a'", "duplicate"]),
     ([Node("a", LayerSpec("add", 8, 8, 3), (INPUT,))], ["'a'", "add takes 2 input"]),
     ([Node("a", LayerSpec("conv2d", 8, 8, 3, 4), (INPUT, INPUT))], ["'a'", "takes 1 input"]),
+    ([Node("a", LayerSpec("concat", 8, 8, 6, parts=(3, 3)), (INPUT,))],
+     ["'a'", "concat takes 2 input"]),
+    ([Node("a", LayerSpec("concat", 8, 8, 7, parts=(3, 4)), (INPUT, INPUT))],
+     ["'a'", "shape mismatch", "gives 8x8x3", "expects 8x8x4"]),
+    ([Node("a", LayerSpec("channel_mul", 8, 8, 3), (INPUT, INPUT))],
+     ["'a'", "shape mismatch", "expects 1x1x3"]),
     ([], ["no nodes"]),
 ])
 def test_bad_networks_name_the_node(nodes: list[Node], words: list[str]) -> None:
@@ -320,6 +348,22 @@ def test_bad_networks_name_the_node(nodes: list[Node], words: list[str]) -> None
         Network("n", (8, 8, 3), tuple(nodes))
     for word in words:
         assert word in str(e.value)
+
+
+def test_multi_input_nodes_check_each_input() -> None:
+    """Squeeze-excite (pool -> convs -> hard_sigmoid -> channel_mul) and a channel concat."""
+    s = LayerSpec.parse
+    net = Network("se", (8, 8, 4), (
+        Node("pool", s("global_avg_pool:in=8x8x4"), (INPUT,)),
+        Node("down", s("conv2d:in=1x1x4,out=2,act=relu"), ("pool",)),
+        Node("up", s("conv2d:in=1x1x2,out=4"), ("down",)),
+        Node("gate", s("hard_sigmoid:in=1x1x4"), ("up",)),
+        Node("scale", s("channel_mul:in=8x8x4"), (INPUT, "gate")),
+        Node("cat", s("concat:in=8x8x12,parts=4+4+4"), ("scale", INPUT, "scale")),
+        Node("padded", s("pad:in=8x8x12,pads=0x1x0x1"), ("cat",)),
+    ))
+    assert net.node("padded").spec.output_shape == (9, 9, 12)
+    assert Network.from_json(net.to_json()) == net
 
 
 def test_bad_output_is_refused() -> None:

@@ -21,14 +21,18 @@ from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from bench.tflite_build import (
+    ADD_SCALAR,
     BUILDERS,
+    MUL_SCALAR,
+    _layer_input_names,
     build_layer,
     build_network,
     layer_weights,
     network_weights,
     node_seed,
 )
-from lut_db.spec import INPUT, OPS, LayerSpec, Network, Node, chain
+from lut_db.spec import INPUT, OPS, LayerSpec, Network, chain
+from tests.sample_networks import NETWORKS, mobilenet_v1_like, mobilenet_v2_block
 
 TOL = 1e-4
 RESOLVERS = {
@@ -86,6 +90,25 @@ def torch_layer(spec: LayerSpec, xs: list[torch.Tensor],
         y = F.max_pool2d(_pad(x, spec, value=-float("inf")), spec.kernel, spec.stride)
     elif spec.op == "global_avg_pool":
         y = x.mean(dim=(2, 3), keepdim=True)
+    elif spec.op in ("mul", "channel_mul"):  # [1, C, 1, 1] broadcasts over H, W
+        y = xs[0] * xs[1]
+    elif spec.op == "add_scalar":
+        y = x + ADD_SCALAR
+    elif spec.op == "mul_scalar":
+        y = x * MUL_SCALAR
+    elif spec.op == "concat":
+        y = torch.cat(xs, dim=1)
+    elif spec.op == "pad":
+        top, bottom, left, right = spec.pads
+        y = F.pad(x, (left, right, top, bottom))
+    elif spec.op == "softmax":  # over channels, as TFLite's last axis
+        y = torch.softmax(x, dim=1)
+    elif spec.op == "hard_swish":
+        y = F.hardswish(x)
+    elif spec.op == "hard_sigmoid":
+        y = F.hardsigmoid(x)
+    elif spec.op == "logistic":
+        y = torch.sigmoid(x)
     else:
         raise AssertionError(f"no torch reference for {spec.op}")
     return _act(y, spec.act)
@@ -165,6 +188,23 @@ LAYERS = [
     "max_pool:in=9x9x4,k=3x3,s=2x2,pad=same,act=none",
     "max_pool:in=10x10x4,k=2x2,s=2x2,pad=valid,act=relu6",
     "global_avg_pool:in=7x7x16",
+    # elementwise, squeeze-excite multiply, concat, pad, softmax, activations
+    "mul:in=6x6x8,act=none",
+    "mul:in=5x7x3,act=relu6",
+    "channel_mul:in=6x6x8,act=none",
+    "channel_mul:in=5x7x3,act=relu",
+    "add_scalar:in=6x6x3,act=none",
+    "mul_scalar:in=1x1x16,act=relu6",
+    "concat:in=6x6x12,parts=4+8",
+    "concat:in=5x7x9,parts=2+3+4",
+    "pad:in=9x9x4,pads=0x1x0x1",
+    "pad:in=5x7x3,pads=2x0x1x3",
+    "softmax:in=1x1x10",
+    "softmax:in=3x4x5",
+    "hard_swish:in=6x6x8",
+    "hard_sigmoid:in=6x6x8",
+    "hard_sigmoid:in=1x1x16",
+    "logistic:in=6x6x8",
 ]
 
 
@@ -172,8 +212,10 @@ LAYERS = [
 @pytest.mark.parametrize("key", LAYERS)
 def test_layer_matches_torch(key: str, resolver: str) -> None:
     spec = LayerSpec.parse(key)
-    names = ["input", "input_b"] if spec.op == "add" else ["input"]
-    feeds = {n: rand((1, *spec.input_shape), seed=i) for i, n in enumerate(names)}
+    names = _layer_input_names(len(spec.input_shapes))
+    # Scaled so that the hard activations see both their kinks and their flat ends.
+    feeds = {n: 4 * rand((1, *shape), seed=i)
+             for i, (n, shape) in enumerate(zip(names, spec.input_shapes))}
     model = build_layer(spec, seed=3)
     got = run_tflite(model, feeds, RESOLVERS[resolver])
     assert list(got) == ["output"]
@@ -254,43 +296,7 @@ def test_network_seeds_depend_on_node_name_not_hash_randomisation() -> None:
 # -- whole networks ------------------------------------------------------------------------
 
 
-def mobilenet_v1_like() -> Network:
-    s = LayerSpec.parse
-    return chain("mbv1-tiny", (32, 32, 3), [
-        ("conv0", s("conv2d:in=32x32x3,out=8,k=3x3,s=2x2,pad=same,act=relu6")),
-        ("dw1", s("depthwise_conv2d:in=16x16x8,k=3x3,s=1x1,pad=same,act=relu6")),
-        ("pw1", s("conv2d:in=16x16x8,out=16,k=1x1,s=1x1,pad=same,act=relu6")),
-        ("dw2", s("depthwise_conv2d:in=16x16x16,k=3x3,s=2x2,pad=same,act=relu6")),
-        ("pw2", s("conv2d:in=8x8x16,out=32,k=1x1,s=1x1,pad=same,act=relu6")),
-        ("pool", s("global_avg_pool:in=8x8x32")),
-        ("fc", s("fully_connected:in=1x1x32,out=10,act=none")),
-    ])
-
-
-def mobilenet_v2_block() -> Network:
-    s = LayerSpec.parse
-    nodes = (
-        Node("expand", s("conv2d:in=8x8x16,out=96,k=1x1,s=1x1,pad=same,act=relu6"), (INPUT,)),
-        Node("dw", s("depthwise_conv2d:in=8x8x96,k=3x3,s=1x1,pad=same,act=relu6"), ("expand",)),
-        Node("project", s("conv2d:in=8x8x96,out=16,k=1x1,s=1x1,pad=same,act=none"), ("dw",)),
-        Node("add", s("add:in=8x8x16,act=none"), ("project", INPUT)),
-    )
-    return Network("mbv2-block", (8, 8, 16), nodes)
-
-
-def fc_feeding_others() -> Network:
-    """An FC read by a conv (needs the inserted RESHAPE) and by another FC; two outputs."""
-    s = LayerSpec.parse
-    nodes = (
-        Node("fc", s("fully_connected:in=2x2x8,out=16,act=relu"), (INPUT,)),
-        Node("conv", s("conv2d:in=1x1x16,out=4,k=1x1,act=none"), ("fc",)),
-        Node("fc2", s("fully_connected:in=1x1x16,out=3,act=none"), ("fc",)),
-        Node("sum", s("add:in=1x1x16,act=relu6"), ("fc", "fc")),
-    )
-    return Network("fc-consumers", (2, 2, 8), nodes, outputs=("conv", "fc2", "sum"))
-
-
-@pytest.mark.parametrize("make", [mobilenet_v1_like, mobilenet_v2_block, fc_feeding_others])
+@pytest.mark.parametrize("make", NETWORKS)
 @pytest.mark.parametrize("resolver", RESOLVERS)
 def test_network_matches_torch(make, resolver: str) -> None:
     net = make()

@@ -11,6 +11,7 @@ from bench.zoo import (
     FAMILIES,
     MOBILENET_V1,
     MOBILENET_V2,
+    MOBILENET_V3_SMALL,
     Family,
     channel_choices,
     family,
@@ -21,7 +22,7 @@ from bench.zoo import (
 )
 from lut_db.spec import SpecError
 
-FAMS = [MOBILENET_V1, MOBILENET_V2]
+FAMS = [MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_SMALL]
 
 
 # -- the standard models --------------------------------------------------------------------
@@ -41,6 +42,25 @@ def test_mobilenet_v2_macs_and_params() -> None:
     assert net.params == pytest.approx(3.47e6, rel=0.01)  # 3.4-3.5 M
     assert sum(n.spec.op == "add" for n in net.nodes) == 10  # residual blocks
     assert sum(n.spec.op == "depthwise_conv2d" for n in net.nodes) == 17
+
+
+def test_mobilenet_v3_small_macs_params_and_blocks() -> None:
+    net = MOBILENET_V3_SMALL.network()
+    weighted = sum(s.macs for s in net.specs
+                   if s.op in ("conv2d", "depthwise_conv2d", "fully_connected"))
+    assert weighted == pytest.approx(56e6, rel=0.02)  # the paper: 56 M multiply-adds
+    assert net.params == pytest.approx(2.54e6, rel=0.01)  # torchvision: 2.54 M
+    ops = [n.spec.op for n in net.nodes]
+    assert ops.count("channel_mul") == ops.count("mul_scalar") == 9  # squeeze-excite blocks
+    assert ops.count("add") == 6 and ops.count("depthwise_conv2d") == 11
+    se = net.node("b4_se_mul")  # the block's features times its 1x1xC gate
+    gate = net.node(se.inputs[1])  # hard_sigmoid as converted: conv with ReLU6, then x 1/6
+    assert gate.spec.op == "mul_scalar" and net.node(gate.inputs[0]).spec.act == "relu6"
+    assert net.node(se.inputs[0]).spec.output_shape == se.spec.output_shape == (14, 14, 96)
+    assert net.node("b4_se_reduce").spec.cout == 24  # a quarter of 96
+    assert net.node("b2_expand").spec.act == "relu" and net.node("b4_dw").spec.act == "none"
+    assert net.node("b4_dw_hs").spec.op == "hard_swish"
+    assert MOBILENET_V3_SMALL.network(width_mult=0.75).params == pytest.approx(2.04e6, rel=0.02)
 
 
 @pytest.mark.parametrize("fam, mult, macs, params", [
@@ -131,7 +151,7 @@ def test_bad_width_configs(call, words: list[str]) -> None:
 
 def test_family_lookup() -> None:
     assert family("mobilenet_v2") is MOBILENET_V2
-    assert set(FAMILIES) == {"mobilenet_v1", "mobilenet_v2"}
+    assert set(FAMILIES) == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small"}
 
 
 def test_slot_layers_make_the_networks_specs() -> None:
