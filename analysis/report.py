@@ -153,8 +153,8 @@ def _drift_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The headline: the best predictor's agreement, in-space and held out."""
     preds = metrics["predictors"]
-    best = next(p for p in ("calibrated_drift", "corrected", "drift") if p in preds)
-    a = preds[best].get("unseen" if best == "calibrated_drift" else "in_space", {})
+    best = next(p for p in ("calibrated", "corrected", "drift") if p in preds)
+    a = preds[best].get("unseen" if best == "calibrated" else "in_space", {})
     h = preds[best].get("held_out", {})
     n = preds["naive"].get("in_space", {})
     return {"predictor": best, "label": stats.PREDICTOR_LABELS[best],
@@ -193,7 +193,7 @@ def make_plots(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.ndarray]
     measured = [r["measured_us"] for r in rows]
     fams = [r["family"] for r in rows]
     ho = [r["held_out"] for r in rows]
-    show = ["naive", "calibrated_drift" if "calibrated_drift" in pred else "corrected"]
+    show = ["naive", "calibrated" if "calibrated" in pred else "corrected"]
     show = [k for k in show if k in pred]
     panels = {stats.PREDICTOR_LABELS[k]: pred[k] for k in show if k in pred}
     errors = {stats.PREDICTOR_LABELS[k]: 100 * (np.asarray(pred[k]) / np.asarray(measured) - 1)
@@ -261,14 +261,15 @@ def network_table(rows: Sequence[Mapping[str, Any]],
     for i, r in enumerate(rows):
         m = r["measured_us"]
         row = {"name": r["name"], "family": r["family"], "kind": r.get("kind", ""),
-               "held_out": r["held_out"], "macs_m": r["macs"] / 1e6,
+               "held_out": r["held_out"], "fitted": bool(r.get("fitted")),
+               "macs_m": r["macs"] / 1e6,
                "measured_ms": m / 1000, "source": r["estimate"].get("source", "")}
         for k in ("naive", "corrected", "calibrated", "calibrated_drift"):
             if k in pred:
                 row[f"{k}_ms"] = float(pred[k][i]) / 1000
                 row[f"{k}_err_pct"] = 100 * (float(pred[k][i]) / m - 1)
         out.append(row)
-    worst = next((k for k in ("calibrated_drift_err_pct", "corrected_err_pct") if k in out[0]),
+    worst = next((k for k in ("calibrated_err_pct", "corrected_err_pct") if k in out[0]),
                  "naive_err_pct") if out else "naive_err_pct"
     return sorted(out, key=lambda x: -abs(x.get(worst, 0)))
 
@@ -420,9 +421,9 @@ def metric_columns(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
 def verdict_sentences(report: Report) -> list[str]:
     v = report.metrics["verdict"]
     which = ("validation networks the calibration was not fitted on"
-             if v["predictor"] == "calibrated_drift" else "in-space validation networks")
-    how = {"calibrated_drift": "the LUT's calibrated estimate (its stored in-network model), "
-                               "aligned for the device's drift since the LUT.",
+             if v["predictor"] == "calibrated" else "in-space validation networks")
+    how = {"calibrated": "the LUT's calibrated estimate, as netadapt estimate prints it (its "
+                         "stored in-network model).",
            "corrected": "the sum of LUT entries with the cross-validated in-network "
                         "correction.",
            "drift": "the sum of LUT entries aligned for overhead and drift."}[v["predictor"]]
@@ -463,15 +464,16 @@ def to_markdown(report: Report) -> str:
             lines += ["", p.caption]
         lines.append("")
     lines += ["## Method", ""] + [f"- {n}" for n in report.notes] + ["", "## Networks", ""]
+    best = _best(report.rows)
     lines.append("| network | family | kind | MMACs | measured ms | naive ms | naive err % "
-                 "| corrected ms | corrected err % |")
+                 f"| {best} ms | {best} err % |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in report.rows:
-        lines.append(f"| {r['name']} | {r['family']}{' (held out)' if r['held_out'] else ''} "
+        lines.append(f"| {r['name']} | {r['family']}{_tags(r)} "
                      f"| {r['kind']} | {r['macs_m']:.0f} | {r['measured_ms']:.3f} "
                      f"| {r['naive_ms']:.3f} | {_signed(r['naive_err_pct'])} "
-                     f"| {_fmt(r.get('corrected_ms'), 'f3')} "
-                     f"| {_signed(r.get('corrected_err_pct'))} |")
+                     f"| {_fmt(r.get(f'{best}_ms'), 'f3')} "
+                     f"| {_signed(r.get(f'{best}_err_pct'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -537,22 +539,33 @@ def _html_metrics(m: Mapping[str, Any]) -> str:
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
+def _best(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The estimate the network tables show beside the naive sum."""
+    return "calibrated" if rows and "calibrated_ms" in rows[0] else "corrected"
+
+
+def _tags(r: Mapping[str, Any]) -> str:
+    return (" (held out)" if r["held_out"] else "") + (" (calibration set)" if r.get("fitted")
+                                                      else "")
+
+
 def _html_networks(rows: Sequence[Mapping[str, Any]]) -> str:
+    best = _best(rows)
     head = ("<tr><th>network</th><th>family</th><th>kind</th><th>MMACs</th>"
-            "<th>measured ms</th><th>naive ms</th><th>naive err</th><th>corrected ms</th>"
-            "<th>corrected err</th><th>LUT entries from</th></tr>")
+            f"<th>measured ms</th><th>naive ms</th><th>naive err</th><th>{best} ms</th>"
+            f"<th>{best} err</th><th>LUT entries from</th></tr>")
     body = []
     for r in rows:
-        err = r.get("corrected_err_pct")
+        err = r.get(f"{best}_err_pct")
         cls = "ok" if err is not None and abs(err) <= 5 else "off"
-        fam = html.escape(r["family"]) + (" <span class='ho'>(held out)</span>"
-                                          if r["held_out"] else "")
+        fam = html.escape(r["family"]) + (f" <span class='ho'>{html.escape(_tags(r))}</span>"
+                                          if _tags(r) else "")
         body.append(
             f"<tr><td>{html.escape(r['name'])}</td><td class='t'>{fam}</td>"
             f"<td class='t'>{html.escape(r['kind'])}"
             f"</td><td>{r['macs_m']:.0f}</td><td>{r['measured_ms']:.3f}</td>"
             f"<td>{r['naive_ms']:.3f}</td><td>{_signed(r['naive_err_pct'])} %</td>"
-            f"<td>{_fmt(r.get('corrected_ms'), 'f3')}</td>"
+            f"<td>{_fmt(r.get(f'{best}_ms'), 'f3')}</td>"
             f"<td class='{cls}'>{_signed(err)} %</td><td class='t'>{html.escape(r['source'])}"
             "</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"

@@ -115,9 +115,9 @@ def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> N
     report = build(store, version, n_boot=50)
     preds = report.metrics["predictors"]
     assert {"calibrated", "calibrated_drift"} <= preds.keys()
-    unseen = preds["calibrated_drift"]["unseen"]
-    assert 0 < unseen["n"] < preds["calibrated_drift"]["in_space"]["n"]  # multipliers: fitted
-    assert report.metrics["verdict"]["predictor"] == "calibrated_drift"
+    unseen = preds["calibrated"]["unseen"]
+    assert 0 < unseen["n"] < preds["calibrated"]["in_space"]["n"]  # multipliers: fitted
+    assert report.metrics["verdict"]["predictor"] == "calibrated"
     # FakeRunner's networks run 1.1 x their layers: the calibrated estimate gets that right
     assert unseen["count_within_5pct"] == unseen["n"]
     assert preds["naive"]["unseen"]["count_within_5pct"] < unseen["n"]

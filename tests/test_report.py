@@ -168,8 +168,10 @@ def test_cli_report_measures_for_real(configs, tmp_path):
                            "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "network(s) measured now" in res.output
-    m = json.loads((out / "fast" / "1" / "metrics.json").read_text())
+    # the calibration measured its other-resolution keys into fast@2, derived from fast@1
+    m = json.loads((out / "fast" / "2" / "metrics.json").read_text())
     assert m["predictors"]["naive"]["all"]["n"] >= 8
+    assert m["verdict"]["predictor"] == "calibrated"
     again = cli.invoke(app, ["report", "--lut", str(db), "--networks", "8", "--passes", "2",
                              "--out", str(out)])
     assert again.exit_code == 0, again.output
