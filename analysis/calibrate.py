@@ -86,11 +86,11 @@ def _design(samples: Sequence[Sample], overhead_us: float, l2_mb: float
 
 
 def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Coefficients on relative errors: fits and activations cost >= 0; the spill and
-    per-layer terms take either sign (columns doubled with opposite signs for nnls)."""
-    signed = np.column_stack([x, -x[:, 1], -x[:, 3]]) / scale[:, None]
+    """Coefficients on relative errors: weights and activations cost >= 0; the per-layer
+    term takes either sign (its column doubled with the opposite sign for nnls)."""
+    signed = np.column_stack([x, -x[:, 2]]) / scale[:, None]
     coef, _ = nnls(signed, gap / scale)
-    return np.array([coef[0], coef[1] - coef[4], coef[2], coef[3] - coef[5]])
+    return np.array([coef[0], coef[1], coef[2] - coef[3]])
 
 
 def _predict(x: np.ndarray, gap_base: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -126,8 +126,8 @@ def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, An
     scored = {l2: cross_validate(samples, overhead_us, l2) for l2 in l2_grid}
     l2 = min(scored, key=lambda c: float(np.mean(np.abs(scored[c]))))
     x, gap, measured = _design(samples, overhead_us, l2)
-    a_fits, a_spills, a_act, a_layer = map(float, _solve(x, gap, measured))
-    return Calibration(overhead_us, l2, a_fits, a_spills, a_act, a_layer,
+    a_fits, a_act, a_layer = map(float, _solve(x, gap, measured))
+    return Calibration(overhead_us, l2, a_fits, a_act, a_layer,
                        fingerprint=dict(fingerprint), networks=[s.name for s in samples],
                        cv=errors(scored[l2]))
 

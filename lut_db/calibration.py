@@ -7,11 +7,10 @@ evict a layer's weights, which then come from further away. The model says so, p
 layer, with the physics as its features:
 
     in_network(layer) = entry - overhead
-                        + us_per_mb_fits   x weight MB   (weights that fit in L2 alone:
-                                                         warm alone, cold inside)
-                        + us_per_mb_spills x weight MB   (weights bigger than L2: cold
-                                                         alone too, streaming either way)
-                        + us_per_act_mb    x activation MB read and written
+                        + us_per_mb_fits x weight MB   (only weights that fit in L2: warm
+                                                        alone, cold inside; bigger ones
+                                                        stream from further away either way)
+                        + us_per_act_mb  x activation MB read and written
                         + us_per_layer
     network = sum of in_network(layer) + overhead
 
@@ -34,7 +33,7 @@ from typing import Any
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
 
-MODEL = "cache-l2-v1"
+MODEL = "cache-l2-v2"
 BYTES = {"float32": 4, "float16": 2, "int8": 1}
 MB = 2**20
 
@@ -53,11 +52,11 @@ def act_mb(spec: LayerSpec) -> float:
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
 
 
-def features(spec: LayerSpec, l2_mb: float) -> tuple[float, float, float, float]:
-    """(weight MB that fit in L2, weight MB that do not, activation MB, 1): what the
-    model's parameters multiply, for one layer."""
+def features(spec: LayerSpec, l2_mb: float) -> tuple[float, float, float]:
+    """(weight MB if they fit in L2, activation MB, 1): what the model's parameters
+    multiply, for one layer."""
     w = weight_mb(spec)
-    return (w, 0.0, act_mb(spec), 1.0) if w <= l2_mb else (0.0, w, act_mb(spec), 1.0)
+    return (w if w <= l2_mb else 0.0, act_mb(spec), 1.0)
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,6 @@ class Calibration:
     overhead_us: float
     l2_mb: float
     us_per_mb_fits: float
-    us_per_mb_spills: float
     us_per_act_mb: float
     us_per_layer: float
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -76,9 +74,8 @@ class Calibration:
     model: str = MODEL
 
     @property
-    def coefficients(self) -> tuple[float, float, float, float]:
-        return (self.us_per_mb_fits, self.us_per_mb_spills, self.us_per_act_mb,
-                self.us_per_layer)
+    def coefficients(self) -> tuple[float, float, float]:
+        return (self.us_per_mb_fits, self.us_per_act_mb, self.us_per_layer)
 
     def layer_us(self, spec: LayerSpec, entry_us: float) -> float:
         """What a layer of LUT entry ``entry_us`` costs inside a network."""

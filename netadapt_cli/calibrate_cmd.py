@@ -34,6 +34,6 @@ def calibrate_cmd(
             return
         console.print(f"calibrated {version.label}: {cal.describe()}; L2 cutoff {cal.l2_mb:g} "
                       f"MB, {cal.us_per_mb_fits:.1f} us per MB of weights that fit in it, "
-                      f"{cal.us_per_mb_spills:.1f} us per MB beyond, {cal.us_per_act_mb:.2f} us "
-                      f"per MB of activations, {cal.us_per_layer:+.2f} us per layer",
+                      f"{cal.us_per_act_mb:.2f} us per MB of activations, "
+                      f"{cal.us_per_layer:+.2f} us per layer",
                       highlight=False)

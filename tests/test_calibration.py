@@ -21,7 +21,7 @@ from lut_db.estimate import SlotEstimator, estimate
 from lut_db.store import LutStore
 from tests.fakes import SPACE, FakeRunner, make_lut
 
-TRUE = {"l2": 1.0, "fits": 30.0, "spills": 2.0, "act": 0.5, "layer": 1.5, "overhead": 5.0}
+TRUE = {"l2": 1.0, "fits": 30.0, "act": 0.5, "layer": 1.5, "overhead": 5.0}
 
 
 def synthetic(n: int, seed: int = 0) -> list[cb.Sample]:
@@ -32,7 +32,7 @@ def synthetic(n: int, seed: int = 0) -> list[cb.Sample]:
     for net in cb.calibration_set(space, n, seed):
         layers = [(node.spec, 5.0 + node.spec.macs / 2e4 * rng.uniform(0.8, 1.2))
                   for node in net.nodes]
-        coef = (TRUE["fits"], TRUE["spills"], TRUE["act"], TRUE["layer"])
+        coef = (TRUE["fits"], TRUE["act"], TRUE["layer"])
         inside = sum(e - TRUE["overhead"] + sum(a * x for a, x in
                                                 zip(coef, features(spec, TRUE["l2"])))
                      for spec, e in layers)
@@ -44,7 +44,7 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
     cal = cb.fit(synthetic(30), TRUE["overhead"], {"device": "fake"})
     assert cal.l2_mb == TRUE["l2"]
     assert cal.coefficients == pytest.approx(
-        (TRUE["fits"], TRUE["spills"], TRUE["act"], TRUE["layer"]), rel=1e-3, abs=1e-3)
+        (TRUE["fits"], TRUE["act"], TRUE["layer"]), rel=1e-3, abs=1e-3)
     assert cal.cv["n"] == 30 and cal.cv["max_pct"] < 0.1 and cal.cv["within_5"] == 30
     assert Calibration.from_json(cal.to_json()) == cal
 
@@ -57,7 +57,7 @@ def test_too_few_networks_are_refused() -> None:
 def test_an_unknown_model_is_refused() -> None:
     cal = cb.fit(synthetic(12), 5.0, {})
     with pytest.raises(CalibrationError, match="not known"):
-        Calibration.from_json(cal.to_json().replace("cache-l2-v1", "cache-l3-v9"))
+        Calibration.from_json(cal.to_json().replace("cache-l2-v2", "cache-l3-v9"))
 
 
 @pytest.fixture
