@@ -39,6 +39,7 @@ section("adb", "benchmarks.adb_bench")
 section("report", "benchmarks.report_bench")
 section("adapt", "benchmarks.adapt_bench")
 section("layer_gap", "benchmarks.layer_gap_bench")
+section("faults", "benchmarks.fault_bench")
 
 
 def main() -> None:

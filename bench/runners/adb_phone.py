@@ -9,6 +9,7 @@ sha256sum), the hashes of files the runner wants there, and the work folder set 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -26,7 +27,12 @@ from adbutils.errors import AdbError
 
 from bench.devices import ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice, parse_getprop
-from bench.runners.adb_transport import AdbTransport, AdbUnreachable
+from bench.runners.adb_transport import (
+    AdbTransport,
+    AdbUnreachable,
+    is_local,
+    start_local_server,
+)
 from bench.runners.base import DeviceLost, RunnerError, Timing
 
 SECTION = "@@NETADAPT-SECTION"
@@ -158,10 +164,19 @@ class Phone:
                     self.transport.client.connect(self.serial, timeout=2)
                 elif state == "device" and self._answers():
                     return True
-            except (AdbUnreachable, OSError, DeviceLost, AdbError):
-                pass  # the server or the phone is still away: poll again
+            except AdbUnreachable:
+                self._restart_local_server()
+            except (OSError, DeviceLost, AdbError):
+                pass  # the phone is still away: poll again
             stop.wait(0.5)
         return False
+
+    def _restart_local_server(self) -> None:
+        """This machine's adb server died: start it again, as adb would (USB phones then
+        reappear by themselves, TCP ones are connected again on the next poll)."""
+        if is_local(self.transport.server):
+            with contextlib.suppress(AdbUnreachable):
+                start_local_server(self.transport.server)
 
     def _answers(self) -> bool:
         try:
