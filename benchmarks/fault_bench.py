@@ -136,20 +136,28 @@ def killed_runs(argv: list[str], env: dict[str, str], db: Path, rng: random.Rand
         after = snapshot(db)
         run_lost, run_twice = compare(before, after)
         lost, twice = lost + run_lost, twice + run_twice
+        new_in = {v for v, _ in after.keys() - before.keys()}
         runs.append({"run": i + 1, "killed": not finished, "delay_s": round(delay, 3),
                      "rows": len(after), "new_rows": len(after) - len(before),
-                     "resumed": "resuming" in out, "integrity": integrity(db),
-                     "lost": run_lost, "twice": run_twice})
+                     # it went on with the version the killed run left, not a new one
+                     "resumed": bool(new_in) and new_in <= {v for v, _ in before},
+                     "integrity": integrity(db),
+                     "lost": run_lost, "twice": run_twice,
+                     "exit": proc.returncode, "ended_with": "" if not finished
+                     else " ".join(out.split())[-300:]})
         before = after
-        if finished:  # the sweep got to the end before this kill
+        if finished and proc.returncode == 0:  # the sweep got to the end before this kill
             break
     t0 = time.perf_counter()
     final = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900,
                            check=False)
     after = snapshot(db)
     run_lost, run_twice = compare(before, after)
+    final_new = {v for v, _ in after.keys() - before.keys()}
     return {"runs": runs, "kills": sum(r["killed"] for r in runs),
-            "resumed_runs": sum(r["resumed"] for r in runs[1:]) + ("resuming" in final.stdout),
+            "runs_ended_by_an_error": sum(not r["killed"] and r["exit"] != 0 for r in runs),
+            "resumed_runs": sum(r["resumed"] for r in runs[1:])
+            + (final_new <= {v for v, _ in before}),
             "runs_that_should_resume": len(runs), "lost": lost + run_lost,
             "measured_twice": twice + run_twice,
             "integrity_ok": all(r["integrity"] == "ok" for r in runs),
@@ -229,7 +237,7 @@ def host_faults(tmp: Path, rng: random.Random) -> dict[str, Any]:
     argv = [*base, "--space", "mobilenet_v1,mobilenet_v2", "--grid", "32"]
     keys = {s.key for f in (MOBILENET_V1, MOBILENET_V2) for s in shape_space(f, 32, 32, 10)}
     with Readers(db) as readers:
-        out = killed_runs(argv, env, db, rng)
+        out = killed_runs(argv, env, db, rng, max_delay_s=0.3)
         time.sleep(0.5)  # a few reads of the new sealed version too
     out.update(first_version_s=first_s, check=check_version(db, keys),
                readers=readers.summary())

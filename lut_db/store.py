@@ -584,7 +584,9 @@ class LutStore:
         return {r["key"] for r in self.db["measurements"].rows_where(where, args, select="key")}
 
     def table(self, version: int) -> dict[str, float]:
-        """key -> latency (us) of every measured entry: what estimation sums."""
+        """key -> latency (us) of every measured entry: what estimation sums (a sealed
+        version is checked against its digest first, once per store)."""
+        self.version(version)
         return {k: v for k, v in self.db.execute(
             "SELECT key, latency_us FROM measurements WHERE version = ? AND status = 'ok'",
             [version]).fetchall()}

@@ -178,3 +178,23 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     with LutStore.open(db) as store:
         (v,) = store.versions()
         assert v.status == "sealed" and store.counts(v.id) == {"ok": 150}
+
+
+def test_a_phone_unplugged_during_setup_is_left_out(farm_factory, monkeypatch, capsys):
+    """Between discovery and setup a phone goes away: the others sweep without it."""
+    import bench.discovery
+
+    farm = farm_factory(servers=2)
+    real = bench.discovery.find_devices
+
+    def then_unplug(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        farm.devices[1].stop()
+        farm.servers[1].wait_for_state(farm.devices[1].serial, ("offline", None))
+        return found
+
+    monkeypatch.setattr(bench.discovery, "find_devices", then_unplug)
+    runners = make_runners(farm.config())
+    assert [r.serial for r in runners] == [farm.devices[0].serial]
+    err = capsys.readouterr().err
+    assert f"warning: {farm.devices[1].serial} on" in err and "goes on without it" in err

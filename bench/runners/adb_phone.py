@@ -31,6 +31,7 @@ from bench.runners.adb_transport import (
     AdbTransport,
     AdbUnreachable,
     is_local,
+    say_on_stderr,
     start_local_server,
 )
 from bench.runners.base import DeviceLost, RunnerError, Timing
@@ -346,7 +347,17 @@ class PhoneRunner:
 
         settings = cls.settings_class.from_backend(config, backend)
         cls.check_host(settings)
-        return [cls(config, backend, d, settings) for d in find_devices(config, serial)]
+        runners, lost = [], []
+        for d in find_devices(config, serial):
+            try:
+                runners.append(cls(config, backend, d, settings))
+            except DeviceLost as e:  # unplugged between discovery and setup
+                lost.append(e)
+        if lost and not runners:
+            raise lost[0]
+        for e in lost:  # the others can sweep; the next run takes it again
+            say_on_stderr(f"warning: {e}; the sweep goes on without it")
+        return runners
 
     @classmethod
     def from_config(cls, config: DeviceConfig, backend: Any, serial: str | None = None) -> Any:
