@@ -162,7 +162,7 @@ def killed_runs(argv: list[str], env: dict[str, str], db: Path, rng: random.Rand
             "measured_twice": twice + run_twice,
             "integrity_ok": all(r["integrity"] == "ok" for r in runs),
             "final_exit": final.returncode, "final_s": time.perf_counter() - t0,
-            "final_output_tail": (final.stdout + final.stderr)[-400:]}
+            "final_output_tail": " ".join((final.stdout + final.stderr).split())[-300:]}
 
 
 def check_version(db: Path, keys: set[str]) -> dict[str, Any]:
@@ -336,7 +336,7 @@ def adb_server_fault(tmp: Path) -> dict[str, Any]:
         return {"rows_when_killed": len(before), "exit": proc.returncode,
                 "wall_s": time.perf_counter() - t0, "lost": lost, "measured_twice": twice,
                 "server_restarted": "started it" in out, "phone_back": "is back" in out,
-                "check": check_version(db, keys), "output_tail": out[-400:]}
+                "check": check_version(db, keys), "output_tail": " ".join(out.split())[-300:]}
     finally:
         _stop_all(servers, phones)
 

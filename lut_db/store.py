@@ -429,6 +429,8 @@ class LutStore:
                        space: dict[str, Any] | None = None) -> Version:
         """A new building version; with a parent, it starts with the parent's measured entries
         (not its failures: those keys get another try in the new version)."""
+        if parent is not None:
+            self.version(parent)  # a sealed parent must still match its digest
         with self._write():
             vid = self.db["versions"].insert({
                 "device": device, "backend": backend, "status": "building", "created": now(),

@@ -195,3 +195,11 @@ def test_db_verify_command(lut: Path) -> None:
     res = run(app, ["db", "verify", f"{lut}@1"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "latency_us changed in 1 entry" in " ".join(res.output.split())
+
+
+def test_no_version_is_derived_from_an_edited_one(lut: Path) -> None:
+    tamper(lut, f"UPDATE measurements SET latency_us = 1 WHERE key = '{KEYS[0]}'")
+    with LutStore.open(lut) as store:
+        with pytest.raises(VersionTampered):
+            store.create_version("host", "tflite-cpu", FP, parent=1)
+        assert len(store.versions()) == 1
