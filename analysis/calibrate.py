@@ -56,13 +56,14 @@ class Sample:
 OTHER_RESOLUTIONS = (56, 112, 224)  # a quarter of the set: weights cost the same at any
 # resolution, compute does not; networks at two resolutions tell the two apart
 OTHER_SHARE = 0.25
+MIN_OTHER = 16  # smaller sets stay at the LUT's resolutions (no keys measured on demand)
 
 
 def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[Network]:
     """``n`` networks of the space's families: most at its resolutions, on its grid (keys
     it holds), a quarter at other resolutions (their keys are measured on demand)."""
     others = [r for r in OTHER_RESOLUTIONS if r not in space.resolutions][:2]
-    k = round(OTHER_SHARE * n) if others else 0
+    k = round(OTHER_SHARE * n) if others and n >= MIN_OTHER else 0
     main = sample_networks(space, n - k, seed, held_out=(), off_grid=False)
     rng = random.Random(seed)
     extra = []
@@ -133,7 +134,7 @@ def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, An
 
 
 def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Sequence[Network],
-                    passes: int = PASSES, drift_keys: int = 100,
+                    passes: int = PASSES, drift_keys: int | None = None,
                     progress: Progress | None = None) -> list[Sample]:
     """Time ``nets`` whole (interleaved passes) with a drift sample of their keys between
     passes; each latency is brought back to the LUT's time by the drift factor."""
@@ -143,6 +144,7 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
         ensure_keys(store, version, absent, runner=runner)
         tables = all_tables(store, version)
     lookup = {**tables.table, **tables.extra}
+    drift_keys = min(100, 4 * len(nets)) if drift_keys is None else drift_keys
     drift = SessionDrift(runner, nets, tables, drift_keys, SEED)
     timed = time_networks(runner, {n.name: n for n in nets}, passes, seed=SEED,
                           progress=progress, between=lambda p: drift.measure_slice(p, passes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,11 @@ from bench.runners.adb_transport import (
     AdbUnreachable,
     Client,
     Server,
+    is_local,
     local_server,
     parse_server,
+    say_on_stderr,
+    start_local_server,
 )
 from bench.runners.base import RunnerError
 
@@ -109,17 +112,20 @@ def all_configs(directory: Path | None = None) -> list[DeviceConfig]:
     return [load_config(n, directory) for n in known_configs(directory or config_dir())]
 
 
-def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = ()
+def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = (),
+         say: Callable[[str], None] = say_on_stderr
          ) -> tuple[list[AttachedDevice], dict[str, str]]:
     """Every device on every server (props read from usable ones), and unreachable servers.
 
-    Returns (devices, {server: error}). One getprop round trip per usable device.
+    Returns (devices, {server: error}). One getprop round trip per usable device. This
+    machine's own server is started when none runs (``say`` tells the user); any other
+    unreachable server is an error naming it.
     """
     devices: list[AttachedDevice] = []
     unreachable: dict[str, str] = {}
     for server in dict.fromkeys(servers):
         try:
-            states = Client(server).states()
+            states = _states(server, say)
         except AdbUnreachable as e:
             unreachable[str(server)] = str(e)
             continue
@@ -130,6 +136,16 @@ def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = ()
             dev.configs = best_first([c for c in configs if matches(c, dev.props)])
             devices.append(dev)
     return devices, unreachable
+
+
+def _states(server: Server, say: Callable[[str], None]) -> dict[str, str]:
+    try:
+        return Client(server).states()
+    except AdbUnreachable:
+        if not is_local(server):
+            raise
+    start_local_server(server, say)
+    return Client(server).states()
 
 
 def _read_props(dev: AttachedDevice) -> None:

@@ -40,6 +40,7 @@ section("report", "benchmarks.report_bench")
 section("adapt", "benchmarks.adapt_bench")
 section("layer_gap", "benchmarks.layer_gap_bench")
 section("calibration", "benchmarks.calibration_bench", lut="lut")
+section("faults", "benchmarks.fault_bench")
 
 
 def main() -> None:

@@ -103,7 +103,7 @@ class Calibration:
     def from_json(cls, text: str) -> Calibration:
         data = json.loads(text)
         if data.get("model") != MODEL:
-            raise CalibrationError(f"calibration model {data.get('model')!r} is not known to "
-                                   f"this netadapt-farm (it knows {MODEL!r}); recalibrate "
-                                   "with: netadapt calibrate")
+            raise CalibrationError(f"calibration model {data.get('model')!r} was written by "
+                                   f"another netadapt-farm (this one knows {MODEL!r}); use "
+                                   "--raw for the plain sum, or build a new LUT file")
         return cls(**data)

@@ -457,6 +457,8 @@ class LutStore:
                        space: dict[str, Any] | None = None) -> Version:
         """A new building version; with a parent, it starts with the parent's measured entries
         (not its failures: those keys get another try in the new version)."""
+        if parent is not None:
+            self.version(parent)  # a sealed parent must still match its digest
         with self._write():
             vid = self.db["versions"].insert({
                 "device": device, "backend": backend, "status": "building", "created": now(),
@@ -638,7 +640,9 @@ class LutStore:
         return table, extra, labels
 
     def table(self, version: int) -> dict[str, float]:
-        """key -> latency (us) of every measured entry: what estimation sums."""
+        """key -> latency (us) of every measured entry: what estimation sums (a sealed
+        version is checked against its digest first, once per store)."""
+        self.version(version)
         return {k: v for k, v in self.db.execute(
             "SELECT key, latency_us FROM measurements WHERE version = ? AND status = 'ok'",
             [version]).fetchall()}

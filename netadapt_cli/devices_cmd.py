@@ -25,7 +25,8 @@ def devices_cmd(
         servers = [s for c in configs for s in servers_of(c)] if config else [
             local_server(), *(s for c in configs for s in servers_of(c))]
         servers = list(dict.fromkeys(servers))
-        devices, unreachable = scan(servers, configs)
+        devices, unreachable = scan(
+            servers, configs, say=lambda m: err_console.print(m, highlight=False))
     if as_json:
         print(json.dumps({"servers": {str(s): unreachable.get(str(s), "ok") for s in servers},
                           "devices": [d.as_dict() for d in devices]}, indent=1))

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from bench.runners.base import RunnerError
 from netadapt_cli.main import app
 from tests.adb_farm import Farm, farm, farm_factory, loop_toml  # noqa: F401
 from tests.loopback_adb import *
-from tests.loopback_adb import _free_port
+from tests.loopback_adb import _free_port, _host_request
 
 cli = CliRunner()
 
@@ -95,14 +96,43 @@ def test_devices_shows_unauthorized_and_offline(farm: Farm, loopback_device_fact
     assert states.get(farm.devices[0].serial, "offline") == "offline"
 
 
-def test_no_server_reachable_is_one_clear_error(configs: Path, monkeypatch):
+def test_an_unreachable_server_that_is_not_ours_is_one_clear_error(configs: Path, monkeypatch):
+    """Not this machine's server (another port stands in for another machine): never
+    started, an error naming it."""
     port = _free_port()
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))
     (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
     res = cli.invoke(app, ["devices", "--config", "far"])
     assert res.exit_code == 1
     assert f"no adb server reachable at 127.0.0.1:{port}" in res.output
-    assert "Traceback" not in res.output
+    assert "Traceback" not in res.output and "started" not in res.output
+
+
+@pytest.fixture
+def no_local_server(monkeypatch, tmp_path: Path):
+    """This machine's adb server is on a private port where none runs yet, with a private
+    HOME and no USB/mDNS/emulator scanning (the env our test servers get); whatever
+    starts there is killed afterwards."""
+    idle = AdbServer(home=tmp_path / "adb-home")  # not started: only its port and env
+    for key, value in idle.env().items():
+        monkeypatch.setenv(key, value)
+    yield idle
+    subprocess.run([idle.adb, "-P", str(idle.port), "kill-server"], env=idle.env(),
+                   capture_output=True, timeout=30, check=False)
+
+
+def test_devices_starts_the_local_server_as_adb_does(configs: Path, no_local_server):
+    port = no_local_server.port
+    (configs / "here.toml").write_text(loop_toml("here", [], {}))  # [] = the local server
+    with pytest.raises(OSError):
+        _host_request(port, "host:version", timeout=2)  # none runs yet
+    res = cli.invoke(app, ["devices", "--config", "here"])
+    assert res.exit_code == 0, res.output
+    assert f"no adb server was running at 127.0.0.1:{port}: started it" in res.output
+    assert "no devices attached" in res.output
+    assert _host_request(port, "host:version", timeout=5, reply=True)  # it runs now
+    res = cli.invoke(app, ["devices", "--config", "here"])
+    assert res.exit_code == 0 and "started" not in res.output
 
 
 def test_no_matching_device_shows_attached_and_wanted(farm: Farm):
@@ -133,7 +163,7 @@ def test_unknown_serial_and_unauthorized_phone(farm: Farm, loopback_device_facto
 def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
     (farm.config_dir / "other.toml").write_text(loop_toml(
         "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))
-    res = cli.invoke(app, ["lut", "--device", "other", "--db", str(farm.tmp / "o.db")],
+    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "other", "--db", str(farm.tmp / "o.db")],
                      terminal_width=300)
     assert res.exit_code == 1
     assert "no attached device matches 'other'" in res.output
@@ -142,9 +172,9 @@ def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
 
 def test_lut_with_no_adb_server_exits_cleanly(configs: Path, monkeypatch, tmp_path: Path):
     port = _free_port()
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # 'far' is not ours
     (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
-    res = cli.invoke(app, ["lut", "--device", "far", "--db", str(tmp_path / "f.db")],
+    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "far", "--db", str(tmp_path / "f.db")],
                      terminal_width=300)
     assert res.exit_code == 1 and f"no adb server reachable at 127.0.0.1:{port}" in res.output
     assert not (tmp_path / "f.db").exists()

@@ -40,8 +40,8 @@ def new_version(store: LutStore, runners, keys):  # type: ignore[no-untyped-def]
 def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path):
     farm = farm_factory(servers=2, batch_size=25)
     db = tmp_path / "luts" / "loop.db"
-    args = ["lut", "--device", "loop", "--space", "mobilenet_v1", "--resolution", "16",
-            "--grid", "512", "--classes", "10", "--db", str(db)]
+    args = ["lut", "--no-calibrate", "--device", "loop", "--space", "mobilenet_v1",
+            "--resolution", "16", "--grid", "512", "--classes", "10", "--db", str(db)]
     res = cli.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "sealed" in res.output and "2 runner(s)" in res.output
@@ -60,6 +60,13 @@ def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path
     assert shown.exit_code == 0 and "agreement" in shown.output
     again = cli.invoke(app, args, terminal_width=200)  # resumable: nothing left to do
     assert again.exit_code == 0 and "nothing to do" in again.output
+    # a calibration goes through the phone's runner like any model: whole networks
+    store.close()
+    cal = cli.invoke(app, ["calibrate", "--lut", str(db), "--networks", "8", "--passes", "1",
+                           "--json"], terminal_width=200)
+    assert cal.exit_code == 0, cal.output
+    fitted = json.loads(cal.stdout)
+    assert len(fitted["networks"]) == 8 and fitted["fingerprint"] == v.fingerprint
 
 
 def serial_free(fingerprint: dict, serials: set[str]) -> bool:
@@ -161,7 +168,7 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     tool.chmod(0o755)
     farm.write(binary=str(tool))
     db = tmp_path / "luts" / "loop.db"
-    args = ["lut", "--device", "loop", "--space", "mobilenet_v1", "--resolution", "16",
+    args = ["lut", "--no-calibrate", "--device", "loop", "--space", "mobilenet_v1", "--resolution", "16",
             "--grid", "512", "--classes", "10", "--db", str(db)]
     res = cli.invoke(app, args, terminal_width=200)
     out = " ".join(res.output.split())
@@ -178,3 +185,23 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     with LutStore.open(db) as store:
         (v,) = store.versions()
         assert v.status == "sealed" and store.counts(v.id) == {"ok": 150}
+
+
+def test_a_phone_unplugged_during_setup_is_left_out(farm_factory, monkeypatch, capsys):
+    """Between discovery and setup a phone goes away: the others sweep without it."""
+    import bench.discovery
+
+    farm = farm_factory(servers=2)
+    real = bench.discovery.find_devices
+
+    def then_unplug(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = real(*args, **kwargs)
+        farm.devices[1].stop()
+        farm.servers[1].wait_for_state(farm.devices[1].serial, ("offline", None))
+        return found
+
+    monkeypatch.setattr(bench.discovery, "find_devices", then_unplug)
+    runners = make_runners(farm.config())
+    assert [r.serial for r in runners] == [farm.devices[0].serial]
+    err = capsys.readouterr().err
+    assert f"warning: {farm.devices[1].serial} on" in err and "goes on without it" in err

@@ -11,6 +11,7 @@ from pathlib import Path
 import adbutils
 import pytest
 
+from bench.runners import adb_transport
 from bench.runners.adb_transport import (
     AdbTransport,
     AdbUnreachable,
@@ -18,7 +19,9 @@ from bench.runners.adb_transport import (
     ConnectionLost,
     DeviceUnusable,
     Server,
+    is_local,
     parse_server,
+    start_local_server,
 )
 from tests.loopback_adb import *
 from tests.loopback_adb import DEFAULT_FEATURES, AdbServer, LoopbackDevice, _free_port
@@ -70,6 +73,19 @@ def test_unreachable_server_never_starts_one(monkeypatch):
     port = _free_port()
     with pytest.raises(AdbUnreachable, match=f"no adb server reachable at 127.0.0.1:{port}"):
         Client(Server("127.0.0.1", port)).states()
+
+
+def test_only_this_machines_server_is_ever_started(monkeypatch):
+    def no_spawn(*args, **kwargs):
+        raise AssertionError(f"tried to run {args}")
+
+    monkeypatch.setattr(adb_transport.subprocess, "run", no_spawn)
+    port, other = _free_port(), _free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    assert is_local(Server("127.0.0.1", port)) and is_local(Server("localhost", port))
+    assert not is_local(Server("127.0.0.1", other)) and not is_local(Server("10.0.0.2", port))
+    with pytest.raises(AdbUnreachable, match="10.0.0.2:.*not this machine's"):
+        start_local_server(Server("10.0.0.2", port))
 
 
 def test_parse_server():

@@ -83,6 +83,15 @@ def test_edited_latency_is_refused_on_open(lut: Path) -> None:
     assert "restore the file from a backup" in msg
 
 
+def test_estimation_never_reads_an_edited_version(lut: Path) -> None:
+    """Whatever way a caller found the version, the table it sums is checked."""
+    tamper(lut, f"UPDATE measurements SET latency_us = 1 WHERE key = '{KEYS[0]}'")
+    with LutStore.open(lut) as store:
+        (v,) = store.versions()  # listing reads no entries: no check yet
+        with pytest.raises(VersionTampered, match="latency_us changed in 1 entry"):
+            store.table(v.id)
+
+
 def test_any_edited_field_is_found_by_verify(lut_path: Path) -> None:
     """The open check samples whole entries; verify reads every one of them."""
     with LutStore.open(lut_path, create=True) as store:
@@ -186,3 +195,11 @@ def test_db_verify_command(lut: Path) -> None:
     res = run(app, ["db", "verify", f"{lut}@1"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "latency_us changed in 1 entry" in " ".join(res.output.split())
+
+
+def test_no_version_is_derived_from_an_edited_one(lut: Path) -> None:
+    tamper(lut, f"UPDATE measurements SET latency_us = 1 WHERE key = '{KEYS[0]}'")
+    with LutStore.open(lut) as store:
+        with pytest.raises(VersionTampered):
+            store.create_version("host", "tflite-cpu", FP, parent=1)
+        assert len(store.versions()) == 1

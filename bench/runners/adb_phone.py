@@ -9,6 +9,7 @@ sha256sum), the hashes of files the runner wants there, and the work folder set 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -26,7 +27,13 @@ from adbutils.errors import AdbError
 
 from bench.devices import ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice, parse_getprop
-from bench.runners.adb_transport import AdbTransport, AdbUnreachable
+from bench.runners.adb_transport import (
+    AdbTransport,
+    AdbUnreachable,
+    is_local,
+    say_on_stderr,
+    start_local_server,
+)
 from bench.runners.base import BaseRunner, DeviceLost, RunnerError, Timing
 
 SECTION = "@@NETADAPT-SECTION"
@@ -158,10 +165,19 @@ class Phone:
                     self.transport.client.connect(self.serial, timeout=2)
                 elif state == "device" and self._answers():
                     return True
-            except (AdbUnreachable, OSError, DeviceLost, AdbError):
-                pass  # the server or the phone is still away: poll again
+            except AdbUnreachable:
+                self._restart_local_server()
+            except (OSError, DeviceLost, AdbError):
+                pass  # the phone is still away: poll again
             stop.wait(0.5)
         return False
+
+    def _restart_local_server(self) -> None:
+        """This machine's adb server died: start it again, as adb would (USB phones then
+        reappear by themselves, TCP ones are connected again on the next poll)."""
+        if is_local(self.transport.server):
+            with contextlib.suppress(AdbUnreachable):
+                start_local_server(self.transport.server)
 
     def _answers(self) -> bool:
         try:
@@ -331,7 +347,17 @@ class PhoneRunner(BaseRunner):
 
         settings = cls.settings_class.from_backend(config, backend)
         cls.check_host(settings)
-        return [cls(config, backend, d, settings) for d in find_devices(config, serial)]
+        runners, lost = [], []
+        for d in find_devices(config, serial):
+            try:
+                runners.append(cls(config, backend, d, settings))
+            except DeviceLost as e:  # unplugged between discovery and setup
+                lost.append(e)
+        if lost and not runners:
+            raise lost[0]
+        for e in lost:  # the others can sweep; the next run takes it again
+            say_on_stderr(f"warning: {e}; the sweep goes on without it")
+        return runners
 
     @classmethod
     def from_config(cls, config: DeviceConfig, backend: Any, serial: str | None = None) -> Any:

@@ -7,7 +7,9 @@ parsers read the output.
 
 adbutils runs ``adb start-server`` (which starts a server on the default port 5037)
 whenever it cannot reach the server it was given; the client here never does: an
-unreachable server is an error naming the address.
+unreachable server is an error naming the address. Only this machine's own server
+(``local_server()``) is started, explicitly, by ``start_local_server``, as `adb devices`
+would start it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import os
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +59,38 @@ def local_server() -> Server:
     """This machine's adb server, where `adb` itself looks for it (env, else port 5037)."""
     host = os.environ.get("ANDROID_ADB_SERVER_HOST", "127.0.0.1")
     return Server(host, int(os.environ.get("ANDROID_ADB_SERVER_PORT", DEFAULT_PORT)))
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_local(server: Server) -> bool:
+    """This machine's own adb server: the one `adb devices` starts when none runs."""
+    return server.host in LOOPBACK_HOSTS and server.port == local_server().port
+
+
+def say_on_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def start_local_server(server: Server, say: Callable[[str], None] = say_on_stderr,
+                       timeout_s: float = 30.0) -> None:
+    """Start this machine's adb server as `adb devices` does (`adb -P PORT start-server`,
+    with the adb that adbutils ships unless one is on PATH), and say so."""
+    if not is_local(server):
+        raise AdbUnreachable(f"no adb server reachable at {server}, and it is not this "
+                             "machine's: start it there with `adb -a -P PORT server`")
+    try:
+        argv = [adbutils.adb_path(), "-P", str(server.port), "start-server"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (AdbError, OSError, subprocess.SubprocessError) as e:
+        raise AdbUnreachable(f"no adb server was running at {server} and starting one "
+                             f"failed: {e}") from None
+    if proc.returncode != 0:
+        raise AdbUnreachable(f"no adb server was running at {server} and `adb -P {server.port} "
+                             f"start-server` failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+    say(f"no adb server was running at {server}: started it, as `adb devices` does")
 
 
 def parse_server(text: str) -> Server:
