@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapter.models import AdaptError, same_pads
+from adapter.models import AdaptError, ZooModel, same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
 from lut_db.spec import LayerSpec, Network
 
-__all__ = ["export", "export_tflite", "write_tflite"]
+__all__ = ["export", "export_tflite", "save_exports", "write_tflite"]
 
 Weights = dict[str, np.ndarray]
 
@@ -65,6 +65,19 @@ def write_tflite(model: nn.Module, path: str | Path, input_shape: Shape | None =
     net, data = export(model, input_shape, name or path.stem)
     path.write_bytes(data)
     return net
+
+
+def save_exports(model: nn.Module, folder: str | Path, stem: str = "adapted") -> dict[str, str]:
+    """``stem``.pt (config + state dict), ``stem``.tflite and ``stem``.json (its Network) in
+    ``folder``; returns their paths as ``{"torch", "tflite", "network"}``."""
+    folder = Path(folder)
+    paths = {"torch": folder / f"{stem}.pt", "tflite": folder / f"{stem}.tflite",
+             "network": folder / f"{stem}.json"}
+    config = model.config() if isinstance(model, ZooModel) else None
+    torch.save({"config": config, "state_dict": model.state_dict()}, paths["torch"])
+    net = write_tflite(model, paths["tflite"], name=stem)
+    paths["network"].write_text(net.to_json(indent=1))
+    return {k: str(v) for k, v in paths.items()}
 
 
 # -- one node ------------------------------------------------------------------------------

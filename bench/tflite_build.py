@@ -380,7 +380,9 @@ def build_network(net: Network, seed: int = 0,
     ``weights`` (node -> ``weight``/``bias`` in TFLite layout, float32; e.g. a trained
     model's) replace the seeded random ones for the nodes it names.
     """
-    weights = {**network_weights(net, seed), **_checked(net, weights or {})}
+    given = _checked(net, weights or {})
+    weights = {n.name: given[n.name] if n.name in given
+               else layer_weights(n.spec, node_seed(seed, n.name)) for n in net.nodes}
     g = _Graph()
     tensors = {INPUT: g.tensor(INPUT, (1, *net.input_shape))}
     for node in net.nodes:

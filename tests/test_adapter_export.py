@@ -13,13 +13,13 @@ from torch import nn
 
 from adapter import data
 from adapter.executors import torch_threads
-from adapter.export import export, write_tflite
+from adapter.export import export, save_exports, write_tflite
 from adapter.models import AdaptError, SameConv2d, build, rebuild, same_pads
 from adapter.prune import prune_slot
 from adapter.train import train
 from bench import zoo
 from bench.tflite_build import build_network
-from lut_db.spec import SpecError
+from lut_db.spec import Network, SpecError
 
 TOL = 1e-4  # max abs difference of the logits (the bar)
 
@@ -199,3 +199,16 @@ def test_checkpoints_from_before_same_padding_are_refused() -> None:
     old = {k: v for k, v in config.items() if k != "padding"}
     with pytest.raises(AdaptError, match="trained before the models padded as TFLite SAME"):
         rebuild(old, model.state_dict())
+
+
+def test_save_exports_writes_what_adapt_keeps(digits, models, tmp_path) -> None:
+    model = models["v1@40"]
+    paths = save_exports(model, tmp_path, "adapted")
+    assert paths == {k: str(tmp_path / f"adapted.{ext}") for k, ext in
+                     (("torch", "pt"), ("tflite", "tflite"), ("network", "json"))}
+    saved = torch.load(paths["torch"], weights_only=True)
+    again = rebuild(saved["config"], saved["state_dict"]).eval()
+    net = Network.load(paths["network"])
+    assert net == zoo.MOBILENET_V1.network(model.widths(), resolution=40, classes=10,
+                                           name="adapted")
+    assert_parity(again, (tmp_path / "adapted.tflite").read_bytes(), digits[40].test_x[:50])
