@@ -24,7 +24,7 @@ from torch import nn
 from adapter.models import AdaptError, ZooModel, same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
-from lut_db.spec import LayerSpec, Network
+from lut_db.spec import WEIGHTED, LayerSpec, Network
 
 __all__ = ["export", "export_tflite", "save_exports", "write_tflite"]
 
@@ -38,7 +38,7 @@ def export(model: nn.Module, input_shape: Shape | None = None,
     ``input_shape`` (H, W, C) defaults to the model's ``resolution`` with 3 channels.
     """
     if input_shape is None:
-        if not hasattr(model, "resolution"):
+        if not isinstance(model, ZooModel):
             raise AdaptError(f"{type(model).__name__}: give the input shape (H, W, C) to export")
         input_shape = (model.resolution, model.resolution, 3)
     net, folded = trace_modules(model, input_shape, name)
@@ -46,9 +46,9 @@ def export(model: nn.Module, input_shape: Shape | None = None,
     weights = {}
     for node in net.nodes:
         mods = {m: modules[m] for m in folded[node.name] if m in modules}
-        got = _node_weights(node.name, node.spec, mods)
-        if got:
-            weights[node.name] = got
+        weights[node.name] = _node_weights(node.name, node.spec, mods)
+        if node.spec.op in WEIGHTED and not weights[node.name]:  # never random weights
+            raise AdaptError(f"cannot export {node.name}: no torch module holds its weights")
     return net, build_network(net, weights=weights)
 
 
