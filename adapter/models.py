@@ -7,9 +7,14 @@ the tests). Module names are the zoo's node names (``conv1``, ``dw3``, ``pw3``,
 ``model.slots[slot]`` lists the convolutions whose filters *are* that slot's
 channels (several for a MobileNetV2 stage: its residual adds tie them together).
 
-Padding is ``k // 2``, which gives TFLite SAME's output size for the odd kernels
-used here; BN follows every convolution (folded into the bias at export), ReLU6
-as in the reference implementations; MobileNetV2's projections are linear.
+Padding is TFLite SAME, exactly: stride-1 convolutions pad ``k // 2`` on each side
+(the same thing for odd kernels), strided ones are ``SameConv2d``, which pads the odd
+pixel after (0 before and 1 after for a 3x3 stride-2 conv on an even input) where
+torch's ``padding=1`` would pad 1 and 1. So the exported ``.tflite``
+(``adapter.export``) computes what the trained torch model computes, and its layers
+keep their plain SAME LUT keys (no PAD op, no key of its own). BN follows every
+convolution (folded into the weights and bias at export), ReLU6 as in the reference
+implementations; MobileNetV2's projections are linear.
 """
 
 from __future__ import annotations
@@ -18,20 +23,57 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench import zoo
 from lut_db.spec import SpecError
 
 
+# What ZooModel.config() records about padding. A checkpoint without it predates TFLite
+# SAME padding (its stride-2 layers were trained with symmetric padding), and ``rebuild``
+# refuses it rather than give those weights other outputs.
+PADDING = "tflite_same"
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TFLite/TensorFlow SAME padding of one axis, (before, after): the odd pixel goes after."""
+    extent = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """nn.Conv2d padding as TFLite SAME at any stride (torch's ``padding='same'`` refuses
+    strides above 1, and a number pads both sides alike).
+
+    ``padding`` reads ``"same"`` (what ``adapter.trace`` and ``adapter.export`` look at);
+    the pads are worked out per input size in ``forward``, so any resolution is right.
+    """
+
+    def __init__(self, *args: object, **kwargs: object):
+        super().__init__(*args, padding=0, **kwargs)
+        self.padding = "same"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_pads(x.shape[-2], self.kernel_size[0], self.stride[0],
+                                self.dilation[0])
+        left, right = same_pads(x.shape[-1], self.kernel_size[1], self.stride[1],
+                                self.dilation[1])
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias,
+                        self.stride, 0, self.dilation, self.groups)
+
+
 class ConvBNAct(nn.Sequential):
-    """conv -> BN -> ReLU6 (no activation when ``act`` is False)."""
+    """conv -> BN -> ReLU6 (no activation when ``act`` is False), padded as TFLite SAME."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1,
                  groups: int = 1, act: bool = True):
-        layers: OrderedDict[str, nn.Module] = OrderedDict(
-            conv=nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-            bn=nn.BatchNorm2d(cout))
+        # At stride 1 an odd kernel's symmetric k // 2 is SAME: plain nn.Conv2d, no pad copy.
+        conv = (nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+                if stride == 1 and kernel % 2 else
+                SameConv2d(cin, cout, kernel, stride, groups=groups, bias=False))
+        layers: OrderedDict[str, nn.Module] = OrderedDict(conv=conv, bn=nn.BatchNorm2d(cout))
         if act:
             layers["act"] = nn.ReLU6(inplace=True)
         super().__init__(layers)
@@ -56,7 +98,7 @@ class ZooModel(nn.Module):
     def config(self) -> dict:
         """What ``build`` needs to make this architecture again (weights aside)."""
         return {"family": self.family, "widths": self.widths(),
-                "resolution": self.resolution, "classes": self.classes}
+                "resolution": self.resolution, "classes": self.classes, "padding": PADDING}
 
 
 class MobileNetV1(ZooModel):
@@ -189,6 +231,10 @@ def _init(model: nn.Module) -> None:
 
 def rebuild(config: Mapping, state: Mapping[str, torch.Tensor]) -> ZooModel:
     """A model from ``ZooModel.config()`` and a state dict (checkpoints, worker tasks)."""
+    if config.get("padding") != PADDING:
+        raise AdaptError("these weights were trained before the models padded as TFLite SAME "
+                         "does (their stride-2 layers padded symmetrically), so they would "
+                         "give other outputs now: start a new run (or retrain from scratch)")
     model = MODELS[config["family"]](config["widths"], resolution=config["resolution"],
                                      classes=config["classes"])
     model.load_state_dict(state)

@@ -69,11 +69,28 @@ class _Value:
 
 def trace(model: nn.Module, input_shape: Shape, name: str = "traced") -> Network:
     """The Network of ``model`` for one NHWC input shape (batch 1)."""
+    return trace_modules(model, input_shape, name)[0]
+
+
+def trace_modules(model: nn.Module, input_shape: Shape,
+                  name: str = "traced") -> tuple[Network, dict[str, list[str]]]:
+    """``trace`` plus, per node, the names of the modules folded into it (conv, BN, act;
+    the first may be a scope that is not a module, e.g. ``b3.add``): what export reads."""
     try:
-        gm = fx.symbolic_trace(model)
+        tracer = _ConvLeaves()
+        gm = fx.GraphModule(model, tracer.trace(model))
     except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "cannot trace"
         raise AdaptError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from None
-    return _Tracer(gm, model).run(tuple(int(v) for v in input_shape), name)
+    t = _Tracer(gm, model)
+    net = t.run(tuple(int(v) for v in input_shape), name)
+    return net, t.folded
+
+
+class _ConvLeaves(fx.Tracer):
+    """Every nn.Conv2d is one graph node, subclasses too (``SameConv2d`` pads in forward)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
 
 
 class _Tracer:
@@ -82,6 +99,7 @@ class _Tracer:
         self.modules = dict(model.named_modules())
         self.layers: dict[str, _Layer] = {}
         self.values: dict[fx.Node, _Value] = {}
+        self.folded: dict[str, list[str]] = {}  # node name -> folded module names
 
     def run(self, input_shape: Shape, name: str) -> Network:
         outputs: list[str] = []
@@ -282,6 +300,7 @@ class _Tracer:
                 label, i = f"{base}_{i}", i + 1
             taken.add(label)
             names[key] = label
+            self.folded[label] = list(dict.fromkeys(layer.modules))
         nodes = [Node(names[k], layer.spec(), tuple(names[i] for i in layer.inputs))
                  for k, layer in self.layers.items()]
         try:
@@ -329,8 +348,8 @@ def _torch_conv_hw(h: int, w: int, m: nn.Conv2d) -> tuple[int, int]:
     out = []
     for size, k, s, d, i in zip((h, w), _pair(m.kernel_size), _pair(m.stride),
                                 _pair(m.dilation), (0, 1)):
-        if m.padding == "same":
-            out.append(size)
+        if m.padding == "same":  # TFLite's; torch's own "same" is stride 1 only
+            out.append(-(-size // s))
             continue
         p = 0 if m.padding == "valid" else _pair(m.padding)[i]
         out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)

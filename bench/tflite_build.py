@@ -408,6 +408,25 @@ def _output_shape(spec: LayerSpec) -> tuple[int, ...]:
     return (1, *spec.output_shape)
 
 
+def _checked(net: Network, weights: Mapping[str, Mapping[str, np.ndarray]]
+             ) -> dict[str, Mapping[str, np.ndarray]]:
+    """Given weights, refused (SpecError) unless they have the shapes the nodes' specs say."""
+    specs = {n.name: n.spec for n in net.nodes}
+    for name, w in weights.items():
+        if name not in specs:
+            raise SpecError(f"weights given for {name!r}, which is not a node of {net.name}")
+        spec = specs[name]
+        shape_of = _builder(spec).weight_shape
+        want = {"weight": shape_of(spec)} if shape_of else {}
+        if spec.bias and want:
+            want["bias"] = (spec.cout,)
+        got = {k: tuple(np.shape(v)) for k, v in w.items()}
+        if got != want or any(np.asarray(v).dtype != np.float32 for v in w.values()):
+            raise SpecError(f"node {name} ({spec.key}): weights {got} given, float32 {want} "
+                            "expected")
+    return dict(weights)
+
+
 # -- public builders --------------------------------------------------------------------------
 
 
@@ -429,9 +448,16 @@ def build_layer(spec: LayerSpec, seed: int = 0) -> bytes:
     return g.finish(inputs, {"output": out}, description=spec.key)
 
 
-def build_network(net: Network, seed: int = 0) -> bytes:
-    """The whole DAG as one model: input ``input``, one output per ``net.outputs`` node."""
-    weights = network_weights(net, seed)
+def build_network(net: Network, seed: int = 0,
+                  weights: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> bytes:
+    """The whole DAG as one model: input ``input``, one output per ``net.outputs`` node.
+
+    ``weights`` (node -> ``weight``/``bias`` in TFLite layout, float32; e.g. a trained
+    model's) replace the seeded random ones for the nodes it names.
+    """
+    given = _checked(net, weights or {})
+    weights = {n.name: given[n.name] if n.name in given
+               else layer_weights(n.spec, node_seed(seed, n.name)) for n in net.nodes}
     g = _Graph()
     tensors = {INPUT: g.tensor(INPUT, (1, *net.input_shape))}
     for node in net.nodes:
