@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter.errors import AdaptError
 from bench import zoo
 from lut_db.spec import SpecError
-
 
 # What ZooModel.config() records about padding. A checkpoint without it predates TFLite
 # SAME padding (its stride-2 layers were trained with symmetric padding), and ``rebuild``

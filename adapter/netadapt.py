@@ -779,7 +779,7 @@ def _set_rng(rng: dict) -> None:
 # -- verification on the device ---------------------------------------------------------------
 
 
-def measure(networks: Mapping[str, Network], device: str, backend: str | None = None,
+def measure(networks: Mapping[str, Network | bytes], device: str, backend: str | None = None,
             rounds: int = 3, log: Log = print) -> dict[str, float] | None:
     """Median latency (ms) of each network measured whole on the device (``bench.timing``:
     interleaved rounds, so drift hits all alike); None when the device is not attached."""

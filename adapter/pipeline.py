@@ -87,7 +87,7 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     finally:
         executor.close()
     result["lut_used"] = lut_used or cfg.lut
-    export(na, space, run_dir, result)
+    export(na, run_dir, result)
     if device:
         verify(space, result, device, backend, rounds, log)
     result["plots"] = plots(na, space, run_dir, result)
@@ -96,21 +96,12 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     return result
 
 
-def export(na: Any, space: Any, run_dir: Path, result: dict) -> None:
-    """The adapted network: torch weights, and a TFLite model through the builder."""
-    import torch
+def export(na: Any, run_dir: Path, result: dict) -> None:
+    """The adapted network as trained: torch weights, and a .tflite file holding the same
+    weights (batch-norm folded), numerically the torch model (``adapter.export``)."""
+    from adapter.export import save_exports
 
-    from bench.tflite_build import build_network
-
-    widths = result["adapted"]["widths"]
-    torch.save({"config": na.model.config(), "state_dict": na.model.state_dict()},
-               run_dir / "adapted.pt")
-    net = space.network(widths, name="adapted")
-    (run_dir / "adapted.tflite").write_bytes(build_network(net))
-    (run_dir / "adapted.json").write_text(net.to_json(indent=1))
-    result["exports"] = {"torch": str(run_dir / "adapted.pt"),
-                         "tflite": str(run_dir / "adapted.tflite"),
-                         "network": str(run_dir / "adapted.json")}
+    result["exports"] = save_exports(na.model, run_dir, "adapted")
 
 
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
@@ -118,8 +109,10 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
     """Measure initial, adapted and multiplier networks whole on the device, interleaved."""
     from adapter.netadapt import measure
 
+    # the adapted network is timed as the exported file itself (its trained weights);
+    # the others as the builder's networks of the same architecture
     nets = {"initial": space.network(result["initial"]["widths"], name="initial"),
-            "adapted": space.network(result["adapted"]["widths"], name="adapted")}
+            "adapted": Path(result["exports"]["tflite"]).read_bytes()}
     for m in result["multipliers"]:
         nets[m["name"]] = space.network(m["widths"], name=m["name"])
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")

@@ -61,8 +61,19 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     interp.allocate_tensors()
     (inp,), (outp,) = interp.get_input_details(), interp.get_output_details()
     assert tuple(inp["shape"]) == (1, 32, 32, 3) and tuple(outp["shape"]) == (1, 10)
-    interp.set_tensor(inp["index"], np.zeros((1, 32, 32, 3), np.float32))
+    # ... holding the trained weights: it gives the torch model's outputs
+    import torch
+
+    from adapter.models import rebuild
+
+    saved = torch.load(run / "adapted.pt", weights_only=False)
+    model = rebuild(saved["config"], saved["state_dict"]).eval()
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    interp.set_tensor(inp["index"], x)
     interp.invoke()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert np.abs(interp.get_tensor(outp["index"]) - want).max() <= 1e-4
     # A second call resumes the finished run: no training, the same adapted network.
     again = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
                    "--resume", "--no-measure", "--json")
