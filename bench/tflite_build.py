@@ -50,6 +50,7 @@ from ai_edge_litert import schema_py_generated as tfl
 from lut_db.spec import INPUT, LayerSpec, Network, SpecError
 
 __all__ = [
+    "ACT_RANGE",
     "BUILDERS",
     "INPUT_QUANT",
     "OpBuilder",
@@ -59,6 +60,8 @@ __all__ = [
     "layer_weights",
     "network_weights",
     "node_seed",
+    "output_quant",
+    "weight_quant",
 ]
 
 SIGNATURE_KEY = "serving_default"
