@@ -429,8 +429,8 @@ class SweepSpace:
                 "grid": self.grid, "classes": self.classes, "dtype": self.dtype}
 
     def describe(self) -> str:
-        return (f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}, "
-                f"{self.dtype}")
+        dtype = "" if self.dtype == "float32" else f", {self.dtype}"  # float32: as before
+        return f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}{dtype}"
 
 
 PlanHook = Callable[[Plan], None]

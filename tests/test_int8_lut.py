@@ -30,7 +30,8 @@ def test_an_int8_space_is_the_float_space_at_int8() -> None:
     int8 = sweep.SweepSpace(**TINY, dtype="int8")
     assert {s.key for s in int8.specs()} == {k.replace("dt=float32", "dt=int8")
                                              for k in float_keys}
-    assert int8.descriptor()["dtype"] == "int8" and "int8" in int8.describe()
+    assert int8.descriptor()["dtype"] == "int8" and int8.describe().endswith(", int8")
+    assert "float32" not in sweep.SweepSpace(**TINY).describe()  # output as before
     assert sweep.SweepSpace(**TINY).descriptor()["dtype"] == "float32"
     with pytest.raises(RunnerError, match="dtype 'int4'"):
         sweep.SweepSpace(**TINY, dtype="int4").specs()
