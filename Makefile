@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 DEVICE ?= host
 BACKEND ?=
 SERIAL ?=
+DTYPE  ?=
 LUT    ?= luts/$(DEVICE).db
 STAMP  := $(VENV)/.installed-stamp
 NETADAPT := $(BIN)/netadapt
@@ -22,11 +23,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lut: setup
-	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --db $(LUT)
+	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --db $(LUT)
 
 # Builds (or reuses) the device's LUT, then validates it against whole networks.
 report: setup
-	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --db $(LUT)
+	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --db $(LUT)
 	$(NETADAPT) report --lut $(LUT) --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(COMPARE),--compare $(COMPARE))
 
 devices: setup

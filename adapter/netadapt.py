@@ -275,10 +275,13 @@ class SearchSpace:
 
 def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: int,
              lut: str) -> int:
-    """The channel grid of the LUT sweep that covers this model; clear errors otherwise."""
-    sweeps = [s for s in space.get("sweeps", []) if family in s.get("families", [])]
+    """The channel grid of the LUT sweep that covers this model; clear errors otherwise.
+
+    The search prices float32 layers: int8 sweeps do not count."""
+    sweeps = [s for s in space.get("sweeps", []) if family in s.get("families", [])
+              and s.get("dtype", "float32") == "float32"]
     if not sweeps:
-        raise AdaptError(f"{lut} holds no sweep of {family} (its sweeps: "
+        raise AdaptError(f"{lut} holds no float32 sweep of {family} (its sweeps: "
                          f"{_sweeps(space) or 'none recorded'}); build one with: netadapt lut "
                          f"--space {family} --resolution {resolution} --classes {classes}, "
                          "or give --grid")
@@ -294,7 +297,8 @@ def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: in
 
 def _sweeps(space: Mapping[str, Any]) -> str:
     return "; ".join(f"{','.join(s.get('families', []))} at {s.get('resolutions')} px, grid "
-                     f"{s.get('grid')}, {s.get('classes')} classes"
+                     f"{s.get('grid')}, {s.get('classes')} classes, "
+                     f"{s.get('dtype', 'float32')}"
                      for s in space.get("sweeps", []))
 
 

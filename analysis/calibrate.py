@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from analysis.features import all_tables
-from analysis.sampling import Space, make_network, random_widths, sample_networks
+from analysis.sampling import Space, at_dtypes, make_network, random_widths, sample_networks
 from analysis.validate import SessionDrift
 from bench.missing import ensure_keys
 from bench.runners.base import Runner
@@ -72,7 +72,7 @@ def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[N
         widths = random_widths(fam, rng, space.grid)
         extra.append(make_network(fam, "resolution", widths, others[i % len(others)],
                                   space.classes))
-    return main + extra
+    return main + at_dtypes(extra, space.dtypes)
 
 
 def _design(samples: Sequence[Sample], overhead_us: float, l2_mb: float

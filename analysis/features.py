@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lut_db.calibration import BYTES
 from lut_db.estimate import Groups, MissingKeys, interpolate, shape_groups
 from lut_db.spec import LayerSpec, Network
 from lut_db.store import LutStore, Version
@@ -65,15 +66,16 @@ def op_class(spec: LayerSpec) -> str:
 
 def layer_features(net: Network, lookup: Mapping[str, float]) -> dict[str, Any]:
     """Per-op-class sums of a network's entries, its weight bytes and the activation bytes
-    its layers read and write (float32): what a correction may use."""
+    its layers read and write (at each layer's dtype): what a correction may use."""
     by_class: dict[str, float] = {}
     for spec in net.specs:
         c = op_class(spec)
         by_class[c] = by_class.get(c, 0.0) + lookup[spec.key]
-    act = sum(sum(math.prod(x) for x in s.input_shapes) + math.prod(s.output_shape)
-              for s in net.specs)
-    return {"by_class": by_class, "layers": len(net.nodes), "weight_bytes": 4 * net.params,
-            "act_bytes": 4 * act}
+    act = sum((sum(math.prod(x) for x in s.input_shapes) + math.prod(s.output_shape))
+              * BYTES[s.dtype] for s in net.specs)
+    weights = sum(s.params * BYTES[s.dtype] for s in net.specs)
+    return {"by_class": by_class, "layers": len(net.nodes), "weight_bytes": weights,
+            "act_bytes": act}
 
 
 def estimate_row(net: Network, tables: Tables, compare: bool = True) -> dict[str, Any]:

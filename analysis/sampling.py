@@ -27,12 +27,13 @@ class ValidationError(UserError):
 
 @dataclass(frozen=True)
 class Space:
-    """What a LUT version was swept over: families, resolutions, grid, classes."""
+    """What a LUT version was swept over: families, resolutions, grid, classes, dtypes."""
 
     families: tuple[str, ...]
     resolutions: tuple[int, ...]
     grid: int
     classes: int
+    dtypes: tuple[str, ...] = ("float32",)
 
     @classmethod
     def of(cls, space: Mapping[str, Any]) -> Space:
@@ -43,7 +44,8 @@ class Space:
         fams = tuple(dict.fromkeys(f for s in sweeps for f in s.get("families", [])))
         res = tuple(dict.fromkeys(int(r) for s in sweeps for r in s.get("resolutions", [])))
         grids = [int(s.get("grid", 32)) for s in sweeps]
-        return cls(fams, res, max(grids), int(sweeps[0].get("classes", 1000)))
+        dtypes = tuple(dict.fromkeys(str(s.get("dtype", "float32")) for s in sweeps))
+        return cls(fams, res, max(grids), int(sweeps[0].get("classes", 1000)), dtypes)
 
 
 def _snap(value: float, choices: Sequence[int]) -> int:
@@ -161,7 +163,21 @@ def sample_networks(space: Space, n: int = 60, seed: int = 0,
         f = fams[i % len(fams)]
         nets = _unique(nets + [make_network(f, "random", random_widths(f, rng, space.grid), main,
                                      space.classes)])
-    return nets
+    return at_dtypes(nets, space.dtypes)
+
+
+def at_dtypes(nets: Sequence[Network], dtypes: Sequence[str]) -> list[Network]:
+    """Each network at one of ``dtypes`` in turn (a LUT version may hold float32 and int8
+    sweeps); a network not at float32 is named after its dtype too."""
+    out = []
+    for i, net in enumerate(nets):
+        dtype = dtypes[i % len(dtypes)]
+        if dtype != "float32":
+            net = net.with_dtype(dtype)
+            net = Network(f"{net.name}-{dtype}", net.input_shape, net.nodes, net.outputs,
+                          {**net.meta, "dtype": dtype})
+        out.append(net)
+    return out
 
 
 def _unique(nets: list[Network]) -> list[Network]:

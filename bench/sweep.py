@@ -18,12 +18,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, Runner, RunnerError, Timing
-from lut_db.spec import LayerSpec
+from lut_db.spec import DTYPES, LayerSpec
 from lut_db.store import LutStore, Version
 
 ORDER_SEED = 20180908  # keys are measured in a shuffled, repeatable order: drift becomes noise
@@ -117,8 +117,14 @@ def start_version(store: LutStore, p: Plan, device: str, backend: str,
 def merge_space(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A version's space is the list of sweeps it holds: {"sweeps": [descriptor, ...]}."""
     sweeps = list(old.get("sweeps", []))
-    sweeps += [s for s in new.get("sweeps", []) if s not in sweeps]
+    have = [_with_dtype(s) for s in sweeps]
+    sweeps += [s for s in new.get("sweeps", []) if _with_dtype(s) not in have]
     return {**old, **new, "sweeps": sweeps}
+
+
+def _with_dtype(sweep: Any) -> Any:
+    """A sweep descriptor with its dtype spelt out (older versions recorded float32 alone)."""
+    return {"dtype": "float32", **sweep} if isinstance(sweep, dict) else sweep
 
 
 Builder = Callable[[LayerSpec], bytes]
@@ -400,6 +406,7 @@ class SweepSpace:
     resolutions: tuple[int, ...] = (224,)
     grid: int = 32
     classes: int = 1000
+    dtype: str = "float32"  # every key's dt: an int8 sweep holds int8 keys only
 
     def specs(self) -> set[LayerSpec]:
         from bench import zoo
@@ -408,19 +415,22 @@ class SweepSpace:
             raise RunnerError(f"the space names no family (known: {', '.join(zoo.FAMILIES)})")
         if min(self.grid, self.classes, *self.resolutions) <= 0:
             raise RunnerError("grid, classes and resolutions must be positive")
+        if self.dtype not in DTYPES:
+            raise RunnerError(f"dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
         out: set[LayerSpec] = set()
         for r in self.resolutions:
             for f in self.families:
                 out |= zoo.shape_space(zoo.family(f), r, self.grid, self.classes)
-        return out
+        return {replace(s, dtype=self.dtype) for s in out}
 
     def descriptor(self) -> dict[str, Any]:
         """How the version records it (``space["sweeps"]``)."""
         return {"families": list(self.families), "resolutions": list(self.resolutions),
-                "grid": self.grid, "classes": self.classes}
+                "grid": self.grid, "classes": self.classes, "dtype": self.dtype}
 
     def describe(self) -> str:
-        return (f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}")
+        dtype = "" if self.dtype == "float32" else f", {self.dtype}"  # float32: as before
+        return f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}{dtype}"
 
 
 PlanHook = Callable[[Plan], None]

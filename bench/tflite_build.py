@@ -26,6 +26,15 @@ depthwise weights ``[1, kh, kw, cout]``, fully-connected weights ``[cout, h*w*ci
 (the input flattened in NHWC order). A fully-connected output is ``[1, cout]``
 (``keep_num_dims=False``); where a consumer other than another fully-connected layer
 reads it, a RESHAPE to ``[1, 1, 1, cout]`` is inserted (the shape LayerSpec says).
+
+``dt=int8`` layers are full-integer quantized as the TF converter writes them: int8
+activations quantized per tensor, int8 weights per output channel (symmetric, scale from
+each channel's largest weight), int32 biases at input scale x weight scale, and int8 model
+inputs and outputs (no QUANTIZE/DEQUANTIZE: the LUT times the int8 op alone). With no
+calibration data, activation ranges are assumed from the fused activation
+(``ACT_RANGE``; the weights keep activations near unit variance); ops whose int8 kernels
+need it keep their input's quantization (pools, pad, concat, MEAN) or take the fixed
+output quantization TFLite requires (softmax, logistic: 1/256, zero point -128).
 """
 
 from __future__ import annotations
@@ -41,13 +50,18 @@ from ai_edge_litert import schema_py_generated as tfl
 from lut_db.spec import INPUT, LayerSpec, Network, SpecError
 
 __all__ = [
+    "ACT_RANGE",
     "BUILDERS",
+    "INPUT_QUANT",
     "OpBuilder",
+    "Quant",
     "build_layer",
     "build_network",
     "layer_weights",
     "network_weights",
     "node_seed",
+    "output_quant",
+    "weight_quant",
 ]
 
 SIGNATURE_KEY = "serving_default"
@@ -60,6 +74,58 @@ _ACTIVATION = {
 }
 _OP = tfl.BuiltinOperator
 _OPTIONS = tfl.BuiltinOptions
+_INT8 = tfl.TensorType.INT8
+# Op versions the TF converter writes for int8 kernels (a version range the resolver checks).
+_INT8_VERSION = {_OP.CONV_2D: 3, _OP.DEPTHWISE_CONV_2D: 3, _OP.FULLY_CONNECTED: 4,
+                 **dict.fromkeys((_OP.ADD, _OP.MUL, _OP.MEAN, _OP.SOFTMAX, _OP.LOGISTIC,
+                                  _OP.AVERAGE_POOL_2D, _OP.MAX_POOL_2D, _OP.CONCATENATION,
+                                  _OP.PAD, _OP.QUANTIZE), 2)}
+
+
+# -- int8 quantization --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quant:
+    """int8 quantization: real = scale * (q - zero_point), per channel along ``dim``."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    dim: int = 0
+
+    @classmethod
+    def of_range(cls, lo: float, hi: float) -> Quant:
+        """Asymmetric per-tensor int8 over [lo, hi] widened to hold 0 (exact zero)."""
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        scale = (hi - lo) / 255.0
+        return cls((scale,), (int(np.clip(round(-128 - lo / scale), -128, 127)),))
+
+    def params(self) -> tfl.QuantizationParametersT:
+        return tfl.QuantizationParametersT(scale=list(self.scale), zeroPoint=list(self.zero_point),
+                                           quantizedDimension=self.dim)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (per-tensor) as int8."""
+        q = np.round(x / self.scale[0]) + self.zero_point[0]
+        return np.clip(q, -128, 127).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return (q.astype(np.float64) - self.zero_point[0]) * self.scale[0]
+
+
+ACT_RANGE = {"none": (-8.0, 8.0), "relu": (0.0, 8.0), "relu6": (0.0, 6.0)}
+INPUT_QUANT = Quant.of_range(*ACT_RANGE["none"])  # a model's int8 input
+# Ops whose output keeps the input's quantization (their int8 kernels require or assume it).
+_KEEPS_QUANT = ("avg_pool", "max_pool", "global_avg_pool", "pad", "concat")
+_FIXED_QUANT = {"softmax": Quant((1 / 256,), (-128,)), "logistic": Quant((1 / 256,), (-128,)),
+                "hard_sigmoid": Quant.of_range(0.0, 1.0)}
+
+
+def output_quant(spec: LayerSpec, input_quant: Quant) -> Quant:
+    """The quantization of an int8 layer's output."""
+    if spec.op in _KEEPS_QUANT:
+        return input_quant
+    return _FIXED_QUANT.get(spec.op) or Quant.of_range(*ACT_RANGE[spec.act])
 
 
 # -- the graph under construction ---------------------------------------------------------
@@ -73,12 +139,13 @@ class _Graph:
         self.consts: dict[int, np.ndarray] = {}  # buffer index -> payload
         self.tensors: list[tfl.TensorT] = []
         self.shapes: list[tuple[int, ...]] = []
+        self.quants: list[Quant | None] = []
         self.operators: list[tfl.OperatorT] = []
         self.opcodes: dict[tuple[int, int], int] = {}  # (builtin code, version) -> index
         self._as_4d: dict[int, int] = {}
 
     def tensor(self, name: str, shape: Sequence[int], dtype: int = tfl.TensorType.FLOAT32,
-               data: np.ndarray | None = None) -> int:
+               data: np.ndarray | None = None, quant: Quant | None = None) -> int:
         """Add a tensor (a constant when ``data`` is given); return its index."""
         buffer = 0
         if data is not None:
@@ -86,17 +153,41 @@ class _Graph:
             self.buffers.append(tfl.BufferT())
             self.consts[buffer] = data
         shape = tuple(int(v) for v in shape)
-        self.tensors.append(tfl.TensorT(shape=list(shape), type=dtype, buffer=buffer, name=name))
+        self.tensors.append(tfl.TensorT(shape=list(shape), type=dtype, buffer=buffer, name=name,
+                                        quantization=quant.params() if quant else None))
         self.shapes.append(shape)
+        self.quants.append(quant)
         return len(self.tensors) - 1
 
-    def const(self, name: str, array: np.ndarray) -> int:
+    def activation(self, name: str, shape: Sequence[int], quant: Quant | None) -> int:
+        """A float32 activation tensor, or an int8 one when ``quant`` is given."""
+        return self.tensor(name, shape, _INT8 if quant else tfl.TensorType.FLOAT32, quant=quant)
+
+    def const(self, name: str, array: np.ndarray, quant: Quant | None = None) -> int:
         dtype = {np.dtype(np.float32): tfl.TensorType.FLOAT32,
-                 np.dtype(np.int32): tfl.TensorType.INT32}[array.dtype]
-        return self.tensor(name, array.shape, dtype, np.ascontiguousarray(array))
+                 np.dtype(np.int32): tfl.TensorType.INT32,
+                 np.dtype(np.int8): _INT8}[array.dtype]
+        return self.tensor(name, array.shape, dtype, np.ascontiguousarray(array), quant)
+
+    def scalar(self, name: str, value: float, int8: bool) -> int:
+        """A 0-d constant; int8 at a scale that represents ``value`` exactly (q = +-127/-128)."""
+        if not int8:
+            return self.const(name, np.array(value, np.float32))
+        quant = Quant.of_range(min(value, 0.0), max(value, 0.0))
+        return self.const(name, quant.quantize(np.array(value)), quant)
+
+    def requantize(self, tensor: int, quant: Quant) -> int:
+        """``tensor`` at ``quant``: itself, or a QUANTIZE of it (int8 to int8)."""
+        if self.quants[tensor] in (None, quant):
+            return tensor
+        out = self.activation(f"{self.tensors[tensor].name}/requant", self.shapes[tensor], quant)
+        self.op(_OP.QUANTIZE, [tensor], [out])
+        return out
 
     def op(self, code: int, inputs: Sequence[int], outputs: Sequence[int],
            options_type: int = 0, options: object = None, version: int = 1) -> None:
+        if inputs and self.tensors[inputs[0]].type == _INT8:
+            version = max(version, _INT8_VERSION.get(code, version))
         index = self.opcodes.setdefault((code, version), len(self.opcodes))
         self.operators.append(tfl.OperatorT(
             opcodeIndex=index, inputs=list(inputs), outputs=list(outputs),
@@ -112,7 +203,7 @@ class _Graph:
             name = f"{self.tensors[tensor].name}/4d"
             new_shape = [1, 1, 1, shape[-1]]
             target = self.const(f"{name}/shape", np.array(new_shape, np.int32))
-            out = self.tensor(name, new_shape)
+            out = self.activation(name, new_shape, self.quants[tensor])
             self.op(_OP.RESHAPE, [tensor, target], [out], _OPTIONS.ReshapeOptions,
                     tfl.ReshapeOptionsT(newShape=new_shape))
             self._as_4d[tensor] = out
@@ -239,7 +330,7 @@ class OpBuilder:
 
 
 def _weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], prefix: str,
-                   optional_bias: bool = False) -> list[int]:
+                   x: int, optional_bias: bool = False) -> list[int]:
     """[weight, bias] tensor indices.
 
     Without a bias, FULLY_CONNECTED takes -1 (an absent optional input). CONV_2D and
@@ -247,6 +338,8 @@ def _weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], pref
     kernels require one (conv.cc: "has_bias was not true"; depthwise crashes), so a
     2-input or -1 conv runs only where XNNPACK happens to take the node.
     """
+    if spec.dtype == "int8":
+        return _int8_weight_inputs(g, spec, w, prefix, g.quants[x], optional_bias)
     weight = g.const(f"{prefix}/weight", w["weight"])
     if spec.bias:
         return [weight, g.const(f"{prefix}/bias", w["bias"])]
@@ -255,13 +348,44 @@ def _weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], pref
     return [weight, g.const(f"{prefix}/bias", np.zeros(spec.cout, np.float32))]
 
 
+_CHANNEL_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}
+
+
+def weight_quant(spec: LayerSpec, weight: np.ndarray) -> Quant:
+    """Symmetric per-output-channel int8 scales of a layer's float weights."""
+    axis = _CHANNEL_AXIS[spec.op]
+    others = tuple(a for a in range(weight.ndim) if a != axis)
+    peak = np.abs(weight).max(axis=others).astype(np.float64)
+    scale = np.where(peak > 0, peak / 127.0, 1.0)
+    return Quant(tuple(float(v) for v in scale), (0,) * len(scale), axis)
+
+
+def _int8_weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], prefix: str,
+                        x_quant: Quant | None, optional_bias: bool) -> list[int]:
+    """int8 weights per channel and an int32 bias at input scale x weight scale."""
+    if x_quant is None:
+        raise SpecError(f"{spec.key}: an int8 layer needs an int8 input")
+    wq = weight_quant(spec, w["weight"])
+    shape = [1] * w["weight"].ndim
+    shape[wq.dim] = -1
+    scale = np.array(wq.scale).reshape(shape)
+    weight = g.const(f"{prefix}/weight",
+                     np.clip(np.round(w["weight"] / scale), -127, 127).astype(np.int8), wq)
+    if not spec.bias and optional_bias:
+        return [weight, -1]
+    bias_scale = np.array(wq.scale) * x_quant.scale[0]
+    bias = w["bias"] if spec.bias else np.zeros(spec.cout)
+    bq = Quant(tuple(float(v) for v in bias_scale), (0,) * spec.cout)
+    return [weight, g.const(f"{prefix}/bias", np.round(bias / bias_scale).astype(np.int32), bq)]
+
+
 def _emit_conv2d(g, spec, ins, out, w, prefix) -> None:
     options = tfl.Conv2DOptionsT(
         padding=_PADDING[spec.padding], strideH=spec.stride[0], strideW=spec.stride[1],
         dilationHFactor=spec.dilation[0], dilationWFactor=spec.dilation[1],
         fusedActivationFunction=_ACTIVATION[spec.act],
     )
-    g.op(_OP.CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix)], [out],
+    g.op(_OP.CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix, ins[0])], [out],
          _OPTIONS.Conv2DOptions, options)
 
 
@@ -273,7 +397,7 @@ def _emit_depthwise(g, spec, ins, out, w, prefix) -> None:
         fusedActivationFunction=_ACTIVATION[spec.act],
     )
     version = 2 if spec.dilation != (1, 1) else 1  # as the converter versions it
-    g.op(_OP.DEPTHWISE_CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix)], [out],
+    g.op(_OP.DEPTHWISE_CONV_2D, [ins[0], *_weight_inputs(g, spec, w, prefix, ins[0])], [out],
          _OPTIONS.DepthwiseConv2DOptions, options, version)
 
 
@@ -281,7 +405,7 @@ def _emit_fully_connected(g, spec, ins, out, w, prefix) -> None:
     # keep_num_dims=False: TFLite flattens [1,h,w,c] (or [1,c]) to [1, h*w*c] itself.
     options = tfl.FullyConnectedOptionsT(fusedActivationFunction=_ACTIVATION[spec.act],
                                          keepNumDims=False)
-    weights = _weight_inputs(g, spec, w, prefix, optional_bias=True)
+    weights = _weight_inputs(g, spec, w, prefix, ins[0], optional_bias=True)
     g.op(_OP.FULLY_CONNECTED, [ins[0], *weights], [out],
          _OPTIONS.FullyConnectedOptions, options)
 
@@ -319,6 +443,8 @@ def _emit_binary(code: int, options_type: int, options: type) -> EmitFn:
 
 
 def _emit_concat(g, spec, ins, out, w, prefix) -> None:
+    # int8 CONCATENATION wants one quantization on all tensors: requantize parts that differ.
+    ins = [g.requantize(t, g.quants[out]) for t in ins] if g.quants[out] else ins
     g.op(_OP.CONCATENATION, ins, [out], _OPTIONS.ConcatenationOptions,
          tfl.ConcatenationOptionsT(axis=3))
 
@@ -348,7 +474,7 @@ ADD_SCALAR, MUL_SCALAR = -1.0, 1.0 / 6.0
 def _scalar_op(code: int, options_type: int, options: type, value: float) -> EmitFn:
     """ADD / MUL of a tensor and a scalar constant (0-d, as the converter writes it)."""
     def emit(g, spec, ins, out, w, prefix) -> None:
-        scalar = g.const(f"{prefix}/scalar", np.array(value, np.float32))
+        scalar = g.scalar(f"{prefix}/scalar", value, spec.dtype == "int8")
         g.op(code, [ins[0], scalar], [out], options_type,
              options(fusedActivationFunction=_ACTIVATION[spec.act]))
     return emit
@@ -358,9 +484,11 @@ def _scalar_op(code: int, options_type: int, options: type, value: float) -> Emi
 def _emit_hard_sigmoid(g, spec, ins, out, w, prefix) -> None:
     # TFLite has no HARD_SIGMOID: relu6(x + 3) / 6 as ADD (fused RELU6) then MUL, with
     # scalar constants, the form of Keras' hard_sigmoid once converted.
-    mid = g.tensor(f"{prefix}/hard_sigmoid_add", g.shapes[out])
-    offset = g.const(f"{prefix}/offset", np.array(HARD_SIGMOID_OFFSET, np.float32))
-    scale = g.const(f"{prefix}/scale", np.array(HARD_SIGMOID_SCALE, np.float32))
+    int8 = spec.dtype == "int8"
+    mid = g.activation(f"{prefix}/hard_sigmoid_add", g.shapes[out],
+                       Quant.of_range(*ACT_RANGE["relu6"]) if int8 else None)
+    offset = g.scalar(f"{prefix}/offset", HARD_SIGMOID_OFFSET, int8)
+    scale = g.scalar(f"{prefix}/scale", HARD_SIGMOID_SCALE, int8)
     g.op(_OP.ADD, [ins[0], offset], [mid], _OPTIONS.AddOptions,
          tfl.AddOptionsT(fusedActivationFunction=tfl.ActivationFunctionType.RELU6))
     g.op(_OP.MUL, [mid, scale], [out], _OPTIONS.MulOptions, tfl.MulOptionsT())
@@ -394,8 +522,6 @@ BUILDERS: dict[str, OpBuilder] = {
 
 
 def _builder(spec: LayerSpec) -> OpBuilder:
-    if spec.dtype != "float32":
-        raise SpecError(f"{spec.key}: only float32 models can be built so far")
     try:
         return BUILDERS[spec.op]
     except KeyError:
@@ -441,9 +567,10 @@ def build_layer(spec: LayerSpec, seed: int = 0) -> bytes:
     op = _builder(spec)
     g = _Graph()
     shapes = spec.input_shapes
-    inputs = {n: g.tensor(n, (1, *shape))
+    in_quant = INPUT_QUANT if spec.dtype == "int8" else None
+    inputs = {n: g.activation(n, (1, *shape), in_quant)
               for n, shape in zip(_layer_input_names(len(shapes)), shapes)}
-    out = g.tensor("output", _output_shape(spec))
+    out = g.activation("output", _output_shape(spec), in_quant and output_quant(spec, in_quant))
     op.emit(g, spec, list(inputs.values()), out, layer_weights(spec, seed), "layer")
     return g.finish(inputs, {"output": out}, description=spec.key)
 
@@ -459,13 +586,19 @@ def build_network(net: Network, seed: int = 0,
     weights = {n.name: given[n.name] if n.name in given
                else layer_weights(n.spec, node_seed(seed, n.name)) for n in net.nodes}
     g = _Graph()
-    tensors = {INPUT: g.tensor(INPUT, (1, *net.input_shape))}
+    dtypes = {n.spec.dtype for n in net.nodes}
+    if len(dtypes) > 1:
+        raise SpecError(f"network {net.name!r} mixes dtypes {sorted(dtypes)}: one model runs one")
+    int8 = dtypes == {"int8"}
+    tensors = {INPUT: g.activation(INPUT, (1, *net.input_shape), INPUT_QUANT if int8 else None)}
     for node in net.nodes:
         op = _builder(node.spec)
         ins = [tensors[src] for src in node.inputs]
         if node.spec.op != "fully_connected":  # everything else reads NHWC
             ins = [g.as_4d(t) for t in ins]
-        tensors[node.name] = g.tensor(node.name, _output_shape(node.spec))
+        quant = g.quants[ins[0]]
+        tensors[node.name] = g.activation(node.name, _output_shape(node.spec),
+                                          quant and output_quant(node.spec, quant))
         op.emit(g, node.spec, ins, tensors[node.name], weights[node.name], node.name)
     outputs = {name: tensors[name] for name in dict.fromkeys(net.outputs)}
     return g.finish({INPUT: tensors[INPUT]}, outputs, description=net.name)

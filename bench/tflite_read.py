@@ -13,9 +13,12 @@ A layer with a bias tensor reads back as ``bias=1``, whatever its values. The bu
 writes a conv of ``bias=0`` with a zero bias (TFLite's kernels need one), so such a conv
 reads back as ``bias=1``: the same model, doing the same work.
 
-Quantization parameters (per tensor or per channel) are read and checked. The LUT has
-float32 keys only so far, so a model whose ops run in int8 is refused with a message
-saying so.
+Quantization parameters (per tensor or per channel) are read and checked. An op whose
+activations are int8 (full-integer, the TF converter's scheme) gets a ``dt=int8`` key; its
+weights must be int8 too. QUANTIZE and DEQUANTIZE (float to int8 at the model's input,
+back at its output) are listed as dtype conversions without keys. uint8 and int16
+activations have no keys (``QuantizedModel``), nor have float ops on int8 weights
+(dynamic-range quantization).
 
 Errors (``TfliteReadError``, a SpecError) each say what is wrong: not a flatbuffer, not a
 TFLite model, several subgraphs or control flow, dynamic shapes (other than a -1 batch,
@@ -25,6 +28,7 @@ not know (named, with its index), a quantized tensor without a scale.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +96,7 @@ class ReadResult:
 
 
 class QuantizedModel(TfliteReadError):
-    """The model runs quantized ops: read, but the LUT has no int8 keys yet."""
+    """The model runs quantized ops of a scheme the LUT has no keys for (uint8, int16)."""
 
     def __init__(self, message: str, quantization: list[QuantInfo]) -> None:
         super().__init__(message)
@@ -386,10 +390,10 @@ class _Reader:
 
     def op_dtype(self, t: int, where: OpRef) -> str:
         dtype = self.dtype(t)
-        if dtype in _QUANTIZED:
+        if dtype in _QUANTIZED and dtype not in DTYPES:
             raise QuantizedModel(f"{where} runs in {dtype}: the model is quantized "
-                                 f"({_quant_summary(self.quant)}), and int8 keys are not "
-                                 "supported yet (float32 models only)", self.quant)
+                                 f"({_quant_summary(self.quant)}), and only int8 (full-integer) "
+                                 "and float32 ops have keys", self.quant)
         if dtype not in DTYPES:
             raise _Unknown(f"{dtype} activations have no key")
         return dtype
@@ -400,14 +404,18 @@ class _Reader:
             raise _Unknown(f"fused activation {fused} has no key")
         return _ACTIVATIONS[fused]
 
-    def weights(self, t: int) -> np.ndarray:
+    def weight_shape(self, t: int, x: int, where: OpRef) -> tuple[int, ...]:
+        """The shape of constant weights ``t`` of an op reading activation ``x``, checked
+        against the op's dtype."""
         if t not in self.consts:
             raise _Unknown(f"weights {self.name(t)!r} are not constant")
-        if self.dtype(t) in _QUANTIZED:
-            raise QuantizedModel(f"weights {self.name(t)!r} are {self.dtype(t)}: the model is "
-                                 f"quantized ({_quant_summary(self.quant)}), and int8 keys "
-                                 "are not supported yet (float32 models only)", self.quant)
-        return self.const(t)
+        quantized, op_dtype = self.dtype(t) in _QUANTIZED, self.op_dtype(x, where)
+        if quantized != (op_dtype == "int8"):
+            raise QuantizedModel(f"{where}: {self.dtype(t)} weights {self.name(t)!r} with "
+                                 f"{op_dtype} activations (dynamic-range quantization) have "
+                                 "no key; full-integer int8 and float32 models have keys",
+                                 self.quant)
+        return self.shape(t)
 
     def has_bias(self, ins: list[int]) -> bool:
         # Present means bias=1, even all zeros (untrained or BN-folded at its init: a
@@ -439,7 +447,7 @@ def _read_conv(r: _Reader, i: int, op: tfl.OperatorT) -> tuple[LayerSpec, list[_
     ref, ins, o = _ref(r, i, op), [int(t) for t in op.inputs], op.builtinOptions
     x = r.activation(ins[0], ref)
     h, w, cin = x.shape
-    weight = r.weights(ins[1]).shape
+    weight = r.weight_shape(ins[1], ins[0], ref)
     depthwise = ref.op == "DEPTHWISE_CONV_2D"
     cout = weight[3] if depthwise else weight[0]
     if not depthwise and weight[3] != cin:
@@ -454,7 +462,7 @@ def _read_conv(r: _Reader, i: int, op: tfl.OperatorT) -> tuple[LayerSpec, list[_
 
 def _read_fully_connected(r: _Reader, i: int, op: tfl.OperatorT):
     ref, ins = _ref(r, i, op), [int(t) for t in op.inputs]
-    weight = r.weights(ins[1]).shape
+    weight = r.weight_shape(ins[1], ins[0], ref)
     x = r.value(ins[0])  # FC flattens: any reshape of the producer's output reads the same
     if int(np.prod(x.shape)) != weight[1] or int(np.prod(r.shape(int(op.outputs[0])))) != weight[0]:
         raise _Unknown(f"input {_fmt(x.shape)} and weights {list(weight)} are not one batch")
@@ -464,11 +472,16 @@ def _read_fully_connected(r: _Reader, i: int, op: tfl.OperatorT):
 
 
 def _scalar(r: _Reader, t: int) -> float | None:
-    """The value of a one-element constant, else None."""
-    if t not in r.consts or r.tensors[t].type != tfl.TensorType.FLOAT32:
+    """The value of a one-element constant (an int8 one dequantized), else None."""
+    if t not in r.consts or r.dtype(t) not in ("float32", "int8"):
         return None
     v = r.const(t)
-    return float(v.reshape(-1)[0]) if v.size == 1 else None
+    if v.size != 1:
+        return None
+    if r.dtype(t) == "float32":
+        return float(v.reshape(-1)[0])
+    q = r.tensors[t].quantization
+    return (float(v.reshape(-1)[0]) - q.zeroPoint[0]) * q.scale[0]
 
 
 def _read_add(r: _Reader, i: int, op: tfl.OperatorT):
@@ -491,13 +504,15 @@ def _read_hard_sigmoid(r: _Reader, i: int, op: tfl.OperatorT):
     x_t, c_t = (ins[0], ins[1]) if ins[1] in r.consts else (ins[1], ins[0])
     users = r.consumers.get(mid, [])
     mul = r.graph.operators[users[0]] if len(users) == 1 else None
-    ok = (_scalar(r, c_t) == 3.0 and r.act(op.builtinOptions) == "relu6"
+    # int8 constants are exact only to their scale: 1 % is far from any other constant
+    ok = (math.isclose(_scalar(r, c_t) or 0, 3.0, rel_tol=0.01)
+          and r.act(op.builtinOptions) == "relu6"
           and mul is not None and r.codes[mul.opcodeIndex] == "MUL"
           and mid not in [int(t) for t in r.graph.outputs]
           and r.act(mul.builtinOptions) == "none")
     if ok:
         other = [int(t) for t in mul.inputs if int(t) != mid]
-        ok = len(other) == 1 and abs((_scalar(r, other[0]) or 0) - 1 / 6) < 1e-6
+        ok = len(other) == 1 and math.isclose(_scalar(r, other[0]) or 0, 1 / 6, rel_tol=0.01)
     if not ok:
         raise _Unknown("not relu6(x + 3) / 6")
     x = r.activation(x_t, ref)

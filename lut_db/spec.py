@@ -40,7 +40,9 @@ OPS = (
 )
 ACTIVATIONS = ("none", "relu", "relu6")
 PADDINGS = ("same", "valid")
-DTYPES = ("float32",)
+# int8: full-integer quantized, the TF converter's scheme (int8 activations per tensor,
+# int8 weights per channel, int32 bias); the op alone, int8 in and int8 out.
+DTYPES = ("float32", "int8")
 # Ops whose output channel count is a free choice (NetAdapt prunes these).
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # Ops with a kernel window (kernel, stride, padding in the key).
@@ -412,6 +414,11 @@ class Network:
         raise KeyError(name)
 
     # -- JSON ---------------------------------------------------------------------------------
+    def with_dtype(self, dtype: str) -> Network:
+        """The same network with every layer at ``dtype``."""
+        nodes = tuple(Node(n.name, replace(n.spec, dtype=dtype), n.inputs) for n in self.nodes)
+        return Network(self.name, self.input_shape, nodes, self.outputs, dict(self.meta))
+
     def to_json_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "name": self.name,

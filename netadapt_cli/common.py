@@ -59,14 +59,24 @@ def default_db(device: str) -> Path:
 
 def load_network(network: Path | None, model: str | None, width: float | None,
                  widths: str | None, resolution: int, classes: int,
-                 model_file: Path | None = None) -> Network:
+                 model_file: Path | None = None, dtype: str | None = None) -> Network:
     """A network from --network net.json, --model-file model.tflite or from --model FAMILY
-    [--width M | --widths a,b,..]."""
-    from bench.zoo import family
-
+    [--width M | --widths a,b,..] [--dtype D]."""
     if sum(v is not None for v in (network, model, model_file)) != 1:
         raise SpecError("give exactly one of --network FILE.json, --model NAME or "
                         "--model-file FILE.tflite")
+    if dtype is not None and model is None:
+        raise SpecError("--dtype goes with --model: a network JSON's keys and a .tflite "
+                        "file carry their own dtype")
+    net = _load(network, model, width, widths, resolution, classes, model_file)
+    return net.with_dtype(dtype) if dtype not in (None, "float32") else net
+
+
+def _load(network: Path | None, model: str | None, width: float | None,
+          widths: str | None, resolution: int, classes: int,
+          model_file: Path | None) -> Network:
+    from bench.zoo import family
+
     if network is not None:
         return Network.load(network)
     if model_file is not None:

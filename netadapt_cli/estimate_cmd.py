@@ -26,6 +26,8 @@ def estimate_cmd(
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
+    dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
+                                     "(default) or int8."),
     missing: str = typer.Option("error", help="Missing keys: error, interpolate or measure."),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
@@ -38,7 +40,8 @@ def estimate_cmd(
     with user_errors(as_json):
         if missing not in POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
-        net = load_network(network, model, width, widths, resolution, classes, model_file)
+        net = load_network(network, model, width, widths, resolution, classes, model_file,
+                           dtype)
         store, version = open_lut(lut)
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
         try:
@@ -97,6 +100,8 @@ def measure_cmd(
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
+    dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
+                                     "(default) or int8."),
     passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -108,7 +113,8 @@ def measure_cmd(
     with user_errors(as_json):
         if passes < 1:
             raise typer.BadParameter("--passes must be at least 1")
-        net = load_network(network, model, width, widths, resolution, classes, model_file)
+        net = load_network(network, model, width, widths, resolution, classes, model_file,
+                           dtype)
         est = None
         if lut is not None:  # before measuring: a missing key fails fast
             store, version = open_lut(lut)

@@ -18,6 +18,7 @@ from bench import sweep
 from bench.devices import load_config, open_runners
 from bench.runners.base import Runner, RunnerError
 from bench.zoo import FAMILIES
+from lut_db.spec import DTYPES
 from lut_db.store import open_lut
 from netadapt_cli.common import console, default_db, user_errors
 
@@ -37,6 +38,8 @@ def lut(
     resolution: list[int] = typer.Option([224], help="Input resolution (repeatable)."),
     grid: int = typer.Option(DEFAULT_GRID, help="Channel grid: every GRID channels."),
     classes: int = typer.Option(1000, help="Classes of the final FC layer."),
+    dtype: str = typer.Option("float32", help=f"Key dtype ({', '.join(DTYPES)}); int8: "
+                              "full-integer quantized layers, int8 in and out."),
     db: Path | None = typer.Option(None, help="LUT file (default luts/DEVICE.db)."),
     serial: str | None = typer.Option(None, help="Use only this phone (ADB serial)."),
     batch_size: int | None = typer.Option(
@@ -62,7 +65,9 @@ def lut(
             raise typer.BadParameter(f"--space names no family (known: {', '.join(FAMILIES)})")
         cfg = load_config(device)
         db = db or default_db(cfg.name)
-        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes)
+        if dtype not in DTYPES:
+            raise typer.BadParameter(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, dtype)
         keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
         with open_runners(cfg, backend, serial=serial) as runners, _progress() as bar:
             task = bar.add_task(cfg.name, total=None, visible=False)

@@ -77,9 +77,8 @@ def make_lut(path: Path, runner: FakeRunner | None = None,
     store = LutStore.open(path, create=True)
     specs: set = set()
     for sw in space["sweeps"]:
-        for r in sw["resolutions"]:
-            for f in sw["families"]:
-                specs |= zoo.shape_space(zoo.family(f), r, sw["grid"], sw["classes"])
+        specs |= sweep.SweepSpace(tuple(sw["families"]), tuple(sw["resolutions"]), sw["grid"],
+                                  sw["classes"], sw.get("dtype", "float32")).specs()
     p = sweep.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
     version = sweep.start_version(store, p, "fake", runner.backend, runner.fingerprint(), space)
     res = sweep.run(store, version, p.missing, [runner], build_layer, batch_size=64)

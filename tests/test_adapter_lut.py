@@ -137,8 +137,14 @@ def test_lut_grid_and_resolution_errors() -> None:
                                          "at 64 px.*netadapt lut --space mobilenet_v1 "
                                          "--resolution 64"):
         lut_grid(SPACE, "mobilenet_v1", 64, CLASSES, "x.db@1")
-    with pytest.raises(AdaptError, match="holds no sweep of mobilenet_v2"):
+    with pytest.raises(AdaptError, match="holds no float32 sweep of mobilenet_v2"):
         lut_grid(SPACE, "mobilenet_v2", RES, CLASSES, "x.db@1")
+    # the search prices float32 layers: an int8 sweep of the family does not count
+    int8 = {"sweeps": [{**SPACE["sweeps"][0], "dtype": "int8"}]}
+    with pytest.raises(AdaptError, match="no float32 sweep of mobilenet_v1.*, int8"):
+        lut_grid(int8, "mobilenet_v1", RES, CLASSES, "x.db@1")
+    both = {"sweeps": [*int8["sweeps"], {**SPACE["sweeps"][0], "grid": 2 * GRID}]}
+    assert lut_grid(both, "mobilenet_v1", RES, CLASSES, "x.db@1") == 2 * GRID
 
 
 def test_missing_keys_are_named(real_lut) -> None:

@@ -217,7 +217,7 @@ C8 = {"op": "conv2d", "h": 8, "w": 8, "cin": 4, "cout": 4}  # a valid conv, chan
     ({**C8, "op": "conv3d"}, ["unknown op", "conv3d", "conv2d"]),
     ({**C8, "act": "gelu"}, ["act", "gelu"]),
     ({**C8, "padding": "full"}, ["padding", "full"]),
-    ({**C8, "dtype": "int8"}, ["dtype", "int8"]),
+    ({**C8, "dtype": "int4"}, ["dtype", "int4", "float32", "int8"]),
     ({**C8, "stride": (0, 1)}, ["stride", "positive"]),
     ({**C8, "kernel": (3, 3, 3)}, ["kernel", "two"]),
     ({**C8, "kernel": 3}, ["kernel", "two positive integers", "3"]),

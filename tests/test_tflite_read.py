@@ -142,16 +142,67 @@ def test_a_dynamic_batch_is_read_at_the_files_batch_of_one() -> None:
     assert read_model(_edit(_conv(), dynamic_batch)).network == read_model(_conv()).network
 
 
-@pytest.mark.parametrize("scales, per_channel", [(1, 0), (4, 1)])
-def test_quantized_models_are_read_then_refused_for_int8(scales: int, per_channel: int) -> None:
-    with pytest.raises(QuantizedModel) as e:
-        read_model(_edit(_conv(), lambda m: _quantize(m, scales)))
-    assert "int8 keys are not supported yet" in str(e.value)
-    quant = {q.tensor: q for q in e.value.quantization}
-    assert set(quant) == {"input", "c", "c/weight"}
+@pytest.mark.parametrize("scales", [1, 4])
+def test_int8_models_read_as_int8_keys(scales: int) -> None:
+    got = read_model(_edit(_conv(), lambda m: _quantize(m, scales)))
+    assert got.network.keys == ["conv2d:in=8x8x3,out=4,k=3x3,s=1x1,pad=same,act=relu,dt=int8"]
+    quant = {q.tensor: q for q in got.quantization}
+    assert {"input", "c", "c/weight"} <= set(quant)
     assert quant["c/weight"].scales == scales and quant["c/weight"].axis == 0
     assert quant["input"].dtype == "int8" and not quant["input"].per_channel
-    assert f"{per_channel} per-channel" in str(e.value)
+
+
+@pytest.mark.parametrize("make", NETWORKS)
+def test_built_int8_networks_read_back_as_themselves(make) -> None:
+    net = make().with_dtype("int8")
+    got = read_model(build_network(net, seed=1), name=net.name)
+    assert got.unknown_ops == []
+    assert sorted(got.network.keys) == sorted(net.keys)
+
+
+def test_int8_io_conversions_are_listed_not_keyed() -> None:
+    """QUANTIZE in and DEQUANTIZE out, as the converter writes around an int8 model."""
+    def float_io(m: tfl.ModelT) -> None:
+        g = m.subgraphs[0]
+        m.operatorCodes += [tfl.OperatorCodeT(deprecatedBuiltinCode=c, builtinCode=c, version=2)
+                            for c in (_OP.QUANTIZE, _OP.DEQUANTIZE)]
+        quantize, dequantize = len(m.operatorCodes) - 2, len(m.operatorCodes) - 1
+        x, y = g.inputs[0], g.outputs[0]
+        g.tensors += [tfl.TensorT(shape=list(g.tensors[t].shape), type=tfl.TensorType.FLOAT32,
+                                  name=f"float_{t}".encode()) for t in (x, y)]
+        fx, fy = len(g.tensors) - 2, len(g.tensors) - 1
+        g.operators.insert(0, tfl.OperatorT(opcodeIndex=quantize, inputs=[fx], outputs=[x]))
+        g.operators.append(tfl.OperatorT(opcodeIndex=dequantize, inputs=[y], outputs=[fy]))
+        g.inputs, g.outputs = [fx], [fy]
+
+    spec = LayerSpec.parse("conv2d:in=8x8x3,out=4,k=3x3,s=1x1,pad=same,act=relu,dt=int8")
+    data = _edit(build_network(chain("conv", (8, 8, 3), [("c", spec)])), float_io)
+    got = read_model(data)
+    assert got.network.keys == [spec.key]
+    assert [(f.op, f.note) for f in got.free_ops] == [
+        ("QUANTIZE", "dtype conversion, not keyed"), ("DEQUANTIZE", "dtype conversion, not keyed")]
+
+
+def test_uint8_and_dynamic_range_models_are_refused() -> None:
+    def uint8(m: tfl.ModelT) -> None:
+        _quantize(m, 1)
+        for name in ("input", "c"):
+            _tensor(m, name).type = tfl.TensorType.UINT8
+
+    with pytest.raises(QuantizedModel) as e:
+        read_model(_edit(_conv(), uint8))
+    assert "runs in uint8" in str(e.value) and "only int8" in str(e.value)
+    assert "1 per-channel" not in str(e.value)
+
+    def weights_only(m: tfl.ModelT) -> None:
+        t = _tensor(m, "c/weight")
+        t.type = tfl.TensorType.INT8
+        t.quantization = tfl.QuantizationParametersT(scale=[0.1] * 4, zeroPoint=[0] * 4)
+
+    with pytest.raises(QuantizedModel) as e:
+        read_model(_edit(_conv(), weights_only))
+    assert "int8 weights 'c/weight' with float32 activations" in str(e.value)
+    assert "dynamic-range" in str(e.value)
 
 
 def _retype(op_name: str, code: int) -> Callable[[tfl.ModelT], None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tflite_read import QuantizedModel, read_file
+from bench.tflite_read import read_file
 from bench.zoo import MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_SMALL
 from lut_db.spec import LayerSpec
 
@@ -70,11 +70,17 @@ def test_keras_files_map_onto_the_zoo_keys(keras_files: Path, name: str) -> None
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_int8_keras_files_are_read_and_refused_for_int8(keras_files: Path, name: str) -> None:
-    with pytest.raises(QuantizedModel) as e:
-        read_file(keras_files / f"{name}_int8.tflite")
-    assert "int8 keys are not supported yet" in str(e.value)
-    weights = [q for q in e.value.quantization if q.per_channel]
+def test_int8_keras_files_map_onto_the_float_files_keys_at_int8(keras_files: Path,
+                                                                name: str) -> None:
+    got = read_file(keras_files / f"{name}_int8.tflite")
+    float_keys = read_file(keras_files / f"{name}.tflite").network.keys
+    assert got.unknown_ops == []
+    assert Counter(got.network.keys) == Counter(k.replace("dt=float32", "dt=int8")
+                                                for k in float_keys)
+    # float in, float out: one QUANTIZE and one DEQUANTIZE, listed as conversions
+    conversions = [f.op for f in got.free_ops if f.note == "dtype conversion, not keyed"]
+    assert conversions == ["QUANTIZE", "DEQUANTIZE"]
+    weights = [q for q in got.quantization if q.per_channel]
     # per-channel: int8 conv weights and their int32 biases
     assert {q.dtype for q in weights} == {"int8", "int32"}
-    assert any(not q.per_channel and q.dtype == "int8" for q in e.value.quantization)
+    assert any(not q.per_channel and q.dtype == "int8" for q in got.quantization)
