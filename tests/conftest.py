@@ -18,19 +18,18 @@ try:  # property tests: no example database left in the working tree, no per-exa
 except ImportError:
     pass
 
-# A host device that measures each key in about a millisecond: for sweeps in tests.
-FAST_TOML = """\
-name = "fast"
-kind = "host"
-description = "host, few runs: for tests"
-
-[backends.tflite-cpu]
-runner = "host"
-threads = 1
-warmup = 1
-runs = 2
-min_time_ms = 0
-"""
+# The loopback phones (a real adb server, loopback devices, farms of them): fixtures that
+# every test module needing a phone finds by name.
+from tests.adb_farm import farm, farm_factory  # noqa: F401
+from tests.fakes import FAST_TOML
+from tests.loopback_adb import (  # noqa: F401
+    adb_path,
+    adb_server,
+    adb_server_factory,
+    loopback_adb_device,
+    loopback_device,
+    loopback_device_factory,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,20 @@ from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore, Version
 
+# A host device that measures each key in about a millisecond: for sweeps in tests.
+FAST_TOML = """\
+name = "fast"
+kind = "host"
+description = "host, few runs: for tests"
+
+[backends.tflite-cpu]
+runner = "host"
+threads = 1
+warmup = 1
+runs = 2
+min_time_ms = 0
+"""
+
 # The adapter tests' LUT: MobileNetV1 at 32 px, grid 64, 10 classes, measured for real.
 RES, GRID, CLASSES = 32, 64, 10
 ADAPT_SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [RES], "grid": GRID,

@@ -45,15 +45,9 @@ from adbutils.errors import AdbError
 __all__ = [
     "AdbServer",
     "LoopbackDevice",
-    "adb_path",
-    "adb_server",
-    "adb_server_factory",
     "default_props",
     "find_adb",
     "host_abi",
-    "loopback_adb_device",
-    "loopback_device",
-    "loopback_device_factory",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,5 @@
 """`netadapt devices`, config matching and device discovery over real adb servers."""
 
-# ruff: noqa: F811 - pytest injects the imported fixtures by name
-
 from __future__ import annotations
 
 import json
@@ -15,7 +13,7 @@ from bench.devices import ConfigError, load_config, parse_config
 from bench.discovery import find_devices, matches, parse_getprop
 from bench.runners.base import RunnerError
 from netadapt_cli.main import app
-from tests.adb_farm import Farm, farm, farm_factory, loop_toml  # noqa: F401
+from tests.adb_farm import Farm, loop_toml
 from tests.loopback_adb import *
 from tests.loopback_adb import _free_port, _host_request
 

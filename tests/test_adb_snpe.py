@@ -6,8 +6,6 @@ and SNPEDiag log location, snpe-diagview's 2.x text output). This checks the run
 plumbing (SDK push, DLC push, batch script, log pull, diagview parse), not SNPE.
 """
 
-# ruff: noqa: F811 - pytest injects the imported fixtures by name
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +19,7 @@ from bench.runners.snpe import SnpeMissing, SnpeRunner
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from netadapt_cli.main import app
-from tests.adb_farm import Farm, farm, farm_factory  # noqa: F401
+from tests.adb_farm import Farm
 from tests.loopback_adb import *
 
 CONVERTER = """#!/bin/sh

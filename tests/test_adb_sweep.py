@@ -1,8 +1,6 @@
 """Farm sweeps over real adb servers: CLI end to end, several phones, phones that go away,
 and agreement with the host runner."""
 
-# ruff: noqa: F811 - pytest injects the imported fixtures by name
-
 from __future__ import annotations
 
 import json
@@ -21,7 +19,7 @@ from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
 from netadapt_cli.main import app
-from tests.adb_farm import LITERT, Farm, farm, farm_factory  # noqa: F401
+from tests.adb_farm import LITERT, Farm
 from tests.loopback_adb import *
 
 cli = CliRunner()

@@ -1,7 +1,5 @@
 """AdbTfliteRunner over adbutils -> real adb server -> loopback device -> real litert-benchmark."""
 
-# ruff: noqa: F811 - pytest injects the imported fixtures by name
-
 from __future__ import annotations
 
 import os
@@ -16,7 +14,7 @@ from bench.runners.adb_tflite import AdbTfliteRunner
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
-from tests.adb_farm import Farm, farm, farm_factory  # noqa: F401
+from tests.adb_farm import Farm
 from tests.loopback_adb import *
 
 NASTY = "we ird $HOME; 'q' \"dq\" `t` &|"

@@ -1,7 +1,5 @@
 """bench.runners.adb_transport against a real adb server and a loopback device."""
 
-
-
 from __future__ import annotations
 
 import threading

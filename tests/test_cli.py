@@ -19,7 +19,7 @@ from bench.tflite_build import build_network
 from bench.zoo import MOBILENET_V1, MOBILENET_V3_SMALL, shape_space
 from lut_db.store import SCHEMA_VERSION, LutStore
 from netadapt_cli.main import app
-from tests.conftest import FAST_TOML
+from tests.fakes import FAST_TOML
 
 SMALL = ["--resolution", "32", "--classes", "10"]
 OFF_GRID = "20," + ",".join(str(w) for w in MOBILENET_V1.base[1:])  # conv1: 20 is not swept

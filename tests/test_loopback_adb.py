@@ -1,9 +1,5 @@
 """adbutils -> real adb server -> LoopbackDevice, end to end."""
 
-# Fixtures are imported by name and then "redefined" as test parameters: that is how pytest
-# injects them, not a bug.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import os
@@ -17,18 +13,7 @@ import adbutils
 import pytest
 from adbutils.errors import AdbError
 
-from tests.loopback_adb import (  # noqa: F401 - fixtures are found by name
-    A_VERSION_MIN,
-    AdbServer,
-    LoopbackDevice,
-    adb_path,
-    adb_server,
-    adb_server_factory,
-    host_abi,
-    loopback_adb_device,
-    loopback_device,
-    loopback_device_factory,
-)
+from tests.loopback_adb import A_VERSION_MIN, AdbServer, LoopbackDevice, host_abi
 
 Factory = Callable[..., LoopbackDevice]
 

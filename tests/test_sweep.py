@@ -347,7 +347,7 @@ def start(db: Path, configs: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory) -> dict[str, Any]:
     """Kill a real sweep three times at growing progress, then let it finish."""
-    from tests.conftest import FAST_TOML
+    from tests.fakes import FAST_TOML
 
     tmp = tmp_path_factory.mktemp("sweep")
     configs = tmp / "configs"
@@ -455,7 +455,7 @@ def test_another_resolution_derives_a_version(killed_and_resumed, tmp_path: Path
 
 def test_two_sweeps_started_at_once_on_a_new_file(tmp_path: Path) -> None:
     """One measures, the other says the file is being written, and nothing is mixed up."""
-    from tests.conftest import FAST_TOML
+    from tests.fakes import FAST_TOML
 
     (tmp_path / "fast.toml").write_text(FAST_TOML)
     db = tmp_path / "new.db"
