@@ -87,11 +87,11 @@ def _design(samples: Sequence[Sample], overhead_us: float, l2_mb: float
 
 
 def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Coefficients on relative errors: weights and activations cost >= 0; the per-layer
-    term takes either sign (its column doubled with the opposite sign for nnls)."""
-    signed = np.column_stack([x, -x[:, 2]]) / scale[:, None]
-    coef, _ = nnls(signed, gap / scale)
-    return np.array([coef[0], coef[1], coef[2] - coef[3]])
+    """Coefficients on relative errors, all >= 0: inside a network a layer costs at least
+    its entry less the overhead (a negative per-layer term, free to fit noise at 224 px,
+    made small networks cost less than nothing)."""
+    coef, _ = nnls(x / scale[:, None], gap / scale)
+    return coef
 
 
 def _predict(x: np.ndarray, gap_base: np.ndarray, coef: np.ndarray) -> np.ndarray:
