@@ -17,7 +17,7 @@ from bench.runners.base import Runner
 from bench.sweep import measure_missing
 from lut_db.estimate import Estimate, MissingKeys, estimate, interpolate
 from lut_db.spec import Network
-from lut_db.store import LutStore, Version
+from lut_db.store import LutError, LutStore, Version
 
 POLICIES = ("error", "interpolate", "measure")
 Log = Callable[[str], None]
@@ -38,8 +38,8 @@ def resolve(store: LutStore, version: Version, keys: Iterable[str], policy: str 
             log: Log | None = None) -> Resolved:
     """Entries for ``keys`` from ``version`` under ``policy`` (see the module)."""
     if policy not in POLICIES:
-        raise MissingKeys([], hint=f"unknown missing-key policy {policy!r}; use one of "
-                                   f"{', '.join(POLICIES)}")
+        raise LutError(f"unknown missing-key policy {policy!r}; use one of "
+                       f"{', '.join(POLICIES)}")
     table = store.table(version.id)
     label = f"{store.path}@{version.id}"
     absent = [k for k in dict.fromkeys(keys) if k not in table]

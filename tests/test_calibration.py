@@ -121,3 +121,13 @@ def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> N
     # FakeRunner's networks run 1.1 x their layers: the calibrated estimate gets that right
     assert unseen["count_within_5pct"] == unseen["n"]
     assert preds["naive"]["unseen"]["count_within_5pct"] < unseen["n"]
+
+
+def test_an_unknown_missing_key_policy_is_named(tmp_path: Path) -> None:
+    from bench.missing import resolve
+    from lut_db.store import LutError
+
+    store, version = make_lut(tmp_path / "plain.db")
+    with pytest.raises(LutError, match="unknown missing-key policy 'zero'; use one of error"):
+        resolve(store, version, [], "zero")
+
