@@ -8,9 +8,10 @@ shifted), as the TF converter folds them. Layouts become TFLite's: conv2d OHWI,
 depthwise ``[1, kh, kw, C*mult]``, fully connected ``[out, in]`` with its inputs in
 NHWC order. The file's input is NHWC (torch's is NCHW); batch 1.
 
-Padding must be TFLite's: a convolution padding symmetrically where SAME pads the odd
-pixel after (stride 2 on an even size) is refused, since the file would compute other
-numbers. The built-in models pad as TFLite does (``adapter.models.SameConv2d``).
+Padding is the model's own: the built-in models pad as TFLite SAME does
+(``adapter.models.SameConv2d``); a convolution padding symmetrically where SAME puts the
+odd pixel after (stride 2 on an even size, as most torch models do) is traced as an
+explicit PAD layer then a VALID convolution, so the file computes what torch computes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adapter.arch import Architecture
 from adapter.models import AdaptError, ZooModel, same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
@@ -44,9 +46,12 @@ def export(model: nn.Module, input_shape: Shape | None = None,
     net, folded = trace_modules(model, input_shape, name)
     modules = dict(model.named_modules())
     weights = {}
+    specs = {n.name: n.spec for n in net.nodes}
     for node in net.nodes:
         mods = {m: modules[m] for m in folded[node.name] if m in modules}
-        weights[node.name] = _node_weights(node.name, node.spec, mods)
+        before = specs.get(node.inputs[0]) if node.inputs else None
+        pads = before.pads if before is not None and before.op == "pad" else None
+        weights[node.name] = _node_weights(node.name, node.spec, mods, pads)
         if node.spec.op in WEIGHTED and not weights[node.name]:  # never random weights
             raise AdaptError(f"cannot export {node.name}: no torch module holds its weights")
     return net, build_network(net, weights=weights)
@@ -67,15 +72,23 @@ def write_tflite(model: nn.Module, path: str | Path, input_shape: Shape | None =
     return net
 
 
-def save_exports(model: nn.Module, folder: str | Path, stem: str = "adapted") -> dict[str, str]:
-    """``stem``.pt (config + state dict), ``stem``.tflite and ``stem``.json (its Network) in
-    ``folder``; returns their paths as ``{"torch", "tflite", "network"}``."""
+def save_exports(model: nn.Module, folder: str | Path, stem: str = "adapted",
+                 arch: Architecture | None = None, extra: dict | None = None) -> dict[str, str]:
+    """``stem``.pt, ``stem``.tflite and ``stem``.json (its Network) in ``folder``; returns
+    their paths as ``{"torch", "tflite", "network"}``. The .pt holds the state dict, the
+    built-in model's ``config`` (``adapter.models.rebuild``) and, given ``arch``, what
+    ``adapter.arch.load_exported`` rebuilds any model from."""
     folder = Path(folder)
     paths = {"torch": folder / f"{stem}.pt", "tflite": folder / f"{stem}.tflite",
              "network": folder / f"{stem}.json"}
     config = model.config() if isinstance(model, ZooModel) else None
-    torch.save({"config": config, "state_dict": model.state_dict()}, paths["torch"])
-    net = write_tflite(model, paths["tflite"], name=stem)
+    saved = {"config": config, "state_dict": model.state_dict(), **(extra or {})}
+    shape = None
+    if arch is not None:
+        saved.update(arch=arch.to_dict(), widths=arch.widths(model))
+        shape = (arch.resolution, arch.resolution, 3)
+    torch.save(saved, paths["torch"])
+    net = write_tflite(model, paths["tflite"], shape, name=stem)
     paths["network"].write_text(net.to_json(indent=1))
     return {k: str(v) for k, v in paths.items()}
 
@@ -83,13 +96,15 @@ def save_exports(model: nn.Module, folder: str | Path, stem: str = "adapted") ->
 # -- one node ------------------------------------------------------------------------------
 
 
-def _node_weights(node: str, spec: LayerSpec, mods: dict[str, nn.Module]) -> Weights:
-    """TFLite weight and bias of one node from its modules (empty for weightless ops)."""
+def _node_weights(node: str, spec: LayerSpec, mods: dict[str, nn.Module],
+                  pads: tuple[int, int, int, int] | None = None) -> Weights:
+    """TFLite weight and bias of one node from its modules (empty for weightless ops);
+    ``pads``: those of the explicit PAD layer before it (``adapter.trace``)."""
     for mname, m in mods.items():
         if isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)):
             _check_pool(node, mname, m, spec)
         elif isinstance(m, nn.Conv2d):
-            _check_conv_padding(node, mname, m, spec)
+            _check_conv_padding(node, mname, m, spec, pads)
             w, b = _fold(m, _bn(mods))
             # torch (O, I/groups, kh, kw); conv2d OHWI, depthwise 1 x kh x kw x O
             w = w.permute(0, 2, 3, 1) if spec.op == "conv2d" else w.permute(1, 2, 3, 0)
@@ -149,11 +164,12 @@ def _torch_pads(padding: object) -> list[tuple[int, int]]:
     return [(int(ph), int(ph)), (int(pw), int(pw))]
 
 
-def _check_conv_padding(node: str, mname: str, m: nn.Conv2d, spec: LayerSpec) -> None:
+def _check_conv_padding(node: str, mname: str, m: nn.Conv2d, spec: LayerSpec,
+                        pads: tuple[int, int, int, int] | None = None) -> None:
     if m.padding == "same":  # SameConv2d, or torch's own (stride 1: the odd pixel after)
         return
     got = [(0, 0), (0, 0)] if m.padding == "valid" else _torch_pads(m.padding)
-    want = _tflite_pads(spec)
+    want = _tflite_pads(spec) if pads is None else [(pads[0], pads[1]), (pads[2], pads[3])]
     if got != want:
         raise AdaptError(
             f"cannot export {node}: module {mname!r} pads {got} (top, bottom), (left, right) "

@@ -3,9 +3,9 @@
 The structure follows ``bench.zoo``'s families exactly, so a model and the zoo's
 Network for the same widths are the same network (``adapter.trace`` proves it in
 the tests). Module names are the zoo's node names (``conv1``, ``dw3``, ``pw3``,
-``b5.expand``, ``fc``, ...), and each model states its slot mapping explicitly:
-``model.slots[slot]`` lists the convolutions whose filters *are* that slot's
-channels (several for a MobileNetV2 stage: its residual adds tie them together).
+``b5.expand``, ``fc``, ...). Which convolutions make each slot's channels
+(``model.slots``: several for a MobileNetV2 stage, whose residual adds tie them) is
+not written here: ``adapter.arch`` asks Torch-Pruning, as for any other model.
 
 Padding is TFLite SAME, exactly: stride-1 convolutions pad ``k // 2`` on each side
 (the same thing for odd kernels), strided ones are ``SameConv2d``, which pads the odd
@@ -83,12 +83,22 @@ class ZooModel(nn.Module):
     """A torch network of a ``bench.zoo`` family at given slot widths."""
 
     family: str
-    slots: dict[str, list[str]]  # slot -> qualified names of the convs producing it
 
     def __init__(self, resolution: int, classes: int):
         super().__init__()
         self.resolution = resolution
         self.classes = classes
+
+    @property
+    def slots(self) -> dict[str, list[str]]:
+        """slot -> the convolutions producing it, found by Torch-Pruning (``adapter.arch``)."""
+        from adapter.arch import derive, zoo_names
+
+        if "_slots" not in self.__dict__:
+            names = zoo_names(self.family, self.resolution, self.classes)
+            got = derive(self, (self.resolution, self.resolution, 3), names)[0]
+            self.__dict__["_slots"] = {s: got[s] for s in zoo.family(self.family).slots}
+        return self.__dict__["_slots"]
 
     def widths(self) -> dict[str, int]:
         """Current width of every slot, read from the producing convolutions."""
@@ -117,7 +127,6 @@ class MobileNetV1(ZooModel):
             prev = f"pw{i}"
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w[prev], classes)
-        self.slots = {s: [f"{s}.conv"] for s in zoo.V1_SLOTS}
         self._order = ["conv1"] + [f"{k}{i}" for i in range(1, len(zoo.V1_BLOCKS) + 1)
                                    for k in ("dw", "pw")]
 
@@ -153,7 +162,6 @@ class MobileNetV2(ZooModel):
         super().__init__(resolution, classes)
         w = zoo.MOBILENET_V2.widths(widths)
         self.conv1 = ConvBNAct(3, w["conv1"], 3, 2)
-        self.slots = {"conv1": ["conv1.conv"]}
         self._blocks: list[str] = []
         prev_slot = "conv1"
         for si, b, t, stride in zoo._v2_blocks():
@@ -163,16 +171,11 @@ class MobileNetV2(ZooModel):
             setattr(self, f"b{b}", InvertedResidual(w[prev_slot], w[mid_slot], w[out_slot],
                                                     stride, t != 1, residual))
             self._blocks.append(f"b{b}")
-            self.slots.setdefault(out_slot, []).append(f"b{b}.project.conv")
-            if t != 1:
-                self.slots[mid_slot] = [f"b{b}.expand.conv"]
             prev_slot = out_slot
         self.conv_last = ConvBNAct(w[prev_slot], w["conv_last"], 1)
-        self.slots["conv_last"] = ["conv_last.conv"]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(w["conv_last"], classes)
-        self.slots = {s: self.slots[s] for s in zoo.V2_SLOTS}  # the zoo's slot order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -183,15 +186,6 @@ class MobileNetV2(ZooModel):
 
 
 MODELS: dict[str, type[ZooModel]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
-
-# Slots NetAdapt shrinks together. MobileNetV2, as the paper adapts it: each expansion
-# layer alone, or all bottlenecks of one resolution in lockstep (a stage's blocks are tied
-# by residual adds anyway; stages 4+5 and 6+7 share a resolution).
-LOCKSTEP: dict[str, tuple[tuple[str, ...], ...]] = {
-    "mobilenet_v1": (),
-    "mobilenet_v2": (("s1",), ("s2",), ("s3",), ("s4", "s5"), ("s6", "s7")),
-}
-
 
 def torch_family(name: str) -> zoo.Family:
     """The zoo family ``name``, refused unless it has a torch model here (NetAdapt needs one)."""

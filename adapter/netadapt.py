@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapter import prune, train
+from adapter import train
+from adapter.arch import Architecture
 from adapter.data import Dataset
 from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
-from adapter.models import LOCKSTEP, ZooModel, build, rebuild
 from bench import zoo
 from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
@@ -54,7 +54,7 @@ SAY = {"latency_ms": "latency", "macs": "MACs", "params": "params"}  # in messag
 PICK_RULE = ("highest holdout accuracy (the paper's rule); ties: lower holdout loss, "
              "then the earlier slot")
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
-CHECKPOINT_FORMAT = 2  # 2: resources named with their units (latency_ms)
+CHECKPOINT_FORMAT = 3  # 2: resources named with their units; 3: models of any source
 
 Log = Callable[[str], None]
 
@@ -120,7 +120,8 @@ def _positive(text: str, where: str) -> float:
 class AdaptConfig:
     """Everything that decides a run's result (a resumed run must match it exactly)."""
 
-    model: str = "mobilenet_v1"
+    model: str = "mobilenet_v1"  # a built-in, pkg.module:factory, or a saved model file
+    tie_bottlenecks: bool | None = None  # None: the model's default (on for mobilenet_v2)
     width: float = 1.0  # the initial network's width multiplier (widths snapped to the grid)
     resolution: int = 32
     data: str = "digits"
@@ -200,12 +201,19 @@ class Proposal:
 
 
 class SearchSpace:
-    """A family's width configs on the LUT's channel grid, and their resources."""
+    """A model's width configs on the LUT's channel grid, and their resources.
 
-    def __init__(self, family: str, resolution: int, classes: int, table: Mapping[str, float],
-                 grid: int, missing: str = "error", lut: str = "LUT",
-                 calibration: Calibration | None = None):
-        self.fam = zoo.family(family)
+    ``model`` is an ``adapter.arch.Architecture`` or what ``Architecture.load`` takes (a
+    built-in name, ``pkg.module:factory`` or a saved model): its slots, their lockstep
+    groups and its layers all come from the torch model."""
+
+    def __init__(self, model: str | Architecture, resolution: int, classes: int,
+                 table: Mapping[str, float], grid: int, missing: str = "error",
+                 lut: str = "LUT", calibration: Calibration | None = None,
+                 tie_bottlenecks: bool | None = None):
+        self.arch = (model if isinstance(model, Architecture) else
+                     Architecture.load(model, resolution, classes, tie_bottlenecks))
+        self.fam = self.arch.family
         self.resolution, self.classes, self.grid = resolution, classes, grid
         self.choices = zoo.slot_choices(self.fam, grid)
         layers = self.fam.slot_layers(resolution, classes)
@@ -214,11 +222,7 @@ class SearchSpace:
         self._latency = SlotEstimator(layers, table, missing, lut, calibration)
         self._cost = {"macs": SlotCost(layers, lambda s: s.macs),
                       "params": SlotCost(layers, lambda s: s.params)}
-        lockstep = LOCKSTEP.get(self.fam.name, self.fam.lockstep)
-        tied = {s for g in lockstep for s in g}
-        self.groups = sorted([(s,) for s in self.fam.slots if s not in tied]
-                             + [tuple(g) for g in lockstep],
-                             key=lambda g: self.fam.slots.index(g[0]))
+        self.groups = sorted(self.arch.groups, key=lambda g: self.fam.slots.index(g[0]))
 
     # resources
     def resource(self, name: str, widths: Mapping[str, int]) -> float:
@@ -376,9 +380,10 @@ def evaluate_proposal(ctx: dict, task: dict) -> dict:
     t0 = time.perf_counter()
     with torch_threads(s["threads"]):
         train.seed_all(task["seed"])
-        model = rebuild(task["model"], loads(task["state"]))
+        arch = Architecture.from_dict(task["arch"])
+        model = arch.rebuild(task["parent_widths"], loads(task["state"]))
         for slot, width in task["widths"].items():
-            prune.prune_slot(model, slot, width)
+            arch.prune_slot(model, slot, width)
         rest = ctx["rest"]
         loss = train.train(model, ctx["x"][rest], ctx["y"][rest], s["short_steps"],
                            s["batch_size"], s["lr_short"], task["seed"], augment=s["augment"])
@@ -394,8 +399,7 @@ def train_from_scratch(ctx: dict, task: dict) -> dict:
     t0 = time.perf_counter()
     with torch_threads(s["threads"]):
         train.seed_all(task["seed"])
-        model = build(task["family"], task["widths"], task["resolution"], task["classes"],
-                      seed=task["seed"])
+        model = Architecture.from_dict(task["arch"]).fresh(task["widths"], task["seed"])
         train.train(model, ctx["x"], ctx["y"], task["steps"], s["batch_size"], task["lr"],
                     task["seed"], augment=s["augment"])
         acc, loss = train.evaluate(model, ctx["test_x"], ctx["test_y"])
@@ -423,8 +427,13 @@ class NetAdapt:
         self.executor = executor
         self.ctx = loads(context or make_context(cfg, data))
         self.log = log
-        self.model: ZooModel | None = None
+        self.arch = space.arch
+        self.model: torch.nn.Module | None = None
         self.state: dict[str, Any] = {}
+
+    def widths(self) -> dict[str, int]:
+        """The current network's slot widths."""
+        return self.arch.widths(self.model)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -470,14 +479,14 @@ class NetAdapt:
                              + "\n  ".join(diff)
                              + "\nrun with the original options, or choose another --name")
         self.state = ckpt
-        self.model = rebuild(ckpt["model"], ckpt["weights"])
+        self.model = self.arch.rebuild(ckpt["model"]["widths"], ckpt["weights"])
         _set_rng(ckpt["rng"])
         self.log(f"resuming {self.run_dir} at stage {ckpt['stage']}, iteration "
                  f"{ckpt['iteration']}")
 
     def _save(self) -> None:
         ckpt = {**self.state, "format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
-                "model": self.model.config(), "weights": self.model.state_dict(),
+                "model": {"widths": self.widths()}, "weights": self.model.state_dict(),
                 "rng": _get_rng()}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(ckpt, tmp)
@@ -495,15 +504,17 @@ class NetAdapt:
         schedule = Schedule(budgets, {r: res[r] for r in budgets}, cfg.reduction, cfg.decay)
         schedule.check(self.space.resources(self.space.minimum()))
         train.seed_all(train.derive_seed(cfg.seed, "init"))
-        model = build(cfg.model, widths, resolution=cfg.resolution, classes=self.space.classes,
-                      seed=train.derive_seed(cfg.seed, "init"))
-        if cfg.weights:
+        model = self.arch.fresh(widths, train.derive_seed(cfg.seed, "init"))
+        state = _load_weights(cfg.weights) if cfg.weights else (
+            self.arch.saved_state() if widths == self.arch.base else None)
+        if state is not None:
             try:
-                model.load_state_dict(_load_weights(cfg.weights))
+                model.load_state_dict(state)
             except (RuntimeError, TypeError) as e:
-                raise AdaptError(f"--weights {cfg.weights} does not fit {cfg.model} x"
-                                 f"{cfg.width:g} ({str(e).splitlines()[0]})") from None
-            self.log(f"initial network: weights from {cfg.weights}")
+                why = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                raise AdaptError(f"--weights {cfg.weights} do not fit {cfg.model} x"
+                                 f"{cfg.width:g} ({' '.join(why[:2])})") from None
+            self.log(f"initial network: weights from {cfg.weights or cfg.model}")
             steps = 0
         else:
             rest = self.ctx["rest"]
@@ -606,7 +617,7 @@ class NetAdapt:
                              f"meeting the budget; continue with --resume --max-iterations "
                              f"{2 * self.cfg.max_iterations}")
         t0 = time.perf_counter()
-        widths = self.model.widths()
+        widths = self.widths()
         current = self.space.resources(widths)
         schedule = self.schedule()
         for relax in range(MAX_RELAX + 1):
@@ -617,7 +628,8 @@ class NetAdapt:
         else:
             raise AdaptError(f"iteration {i}: no single-slot reduction lowers the network to "
                              f"{targets}; the LUT may be too noisy at this size")
-        parent = {"model": self.model.config(), "state": dumps(self.model.state_dict())}
+        parent = {"arch": self.arch.to_dict(), "parent_widths": widths,
+                  "state": dumps(self.model.state_dict())}
         tasks = [{**parent, "name": p.name, "widths": p.widths,
                   "seed": train.derive_seed(self.cfg.seed, "short", i, p.name)}
                  for p in proposals]
@@ -625,12 +637,10 @@ class NetAdapt:
         best = max(range(len(results)), key=lambda k: (results[k]["holdout_acc"],
                                                        -results[k]["holdout_loss"], -k))
         chosen, res = proposals[best], results[best]
-        cfg = self.model.config()
-        cfg["widths"] = {**cfg["widths"], **chosen.widths}
-        self.model = rebuild(cfg, loads(res["state"]))
+        self.model = self.arch.rebuild({**widths, **chosen.widths}, loads(res["state"]))
         entry = {
             "iteration": i, "targets": targets, "relaxed": relax, "chosen": chosen.name,
-            "widths": self.model.widths(), **chosen.resources,
+            "widths": self.widths(), **chosen.resources,
             "holdout_acc": res["holdout_acc"], "holdout_loss": res["holdout_loss"],
             "seconds": time.perf_counter() - t0,
             "proposals": [{"name": p.name, "from": {s: widths[s] for s in p.group},
@@ -647,7 +657,7 @@ class NetAdapt:
                  f"{_fmt('latency_ms', chosen.resources['latency_ms'])}, holdout acc "
                  f"{res['holdout_acc']:.3f} ({entry['seconds']:.1f} s)")
         if schedule.met(chosen.resources) and self._measured_ok(
-                i, self.model.widths(), chosen.resources["latency_ms"]):
+                i, self.widths(), chosen.resources["latency_ms"]):
             self.state["stage"] = "adapted"
         self._save()  # a kill before this redoes the iteration, identically
         return entry
@@ -686,7 +696,7 @@ class NetAdapt:
 
     def summary(self) -> dict:
         s = copy.deepcopy(self.state)  # callers add to it; the checkpoint stays as it is
-        widths = self.model.widths()
+        widths = self.widths()
         res = self.space.resources(widths)
         return {
             "config": self.cfg.to_dict(), "stage": s["stage"], "iterations": s["iteration"],
@@ -713,8 +723,8 @@ class NetAdapt:
             return cached["results"]
         self.log(f"training {len(nets)} width-multiplier network(s) from scratch, "
                  f"{steps} steps each (the adapted network's budget), on {self.executor.name}")
-        tasks = [{"name": n, "family": fam.name, "widths": w, "resolution": self.cfg.resolution,
-                  "classes": self.space.classes, "steps": steps, "lr": self.cfg.lr_pretrain,
+        tasks = [{"name": n, "arch": self.arch.to_dict(), "widths": w,
+                  "steps": steps, "lr": self.cfg.lr_pretrain,
                   "seed": train.derive_seed(self.cfg.seed, "baseline", n)} for n, _, w in nets]
         results = self.executor.map(train_from_scratch, tasks)
         out = [{"name": n, "multiplier": m, "widths": w, **self.space.resources(w),

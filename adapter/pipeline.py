@@ -18,6 +18,7 @@ from bench.missing import resolve
 from lut_db.store import LutStore, Version, parse_lut_ref
 
 Log = Callable[[str], None]
+USER_GRID = 16  # channel grid of a model no LUT sweep covers (its keys: --missing measure)
 
 
 def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
@@ -38,26 +39,33 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
 
 def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
-                 log: Log | None = None) -> tuple[Any, str]:
-    """The search space on the LUT, the keys it lacks resolved by the ``missing`` policy
+                 log: Log | None = None, tie_bottlenecks: bool | None = None) -> tuple[Any, str]:
+    """The search space of ``model`` (a built-in, ``pkg.module:factory`` or a saved model:
+    ``adapter.arch``) on the LUT, the keys it lacks resolved by the ``missing`` policy
     (``bench.missing``), its latency the version's calibrated estimate (the plain sum, with a
     warning through ``log``, when the version has no calibration). Returns (space, label
     of the version whose entries it uses)."""
+    from adapter.arch import Architecture
     from adapter.netadapt import SearchSpace, lut_grid, missing_keys
+    from bench import zoo
 
     label = f"{store.path}@{version.id}"
-    grid = grid or lut_grid(version.space, model, resolution, classes, label)
+    arch = Architecture.load(model, resolution, classes, tie_bottlenecks)
+    if model in zoo.FAMILIES:
+        grid = grid or lut_grid(version.space, model, resolution, classes, label)
+    else:  # the user's own model: no sweep of it to take the grid from
+        grid = grid or USER_GRID
     cal = store.calibration(version)
     if cal is None and log:
         log(f"warning: {label} has no calibration: the search ranks by the plain sum of "
             f"entries; calibrate it with: netadapt calibrate --lut {label}")
     table = store.table(version.id)
-    space = SearchSpace(model, resolution, classes, table, grid, "error", label, cal)
+    space = SearchSpace(arch, resolution, classes, table, grid, "error", label, cal)
     absent = missing_keys(space, table)
     if not absent:
         return space, label
     got = resolve(store, version, absent, missing, device=device, log=log)
-    return (SearchSpace(model, resolution, classes, got.table, grid, "error", got.label, cal),
+    return (SearchSpace(arch, resolution, classes, got.table, grid, "error", got.label, cal),
             got.label)
 
 
@@ -101,7 +109,8 @@ def export(na: Any, run_dir: Path, result: dict) -> None:
     weights (batch-norm folded), numerically the torch model (``adapter.export``)."""
     from adapter.export import save_exports
 
-    result["exports"] = save_exports(na.model, run_dir, "adapted")
+    result["exports"] = save_exports(na.model, run_dir, "adapted", na.arch,
+                                     {"adapt_config": na.cfg.to_dict()})
 
 
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,

@@ -2,12 +2,12 @@
 
 Torch-Pruning's dependency graph removes a filter everywhere it lives: the conv's
 output channel, its BatchNorm, the depthwise conv that reads it, the next layer's
-input channel, and, for a MobileNetV2 stage tied by residual adds, the same
-channel of every projection in the stage and every expansion that reads it.
+input channel, and, for layers tied by residual adds (a MobileNetV2 stage, a ResNet
+stage), the same channel of every producer in the group and every layer that reads it.
 
-A slot's filters may live in several producers (a V2 stage's projections); a
-channel's importance is then the L2 norm over all of them, so the channels the
-whole stage relies on least go.
+A slot's filters may live in several producers (``adapter.arch``); a channel's
+importance is then the L2 norm over all of them, so the channels the whole group
+relies on least go.
 """
 
 from __future__ import annotations
@@ -19,60 +19,70 @@ import torch_pruning as tp
 from torch import nn
 
 from adapter.errors import AdaptError
-from adapter.models import ZooModel
+
+Producers = Mapping[str, list[str]]  # slot -> modules whose output channels it is
 
 
-def filter_norms(model: ZooModel, slot: str) -> torch.Tensor:
-    """L2 norm of each output channel of ``slot`` over all its producing convolutions."""
+def filter_norms(model: nn.Module, producers: Producers, slot: str) -> torch.Tensor:
+    """L2 norm of each output channel of ``slot`` over all its producing layers."""
     sq = None
-    for name in model.slots[slot]:
+    for name in producers[slot]:
         w = model.get_submodule(name).weight.detach()
         s = w.pow(2).flatten(1).sum(1)
         sq = s if sq is None else sq + s
     return sq.sqrt()
 
 
-def keep_indices(model: ZooModel, slot: str, keep: int) -> list[int]:
+def keep_indices(model: nn.Module, producers: Producers, slot: str, keep: int) -> list[int]:
     """The ``keep`` channels of largest L2 norm, in their original order."""
-    norms = filter_norms(model, slot)
+    norms = filter_norms(model, producers, slot)
     # Stable sort: equal norms (e.g. zeroed filters) always resolve the same way.
     order = torch.argsort(norms, descending=True, stable=True)
     return sorted(order[:keep].tolist())
 
 
-def prune_slot(model: ZooModel, slot: str, keep: int) -> list[int]:
-    """Shrink ``slot`` to its ``keep`` largest-norm filters, in place; returns the removed ones."""
-    if slot not in model.slots:
-        raise AdaptError(f"{model.family} has no slot {slot!r}; slots: {', '.join(model.slots)}")
-    current = model.widths()[slot]
+def width(model: nn.Module, producers: Producers, slot: str) -> int:
+    m = model.get_submodule(producers[slot][0])
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+
+
+def prune_slot(model: nn.Module, producers: Producers, slot: str, keep: int,
+               example: torch.Tensor) -> list[int]:
+    """Shrink ``slot`` to its ``keep`` largest-norm filters, in place; returns the removed
+    ones. ``example`` is an input the dependency graph is traced with."""
+    if slot not in producers:
+        raise AdaptError(f"no slot {slot!r}; slots: {', '.join(producers)}")
+    current = width(model, producers, slot)
     if not 1 <= keep <= current:
         raise AdaptError(f"cannot keep {keep} of the {current} filters of {slot}")
     if keep == current:
         return []
-    kept = set(keep_indices(model, slot, keep))
+    kept = set(keep_indices(model, producers, slot, keep))
     removed = [i for i in range(current) if i not in kept]
-    _remove(model, model.get_submodule(model.slots[slot][0]), removed)
-    got = {model.get_submodule(n).out_channels for n in model.slots[slot]}
+    _remove(model, model.get_submodule(producers[slot][0]), removed, example)
+    got = {width(model, {slot: [n]}, slot) for n in producers[slot]}
     if got != {keep}:  # the dependency graph missed a producer: the model is inconsistent
         raise RuntimeError(f"pruning {slot} left producers with {sorted(got)} filters, "
                            f"expected {keep}")
     return removed
 
 
-def prune_to(model: ZooModel, widths: Mapping[str, int]) -> None:
+def prune_to(model: nn.Module, producers: Producers, widths: Mapping[str, int],
+             example: torch.Tensor) -> None:
     """Shrink several slots (each to its largest-norm filters), in the slots' order."""
-    for slot in model.slots:
-        if slot in widths and widths[slot] != model.widths()[slot]:
-            prune_slot(model, slot, widths[slot])
+    for slot in producers:
+        if slot in widths and widths[slot] != width(model, producers, slot):
+            prune_slot(model, producers, slot, widths[slot], example)
 
 
-def _remove(model: nn.Module, conv: nn.Module, idxs: list[int]) -> None:
+def _remove(model: nn.Module, layer: nn.Module, idxs: list[int], example: torch.Tensor) -> None:
     was_training = model.training
     model.eval()  # the graph is built with a forward pass: keep BN statistics untouched
     try:
-        example = torch.zeros(1, 3, model.resolution, model.resolution)
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        group = dg.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs)
+        fn = (tp.prune_linear_out_channels if isinstance(layer, nn.Linear)
+              else tp.prune_conv_out_channels)
+        group = dg.get_pruning_group(layer, fn, idxs=idxs)
         if not dg.check_pruning_group(group):
             raise RuntimeError(f"Torch-Pruning refuses to remove channels {idxs}")
         group.prune()

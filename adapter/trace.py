@@ -51,13 +51,14 @@ class _Layer:
     bias: bool = True
     act: str = "none"
     has_bn: bool = False
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # pad layers: top, bottom, left, right
     modules: list[str] = field(default_factory=list)  # folded module names (for naming)
 
     def spec(self) -> LayerSpec:
         h, w, c = self.shape
         return LayerSpec(self.op, h, w, c, self.cout or c, kernel=self.kernel,
                          stride=self.stride, padding=self.padding, dilation=self.dilation,
-                         act=self.act, bias=self.bias)
+                         act=self.act, bias=self.bias, pads=self.pads)
 
 
 @dataclass
@@ -194,12 +195,17 @@ class _Tracer:
             raise AdaptError(f"{where}: expects {m.in_channels} input channels, gets {c}")
         if m.padding_mode != "zeros":
             raise AdaptError(f"unsupported {where}: padding_mode={m.padding_mode!r}")
-        padding = _padding(m, where)
+        pads = _explicit_pads(m, h, w)
+        padding = "valid" if pads else _padding(m, where)
+        if pads:  # torch pads where TFLite SAME would not: an explicit PAD, then VALID
+            pad = self._new(node, "pad", x, pads=pads)
+            pad.modules = [f"{node.target}.pad"]  # named after the conv; no weights of its own
+            x = _Value(pad.spec().output_shape, pad.name, 1)
         layer = self._new(node, op, x, cout=m.out_channels, kernel=_pair(m.kernel_size),
                           stride=_pair(m.stride), padding=padding, dilation=_pair(m.dilation),
                           bias=m.bias is not None)
         want = _torch_conv_hw(h, w, m)
-        if layer.spec().output_shape[:2] != want:
+        if layer.spec().output_shape[:2] != want:  # the PAD above makes symmetric pads right
             raise AdaptError(f"unsupported {where}: its padding gives {want[0]}x{want[1]}, "
                              "which neither TFLite SAME nor VALID padding does")
         return self._out(node, layer)
@@ -313,7 +319,7 @@ class _Tracer:
         if layer.op == "add":
             # operator.add made inside module "b5" -> "b5.add" -> "b5_add"
             scope = scope.replace(".iadd", ".add")
-        elif "." in scope:
+        elif "." in scope and layer.op != "pad":
             parent = scope.rsplit(".", 1)[0]
             children = {f"{parent}.{n}" for n, _ in self.modules[parent].named_children()}
             if children <= folded:
@@ -341,6 +347,27 @@ def _padding(m: nn.Conv2d, where: str) -> str:
         return "same"
     raise AdaptError(f"unsupported {where}: padding {(ph, pw)} for kernel {kh}x{kw} is "
                      "neither SAME nor VALID")
+
+
+def _explicit_pads(m: nn.Conv2d, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) when torch pads this input otherwise than TFLite SAME
+    (symmetric where SAME puts the odd pixel after: stride 2 on an even size); else None."""
+    if isinstance(m.padding, str):
+        return None
+    (ph, pw), (kh, kw), (sh, sw), (dh, dw) = (_pair(v) for v in (m.padding, m.kernel_size,
+                                                                  m.stride, m.dilation))
+    if (ph, pw) == (0, 0):
+        return None
+    same = [_same_pads(n, k, s, d) for n, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw))]
+    if same == [(ph, ph), (pw, pw)]:
+        return None
+    return (ph, ph, pw, pw)
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    extent = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
 
 
 def _torch_conv_hw(h: int, w: int, m: nn.Conv2d) -> tuple[int, int]:

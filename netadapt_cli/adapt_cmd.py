@@ -17,7 +17,14 @@ MISSING_POLICIES = ("error", "interpolate", "measure")
 def adapt_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION] of the target device, e.g. "
                             "luts/galaxy_s8.db (no phone needed: the table is the device)."),
-    model: str = typer.Option("mobilenet_v1", help="mobilenet_v1 or mobilenet_v2"),
+    model: str = typer.Option("mobilenet_v1", help="mobilenet_v1, mobilenet_v2, your own "
+                              "pkg.module:factory (a function returning the torch model; "
+                              "trained weights with --weights), or a saved model file "
+                              "(torch.save(model)). Its slots come from Torch-Pruning."),
+    tie_bottlenecks: bool | None = typer.Option(
+        None, "--tie-bottlenecks/--untie-bottlenecks", help="Also move the linear-bottleneck "
+        "layers of one resolution together, as the paper adapts MobileNetV2 (default: on for "
+        "mobilenet_v2, off otherwise). Layers tied by residual adds always move together."),
     width: float = typer.Option(1.0, help="Width multiplier of the initial network (the "
                                 "paper's small MobileNetV1 is 0.5)."),
     budget: str = typer.Option("0.5", help="Latency budget: a ratio of the initial estimate "
@@ -76,7 +83,6 @@ def adapt_cmd(
     with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
-        from adapter.models import torch_family
         from adapter.netadapt import AdaptConfig, Budget
         from bench.devices import load_config
 
@@ -90,7 +96,6 @@ def adapt_cmd(
         for r, v in budgets.items():
             Budget.parse(r, v)  # refuse a bad budget before any work
         mults = _floats(multipliers, "--multipliers")
-        torch_family(model)  # a model without a torch one is refused before any work
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed))
         store, version = pipeline.lut_for(lut, run_dir, resume)
         target = device or version.device  # measured on: the LUT's device unless told
@@ -102,9 +107,10 @@ def adapt_cmd(
         label = f"{store.path}@{version.id}"
         space, used = pipeline.search_space(store, version, model, resolution,
                                             len(dataset.classes), grid, missing,
-                                            log=lambda m: say(m, highlight=False))
+                                            log=lambda m: say(m, highlight=False),
+                                            tie_bottlenecks=tie_bottlenecks)
         cfg = AdaptConfig(
-            model=model, width=width, resolution=resolution, data=data, max_per_class=max_per_class,
+            model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution, data=data, max_per_class=max_per_class,
             lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
@@ -200,4 +206,5 @@ def _floats(text: str, option: str) -> list[float]:
 
 def _run_name(model: str, lut: str, budget: str, seed: int) -> str:
     device = Path(lut.split("@")[0]).stem
-    return f"{model}-{device}-{budget.replace('.', 'p')}-s{seed}"
+    stem = Path(model.split(":")[-1]).stem  # a factory's or a saved model's name
+    return f"{stem}-{device}-{budget.replace('.', 'p')}-s{seed}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lut_db.store import LutStore
@@ -118,7 +119,12 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
 
 @pytest.mark.parametrize("extra,message", [
     (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
-    (["--model", "resnet50"], "unknown model family 'resnet50'"),
+    (["--model", "resnet50"], "--model 'resnet50': not a built-in model"),
+    (["--model", "nosuch.module:f"], "cannot import nosuch.module"),
+    (["--model", "tests.user_models:broken"], "broken() failed (RuntimeError: this factory"),
+    (["--model", "tests.user_models:with_gelu"], "unsupported module 'act' (GELU)"),
+    (["--model", "tests.user_models:resnet18_tiny", "--data", "FIVE"],
+     "outputs 10 classes, the data has 5"),
     (["--model", "mobilenet_v3_small"], "mobilenet_v3_small has no torch model to adapt"),
     (["--budget", "2"], "a bare number is a ratio of the initial latency"),
     (["--max-macs", "lots"], "MACs budget 'lots': not understood"),
@@ -134,7 +140,12 @@ def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[s
     (runs / "x").mkdir(parents=True)
     (runs / "x" / "checkpoint.pt").write_text("not a checkpoint")
     (tmp_path / "empty").mkdir()
-    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    five = tmp_path / "five"
+    for c in range(5):
+        (five / str(c)).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (8, 8), (40 * c, i, 0)).save(five / str(c) / f"{i}.png")
+    extra = [{"EMPTY": str(tmp_path / "empty"), "FIVE": str(five)}.get(e, e) for e in extra]
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "x",
                "--pretrain-epochs", "0", *extra)
     assert r.exit_code != 0

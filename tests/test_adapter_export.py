@@ -107,7 +107,7 @@ def test_pruned_model_exports_its_pruned_widths(digits, models, key, prunes) -> 
     model = copy.deepcopy(models[key])
     want = model.widths() | prunes
     for slot, keep in prunes.items():
-        prune_slot(model, slot, keep)
+        prune_slot(model, model.slots, slot, keep, torch.zeros(1, 3, 32, 32))
     assert model.widths() == want
     net, tflite = export(model, name="p")
     assert net == zoo.family(model.family).network(want, resolution=32, classes=10, name="p")
@@ -168,14 +168,22 @@ def test_generic_model_exports_with_parity(tmp_path) -> None:
     assert_parity(model, path.read_bytes(), x)
 
 
-def test_symmetric_strided_padding_is_refused_where_it_differs() -> None:
+def test_symmetric_strided_padding_becomes_an_explicit_pad() -> None:
+    """torch's padding=1 at stride 2 on an even size is not SAME: the trace emits a PAD layer
+    (its own LUT key) and a VALID conv, and the file computes what torch computes."""
     model = _randomised(Custom(stem_padding=1))
-    with pytest.raises(AdaptError, match=r"cannot export stem: module 'stem' pads "
-                       r"\[\(1, 1\), \(1, 1\)\].*SAME pads \[\(0, 1\), \(0, 1\)\].*SameConv2d"):
-        export(model, (16, 16, 3))
-    # on an odd size SAME pads symmetrically too: the same model exports exactly
+    net, tflite = export(model, (16, 16, 3))
+    pad, stem = net.nodes[0], net.nodes[1]
+    assert (pad.name, pad.spec.op, pad.spec.pads) == ("stem_pad", "pad", (1, 1, 1, 1))
+    assert (stem.name, stem.spec.padding, stem.inputs) == ("stem", "valid", ("stem_pad",))
+    assert "pads=1x1x1x1" in pad.spec.key
+    x = torch.randn(30, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert_parity(model, tflite, x)
+    # on an odd size SAME pads symmetrically too: no PAD layer, the conv is SAME
+    net15, tflite15 = export(model, (15, 15, 3))
+    assert net15.nodes[0].spec.op == "conv2d"
     x = torch.randn(10, 3, 15, 15, generator=torch.Generator().manual_seed(2))
-    assert_parity(model, export(model, (15, 15, 3))[1], x)
+    assert_parity(model, tflite15, x)
 
 
 def test_given_weights_are_checked() -> None:

@@ -129,8 +129,9 @@ def test_executors_give_identical_results(space, digits, ray: bool) -> None:
     cfg = AdaptConfig(**SMALL)
     context = make_context(cfg, digits)
     model = build("mobilenet_v1", space.snap(space.fam.widths(width_mult=0.5)), 32, 10, seed=0)
-    parent = {"model": model.config(), "state": dumps(model.state_dict())}
     widths = model.widths()
+    parent = {"arch": space.arch.to_dict(), "parent_widths": widths,
+              "state": dumps(model.state_dict())}
     props = space.propose(widths, {"latency_ms": 0.97 * space.resource("latency_ms", widths)})[:3]
     tasks = [{**parent, "name": p.name, "widths": p.widths, "seed": 11} for p in props]
     want = SerialExecutor(context).map(evaluate_proposal, tasks)

@@ -8,6 +8,8 @@ import torch
 from adapter.errors import AdaptError
 from adapter.models import build
 from adapter.prune import filter_norms, keep_indices, prune_slot, prune_to
+
+X32 = torch.zeros(1, 3, 32, 32)
 from adapter.trace import trace
 from bench import zoo
 
@@ -26,7 +28,7 @@ def n_params(model: torch.nn.Module) -> int:
 ])
 def test_pruned_model_is_the_smaller_architecture(family: str, slot: str, keep: int) -> None:
     model = build(family, resolution=32, classes=10, seed=0)
-    prune_slot(model, slot, keep)
+    prune_slot(model, model.slots, slot, keep, X32)
     want = dict(zip(zoo.family(family).slots, zoo.family(family).base)) | {slot: keep}
     assert model.widths() == want
     fresh = build(family, want, resolution=32, classes=10)
@@ -41,8 +43,8 @@ def test_pruned_model_is_the_smaller_architecture(family: str, slot: str, keep: 
 
 def test_keep_indices_are_the_largest_norms() -> None:
     model = build("mobilenet_v1", resolution=32, classes=10, seed=0)
-    norms = filter_norms(model, "pw2")
-    kept = keep_indices(model, "pw2", 40)
+    norms = filter_norms(model, model.slots, "pw2")
+    kept = keep_indices(model, model.slots, "pw2", 40)
     assert kept == sorted(kept) and len(kept) == 40
     assert norms[kept].min() >= norms[[i for i in range(128) if i not in kept]].max()
 
@@ -65,7 +67,7 @@ def _check_equivalent(model, slot: str, zeroed: list[int], extra_zero: list[str]
     x = torch.randn(3, 3, 32, 32)
     before = model(x)
     current = model.widths()[slot]
-    removed = prune_slot(model, slot, current - len(zeroed))
+    removed = prune_slot(model, model.slots, slot, current - len(zeroed), X32)
     assert removed == sorted(zeroed)  # the zero-norm filters are the ones that go
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
 
@@ -84,9 +86,9 @@ def test_removing_zero_filters_keeps_outputs_v2_stage() -> None:
 
 def test_prune_to_several_slots_and_bad_requests() -> None:
     model = build("mobilenet_v1", resolution=32, classes=10, seed=0)
-    prune_to(model, {"pw1": 32, "pw12": 256})
+    prune_to(model, model.slots, {"pw1": 32, "pw12": 256}, X32)
     assert model.widths()["pw1"] == 32 and model.widths()["pw12"] == 256
     with pytest.raises(AdaptError, match="cannot keep 64 of the 32"):
-        prune_slot(model, "pw1", 64)
+        prune_slot(model, model.slots, "pw1", 64, X32)
     with pytest.raises(AdaptError, match="no slot 'e3'"):
-        prune_slot(model, "e3", 8)
+        prune_slot(model, model.slots, "e3", 8, X32)

@@ -100,8 +100,11 @@ class Custom(nn.Module):
 
 def test_trace_generic_model() -> None:
     net = trace(Custom(), (16, 16, 3), name="custom")
+    # torch pads the stride-2 stem 1 and 1 where SAME pads 0 and 1: an explicit PAD, VALID conv
     assert [(n.name, n.spec.key, n.inputs) for n in net.nodes] == [
-        ("stem", LayerSpec("conv2d", 16, 16, 3, 8, (3, 3), (2, 2), act="relu").key, ("input",)),
+        ("stem_pad", LayerSpec("pad", 16, 16, 3, pads=(1, 1, 1, 1)).key, ("input",)),
+        ("stem", LayerSpec("conv2d", 18, 18, 3, 8, (3, 3), (2, 2), padding="valid",
+                           act="relu").key, ("stem_pad",)),
         ("body", LayerSpec("conv2d", 8, 8, 8, 8, (3, 3), bias=False).key, ("stem",)),
         ("add", LayerSpec("add", 8, 8, 8, act="relu").key, ("stem", "body")),
         ("pool", LayerSpec("max_pool", 8, 8, 8, kernel=(2, 2), stride=(2, 2),
