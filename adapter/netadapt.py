@@ -51,12 +51,19 @@ from lut_db.spec import Network
 
 RESOURCES = ("latency_ms", "macs", "params")
 SAY = {"latency_ms": "latency", "macs": "MACs", "params": "params"}  # in messages
-PICK_RULE = ("highest holdout accuracy (the paper's rule); ties: lower holdout loss, "
-             "then the earlier slot")
+PICK_RULES = {
+    "accuracy": "highest holdout accuracy (the paper's rule); ties: lower holdout loss, then "
+                "the earlier slot",
+    "drop-per-latency": "smallest holdout accuracy drop per ms of latency saved (the "
+                        "official code's rule); ties: lower holdout loss, then the earlier slot",
+}
+SHORT_STRETCH = 3  # doublings of the short-term fine-tune when proposals fall below the floor
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
 CHECKPOINT_FORMAT = 3  # 2: resources named with their units; 3: models of any source
 
 Log = Callable[[str], None]
+# missing keys -> (their entries, the label of the LUT version now holding them)
+Measure = Callable[[list[str]], tuple[Mapping[str, float], str]]
 
 
 # -- budgets --------------------------------------------------------------------------------
@@ -134,6 +141,12 @@ class AdaptConfig:
     decay: float = 0.98
     pretrain_epochs: int = 15
     short_steps: int = 20
+    # Proposals are compared after fine-tuning: when even the best one's holdout accuracy is
+    # below this floor (the paper keeps it above 20 %), all of them are fine-tuned again with
+    # twice the steps (up to 2**SHORT_STRETCH times), so the comparison is not noise.
+    short_floor: float = 0.2
+    pick: str = "accuracy"  # a key of PICK_RULES
+    fine_step: int | None = None  # widths this much finer than the grid, measured on demand
     long_epochs: int = 10
     batch_size: int = 64
     lr_pretrain: float = 0.1
@@ -177,6 +190,12 @@ class AdaptConfig:
             raise AdaptError(f"--reduction must be in (0, 1), got {self.reduction}")
         if not 0 < self.decay <= 1:
             raise AdaptError(f"--decay must be in (0, 1], got {self.decay}")
+        if self.pick not in PICK_RULES:
+            raise AdaptError(f"--pick must be one of {', '.join(PICK_RULES)}, got {self.pick!r}")
+        if not 0 <= self.short_floor < 1:
+            raise AdaptError(f"--short-floor must be in [0, 1), got {self.short_floor}")
+        if self.fine_step is not None and self.fine_step < 1:
+            raise AdaptError("--fine-widths must be at least 1")
         for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
             if getattr(self, name) < 1:
                 raise AdaptError(f"{name.replace('_', '-')} must be at least 1")
@@ -210,16 +229,19 @@ class SearchSpace:
     def __init__(self, model: str | Architecture, resolution: int, classes: int,
                  table: Mapping[str, float], grid: int, missing: str = "error",
                  lut: str = "LUT", calibration: Calibration | None = None,
-                 tie_bottlenecks: bool | None = None):
+                 tie_bottlenecks: bool | None = None, fine_step: int | None = None,
+                 measure: Measure | None = None):
         self.arch = (model if isinstance(model, Architecture) else
                      Architecture.load(model, resolution, classes, tie_bottlenecks))
         self.fam = self.arch.family
         self.resolution, self.classes, self.grid = resolution, classes, grid
+        self.lut = lut  # the version whose entries it uses (a derived one after measuring)
+        self.fine_step, self.measure = fine_step, measure
         self.choices = zoo.slot_choices(self.fam, grid)
         layers = self.fam.slot_layers(resolution, classes)
         # latency is the LUT's calibrated estimate when the version has a calibration
         self.calibration = calibration
-        self._latency = SlotEstimator(layers, table, missing, lut, calibration)
+        self._latency = SlotEstimator(layers, dict(table), missing, lut, calibration)
         self._cost = {"macs": SlotCost(layers, lambda s: s.macs),
                       "params": SlotCost(layers, lambda s: s.params)}
         self.groups = sorted(self.arch.groups, key=lambda g: self.fam.slots.index(g[0]))
@@ -260,21 +282,71 @@ class SearchSpace:
         return out
 
     def propose(self, widths: Mapping[str, int], targets: Mapping[str, float]) -> list[Proposal]:
-        """Per group: the largest smaller width setting that meets every target."""
-        out = []
+        """Per group: the largest smaller width setting that meets every target; with
+        ``fine_step`` (and ``measure``), a single slot then tries the widths between that
+        grid width and the one above it, measuring the keys they need on demand."""
+        out, above = [], {}
+        if self.measure:  # a width off the grid kept earlier gives its neighbours new shapes
+            self._fetch({k for g in self.groups for step in self.candidates(widths, g)
+                         for k in self.keys({**widths, **step}, g)})
         for group in self.groups:
+            prev = {s: widths[s] for s in group}
             for step in self.candidates(widths, group):
-                trial = {**widths, **step}
-                res: dict[str, float] = {}
-                for r, t in targets.items():  # short-circuit: latency is checked first
-                    res[r] = self.resource(r, trial)
-                    if res[r] > t:
-                        break
-                else:
-                    res.update(self.resources(trial, [r for r in RESOURCES if r not in res]))
+                res = self._meets({**widths, **step}, targets)
+                if res is not None:
                     out.append(Proposal(group, step, res))
+                    above[group] = prev[group[0]]
                     break
+                prev = step
+        if self.fine_step and self.measure:
+            out = self._finer(widths, targets, out, above)
         return out
+
+    def _meets(self, trial: Mapping[str, int], targets: Mapping[str, float]
+               ) -> dict[str, float] | None:
+        res: dict[str, float] = {}
+        for r, t in targets.items():  # short-circuit: latency is checked first
+            res[r] = self.resource(r, trial)
+            if res[r] > t:
+                return None
+        res.update(self.resources(trial, [r for r in RESOURCES if r not in res]))
+        return res
+
+    def _finer(self, widths: Mapping[str, int], targets: Mapping[str, float],
+               proposals: list[Proposal], above: Mapping[tuple[str, ...], int]) -> list[Proposal]:
+        """Each single-slot proposal moved up to the largest finer width that meets the
+        targets; the keys those widths need are measured in one batch first."""
+        trials = {}
+        for p in proposals:
+            slot = p.group[0]
+            if len(p.group) == 1:
+                top = (above[p.group] - 1) // self.fine_step * self.fine_step  # aligned
+                trials[p.group] = [{slot: w} for w in range(top, p.widths[slot],
+                                                            -self.fine_step)]
+        self._fetch({key for group, steps in trials.items() for step in steps
+                     for key in self.keys({**widths, **step}, group)})
+        out = []
+        for p in proposals:
+            for step in trials.get(p.group, []):
+                res = self._meets({**widths, **step}, targets)
+                if res is not None:
+                    p = Proposal(p.group, step, res)
+                    break
+            out.append(p)
+        return out
+
+    def _fetch(self, keys: set[str]) -> None:
+        """Measure (one batch, ``measure``) the keys the table lacks."""
+        absent = sorted(k for k in keys if k not in self._latency.table)
+        if absent:
+            table, self.lut = self.measure(absent)
+            self._latency.table.update(table)
+            self._latency.lut = self.lut
+
+    def keys(self, widths: Mapping[str, int], group: Sequence[str]) -> list[str]:
+        """LUT keys of the layers whose shape depends on ``group``'s slots."""
+        return [make(widths).key for slots, make in self._latency.layers
+                if set(slots) & set(group)]
 
 
 def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: int,
@@ -385,7 +457,8 @@ def evaluate_proposal(ctx: dict, task: dict) -> dict:
         for slot, width in task["widths"].items():
             arch.prune_slot(model, slot, width)
         rest = ctx["rest"]
-        loss = train.train(model, ctx["x"][rest], ctx["y"][rest], s["short_steps"],
+        loss = train.train(model, ctx["x"][rest], ctx["y"][rest],
+                           task.get("steps", s["short_steps"]),
                            s["batch_size"], s["lr_short"], task["seed"], augment=s["augment"])
         acc, hold_loss = train.evaluate(model, ctx["x"][ctx["hold"]], ctx["y"][ctx["hold"]])
     return {"name": task["name"], "holdout_acc": acc, "holdout_loss": hold_loss,
@@ -628,21 +701,15 @@ class NetAdapt:
         else:
             raise AdaptError(f"iteration {i}: no single-slot reduction lowers the network to "
                              f"{targets}; the LUT may be too noisy at this size")
-        parent = {"arch": self.arch.to_dict(), "parent_widths": widths,
-                  "state": dumps(self.model.state_dict())}
-        tasks = [{**parent, "name": p.name, "widths": p.widths,
-                  "seed": train.derive_seed(self.cfg.seed, "short", i, p.name)}
-                 for p in proposals]
-        results = self.executor.map(evaluate_proposal, tasks)
-        best = max(range(len(results)), key=lambda k: (results[k]["holdout_acc"],
-                                                       -results[k]["holdout_loss"], -k))
+        results, steps = self._evaluate(i, widths, proposals)
+        best = self._pick(proposals, results, current["latency_ms"])
         chosen, res = proposals[best], results[best]
         self.model = self.arch.rebuild({**widths, **chosen.widths}, loads(res["state"]))
         entry = {
             "iteration": i, "targets": targets, "relaxed": relax, "chosen": chosen.name,
             "widths": self.widths(), **chosen.resources,
             "holdout_acc": res["holdout_acc"], "holdout_loss": res["holdout_loss"],
-            "seconds": time.perf_counter() - t0,
+            "short_steps": steps, "lut": self.space.lut, "seconds": time.perf_counter() - t0,
             "proposals": [{"name": p.name, "from": {s: widths[s] for s in p.group},
                            "to": p.widths, **p.resources, "holdout_acc": r["holdout_acc"],
                            "holdout_loss": r["holdout_loss"], "train_loss": r["train_loss"],
@@ -661,6 +728,41 @@ class NetAdapt:
             self.state["stage"] = "adapted"
         self._save()  # a kill before this redoes the iteration, identically
         return entry
+
+    def _evaluate(self, i: int, widths: Mapping[str, int],
+                  proposals: Sequence[Proposal]) -> tuple[list[dict], int]:
+        """Short-term fine-tune and score every proposal; again with twice the steps while
+        even the best stays below ``short_floor`` (so proposals are compared, not noise)."""
+        parent = {"arch": self.arch.to_dict(), "parent_widths": widths,
+                  "state": dumps(self.model.state_dict())}
+        steps = self.cfg.short_steps
+        for stretch in range(SHORT_STRETCH + 1):
+            tasks = [{**parent, "name": p.name, "widths": p.widths, "steps": steps,
+                      "seed": train.derive_seed(self.cfg.seed, "short", i, p.name)}
+                     for p in proposals]
+            results = self.executor.map(evaluate_proposal, tasks)
+            top = max(r["holdout_acc"] for r in results)
+            if top >= self.cfg.short_floor or stretch == SHORT_STRETCH:
+                return results, steps
+            self.log(f"  best holdout accuracy {top:.3f} < {self.cfg.short_floor:g} after "
+                     f"{steps} steps: fine-tuning the proposals for {2 * steps}")
+            steps *= 2
+        raise AssertionError("unreachable")
+
+    def _pick(self, proposals: Sequence[Proposal], results: Sequence[dict],
+              latency_ms: float) -> int:
+        """Index of the proposal to keep, by ``cfg.pick`` (see PICK_RULES)."""
+        if self.cfg.pick == "accuracy":
+            def score(k: int) -> float:
+                return results[k]["holdout_acc"]
+        else:  # accuracy lost per ms saved, from the parent's holdout accuracy
+            parent_acc = self.state["history"][-1]["holdout_acc"]
+
+            def score(k: int) -> float:
+                saved = max(latency_ms - proposals[k].resources["latency_ms"], 1e-9)
+                return -(parent_acc - results[k]["holdout_acc"]) / saved
+        return max(range(len(results)), key=lambda k: (score(k), -results[k]["holdout_loss"],
+                                                       -k))
 
     def _long_term(self) -> None:
         cfg = self.cfg
@@ -691,7 +793,8 @@ class NetAdapt:
         """Steps the adapted network's lineage was trained for: pretrain + kept short-term
         fine-tunes + long-term (the budget the baselines get)."""
         s = self.state
-        return (s.get("pretrain_steps", 0) + s["iteration"] * self.cfg.short_steps
+        kept = sum(h.get("short_steps", self.cfg.short_steps) for h in s["history"][1:])
+        return (s.get("pretrain_steps", 0) + kept
                 + s.get("long_steps", 0))
 
     def summary(self) -> dict:
@@ -700,7 +803,7 @@ class NetAdapt:
         res = self.space.resources(widths)
         return {
             "config": self.cfg.to_dict(), "stage": s["stage"], "iterations": s["iteration"],
-            "pick_rule": PICK_RULE, "budgets": s["budgets"], "data": self.data.describe(),
+            "pick_rule": PICK_RULES[self.cfg.pick], "budgets": s["budgets"], "data": self.data.describe(),
             "initial": s["initial"],
             "adapted": {"widths": widths, **res, **s.get("adapted", {}),
                         "holdout_acc": s["history"][-1]["holdout_acc"]},

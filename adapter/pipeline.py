@@ -39,12 +39,15 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
 
 def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
-                 log: Log | None = None, tie_bottlenecks: bool | None = None) -> tuple[Any, str]:
+                 log: Log | None = None, tie_bottlenecks: bool | None = None,
+                 fine_step: int | None = None) -> tuple[Any, str]:
     """The search space of ``model`` (a built-in, ``pkg.module:factory`` or a saved model:
     ``adapter.arch``) on the LUT, the keys it lacks resolved by the ``missing`` policy
     (``bench.missing``), its latency the version's calibrated estimate (the plain sum, with a
-    warning through ``log``, when the version has no calibration). Returns (space, label
-    of the version whose entries it uses)."""
+    warning through ``log``, when the version has no calibration). With ``fine_step`` the
+    search also tries widths that much finer than the grid for the layer being cut, their
+    keys measured on ``device`` when first needed (``OnDemand``). Returns (space, label of
+    the version whose entries it uses)."""
     from adapter.arch import Architecture
     from adapter.netadapt import SearchSpace, lut_grid, missing_keys
     from bench import zoo
@@ -62,11 +65,26 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
     table = store.table(version.id)
     space = SearchSpace(arch, resolution, classes, table, grid, "error", label, cal)
     absent = missing_keys(space, table)
-    if not absent:
-        return space, label
-    got = resolve(store, version, absent, missing, device=device, log=log)
-    return (SearchSpace(arch, resolution, classes, got.table, grid, "error", got.label, cal),
-            got.label)
+    if absent:
+        got = resolve(store, version, absent, missing, device=device, log=log)
+        version, label, table = got.version, got.label, got.table
+    measure = OnDemand(store, version, device, log) if fine_step else None
+    return (SearchSpace(arch, resolution, classes, table, grid, "error", label, cal,
+                        fine_step=fine_step, measure=measure), label)
+
+
+class OnDemand:
+    """Measures the keys finer widths need, each batch into a version derived from the last
+    (``bench.missing.resolve``; a resumed run finds the versions it measured before)."""
+
+    def __init__(self, store: LutStore, version: Version, device: str | None, log: Log | None):
+        self.store, self.version, self.device, self.log = store, version, device, log
+
+    def __call__(self, keys: list[str]) -> tuple[dict[str, float], str]:
+        got = resolve(self.store, self.version, keys, "measure", device=self.device,
+                      log=self.log)
+        self.version = got.version
+        return got.table, got.label
 
 
 def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1,

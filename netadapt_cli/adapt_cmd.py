@@ -48,6 +48,17 @@ def adapt_cmd(
                                 "smaller reduction, decaying slowly, adapts better)."),
     pretrain_epochs: int = typer.Option(15, help="Epochs to train the initial network."),
     short_steps: int = typer.Option(20, help="Short-term fine-tune steps per proposal."),
+    short_floor: float = typer.Option(0.2, help="When even the best proposal's holdout "
+                                      "accuracy is below this after the short-term fine-tune, "
+                                      "all are fine-tuned again with twice the steps (up to 8x), "
+                                      "so proposals are compared, not noise (the paper keeps it "
+                                      "above 20 %). 0: never."),
+    pick: str = typer.Option("accuracy", help="Which proposal to keep: accuracy (highest "
+                             "holdout accuracy, the paper) or drop-per-latency (smallest "
+                             "accuracy drop per ms saved, the official code)."),
+    fine_widths: int | None = typer.Option(None, help="Also try widths this much finer than "
+                                           "the LUT's grid for the layer being cut (e.g. 8), "
+                                           "their keys measured on the device when needed."),
     long_epochs: int = typer.Option(10, help="Long-term fine-tune epochs at the end."),
     batch_size: int = typer.Option(64, help="Images per training step."),
     lr_pretrain: float = typer.Option(0.1, help="Learning rate of pretraining and baselines."),
@@ -86,6 +97,10 @@ def adapt_cmd(
         from adapter.netadapt import AdaptConfig, Budget
         from bench.devices import load_config
 
+        from adapter.netadapt import PICK_RULES
+
+        if pick not in PICK_RULES:
+            raise typer.BadParameter(f"--pick must be one of {', '.join(PICK_RULES)}")
         if missing not in MISSING_POLICIES:
             raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
         budgets = {"latency_ms": budget}
@@ -108,11 +123,13 @@ def adapt_cmd(
         space, used = pipeline.search_space(store, version, model, resolution,
                                             len(dataset.classes), grid, missing,
                                             log=lambda m: say(m, highlight=False),
-                                            tie_bottlenecks=tie_bottlenecks)
+                                            tie_bottlenecks=tie_bottlenecks,
+                                            fine_step=fine_widths)
         cfg = AdaptConfig(
             model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution, data=data, max_per_class=max_per_class,
             lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
+            short_floor=short_floor, pick=pick, fine_step=fine_widths,
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
             lr_short=lr_short, lr_long=lr_long, seed=seed,
             weights=str(weights) if weights else None, max_iterations=max_iterations,

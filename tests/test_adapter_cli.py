@@ -129,6 +129,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     (["--budget", "2"], "a bare number is a ratio of the initial latency"),
     (["--max-macs", "lots"], "MACs budget 'lots': not understood"),
     (["--missing", "guess"], "--missing must be one of"),
+    (["--pick", "best"], "--pick must be one of accuracy, drop-per-latency"),
     (["--reduction", "0"], "--reduction must be in (0, 1)"),
     (["--data", "EMPTY"], "expected one subfolder per class"),
     (["--resume"], "is corrupt"),

@@ -215,3 +215,44 @@ def test_speedup_at_equal_accuracy_takes_the_first_network_as_accurate() -> None
     # a saturated curve: the fastest is as accurate, later ones dip and come back
     assert speedup([0.02, 0.3, 0.24], [0.991, 0.987, 0.991], 0.234, 0.989) == \
         pytest.approx(0.02 / 0.234)
+
+
+def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
+    """The official code's pick rule (accuracy drop per ms saved), widths finer than the
+    grid measured on the device when first needed, and short-term fine-tunes lengthened
+    while even the best proposal stays below the accuracy floor."""
+    import shutil
+
+    from adapter.pipeline import OnDemand
+    from lut_db.store import LutStore
+
+    shutil.copy(real_lut[1], tmp_path / "fast.db")
+    store = LutStore.open(tmp_path / "fast.db")
+    version = store.version(1)
+    fine = SearchSpace("mobilenet_v1", 32, CLASSES, store.table(1), GRID, lut=f"{store.path}@1",
+                       fine_step=16, measure=OnDemand(store, version, "fast", None))
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.85"}, "short_steps": 1,
+                         "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 16},
+                      lut=f"{store.path}@1")
+    result, na = adapt(cfg, fine, digits, tmp_path / "run")
+    hist = na.state["history"]
+    assert result["pick_rule"].startswith("smallest holdout accuracy drop per ms")
+    for prev, h in itertools.pairwise(hist):
+        # nobody reaches 99 % after 1 step: 1 -> 2 -> 4 -> 8 steps, then compared anyway
+        assert h["short_steps"] == 8
+        rate = {p["name"]: (prev["holdout_acc"] - p["holdout_acc"])
+                / (prev["latency_ms"] - p["latency_ms"]) for p in h["proposals"]}
+        assert rate[h["chosen"]] == min(rate.values())
+    assert na.training_steps() == result["training_steps"] == \
+        na.state["pretrain_steps"] + 8 * (len(hist) - 1) + na.state["long_steps"]
+    # finer widths: every proposal is the largest width on a grid of 16 (not the LUT's 64)
+    # that meets the target, the keys those widths need measured into derived versions
+    for prev, h in itertools.pairwise(hist):
+        for p in h["proposals"]:
+            (slot, w), = p["to"].items()
+            assert w % 16 == 0 or w in fine.choices[slot]
+            if w + 16 < p["from"][slot]:
+                wider = {**prev["widths"], slot: w + 16}
+                assert fine.resource("latency_ms", wider) > h["targets"]["latency_ms"]
+    assert [v.parent for v in store.versions()][:2] == [None, 1]
+    assert any(h["lut"] != f"{store.path}@1" for h in hist[1:])
