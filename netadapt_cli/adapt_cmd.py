@@ -94,10 +94,8 @@ def adapt_cmd(
     with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
-        from adapter.netadapt import AdaptConfig, Budget
+        from adapter.netadapt import PICK_RULES, AdaptConfig, Budget
         from bench.devices import load_config
-
-        from adapter.netadapt import PICK_RULES
 
         if pick not in PICK_RULES:
             raise typer.BadParameter(f"--pick must be one of {', '.join(PICK_RULES)}")
