@@ -116,6 +116,52 @@ def tradeoff(multipliers: Sequence[Mapping], points: Mapping[str, Mapping], path
     return _save(fig, path)
 
 
+def pareto(series: Mapping[str, Sequence[Mapping]], path: Path, title: str) -> Path:
+    """Accuracy (mean +- std over seeds) vs measured latency (mean +- std), one curve per
+    method (e.g. NetAdapt over budgets, width multipliers), with the Pareto front of all
+    points. A point: ``ms``, ``ms_std``, ``acc``, ``acc_std`` (fractions) and ``name``."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    every = []
+    for (label, pts), color in zip(series.items(), colors):
+        pts = sorted(pts, key=lambda p: p["ms"])
+        every += pts
+        ax.errorbar([p["ms"] for p in pts], [100 * p["acc"] for p in pts],
+                    xerr=[p.get("ms_std", 0) for p in pts],
+                    yerr=[100 * p.get("acc_std", 0) for p in pts], fmt="o-", color=color,
+                    capsize=3, label=label)
+        for p in pts:
+            ax.annotate(p["name"], (p["ms"], 100 * p["acc"]), textcoords="offset points",
+                        xytext=(5, -11), fontsize=7, color=color)
+    front, best = [], -1.0
+    for p in sorted(every, key=lambda p: (p["ms"], -p["acc"])):
+        if p["acc"] > best:
+            front.append(p)
+            best = p["acc"]
+    ax.step([p["ms"] for p in front], [100 * p["acc"] for p in front], where="post",
+            color="black", alpha=0.35, lw=4, label="Pareto front", zorder=0)
+    ax.set_xlabel("latency measured whole on the device (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def training_curves(curves: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    """Test accuracy after each epoch of the shared training recipe (is it converged?)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, accs in curves.items():
+        ax.plot(range(1, len(accs) + 1), [100 * a for a in accs], "o-", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
