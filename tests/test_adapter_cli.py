@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from lut_db.store import LutStore
 from netadapt_cli.main import app
 
-FAST_RUN = ["--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
+FAST_RUN = ["--data", "digits", "--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
             "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
             "--reduction", "0.1", "--decay", "0.9"]
 
