@@ -116,6 +116,16 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     assert [v.parent for v in store.versions()] == [None, 1]
 
 
+def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setattr("adapter.data.FASHION_MNIST_DIR", tmp_path / "absent")
+    r = invoke("adapt", "--lut", lut, "--runs-dir", tmp_path / "runs", "--pretrain-epochs", "0")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert ("Fashion-MNIST is not installed" in flat(r.output)
+            and "install it with: sudo apt install dataset-fashion-mnist, or make fashion-mnist"
+            in flat(r.output)), r.output
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
     (["--model", "resnet50"], "unknown model family 'resnet50'"),

@@ -167,6 +167,9 @@ def test_fashion_mnist_idx_files(tmp_path: Path, cache: Path) -> None:
     x, y = d.tensors("train")
     torch.testing.assert_close(x.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
     assert y.tolist() == np.repeat(np.arange(10), 3).tolist()
+    # pickled (for a worker) without its pixels; the copy maps the file itself
+    copy = pickle.loads(pickle.dumps(d.train))
+    assert copy._map is None and torch.equal(copy.image(4), img)
     # a subset per class; the test set stays whole
     small = data.load(str(root), 32, max_per_class=2)
     assert len(small.train) == 20 and len(small.test) == 10
@@ -185,6 +188,25 @@ def test_fashion_mnist_by_name(tmp_path: Path, cache: Path, monkeypatch) -> None
                                          r"sudo apt install dataset-fashion-mnist, or make "
                                          r"fashion-mnist"):
         data.load("fashion-mnist", 32)
+
+
+def _first_batch(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return next(iter(data.train_loader(data.reopen(spec), None, 8, 1, seed=3)))
+
+
+def test_a_worker_reopens_the_same_data(tmp_path: Path, cache: Path) -> None:
+    """Executor workers get the dataset's description (not its images) and draw the same
+    batches from it in another process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    d = data.load(str(_fashion(tmp_path / "fashion")), 32)
+    spec = d.spec()
+    assert set(spec) == {"source", "resolution", "max_per_class", "mean", "std"}
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        x, y = pool.submit(_first_batch, spec).result()
+    want_x, want_y = _first_batch(spec)
+    assert torch.equal(x, want_x) and torch.equal(y, want_y)
 
 
 @pytest.mark.skipif(not (data.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
