@@ -41,7 +41,7 @@ import torch
 
 from adapter import train
 from adapter.arch import Architecture
-from adapter.data import Dataset
+from adapter.data import Dataset, eval_loader, reopen, train_loader
 from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
 from bench import zoo
@@ -155,6 +155,7 @@ class AdaptConfig:
     holdout_per_class: int = 10
     augment: bool = True
     threads: int = 1  # torch threads per proposal (part of the result: fixed everywhere)
+    loader_workers: int = 1  # processes decoding images for the driver's own training
     seed: int = 0
     weights: str | None = None  # pretrained state dict instead of pretraining
     # The latency budget holds for the network measured whole on this device (and backend)
@@ -163,7 +164,7 @@ class AdaptConfig:
     measured_backend: str | None = None
     max_iterations: int = 200  # a guard, not part of the result (may change on resume)
 
-    NOT_COMPARED = ("max_iterations",)
+    NOT_COMPARED = ("max_iterations", "loader_workers")  # loaders give the same batches
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,7 +200,7 @@ class AdaptConfig:
         for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
             if getattr(self, name) < 1:
                 raise AdaptError(f"{name.replace('_', '-')} must be at least 1")
-        for name in ("pretrain_epochs", "long_epochs"):
+        for name in ("pretrain_epochs", "long_epochs", "loader_workers"):
             if getattr(self, name) < 0:
                 raise AdaptError(f"{name.replace('_', '-')} must not be negative")
         self.budget_list()
@@ -437,10 +438,10 @@ def _fmt(resource: str, v: float) -> str:
 
 
 def make_context(cfg: AdaptConfig, data: Dataset) -> bytes:
-    """What every worker needs once: the data, the splits and the training settings."""
+    """What every worker needs once: how to open the data, the splits and the settings.
+    Workers decode images in their own process (the pool is the parallelism)."""
     hold, rest = data.holdout_split(cfg.holdout_per_class)
-    return dumps({"x": data.train_x, "y": data.train_y, "hold": hold, "rest": rest,
-                  "test_x": data.test_x, "test_y": data.test_y,
+    return dumps({"data": data.spec(), "hold": hold, "rest": rest,
                   "settings": {k: getattr(cfg, k) for k in
                                ("short_steps", "batch_size", "lr_short", "augment",
                                 "threads")}})
@@ -456,11 +457,11 @@ def evaluate_proposal(ctx: dict, task: dict) -> dict:
         model = arch.rebuild(task["parent_widths"], loads(task["state"]))
         for slot, width in task["widths"].items():
             arch.prune_slot(model, slot, width)
-        rest = ctx["rest"]
-        loss = train.train(model, ctx["x"][rest], ctx["y"][rest],
-                           task.get("steps", s["short_steps"]),
-                           s["batch_size"], s["lr_short"], task["seed"], augment=s["augment"])
-        acc, hold_loss = train.evaluate(model, ctx["x"][ctx["hold"]], ctx["y"][ctx["hold"]])
+        ds = reopen(ctx["data"])
+        loss = train.train(model, train_loader(ds, ctx["rest"], s["batch_size"],
+                                               task.get("steps", s["short_steps"]),
+                                               task["seed"], s["augment"]), s["lr_short"])
+        acc, hold_loss = train.evaluate(model, eval_loader(ds, "train", ctx["hold"]))
     return {"name": task["name"], "holdout_acc": acc, "holdout_loss": hold_loss,
             "train_loss": loss, "state": dumps(model.state_dict()),
             "seconds": time.perf_counter() - t0}
@@ -473,9 +474,10 @@ def train_from_scratch(ctx: dict, task: dict) -> dict:
     with torch_threads(s["threads"]):
         train.seed_all(task["seed"])
         model = Architecture.from_dict(task["arch"]).fresh(task["widths"], task["seed"])
-        train.train(model, ctx["x"], ctx["y"], task["steps"], s["batch_size"], task["lr"],
-                    task["seed"], augment=s["augment"])
-        acc, loss = train.evaluate(model, ctx["test_x"], ctx["test_y"])
+        ds = reopen(ctx["data"])
+        train.train(model, train_loader(ds, None, s["batch_size"], task["steps"], task["seed"],
+                                        s["augment"]), task["lr"])
+        acc, loss = train.evaluate(model, eval_loader(ds, "test"))
     return {"name": task["name"], "test_acc": acc, "test_loss": loss,
             "seconds": time.perf_counter() - t0}
 
@@ -594,9 +596,9 @@ class NetAdapt:
             steps = cfg.pretrain_epochs * train.steps_per_epoch(len(rest), cfg.batch_size)
             self.log(f"pretraining {cfg.model} for {cfg.pretrain_epochs} epochs ({steps} steps) "
                      f"on {len(rest)} images (the holdout stays unseen)")
-            train.train(model, self.ctx["x"][rest], self.ctx["y"][rest], steps, cfg.batch_size,
-                        cfg.lr_pretrain, train.derive_seed(cfg.seed, "pretrain"),
-                        augment=cfg.augment)
+            train.train(model, train_loader(self.data, rest, cfg.batch_size, steps,
+                                            train.derive_seed(cfg.seed, "pretrain"), cfg.augment,
+                                            cfg.loader_workers), cfg.lr_pretrain)
         self.model = model
         hold_acc, hold_loss = self._holdout()
         test_acc, _ = self._test()
@@ -767,13 +769,14 @@ class NetAdapt:
     def _long_term(self) -> None:
         cfg = self.cfg
         before, _ = self._test()
-        n = len(self.ctx["y"])
+        n = len(self.data.train)
         steps = cfg.long_epochs * train.steps_per_epoch(n, cfg.batch_size)
         self.log(f"budget met after {self.state['iteration']} iterations; long-term fine-tune: "
                  f"{cfg.long_epochs} epochs ({steps} steps) on all {n} training images")
         train.seed_all(train.derive_seed(cfg.seed, "long"))
-        train.train(self.model, self.ctx["x"], self.ctx["y"], steps, cfg.batch_size, cfg.lr_long,
-                    train.derive_seed(cfg.seed, "long"), augment=cfg.augment)
+        train.train(self.model, train_loader(self.data, None, cfg.batch_size, steps,
+                                             train.derive_seed(cfg.seed, "long"), cfg.augment,
+                                             cfg.loader_workers), cfg.lr_long)
         after, _ = self._test()
         self.state.update(stage="done", long_steps=steps,
                           adapted={"test_acc_before_long": before, "test_acc": after})
@@ -782,11 +785,11 @@ class NetAdapt:
         self._save()
 
     def _holdout(self) -> tuple[float, float]:
-        h = self.ctx["hold"]
-        return train.evaluate(self.model, self.ctx["x"][h], self.ctx["y"][h])
+        return train.evaluate(self.model, eval_loader(self.data, "train", self.ctx["hold"]))
 
     def _test(self) -> tuple[float, float]:
-        return train.evaluate(self.model, self.ctx["test_x"], self.ctx["test_y"])
+        return train.evaluate(self.model, eval_loader(self.data, "test",
+                                                      workers=self.cfg.loader_workers))
 
     # -- results -------------------------------------------------------------------------------
     def training_steps(self) -> int:

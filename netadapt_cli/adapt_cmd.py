@@ -36,12 +36,16 @@ def adapt_cmd(
         "budget is tightened by estimated/measured and adaptation goes on."),
     max_macs: str | None = typer.Option(None, help="Also bound MACs: ratio (0.5) or 5M."),
     max_params: str | None = typer.Option(None, help="Also bound parameters: ratio or 1.2M."),
-    data: str = typer.Option("digits", help="digits (bundled, offline), or a folder: one "
-                             "subfolder per class, ImageNet-style train/ + val/, or the CIFAR-10 "
-                             "python batches."),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist (Debian's "
+                             "dataset-fashion-mnist; make fashion-mnist installs it), digits "
+                             "(scikit-learn's, tiny: fast checks), or a folder: Fashion-MNIST-style "
+                             "IDX files, one subfolder per class, ImageNet-style train/ + val/, or "
+                             "the CIFAR-10 python batches. Images are decoded as they are drawn."),
     resolution: int = typer.Option(32, help="Input resolution (the LUT must be swept at it)."),
-    max_per_class: int | None = typer.Option(None, help="Read at most this many images "
-                                                "per class (folders, CIFAR-10)."),
+    max_per_class: int | None = typer.Option(None, help="Use at most this many training "
+                                                "images per class (folders: test images too)."),
+    loader_workers: int = typer.Option(1, help="Processes decoding images while the main "
+                                       "process trains (results do not depend on it)."),
     reduction: float = typer.Option(0.05, help="First iteration's latency reduction, as a "
                                     "fraction of the initial latency."),
     decay: float = typer.Option(0.98, help="Reduction decay per iteration (the paper: a "
@@ -129,7 +133,7 @@ def adapt_cmd(
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
             short_floor=short_floor, pick=pick, fine_step=fine_widths,
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
-            lr_short=lr_short, lr_long=lr_long, seed=seed,
+            lr_short=lr_short, lr_long=lr_long, seed=seed, loader_workers=loader_workers,
             weights=str(weights) if weights else None, max_iterations=max_iterations,
             measured_on=target if measured_budget else None,
             measured_backend=version.backend if measured_budget else None)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from lut_db.store import LutStore
 from netadapt_cli.main import app
 
-FAST_RUN = ["--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
+FAST_RUN = ["--data", "digits", "--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
             "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
             "--reduction", "0.1", "--decay", "0.9"]
 
@@ -115,6 +115,16 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     assert r.exit_code == 1 and "cannot be met" in flat(r.output), r.output
     store = LutStore.open(lut)
     assert [v.parent for v in store.versions()] == [None, 1]
+
+
+def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setattr("adapter.data.FASHION_MNIST_DIR", tmp_path / "absent")
+    r = invoke("adapt", "--lut", lut, "--runs-dir", tmp_path / "runs", "--pretrain-epochs", "0")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert ("Fashion-MNIST is not installed" in flat(r.output)
+            and "install it with: sudo apt install dataset-fashion-mnist, or make fashion-mnist"
+            in flat(r.output)), r.output
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -35,7 +35,7 @@ def trained(family: str, mult: float, resolution: int, ds: data.Dataset, steps: 
     the init's, and the logits are a trained model's (tens, not hundredths)."""
     model = build(family, width_mult=mult, resolution=resolution, classes=10, seed=0)
     with torch_threads(1):  # one thread: spinning OpenMP threads crawl on a loaded machine
-        train(model, ds.train_x, ds.train_y, steps, 32, lr=lr, seed=0)
+        train(model, data.train_loader(ds, None, 32, steps, seed=0), lr=lr)
     return model.eval()
 
 
@@ -91,12 +91,12 @@ def test_trained_model_exports_with_parity(digits, models, key: str, resolution:
     # the file's layers are the LUT's: the zoo network at the model's widths
     fam = zoo.family(model.family)
     assert net == fam.network(model.widths(), resolution=resolution, classes=10, name="m")
-    logits = assert_parity(model, tflite, ds.test_x)
+    logits = assert_parity(model, tflite, ds.tensors()[0])
     assert np.abs(logits).max() > 5  # trained logits, so 1e-4 is a real bar
     assert float(np.mean(logits.argmax(1) == ds.test_y.numpy())) > 0.3  # better than chance
     # the bug fixed: with symmetric stride-2 padding the same weights compute other numbers
     if key != "v1@40":
-        assert np.abs(symmetric_outputs(model, ds.test_x) - logits).max() > 100 * TOL
+        assert np.abs(symmetric_outputs(model, ds.tensors()[0]) - logits).max() > 100 * TOL
 
 
 @pytest.mark.parametrize("key,prunes", [
@@ -111,7 +111,7 @@ def test_pruned_model_exports_its_pruned_widths(digits, models, key, prunes) -> 
     assert model.widths() == want
     net, tflite = export(model, name="p")
     assert net == zoo.family(model.family).network(want, resolution=32, classes=10, name="p")
-    assert_parity(model, tflite, digits[32].test_x[:150])
+    assert_parity(model, tflite, digits[32].tensors("test", range(150))[0])
 
 
 @pytest.mark.parametrize("size,kernel,stride,want", [
@@ -219,4 +219,4 @@ def test_save_exports_writes_what_adapt_keeps(digits, models, tmp_path) -> None:
     net = Network.load(paths["network"])
     assert net == zoo.MOBILENET_V1.network(model.widths(), resolution=40, classes=10,
                                            name="adapted")
-    assert_parity(again, (tmp_path / "adapted.tflite").read_bytes(), digits[40].test_x[:50])
+    assert_parity(again, (tmp_path / "adapted.tflite").read_bytes(), digits[40].tensors("test", range(50))[0])
