@@ -44,6 +44,7 @@ from adapter.arch import Architecture
 from adapter.data import Dataset, eval_loader, reopen, train_loader
 from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
+from adapter.export import save_exports
 from bench import zoo
 from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
@@ -57,6 +58,7 @@ PICK_RULES = {
     "drop-per-latency": "smallest holdout accuracy drop per ms of latency saved (the "
                         "official code's rule); ties: lower holdout loss, then the earlier slot",
 }
+CURVE_IMAGES = 2000  # test images a learning curve's per-epoch point is measured on
 SHORT_STRETCH = 3  # doublings of the short-term fine-tune when proposals fall below the floor
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
 CHECKPOINT_FORMAT = 3  # 2: resources named with their units; 3: models of any source
@@ -467,19 +469,30 @@ def evaluate_proposal(ctx: dict, task: dict) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def curve_loader(ds: Dataset) -> Any:
+    """The test images a learning curve is measured on after each epoch: the first
+    CURVE_IMAGES (the whole test set would cost as much as the epoch on small data)."""
+    return eval_loader(ds, "test", range(min(CURVE_IMAGES, len(ds.test_y))))
+
+
 def train_from_scratch(ctx: dict, task: dict) -> dict:
-    """A baseline (e.g. a width-multiplier network) trained on the whole training set."""
+    """A baseline (a width-multiplier network) trained with the initial network's recipe:
+    the same images (the training set minus the holdout), epochs, schedule and
+    augmentation; test accuracy recorded after every epoch."""
     s = ctx["settings"]
     t0 = time.perf_counter()
     with torch_threads(s["threads"]):
         train.seed_all(task["seed"])
         model = Architecture.from_dict(task["arch"]).fresh(task["widths"], task["seed"])
         ds = reopen(ctx["data"])
-        train.train(model, train_loader(ds, None, s["batch_size"], task["steps"], task["seed"],
-                                        s["augment"]), task["lr"])
+        curve: list[float] = []
+        train.train(model, train_loader(ds, ctx["rest"], s["batch_size"], task["steps"],
+                                        task["seed"], s["augment"]), task["lr"],
+                    every=task["epoch_steps"],
+                    on_every=lambda _: curve.append(train.evaluate(model, curve_loader(ds))[0]))
         acc, loss = train.evaluate(model, eval_loader(ds, "test"))
-    return {"name": task["name"], "test_acc": acc, "test_loss": loss,
-            "seconds": time.perf_counter() - t0}
+    return {"name": task["name"], "test_acc": acc, "test_loss": loss, "curve": curve,
+            "state": dumps(model.state_dict()), "seconds": time.perf_counter() - t0}
 
 
 # -- the algorithm ------------------------------------------------------------------------------
@@ -596,10 +609,16 @@ class NetAdapt:
             steps = cfg.pretrain_epochs * train.steps_per_epoch(len(rest), cfg.batch_size)
             self.log(f"pretraining {cfg.model} for {cfg.pretrain_epochs} epochs ({steps} steps) "
                      f"on {len(rest)} images (the holdout stays unseen)")
+            curve: list[float] = []
             train.train(model, train_loader(self.data, rest, cfg.batch_size, steps,
                                             train.derive_seed(cfg.seed, "pretrain"), cfg.augment,
-                                            cfg.loader_workers), cfg.lr_pretrain)
+                                            cfg.loader_workers), cfg.lr_pretrain,
+                        every=train.steps_per_epoch(len(rest), cfg.batch_size),
+                        on_every=lambda _: curve.append(train.evaluate(
+                            model, curve_loader(self.data))[0]))
+            self.state["curves"] = {"initial": curve}
         self.model = model
+        self.state["initial_exports"] = save_exports(model, self.run_dir, "initial", self.arch)
         hold_acc, hold_loss = self._holdout()
         test_acc, _ = self._test()
         self.state.update(stage="adapting", iteration=0, budgets=budgets,
@@ -811,31 +830,57 @@ class NetAdapt:
             "adapted": {"widths": widths, **res, **s.get("adapted", {}),
                         "holdout_acc": s["history"][-1]["holdout_acc"]},
             "training_steps": self.training_steps(),
+            "recipe": self.recipe(),
+            "netadapt_extra_steps": self.training_steps() - s.get("pretrain_steps", 0),
+            "curves": s.get("curves", {}),
+            "initial_exports": s.get("initial_exports"),
             "measured_budget": s.get("measured_budget"),
         }
 
+    def recipe(self) -> dict[str, Any]:
+        """How the initial network is trained, and so every multiplier network."""
+        cfg, n = self.cfg, len(self.ctx["rest"])
+        epoch = train.steps_per_epoch(n, cfg.batch_size)
+        return {"epochs": cfg.pretrain_epochs, "steps": cfg.pretrain_epochs * epoch,
+                "epoch_steps": epoch, "images": n, "lr": cfg.lr_pretrain,
+                "schedule": "cosine", "augment": cfg.augment}
+
     def compare_multipliers(self, multipliers: Sequence[float],
                             equal_to: float | None = None) -> list[dict]:
-        """Width-multiplier networks trained from scratch with the adapted network's training
-        budget, run through the executor; cached in the checkpoint."""
-        fam, steps = self.space.fam, self.training_steps()
+        """Width-multiplier networks trained from scratch with the initial network's recipe
+        (``recipe``), run through the executor, exported with their trained weights
+        (``multipliers/<name>.tflite``); cached in the checkpoint."""
+        fam, recipe = self.space.fam, self.recipe()
+        if recipe["steps"] == 0:
+            raise AdaptError("the multiplier networks are trained with the initial network's "
+                             "recipe: give --pretrain-epochs (the initial network's weights "
+                             "came from --weights)")
         nets = [(f"x{m:g}", m, self.space.snap(fam.widths(width_mult=m))) for m in multipliers]
         if equal_to is not None:
             m, w = equal_latency_multiplier(self.space, equal_to)
             nets.append((f"x{m:.2f} (equal latency)", m, w))
-        key = [[n, m, w] for n, m, w in nets] + [steps]
+        key = [[n, m, w] for n, m, w in nets] + [recipe]
         cached = self.state.get("baselines", {})
         if cached.get("key") == key:
             return cached["results"]
-        self.log(f"training {len(nets)} width-multiplier network(s) from scratch, "
-                 f"{steps} steps each (the adapted network's budget), on {self.executor.name}")
+        self.log(f"training {len(nets)} width-multiplier network(s) from scratch with the "
+                 f"initial network's recipe ({recipe['epochs']} epochs, {recipe['steps']} "
+                 f"steps each), on {self.executor.name}")
         tasks = [{"name": n, "arch": self.arch.to_dict(), "widths": w,
-                  "steps": steps, "lr": self.cfg.lr_pretrain,
+                  "steps": recipe["steps"], "epoch_steps": recipe["epoch_steps"],
+                  "lr": self.cfg.lr_pretrain,
                   "seed": train.derive_seed(self.cfg.seed, "baseline", n)} for n, _, w in nets]
         results = self.executor.map(train_from_scratch, tasks)
-        out = [{"name": n, "multiplier": m, "widths": w, **self.space.resources(w),
-                "test_acc": r["test_acc"], "seconds": r["seconds"]}
-               for (n, m, w), r in zip(nets, results)]
+        folder = self.run_dir / "multipliers"
+        folder.mkdir(exist_ok=True)
+        out = []
+        for (n, m, w), r in zip(nets, results):
+            model = self.arch.rebuild(w, loads(r["state"]))
+            stem = n.split()[0] + ("_equal_latency" if "equal" in n else "")
+            out.append({"name": n, "multiplier": m, "widths": w, **self.space.resources(w),
+                        "test_acc": r["test_acc"], "curve": r["curve"],
+                        "seconds": r["seconds"],
+                        "exports": save_exports(model, folder, stem, self.arch)})
         self.state["baselines"] = {"key": key, "results": out}
         self._save()
         return out

@@ -129,19 +129,20 @@ def export(na: Any, run_dir: Path, result: dict) -> None:
 
     result["exports"] = save_exports(na.model, run_dir, "adapted", na.arch,
                                      {"adapt_config": na.cfg.to_dict()})
+    result["exports"]["initial"] = result.pop("initial_exports")
+    result["curves"].update({m["name"]: m["curve"] for m in result["multipliers"]})
 
 
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
            log: Log) -> None:
-    """Measure initial, adapted and multiplier networks whole on the device, interleaved."""
+    """Measure initial, adapted and multiplier networks whole on the device, interleaved:
+    each as its exported file, the one that holds its trained weights."""
     from adapter.netadapt import measure
 
-    # the adapted network is timed as the exported file itself (its trained weights);
-    # the others as the builder's networks of the same architecture
-    nets = {"initial": space.network(result["initial"]["widths"], name="initial"),
+    nets = {"initial": Path(result["exports"]["initial"]["tflite"]).read_bytes(),
             "adapted": Path(result["exports"]["tflite"]).read_bytes()}
     for m in result["multipliers"]:
-        nets[m["name"]] = space.network(m["widths"], name=m["name"])
+        nets[m["name"]] = Path(m["exports"]["tflite"]).read_bytes()
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")
     got = measure(nets, device, backend, rounds=rounds, log=log)
     result["measured_on"] = device if got else None
@@ -195,6 +196,10 @@ def plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
     out.append(plots.filters(list(space.fam.slots), series, run_dir / "filters.png",
                              "Filters per layer: NetAdapt vs width multiplier of equal "
                              "estimated latency"))
+    if any(result["curves"].values()):
+        out.append(plots.training_curves(
+            result["curves"], run_dir / "training.png", "The shared training recipe: test "
+            f"accuracy per epoch ({result['recipe']['epochs']} epochs, cosine)"))
     if result["multipliers"]:
         points = {"initial": result["initial"], "adapted": result["adapted"]}
         key = "measured_ms" if "measured_ms" in result["adapted"] else "latency_ms"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -37,9 +37,11 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train(model: nn.Module, batches: DataLoader, lr: float, schedule: str = "cosine",
-          weight_decay: float = 4e-5) -> float:
+          weight_decay: float = 4e-5, every: int = 0,
+          on_every: Callable[[int], None] | None = None) -> float:
     """One SGD step (momentum 0.9, Nesterov) per batch of ``batches`` (``data.train_loader``);
-    returns the mean loss of the last 10% of the steps."""
+    returns the mean loss of the last 10% of the steps. ``on_every(step)`` is called after
+    every ``every`` steps (e.g. each epoch, to record a learning curve)."""
     steps = len(batches)
     if steps <= 0:
         return float("nan")
@@ -54,6 +56,9 @@ def train(model: nn.Module, batches: DataLoader, lr: float, schedule: str = "cos
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if on_every and every and (step + 1) % every == 0:
+            on_every(step + 1)
+            model.train()
         if step >= steps - max(1, steps // 10):
             tail.append(loss.item())
     return float(np.mean(tail))

@@ -75,6 +75,25 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         want = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     assert np.abs(interp.get_tensor(outp["index"]) - want).max() <= 1e-4
+    # the initial and the multiplier networks too are exported with their trained weights,
+    # trained with the initial network's recipe (its learning curve recorded), and the
+    # latency reported for each is its file's
+    from adapter.arch import load_exported
+
+    assert result["recipe"]["epochs"] == 1 and len(result["curves"]["initial"]) == 1
+    assert result["netadapt_extra_steps"] == result["training_steps"] - \
+        result["recipe"]["steps"] > 0
+    for stem in ("initial", "multipliers/x0.25"):
+        torch_model = load_exported(run / f"{stem}.pt")
+        other = Interpreter(model_path=str(run / f"{stem}.tflite"))
+        other.allocate_tensors()
+        other.set_tensor(other.get_input_details()[0]["index"], x)
+        other.invoke()
+        with torch.no_grad():
+            want = torch_model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+        got = other.get_tensor(other.get_output_details()[0]["index"])
+        assert np.abs(got - want).max() <= 1e-4, stem
+    assert len(result["curves"]["x0.25"]) == 1 and (run / "training.png").is_file()
     # A second call resumes the finished run: no training, the same adapted network.
     again = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
                    "--resume", "--no-measure", "--json")

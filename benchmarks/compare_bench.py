@@ -1,0 +1,221 @@
+"""The paper's comparison, measured fairly (issue 13): NetAdapt at several latency budgets
+against width multipliers, over seeds, on Fashion-MNIST, every network measured whole on
+the device as the exported .tflite file that holds its trained weights.
+
+Per seed:
+- the initial network (MobileNetV1 x``--width``) is trained with the recipe (``--epochs``
+  epochs, cosine schedule, crop + flip augmentation), its test accuracy recorded per epoch;
+- NetAdapt adapts it to each budget (a ratio of its estimated latency), all budgets from
+  the same converged initial network; the short- and long-term fine-tunes are NetAdapt's
+  extra training, reported beside the recipe;
+- the width multipliers (``--multipliers``; x1.0 is the initial network itself) are
+  trained from scratch with the same recipe.
+Then every exported file of every seed is timed on the device in interleaved rounds
+(``bench.timing``), so drift hits all alike. Accuracy (mean +- std over seeds) against
+measured latency is plotted with its Pareto front, and the speed-up at equal accuracy and
+the accuracy at equal latency are computed from the mean multiplier curve.
+
+Runs live in runs/compare-<tag>-s<seed>-b<budget> and are resumed, so a second call only
+re-measures. Run: python -m benchmarks.compare_bench [--seeds 0 1 2] [--resolution 16] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+MULTIPLIERS = (0.25, 0.5, 0.75)
+BUDGETS = (0.75, 0.5, 0.25)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The AdaptConfig fields every run of this comparison shares."""
+    return {"model": "mobilenet_v1", "width": args.width, "resolution": args.resolution,
+            "data": args.data, "max_per_class": args.per_class,
+            "pretrain_epochs": args.epochs, "short_steps": args.short_steps,
+            "long_epochs": args.long_epochs, "reduction": args.reduction, "decay": args.decay,
+            "short_floor": args.short_floor, "batch_size": 64}
+
+
+def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str]:
+    """The MobileNetV1 search space on the host's LUT, swept at ``resolution`` (a derived
+    version when the LUT lacks it; nothing to do when it is there) and calibrated, so the
+    search ranks with the calibrated estimate."""
+    from adapter.pipeline import search_space
+    from analysis.calibrate import ensure_calibrated
+    from bench.devices import open_runners
+    from bench.sweep import SweepSpace, build_lut
+    from lut_db.store import LutStore
+
+    sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10)
+    with open_runners("host") as runners:
+        res = build_lut(lut, "host", runners, sweep)
+        ensure_calibrated(lut, res.version.id, runners[0])
+    store = LutStore.open(lut)
+    # the earliest version of the lineage with the sweep's keys: later ones (keys the
+    # calibration measured on demand) must not change the label resumed runs check
+    need, v = {s.key for s in sweep.specs()}, res.version
+    while v.parent is not None:
+        parent = store.version(v.parent)
+        if parent.fingerprint != v.fingerprint or not need <= store.keys(parent.id):
+            break
+        v = parent
+    return search_space(store, v, "mobilenet_v1", resolution, 10, log=log)
+
+
+def run_seed(args: argparse.Namespace, space: Any, label: str, dataset: Any,
+             seed: int) -> list[dict]:
+    """One seed: the budgets' runs (the first also trains the multipliers)."""
+    from adapter.netadapt import AdaptConfig
+    from adapter.pipeline import adapt
+
+    out, initial = [], None
+    for k, budget in enumerate(args.budgets):
+        run_dir = args.runs / f"compare-{args.tag}-s{seed}-b{budget:g}"
+        cfg = AdaptConfig(**settings(args), budgets={"latency_ms": str(budget)}, lut=label,
+                          grid=space.grid, seed=seed,
+                          weights=str(initial) if initial else None)
+        t0 = time.perf_counter()
+        r = adapt(cfg, space, dataset, run_dir, workers=args.workers, resume=True,
+                  compare=list(args.multipliers) if k == 0 else None, device=None,
+                  log=lambda m, s=seed, b=budget: print(f"  [s{s} b{b:g}] {m}", flush=True))
+        r["budget"], r["run_dir"], r["wall_s_now"] = budget, str(run_dir), time.perf_counter() - t0
+        out.append(r)
+        initial = initial or Path(r["exports"]["initial"]["torch"])
+    return out
+
+
+def measure_all(runs: dict[int, list[dict]], rounds: int) -> dict[str, float]:
+    """Every exported file of every seed, timed whole in interleaved rounds on the host."""
+    from bench.devices import open_runners
+    from bench.timing import median_ms
+
+    files = {}
+    for seed, rs in runs.items():
+        files[f"s{seed}/initial"] = Path(rs[0]["exports"]["initial"]["tflite"]).read_bytes()
+        for r in rs:
+            files[f"s{seed}/b{r['budget']:g}"] = Path(r["exports"]["tflite"]).read_bytes()
+        for m in rs[0]["multipliers"]:
+            files[f"s{seed}/{m['name']}"] = Path(m["exports"]["tflite"]).read_bytes()
+    with open_runners("host") as runners:
+        return median_ms(runners[0], files, rounds)
+
+
+def _point(name: str, accs: list[float], ms: list[float]) -> dict[str, Any]:
+    return {"name": name, "acc": statistics.fmean(accs), "ms": statistics.fmean(ms),
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "ms_std": statistics.stdev(ms) if len(ms) > 1 else 0.0, "n": len(accs)}
+
+
+def summarise(runs: dict[int, list[dict]], ms: dict[str, float]) -> dict[str, Any]:
+    from adapter.netadapt import interpolate_curve, speedup_at_equal_accuracy
+
+    seeds = sorted(runs)
+    first = runs[seeds[0]][0]
+    def acc(s: int, name: str) -> float:
+        return next(m["test_acc"] for m in runs[s][0]["multipliers"] if m["name"] == name)
+
+    names = [m["name"] for m in first["multipliers"] if "equal" not in m["name"]]
+    mult = [_point(n, [acc(s, n) for s in seeds], [ms[f"s{s}/{n}"] for s in seeds])
+            for n in names]
+    mult.append(_point("x1 (initial)", [runs[s][0]["initial"]["test_acc"] for s in seeds],
+                       [ms[f"s{s}/initial"] for s in seeds]))
+    mult.sort(key=lambda p: p["ms"])
+    xs, ys = [p["ms"] for p in mult], [p["acc"] for p in mult]
+    adapted = []
+    for k, r in enumerate(runs[seeds[0]]):
+        b = r["budget"]
+        p = _point(f"{b:g}", [runs[s][k]["adapted"]["test_acc"] for s in seeds],
+                   [ms[f"s{s}/b{b:g}"] for s in seeds])
+        curve = interpolate_curve(xs, ys, p["ms"])
+        p.update(budget=b, speedup_at_equal_accuracy=speedup_at_equal_accuracy(
+            xs, ys, p["ms"], p["acc"]),
+            acc_gain_at_equal_latency=None if curve is None else p["acc"] - curve,
+            extra_steps=statistics.fmean(runs[s][k]["netadapt_extra_steps"] for s in seeds),
+            iterations=statistics.fmean(runs[s][k]["iterations"] for s in seeds))
+        adapted.append(p)
+    return {"seeds": seeds, "multipliers": mult, "netadapt": adapted,
+            "recipe": first["recipe"], "rising": all(a <= b for a, b in itertools.pairwise(ys))}
+
+
+def plots(summary: dict, runs: dict[int, list[dict]], out: Path, title: str) -> list[str]:
+    from adapter import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    a = plots.pareto({"NetAdapt (budgets)": summary["netadapt"],
+                      "width multipliers": summary["multipliers"]}, out / "pareto.png", title)
+    seed = summary["seeds"][0]
+    b = plots.training_curves(runs[seed][0]["curves"], out / "training.png",
+                              f"the shared recipe, seed {seed}: test accuracy per epoch")
+    return [str(a), str(b)]
+
+
+def table(summary: dict) -> str:
+    rows = [("| network | measured ms (mean +- std) | test acc % (mean +- std) | speed-up at "
+            "equal acc | acc gain at equal latency |"), "|---|---|---|---|---|"]
+    for p in summary["multipliers"]:
+        rows.append(f"| multiplier {p['name']} | {p['ms']:.3f} +- {p['ms_std']:.3f} | "
+                    f"{100 * p['acc']:.2f} +- {100 * p['acc_std']:.2f} | | |")
+    for p in summary["netadapt"]:
+        sp, gain = p["speedup_at_equal_accuracy"], p["acc_gain_at_equal_latency"]
+        rows.append(f"| NetAdapt budget {p['name']} | {p['ms']:.3f} +- {p['ms_std']:.3f} | "
+                    f"{100 * p['acc']:.2f} +- {100 * p['acc_std']:.2f} | "
+                    f"{f'{sp:.2f}x' if sp else 'n/a'} | "
+                    f"{f'{100 * gain:+.2f} pt' if gain is not None else 'n/a'} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
+    ap.add_argument("--multipliers", type=float, nargs="+", default=list(MULTIPLIERS))
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--per-class", type=int, default=None, help="training images per class")
+    ap.add_argument("--resolution", type=int, default=16)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--epochs", type=int, default=8, help="the recipe's epochs")
+    ap.add_argument("--short-steps", type=int, default=40)
+    ap.add_argument("--short-floor", type=float, default=0.2)
+    ap.add_argument("--long-epochs", type=int, default=2)
+    ap.add_argument("--reduction", type=float, default=0.1)
+    ap.add_argument("--decay", type=float, default=0.96)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--tag", default="fmnist")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/compare"))
+    ap.add_argument("--train-only", action="store_true", help="train and adapt, measure later")
+    args = ap.parse_args()
+
+    from adapter import data
+
+    t0 = time.perf_counter()
+    space, label = space_for(args.lut, args.resolution, print)
+    dataset = data.load(args.data, args.resolution, args.per_class)
+    print(f"data: {dataset.describe()}; LUT {label}", flush=True)
+    runs = {s: run_seed(args, space, label, dataset, s) for s in args.seeds}
+    if args.train_only:  # e.g. seeds trained in parallel processes, measured together later
+        return
+    ms = measure_all(runs, args.rounds)
+    summary = summarise(runs, ms)
+    summary.update(lut=label, data=dataset.describe(), args={k: str(v) for k, v in
+                                                              vars(args).items()},
+                   wall_s=time.perf_counter() - t0)
+    summary["plots"] = plots(summary, runs, args.out, f"MobileNetV1 on {args.data} at "
+                             f"{args.resolution} px, {len(args.seeds)} seeds, host")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "summary.md").write_text(table(summary) + "\n")
+    print(table(summary))
+    print(f"multiplier curve rising with width: {summary['rising']}; "
+          f"{summary['wall_s'] / 60:.1f} min; plots: {', '.join(summary['plots'])}")
+
+
+if __name__ == "__main__":
+    main()
