@@ -222,7 +222,8 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
                            "networks": networks,
                            "passes": passes, "measured": result.measured,
                            "wall_s": round(time.perf_counter() - t0, 1)}
-    for name in ("calibrated", "calibrated_drift", "naive"):
+    out["session_drift"] = report.metrics.get("drift")  # the keys re-measured: now / LUT
+    for name in ("calibrated", "calibrated_drift", "naive", "drift", "corrected"):
         for group in ("unseen", "held_out"):
             got = preds.get(name, {}).get(group)
             if got:
