@@ -186,6 +186,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     sweep with BrokenTool (what was measured is stored; a resume retries the failures).
     """
     start = time.perf_counter()
+    timed_before = sum(r.timed_ns for r in runners)  # a runner may have timed other work
     batch_size = batch_size or runners[0].batch_size
     work: queue.Queue[list[str] | None] = queue.Queue()
     for i in range(0, len(keys), batch_size):
@@ -236,7 +237,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         _drain(store, version, done, result, failure_dir)
         raise BrokenTool(_broken_message(broken, streaks[broken], result))
     result.wall_s = time.perf_counter() - start
-    result.timed_s = sum(r.timed_ns for r in runners) / 1e9
+    result.timed_s = (sum(r.timed_ns for r in runners) - timed_before) / 1e9
     if pending:
         reasons = "; ".join(str(e) for e in errors) or "no runner left"
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "

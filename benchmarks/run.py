@@ -41,6 +41,7 @@ section("adapt", "benchmarks.adapt_bench")
 section("layer_gap", "benchmarks.layer_gap_bench")
 section("calibration", "benchmarks.calibration_bench", lut="lut")
 section("faults", "benchmarks.fault_bench")
+section("files", "benchmarks.files_bench", tf_python_path="tf_python")
 
 
 def main() -> None:
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.md"))
     ap.add_argument("--only", nargs="*", default=None, help="section names to run")
+    ap.add_argument("--tf-python", default=None, help="a Python with TensorFlow, for the "
+                    "files section (default: NETADAPT_TF_PYTHON; without one it is skipped)")
     args = ap.parse_args()
     json_path = args.out.with_suffix(".json")
     results: dict[str, Any] = {"sections": {}}

@@ -96,6 +96,23 @@ def test_stop_and_resume_measures_only_what_is_missing() -> None:
     assert store.stats(v.id)["invoke_overhead_us"] == fake_us(sweep.OVERHEAD_SPEC.key)
 
 
+class _TimingRunner(FakeRunner):
+    """Counts 1 ms of timed invokes per model, as the host runner counts its invokes."""
+
+    timed_ns = 0
+
+    def measure(self, batch):
+        self.timed_ns += 1_000_000 * len(batch)
+        return super().measure(batch)
+
+
+def test_sweep_efficiency_counts_only_its_own_invokes() -> None:
+    runner = _TimingRunner()  # one runner for two sweeps, as a benchmark building two LUTs
+    first = sweep_once(LutStore.memory(), SPECS, [runner])
+    second = sweep_once(LutStore.memory(), SPECS, [runner])
+    assert first.timed_s == second.timed_s == pytest.approx(1e-3 * len(SPECS))
+
+
 def test_sealed_and_complete_is_up_to_date() -> None:
     store = LutStore.memory()
     sweep_once(store, SPECS, [FakeRunner()])
