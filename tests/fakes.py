@@ -114,3 +114,20 @@ def measure_real_lut(path: Path) -> tuple[dict[str, float], Path, int]:
         store.close()
     assert len(table) == len(keys)
     return table, path, RES
+
+
+def file_vs_torch(tflite_path: Path, model: object, x_nhwc: object) -> float:
+    """Max abs difference between a .tflite file's outputs and the torch model's on the same
+    NHWC batch-1 input (the exported file must compute what was trained)."""
+    import numpy as np
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(tflite_path))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x_nhwc)
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    with torch.no_grad():
+        want = model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2)).numpy()
+    return float(np.abs(got - want).max())

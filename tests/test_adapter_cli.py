@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from lut_db.store import LutStore
 from netadapt_cli.main import app
+from tests.fakes import file_vs_torch
 
 FAST_RUN = ["--data", "digits", "--width", "0.5", "--budget", "0.75", "--pretrain-epochs", "1", "--short-steps",
             "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
@@ -70,11 +71,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     saved = torch.load(run / "adapted.pt", weights_only=False)
     model = rebuild(saved["config"], saved["state_dict"]).eval()
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    with torch.no_grad():
-        want = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-    assert np.abs(interp.get_tensor(outp["index"]) - want).max() <= 1e-4
+    assert file_vs_torch(run / "adapted.tflite", model, x) <= 1e-4
     # the initial and the multiplier networks too are exported with their trained weights,
     # trained with the initial network's recipe (its learning curve recorded), and the
     # latency reported for each is its file's
@@ -84,15 +81,8 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     assert result["netadapt_extra_steps"] == result["training_steps"] - \
         result["recipe"]["steps"] > 0
     for stem in ("initial", "multipliers/x0.25"):
-        torch_model = load_exported(run / f"{stem}.pt")
-        other = Interpreter(model_path=str(run / f"{stem}.tflite"))
-        other.allocate_tensors()
-        other.set_tensor(other.get_input_details()[0]["index"], x)
-        other.invoke()
-        with torch.no_grad():
-            want = torch_model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-        got = other.get_tensor(other.get_output_details()[0]["index"])
-        assert np.abs(got - want).max() <= 1e-4, stem
+        assert file_vs_torch(run / f"{stem}.tflite", load_exported(run / f"{stem}.pt"), x) \
+            <= 1e-4, stem
     assert len(result["curves"]["x0.25"]) == 1 and (run / "training.png").is_file()
     # A second call resumes the finished run: no training, the same adapted network.
     again = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
