@@ -227,4 +227,6 @@ def test_validate_for_real_on_the_host(tmp_path, fast_runner):
     res = val.validate(store, v, fast_runner, n=10, passes=2, drift_keys=10)
     assert res.measured == len(res.rows)
     for r in res.rows:
-        assert 0.3 < r["measured_us"] / r["estimated_us"] < 3  # same order: same device
+        # same order of magnitude: same device. Not tighter: at 32 px weight-heavy networks
+        # run 2-3x their layers' sum on this VM (README, layer_gap), more under load spikes
+        assert 0.2 < r["measured_us"] / r["estimated_us"] < 5
