@@ -58,7 +58,8 @@ def finished(space, digits, tmp_path_factory) -> tuple[dict, NetAdapt]:
 def test_budgets_met_and_history_follows_the_schedule(finished) -> None:
     result, na = finished
     hist = na.state["history"]
-    assert result["stage"] == "done" and result["iterations"] == len(hist) - 1 >= 2
+    # >= 1, not more: on a LUT measured live one first proposal may already meet the budget
+    assert result["stage"] == "done" and result["iterations"] == len(hist) - 1 >= 1
     budgets = result["budgets"]
     assert budgets["latency_ms"] == pytest.approx(0.75 * hist[0]["latency_ms"])
     assert result["adapted"]["latency_ms"] <= budgets["latency_ms"]
