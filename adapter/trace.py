@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from adapter.errors import AdaptError
+from adapter.models import same_pads
 from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
 
 Shape = tuple[int, int, int]  # H, W, C
@@ -358,16 +359,10 @@ def _explicit_pads(m: nn.Conv2d, h: int, w: int) -> tuple[int, int, int, int] | 
                                                                   m.stride, m.dilation))
     if (ph, pw) == (0, 0):
         return None
-    same = [_same_pads(n, k, s, d) for n, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw))]
+    same = [same_pads(n, k, s, d) for n, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw))]
     if same == [(ph, ph), (pw, pw)]:
         return None
     return (ph, ph, pw, pw)
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    extent = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
 
 
 def _torch_conv_hw(h: int, w: int, m: nn.Conv2d) -> tuple[int, int]:
