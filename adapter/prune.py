@@ -47,9 +47,10 @@ def width(model: nn.Module, producers: Producers, slot: str) -> int:
 
 
 def prune_slot(model: nn.Module, producers: Producers, slot: str, keep: int,
-               example: torch.Tensor) -> list[int]:
+               example: torch.Tensor, graph: tp.DependencyGraph | None = None) -> list[int]:
     """Shrink ``slot`` to its ``keep`` largest-norm filters, in place; returns the removed
-    ones. ``example`` is an input the dependency graph is traced with."""
+    ones. ``example`` is an input the dependency graph is traced with (``graph``: one
+    already traced from ``model``, reused)."""
     if slot not in producers:
         raise AdaptError(f"no slot {slot!r}; slots: {', '.join(producers)}")
     current = width(model, producers, slot)
@@ -59,7 +60,8 @@ def prune_slot(model: nn.Module, producers: Producers, slot: str, keep: int,
         return []
     kept = set(keep_indices(model, producers, slot, keep))
     removed = [i for i in range(current) if i not in kept]
-    _remove(model, model.get_submodule(producers[slot][0]), removed, example)
+    _remove(graph or dependency_graph(model, example),
+            model.get_submodule(producers[slot][0]), removed)
     got = {width(model, {slot: [n]}, slot) for n in producers[slot]}
     if got != {keep}:  # the dependency graph missed a producer: the model is inconsistent
         raise RuntimeError(f"pruning {slot} left producers with {sorted(got)} filters, "
@@ -69,22 +71,27 @@ def prune_slot(model: nn.Module, producers: Producers, slot: str, keep: int,
 
 def prune_to(model: nn.Module, producers: Producers, widths: Mapping[str, int],
              example: torch.Tensor) -> None:
-    """Shrink several slots (each to its largest-norm filters), in the slots' order."""
-    for slot in producers:
-        if slot in widths and widths[slot] != width(model, producers, slot):
-            prune_slot(model, producers, slot, widths[slot], example)
+    """Shrink several slots (each to its largest-norm filters), in the slots' order, on one
+    dependency graph (it tracks the modules it prunes, so one trace serves every slot)."""
+    todo = [s for s in producers if s in widths and widths[s] != width(model, producers, s)]
+    graph = dependency_graph(model, example) if todo else None
+    for slot in todo:
+        prune_slot(model, producers, slot, widths[slot], example, graph)
 
 
-def _remove(model: nn.Module, layer: nn.Module, idxs: list[int], example: torch.Tensor) -> None:
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     was_training = model.training
     model.eval()  # the graph is built with a forward pass: keep BN statistics untouched
     try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        fn = (tp.prune_linear_out_channels if isinstance(layer, nn.Linear)
-              else tp.prune_conv_out_channels)
-        group = dg.get_pruning_group(layer, fn, idxs=idxs)
-        if not dg.check_pruning_group(group):
-            raise RuntimeError(f"Torch-Pruning refuses to remove channels {idxs}")
-        group.prune()
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     finally:
         model.train(was_training)
+
+
+def _remove(graph: tp.DependencyGraph, layer: nn.Module, idxs: list[int]) -> None:
+    fn = (tp.prune_linear_out_channels if isinstance(layer, nn.Linear)
+          else tp.prune_conv_out_channels)
+    group = graph.get_pruning_group(layer, fn, idxs=idxs)
+    if not graph.check_pruning_group(group):
+        raise RuntimeError(f"Torch-Pruning refuses to remove channels {idxs}")
+    group.prune()
