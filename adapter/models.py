@@ -102,8 +102,9 @@ class ZooModel(nn.Module):
 
     def widths(self) -> dict[str, int]:
         """Current width of every slot, read from the producing convolutions."""
-        return {slot: self.get_submodule(mods[0]).out_channels
-                for slot, mods in self.slots.items()}
+        from adapter.arch import widths_of
+
+        return widths_of(self, self.slots)
 
     def config(self) -> dict:
         """What ``build`` needs to make this architecture again (weights aside)."""
