@@ -5,9 +5,10 @@ the device as the exported .tflite file that holds its trained weights.
 Per seed:
 - the initial network (MobileNetV1 x``--width``) is trained with the recipe (``--epochs``
   epochs, cosine schedule, crop + flip augmentation), its test accuracy recorded per epoch;
-- NetAdapt adapts it to each budget (a ratio of its estimated latency), all budgets from
-  the same converged initial network; the short- and long-term fine-tunes are NetAdapt's
-  extra training, reported beside the recipe;
+- NetAdapt adapts it to each budget (a ratio of its latency measured on the host, the
+  initial network measured alongside at every check; ``--estimated-budget``: of its
+  calibrated estimate), all budgets from the same converged initial network; the short-
+  and long-term fine-tunes are NetAdapt's extra training, reported beside the recipe;
 - the width multipliers (``--multipliers``; x1.0 is the initial network itself) are
   trained from scratch with the same recipe.
 Then every exported file of every seed is timed on the device in interleaved rounds
@@ -16,7 +17,7 @@ measured latency is plotted with its Pareto front, and the speed-up at equal acc
 the accuracy at equal latency are computed from the mean multiplier curve.
 
 Runs live in runs/compare-<tag>-s<seed>-b<budget> and are resumed, so a second call only
-re-measures. Run: python -m benchmarks.compare_bench [--seeds 0 1 2] [--resolution 16] ...
+re-measures. Run: python -m benchmarks.compare_bench [--seeds 0 1 2] [--width 0.5] ...
 """
 
 from __future__ import annotations
@@ -33,16 +34,22 @@ MULTIPLIERS = (0.25, 0.5, 0.75)
 BUDGETS = (0.75, 0.5, 0.25)
 
 
-def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The AdaptConfig fields every run of this comparison shares."""
-    return {"model": "mobilenet_v1", "width": args.width, "resolution": args.resolution,
+def settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """The AdaptConfig fields every run of this comparison shares. Budgets are on measured
+    latency (the initial network measured alongside), unless ``--estimated-budget``: the
+    comparison is at measured latency, so a budget the estimate meets but the file does
+    not would be no budget at all."""
+    measured = {} if args.estimated_budget else {"measured_on": "host",
+                                                  "measured_backend": backend}
+    return {**measured, "model": "mobilenet_v1", "width": args.width,
+            "resolution": args.resolution,
             "data": args.data, "max_per_class": args.per_class,
             "pretrain_epochs": args.epochs, "short_steps": args.short_steps,
             "long_epochs": args.long_epochs, "reduction": args.reduction, "decay": args.decay,
             "short_floor": args.short_floor, "batch_size": 64}
 
 
-def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str]:
+def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str, str]:
     """The MobileNetV1 search space on the host's LUT, swept at ``resolution`` (a derived
     version when the LUT lacks it; nothing to do when it is there) and calibrated, so the
     search ranks with the calibrated estimate."""
@@ -65,10 +72,11 @@ def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str]:
         if parent.fingerprint != v.fingerprint or not need <= store.keys(parent.id):
             break
         v = parent
-    return search_space(store, v, "mobilenet_v1", resolution, 10, log=log)
+    space, label = search_space(store, v, "mobilenet_v1", resolution, 10, log=log)
+    return space, label, v.backend
 
 
-def run_seed(args: argparse.Namespace, space: Any, label: str, dataset: Any,
+def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dataset: Any,
              seed: int) -> list[dict]:
     """One seed: the budgets' runs (the first also trains the multipliers)."""
     from adapter.netadapt import AdaptConfig
@@ -77,8 +85,8 @@ def run_seed(args: argparse.Namespace, space: Any, label: str, dataset: Any,
     out, initial = [], None
     for k, budget in enumerate(args.budgets):
         run_dir = args.runs / f"compare-{args.tag}-s{seed}-b{budget:g}"
-        cfg = AdaptConfig(**settings(args), budgets={"latency_ms": str(budget)}, lut=label,
-                          grid=space.grid, seed=seed,
+        cfg = AdaptConfig(**settings(args, backend), budgets={"latency_ms": str(budget)},
+                          lut=label, grid=space.grid, seed=seed,
                           weights=str(initial) if initial else None)
         t0 = time.perf_counter()
         r = adapt(cfg, space, dataset, run_dir, workers=args.workers, resume=True,
@@ -176,15 +184,17 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     ap.add_argument("--multipliers", type=float, nargs="+", default=list(MULTIPLIERS))
     ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--per-class", type=int, default=None, help="training images per class")
-    ap.add_argument("--resolution", type=int, default=16)
-    ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--epochs", type=int, default=8, help="the recipe's epochs")
+    ap.add_argument("--per-class", type=int, default=3000, help="training images per class")
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int, default=6, help="the recipe's epochs")
     ap.add_argument("--short-steps", type=int, default=40)
     ap.add_argument("--short-floor", type=float, default=0.2)
     ap.add_argument("--long-epochs", type=int, default=2)
-    ap.add_argument("--reduction", type=float, default=0.1)
-    ap.add_argument("--decay", type=float, default=0.96)
+    ap.add_argument("--reduction", type=float, default=0.15)
+    ap.add_argument("--decay", type=float, default=0.95)
+    ap.add_argument("--estimated-budget", action="store_true",
+                    help="budgets on the calibrated estimate, not on measured latency")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
@@ -197,10 +207,10 @@ def main() -> None:
     from adapter import data
 
     t0 = time.perf_counter()
-    space, label = space_for(args.lut, args.resolution, print)
+    space, label, backend = space_for(args.lut, args.resolution, print)
     dataset = data.load(args.data, args.resolution, args.per_class)
     print(f"data: {dataset.describe()}; LUT {label}", flush=True)
-    runs = {s: run_seed(args, space, label, dataset, s) for s in args.seeds}
+    runs = {s: run_seed(args, space, label, backend, dataset, s) for s in args.seeds}
     if args.train_only:  # e.g. seeds trained in parallel processes, measured together later
         return
     ms = measure_all(runs, args.rounds)
