@@ -128,7 +128,8 @@ def adapt_cmd(
                                             tie_bottlenecks=tie_bottlenecks,
                                             fine_step=fine_widths)
         cfg = AdaptConfig(
-            model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution, data=data, max_per_class=max_per_class,
+            model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
+            data=data, max_per_class=max_per_class,
             lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
             short_floor=short_floor, pick=pick, fine_step=fine_widths,
