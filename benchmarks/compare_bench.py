@@ -128,12 +128,14 @@ def summarise(runs: dict[int, list[dict]], ms: dict[str, float], width: float
 
     seeds = sorted(runs)
     first = runs[seeds[0]][0]
-    def acc(s: int, name: str) -> float:
-        return next(m["test_acc"] for m in runs[s][0]["multipliers"] if m["name"] == name)
+    # every multiplier network is a point of the curve, the one of equal estimated latency
+    # too (its width follows each seed's adapted network: matched by position, not name)
+    def nets(s: int) -> list[dict]:
+        return runs[s][0]["multipliers"]
 
-    names = [m["name"] for m in first["multipliers"] if "equal" not in m["name"]]
-    mult = [_point(n, [acc(s, n) for s in seeds], [ms[f"s{s}/{n}"] for s in seeds])
-            for n in names]
+    mult = [_point(m["name"], [nets(s)[k]["test_acc"] for s in seeds],
+                   [ms[f"s{s}/{nets(s)[k]['name']}"] for s in seeds])
+            for k, m in enumerate(first["multipliers"])]
     mult.append(_point(f"x{width:g} (initial)", [runs[s][0]["initial"]["test_acc"] for s in seeds],
                        [ms[f"s{s}/initial"] for s in seeds]))
     mult.sort(key=lambda p: p["ms"])
