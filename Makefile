@@ -47,7 +47,7 @@ ADAPT_RES ?= 32
 ADAPT_DEMO ?= --width 0.5 --max-per-class 1000 --pretrain-epochs 6 --short-steps 40 --reduction 0.15 --decay 0.95 --long-epochs 2
 adapt: setup fashion-mnist
 	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --space mobilenet_v1 --resolution $(ADAPT_RES) --grid 32 --classes 10 --db $(LUT)
-	$(NETADAPT) adapt --lut $(LUT) --model mobilenet_v1 --resolution $(ADAPT_RES) --budget 0.5 --measured-budget --data fashion-mnist $(ADAPT_DEMO) --compare-multipliers --multipliers 0.25,0.5,0.75 --name demo-$(DEVICE)-$(ADAPT_RES)-fashion-x0.5 --resume
+	$(NETADAPT) adapt --lut $(LUT) --model mobilenet_v1 --resolution $(ADAPT_RES) --budget 0.5 --measured-budget --data fashion-mnist $(ADAPT_DEMO) --compare-multipliers --multipliers 0.125,0.25,0.375 --name demo-$(DEVICE)-$(ADAPT_RES)-fashion-x0.5 --resume
 
 # The paper's comparison (benchmarks/compare_bench.py): NetAdapt at budgets 0.75/0.5/0.25
 # (on measured latency) against width multipliers over 3 seeds, every file timed on the
