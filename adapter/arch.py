@@ -79,7 +79,7 @@ class Architecture:
         producers, family_layers = derive(model, (resolution, resolution, 3), names)
         if source in zoo.FAMILIES:  # the zoo's slot order (width lists follow it)
             producers = {s: producers[s] for s in zoo.family(source).slots}
-        base = widths_of(model, producers)
+        base = prune.widths(model, producers)
         outputs = family_layers[-1].base.output_shape[-1]
         if outputs != classes:
             raise AdaptError(f"--model {source} outputs {outputs} classes, the data has "
@@ -103,7 +103,7 @@ class Architecture:
 
     # -- models at given widths --------------------------------------------------------------
     def widths(self, model: nn.Module) -> dict[str, int]:
-        return widths_of(model, self.producers)
+        return prune.widths(model, self.producers)
 
     def fresh(self, widths: Mapping[str, int], seed: int) -> nn.Module:
         """A newly initialised model at ``widths`` (the initial and the baseline networks)."""
@@ -158,11 +158,6 @@ def load_exported(path: str | Path) -> nn.Module:
         raise AdaptError(f"{path}: no architecture saved with these weights")
     arch = Architecture.from_dict(saved["arch"])
     return arch.rebuild(saved["widths"], saved["state_dict"]).eval()
-
-
-def widths_of(model: nn.Module, producers: Mapping[str, list[str]]) -> dict[str, int]:
-    """Each slot's width: its first producer's output channels."""
-    return {slot: prune.width(model, producers, slot) for slot in producers}
 
 
 # -- model sources ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter import prune
 from adapter.errors import AdaptError
 from bench import zoo
 from lut_db.spec import SpecError
@@ -102,9 +103,7 @@ class ZooModel(nn.Module):
 
     def widths(self) -> dict[str, int]:
         """Current width of every slot, read from the producing convolutions."""
-        from adapter.arch import widths_of
-
-        return widths_of(self, self.slots)
+        return prune.widths(self, self.slots)
 
     def config(self) -> dict:
         """What ``build`` needs to make this architecture again (weights aside)."""

@@ -46,6 +46,11 @@ def width(model: nn.Module, producers: Producers, slot: str) -> int:
     return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
 
 
+def widths(model: nn.Module, producers: Producers) -> dict[str, int]:
+    """Each slot's width: its first producer's output channels."""
+    return {slot: width(model, producers, slot) for slot in producers}
+
+
 def prune_slot(model: nn.Module, producers: Producers, slot: str, keep: int,
                example: torch.Tensor, graph: tp.DependencyGraph | None = None) -> list[int]:
     """Shrink ``slot`` to its ``keep`` largest-norm filters, in place; returns the removed

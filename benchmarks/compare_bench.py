@@ -140,13 +140,13 @@ def summarise(runs: dict[int, list[dict]], ms: dict[str, float], width: float
                        [ms[f"s{s}/initial"] for s in seeds]))
     mult.sort(key=lambda p: p["ms"])
     xs, ys = [p["ms"] for p in mult], [p["acc"] for p in mult]
+    best = max(mult, key=lambda q: q["acc"])  # NetAdapt above it: a lower bound on speed-up
     adapted = []
     for k, r in enumerate(runs[seeds[0]]):
         b = r["budget"]
         p = _point(f"{b:g}", [runs[s][k]["adapted"]["test_acc"] for s in seeds],
                    [ms[f"s{s}/b{b:g}"] for s in seeds])
         curve = interpolate_curve(xs, ys, p["ms"])
-        best = max(mult, key=lambda q: q["acc"])  # more accurate than all: a lower bound
         p.update(budget=b, speedup_at_equal_accuracy=speedup_at_equal_accuracy(
             xs, ys, p["ms"], p["acc"]),
             speedup_over_most_accurate=best["ms"] / p["ms"] if p["acc"] > best["acc"] else None,
