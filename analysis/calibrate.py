@@ -30,7 +30,7 @@ from bench.missing import ensure_keys
 from bench.runners.base import Runner
 from bench.timing import Progress, summary, time_networks
 from bench.zoo import family
-from lut_db.calibration import Calibration, CalibrationError, features
+from lut_db.calibration import Calibration, CalibrationError, act_mb, weight_mb
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
@@ -39,9 +39,10 @@ NETWORKS = 40
 PASSES = 3
 MIN_NETWORKS = 8  # fewer than this cannot pin four parameters down and cross-validate them
 FOLDS = 5
-# Candidate L2 sizes (MB): the one that explains the networks best is kept. Phones and
-# desktop cores span 0.25-4 MB of L2 per core; larger "L2s" stand for big shared caches.
-L2_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
+# Candidate cache sizes (MB) where a network's weights start to be evicted, and where all
+# are: the pair that explains the networks best is kept. Phones and desktop cores have
+# 0.25-4 MB of L2 per core; larger sizes stand for big shared caches.
+CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 
 
 @dataclass
@@ -53,18 +54,27 @@ class Sample:
     measured_us: float
 
 
-OTHER_RESOLUTIONS = (56, 112, 224)  # a quarter of the set: weights cost the same at any
-# resolution, compute does not; networks at two resolutions tell the two apart
+OTHER_RESOLUTIONS = (32, 56, 112, 224)  # a quarter of the set at two of these: weights
+# cost the same at any resolution, compute does not; two resolutions tell the two apart
 OTHER_SHARE = 0.25
+SMALL_SHARE = 0.15  # narrow networks at the lowest resolution: whether a network's weights
+# stay in cache shows only in networks small enough to fit (NetAdapt's results often are)
+SMALL_WIDTHS = (0.08, 0.45)
 MIN_OTHER = 16  # smaller sets stay at the LUT's resolutions (no keys measured on demand)
+# The weight-streaming cost (us/MB) is chosen by cross-validation from this grid, with the
+# cache sizes: 0 (never waits for weights), then 10 % steps from 2 us/MB (500 GB/s) to
+# 2,000 us/MB (0.5 GB/s); phones and desktops stream 5-50 GB/s from beyond their L2.
+US_PER_MB_GRID = (0.0, *(round(2.0 * 1.1**i, 2) for i in range(73)))
 
 
 def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[Network]:
     """``n`` networks of the space's families: most at its resolutions, on its grid (keys
-    it holds), a quarter at other resolutions (their keys are measured on demand)."""
+    it holds), a quarter at other resolutions and some narrow ones at the lowest
+    resolution (their keys are measured on demand)."""
     others = [r for r in OTHER_RESOLUTIONS if r not in space.resolutions][:2]
     k = round(OTHER_SHARE * n) if others and n >= MIN_OTHER else 0
-    main = sample_networks(space, n - k, seed, held_out=(), off_grid=False)
+    k_small = round(SMALL_SHARE * n) if others and n >= MIN_OTHER else 0
+    main = sample_networks(space, n - k - k_small, seed, held_out=(), off_grid=False)
     rng = random.Random(seed)
     extra = []
     for i in range(k):
@@ -72,18 +82,52 @@ def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[N
         widths = random_widths(fam, rng, space.grid)
         extra.append(make_network(fam, "resolution", widths, others[i % len(others)],
                                   space.classes))
+    low = min([*space.resolutions, *others])
+    for i in range(k_small):
+        fam = family(space.families[i % len(space.families)])
+        widths = random_widths(fam, rng, space.grid, SMALL_WIDTHS)
+        extra.append(make_network(fam, "small", widths, low, space.classes))
     return main + at_dtypes(extra, space.dtypes)
 
 
-def _design(samples: Sequence[Sample], overhead_us: float, l2_mb: float
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of summed layer features, the gaps they must explain, and the scales."""
-    x = np.array([np.sum([features(spec, l2_mb) for spec, _ in s.layers], axis=0)
-                  for s in samples])
-    base = np.array([sum(e - overhead_us for _, e in s.layers) + overhead_us
-                     for s in samples])
-    measured = np.array([s.measured_us for s in samples])
-    return x, measured - base, measured
+@dataclass
+class _Rows:
+    """The calibration networks as arrays, for fitting: per network the sum of its layers'
+    entries less the overhead, its weight and activation MB, its layer count, and per
+    layer what its weights would take to stream and its entry (less the overhead)."""
+
+    inside: np.ndarray
+    weights: np.ndarray
+    acts: np.ndarray
+    layers: np.ndarray
+    measured: np.ndarray
+    overhead_us: float
+    _layer_w: list[np.ndarray]
+    _layer_e: list[np.ndarray]
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample], overhead_us: float) -> _Rows:
+        e = [np.array([x - overhead_us for _, x in s.layers]) for s in samples]
+        w = [np.array([weight_mb(spec) for spec, _ in s.layers]) for s in samples]
+        return cls(np.array([x.sum() for x in e]), np.array([x.sum() for x in w]),
+                   np.array([sum(act_mb(spec) for spec, _ in s.layers) for s in samples]),
+                   np.array([len(s.layers) for s in samples], float),
+                   np.array([s.measured_us for s in samples]), overhead_us, w, e)
+
+    def streaming(self, us_per_mb: float) -> np.ndarray:
+        """Per network: what its layers wait for their weights beyond their compute."""
+        return np.array([np.maximum(0.0, us_per_mb * w - e).sum()
+                         for w, e in zip(self._layer_w, self._layer_e)])
+
+    def evicted(self, cache_mb: float, evicted_mb: float) -> np.ndarray:
+        cal = Calibration(self.overhead_us, cache_mb, evicted_mb, 0.0, 0.0, 0.0)
+        return np.array([cal.evicted(w) for w in self.weights])
+
+    def design(self, stream: np.ndarray, evicted: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Each network's latency before the fitted linear terms, and what they multiply."""
+        base = self.inside + self.overhead_us + evicted * stream
+        return base, np.column_stack([evicted * self.acts, self.layers])
 
 
 def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -94,21 +138,16 @@ def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _predict(x: np.ndarray, gap_base: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    return gap_base + x @ coef
-
-
-def cross_validate(samples: Sequence[Sample], overhead_us: float, l2_mb: float,
-                   folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+def _out_of_fold(base: np.ndarray, x: np.ndarray, measured: np.ndarray,
+                 folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """Each network's out-of-fold relative error (predicted / measured - 1)."""
-    x, gap, measured = _design(samples, overhead_us, l2_mb)
-    base = measured - gap
-    fold = np.random.default_rng(seed).permutation(len(samples)) % min(folds, len(samples))
-    pred = np.zeros(len(samples))
+    n = len(measured)
+    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
+    pred = np.zeros(n)
     for f in range(fold.max() + 1):
         train, test = fold != f, fold == f
-        coef = _solve(x[train], gap[train], measured[train])
-        pred[test] = _predict(x[test], base[test], coef)
+        coef = _solve(x[train], measured[train] - base[train], measured[train])
+        pred[test] = base[test] + x[test] @ coef
     return pred / measured - 1
 
 
@@ -119,18 +158,28 @@ def errors(rel: np.ndarray) -> dict[str, Any]:
 
 
 def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
-        l2_grid: Sequence[float] = L2_GRID_MB) -> Calibration:
-    """The model that explains ``samples`` best, its L2 cutoff chosen by cross-validation."""
+        cache_grid: Sequence[float] = CACHE_GRID_MB,
+        us_per_mb_grid: Sequence[float] = US_PER_MB_GRID) -> Calibration:
+    """The model that explains ``samples`` best: its cache sizes and weight-streaming cost
+    chosen by cross-validation, its linear terms fitted on all the samples."""
     if len(samples) < MIN_NETWORKS:
         raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
                                f"and cross-validate its parameters; got {len(samples)}")
-    scored = {l2: cross_validate(samples, overhead_us, l2) for l2 in l2_grid}
-    l2 = min(scored, key=lambda c: float(np.mean(np.abs(scored[c]))))
-    x, gap, measured = _design(samples, overhead_us, l2)
-    a_fits, a_act, a_layer = map(float, _solve(x, gap, measured))
-    return Calibration(overhead_us, l2, a_fits, a_act, a_layer,
-                       fingerprint=dict(fingerprint), networks=[s.name for s in samples],
-                       cv=errors(scored[l2]))
+    rows = _Rows.of(samples, overhead_us)
+    sizes = [(lo, hi) for lo in cache_grid for hi in cache_grid if hi >= lo]
+    evicted = {c: rows.evicted(*c) for c in sizes}
+    scored: dict[tuple[float, float, float], np.ndarray] = {}
+    for k in us_per_mb_grid:
+        stream = rows.streaming(k)
+        for c in sizes:
+            scored[(k, *c)] = _out_of_fold(*rows.design(stream, evicted[c]), rows.measured)
+    # ties (e.g. no network near a cutoff) go to the smaller cost and caches
+    best = min(scored, key=lambda c: (round(float(np.mean(np.abs(scored[c]))), 9), c))
+    k, lo, hi = best
+    base, x = rows.design(rows.streaming(k), evicted[lo, hi])
+    a_act, a_layer = map(float, _solve(x, rows.measured - base, rows.measured))
+    return Calibration(overhead_us, lo, hi, k, a_act, a_layer, fingerprint=dict(fingerprint),
+                       networks=[s.name for s in samples], cv=errors(scored[best]))
 
 
 def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Sequence[Network],

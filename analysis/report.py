@@ -82,8 +82,8 @@ def parse_rows(stored: Sequence[Mapping[str, Any]], tables: Tables | None = None
                 row["estimate"] = {**timing["estimate"], **fresh}
                 if calibration is not None:
                     lookup, _ = tables.lookup(net.keys)
-                    row["calibrated_us"] = calibration.network_us(sum(
-                        calibration.layer_us(n.spec, lookup[n.spec.key]) for n in net.nodes))
+                    row["calibrated_us"] = calibration.network_us(
+                        [(spec, lookup[spec.key]) for spec in net.specs])
                     row["fitted"] = r["name"] in calibration.networks
             except MissingKeys:
                 pass  # keep the stored estimate (its on-demand version is gone)

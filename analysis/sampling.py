@@ -52,16 +52,17 @@ def _snap(value: float, choices: Sequence[int]) -> int:
     return min(choices, key=lambda c: (abs(c - value), c))
 
 
-def random_widths(fam: Family, rng: random.Random, grid: int | None) -> list[int]:
-    """A pruned-looking config: a global factor in [0.25, 1] jittered per slot.
+def random_widths(fam: Family, rng: random.Random, grid: int | None,
+                  factor: tuple[float, float] = (0.25, 1.0)) -> list[int]:
+    """A pruned-looking config: a global factor drawn from ``factor`` jittered per slot.
 
     On the grid (``grid`` given): each width snapped to the slot's LUT choices. Off it
     (``grid`` None): rounded to multiples of 8 that are not multiples of the LUT grid.
     """
-    g = rng.uniform(0.25, 1.0)
+    g = rng.uniform(*factor)
     out = []
     for slot, base in zip(fam.slots, fam.base):
-        target = base * min(1.0, max(0.1, g * rng.uniform(0.8, 1.2)))
+        target = base * min(1.0, max(0.03, g * rng.uniform(0.8, 1.2)))
         if grid is not None:
             out.append(_snap(target, slot_choices(fam, grid)[slot]))
         else:

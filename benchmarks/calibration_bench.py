@@ -8,11 +8,15 @@ session, interleaved, with the drift factor taken out as the calibration does:
 - ``unseen``: the LUT's own families at its resolution, another seed than the
   calibration set, with off-grid widths (keys measured on demand);
 - ``held_out``: the ResNet- and VGG-style families no sweep contained;
-- ``res32``: MobileNetV1 width configs at 32 px (the adapt demo's resolution).
+- ``res32``: MobileNetV1 width configs at 32 px (the adapt demo's resolution);
+- ``adapted32``: what NetAdapt makes at 32 px: narrow multipliers, and x0.5 networks with
+  their late (weight-heavy) layers cut hardest.
 
 Candidates, each fitted on the calibration set only: the plain sum (the paper), the
 sum less the per-invoke overhead, one scale factor, the report's per-op-class
-correction, and the stored physical model (``lut_db.calibration``).
+correction, the v2 cache model (an extra cost per MB of weights that fit in L2), v2
+only where the network's weights do not fit, and the stored roofline model
+(``lut_db.calibration``).
 Runnable alone: ``python -m benchmarks.calibration_bench [--lut luts/host.db]``.
 """
 
@@ -57,7 +61,45 @@ def test_sets(space: Space) -> dict[str, list[Network]]:
                         classes=space.classes, name=f"v1-32-r{i}") for i in range(10)]
     res32 += [v1.network(width_mult=m, resolution=32, classes=space.classes,
                          name=f"v1-32-x{m}") for m in (0.25, 0.5, 0.75, 1.0)]
-    return {"unseen": unseen, "held_out": held, "res32": res32}
+    adapted = [v1.network(width_mult=m, resolution=32, classes=space.classes,
+                          name=f"v1-32-x{m}") for m in (0.125, 0.2, 0.3, 0.35, 0.42)]
+    for i in range(11):
+        w = v1.widths(width_mult=0.5)
+        for j, s in enumerate(v1.slots):
+            cut = rng.uniform(0.2, 0.9) if j >= 6 else rng.uniform(0.7, 1.0)
+            w[s] = min(choices[s], key=lambda c: abs(c - w[s] * cut))
+        adapted.append(v1.network(w, resolution=32, classes=space.classes,
+                                  name=f"v1-32-adapted-{i}"))
+    return {"unseen": unseen, "held_out": held, "res32": res32, "adapted32": adapted}
+
+
+def fit_additive(train: Sequence[cb.Sample], o: float, cutoff: bool) -> Predict:
+    """The v2 model, for comparison: an extra cost per MB of each layer's weights when they
+    fit in L2 (they are warm alone, cold inside), with activation and per-layer terms; with
+    ``cutoff`` only in networks whose weights do not fit in that L2 themselves. L2 chosen
+    by cross-validation, like v3's."""
+
+    def feats(s: cb.Sample, l2: float) -> list[float]:
+        w = [weight_mb(sp) for sp, _ in s.layers]
+        cold = not cutoff or sum(w) > l2
+        return [sum(x for x in w if x <= l2) if cold else 0.0,
+                sum(act_mb(sp) for sp, _ in s.layers), float(len(s.layers))]
+
+    m = np.array([s.measured_us for s in train])
+    base = np.array([sum(e - o for _, e in s.layers) + o for s in train])
+    fold = np.random.default_rng(0).permutation(len(train)) % cb.FOLDS
+
+    def cv_error(l2: float) -> float:
+        x = np.array([feats(s, l2) for s in train])
+        pred = np.zeros(len(train))
+        for f in range(cb.FOLDS):
+            tr = fold != f
+            pred[~tr] = base[~tr] + x[~tr] @ cb._solve(x[tr], m[tr] - base[tr], m[tr])
+        return float(np.mean(np.abs(pred / m - 1)))
+
+    l2 = min(cb.CACHE_GRID_MB, key=cv_error)
+    coef = cb._solve(np.array([feats(s, l2) for s in train]), m - base, m)
+    return lambda s: sum(e - o for _, e in s.layers) + o + float(np.dot(feats(s, l2), coef))
 
 
 def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predict]:
@@ -81,6 +123,7 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predic
         return (sum(weight_mb(sp) for sp, _ in s.layers), sum(act_mb(sp) for sp, _ in s.layers))
 
     refit = cb.fit(train, o, cal.fingerprint)
+    v2, v2n = fit_additive(train, o, cutoff=False), fit_additive(train, o, cutoff=True)
     corr = fit_correction([by_class(s) for s in train], [mb(s) for s in train],
                           [s.measured_us - aligned(s) for s in train],
                           [s.measured_us for s in train])
@@ -89,10 +132,10 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predic
         "sum - overhead": aligned,
         "one scale factor": lambda s: k * aligned(s),
         "per-op-class correction": lambda s: aligned(s) + corr.extra_us(by_class(s), mb(s)),
-        "physical cache model (kept)": lambda s: refit.network_us(
-            sum(refit.layer_us(sp, e) for sp, e in s.layers)),
-        "physical, as stored with the LUT": lambda s: cal.network_us(
-            sum(cal.layer_us(sp, e) for sp, e in s.layers)),
+        "cache model v2 (extra us per MB of weights that fit in L2)": v2,
+        "v2, only where the network's weights do not fit": v2n,
+        "roofline cache model v3, gradual eviction (kept)": lambda s: refit.network_us(s.layers),
+        "v3, as stored with the LUT": lambda s: cal.network_us(s.layers),
     }
 
 
@@ -133,13 +176,21 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
             ensure_keys(store, version, absent, runner=runner)
         # the calibration set again, in the same session as the tests, for the fits
         samples = cb.measure_samples(store, version, runner, train_nets + nets)
+        # the test networks once more: no estimate can agree with a measurement better
+        # than the measurement agrees with itself (this machine's noise floor)
+        again = {s.name: s.measured_us
+                 for s in cb.measure_samples(store, version, runner, nets)}
     store.close()
     by_name = {s.name: s for s in samples}
     train = [by_name[n.name] for n in train_nets]
     preds = candidates(train, cal)
+    preds["the same networks measured again (noise floor)"] = lambda s: again[s.name]
     out["models"] = {name: {group: score(p, [by_name[n.name] for n in nets_])
                             for group, nets_ in sets.items()}
                      for name, p in preds.items()}
+    share = [cal.evicted(sum(cb.weight_mb(sp) for sp, _ in s.layers)) for s in train]
+    out["calibration_set"] = {"networks": len(train), "warm": sum(x == 0 for x in share),
+                              "partly_evicted": sum(0 < x < 1 for x in share)}
 
 
 def main() -> None:

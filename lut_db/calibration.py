@@ -2,38 +2,46 @@
 
 A LUT entry is a layer timed alone, over and over: its weights and input stay in the
 core's caches, and every invoke pays the runtime's fixed overhead once. Inside a
-network neither holds: the network pays the overhead once, and the layers before
-evict a layer's weights, which then come from further away. The model says so, per
-layer, with the physics as its features:
+network neither holds. The network pays the overhead once. And when the network's
+weights do not fit in the core's cache, the layers after a layer evict its weights and
+activations before the next invoke, so they stream in from further away, at a bandwidth
+the device sets. A layer then costs what its compute costs (its entry) or what streaming
+its weights costs, whichever is more (a roofline: a 1x1 conv at 2x2 px waits for its
+weights, the same conv at 14x14 px hides them under compute):
 
     in_network(layer) = entry - overhead
-                        + us_per_mb_fits x weight MB   (only weights that fit in L2: warm
-                                                        alone, cold inside; bigger ones
-                                                        stream from further away either way)
-                        + us_per_act_mb  x activation MB read and written
+                        + evicted x (max(0, us_per_weight_mb x weight MB - (entry - overhead))
+                                     + us_per_act_mb x activation MB read and written)
                         + us_per_layer
     network = sum of in_network(layer) + overhead
+    evicted = the share of a network's weights that does not survive until the next
+              invoke: 0 up to cache_mb MB of weights, 1 from evicted_mb MB, linear between
+              (a real cache loses lines well before it is full)
 
 The parameters are fitted per device and setup from whole networks measured on it
-(``analysis.calibrate``) and stored with the LUT version; the L2 size is the cutoff
-that explains those networks best. Because every term is a layer's own, the model
-carries over to widths, resolutions and families it was not fitted on, and a
-calibrated LUT is just another table (``in_network_table``), so the adapter's fast
-path stays a sum of look-ups.
+(``analysis.calibrate``) and stored with the LUT version. Every term is a layer's own
+except ``evicted``, which a network's total weight bytes decide, so the model carries
+over to widths, resolutions and families it was not fitted on, and the adapter's fast
+path (``SlotEstimator``) stays a sum of cached look-ups.
+
+Versions calibrated before this model (``cache-l2-v2``: an extra cost per MB of the
+weights that fit in L2, in every network) keep their calibration and its formula: a
+calibration never changes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
 
-MODEL = "cache-l2-v2"
+MODEL = "cache-roofline-v3"
+V2 = "cache-l2-v2"  # read only: LUT versions calibrated before v3
 BYTES = {"float32": 4, "float16": 2, "int8": 1}
 MB = 2**20
 
@@ -52,20 +60,14 @@ def act_mb(spec: LayerSpec) -> float:
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
 
 
-def features(spec: LayerSpec, l2_mb: float) -> tuple[float, float, float]:
-    """(weight MB if they fit in L2, activation MB, 1): what the model's parameters
-    multiply, for one layer."""
-    w = weight_mb(spec)
-    return (w if w <= l2_mb else 0.0, act_mb(spec), 1.0)
-
-
 @dataclass(frozen=True)
 class Calibration:
     """One LUT version's fitted in-network model, with how well it did and on what."""
 
     overhead_us: float
-    l2_mb: float
-    us_per_mb_fits: float
+    cache_mb: float  # a network with up to this many MB of weights keeps them all
+    evicted_mb: float  # ... from this many on, none (v2: its per-layer L2 cutoff)
+    us_per_weight_mb: float  # streaming weights from beyond it (v2: extra per MB that fits)
     us_per_act_mb: float
     us_per_layer: float
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -73,22 +75,37 @@ class Calibration:
     cv: dict[str, Any] = field(default_factory=dict)  # cross-validated errors on them
     model: str = MODEL
 
-    @property
-    def coefficients(self) -> tuple[float, float, float]:
-        return (self.us_per_mb_fits, self.us_per_act_mb, self.us_per_layer)
+    def evicted(self, weights_mb: float) -> float:
+        """The share of a network's ``weights_mb`` MB of weights evicted between invokes."""
+        if self.model == V2 or weights_mb >= self.evicted_mb:
+            return 1.0
+        if weights_mb <= self.cache_mb:
+            return 0.0
+        return (weights_mb - self.cache_mb) / (self.evicted_mb - self.cache_mb)
 
-    def layer_us(self, spec: LayerSpec, entry_us: float) -> float:
-        """What a layer of LUT entry ``entry_us`` costs inside a network."""
-        f = features(spec, self.l2_mb)
-        return entry_us - self.overhead_us + sum(a * x for a, x in zip(self.coefficients, f))
+    def parts(self, spec: LayerSpec, entry_us: float) -> tuple[float, float]:
+        """A layer's in-network cost as (what it costs when its network stays in cache,
+        what eviction adds): ``warm + evicted x extra``."""
+        inside = entry_us - self.overhead_us + self.us_per_layer
+        w, act = weight_mb(spec), self.us_per_act_mb * act_mb(spec)
+        if self.model == V2:
+            return inside + act + self.us_per_weight_mb * (w if w <= self.evicted_mb else 0), 0.0
+        return inside, max(0.0, self.us_per_weight_mb * w - (entry_us - self.overhead_us)) + act
 
-    def network_us(self, layer_us_sum: float) -> float:
-        """A network's latency from the sum of its layers' in-network costs."""
-        return layer_us_sum + self.overhead_us
+    def layer_us(self, spec: LayerSpec, entry_us: float, evicted: float = 1.0) -> float:
+        """What a layer of LUT entry ``entry_us`` costs inside a network whose weights are
+        ``evicted`` (see ``evicted()``) between invokes."""
+        warm, extra = self.parts(spec, entry_us)
+        return warm + evicted * extra
 
-    def in_network_table(self, table: Mapping[str, float]) -> dict[str, float]:
-        """Every key's in-network cost: a calibrated table, summed like a raw one."""
-        return {k: self.layer_us(LayerSpec.parse(k), v) for k, v in table.items()}
+    def layers_us(self, layers: Sequence[tuple[LayerSpec, float]]) -> list[float]:
+        """Each layer's in-network cost, for a network of these (spec, LUT entry) layers."""
+        evicted = self.evicted(sum(weight_mb(spec) for spec, _ in layers))
+        return [self.layer_us(spec, entry, evicted) for spec, entry in layers]
+
+    def network_us(self, layers: Sequence[tuple[LayerSpec, float]]) -> float:
+        """A network's latency from its (spec, LUT entry) layers."""
+        return sum(self.layers_us(layers)) + self.overhead_us
 
     def describe(self) -> str:
         cv = self.cv
@@ -96,13 +113,24 @@ class Calibration:
                if cv else "")
         return f"{self.model} fitted on {len(self.networks)} networks{err}"
 
+    def physics(self) -> str:
+        """The fitted parameters in words."""
+        if self.model == V2:
+            return (f"L2 cutoff {self.evicted_mb:g} MB, {self.us_per_weight_mb:.1f} us per MB "
+                    f"of weights that fit in it")
+        return (f"a network's weights stay in cache up to {self.cache_mb:g} MB and are evicted "
+                f"from {self.evicted_mb:g} MB, then stream at {self.us_per_weight_mb:.1f} us/MB")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Calibration:
         data = json.loads(text)
-        if data.get("model") != MODEL:
+        if data.get("model") == V2 and "us_per_mb_fits" in data:  # its names, in v3's
+            data["us_per_weight_mb"] = data.pop("us_per_mb_fits")
+            data["cache_mb"] = data["evicted_mb"] = data.pop("l2_mb")
+        if data.get("model") not in (MODEL, V2):
             raise CalibrationError(f"calibration model {data.get('model')!r} was written by "
                                    f"another netadapt-farm (this one knows {MODEL!r}); use "
                                    "--raw for the plain sum, or build a new LUT file")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lut_db.calibration import Calibration
+from lut_db.calibration import Calibration, weight_mb
 from lut_db.spec import LayerSpec, Network
 from lut_db.store import LutError
 
@@ -69,7 +69,7 @@ class Estimate:
     def total_us(self) -> float:
         if self.calibration is None:
             return self.raw_total_us
-        return self.calibration.network_us(sum(x.in_network_us or 0.0 for x in self.layers))
+        return sum(x.in_network_us or 0.0 for x in self.layers) + self.calibration.overhead_us
 
     @property
     def total_ms(self) -> float:
@@ -108,12 +108,13 @@ def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
         raise MissingKeys(absent, lut)
     filled = interpolate(absent, table) if absent else {}
     out = Estimate(net.name, calibration=calibration, lut=lut)
-    for node in net.nodes:
+    entries = [table[k] if k in table else filled[k] for k in net.keys]
+    inside = (calibration.layers_us(list(zip(net.specs, entries))) if calibration
+              else [None] * len(entries))
+    for node, entry, cost in zip(net.nodes, entries, inside):
         key = node.spec.key
-        entry = table[key] if key in table else filled[key]
         source = "interpolated" if key in interpolated or key not in table else "lut"
-        inside = calibration.layer_us(node.spec, entry) if calibration else None
-        out.layers.append(LayerEstimate(node.name, key, entry, source, node.spec.macs, inside))
+        out.layers.append(LayerEstimate(node.name, key, entry, source, node.spec.macs, cost))
     return out
 
 
@@ -214,15 +215,13 @@ class SlotCost:
     a spec (MACs, parameters, or a LUT entry in SlotEstimator).
     """
 
-    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float],
-                 offset: float = 0.0):
+    def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
         self.layers = list(layers)
         self.cost = cost
-        self.offset = offset  # added once per network (a calibration's overhead)
         self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
 
     def __call__(self, width: Mapping[str, int]) -> float:
-        total = self.offset
+        total = 0.0
         for (slots, make), cache in zip(self.layers, self._cache):
             sig = tuple(width[s] for s in slots)
             v = cache.get(sig)
@@ -232,27 +231,54 @@ class SlotCost:
         return total
 
 
-class SlotEstimator(SlotCost):
+class SlotEstimator:
     """Estimated latency (us) of width configs of one family: the sum of LUT entries, or
-    with a ``calibration`` the sum of in-network costs plus its overhead (the same
-    look-ups: each position's calibrated cost is cached like a raw one)."""
+    with a ``calibration`` the sum of in-network costs plus its overhead. Each position
+    caches its in-network cost as (warm, what eviction adds, weight MB) by the widths it
+    depends on, so a calibrated estimate is the same look-ups as a raw one, summed in a
+    single loop."""
 
     def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
                  missing: str = "error", lut: str = "LUT",
                  calibration: Calibration | None = None):
-        super().__init__(layers, self._cost, calibration.overhead_us if calibration else 0.0)
+        self.layers = list(layers)
         self.calibration = calibration
         self.table = table
         self.missing = missing
         self.lut = lut
         self._groups: Groups | None = None  # for interpolation, built on the first miss
+        self._cache: list[dict[tuple[int, ...], tuple[float, float, float]]] = [
+            {} for _ in self.layers]
+
+    def __call__(self, width: Mapping[str, int]) -> float:
+        warm = extra = weights = 0.0
+        for (slots, make), cache in zip(self.layers, self._cache):
+            sig = tuple(width[s] for s in slots)
+            v = cache.get(sig)
+            if v is None:
+                v = cache[sig] = self._costs(make(width))
+            warm += v[0]
+            extra += v[1]
+            weights += v[2]
+        cal = self.calibration
+        if cal is None:
+            return warm
+        return warm + cal.evicted(weights) * extra + cal.overhead_us
 
     def layer_costs(self, width: Mapping[str, int]) -> list[float]:
-        return [self._cost(make(width)) for _, make in self.layers]
+        costs = [self._costs(make(width)) for _, make in self.layers]
+        cal = self.calibration
+        evicted = cal.evicted(sum(c[2] for c in costs)) if cal is not None else 0.0
+        return [warm + evicted * extra for warm, extra, _ in costs]
 
-    def _cost(self, spec: LayerSpec) -> float:
+    def _costs(self, spec: LayerSpec) -> tuple[float, float, float]:
+        """A layer's in-network cost as (warm, what eviction adds) and its weight MB (raw:
+        its entry, nothing)."""
         entry = self._lookup(spec)
-        return self.calibration.layer_us(spec, entry) if self.calibration else entry
+        cal = self.calibration
+        if cal is None:
+            return entry, 0.0, 0.0
+        return (*cal.parts(spec, entry), weight_mb(spec))
 
     def _lookup(self, spec: LayerSpec) -> float:
         v = self.table.get(spec.key)

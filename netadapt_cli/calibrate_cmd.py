@@ -32,8 +32,7 @@ def calibrate_cmd(
         if as_json:
             print(cal.to_json())
             return
-        console.print(f"calibrated {version.label}: {cal.describe()}; L2 cutoff {cal.l2_mb:g} "
-                      f"MB, {cal.us_per_mb_fits:.1f} us per MB of weights that fit in it, "
+        console.print(f"calibrated {version.label}: {cal.describe()}; {cal.physics()}, "
                       f"{cal.us_per_act_mb:.2f} us per MB of activations, "
                       f"{cal.us_per_layer:+.2f} us per layer",
                       highlight=False)

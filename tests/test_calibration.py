@@ -15,38 +15,80 @@ from analysis.sampling import Space
 from analysis.validate import validate
 from bench import zoo
 from bench.missing import estimate_network
-from lut_db.calibration import Calibration, CalibrationError, features
+from lut_db.calibration import V2, Calibration, CalibrationError
 from lut_db.errors import SetupMismatch
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.store import LutStore
 from tests.fakes import SPACE, FakeRunner, make_lut
 
-TRUE = {"l2": 1.0, "fits": 30.0, "act": 0.5, "layer": 1.5, "overhead": 5.0}
+STREAM = min(cb.US_PER_MB_GRID, key=lambda k: abs(k - 60))  # ~17 GB/s, on the fit's grid
+TRUE = Calibration(overhead_us=5.0, cache_mb=0.75, evicted_mb=1.5, us_per_weight_mb=STREAM,
+                   us_per_act_mb=0.5, us_per_layer=1.5)
 
 
 def synthetic(n: int, seed: int = 0) -> list[cb.Sample]:
-    """Networks whose measured latency follows the model exactly (entries made up)."""
+    """Networks whose measured latency follows the model exactly (entries made up: a 5 us
+    invoke plus compute; TRUE's cache and streaming cost decide the rest)."""
     rng = random.Random(seed)
     space = Space.of(SPACE)
     out = []
     for net in cb.calibration_set(space, n, seed):
         layers = [(node.spec, 5.0 + node.spec.macs / 2e4 * rng.uniform(0.8, 1.2))
                   for node in net.nodes]
-        coef = (TRUE["fits"], TRUE["act"], TRUE["layer"])
-        inside = sum(e - TRUE["overhead"] + sum(a * x for a, x in
-                                                zip(coef, features(spec, TRUE["l2"])))
-                     for spec, e in layers)
-        out.append(cb.Sample(net.name, layers, inside + TRUE["overhead"]))
+        out.append(cb.Sample(net.name, layers, TRUE.network_us(layers)))
     return out
 
 
+def test_the_calibration_set_has_warm_and_cold_networks() -> None:
+    """Whether a network's weights stay in cache can only be fitted from both kinds, and
+    streaming only from networks where it outlasts compute."""
+    samples = synthetic(30)
+    share = [TRUE.evicted(sum(cb.weight_mb(spec) for spec, _ in s.layers)) for s in samples]
+    assert sum(x == 0 for x in share) >= 3 and sum(x == 1 for x in share) >= 3
+    streaming = [TRUE.us_per_weight_mb * cb.weight_mb(spec) > e - TRUE.overhead_us
+                 for s in samples for spec, e in s.layers]
+    assert 0 < sum(streaming) < len(streaming)
+
+
 def test_fit_recovers_the_physics_and_its_cache_size() -> None:
-    cal = cb.fit(synthetic(30), TRUE["overhead"], {"device": "fake"})
-    assert cal.l2_mb == TRUE["l2"]
-    assert cal.coefficients == pytest.approx(
-        (TRUE["fits"], TRUE["act"], TRUE["layer"]), rel=1e-3, abs=1e-3)
+    cal = cb.fit(synthetic(30), TRUE.overhead_us, {"device": "fake"})
+    assert (cal.cache_mb, cal.evicted_mb, cal.us_per_weight_mb) == (
+        TRUE.cache_mb, TRUE.evicted_mb, TRUE.us_per_weight_mb)
+    assert (cal.us_per_act_mb, cal.us_per_layer) == pytest.approx(
+        (TRUE.us_per_act_mb, TRUE.us_per_layer), rel=1e-3, abs=1e-3)
     assert cal.cv["n"] == 30 and cal.cv["max_pct"] < 0.1 and cal.cv["within_5"] == 30
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_a_network_whose_weights_fit_keeps_them_warm() -> None:
+    """Same layers, warm or cold by the network's weights: cold ones cost at least their
+    weights' streaming time, warm ones what they cost alone (less the invoke overhead),
+    and a network between the two cache sizes is between the two."""
+    small = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
+    layers = [(spec, 6.0) for spec in small.specs]
+    w = sum(cb.weight_mb(spec) for spec in small.specs)
+    warm = Calibration(5.0, w + 0.1, w + 1, 60.0, 0.0, 0.0)
+    cold = Calibration(5.0, w - 1, w - 0.1, 60.0, 0.0, 0.0)
+    half = Calibration(5.0, w - 0.5, w + 0.5, 60.0, 0.0, 0.0)
+    assert warm.layers_us(layers) == [1.0] * len(layers)
+    assert cold.layers_us(layers) == [max(1.0, 60.0 * cb.weight_mb(s)) for s in small.specs]
+    assert cold.network_us(layers) > warm.network_us(layers) == 5.0 + len(layers)
+    assert half.evicted(w) == pytest.approx(0.5)
+    assert half.network_us(layers) == pytest.approx(
+        (cold.network_us(layers) + warm.network_us(layers)) / 2)
+
+
+def test_a_v2_calibration_keeps_its_formula() -> None:
+    """Versions calibrated before v3 keep what they were calibrated with."""
+    old = ('{"cv": {}, "fingerprint": {}, "l2_mb": 2.0, "model": "cache-l2-v2", '
+           '"networks": [], "overhead_us": 1.0, "us_per_act_mb": 0.0, "us_per_layer": 0.5, '
+           '"us_per_mb_fits": 10.0}')
+    cal = Calibration.from_json(old)
+    assert cal.model == V2 and cal.us_per_weight_mb == 10.0
+    spec = zoo.MOBILENET_V1.network(resolution=32, classes=10).specs[-2]  # pw13: 4 MB
+    fits = zoo.MOBILENET_V1.network(resolution=32, classes=10).specs[-6]  # pw11: 1 MB
+    assert cal.layer_us(spec, 100.0) == 99.5  # beyond L2: no extra
+    assert cal.layer_us(fits, 20.0) == pytest.approx(19.5 + 10.0 * cb.weight_mb(fits))
 
 
 def test_too_few_networks_are_refused() -> None:
@@ -57,7 +99,7 @@ def test_too_few_networks_are_refused() -> None:
 def test_an_unknown_model_is_refused() -> None:
     cal = cb.fit(synthetic(12), 5.0, {})
     with pytest.raises(CalibrationError, match="another netadapt-farm"):
-        Calibration.from_json(cal.to_json().replace("cache-l2-v2", "cache-l3-v9"))
+        Calibration.from_json(cal.to_json().replace("cache-roofline-v3", "cache-l3-v9"))
 
 
 @pytest.fixture

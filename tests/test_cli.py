@@ -115,7 +115,7 @@ def test_lut_calibrates_a_sealed_version_once(lut: Path) -> None:
     next run changes nothing, and a calibration can be neither redone nor edited."""
     res = ok(*SWEEP, "--db", lut, "--calibration-networks", "12")
     out = flat(res.output)
-    assert "nothing to do" in out and f"calibrated {lut}@1: cache-l2-v2 fitted on 12" in out
+    assert "nothing to do" in out and f"calibrated {lut}@1: cache-roofline-v3 fitted on 12" in out
     after = dump(lut)
     assert "nothing to do" in flat(ok(*SWEEP, "--db", lut).output) and dump(lut) == after
     assert "calibrated already" in fails("calibrate", "--lut", lut, "--device", "fast",
