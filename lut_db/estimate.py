@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 
@@ -103,16 +104,16 @@ def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
     (``bench.missing``) and are marked so."""
     if missing not in POLICIES:
         raise LutError(f"unknown missing-key policy {missing!r}; use one of {POLICIES}")
-    absent = [k for k in dict.fromkeys(net.keys) if k not in table]
+    keys = net.keys
+    absent = [k for k in dict.fromkeys(keys) if k not in table]
     if absent and missing == "error":
         raise MissingKeys(absent, lut)
     filled = interpolate(absent, table) if absent else {}
     out = Estimate(net.name, calibration=calibration, lut=lut)
-    entries = [table[k] if k in table else filled[k] for k in net.keys]
+    entries = [table[k] if k in table else filled[k] for k in keys]
     inside = (calibration.layers_us(list(zip(net.specs, entries))) if calibration
               else [None] * len(entries))
-    for node, entry, cost in zip(net.nodes, entries, inside):
-        key = node.spec.key
+    for node, key, entry, cost in zip(net.nodes, keys, entries, inside):
         source = "interpolated" if key in interpolated or key not in table else "lut"
         out.layers.append(LayerEstimate(node.name, key, entry, source, node.spec.macs, cost))
     return out
@@ -207,6 +208,11 @@ def _interp_1d(x: float, pts: list[tuple[int, float]]) -> float | None:
 LayerFn = tuple[tuple[str, ...], Callable[[Mapping[str, int]], LayerSpec]]
 
 
+def _signature(slots: Sequence[str]) -> Callable[[Mapping[str, int]], object]:
+    """The widths a position depends on, read in C (the hot path's dict key)."""
+    return itemgetter(*slots) if slots else (lambda width: ())
+
+
 class SlotCost:
     """A cost summed over layer positions, cached per position by the widths it depends on.
 
@@ -218,15 +224,15 @@ class SlotCost:
     def __init__(self, layers: Sequence[LayerFn], cost: Callable[[LayerSpec], float]):
         self.layers = list(layers)
         self.cost = cost
-        self._cache: list[dict[tuple[int, ...], float]] = [{} for _ in self.layers]
+        self._positions = [(_signature(slots), make, {}) for slots, make in self.layers]
 
     def __call__(self, width: Mapping[str, int]) -> float:
         total = 0.0
-        for (slots, make), cache in zip(self.layers, self._cache):
-            sig = tuple(width[s] for s in slots)
-            v = cache.get(sig)
+        for sig, make, cache in self._positions:
+            key = sig(width)
+            v = cache.get(key)
             if v is None:
-                v = cache[sig] = self.cost(make(width))
+                v = cache[key] = self.cost(make(width))
             total += v
         return total
 
@@ -247,19 +253,20 @@ class SlotEstimator:
         self.missing = missing
         self.lut = lut
         self._groups: Groups | None = None  # for interpolation, built on the first miss
-        self._cache: list[dict[tuple[int, ...], tuple[float, float, float]]] = [
-            {} for _ in self.layers]
+        self._positions: list[tuple[Callable, Callable, dict]] = [
+            (_signature(slots), make, {}) for slots, make in self.layers]
 
     def __call__(self, width: Mapping[str, int]) -> float:
         warm = extra = weights = 0.0
-        for (slots, make), cache in zip(self.layers, self._cache):
-            sig = tuple(width[s] for s in slots)
-            v = cache.get(sig)
+        for sig, make, cache in self._positions:
+            key = sig(width)
+            v = cache.get(key)
             if v is None:
-                v = cache[sig] = self._costs(make(width))
-            warm += v[0]
-            extra += v[1]
-            weights += v[2]
+                v = cache[key] = self._costs(make(width))
+            a, b, c = v
+            warm += a
+            extra += b
+            weights += c
         cal = self.calibration
         if cal is None:
             return warm
