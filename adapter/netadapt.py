@@ -948,10 +948,30 @@ def measure(networks: Mapping[str, Network | bytes], device: str, backend: str |
             rounds: int = 3, log: Log = print) -> dict[str, float] | None:
     """Median latency (ms) of each network measured whole on the device (``bench.timing``:
     interleaved rounds, so drift hits all alike); None when the device is not attached."""
+    got = measure_with_drift(networks, device, backend, rounds, log)
+    return None if got is None else got[0]
+
+
+DRIFT_KEYS = 100  # layers timed alone again beside the networks (about a second on host)
+
+
+def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
+                       backend: str | None = None, rounds: int = 3, log: Log = print,
+                       lut: Mapping[str, float] | None = None, keys: Sequence[str] = ()
+                       ) -> tuple[dict[str, float], float | None] | None:
+    """``measure``, and with ``lut`` a sample of ``keys`` (layers of those networks) timed
+    alone again between the rounds: how much slower the device runs them now than when
+    the LUT was measured (sum / sum), the drift no estimate can know. None when the
+    device is not attached."""
+    from analysis.drift import remeasure, sum_ratio
     from bench.devices import open_runners
     from bench.runners.base import RunnerError
-    from bench.timing import NetworkFailed, median_ms
+    from bench.timing import NetworkFailed, summary, time_networks
 
+    plan = [k for k in dict.fromkeys(keys) if lut and k in lut]
+    plan = random.Random(0).sample(plan, min(DRIFT_KEYS, len(plan)))
+    size = -(-len(plan) // max(rounds, 1))
+    now: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         try:
             runners = stack.enter_context(open_runners(device, backend))
@@ -961,10 +981,16 @@ def measure(networks: Mapping[str, Network | bytes], device: str, backend: str |
         if not runners:
             log(f"{device} is not attached: measured latency left out")
             return None
+
+        def between(p: int) -> None:
+            now.update(remeasure(runners[0], plan[p * size:(p + 1) * size])[0])
+
         try:
-            return median_ms(runners[0], networks, rounds)
+            timed = time_networks(runners[0], networks, rounds, between=between)
         except NetworkFailed as e:
             raise AdaptError(f"{device} could not run a network: {e}") from None
+    ms = {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}
+    return ms, (sum_ratio(lut, now) if lut and now else None)
 
 
 def interpolate_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:

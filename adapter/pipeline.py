@@ -136,18 +136,23 @@ def export(na: Any, run_dir: Path, result: dict) -> None:
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
            log: Log) -> None:
     """Measure initial, adapted and multiplier networks whole on the device, interleaved:
-    each as its exported file, the one that holds its trained weights."""
-    from adapter.netadapt import measure
+    each as its exported file, the one that holds its trained weights; with a sample of
+    their layers timed alone again between rounds (the device's drift since the LUT)."""
+    from adapter.netadapt import measure_with_drift
 
     nets = {"initial": Path(result["exports"]["initial"]["tflite"]).read_bytes(),
             "adapted": Path(result["exports"]["tflite"]).read_bytes()}
     for m in result["multipliers"]:
         nets[m["name"]] = Path(m["exports"]["tflite"]).read_bytes()
+    keys = [k for part in ("initial", "adapted")
+            for k in space.network(result[part]["widths"]).keys]
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")
-    got = measure(nets, device, backend, rounds=rounds, log=log)
-    result["measured_on"] = device if got else None
-    if not got:
+    measured = measure_with_drift(nets, device, backend, rounds, log,
+                                  lut=space._latency.table, keys=keys)
+    result["measured_on"] = device if measured else None
+    if not measured:
         return
+    got, result["drift_factor"] = measured
     result["initial"]["measured_ms"] = got["initial"]
     result["adapted"]["measured_ms"] = got["adapted"]
     for m in result["multipliers"]:
@@ -166,6 +171,13 @@ def quality(result: dict) -> None:
         "measured_ratio": a["measured_ms"] / i["measured_ms"],
         "estimated_ratio": a["latency_ms"] / i["latency_ms"],
     }
+    drift = result.get("drift_factor")
+    if drift:  # the device's speed now against the LUT's, taken out of the comparison
+        q["drift_factor"] = drift
+        q["adapted_est_vs_measured_drift_out_pct"] = 100 * (
+            a["latency_ms"] * drift - a["measured_ms"]) / a["measured_ms"]
+        q["initial_est_vs_measured_drift_out_pct"] = 100 * (
+            i["latency_ms"] * drift - i["measured_ms"]) / i["measured_ms"]
     eq = [m for m in result["multipliers"] if "equal latency" in m["name"]]
     if eq and "measured_ms" in eq[0]:
         q["equal_latency_multiplier"] = {"name": eq[0]["name"], "latency_ms": eq[0]["latency_ms"],

@@ -194,6 +194,11 @@ def print_result(result: dict) -> None:
                       f"initial {q['initial_est_vs_measured_pct']:+.1f}%; speed-up initial -> "
                       f"adapted: measured {1 / q['measured_ratio']:.2f}x, estimated "
                       f"{1 / q['estimated_ratio']:.2f}x", highlight=False)
+        if "drift_factor" in q:
+            console.print(f"the device ran its layers {q['drift_factor']:.2f}x as long as in "
+                          f"the LUT; with that taken out: adapted "
+                          f"{q['adapted_est_vs_measured_drift_out_pct']:+.1f}%, initial "
+                          f"{q['initial_est_vs_measured_drift_out_pct']:+.1f}%", highlight=False)
         eq = q.get("equal_latency_multiplier")
         if eq:
             console.print(f"at equal estimated latency: multiplier {eq['name']} measures "
