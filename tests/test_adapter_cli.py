@@ -51,6 +51,11 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     a = result["adapted"]
     assert a["latency_ms"] <= result["budgets"]["latency_ms"]
     assert a["measured_ms"] > 0 and result["measured_on"] == "fast"
+    # the LUT's layers timed again beside the networks: the device's drift, taken out
+    q = result["quality"]
+    assert 0.2 < q["drift_factor"] < 5 and "with that taken out" in out
+    assert q["adapted_est_vs_measured_drift_out_pct"] == pytest.approx(
+        100 * (a["latency_ms"] * q["drift_factor"] / a["measured_ms"] - 1))
     assert {m["name"] for m in result["multipliers"]} >= {"x0.25", "x0.5"}
     assert all(m["measured_ms"] > 0 and 0 <= m["test_acc"] <= 1 for m in result["multipliers"])
     for name in ("progress.png", "filters.png", "tradeoff.png", "history.json", "checkpoint.pt",
