@@ -37,7 +37,7 @@ from lut_db.store import LutStore, Version
 SEED = 1_000_003  # the calibration set's seed: never the validation's (0)
 NETWORKS = 40
 PASSES = 3
-MIN_NETWORKS = 8  # fewer than this cannot pin four parameters down and cross-validate them
+MIN_NETWORKS = 8  # fewer than this cannot pin five parameters down and cross-validate them
 FOLDS = 5
 # Candidate cache sizes (MB) where a network's weights start to be evicted, and where all
 # are: the pair that explains the networks best is kept. Phones and desktop cores have
@@ -93,8 +93,8 @@ def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[N
 @dataclass
 class _Rows:
     """The calibration networks as arrays, for fitting: per network the sum of its layers'
-    entries less the overhead, its weight and activation MB, its layer count, and per
-    layer what its weights would take to stream and its entry (less the overhead)."""
+    entries less the overhead, its weight and activation MB, its layer count, its
+    measured latency, and per layer its weight MB and entry less the overhead."""
 
     inside: np.ndarray
     weights: np.ndarray
