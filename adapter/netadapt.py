@@ -963,10 +963,9 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
     alone again between the rounds: how much slower the device runs them now than when
     the LUT was measured (sum / sum), the drift no estimate can know. None when the
     device is not attached."""
-    from analysis.drift import remeasure, sum_ratio
     from bench.devices import open_runners
     from bench.runners.base import RunnerError
-    from bench.timing import NetworkFailed, summary, time_networks
+    from bench.timing import NetworkFailed, remeasure, sum_ratio, summary, time_networks
 
     plan = [k for k in dict.fromkeys(keys) if lut and k in lut]
     plan = random.Random(0).sample(plan, min(DRIFT_KEYS, len(plan)))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.runners.base import BatchItem, Failure, Runner
-from bench.tflite_build import build_layer
+from bench.runners.base import Runner
+from bench.timing import remeasure
 from lut_db.errors import UserError
-from lut_db.spec import LayerSpec
 from lut_db.store import LutStore, Version
 
 TOLERANCE = 0.05  # a median ratio further than this from 1 means the LUT has gone stale
@@ -92,28 +91,3 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
         raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")
     return Drift(version.label, seed, tolerance, {k: now[k] / table[k] for k in now},
                  {k: table[k] for k in now}, now, failed)
-
-
-def remeasure(runner: Runner, keys: Sequence[str],
-              progress: Callable[[int], None] | None = None) -> tuple[dict[str, float], list[str]]:
-    """Latency of each key measured alone now (us), and the keys that failed."""
-    now: dict[str, float] = {}
-    failed: list[str] = []
-    size = runner.batch_size  # as the sweep measured them
-    for i in range(0, len(keys), size):
-        batch = keys[i:i + size]
-        results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])
-        for k, res in zip(batch, results):
-            if isinstance(res, Failure):
-                failed.append(k)
-            else:
-                now[k] = res.latency_us
-        if progress:
-            progress(len(batch))
-    return now, failed
-
-
-def sum_ratio(table: Mapping[str, float], now: Mapping[str, float]) -> float:
-    """How much slower the device runs these keys now than in ``table`` (sum / sum)."""
-    keys = [k for k in now if k in table]
-    return sum(now[k] for k in keys) / sum(table[k] for k in keys) if keys else 1.0

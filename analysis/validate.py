@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.drift import remeasure, sum_ratio
 from analysis.features import Tables, all_tables, estimate_row, missing_keys
 from analysis.profile import profile_choice, profile_layers
 from analysis.sampling import Space, ValidationError, sample_networks
 from bench.missing import ensure_keys
 from bench.runners.base import Runner, Timing
-from bench.timing import Progress, summary, time_networks
+from bench.timing import Progress, remeasure, sum_ratio, summary, time_networks
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 

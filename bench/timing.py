@@ -1,7 +1,8 @@
 """Whole networks timed in interleaved passes: one place for every caller.
 
 Calibration-free validation, adapt's verification and `netadapt measure` all time
-whole networks here. Each network is timed once per pass; passes are rounds over the
+whole networks here, and time a sample of their layers again beside them
+(``remeasure``, ``sum_ratio``): the device's drift since its LUT was measured. Each network is timed once per pass; passes are rounds over the
 whole set, each in its own shuffled order, so slow drift of the device spreads over
 the set as noise instead of biasing whichever networks ran during a slow spell. The
 runner times one pass per call (``Runner.for_networks``), and every pass is kept with
@@ -18,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from bench.runners.base import BatchItem, Failure, Runner, RunnerError, Timing
-from lut_db.spec import Network
+from lut_db.spec import LayerSpec, Network
 
 Progress = Callable[[int, str], None]  # (networks just timed, what is being timed)
 Model = Network | bytes  # a network to build, or a .tflite file's own bytes
@@ -80,3 +81,33 @@ def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
     """Each model's latency in ms: the median over interleaved passes."""
     timed = time_networks(runner, models, passes, seed=seed)
     return {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}
+
+
+# -- layers timed again beside networks: the device's drift since its LUT --------------------
+
+
+def remeasure(runner: Runner, keys: Sequence[str],
+              progress: Callable[[int], None] | None = None) -> tuple[dict[str, float], list[str]]:
+    """Latency of each key measured alone now (us), and the keys that failed."""
+    from bench.tflite_build import build_layer
+
+    now: dict[str, float] = {}
+    failed: list[str] = []
+    size = runner.batch_size  # as the sweep measured them
+    for i in range(0, len(keys), size):
+        batch = keys[i:i + size]
+        results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])
+        for k, res in zip(batch, results):
+            if isinstance(res, Failure):
+                failed.append(k)
+            else:
+                now[k] = res.latency_us
+        if progress:
+            progress(len(batch))
+    return now, failed
+
+
+def sum_ratio(table: Mapping[str, float], now: Mapping[str, float]) -> float:
+    """How much slower the device runs these keys now than in ``table`` (sum / sum)."""
+    keys = [k for k in now if k in table]
+    return sum(now[k] for k in keys) / sum(table[k] for k in keys) if keys else 1.0
