@@ -965,7 +965,7 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
     device is not attached."""
     from bench.devices import open_runners
     from bench.runners.base import RunnerError
-    from bench.timing import NetworkFailed, remeasure, sum_ratio, summary, time_networks
+    from bench.timing import NetworkFailed, median_ms, remeasure, sum_ratio
 
     plan = [k for k in dict.fromkeys(keys) if lut and k in lut]
     plan = random.Random(0).sample(plan, min(DRIFT_KEYS, len(plan)))
@@ -985,10 +985,9 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
             now.update(remeasure(runners[0], plan[p * size:(p + 1) * size])[0])
 
         try:
-            timed = time_networks(runners[0], networks, rounds, between=between)
+            ms = median_ms(runners[0], networks, rounds, between=between)
         except NetworkFailed as e:
             raise AdaptError(f"{device} could not run a network: {e}") from None
-    ms = {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}
     return ms, (sum_ratio(lut, now) if lut and now else None)
 
 

@@ -30,7 +30,7 @@ from bench.missing import ensure_keys
 from bench.runners.base import Runner
 from bench.timing import Progress, summary, time_networks
 from bench.zoo import family
-from lut_db.calibration import Calibration, CalibrationError, act_mb, weight_mb
+from lut_db.calibration import Calibration, CalibrationError, act_mb, evicted_share, weight_mb
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
@@ -120,8 +120,7 @@ class _Rows:
                          for w, e in zip(self._layer_w, self._layer_e)])
 
     def evicted(self, cache_mb: float, evicted_mb: float) -> np.ndarray:
-        cal = Calibration(self.overhead_us, cache_mb, evicted_mb, 0.0, 0.0, 0.0)
-        return np.array([cal.evicted(w) for w in self.weights])
+        return np.array([evicted_share(w, cache_mb, evicted_mb) for w in self.weights])
 
     def design(self, stream: np.ndarray, evicted: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:

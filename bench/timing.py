@@ -1,12 +1,13 @@
 """Whole networks timed in interleaved passes: one place for every caller.
 
-Calibration-free validation, adapt's verification and `netadapt measure` all time
-whole networks here, and time a sample of their layers again beside them
-(``remeasure``, ``sum_ratio``): the device's drift since its LUT was measured. Each network is timed once per pass; passes are rounds over the
-whole set, each in its own shuffled order, so slow drift of the device spreads over
-the set as noise instead of biasing whichever networks ran during a slow spell. The
-runner times one pass per call (``Runner.for_networks``), and every pass is kept with
-the moment it was measured, so the spread and the run count travel with the number.
+Calibration, validation, adapt's verification and `netadapt measure` all time whole
+networks here, and a sample of their layers again beside them (``remeasure``,
+``sum_ratio``): the device's drift since its LUT was measured. Each network is timed
+once per pass; passes are rounds over the whole set, each in its own shuffled order, so
+slow drift of the device spreads over the set as noise instead of biasing whichever
+networks ran during a slow spell. The runner times one pass per call
+(``Runner.for_networks``), and every pass is kept with the moment it was measured, so
+the spread and the run count travel with the number.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def summary(timings: Sequence[Timing]) -> dict[str, Any]:
 
 
 def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
-              seed: int = 0) -> dict[str, float]:
-    """Each model's latency in ms: the median over interleaved passes."""
-    timed = time_networks(runner, models, passes, seed=seed)
+              seed: int = 0, between: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Each model's latency in ms: the median over interleaved passes (``between``: as in
+    ``time_networks``)."""
+    timed = time_networks(runner, models, passes, seed=seed, between=between)
     return {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}
 
 

@@ -87,15 +87,10 @@ def fit_additive(train: Sequence[cb.Sample], o: float, cutoff: bool) -> Predict:
 
     m = np.array([s.measured_us for s in train])
     base = np.array([sum(e - o for _, e in s.layers) + o for s in train])
-    fold = np.random.default_rng(0).permutation(len(train)) % cb.FOLDS
 
     def cv_error(l2: float) -> float:
         x = np.array([feats(s, l2) for s in train])
-        pred = np.zeros(len(train))
-        for f in range(cb.FOLDS):
-            tr = fold != f
-            pred[~tr] = base[~tr] + x[~tr] @ cb._solve(x[tr], m[tr] - base[tr], m[tr])
-        return float(np.mean(np.abs(pred / m - 1)))
+        return float(np.mean(np.abs(cb._out_of_fold(base, x, m))))
 
     l2 = min(cb.CACHE_GRID_MB, key=cv_error)
     coef = cb._solve(np.array([feats(s, l2) for s in train]), m - base, m)

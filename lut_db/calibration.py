@@ -60,6 +60,16 @@ def act_mb(spec: LayerSpec) -> float:
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
 
 
+def evicted_share(weights_mb: float, cache_mb: float, evicted_mb: float) -> float:
+    """The share of a network's ``weights_mb`` MB of weights evicted between invokes: 0 up
+    to ``cache_mb``, 1 from ``evicted_mb``, linear between."""
+    if weights_mb >= evicted_mb:
+        return 1.0
+    if weights_mb <= cache_mb:
+        return 0.0
+    return (weights_mb - cache_mb) / (evicted_mb - cache_mb)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """One LUT version's fitted in-network model, with how well it did and on what."""
@@ -77,11 +87,9 @@ class Calibration:
 
     def evicted(self, weights_mb: float) -> float:
         """The share of a network's ``weights_mb`` MB of weights evicted between invokes."""
-        if self.model == V2 or weights_mb >= self.evicted_mb:
+        if self.model == V2:
             return 1.0
-        if weights_mb <= self.cache_mb:
-            return 0.0
-        return (weights_mb - self.cache_mb) / (self.evicted_mb - self.cache_mb)
+        return evicted_share(weights_mb, self.cache_mb, self.evicted_mb)
 
     def parts(self, spec: LayerSpec, entry_us: float) -> tuple[float, float]:
         """A layer's in-network cost as (what it costs when its network stays in cache,
