@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from analysis.sampling import ValidationError
-from bench.runners.base import BatchItem, Failure, Runner
+from bench.runners.base import BatchItem, Failure, Runner, RunnerError
 from bench.tflite_build import build_network
 from lut_db.spec import Network
 
@@ -19,8 +19,10 @@ Progress = Callable[[int, str], None]
 PREFIX_METHOD = ("prefix differencing: the first k layers built and timed as one model, for "
                  "every k in order (preempted invokes dropped); layer k's cost is time(k) - "
                  "time(k - 1), taken within one pass (prefixes timed back to back share the "
-                 "device's momentary speed) and the median over passes. LiteRT's Python "
-                 "interpreter exposes no op profiler.")
+                 "device's momentary speed) and the median over passes")
+# Ops that do no work (a reshape is a new view of the same buffer), by XNNPACK's name or
+# the kernel's; benchmark_model prefixes delegate ops with "Delegate/".
+FREE_OPS = ("Static Reshape", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
 def prefix(net: Network, k: int) -> Network:
@@ -35,21 +37,45 @@ def profile_layers(runner: Runner, net: Network, lookup: Mapping[str, float],
                    passes: int = 3, progress: Progress | None = None) -> dict[str, Any]:
     """Per-layer in-network cost of ``net`` next to its LUT entries.
 
-    A runner with its own op profiler (``op_profile``, e.g. benchmark_model
-    --enable_op_profiling on a phone) is asked first; where the runtime has none, or its
-    ops do not map one to one onto the network's nodes, the cost is measured by prefix
-    differencing.
+    A runner with its own op profiler (``op_profile``: LiteRT's on this machine,
+    benchmark_model --enable_op_profiling on a phone) is asked first; where the runtime
+    has none, or its ops (free ones folded into the op they feed) do not map one to one
+    onto the network's nodes, the cost is measured by prefix differencing.
     """
-    profiled = runner.op_profile(build_network(net))
-    if profiled is not None and len(profiled) == len(net.nodes):
-        per_op = list(profiled)
-        method = "the runtime's op profiler (benchmark_model --enable_op_profiling)"
+    try:
+        profiled = runner.op_profile(build_network(net))
+        failed = None
+    except RunnerError as e:
+        profiled, failed = None, f"the op profiler failed: {e}"
+    per_op = fold_free_ops(profiled) if profiled is not None else None
+    if per_op is not None and len(per_op) == len(net.nodes):
+        method = (f"the runtime's op profiler: {runner.op_profiler}; reshapes (no work) "
+                  "count with the op they feed")
     else:
+        why = failed or ("the runtime has no op profiler" if per_op is None else
+                         f"the profiler's {len(per_op)} ops are not the network's "
+                         f"{len(net.nodes)} layers one to one")
         per_op = prefix_costs(runner, net, passes, progress)
-        method = PREFIX_METHOD
+        method = f"{PREFIX_METHOD} ({why})"
     layers = [{"node": n.name, "op": n.spec.op, "key": n.spec.key, "lut_us": lookup[n.spec.key],
                "profile_us": float(v)} for n, v in zip(net.nodes, per_op)]
     return {"network": net.name, "method": method, "layers": layers}
+
+
+def fold_free_ops(ops: Sequence[tuple[str, float]]) -> list[float]:
+    """Op times (us) with each free op's time added to the next op, the layer it feeds
+    (the last free op's to the op before it)."""
+    times: list[float] = []
+    carry = 0.0
+    for name, us in ops:
+        if name.rpartition("/")[2].startswith(FREE_OPS):
+            carry += us
+        else:
+            times.append(us + carry)
+            carry = 0.0
+    if times:
+        times[-1] += carry
+    return times
 
 
 def prefix_costs(runner: Runner, net: Network, passes: int = 3,

@@ -101,6 +101,7 @@ class Runner(Protocol):
     """
 
     backend: str
+    op_profiler: str  # where op_profile's times come from ("" when nowhere)
     serial: str  # the device's name in logs and per-phone counts ("host" on this machine)
     batch_size: int  # keys a sweep hands over at once
     timed_ns: int  # sum of the timed invokes so far, for sweep efficiency
@@ -117,9 +118,9 @@ class Runner(Protocol):
         """After DeviceLost: wait for the device to come back; False if it cannot."""
         ...
 
-    def op_profile(self, model: bytes) -> list[float] | None:
-        """Each op's time inside ``model`` (us, in execution order) from the runtime's own
-        profiler; None when the runtime offers none."""
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
+        """Each op inside ``model`` as (the runtime's op name, us), in execution order,
+        from the runtime's own profiler; None when the runtime offers none."""
         ...
 
     def for_networks(self) -> Runner:
@@ -135,13 +136,14 @@ class BaseRunner:
     """The defaults of the optional abilities; runners inherit and override."""
 
     serial = "host"
+    op_profiler = ""
     batch_size = 16
     timed_ns = 0
 
     def rejoin(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
         return False
 
-    def op_profile(self, model: bytes) -> list[float] | None:
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
         return None
 
     def for_networks(self) -> Runner:

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import trim_mean
 
+from bench.runners import litert_profiler
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
 
 PREEMPTED = 0.02  # an invoke whose wall time exceeds its CPU time by this share was preempted
@@ -61,6 +63,7 @@ class HostRunner(BaseRunner):
     """Times models with the LiteRT interpreter in this process."""
 
     backend = "tflite-cpu"
+    op_profiler = "LiteRT's op profiler (its C API; XNNPACK's own ops)"
     serial = "host"
 
     def __init__(self, threads: int = 1, cpus: Sequence[int] | None = None, warmup: int = 3,
@@ -177,7 +180,7 @@ class HostRunner(BaseRunner):
             t = wall() - t0
             c = t if cpu is wall else cpu() - c0
             fastest = t if fastest is None else min(fastest, t)
-            if t - c > max(PREEMPTED * t, PREEMPTED_NS):
+            if preempted(t, c):
                 dropped += 1
             else:
                 clean.append(t)
@@ -189,6 +192,18 @@ class HostRunner(BaseRunner):
         self.timed_ns += sum(clean)
         return clean or [t], dropped
 
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
+        """Each op's time inside ``model`` from LiteRT's op profiler (its C API; XNNPACK's
+        ops by XNNPACK's names): the trimmed mean over ``runs`` (at least 20) invokes,
+        preempted ones dropped."""
+        invokes = litert_profiler.profile(model, self.threads, self.warmup, max(self.runs, 20))
+        clean = [i for i in invokes if not (self.filters_preemption
+                                             and preempted(i.wall_ns, i.cpu_ns))] or invokes
+        if len({len(i.ops) for i in clean}) != 1:
+            raise RunnerError("LiteRT's profiler listed a different number of ops per invoke")
+        columns = zip(*(i.ops for i in clean))
+        return [(col[0][0], float(trim_mean([us for _, us in col], 0.1))) for col in columns]
+
     def _timing(self, samples_ns: list[int], dropped: int) -> Timing:
         return Timing.from_samples([s / 1000 for s in samples_ns],
                                    self.warmup + self.passes - 1, preempted=dropped)
@@ -197,3 +212,9 @@ class HostRunner(BaseRunner):
         if self._unpinned is not None:
             os.sched_setaffinity(0, self._unpinned)
             self._unpinned = None
+
+
+def preempted(wall_ns: int, cpu_ns: int) -> bool:
+    """An invoke whose wall time exceeds its thread CPU time was partly not ours."""
+    return wall_ns - cpu_ns > max(PREEMPTED * wall_ns, PREEMPTED_NS)
+
