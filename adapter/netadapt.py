@@ -356,7 +356,7 @@ def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: in
              lut: str) -> int:
     """The channel grid of the LUT sweep that covers this model; clear errors otherwise.
 
-    The search prices float32 layers: int8 sweeps do not count."""
+    The search prices float32 layers: int8 and float16 sweeps do not count."""
     sweeps = [s for s in space.get("sweeps", []) if family in s.get("families", [])
               and s.get("dtype", "float32") == "float32"]
     if not sweeps:

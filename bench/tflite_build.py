@@ -35,6 +35,13 @@ calibration data, activation ranges are assumed from the fused activation
 (``ACT_RANGE``; the weights keep activations near unit variance); ops whose int8 kernels
 need it keep their input's quantization (pools, pad, concat, MEAN) or take the fixed
 output quantization TFLite requires (softmax, logistic: 1/256, zero point -128).
+
+``dt=float16`` layers are written as the TF converter's float16 quantization writes them
+(checked against TF 2.21's output): weights and biases as FLOAT16 constants, each behind
+a DEQUANTIZE (version 3) to float32, those DEQUANTIZEs first in the graph; activations
+float32; and the model metadata ``reduced_precision_support = fp16accfp32``, which lets
+XNNPACK run fp16 arithmetic where the CPU has it. The GPU delegate runs such a model in
+half precision; on this machine's CPU XNNPACK dequantizes the weights once, at load.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ _ACTIVATION = {
 _OP = tfl.BuiltinOperator
 _OPTIONS = tfl.BuiltinOptions
 _INT8 = tfl.TensorType.INT8
+_DEQUANTIZE_FP16_VERSION = 3  # what the converter writes for a float16 -> float32 DEQUANTIZE
+REDUCED_PRECISION = ("reduced_precision_support", b"fp16accfp32")  # the converter's metadata
 # Op versions the TF converter writes for int8 kernels (a version range the resolver checks).
 _INT8_VERSION = {_OP.CONV_2D: 3, _OP.DEPTHWISE_CONV_2D: 3, _OP.FULLY_CONNECTED: 4,
                  **dict.fromkeys((_OP.ADD, _OP.MUL, _OP.MEAN, _OP.SOFTMAX, _OP.LOGISTIC,
@@ -141,6 +150,7 @@ class _Graph:
         self.shapes: list[tuple[int, ...]] = []
         self.quants: list[Quant | None] = []
         self.operators: list[tfl.OperatorT] = []
+        self.dequantize: list[tfl.OperatorT] = []  # float16 weights' DEQUANTIZEs, run first
         self.opcodes: dict[tuple[int, int], int] = {}  # (builtin code, version) -> index
         self._as_4d: dict[int, int] = {}
 
@@ -165,9 +175,18 @@ class _Graph:
 
     def const(self, name: str, array: np.ndarray, quant: Quant | None = None) -> int:
         dtype = {np.dtype(np.float32): tfl.TensorType.FLOAT32,
+                 np.dtype(np.float16): tfl.TensorType.FLOAT16,
                  np.dtype(np.int32): tfl.TensorType.INT32,
                  np.dtype(np.int8): _INT8}[array.dtype]
         return self.tensor(name, array.shape, dtype, np.ascontiguousarray(array), quant)
+
+    def half(self, name: str, array: np.ndarray) -> int:
+        """A float16 constant of ``array`` dequantized to float32 (the float32 tensor)."""
+        stored = self.const(f"{name}/fp16", array.astype(np.float16))
+        out = self.tensor(name, array.shape)
+        self.op(_OP.DEQUANTIZE, [stored], [out], version=_DEQUANTIZE_FP16_VERSION)
+        self.dequantize.append(self.operators.pop())
+        return out
 
     def scalar(self, name: str, value: float, int8: bool) -> int:
         """A 0-d constant; int8 at a scale that represents ``value`` exactly (q = +-127/-128)."""
@@ -215,12 +234,18 @@ class _Graph:
         def tensor_maps(named: Mapping[str, int]) -> list[tfl.TensorMapT]:
             return [tfl.TensorMapT(name=n, tensorIndex=i) for n, i in named.items()]
 
+        metadata = []
+        if self.dequantize:
+            name, value = REDUCED_PRECISION
+            metadata.append(tfl.MetadataT(name=name, buffer=len(self.buffers)))
+            self.buffers.append(tfl.BufferT())
+            self.consts[metadata[0].buffer] = np.frombuffer(value, np.uint8)
         payload = sum(a.nbytes for a in self.consts.values())
         builder = flatbuffers.Builder(payload + 1024 + 256 * len(self.tensors))
         buffers = self._pack_buffers(builder)
         subgraph = tfl.SubGraphT(
-            tensors=self.tensors, inputs=list(inputs.values()),
-            outputs=list(outputs.values()), operators=self.operators, name="main",
+            tensors=self.tensors, inputs=list(inputs.values()), outputs=list(outputs.values()),
+            operators=self.dequantize + self.operators, name="main",
         )
         model = tfl.ModelT(
             version=3,
@@ -231,6 +256,7 @@ class _Graph:
             ],
             subgraphs=[subgraph],
             description=description,
+            metadata=metadata or None,
             buffers=buffers,
             signatureDefs=[tfl.SignatureDefT(
                 inputs=tensor_maps(inputs), outputs=tensor_maps(outputs),
@@ -340,12 +366,13 @@ def _weight_inputs(g: _Graph, spec: LayerSpec, w: Mapping[str, np.ndarray], pref
     """
     if spec.dtype == "int8":
         return _int8_weight_inputs(g, spec, w, prefix, g.quants[x], optional_bias)
-    weight = g.const(f"{prefix}/weight", w["weight"])
+    const = g.half if spec.dtype == "float16" else g.const
+    weight = const(f"{prefix}/weight", w["weight"])
     if spec.bias:
-        return [weight, g.const(f"{prefix}/bias", w["bias"])]
+        return [weight, const(f"{prefix}/bias", w["bias"])]
     if optional_bias:
         return [weight, -1]
-    return [weight, g.const(f"{prefix}/bias", np.zeros(spec.cout, np.float32))]
+    return [weight, const(f"{prefix}/bias", np.zeros(spec.cout, np.float32))]
 
 
 _CHANNEL_AXIS = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}

@@ -16,7 +16,10 @@ reads back as ``bias=1``: the same model, doing the same work.
 Quantization parameters (per tensor or per channel) are read and checked. An op whose
 activations are int8 (full-integer, the TF converter's scheme) gets a ``dt=int8`` key; its
 weights must be int8 too. QUANTIZE and DEQUANTIZE (float to int8 at the model's input,
-back at its output) are listed as dtype conversions without keys. uint8 and int16
+back at its output) are listed as dtype conversions without keys. A model whose weights
+are stored as float16 (the converter's float16 quantization: FLOAT16 constants behind
+DEQUANTIZE) runs in half precision where the runtime can (GPU delegate, XNNPACK on CPUs
+with fp16 arithmetic): all its float ops get ``dt=float16`` keys. uint8 and int16
 activations have no keys (``QuantizedModel``), nor have float ops on int8 weights
 (dynamic-range quantization).
 
@@ -40,7 +43,7 @@ from ai_edge_litert import schema_py_generated as tfl
 from lut_db.spec import DTYPES, INPUT, LayerSpec, Network, Node, SpecError
 
 __all__ = ["OpRef", "QuantInfo", "QuantizedModel", "ReadResult", "TfliteReadError", "read_file",
-           "read_model"]
+           "read_model", "stores_float16"]
 
 OP_NAMES = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
 TYPE_NAMES = {v: k.lower() for k, v in vars(tfl.TensorType).items() if not k.startswith("_")}
@@ -152,6 +155,18 @@ def read_model(data: bytes, name: str = "model", allow_unknown: bool = False) ->
     return _Reader(model, data, codes, allow_unknown).read(name)
 
 
+def stores_float16(data: bytes) -> bool:
+    """Whether a .tflite model keeps float16 constants (the converter's float16
+    quantization), read lazily: no unpacking. False for anything that is not a model."""
+    try:
+        model = tfl.Model.GetRootAs(data, 0)
+        graphs = [model.Subgraphs(i) for i in range(model.SubgraphsLength())]
+        return any(g.Tensors(i).Type() == tfl.TensorType.FLOAT16
+                   for g in graphs for i in range(g.TensorsLength()))
+    except (IndexError, struct.error, TypeError, ValueError):
+        return False
+
+
 def _unpack(data: bytes) -> tfl.ModelT:
     if len(data) < 8:
         raise TfliteReadError(f"not a flatbuffer: {len(data)} bytes")
@@ -189,6 +204,8 @@ class _Reader:
         self.tensors: list[tfl.TensorT] = self.graph.tensors or []
         self.values: dict[int, _Value] = {}
         self.consts: set[int] = {i for i, t in enumerate(self.tensors) if self._has_data(t)}
+        # float16 weights: the whole model is a float16 model (the converter converts all)
+        self.half = any(self.tensors[i].type == tfl.TensorType.FLOAT16 for i in self.consts)
         self.folded: dict[int, int] = {}  # constant computed at load -> the constant it reads
         self.nodes: list[Node] = []
         self.names: set[str] = {INPUT}
@@ -396,7 +413,7 @@ class _Reader:
                                  "and float32 ops have keys", self.quant)
         if dtype not in DTYPES:
             raise _Unknown(f"{dtype} activations have no key")
-        return dtype
+        return "float16" if dtype == "float32" and self.half else dtype
 
     def act(self, options: object) -> str:
         fused = getattr(options, "fusedActivationFunction", 0)

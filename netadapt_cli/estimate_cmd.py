@@ -27,7 +27,7 @@ def estimate_cmd(
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
     dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
-                                     "(default) or int8."),
+                                     "(default), float16 or int8."),
     missing: str = typer.Option("error", help="Missing keys: error, interpolate or measure."),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
@@ -101,7 +101,7 @@ def measure_cmd(
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
     dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
-                                     "(default) or int8."),
+                                     "(default), float16 or int8."),
     passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:

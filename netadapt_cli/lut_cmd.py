@@ -39,7 +39,8 @@ def lut(
     grid: int = typer.Option(DEFAULT_GRID, help="Channel grid: every GRID channels."),
     classes: int = typer.Option(1000, help="Classes of the final FC layer."),
     dtype: str = typer.Option("float32", help=f"Key dtype ({', '.join(DTYPES)}); int8: "
-                              "full-integer quantized layers, int8 in and out."),
+                              "full-integer quantized layers, int8 in and out; float16: float16 weights "
+                              "(the GPU delegate's half precision)."),
     db: Path | None = typer.Option(None, help="LUT file (default luts/DEVICE.db)."),
     serial: str | None = typer.Option(None, help="Use only this phone (ADB serial)."),
     batch_size: int | None = typer.Option(

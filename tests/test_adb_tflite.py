@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,37 @@ def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
     tool.chmod(0o755)
     farm.write(tool="benchmark_model", binary=str(tool))
     r = runner(farm)
-    expected = [op.avg_ms * 1000 for op in parse_op_profile(captured.read_text())]
+    expected = [(op.node_type, op.avg_ms * 1000)
+                for op in parse_op_profile(captured.read_text())]
     assert r.op_profile(items(8)[0].model) == expected and expected
+    assert r.op_profiler.startswith("benchmark_model")
     farm.write(tool="litert-benchmark")
     assert runner(farm).op_profile(items(8)[0].model) is None  # that tool has no profiler
+
+
+def test_gpu_precision_follows_the_model_dtype(farm: Farm, tmp_path: Path):
+    """On the GPU delegate, a float16 model runs in half precision and a float32 one in
+    float32 (benchmark_model's default would time both in fp16). The phone's tool is a sh
+    script that prints a captured benchmark_model result only when it gets
+    --use_gpu=true and the precision flag it expects for the model's file size class."""
+    captured = Path(__file__).parent / "fixtures" / "outputs" / "benchmark_model_old_average.txt"
+    tool = tmp_path / "bm"
+    tool.write_text(
+        "#!/bin/sh\ngpu=; p=\nfor a in \"$@\"; do case \"$a\" in\n"
+        "  --use_gpu=true) gpu=1 ;;\n  --gpu_precision_loss_allowed=*) p=${a#*=} ;;\n"
+        "  --graph=*) g=${a#*=} ;;\nesac; done\n"
+        "[ -n \"$gpu\" ] || { echo 'no --use_gpu'; exit 4; }\n"
+        # the float16 model here is the smaller file: its weights are half as big
+        "if [ $(wc -c < \"$g\") -lt 12000 ]; then want=true; else want=false; fi\n"
+        "[ \"$p\" = \"$want\" ] || { echo \"precision $p, wanted $want\"; exit 5; }\n"
+        f"exec cat {captured}\n")
+    tool.chmod(0o755)
+    farm.write(tool="benchmark_model", binary=str(tool), accelerator="gpu")
+    r = runner(farm)
+    spec = LayerSpec("conv2d", 4, 4, 64, 64, kernel=(1, 1))
+    half = replace(spec, dtype="float16")
+    models = [build_layer(spec), build_layer(half)]
+    assert len(models[1]) < 12000 < len(models[0])
+    results = r.measure([BatchItem(spec.key, models[0]), BatchItem(half.key, models[1])])
+    assert all(isinstance(t, Timing) for t in results), results
+    assert "fp16" in r.fingerprint()["gpu_precision"]

@@ -53,7 +53,7 @@ ZOO = {
 def keras_files(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("keras")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for extra in ([], ["--int8"]):
+    for extra in ([], ["--int8"], ["--float16"]):
         subprocess.run([TF_PYTHON, str(SCRIPT), str(out), "--only", *ZOO, *extra], env=env,
                        check=True, capture_output=True, timeout=900)
     return out
@@ -84,3 +84,17 @@ def test_int8_keras_files_map_onto_the_float_files_keys_at_int8(keras_files: Pat
     # per-channel: int8 conv weights and their int32 biases
     assert {q.dtype for q in weights} == {"int8", "int32"}
     assert any(not q.per_channel and q.dtype == "int8" for q in got.quantization)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_float16_keras_files_map_onto_the_float_files_keys_at_float16(keras_files: Path,
+                                                                      name: str) -> None:
+    got = read_file(keras_files / f"{name}_float16.tflite")
+    float_keys = read_file(keras_files / f"{name}.tflite").network.keys
+    assert got.unknown_ops == []
+    assert Counter(got.network.keys) == Counter(k.replace("dt=float32", "dt=float16")
+                                                for k in float_keys)
+    # the weights' DEQUANTIZEs (float16 constants) are folded at load: no work, no key
+    dequantize = [f for f in got.free_ops if f.op == "DEQUANTIZE"]
+    assert dequantize and all(f.note == "on constants and static shapes only"
+                              for f in dequantize)

@@ -36,6 +36,7 @@ from bench.runners.parse import (
     parse_litert_benchmark,
     parse_op_profile,
 )
+from bench.tflite_read import stores_float16
 
 TOOLS = ("benchmark_model", "litert-benchmark")
 ERR_TAIL = 4000  # bytes of a failed run's stderr worth sending back
@@ -97,6 +98,14 @@ def _check(s: dict[str, Any], where: str, key: str, ok: Any, expected: str) -> N
         raise ConfigError(f"{where}{key}': expected {expected}, got {s[key]!r}")
 
 
+# What precision the GPU delegate computes in, per tool (see ``model_command``).
+GPU_PRECISION = {
+    "benchmark_model": "the model's: float16 models in fp16, others in fp32 "
+                       "(--gpu_precision_loss_allowed per model)",
+    "litert-benchmark": "the delegate's default (fp16 allowed): it has no precision flag",
+}
+
+
 class AdbTfliteRunner(PhoneRunner):
     """Measures batches of .tflite models on one phone with one backend's settings."""
 
@@ -108,6 +117,11 @@ class AdbTfliteRunner(PhoneRunner):
         self._local = (read_local(self.settings.binary, config, f"backends.{backend.name}.binary")
                        if self.settings.binary else None)
         self._setup()
+
+    @property
+    def op_profiler(self) -> str:  # type: ignore[override]
+        return ("benchmark_model --enable_op_profiling" if self.settings.tool == "benchmark_model"
+                else "")
 
     # -- setup -------------------------------------------------------------------------
     @property
@@ -191,6 +205,7 @@ class AdbTfliteRunner(PhoneRunner):
             or None,
             "warmup": s.warmup, "runs": s.runs, "min_secs": s.min_secs,
             "extra_args": list(s.extra_args), "notes": self.notes,
+            **({"gpu_precision": GPU_PRECISION[s.tool]} if s.accelerator == "gpu" else {}),
         }
 
     # -- measuring ---------------------------------------------------------------------
@@ -202,23 +217,24 @@ class AdbTfliteRunner(PhoneRunner):
         models = [posixpath.join(folder, f"m{i}.tflite") for i in range(len(batch))]
         files: list[tuple[bytes, str, int]] = [(it.model, m, 0o644)
                                                for it, m in zip(batch, models)]
-        files.append((self.batch_script(folder, models).encode(), script_path, 0o644))
+        half = [stores_float16(it.model) for it in batch]
+        files.append((self.batch_script(folder, models, half).encode(), script_path, 0o644))
         self.phone.transport.push_many(files)
         results, _ = self.measure_cool(lambda: self._run(script_path, len(batch)))
         return results
 
-    def op_profile(self, model: bytes) -> list[float] | None:
-        """Each op's average time (us, run order) from ``benchmark_model
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
+        """Each op's name and average time (us, run order) from ``benchmark_model
         --enable_op_profiling=true``; None for a tool without an op profiler."""
         if self.settings.tool != "benchmark_model":
             return None
         folder = self.phone.new_batch_dir()
         path = posixpath.join(folder, "profile.tflite")
         self.phone.transport.push_many([(model, path, 0o644)])
-        res = self.phone.transport.shell(
-            self.model_command(path, folder, 0, extra=("--enable_op_profiling=true",)))
+        res = self.phone.transport.shell(self.model_command(
+            path, folder, 0, extra=("--enable_op_profiling=true",), half=stores_float16(model)))
         try:
-            return [op.avg_ms * 1000 for op in parse_op_profile(res.output)]
+            return [(op.node_type, op.avg_ms * 1000) for op in parse_op_profile(res.output)]
         except ParseError as e:
             raise RunnerError(f"{self.serial}: no op profile from benchmark_model: {e}; "
                               f"its output ends: {res.output.strip()[-ERR_TAIL:]}") from None
@@ -264,8 +280,10 @@ class AdbTfliteRunner(PhoneRunner):
         self.timed_ns += int(timing.mean_us * timing.runs * 1000)
         return timing
 
-    def batch_script(self, folder: str, models: Sequence[str]) -> str:
-        """The POSIX-sh script measuring ``models`` one after another, with temperatures."""
+    def batch_script(self, folder: str, models: Sequence[str],
+                     half: Sequence[bool] = ()) -> str:
+        """The POSIX-sh script measuring ``models`` one after another, with temperatures
+        (``half``: which models store float16 weights)."""
         q = shlex.quote
         lines = [
             f"# netadapt-farm TFLite batch: {len(models)} model(s), {self.settings.tool}",
@@ -275,12 +293,20 @@ class AdbTfliteRunner(PhoneRunner):
             self.phone.temps_snippet("before"),
         ]
         for i, model in enumerate(models):
-            lines += wrap_command(i, self.model_command(model, folder, i))
+            lines += wrap_command(i, self.model_command(model, folder, i,
+                                                        half=bool(half) and half[i]))
         lines.append(self.phone.temps_snippet("after"))
         return "\n".join(lines) + "\n"
 
-    def model_command(self, model: str, folder: str, i: int, extra: Sequence[str] = ()) -> str:
-        """One model's command line, every word quoted (``extra``: more tool flags)."""
+    def model_command(self, model: str, folder: str, i: int, extra: Sequence[str] = (),
+                      half: bool = False) -> str:
+        """One model's command line, every word quoted (``extra``: more tool flags;
+        ``half``: the model stores float16 weights).
+
+        On the GPU, benchmark_model's precision follows the model's dtype: a float16 model
+        runs in half precision, anything else in float32. (Its default allows precision
+        loss, which would time float32 keys in fp16.) A ``--gpu_precision_loss_allowed``
+        in ``extra_args`` comes later on the line and wins."""
         s, q = self.settings, shlex.quote
         if s.tool == "benchmark_model":
             args = [f"--graph={model}", f"--num_threads={s.threads}", f"--num_runs={s.runs}",
@@ -288,7 +314,8 @@ class AdbTfliteRunner(PhoneRunner):
             if s.min_secs is not None:
                 args += [f"--min_secs={s.min_secs:g}", f"--warmup_min_secs={s.min_secs:g}"]
             if s.accelerator == "gpu":
-                args.append("--use_gpu=true")
+                args += ["--use_gpu=true",
+                         f"--gpu_precision_loss_allowed={'true' if half else 'false'}"]
         else:
             args = [f"--model={model}", f"--num_runs={s.runs}", f"--warmup_runs={s.warmup}",
                     f"--num_threads={s.threads}"]
