@@ -42,6 +42,8 @@ section("layer_gap", "benchmarks.layer_gap_bench")
 section("calibration", "benchmarks.calibration_bench", lut="lut")
 section("faults", "benchmarks.fault_bench")
 section("files", "benchmarks.files_bench", tf_python_path="tf_python")
+section("op_profile", "benchmarks.op_profile_bench")
+section("float16", "benchmarks.float16_bench")
 
 
 def main() -> None:
