@@ -965,12 +965,10 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
     device is not attached."""
     from bench.devices import open_runners
     from bench.runners.base import RunnerError
-    from bench.timing import NetworkFailed, median_ms, remeasure, sum_ratio
+    from bench.timing import DriftSample, NetworkFailed, median_ms, sum_ratio
 
     plan = [k for k in dict.fromkeys(keys) if lut and k in lut]
     plan = random.Random(0).sample(plan, min(DRIFT_KEYS, len(plan)))
-    size = -(-len(plan) // max(rounds, 1))
-    now: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         try:
             runners = stack.enter_context(open_runners(device, backend))
@@ -981,14 +979,13 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
             log(f"{device} is not attached: measured latency left out")
             return None
 
-        def between(p: int) -> None:
-            now.update(remeasure(runners[0], plan[p * size:(p + 1) * size])[0])
-
+        sample = DriftSample(runners[0], plan)
         try:
-            ms = median_ms(runners[0], networks, rounds, between=between)
+            ms = median_ms(runners[0], networks, rounds,
+                           between=lambda p: sample.measure_slice(p, rounds))
         except NetworkFailed as e:
             raise AdaptError(f"{device} could not run a network: {e}") from None
-    return ms, (sum_ratio(lut, now) if lut and now else None)
+    return ms, (sum_ratio(lut, sample.now) if lut and sample.now else None)
 
 
 def interpolate_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:

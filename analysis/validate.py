@@ -20,7 +20,7 @@ from analysis.profile import profile_choice, profile_layers
 from analysis.sampling import Space, ValidationError, sample_networks
 from bench.missing import ensure_keys
 from bench.runners.base import Runner, Timing
-from bench.timing import Progress, remeasure, sum_ratio, summary, time_networks
+from bench.timing import DriftSample, Progress, sum_ratio, summary, time_networks
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
@@ -60,7 +60,7 @@ def stored_rows(store: LutStore, version: Version) -> dict[str, dict[str, Any]]:
     return rows
 
 
-class SessionDrift:
+class SessionDrift(DriftSample):
     """How much slower the device runs now than when the LUT was measured.
 
     The validation networks are measured minutes to days after the LUT; on a shared
@@ -77,15 +77,10 @@ class SessionDrift:
         rng = random.Random(seed)
         lut = [k for k in keys if k in tables.table]
         extra = [k for k in keys if k not in tables.table and k in tables.extra]
-        self.plan = rng.sample(lut, min(n, len(lut))) + extra
-        rng.shuffle(self.plan)
-        self.runner, self.tables = runner, tables
-        self.now: dict[str, float] = {}
-
-    def measure_slice(self, p: int, passes: int) -> None:
-        size = -(-len(self.plan) // passes)
-        now, _ = remeasure(self.runner, self.plan[p * size:(p + 1) * size])
-        self.now.update(now)
+        plan = rng.sample(lut, min(n, len(lut))) + extra
+        rng.shuffle(plan)
+        super().__init__(runner, plan)
+        self.tables = tables
 
     def factors(self) -> dict[str, Any]:
         lut = {k: v for k, v in self.now.items() if k in self.tables.table}

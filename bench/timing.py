@@ -109,6 +109,21 @@ def remeasure(runner: Runner, keys: Sequence[str],
     return now, failed
 
 
+class DriftSample:
+    """Layer keys timed alone again, one slice after each pass of whole networks, so the
+    sample spans the session as the networks do; ``sum_ratio(table, sample.now)`` is how
+    much slower the device runs now than when ``table`` was measured."""
+
+    def __init__(self, runner: Runner, plan: Sequence[str]) -> None:
+        self.runner, self.plan = runner, list(plan)
+        self.now: dict[str, float] = {}
+
+    def measure_slice(self, p: int, passes: int) -> None:
+        """After pass ``p`` of ``passes``: time the plan's p-th slice."""
+        size = -(-len(self.plan) // max(passes, 1))
+        self.now.update(remeasure(self.runner, self.plan[p * size:(p + 1) * size])[0])
+
+
 def sum_ratio(table: Mapping[str, float], now: Mapping[str, float]) -> float:
     """How much slower the device runs these keys now than in ``table`` (sum / sum)."""
     keys = [k for k in now if k in table]
