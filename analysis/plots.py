@@ -217,21 +217,25 @@ def _sparse(values: Sequence[int], most: int = 24) -> list[str]:
 
 
 def layer_profile(profile: Mapping[str, Any] | None) -> Plot:
-    """Per-layer: the LUT entry (layer alone) next to its cost inside the whole network."""
+    """Per-layer: the LUT entry (layer alone), the calibrated estimate of its cost inside
+    the network (when the version has a calibration), and its measured cost there."""
     title = "Per-layer: LUT entry vs cost inside the network"
     if not profile or not profile.get("layers"):
         return _empty("profile", title, "no per-layer profile was measured for this version "
                       "(it is measured with the validation when the device is attached)")
     layers = profile["layers"]
     names = [x["node"] for x in layers]
-    lut = np.array([x["lut_us"] for x in layers]) / 1000
-    prof = np.array([x["profile_us"] for x in layers]) / 1000
+    bars = [("lut_us", "LUT entry (alone)", "#1f77b4"),
+            ("calibrated_us", "calibrated estimate in the network", "#2ca02c"),
+            ("profile_us", "measured in the network", "#ff7f0e")]
+    bars = [b for b in bars if all(b[0] in x for x in layers)]
     fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * len(names) + 2), 4.6))
     idx = np.arange(len(names))
-    ax.bar(idx - 0.2, lut, 0.4, label=f"LUT entry (alone), sum {lut.sum():.2f} ms",
-           color="#1f77b4")
-    ax.bar(idx + 0.2, prof, 0.4, label=f"in the network, sum {prof.sum():.2f} ms",
-           color="#ff7f0e")
+    width = 0.8 / len(bars)
+    for i, (field, label, color) in enumerate(bars):
+        ms = np.array([x[field] for x in layers]) / 1000
+        ax.bar(idx + (i - (len(bars) - 1) / 2) * width, ms, width,
+               label=f"{label}, sum {ms.sum():.2f} ms", color=color)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(idx, names, rotation=90, fontsize=7)
     ax.set_ylabel("latency (ms)")

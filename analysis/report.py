@@ -82,13 +82,25 @@ def parse_rows(stored: Sequence[Mapping[str, Any]], tables: Tables | None = None
                 row["estimate"] = {**timing["estimate"], **fresh}
                 if calibration is not None:
                     lookup, _ = tables.lookup(net.keys)
-                    row["calibrated_us"] = calibration.network_us(
-                        [(spec, lookup[spec.key]) for spec in net.specs])
+                    layers = [(spec, lookup[spec.key]) for spec in net.specs]
+                    row["calibrated_us"] = calibration.network_us(layers)
                     row["fitted"] = r["name"] in calibration.networks
+                    if row.get("profile"):
+                        row["profile"] = with_calibrated(row["profile"],
+                                                         calibration.layers_us(layers))
             except MissingKeys:
                 pass  # keep the stored estimate (its on-demand version is gone)
         rows.append(row)
     return rows
+
+
+def with_calibrated(profile: Mapping[str, Any], layers_us: Sequence[float]) -> dict[str, Any]:
+    """A per-layer profile with each layer's calibrated in-network estimate beside it
+    (``layers_us``, in the network's node order, as the profile's layers are)."""
+    layers = profile.get("layers", [])
+    if len(layers) != len(layers_us):
+        return dict(profile)
+    return {**profile, "layers": [{**x, "calibrated_us": c} for x, c in zip(layers, layers_us)]}
 
 
 def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
