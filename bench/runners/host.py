@@ -11,6 +11,7 @@ With one thread, an invoke whose wall time exceeds its thread CPU time was preem
 another process; it is dropped and counted, not timed.
 The process is pinned to the configured CPUs so the scheduler cannot move it; ``close()``
 (or leaving ``with open_runners(...)``) gives it its CPUs back.
+``op_profile`` reads LiteRT's own op profiler (``litert_profiler``, its C API).
 """
 
 from __future__ import annotations
@@ -217,4 +218,3 @@ class HostRunner(BaseRunner):
 def preempted(wall_ns: int, cpu_ns: int) -> bool:
     """An invoke whose wall time exceeds its thread CPU time was partly not ours."""
     return wall_ns - cpu_ns > max(PREEMPTED * wall_ns, PREEMPTED_NS)
-
