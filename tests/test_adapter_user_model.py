@@ -91,8 +91,8 @@ def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> No
     shutil.copy(path, lut)
     runs = tmp_path / "runs"
     r = CliRunner().invoke(app, [str(a) for a in (
-        "adapt", "--lut", lut, "--model", RESNET, "--resolution", 16, "--grid", 16,
-        "--missing", "measure", "--budget", "0.7", "--pretrain-epochs", 1, "--short-steps", 2,
+        "adapt", "--lut", lut, "--model", RESNET, "--data", "digits", "--resolution", 16,
+        "--grid", 16, "--missing", "measure", "--budget", "0.7", "--pretrain-epochs", 1, "--short-steps", 2,
         "--long-epochs", 1, "--batch-size", 32, "--workers", 1, "--reduction", 0.15,
         "--decay", 0.9, "--runs-dir", runs, "--name", "rn", "--measure-rounds", 1)])
     assert r.exit_code == 0, r.output
@@ -124,7 +124,7 @@ def test_a_saved_model_and_weights_that_do_not_fit(real_lut, configs, tmp_path: 
     shutil.copy(real_lut[1], lut)
     r = CliRunner().invoke(app, [str(a) for a in (
         "adapt", "--lut", lut, "--model", RESNET, "--weights", tmp_path / "other.pt",
-        "--resolution", 16, "--grid", 16, "--missing", "measure", "--budget", "0.9", "--runs-dir",
+        "--data", "digits", "--resolution", 16, "--grid", 16, "--missing", "measure", "--budget", "0.9", "--runs-dir",
         tmp_path / "runs", "--no-measure")])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "do not fit" in r.output and "size mismatch" in r.output
