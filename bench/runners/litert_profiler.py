@@ -16,7 +16,10 @@ Options reach the runtime as opaque option payloads, TOML text under an identifi
 from __future__ import annotations
 
 import ctypes as C
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ _OK = 0
 # OPERATOR_INVOKE_EVENT (a TFLite kernel) and DELEGATE_PROFILED_OPERATOR_INVOKE_EVENT (an
 # op inside XNNPACK, listed in place of the delegate's node)
 _OP_EVENTS = {1 << 1, 1 << 3}
+CHILD_TIMEOUT_S = 300
 _TENSOR_TYPE_BYTES = 256  # LiteRtRankedTensorType is 72 bytes; only passed through
 
 
@@ -197,11 +201,33 @@ def session(model: bytes, threads: int = 1) -> Iterator[_Session]:
 
 
 def profile(model: bytes, threads: int = 1, warmup: int = 3, runs: int = 20) -> list[Invoke]:
-    """``runs`` invokes of ``model`` after ``warmup``, each with its ops in execution order.
+    """``runs`` invokes of ``model`` after ``warmup``, each with its ops in execution order,
+    profiled in a fresh Python process.
 
-    Ops are kernel events and XNNPACK's own op events; the profiler's other events (the
-    invoke itself, buffer registration) bracket them.
+    Why a process of its own: the profiler copies every event's tag into its buffer, so
+    its cost follows the heap's state; in a process whose heap torch has churned (adapt,
+    the test suite), op times came out 2-3x the interpreter's for the same layers. A
+    fresh process also keeps a crash in the C binding from taking the caller down. The
+    child inherits the calling thread's CPU pinning.
     """
+    cmd = [sys.executable, "-m", __name__, str(threads), str(warmup), str(runs)]
+    try:
+        proc = subprocess.run(cmd, input=model, capture_output=True, timeout=CHILD_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"LiteRT's profiler took over {CHILD_TIMEOUT_S} s") from None
+    if proc.returncode < 0:
+        raise RunnerError(f"LiteRT's profiler crashed (signal {-proc.returncode})")
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RunnerError(lines[-1] if lines else "LiteRT's profiler failed")
+    return [Invoke(w, c, tuple((tag, us) for tag, us in ops))
+            for w, c, ops in json.loads(proc.stdout)]
+
+
+def profile_here(model: bytes, threads: int = 1, warmup: int = 3,
+                 runs: int = 20) -> list[Invoke]:
+    """``profile`` in this process (what the child runs)."""
     with session(model, threads) as s:
         for _ in range(warmup):
             s.run()
@@ -228,3 +254,19 @@ def _by_invoke(events: list[_Event]) -> list[tuple[tuple[str, int], ...]]:
         elif groups and e.event_type in _OP_EVENTS:
             groups[-1].append((tag, int(e.elapsed_us)))
     return [tuple(g) for g in groups]
+
+
+def main() -> None:
+    """Child: THREADS WARMUP RUNS, the model on stdin; JSON invokes on stdout, or one line
+    on stderr and exit 1."""
+    threads, warmup, runs = (int(v) for v in sys.argv[1:4])
+    try:
+        invokes = profile_here(sys.stdin.buffer.read(), threads, warmup, runs)
+    except RunnerError as e:
+        sys.stderr.write(f"{e}\n")
+        sys.exit(1)
+    json.dump([[i.wall_ns, i.cpu_ns, i.ops] for i in invokes], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
