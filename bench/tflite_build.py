@@ -39,9 +39,10 @@ output quantization TFLite requires (softmax, logistic: 1/256, zero point -128).
 ``dt=float16`` layers are written as the TF converter's float16 quantization writes them
 (checked against TF 2.21's output): weights and biases as FLOAT16 constants, each behind
 a DEQUANTIZE (version 3) to float32, those DEQUANTIZEs first in the graph; activations
-float32; and the model metadata ``reduced_precision_support = fp16accfp32``, which lets
-XNNPACK run fp16 arithmetic where the CPU has it. The GPU delegate runs such a model in
-half precision; on this machine's CPU XNNPACK dequantizes the weights once, at load.
+float32; and the model metadata ``reduced_precision_support = fp16accfp32`` (fp16
+weights, fp32 accumulation). The GPU delegate runs such a model in half precision;
+XNNPACK only when forced to (it reads fp16 accumulation from that metadata as not
+allowed); on this machine's CPU it dequantizes the weights once, at load.
 """
 
 from __future__ import annotations

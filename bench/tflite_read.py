@@ -18,8 +18,8 @@ activations are int8 (full-integer, the TF converter's scheme) gets a ``dt=int8`
 weights must be int8 too. QUANTIZE and DEQUANTIZE (float to int8 at the model's input,
 back at its output) are listed as dtype conversions without keys. A model whose weights
 are stored as float16 (the converter's float16 quantization: FLOAT16 constants behind
-DEQUANTIZE) runs in half precision where the runtime can (GPU delegate, XNNPACK on CPUs
-with fp16 arithmetic): all its float ops get ``dt=float16`` keys. uint8 and int16
+DEQUANTIZE) runs in half precision where the runtime does (the GPU delegate; XNNPACK
+when forced): all its float ops get ``dt=float16`` keys. uint8 and int16
 activations have no keys (``QuantizedModel``), nor have float ops on int8 weights
 (dynamic-range quantization).
 

@@ -43,8 +43,8 @@ PADDINGS = ("same", "valid")
 # int8: full-integer quantized, the TF converter's scheme (int8 activations per tensor,
 # int8 weights per channel, int32 bias); the op alone, int8 in and int8 out.
 # float16: the converter's float16 quantization: weights and biases stored as float16
-# behind a DEQUANTIZE, activations float32; a GPU delegate (and XNNPACK where the CPU has
-# fp16 arithmetic) runs such a model in half precision, elsewhere it runs as float32.
+# behind a DEQUANTIZE, activations float32; a GPU delegate runs such a model in half
+# precision (XNNPACK when forced to), a CPU otherwise as float32.
 DTYPES = ("float32", "float16", "int8")
 # Ops whose output channel count is a free choice (NetAdapt prunes these).
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
