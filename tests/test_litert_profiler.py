@@ -48,9 +48,9 @@ def test_free_ops_count_with_the_op_they_feed():
 
 
 @pytest.mark.parametrize("name, resolution, dtype", [
-    ("mobilenet_v2", 32, "float32"),
-    ("mobilenet_v3_small", 32, "float32"),
-    ("mobilenet_v3_small", 32, "int8"),  # XNNPACK leaves int8 hard-swish to the kernel
+    ("mobilenet_v2", 64, "float32"),
+    ("mobilenet_v3_small", 64, "float32"),
+    ("mobilenet_v3_small", 64, "int8"),  # XNNPACK leaves int8 hard-swish to the kernel
 ])
 def test_host_layer_profile_comes_from_the_op_profiler(runner, name, resolution, dtype):
     net = family(name).network(width_mult=0.5, resolution=resolution).with_dtype(dtype)
@@ -59,9 +59,10 @@ def test_host_layer_profile_comes_from_the_op_profiler(runner, name, resolution,
     assert [x["node"] for x in prof["layers"]] == [n.name for n in net.nodes]
     total = sum(x["profile_us"] for x in prof["layers"])
     (whole,) = runner.measure([BatchItem("net", build_network(net))])
-    # The ops' times and the whole invoke are the same work: within a factor of two on
-    # a machine whose speed drifts (the invoke adds LiteRT's own few microseconds).
-    assert 0.5 * whole.latency_us < total < 1.5 * whole.latency_us
+    # The ops' times and the whole invoke are the same work: within a factor of two on a
+    # machine whose speed drifts, the profiler's own per-event cost counted in its op
+    # times (1.0-1.5x the interpreter's invoke seen for these small networks).
+    assert 0.5 * whole.latency_us < total < 2.0 * whole.latency_us
     convs = [x["profile_us"] for x in prof["layers"] if x["op"] == "conv2d"]
     assert max(convs) > 1.0
 
