@@ -32,14 +32,11 @@ from tests.test_tflite_build import (
     torch_layer,
     torch_network,
 )
+from tests.test_tflite_build_int8 import _model
 
 
 def halved(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float16).astype(np.float32) for k, v in w.items()}
-
-
-def _model(data: bytes) -> tfl.ModelT:
-    return tfl.ModelT.InitFromObj(tfl.Model.GetRootAsModel(data, 0))
 
 
 @pytest.mark.parametrize("resolver", RESOLVERS)

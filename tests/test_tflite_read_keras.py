@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tflite_read import read_file
+from bench.tflite_read import ReadResult, read_file
 from bench.zoo import MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_SMALL
 from lut_db.spec import LayerSpec
 
@@ -69,14 +69,21 @@ def test_keras_files_map_onto_the_zoo_keys(keras_files: Path, name: str) -> None
     assert set((want - have).elements()) == zoo_only
 
 
+def read_at_dtype(keras_files: Path, name: str, dtype: str) -> ReadResult:
+    """The ``dtype`` form of a Keras file, checked to read as the float file's keys at
+    ``dt=dtype``, every op mapped."""
+    got = read_file(keras_files / f"{name}_{dtype}.tflite")
+    float_keys = read_file(keras_files / f"{name}.tflite").network.keys
+    assert got.unknown_ops == []
+    assert Counter(got.network.keys) == Counter(k.replace("dt=float32", f"dt={dtype}")
+                                                for k in float_keys)
+    return got
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_int8_keras_files_map_onto_the_float_files_keys_at_int8(keras_files: Path,
                                                                 name: str) -> None:
-    got = read_file(keras_files / f"{name}_int8.tflite")
-    float_keys = read_file(keras_files / f"{name}.tflite").network.keys
-    assert got.unknown_ops == []
-    assert Counter(got.network.keys) == Counter(k.replace("dt=float32", "dt=int8")
-                                                for k in float_keys)
+    got = read_at_dtype(keras_files, name, "int8")
     # float in, float out: one QUANTIZE and one DEQUANTIZE, listed as conversions
     conversions = [f.op for f in got.free_ops if f.note == "dtype conversion, not keyed"]
     assert conversions == ["QUANTIZE", "DEQUANTIZE"]
@@ -89,11 +96,7 @@ def test_int8_keras_files_map_onto_the_float_files_keys_at_int8(keras_files: Pat
 @pytest.mark.parametrize("name", ZOO)
 def test_float16_keras_files_map_onto_the_float_files_keys_at_float16(keras_files: Path,
                                                                       name: str) -> None:
-    got = read_file(keras_files / f"{name}_float16.tflite")
-    float_keys = read_file(keras_files / f"{name}.tflite").network.keys
-    assert got.unknown_ops == []
-    assert Counter(got.network.keys) == Counter(k.replace("dt=float32", "dt=float16")
-                                                for k in float_keys)
+    got = read_at_dtype(keras_files, name, "float16")
     # the weights' DEQUANTIZEs (float16 constants) are folded at load: no work, no key
     dequantize = [f for f in got.free_ops if f.op == "DEQUANTIZE"]
     assert dequantize and all(f.note == "on constants and static shapes only"
