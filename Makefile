@@ -10,7 +10,7 @@ LUT    ?= luts/$(DEVICE).db
 STAMP  := $(VENV)/.installed-stamp
 NETADAPT := $(BIN)/netadapt
 
-.PHONY: setup lut report adapt compare fashion-mnist devices test bench lint clean
+.PHONY: setup lut report adapt compare fashion-mnist devices test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,10 @@ fashion-mnist:
 test: setup
 	bash scripts/ensure-chromium
 	$(BIN)/pytest
+
+# The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml).
+test-fast: setup
+	$(BIN)/pytest -m "not train and not sweep and not phones and not browser"
 
 lint: setup
 	$(BIN)/ruff check .
