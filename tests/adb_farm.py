@@ -1,14 +1,19 @@
 """A phone farm made of loopback ADB devices behind real private adb servers, for tests.
 
 Each device's benchmark binary is a small sh wrapper (pushed by the runner like any
-binary) that execs the real ``litert-benchmark`` of this virtualenv. Two test faults
+binary) that runs the real ``litert-benchmark`` of this virtualenv, forked from a zygote
+that imported it once (``tests/litert_zygote.py``: the import costs more than a small
+model's whole run). Two test faults
 are keyed on a model's first bytes: ``CRASHME`` makes the tool die of SIGSEGV,
 ``GARBAGE`` makes it print something that is not a benchmark result.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +22,10 @@ import pytest
 
 from tests.loopback_adb import AdbServer, LoopbackDevice
 
-LITERT = Path(sys.executable).parent / "litert-benchmark"
+ZYGOTE = Path(__file__).with_name("litert_zygote.py")
+ZYGOTE_SOCKET = Path(tempfile.gettempdir()) / f"netadapt-litert-{os.getpid()}.sock"
+# The device's litert-benchmark: a run forked from the zygote (started by `litert_zygote`).
+LITERT = f"{sys.executable} -S {ZYGOTE} --client {ZYGOTE_SOCKET}"
 
 WRAPPER = """#!/bin/sh
 # litert-benchmark for the loopback device, with two test faults keyed on the model
@@ -94,8 +102,24 @@ def default_backend(tmp: Path) -> dict[str, object]:
             "batch_size": 8}
 
 
+@pytest.fixture(scope="session")
+def litert_zygote() -> Iterator[Path]:
+    """The zygote the loopback phones' tool runs are forked from, for the whole session."""
+    ZYGOTE_SOCKET.unlink(missing_ok=True)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # no pools to fork
+    proc = subprocess.Popen([sys.executable, str(ZYGOTE), str(ZYGOTE_SOCKET)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", "the litert-benchmark zygote failed"
+        yield ZYGOTE_SOCKET
+    finally:
+        proc.kill()
+        proc.wait()
+        ZYGOTE_SOCKET.unlink(missing_ok=True)
+
+
 @pytest.fixture
-def farm_factory(adb_server_factory: Callable[..., AdbServer],
+def farm_factory(litert_zygote: Path, adb_server_factory: Callable[..., AdbServer],
                  loopback_device_factory: Callable[..., LoopbackDevice], configs: Path,
                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Farm]]:
     """make(servers=1, per_server=1, **backend settings) -> a started Farm with its config.

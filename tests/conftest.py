@@ -20,7 +20,7 @@ except ImportError:
 
 # The loopback phones (a real adb server, loopback devices, farms of them): fixtures that
 # every test module needing a phone finds by name.
-from tests.adb_farm import farm, farm_factory  # noqa: F401
+from tests.adb_farm import farm, farm_factory, litert_zygote  # noqa: F401
 from tests.fakes import FAST_TOML
 from tests.loopback_adb import (  # noqa: F401
     adb_path,
