@@ -107,6 +107,19 @@ def real_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int]
 
 
 @pytest.fixture(scope="session")
+def fixed_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int]:
+    """(table, LUT file, resolution): ``real_lut``'s keys at fixed latencies (their MACs), for
+    tests whose outcome would otherwise follow what this machine measured at that moment."""
+    from tests.fakes import ADAPT_SPACE, RES, FakeRunner, macs_us, make_lut
+
+    store, version = make_lut(tmp_path_factory.mktemp("lut") / "fixed.db",
+                              FakeRunner(us=macs_us, device="fixed"), ADAPT_SPACE)
+    table, path = store.table(version.id), store.path
+    store.close()
+    return table, path, RES
+
+
+@pytest.fixture(scope="session")
 def validated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A FakeRunner LUT with 30 validations stored (no per-layer profile)."""
     from analysis import validate as val

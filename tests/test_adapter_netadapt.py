@@ -1,5 +1,6 @@
-"""adapter.netadapt end to end on a real measured LUT: budgets met, the paper's rule,
-checkpoint/resume identical to an uninterrupted run, executors that agree."""
+"""adapter.netadapt end to end: budgets met, the paper's rule, checkpoint/resume identical
+to an uninterrupted run, executors that agree. The search runs on fixed latencies (the
+keys' MACs), the official code's options on a LUT measured for real."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def digits() -> data.Dataset:
 
 
 @pytest.fixture(scope="module")
-def space(real_lut) -> SearchSpace:
-    table, path, res = real_lut
+def space(fixed_lut) -> SearchSpace:
+    """Fixed latencies: which budgets can be met does not follow this machine's load."""
+    table, path, res = fixed_lut
     return SearchSpace("mobilenet_v1", res, CLASSES, table, GRID, lut=f"{path}@1")
 
 
@@ -118,7 +120,7 @@ def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) 
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.001ms"}, "pretrain_epochs": 0},
                       lut=space._latency.lut)
     with pytest.raises(AdaptError, match=r"latency budget \(0\.001 ms\) cannot be met: the "
-                                         r"smallest network .* is 0\.\d+ ms"):
+                                         r"smallest network .* is \d+\.\d+ ms"):
         adapt(cfg, space, digits, tmp_path / "r")
 
 
