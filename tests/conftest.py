@@ -31,6 +31,46 @@ from tests.loopback_adb import (  # noqa: F401
     loopback_device_factory,
 )
 
+# What each marker stands for, so `make test-fast` (which leaves the marked tests out) is
+# what it says: a test that uses one of these fixtures carries the marker, or the run stops.
+MARKED_FIXTURES = {
+    "phones": {"farm", "farm_factory", "adb_server", "adb_server_factory", "loopback_device",
+               "loopback_device_factory", "loopback_adb_device", "litert_zygote"},
+    "sweep": {"real_lut", "fast_runner"},
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = sorted(f"{item.nodeid} (uses {', '.join(sorted(used))}: mark it {marker})"
+                      for item in items
+                      for marker, fixtures in MARKED_FIXTURES.items()
+                      if (used := fixtures & set(getattr(item, "fixturenames", ())))
+                      and item.get_closest_marker(marker) is None)
+    if unmarked:
+        raise pytest.UsageError("tests without their marker:\n  " + "\n  ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def _work_needs_its_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Training (a backward pass) and timing on this host (HostRunner) fail in a test that
+    does not carry the train or sweep marker: the markers cannot go stale."""
+    def refuse(what: str, marker: str):  # type: ignore[no-untyped-def]
+        def refused(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise AssertionError(f"{request.node.nodeid} {what}: mark it @pytest.mark.{marker}")
+        return refused
+
+    if request.node.get_closest_marker("train") is None:
+        import torch
+
+        monkeypatch.setattr(torch.Tensor, "backward", refuse("trains", "train"))
+    if request.node.get_closest_marker("sweep") is None:
+        from bench.runners.host import HostRunner
+
+        monkeypatch.setattr(HostRunner, "measure", refuse("times layers on this host", "sweep"))
+        monkeypatch.setattr(HostRunner, "measure_one", refuse("times a model on this host",
+                                                              "sweep"))
+    yield
+
 
 @pytest.fixture(autouse=True)
 def _restore_affinity():

@@ -38,6 +38,7 @@ def lut(real_lut, tmp_path: Path, configs: Path) -> Path:
     return copy
 
 
+@pytest.mark.sweep
 def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
@@ -96,6 +97,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["adapted"]["widths"] == a["widths"]
 
 
+@pytest.mark.sweep
 def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
     """--measured-budget against this machine: the initial network and every network that
     meets the estimate's budget are measured whole; the result says what was measured."""
@@ -113,6 +115,7 @@ def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
     assert "measured budget" in flat(r.output)
 
 
+@pytest.mark.sweep
 def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: Path) -> None:
     common = ["adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--grid", "32",
               "--pretrain-epochs", "0", "--budget", "0.001ms"]
@@ -131,6 +134,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
     assert [v.parent for v in store.versions()] == [None, 1]
 
 
+@pytest.mark.sweep
 def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_path: Path,
                                                                monkeypatch) -> None:
     monkeypatch.setattr("adapter.data.FASHION_MNIST_DIR", tmp_path / "absent")
@@ -141,6 +145,7 @@ def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_pa
             in flat(r.output)), r.output
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("extra,message", [
     (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
     (["--model", "resnet50"], "--model 'resnet50': not a built-in model"),

@@ -118,6 +118,7 @@ def test_multi_resource_targets_all_hold() -> None:
         assert all(p.resources[r] <= t for r, t in targets.items())
 
 
+@pytest.mark.sweep
 def test_search_is_fast_on_a_real_lut(real_lut) -> None:
     table, _, _ = real_lut
     space = space_on(table)
@@ -147,6 +148,7 @@ def test_lut_grid_and_resolution_errors() -> None:
     assert lut_grid(both, "mobilenet_v1", RES, CLASSES, "x.db@1") == 2 * GRID
 
 
+@pytest.mark.sweep
 def test_missing_keys_are_named(real_lut) -> None:
     table, _, _ = real_lut
     space = space_on(table)

@@ -51,6 +51,7 @@ def test_trace_equals_zoo_network(family: str, config, resolution: int) -> None:
     assert fast(widths) == pytest.approx(estimate(got, table).total_us)
 
 
+@pytest.mark.sweep
 def test_traced_network_estimate_on_a_real_lut(real_lut) -> None:
     table, _, resolution = real_lut
     fam = zoo.MOBILENET_V1

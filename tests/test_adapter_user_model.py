@@ -83,6 +83,7 @@ def test_builtin_slots_are_the_zoos(family: str) -> None:
     assert build(family, None, 32, 10).slots == arch.producers
 
 
+@pytest.mark.sweep
 def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> None:
     """`netadapt adapt --model pkg.module:factory`: the LUT keys it lacks (3x3 convs, PADs)
     measured on the device, adapted to the budget, exported with its trained weights."""
@@ -108,6 +109,7 @@ def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> No
     assert file_vs_torch(runs / "rn" / "adapted.tflite", model, x) <= 1e-4
 
 
+@pytest.mark.sweep
 def test_a_saved_model_and_weights_that_do_not_fit(real_lut, configs, tmp_path: Path) -> None:
     """A whole saved model adapts from its own weights; a state dict that does not fit the
     model is one clear message."""

@@ -68,6 +68,7 @@ def test_parse_getprop():
     assert parse_getprop(text) == {"ro.product.model": "Pixel", "empty": "", "a.b": "x: [y]"}
 
 
+@pytest.mark.phones
 def test_devices_lists_the_loopback_phone(farm: Farm):
     res = cli.invoke(app, ["devices", "--json"])
     assert res.exit_code == 0, res.output
@@ -82,6 +83,7 @@ def test_devices_lists_the_loopback_phone(farm: Farm):
     assert farm.devices[0].serial in table.output and "loop" in table.output
 
 
+@pytest.mark.phones
 def test_devices_shows_unauthorized_and_offline(farm: Farm, loopback_device_factory):
     server = farm.servers[0]
     locked = loopback_device_factory(state="unauthorized")
@@ -133,6 +135,7 @@ def test_devices_starts_the_local_server_as_adb_does(configs: Path, no_local_ser
     assert res.exit_code == 0 and "started" not in res.output
 
 
+@pytest.mark.phones
 def test_no_matching_device_shows_attached_and_wanted(farm: Farm):
     (farm.config_dir / "other.toml").write_text(loop_toml(
         "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))
@@ -145,6 +148,7 @@ def test_no_matching_device_shows_attached_and_wanted(farm: Farm):
         in message
 
 
+@pytest.mark.phones
 def test_unknown_serial_and_unauthorized_phone(farm: Farm, loopback_device_factory):
     with pytest.raises(RunnerError, match="no device with serial 'nope'"):
         find_devices(farm.config(), serial="nope")
@@ -158,6 +162,7 @@ def test_unknown_serial_and_unauthorized_phone(farm: Farm, loopback_device_facto
         find_devices(farm.config())
 
 
+@pytest.mark.phones
 def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
     (farm.config_dir / "other.toml").write_text(loop_toml(
         "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))

@@ -22,6 +22,8 @@ from netadapt_cli.main import app
 from tests.adb_farm import Farm
 from tests.loopback_adb import *
 
+pytestmark = pytest.mark.phones
+
 CONVERTER = """#!/bin/sh
 # fake snpe-tflite-to-dlc: checks the documented flags, "converts" by copying
 while [ $# -gt 0 ]; do

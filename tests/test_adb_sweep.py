@@ -9,6 +9,7 @@ import statistics
 import threading
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bench import sweep
@@ -21,6 +22,8 @@ from lut_db.store import LutStore
 from netadapt_cli.main import app
 from tests.adb_farm import LITERT, Farm
 from tests.loopback_adb import *
+
+pytestmark = pytest.mark.phones
 
 cli = CliRunner()
 

@@ -31,6 +31,7 @@ def runner(farm: Farm) -> AdbTfliteRunner:
     return r
 
 
+@pytest.mark.phones
 def test_batch_is_two_round_trips_and_binary_is_pushed_once(farm: Farm):
     r = runner(farm)
     assert r.round_trips == 2  # probe, push of the binary
@@ -51,6 +52,7 @@ def test_batch_is_two_round_trips_and_binary_is_pushed_once(farm: Farm):
     assert again.fingerprint() == fp
 
 
+@pytest.mark.phones
 def test_crash_and_unparseable_output_are_failures_of_that_model(farm: Farm):
     r = runner(farm)
     good = items(8)
@@ -64,6 +66,7 @@ def test_crash_and_unparseable_output_are_failures_of_that_model(farm: Farm):
     assert isinstance(bad, Failure) and "exit code" in bad.error and bad.output
 
 
+@pytest.mark.phones
 def test_paths_with_spaces_and_metacharacters(farm: Farm, tmp_path: Path):
     work = tmp_path / NASTY / "{serial}"
     tool_dir = tmp_path / f"tools {NASTY}"
@@ -79,6 +82,7 @@ def test_paths_with_spaces_and_metacharacters(farm: Farm, tmp_path: Path):
     assert r.fingerprint()["tool_hash"]
 
 
+@pytest.mark.phones
 def test_missing_binary_says_how_to_fix_it(farm: Farm, tmp_path: Path):
     farm.write(binary=None, binary_on_device=str(tmp_path / "no" / "benchmark_model"))
     with pytest.raises(RunnerError, match=r"is not found on .*; push it .*binary = "):
@@ -88,6 +92,7 @@ def test_missing_binary_says_how_to_fix_it(farm: Farm, tmp_path: Path):
         runner(farm)
 
 
+@pytest.mark.phones
 def test_wrong_abi_is_refused(farm: Farm, tmp_path: Path):
     arm = tmp_path / "benchmark_model"
     header = bytearray(64)
@@ -100,6 +105,7 @@ def test_wrong_abi_is_refused(farm: Farm, tmp_path: Path):
         runner(farm)
 
 
+@pytest.mark.phones
 def test_settings_are_checked(farm: Farm):
     for change, message in (({"tool": "tflite"}, "tool': expected one of"),
                             ({"threads": 0}, "threads': expected an integer >= 1"),
@@ -111,6 +117,7 @@ def test_settings_are_checked(farm: Farm):
         farm.backend.pop(next(iter(change)))
 
 
+@pytest.mark.phones
 def test_pinning_cores_and_notes(farm: Farm):
     last = max(os.sched_getaffinity(0))
     farm.write(cpus=[last])
@@ -140,6 +147,7 @@ def test_thermal_readings():
     assert zone_readings(text, "after") == [("cpu0", 51.0)]
 
 
+@pytest.mark.phones
 def test_hot_batch_is_measured_again_after_cool_down(farm: Farm, tmp_path: Path):
     zone = tmp_path / "thermal" / "thermal_zone0"
     zone.mkdir(parents=True)
@@ -166,6 +174,7 @@ def test_hot_batch_is_measured_again_after_cool_down(farm: Farm, tmp_path: Path)
     assert t.extra["hot"] is True and t.extra["hot_retries"] == 1
 
 
+@pytest.mark.phones
 def test_several_phones_and_no_serial_for_a_single_device_command(farm_factory):
     farm = farm_factory(per_server=2)
     config = farm.config()
@@ -176,6 +185,7 @@ def test_several_phones_and_no_serial_for_a_single_device_command(farm_factory):
     assert {r.serial for r in make_runners(config)} == {d.serial for d in farm.devices}
 
 
+@pytest.mark.phones
 def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
     """benchmark_model's --enable_op_profiling output comes back per op, over real adb.
 
@@ -200,6 +210,7 @@ def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
     assert runner(farm).op_profile(items(8)[0].model) is None  # that tool has no profiler
 
 
+@pytest.mark.phones
 def test_gpu_precision_follows_the_model_dtype(farm: Farm, tmp_path: Path):
     """On the GPU delegate, a float16 model runs in half precision and a float32 one in
     float32 (benchmark_model's default would time both in fp16). The phone's tool is a sh

@@ -31,6 +31,7 @@ def transport(server: AdbServer, device: LoopbackDevice) -> AdbTransport:
     return AdbTransport(Server("127.0.0.1", server.port), device.serial, timeout_s=20)
 
 
+@pytest.mark.phones
 def test_shell_v2_exit_code_and_round_trips(adb_server, loopback_device):
     t = transport(adb_server, loopback_device)
     res = t.shell("echo out; echo err >&2; exit 3")
@@ -39,6 +40,7 @@ def test_shell_v2_exit_code_and_round_trips(adb_server, loopback_device):
     assert t.round_trips == 2
 
 
+@pytest.mark.phones
 def test_shell_v1_exit_code(adb_server, loopback_device_factory):
     old = loopback_device_factory(features=[f for f in DEFAULT_FEATURES if f != "shell_v2"])
     adb_server.connect(old.serial)
@@ -48,6 +50,7 @@ def test_shell_v1_exit_code(adb_server, loopback_device_factory):
     assert (res.returncode, res.stdout) == (5, "hi\n")
 
 
+@pytest.mark.phones
 def test_push_and_pull_many_in_one_session_each(adb_server, loopback_device, tmp_path: Path):
     t = transport(adb_server, loopback_device)
     folder = tmp_path / "remote dir $x"
@@ -93,6 +96,7 @@ def test_parse_server():
             parse_server(bad)
 
 
+@pytest.mark.phones
 def test_unauthorized_device_says_what_to_do(adb_server, loopback_device_factory):
     device = loopback_device_factory(state="unauthorized")
     adb_server.connect(device.serial, state="unauthorized")
@@ -100,6 +104,7 @@ def test_unauthorized_device_says_what_to_do(adb_server, loopback_device_factory
         transport(adb_server, device).shell("echo hi")
 
 
+@pytest.mark.phones
 def test_device_dropped_mid_command_keeps_partial_output(adb_server, loopback_device):
     t = transport(adb_server, loopback_device)
     threading.Timer(0.7, loopback_device.drop).start()

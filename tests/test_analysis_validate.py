@@ -179,6 +179,7 @@ def test_a_derived_version_keeps_its_parents_validations(fake_lut):
     assert res.reused == len(res.rows) and res.measured == 0
 
 
+@pytest.mark.sweep
 def test_networks_are_timed_one_pass_per_call(fast_runner):
     """bench.timing spreads networks over its own passes; the runner adds none, and
     closing the one-pass view leaves the runner's CPU pinning alone."""
@@ -202,6 +203,7 @@ def test_closing_a_host_runner_gives_the_cpus_back():
     assert os.sched_getaffinity(0) == before
 
 
+@pytest.mark.sweep
 def test_timing_interleaves_passes_and_keeps_each(fast_runner):
     from bench.timing import summary, time_networks
 
@@ -214,6 +216,7 @@ def test_timing_interleaves_passes_and_keeps_each(fast_runner):
     assert len(s["passes_at_s"]) == 3 and s["runs"] >= 3
 
 
+@pytest.mark.sweep
 def test_validate_for_real_on_the_host(tmp_path, fast_runner):
     """The whole loop with real LiteRT timings on a tiny space."""
     space = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 256,

@@ -17,6 +17,7 @@ from lut_db.store import LutStore
 SMALL = LayerSpec("conv2d", 8, 8, 8, 16, (3, 3), act="relu6")
 
 
+@pytest.mark.sweep
 def test_measures_a_small_layer(fast_runner: HostRunner) -> None:
     (t,) = fast_runner.measure([BatchItem(SMALL.key, build_layer(SMALL))])
     assert isinstance(t, Timing)
@@ -118,6 +119,7 @@ def test_a_core_that_is_rarely_ours_ends_the_pass(monkeypatch) -> None:
     assert 150_000_000 < clock.wall <= 151_000_000  # 15 x the 10 ms budget
 
 
+@pytest.mark.sweep
 def test_samples_go_into_the_store(fast_runner: HostRunner) -> None:
     (t,) = fast_runner.measure([BatchItem(SMALL.key, build_layer(SMALL))])
     store = LutStore.memory()
@@ -129,6 +131,7 @@ def test_samples_go_into_the_store(fast_runner: HostRunner) -> None:
     assert row["serial"] == "host"
 
 
+@pytest.mark.sweep
 def test_fingerprint(fast_runner: HostRunner) -> None:
     fp = fast_runner.fingerprint()
     assert fp["runtime"] == f"ai-edge-litert {metadata.version('ai-edge-litert')}"
@@ -156,6 +159,7 @@ def test_cpus_it_may_not_use_are_a_runner_error() -> None:
 
 
 @pytest.mark.parametrize("model", [b"", b"garbage" * 20, b"\x00" * 64])
+@pytest.mark.sweep
 def test_broken_model_bytes_are_a_failure_not_an_exception(fast_runner: HostRunner,
                                                            model: bytes) -> None:
     (res,) = fast_runner.measure([BatchItem("broken", model)])
@@ -163,6 +167,7 @@ def test_broken_model_bytes_are_a_failure_not_an_exception(fast_runner: HostRunn
     assert "LiteRT could not load the model" in res.error
 
 
+@pytest.mark.sweep
 def test_a_broken_model_does_not_stop_the_batch(fast_runner: HostRunner) -> None:
     good = build_layer(SMALL)
     out = fast_runner.measure([BatchItem("a", good), BatchItem("b", good[: len(good) // 2]),

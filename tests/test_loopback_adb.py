@@ -15,6 +15,8 @@ from adbutils.errors import AdbError
 
 from tests.loopback_adb import A_VERSION_MIN, AdbServer, LoopbackDevice, host_abi
 
+pytestmark = pytest.mark.phones
+
 Factory = Callable[..., LoopbackDevice]
 
 # Spaces and shell metacharacters, to prove paths are never passed through a shell.
