@@ -28,13 +28,9 @@ from bench.runners.adb_transport import (
     start_local_server,
 )
 from bench.runners.base import RunnerError
+from bench.runners.checks import state_check
 
 _PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
-STATE_HELP = {
-    "unauthorized": "unlock the phone and accept the \"Allow USB debugging?\" prompt",
-    "offline": "replug the cable or run `adb reconnect`; check the phone is awake",
-    "no permissions": "fix the USB permissions (udev rules) on the adb server's machine",
-}
 
 
 @dataclass
@@ -172,28 +168,27 @@ def find_devices(config: DeviceConfig, serial: str | None = None) -> list[Attach
         chosen = [d for d in devices if d.serial == serial]
         if not chosen:
             raise RunnerError(f"no device with serial {serial!r} on {_names(servers)}; "
-                              f"attached: {_attached(devices)}")
+                              f"attached: {attached_text(devices)}")
         _check_usable(chosen, config)
         if not chosen[0].configs:
             raise RunnerError(f"{chosen[0].describe()} does not match device config "
-                              f"{config.name!r} ({config.path}), which wants {_wants(config)}")
+                              f"{config.name!r} ({config.path}), which wants {wants(config)}")
         return chosen
     usable = [d for d in devices if d.state == "device" and d.configs]
     if usable:
         return usable
     _check_usable([d for d in devices if d.state != "device"], config, none_usable=True)
     raise RunnerError(f"no attached device matches {config.name!r} ({config.path}): it wants "
-                      f"{_wants(config)}; attached on {_names(servers)}: {_attached(devices)}")
+                      f"{wants(config)}; attached on {_names(servers)}: {attached_text(devices)}")
 
 
 def _check_usable(devices: list[AttachedDevice], config: DeviceConfig,
                   none_usable: bool = False) -> None:
     """A chosen (or, with none usable, any) device that adb cannot use: say why and how."""
     for d in devices:
-        if d.state != "device":
-            hint = STATE_HELP.get(d.state, "check the cable and `adb devices`")
-            lead = "no usable device; " if none_usable else ""
-            raise RunnerError(f"{lead}{d.serial} on {d.server} is {d.state}: {hint}")
+        state = state_check(d.serial, d.server, d.state)
+        if not state.ok:
+            raise RunnerError(("no usable device; " if none_usable else "") + state.message)
         if d.error:
             raise RunnerError(d.error)
 
@@ -202,13 +197,15 @@ def _names(servers: Sequence[Server]) -> str:
     return ", ".join(f"adb server {s}" for s in servers)
 
 
-def _wants(config: DeviceConfig) -> str:
+def wants(config: DeviceConfig) -> str:
+    """What a config's [match] asks of a phone, for messages."""
     if not config.match:
         return "nothing ([match] is empty)"
     return " and ".join(f"{k} ~ {' | '.join(v)}" for k, v in config.match.items())
 
 
-def _attached(devices: list[AttachedDevice]) -> str:
+def attached_text(devices: list[AttachedDevice]) -> str:
+    """What is attached, for messages."""
     if not devices:
         return "nothing (check the cable, `adb devices`, and that USB debugging is on)"
     return "; ".join(d.describe() for d in devices)

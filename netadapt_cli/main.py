@@ -9,6 +9,7 @@ from netadapt_cli import (
     calibrate_cmd,
     db_cmd,
     devices_cmd,
+    doctor_cmd,
     estimate_cmd,
     lut_cmd,
     report_cmd,
@@ -23,6 +24,7 @@ app.command("calibrate")(calibrate_cmd.calibrate_cmd)
 app.command("estimate")(estimate_cmd.estimate_cmd)
 app.command("measure")(estimate_cmd.measure_cmd)
 app.command("devices")(devices_cmd.devices_cmd)
+app.command("doctor")(doctor_cmd.doctor_cmd)
 app.command("report")(report_cmd.report_cmd)
 app.command("adapt")(adapt_cmd.adapt_cmd)
 

@@ -85,7 +85,7 @@ def test_paths_with_spaces_and_metacharacters(farm: Farm, tmp_path: Path):
 @pytest.mark.phones
 def test_missing_binary_says_how_to_fix_it(farm: Farm, tmp_path: Path):
     farm.write(binary=None, binary_on_device=str(tmp_path / "no" / "benchmark_model"))
-    with pytest.raises(RunnerError, match=r"is not found on .*; push it .*binary = "):
+    with pytest.raises(RunnerError, match=r"is not found on .*: push .*binary = "):
         runner(farm)
     farm.write(binary=str(tmp_path / "missing_local"), binary_on_device=None)
     with pytest.raises(ConfigError, match=r"key 'backends.tflite-cpu.binary': cannot read"):

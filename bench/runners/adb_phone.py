@@ -3,7 +3,9 @@
 Everything here runs on the phone through :class:`AdbTransport`, as POSIX-sh text
 in which every path is ``shlex.quote``d. The probe is ONE round trip: getprop, the
 CPUs' max frequency and governor, which helper tools exist (taskset, timeout,
-sha256sum), the hashes of files the runner wants there, and the work folder set up.
+sha256sum), the hashes of files the runner wants there, the thermal zones and the
+battery, and the work folder set up. `netadapt doctor` reads the same probe
+(bench.runners.checks judges it).
 :class:`PhoneRunner` is what the ADB runners (adb_tflite, snpe) share.
 """
 
@@ -35,6 +37,7 @@ from bench.runners.adb_transport import (
     start_local_server,
 )
 from bench.runners.base import BaseRunner, DeviceLost, RunnerError, Timing
+from bench.runners.checks import BATTERY_SNIPPET, Battery, parse_battery
 
 SECTION = "@@NETADAPT-SECTION"
 TEMP_MARK = "@@NETADAPT-TEMP"
@@ -69,6 +72,8 @@ class PhoneInfo:
     cpus: dict[int, tuple[int | None, str | None]] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     files: dict[str, tuple[str, bool] | None] = field(default_factory=dict)  # (hash, exec)
+    temps: list[tuple[str, float]] = field(default_factory=list)  # (zone type, C)
+    battery: Battery | None = None
 
     @property
     def abis(self) -> list[str]:
@@ -107,9 +112,11 @@ class Phone:
         return posixpath.join(self.batches_dir, f"b{self._batch}")
 
     # -- probe ---------------------------------------------------------------------------
-    def probe(self, files: tuple[str, ...] = ()) -> PhoneInfo:
-        """One round trip: props, CPUs, tools, ``files``' hashes; work folder ready and empty."""
-        res = self.transport.shell(probe_script(self.work_dir, files), timeout_s=60)
+    def probe(self, files: tuple[str, ...] = (), reset: bool = True) -> PhoneInfo:
+        """One round trip: props, CPUs, tools, ``files``' hashes, temperatures, battery;
+        with ``reset`` the work folder ready and empty (doctor only looks)."""
+        script = probe_script(self.work_dir, files, self.temps_snippet("probe"), reset)
+        res = self.transport.shell(script, timeout_s=60)
         sections = split_sections(res.stdout)
         if "end" not in sections:
             raise RunnerError(f"{self.serial}: probing the phone failed (exit {res.returncode})"
@@ -117,7 +124,9 @@ class Phone:
         self.info = PhoneInfo(parse_getprop(sections.get("props", "")),
                               parse_cpus(sections.get("cpus", "")),
                               set(sections.get("tools", "").split()),
-                              parse_files(sections.get("files", ""), files))
+                              parse_files(sections.get("files", ""), files),
+                              zone_readings(sections.get("temps", ""), "probe"),
+                              parse_battery(sections.get("battery", "")))
         return self.info
 
     # -- temperature ----------------------------------------------------------------------
@@ -203,7 +212,8 @@ class Phone:
                 "abi": p.get("ro.product.cpu.abi")}
 
 
-def probe_script(work_dir: str, files: tuple[str, ...]) -> str:
+def probe_script(work_dir: str, files: tuple[str, ...], temps: str = "",
+                 reset: bool = True) -> str:
     q = shlex.quote
     lines = [
         f"echo '{SECTION} props'; getprop",
@@ -221,9 +231,11 @@ def probe_script(work_dir: str, files: tuple[str, ...]) -> str:
         lines.append(f"if [ -f {f} ]; then h=$(sha256sum {f} 2>/dev/null || md5sum {f} "
                      f"2>/dev/null); x=-; [ -x {f} ] && x=x; echo \"{i} ${{h%% *}}- $x\"; "
                      f"else echo '{i} missing'; fi")
-    batches = q(posixpath.join(work_dir, "batches"))
-    lines += [f"mkdir -p {batches} && rm -rf {batches}/*",
-              f"echo '{SECTION} end'"]
+    lines += [f"echo '{SECTION} temps'", temps, f"echo '{SECTION} battery'", BATTERY_SNIPPET]
+    if reset:
+        batches = q(posixpath.join(work_dir, "batches"))
+        lines.append(f"mkdir -p {batches} && rm -rf {batches}/*")
+    lines.append(f"echo '{SECTION} end'")
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ from bench.devices import Backend, ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice
 from bench.runners.adb_phone import (
     DEFAULT_WORK_DIR,
+    Phone,
     PhoneRunner,
     elf_abi,
     local_hashes,
@@ -30,6 +31,7 @@ from bench.runners.adb_phone import (
 from bench.runners.adb_transport import ConnectionLost
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError
 from bench.runners.batch_script import split_batch_output, wrap_command
+from bench.runners.checks import Check, adb_command, require
 from bench.runners.parse import (
     ParseError,
     parse_benchmark_model,
@@ -126,39 +128,22 @@ class AdbTfliteRunner(PhoneRunner):
     # -- setup -------------------------------------------------------------------------
     @property
     def remote_binary(self) -> str:
-        if self.settings.binary_on_device:
-            return self.settings.binary_on_device
-        name = posixpath.basename(self.settings.binary or self.settings.tool)
-        return posixpath.join(self.phone.work_dir, "bin", name)
+        return remote_binary(self.settings, self.phone.work_dir)
 
     def _setup(self) -> None:
         """Probe the phone (one round trip); push the binary if it is not there yet."""
         self.notes = []
         info = self.phone.probe((self.remote_binary,))
         have = info.files.get(self.remote_binary)
+        require(tool_check(self.settings, self._local, self.phone, self.backend))
         if self._local is not None:
-            self._check_abi(self._local, info.abis)
             if have is None or have[0] not in local_hashes(self._local) or not have[1]:
                 self.phone.transport.push_many([(self._local, self.remote_binary, 0o755)])
             self.tool_hash = _sha(self._local)
-        elif have is None or not have[1]:
-            what = "not executable" if have else "not found"
-            raise RunnerError(
-                f"benchmark binary {self.remote_binary!r} is {what} on {self.serial}; push it "
-                f"(adb -s {self.serial} push benchmark_model {self.remote_binary}), or set "
-                f"binary = \"/local/path/to/{self.settings.tool}\" in [backends.{self.backend}] "
-                f"of {self.config.path} to have it pushed")
         else:
-            self.tool_hash = have[0]
+            self.tool_hash = have[0] if have else ""
         self.cpus = self._resolve_cpus()
         self.pinning = self._pin_prefix()
-
-    def _check_abi(self, data: bytes, abis: list[str]) -> None:
-        abi = elf_abi(data)
-        if abi is not None and abi not in abis:
-            raise RunnerError(f"{self.settings.binary} is built for {abi}, but {self.serial} "
-                              f"runs {', '.join(abis)}: use a {abis[0]} build of "
-                              f"{self.settings.tool}")
 
     def _resolve_cpus(self) -> list[int] | None:
         want, cpus = self.settings.cpus, self.phone.info.cpus
@@ -330,6 +315,44 @@ class AdbTfliteRunner(PhoneRunner):
         err = q(posixpath.join(folder, f"m{i}.err"))
         return (f"{argv} 2>{err}; rc=$?; [ $rc -eq 0 ] || tail -c {ERR_TAIL} {err}; "
                 "(exit $rc)")
+
+
+def remote_binary(settings: TfliteSettings, work_dir: str) -> str:
+    """Where the benchmark tool is on the phone: binary_on_device, or where a local
+    binary is pushed to."""
+    if settings.binary_on_device:
+        return settings.binary_on_device
+    name = posixpath.basename(settings.binary or settings.tool)
+    return posixpath.join(work_dir, "bin", name)
+
+
+def tool_check(settings: TfliteSettings, local: bytes | None, phone: Phone,
+               backend: str) -> Check:
+    """The benchmark tool, from ``phone.info`` (a probe that hashed remote_binary): a local
+    binary built for the phone's ABI, or one on the phone that is there and executable."""
+    name, tool = "benchmark tool", settings.tool
+    remote = remote_binary(settings, phone.work_dir)
+    abis = phone.info.abis
+    if local is not None:
+        abi = elf_abi(local)
+        if abi is not None and abi not in abis:
+            return Check(name, False, f"{settings.binary} is built for {abi}, but "
+                         f"{phone.serial} runs {', '.join(abis)}",
+                         f"use a {abis[0]} build of {tool} (binary = ... in "
+                         f"[backends.{backend}] of {phone.config.path})")
+        return Check(name, True, f"{settings.binary} ({abi or 'not ELF: a script?'}), pushed "
+                     f"to {remote} when missing or changed")
+    have = phone.info.files.get(remote)
+    adb = adb_command(phone.server, phone.serial)
+    if have is None:
+        return Check(name, False, f"benchmark binary {remote!r} is not found on {phone.serial}",
+                     f"push a {abis[0]} build of it ({adb} push {tool} "
+                     f"{shlex.quote(remote)}), or set binary = \"/local/path/to/{tool}\" in "
+                     f"[backends.{backend}] of {phone.config.path} to have it pushed")
+    if not have[1]:
+        return Check(name, False, f"benchmark binary {remote!r} is not executable on "
+                     f"{phone.serial}", f"{adb} shell chmod 755 {shlex.quote(remote)}")
+    return Check(name, True, f"{remote} on the phone")
 
 
 def _sha(data: bytes) -> str:

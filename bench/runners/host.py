@@ -31,6 +31,7 @@ from scipy.stats import trim_mean
 
 from bench.runners import litert_profiler
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
+from bench.runners.checks import Check, require
 
 PREEMPTED = 0.02  # an invoke whose wall time exceeds its CPU time by this share was preempted
 PREEMPTED_NS = 20_000  # ... and by at least this much (timer and syscall jitter)
@@ -82,11 +83,8 @@ class HostRunner(BaseRunner):
         self._pin()
 
     def _pin(self) -> None:
-        allowed = os.sched_getaffinity(0)
-        bad = [c for c in self.cpus if c not in allowed]
-        if bad:
-            raise RunnerError(f"cannot pin to CPU(s) {bad}: this process may use {sorted(allowed)}")
-        self._unpinned = allowed  # close() gives the process its CPUs back
+        require(affinity_check(self.cpus))
+        self._unpinned = os.sched_getaffinity(0)  # close() gives the process its CPUs back
         os.sched_setaffinity(0, set(self.cpus))
 
     def for_networks(self) -> Runner:
@@ -213,6 +211,32 @@ class HostRunner(BaseRunner):
         if self._unpinned is not None:
             os.sched_setaffinity(0, self._unpinned)
             self._unpinned = None
+
+
+def affinity_check(cpus: Sequence[int]) -> Check:
+    """This process can be pinned to ``cpus`` (Linux's sched_setaffinity)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return Check("CPU affinity", False, f"not available on {platform.system()}",
+                     "run on Linux (a VM or container will do): pinning needs "
+                     "os.sched_setaffinity")
+    allowed = os.sched_getaffinity(0)
+    bad = [c for c in cpus if c not in allowed]
+    if bad:
+        return Check("CPU affinity", False, f"cannot pin to CPU(s) {bad}: this process may "
+                     f"use {sorted(allowed)}", "fix cpus in the host device config, or let "
+                     "it default to the last CPU")
+    return Check("CPU affinity", True, f"can pin to CPU {', '.join(map(str, cpus))} "
+                 f"(allowed: {', '.join(map(str, sorted(allowed)))})")
+
+
+def litert_check() -> Check:
+    """The LiteRT interpreter (ai-edge-litert) imports."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    except ImportError as e:
+        return Check("LiteRT", False, f"ai_edge_litert does not import ({e})",
+                     "run `make setup` (or pip install ai-edge-litert) in this virtualenv")
+    return Check("LiteRT", True, f"ai-edge-litert {metadata.version('ai-edge-litert')}")
 
 
 def preempted(wall_ns: int, cpu_ns: int) -> bool:

@@ -29,6 +29,7 @@ from bench.discovery import AttachedDevice
 from bench.runners.adb_phone import DEFAULT_WORK_DIR, PhoneRunner, elf_abi
 from bench.runners.adb_transport import ConnectionLost
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError, Timing
+from bench.runners.checks import Check, require
 from bench.runners.parse import ParseError, parse_snpe_diagview
 from bench.runners.snpe_commands import (
     NET_RUN,
@@ -37,6 +38,7 @@ from bench.runners.snpe_commands import (
     RUNTIME_FLAGS,
     DeviceSdk,
     NetRunJob,
+    SdkLayout,
     SnpeSdkMissing,
     convert_cmd,
     diagview_cmd,
@@ -108,6 +110,28 @@ def sdk_of(settings: SnpeSettings) -> Path:
         raise SnpeMissing(str(e)) from None
 
 
+def sdk_check(settings: SnpeSettings) -> Check:
+    """The SNPE SDK on this machine (snpe_root, else SNPE_ROOT), as the runner finds it."""
+    try:
+        root = sdk_of(settings)
+    except SnpeMissing as e:
+        how = SnpeSdkMissing.how
+        return Check("SNPE SDK", False, str(e).removesuffix(".").removesuffix(how).rstrip(":; "),
+                     how)
+    where = "snpe_root" if settings.snpe_root else "SNPE_ROOT"
+    return Check("SNPE SDK", True, f"{root} ({where})")
+
+
+def net_run_check(layout: SdkLayout, abis: list[str], serial: str) -> Check:
+    """The SDK's snpe-net-run is built for the phone's ABI."""
+    net_run = layout.android_bin / NET_RUN
+    abi = elf_abi(net_run.read_bytes()[:64])
+    if abi is not None and abi not in abis:
+        return Check("snpe-net-run", False, f"{net_run} is built for {abi}, but {serial} runs "
+                     f"{', '.join(abis)}", "use an SNPE SDK with a build for that ABI")
+    return Check("snpe-net-run", True, f"{net_run} ({abi or 'not ELF: a script?'})")
+
+
 class SnpeRunner(PhoneRunner):
     """Converts, pushes and profiles batches of models with SNPE on one phone."""
 
@@ -123,7 +147,7 @@ class SnpeRunner(PhoneRunner):
 
     @classmethod
     def check_host(cls, settings: SnpeSettings) -> None:
-        sdk_of(settings)  # no SDK: say so before touching any phone
+        require(sdk_check(settings), SnpeMissing)  # no SDK: say so before touching any phone
 
     # -- setup -------------------------------------------------------------------------
     @property
@@ -148,11 +172,7 @@ class SnpeRunner(PhoneRunner):
         stamp = _stamp(files)
         stamp_path = posixpath.join(self.phone.work_dir, "snpe", "stamp")
         info = self.phone.probe((stamp_path,))
-        net_run = self.layout.android_bin / NET_RUN
-        abi = elf_abi(net_run.read_bytes()[:64])
-        if abi is not None and abi not in info.abis:
-            raise RunnerError(f"{net_run} is built for {abi}, but {self.serial} runs "
-                              f"{', '.join(info.abis)}")
+        require(net_run_check(self.layout, info.abis, self.serial))
         have = info.files.get(stamp_path)
         if have is None or have[0] not in (hashlib.sha256(stamp).hexdigest(),
                                            hashlib.md5(stamp).hexdigest()):

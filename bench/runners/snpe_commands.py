@@ -66,7 +66,9 @@ _HOW = ('set SNPE_ROOT to the unpacked SDK (the folder holding bin/ and lib/), '
 
 
 class SnpeSdkMissing(RuntimeError):
-    """No usable SNPE SDK: the message says how to point to one."""
+    """No usable SNPE SDK: the message says how to point to one (and ends with ``how``)."""
+
+    how = _HOW
 
 
 @dataclass(frozen=True)
