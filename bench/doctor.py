@@ -93,10 +93,11 @@ def doctor(device: str | None = None, serial: str | None = None, backend: str | 
     reports = [] if serial else [host_report(_host_config(configs), None, run)]
     servers = list(dict.fromkeys([local_server(), *(s for c in configs for s in servers_of(c))]))
     server_checks, attached = _scan(servers, configs, say)
+    by_name = {c.name: c for c in configs}
     for d in attached:
         if serial in (None, d.serial):
-            cfg = next((c for c in configs if d.configs and c.name == d.configs[0]), None)
-            reports.append(phone_report(d, cfg, None, run))
+            reports.append(phone_report(d, by_name[d.configs[0]] if d.configs else None,
+                                        None, run))
     if serial and not any(r.name == serial for r in reports):
         reports.append(_missing(serial, f"no phone with serial {serial!r}", attached))
     return Report(None, server_checks, reports,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from netadapt_cli.common import console, err_console, user_errors
+
+if TYPE_CHECKING:
+    from bench.doctor import Report
+    from bench.runners.checks import Check
 
 NOT_READY = 3  # the exit code of a check that found a problem
 MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
@@ -27,10 +33,13 @@ def doctor_cmd(
     """Check that DEVICE can sweep: adb and the phone's state, ABI and Android, the matched
     config and its backends, the benchmark tool running one layer, governor, temperature,
     battery, the SNPE SDK; on this machine Linux, CPU affinity and LiteRT. Each problem
-    comes with its fix. Exit code 0: ready; 3: a check failed."""
+    comes with its fix. Exit code 0: ready; 3: a check failed; 1: an unknown device or
+    backend."""
     from bench.doctor import doctor
 
     with user_errors(as_json):
+        if backend is not None and device is None:
+            raise typer.BadParameter("--backend goes with --device (a backend is a config's)")
         report = doctor(device, serial, backend, run,
                         say=lambda m: err_console.print(m, highlight=False))
     if as_json:
@@ -41,7 +50,7 @@ def doctor_cmd(
         raise typer.Exit(NOT_READY)
 
 
-def _print(report) -> None:  # type: ignore[no-untyped-def]
+def _print(report: Report) -> None:
     if report.servers:
         console.print(_table("adb servers", report.servers))
     for d in report.devices:
@@ -51,13 +60,16 @@ def _print(report) -> None:  # type: ignore[no-untyped-def]
         warns = sum(c.status == "warn" for c in d.checks)
         console.print(f"{d.name}: {verdict}" + (f" ({warns} warning(s))" if warns else ""),
                       highlight=False)
+    if report.asked is None and all(d.name == "host" for d in report.devices):
+        console.print("no phones attached (check the cable, that USB debugging is on, and "
+                      "`adb devices`)")
     if not report.ready:
         what = report.asked or "every device"
         console.print(f"[bold red]not ready[/]: {what} cannot sweep until the FAIL items are "
                       "fixed", highlight=False)
 
 
-def _table(title: str, checks) -> Table:  # type: ignore[no-untyped-def]
+def _table(title: str, checks: Sequence[Check]) -> Table:
     """One row per check; a problem's fix on its own line under what was found."""
     t = Table("", "check", "found", title=title, title_justify="left")
     t.columns[1].no_wrap = True

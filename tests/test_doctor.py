@@ -100,6 +100,8 @@ def test_unknown_device_or_backend_is_a_user_error(configs: Path):
     assert "Traceback" not in res.output
     res = cli.invoke(app, ["doctor", "--json", "--device", "host", "--backend", "gpu"])
     assert res.exit_code == 1 and "has no backend 'gpu'" in json.loads(res.stdout)["error"]
+    res = cli.invoke(app, ["doctor", "--backend", "gpu"])
+    assert res.exit_code == 2 and "--backend goes with --device" in res.output
 
 
 # -- the loopback phone ----------------------------------------------------------------------
