@@ -10,7 +10,7 @@ LUT    ?= luts/$(DEVICE).db
 STAMP  := $(VENV)/.installed-stamp
 NETADAPT := $(BIN)/netadapt
 
-.PHONY: setup lut report adapt compare fashion-mnist devices test test-fast bench lint clean
+.PHONY: setup lut report adapt compare fashion-mnist devices doctor test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ report: setup
 
 devices: setup
 	$(NETADAPT) devices
+
+# Can DEVICE sweep? Each check with its fix; exit 3 when it cannot (before `make lut`).
+doctor: setup
+	$(NETADAPT) doctor --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL))
 
 # NetAdapt demo: MobileNetV1 x0.5 on Fashion-MNIST (Debian's dataset-fashion-mnist, 28 px
 # gray upscaled to 32 px, 3 channels; 1,000 training images per class) shrunk to 50% of

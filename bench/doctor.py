@@ -112,7 +112,7 @@ def _host_config(configs: list[DeviceConfig]) -> DeviceConfig:
 def _phones_of(config: DeviceConfig, serial: str | None, backend: str | None, run: bool,
                say: Callable[[str], None]) -> Report:
     """The phones of one config: ready when every usable one is (as a sweep takes them all)."""
-    config.backend(backend)  # an unknown backend is the user's error, before any phone
+    chosen_backend = config.backend(backend).name  # unknown: the user's error, before any phone
     server_checks, attached = _scan(servers_of(config), [config], say)
     chosen = [d for d in attached if serial in (None, d.serial)]
     usable = [d for d in chosen if d.state == "device" and config.name in d.configs]
@@ -122,7 +122,9 @@ def _phones_of(config: DeviceConfig, serial: str | None, backend: str | None, ru
     if not reports:
         what = (f"no phone with serial {serial!r}" if serial else
                 f"no attached phone matches {config.name!r} (it wants {wants(config)})")
-        reports.append(_missing(config.name, what, attached))
+        missing = _missing(config.name, what, attached)
+        missing.checks += sdk_checks(config, chosen_backend)  # what needs no phone, up front
+        reports.append(missing)
     return Report(config.name, server_checks, reports,
                   bool(usable) and all(r.ready for r in reports))
 
@@ -132,6 +134,22 @@ def _missing(name: str, what: str, attached: list[AttachedDevice]) -> DeviceRepo
         "attached", False, f"{what}; attached: {attached_text(attached)}",
         "plug it in, turn on USB debugging and accept the prompt; `netadapt devices` shows "
         "what is attached and which config each phone matches")])
+
+
+def sdk_checks(config: DeviceConfig, chosen: str) -> list[Check]:
+    """The SDKs the config's backends need on this machine (the chosen one's required)."""
+    from bench.runners.snpe import SnpeSettings, sdk_check
+
+    out = []
+    for name, b in config.backends.items():
+        if b.runner == "snpe":
+            try:
+                check = sdk_check(SnpeSettings.from_backend(config, b))
+            except ConfigError as e:
+                check = Check("settings", False, str(e), f"fix [backends.{name}]")
+            out.append(dataclasses.replace(check, name=f"{name}: {check.name}",
+                                           required=check.required and name == chosen))
+    return out
 
 
 def _scan(servers: list[Server], configs: list[DeviceConfig], say: Callable[[str], None]

@@ -17,6 +17,7 @@ from bench.runners.base import RunnerError
 from bench.runners.checks import battery_check, governor_check, parse_battery
 from netadapt_cli.main import app
 from tests.adb_farm import Farm
+from tests.loopback_adb import _free_port
 
 cli = CliRunner()
 
@@ -102,6 +103,24 @@ def test_unknown_device_or_backend_is_a_user_error(configs: Path):
     assert res.exit_code == 1 and "has no backend 'gpu'" in json.loads(res.stdout)["error"]
     res = cli.invoke(app, ["doctor", "--backend", "gpu"])
     assert res.exit_code == 2 and "--backend goes with --device" in res.output
+
+
+def test_what_needs_no_phone_is_said_up_front(configs: Path, monkeypatch: pytest.MonkeyPatch):
+    """No phone, an adb server that does not answer, and no SNPE SDK: all three said."""
+    monkeypatch.delenv("SNPE_ROOT", raising=False)
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # never started
+    port = _free_port()
+    (configs / "s8.toml").write_text(
+        f'kind = "android"\n[match]\n"ro.product.model" = "SM-G950*"\n[adb]\n'
+        f'servers = ["127.0.0.1:{port}"]\n[backends.snpe-gpu]\nrunner = "snpe"\n')
+    report = doctor("--device", "s8", code=3)
+    (server,) = report["servers"]
+    assert not server["ok"] and f"no adb server reachable at 127.0.0.1:{port}" in server["detail"]
+    assert f"-P {port} server" in server["fix"] and "s8" in server["fix"]
+    items = checks(report, "s8")
+    assert "no attached phone matches 's8'" in items["attached"]["detail"]
+    assert items["snpe-gpu: SNPE SDK"]["status"] == "fail"
+    assert "SNPE_ROOT" in items["snpe-gpu: SNPE SDK"]["fix"]
 
 
 # -- the loopback phone ----------------------------------------------------------------------
