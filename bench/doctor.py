@@ -22,6 +22,7 @@ from bench.runners.adb_phone import Phone, max_temp, read_local
 from bench.runners.adb_transport import Server, local_server, say_on_stderr
 from bench.runners.base import BatchItem, Failure, RunnerError, runner_class
 from bench.runners.checks import (
+    FIXED_GOVERNORS,
     Check,
     adb_command,
     android_check,
@@ -214,7 +215,7 @@ def _host_clock(cpus: list[int]) -> Check:
     khz = read_sys(f"{base}/cpuinfo_max_freq") or ""
     detail = f"{governor} on CPU {cpus[0]}" + (
         f"; {int(khz) / 1e6:.2f} GHz max" if khz.isdigit() else "")
-    if governor in ("performance", "userspace"):
+    if governor in FIXED_GOVERNORS:
         return Check("CPU governor", True, detail + " (fixed)")
     return Check("CPU governor", False, detail + " (the clock follows the load)",
                  "`sudo cpupower frequency-set -g performance` while you measure",
@@ -244,7 +245,8 @@ def phone_report(d: AttachedDevice, config: DeviceConfig | None, backend: str | 
     backends = ", ".join(f"{n} ({b.runner}{', default' if n == config.default_backend else ''})"
                          for n, b in config.backends.items())
     add(Check("config", True, f"{config.name} ({config.path}); backends: {backends}"))
-    phones, broken = {}, {}
+    phones: dict[str, tuple[Phone, str | None]] = {}
+    broken: dict[str, Check] = {}
     for n, b in config.backends.items():
         try:
             phones[n] = _phone(d, config, b)
