@@ -228,3 +228,17 @@ def test_only_the_chosen_backend_has_to_work(farm: Farm, monkeypatch: pytest.Mon
                    farm.devices[0].serial)
     assert items["snpe-gpu: SNPE SDK"]["status"] == "fail"
     assert items["tflite-cpu: benchmark tool"]["status"] == "ok"
+
+
+@pytest.mark.phones
+def test_a_tool_that_cannot_run_shows_its_output(farm: Farm, tmp_path: Path):
+    broken = tmp_path / "benchmark_model"
+    broken.write_text("#!/bin/sh\necho 'CANNOT LINK EXECUTABLE: libtflite.so not found' >&2\n"
+                      "exit 1\n")
+    broken.chmod(0o755)
+    farm.write(binary=None, binary_on_device=str(broken))
+    items = checks(doctor("--device", "loop", code=3), farm.devices[0].serial)
+    assert items["tflite-cpu: benchmark tool"]["status"] == "ok"
+    run = items["tflite-cpu: one-layer run"]
+    assert run["status"] == "fail" and "exit code 1" in run["detail"]
+    assert "CANNOT LINK EXECUTABLE" in run["detail"] and "shell" in run["fix"]
