@@ -201,7 +201,7 @@ def test_wrong_abi(farm: Farm, tmp_path: Path):
 
 
 @pytest.mark.phones
-def test_phone_offline(farm: Farm):
+def test_phone_offline_or_unauthorized(farm: Farm, loopback_device_factory):
     phone = farm.devices[0]
     phone.stop()
     farm.servers[0].wait_for_state(phone.serial, ("offline", None))
@@ -212,6 +212,11 @@ def test_phone_offline(farm: Farm):
     assert "offline" in check["detail"] or "no attached phone matches 'loop'" in check["detail"]
     assert check["fix"]
     assert doctor("--serial", "nope", code=3)["devices"][0]["checks"][0]["name"] == "attached"
+    locked = loopback_device_factory(state="unauthorized")
+    farm.servers[0].connect(locked.serial, state="unauthorized")
+    state = checks(doctor("--device", "loop", "--serial", locked.serial, code=3),
+                   locked.serial)["adb state"]
+    assert "is unauthorized" in state["detail"] and "Allow USB debugging" in state["fix"]
 
 
 @pytest.mark.phones
