@@ -332,7 +332,9 @@ def backend_checks(config: DeviceConfig, b: Backend, d: AttachedDevice, phone: P
     if run and all(c.ok for c in checks):
         quick = dataclasses.replace(settings, model_timeout_s=min(settings.model_timeout_s,
                                                                   RUN_TIMEOUT_S))
-        checks.append(_run_layer(tool, lambda: _no_cooling(cls(config, b, d, quick)),
+        # its own batches folder: a sweep running on the phone keeps its files
+        own = type(cls.__name__, (cls,), {"batches": "doctor-batches"})
+        checks.append(_run_layer(tool, lambda: _no_cooling(own(config, b, d, quick)),
                                  f"{adb_command(d.server, d.serial)} shell"))
     return checks
 

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.devices import make_runners
+from bench.runners.adb_phone import safe_serial
 from bench.runners.base import RunnerError
 from bench.runners.checks import battery_check, governor_check, parse_battery
 from netadapt_cli.main import app
@@ -81,7 +82,7 @@ def test_host_is_ready(configs: Path):
     for name in ("Linux", "CPU affinity", "LiteRT", "one-layer run"):
         assert items[name]["status"] == "ok", items[name]
     assert "ms for a 3x3 conv" in items["one-layer run"]["detail"]
-    table = cli.invoke(app, ["doctor", "--device", "host"], terminal_width=200)
+    table = cli.invoke(app, ["doctor", "--device", "host", "--no-run"], terminal_width=200)
     assert table.exit_code == 0 and "host: ready to sweep" in table.output
 
 
@@ -126,8 +127,12 @@ def test_what_needs_no_phone_is_said_up_front(configs: Path, monkeypatch: pytest
 # -- the loopback phone ----------------------------------------------------------------------
 @pytest.mark.phones
 def test_loopback_phone_is_ready(farm: Farm):
-    report = doctor()  # this machine and every attached phone
     serial = farm.devices[0].serial
+    work = Path(str(farm.backend["work_dir"]).replace("{serial}", safe_serial(serial)))
+    sweeping = work / "batches" / "b1" / "m0.tflite"  # a sweep's batch on the phone
+    sweeping.parent.mkdir(parents=True)
+    sweeping.write_bytes(b"model")
+    report = doctor()  # this machine and every attached phone
     assert report["ready"] is True
     assert {d["name"] for d in report["devices"]} == {"host", serial}
     assert all(c["ok"] for c in report["servers"])
@@ -141,6 +146,8 @@ def test_loopback_phone_is_ready(farm: Farm):
     assert "litert-benchmark: " in items["tflite-cpu: one-layer run"]["detail"]
     for name in ("CPU governor", "temperature", "battery"):  # this VM has none: warnings
         assert items[name]["status"] in ("ok", "warn"), items[name]
+    assert sweeping.read_bytes() == b"model"  # doctor ran its layer in a folder of its own
+    assert not (work / "doctor-batches").exists()
 
 
 @pytest.mark.phones

@@ -89,7 +89,7 @@ class Phone:
     """An attached phone of a config: transport, probe results, temperature, rejoin."""
 
     def __init__(self, attached: AttachedDevice, config: DeviceConfig, work_dir: str,
-                 timeout_s: float = 600.0):
+                 timeout_s: float = 600.0, batches: str = "batches"):
         self.config = config
         self.serial = attached.serial
         self.server = attached.server
@@ -102,10 +102,7 @@ class Phone:
         self.thermal = Thermal.from_config(config)
         self.info = PhoneInfo()
         self._batch = 0
-
-    @property
-    def batches_dir(self) -> str:
-        return posixpath.join(self.work_dir, "batches")
+        self.batches_dir = posixpath.join(self.work_dir, batches)
 
     def new_batch_dir(self) -> str:
         self._batch += 1
@@ -115,7 +112,7 @@ class Phone:
     def probe(self, files: tuple[str, ...] = (), reset: bool = True) -> PhoneInfo:
         """One round trip: props, CPUs, tools, ``files``' hashes, temperatures, battery;
         with ``reset`` the work folder ready and empty (doctor only looks)."""
-        script = probe_script(self.work_dir, files, self.temps_snippet("probe"), reset)
+        script = probe_script(self.batches_dir, files, self.temps_snippet("probe"), reset)
         res = self.transport.shell(script, timeout_s=60)
         sections = split_sections(res.stdout)
         if "end" not in sections:
@@ -212,7 +209,7 @@ class Phone:
                 "abi": p.get("ro.product.cpu.abi")}
 
 
-def probe_script(work_dir: str, files: tuple[str, ...], temps: str = "",
+def probe_script(batches_dir: str, files: tuple[str, ...], temps: str = "",
                  reset: bool = True) -> str:
     q = shlex.quote
     lines = [
@@ -233,7 +230,7 @@ def probe_script(work_dir: str, files: tuple[str, ...], temps: str = "",
                      f"else echo '{i} missing'; fi")
     lines += [f"echo '{SECTION} temps'", temps, f"echo '{SECTION} battery'", BATTERY_SNIPPET]
     if reset:
-        batches = q(posixpath.join(work_dir, "batches"))
+        batches = q(batches_dir)
         lines.append(f"mkdir -p {batches} && rm -rf {batches}/*")
     lines.append(f"echo '{SECTION} end'")
     return "\n".join(lines) + "\n"
@@ -335,6 +332,7 @@ class PhoneRunner(BaseRunner):
     """
 
     settings_class: Any = None
+    batches = "batches"  # this runner's folder of batches under work_dir
 
     def __init__(self, config: DeviceConfig, backend: Any, attached: AttachedDevice,
                  settings: Any = None):
@@ -348,7 +346,7 @@ class PhoneRunner(BaseRunner):
         adb = config.raw.get("adb", {})
         self.rejoin_timeout_s = float(adb.get("rejoin_timeout_s", 120))
         timeout = float(adb.get("command_timeout_s", self.settings.model_timeout_s + 60))
-        self.phone = Phone(attached, config, self.settings.work_dir, timeout)
+        self.phone = Phone(attached, config, self.settings.work_dir, timeout, self.batches)
         self._last_temp: float | None = None
 
     @classmethod
