@@ -99,7 +99,7 @@ def governor_check(cpus: dict[int, tuple[int | None, str | None]]) -> Check:
     if set(governors) <= set(FIXED_GOVERNORS):
         return Check(name, True, detail + " (fixed)")
     return Check(name, False, detail + " (the clock follows the load)",
-                 "with root: `adb shell 'for g in /sys/devices/system/cpu/cpu*/cpufreq/"
+                 "with root (`adb root` on a userdebug build): `adb shell 'for g in /sys/devices/system/cpu/cpu*/cpufreq/"
                  "scaling_governor; do echo performance > $g; done'`; without root keep the "
                  "config's warm-up runs and the phone cool", required=False)
 
