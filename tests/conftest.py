@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,7 @@ from tests.loopback_adb import (  # noqa: F401
 MARKED_FIXTURES = {
     "phones": {"farm", "farm_factory", "adb_server", "adb_server_factory", "loopback_device",
                "loopback_device_factory", "loopback_adb_device", "litert_zygote"},
-    "sweep": {"real_lut", "fast_runner"},
+    "sweep": {"real_lut", "fast_runner", "killed_and_resumed"},  # the last: sweeps in processes
 }
 
 
@@ -50,26 +52,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("tests without their marker:\n  " + "\n  ".join(unmarked))
 
 
-@pytest.fixture(autouse=True)
-def _work_needs_its_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+@contextmanager
+def _work_needs_its_marker(item: pytest.Item) -> Iterator[None]:
     """Training (a backward pass) and timing on this host (HostRunner) fail in a test that
-    does not carry the train or sweep marker: the markers cannot go stale."""
+    does not carry the train or sweep marker, in its fixtures' set-up as in its body: the
+    markers cannot go stale."""
     def refuse(what: str, marker: str):  # type: ignore[no-untyped-def]
         def refused(*_a, **_k):  # type: ignore[no-untyped-def]
-            raise AssertionError(f"{request.node.nodeid} {what}: mark it @pytest.mark.{marker}")
+            raise AssertionError(f"{item.nodeid} {what}: mark it @pytest.mark.{marker}")
         return refused
 
-    if request.node.get_closest_marker("train") is None:
-        import torch
+    with pytest.MonkeyPatch.context() as mp:
+        if item.get_closest_marker("train") is None:
+            import torch
 
-        monkeypatch.setattr(torch.Tensor, "backward", refuse("trains", "train"))
-    if request.node.get_closest_marker("sweep") is None:
-        from bench.runners.host import HostRunner
+            mp.setattr(torch.Tensor, "backward", refuse("trains", "train"))
+        if item.get_closest_marker("sweep") is None:
+            from bench.runners.host import HostRunner
 
-        monkeypatch.setattr(HostRunner, "measure", refuse("times layers on this host", "sweep"))
-        monkeypatch.setattr(HostRunner, "measure_one", refuse("times a model on this host",
-                                                              "sweep"))
-    yield
+            mp.setattr(HostRunner, "measure", refuse("times layers on this host", "sweep"))
+            mp.setattr(HostRunner, "measure_one", refuse("times a model on this host", "sweep"))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
+    with _work_needs_its_marker(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
+    with _work_needs_its_marker(item):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)

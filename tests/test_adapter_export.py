@@ -89,6 +89,7 @@ def symmetric_outputs(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("key,resolution", [("v1", 32), ("v2", 32), ("v1@40", 40)])
+@pytest.mark.train
 def test_trained_model_exports_with_parity(digits, models, key: str, resolution: int) -> None:
     model, ds = models[key], digits[resolution]
     assert_folding_exercised(model)
@@ -108,6 +109,7 @@ def test_trained_model_exports_with_parity(digits, models, key: str, resolution:
     ("v1", {"conv1": 8, "pw5": 100, "pw13": 300}),
     ("v2", {"s3": 8, "e9": 50}),
 ])
+@pytest.mark.train
 def test_pruned_model_exports_its_pruned_widths(digits, models, key, prunes) -> None:
     model = copy.deepcopy(models[key])
     want = model.widths() | prunes
@@ -214,6 +216,7 @@ def test_checkpoints_from_before_same_padding_are_refused() -> None:
         rebuild(old, model.state_dict())
 
 
+@pytest.mark.train
 def test_save_exports_writes_what_adapt_keeps(digits, models, tmp_path) -> None:
     model = models["v1@40"]
     paths = save_exports(model, tmp_path, "adapted")

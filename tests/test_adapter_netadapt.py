@@ -57,6 +57,7 @@ def finished(space, digits, tmp_path_factory) -> tuple[dict, NetAdapt]:
     return adapt(cfg, space, digits, tmp_path_factory.mktemp("runs") / "whole")
 
 
+@pytest.mark.train
 def test_budgets_met_and_history_follows_the_schedule(finished) -> None:
     result, na = finished
     hist = na.state["history"]
@@ -81,6 +82,7 @@ def test_budgets_met_and_history_follows_the_schedule(finished) -> None:
     assert json.loads((run_dir / "history.json").read_text())[-1]["widths"] == hist[-1]["widths"]
 
 
+@pytest.mark.train
 def test_resume_after_a_kill_gives_the_same_result(finished, space, digits, tmp_path) -> None:
     whole, whole_na = finished
     cfg = AdaptConfig(**SMALL, lut=space._latency.lut)
@@ -101,6 +103,7 @@ def test_resume_after_a_kill_gives_the_same_result(finished, space, digits, tmp_
         torch.testing.assert_close(na.model.state_dict()[k], v, rtol=0, atol=0)
 
 
+@pytest.mark.train
 def test_resume_refusals(finished, space, digits, tmp_path) -> None:
     _, na = finished
     cfg = AdaptConfig(**{**SMALL, "short_steps": 4}, lut=space._latency.lut)
@@ -125,6 +128,7 @@ def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) 
 
 
 @pytest.mark.parametrize("ray", [False, True])
+@pytest.mark.train
 def test_executors_give_identical_results(space, digits, ray: bool) -> None:
     """The proposals of one iteration, on a local pool (or Ray) and serially."""
     if ray:
@@ -170,6 +174,7 @@ class SlowDevice:
         return out
 
 
+@pytest.mark.train
 def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeypatch) -> None:
     device = SlowDevice(space, 0.3)
     monkeypatch.setattr("adapter.netadapt.measure", device)
@@ -196,6 +201,7 @@ def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeyp
     assert again["measured_budget"] == mb and len(device.calls) == n
 
 
+@pytest.mark.train
 def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("adapter.netadapt.measure", SlowDevice(space, 3.0))
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.5"}, "pretrain_epochs": 0},

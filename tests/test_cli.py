@@ -90,6 +90,7 @@ def net_file(tmp_path: Path, net) -> Path:
 # -- lut ------------------------------------------------------------------------------------
 
 
+@pytest.mark.sweep
 def test_lut_dry_run_counts_and_stores_nothing(configs: Path, tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     res = ok(*SWEEP, "--db", db, "--dry-run")
@@ -100,6 +101,7 @@ def test_lut_dry_run_counts_and_stores_nothing(configs: Path, tmp_path: Path) ->
     assert not db.exists() and not list(tmp_path.glob("new.db*"))
 
 
+@pytest.mark.sweep
 def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
     before = dump(lut)
     res = ok(*SWEEP[:-4], "--resolution", "64", "--classes", "10", "--db", lut, "--dry-run")
@@ -110,6 +112,7 @@ def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
     assert dump(lut) == before
 
 
+@pytest.mark.sweep
 def test_lut_calibrates_a_sealed_version_once(lut: Path) -> None:
     """A sealed version without a calibration gets one (the sweep has nothing to do); the
     next run changes nothing, and a calibration can be neither redone nor edited."""
@@ -217,6 +220,7 @@ def test_estimate_a_network_file(lut: Path, tmp_path: Path) -> None:
     assert f"{net.macs / 1e6:.1f} M MACs" in out
 
 
+@pytest.mark.sweep
 def test_estimate_missing_keys(lut: Path) -> None:
     args = ["estimate", "--lut", lut, "--model", "mobilenet_v1", "--widths",
             OFF_GRID, *SMALL]
@@ -240,6 +244,7 @@ def test_estimate_missing_keys(lut: Path) -> None:
         r for r in before if r[0] == "measurements"]
 
 
+@pytest.mark.sweep
 def test_measure_a_model(configs: Path) -> None:
     net = MOBILENET_V1.network(width_mult=1.0, resolution=32, classes=10)
     data = json.loads(ok("measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL,
@@ -252,6 +257,7 @@ def test_measure_a_model(configs: Path) -> None:
     assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms (median of 5 passes" in out
 
 
+@pytest.mark.sweep
 def test_estimate_and_measure_a_model_file(lut: Path, tmp_path: Path) -> None:
     """A .tflite file is estimated as the network it holds and measured as it is."""
     net = MOBILENET_V1.network(width_mult=0.5, resolution=32, classes=10)
@@ -269,6 +275,7 @@ def test_estimate_and_measure_a_model_file(lut: Path, tmp_path: Path) -> None:
         data["estimated_ms"] / data["latency_ms"])
 
 
+@pytest.mark.sweep
 def test_measure_a_model_file_times_its_own_bytes(configs: Path, tmp_path: Path,
                                                   monkeypatch) -> None:
     from bench.runners.host import HostRunner
@@ -284,6 +291,7 @@ def test_measure_a_model_file_times_its_own_bytes(configs: Path, tmp_path: Path,
     assert [item.model for item in seen] == [path.read_bytes()] * 2  # once per pass
 
 
+@pytest.mark.sweep
 def test_model_file_with_keys_the_lut_lacks(lut: Path, tmp_path: Path) -> None:
     path = tmp_path / "v3.tflite"
     path.write_bytes(build_network(MOBILENET_V3_SMALL.network(resolution=32, classes=10)))
@@ -558,6 +566,7 @@ def test_help_runs(args: list[str]) -> None:
     assert res.exit_code == 0 and "Usage" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.sweep
 def test_every_json_command_prints_json_alone_on_stdout(lut: Path, tmp_path: Path) -> None:
     """Success and failure alike: stdout parses as JSON (messages go to stderr)."""
     missing = tmp_path / "none.db"

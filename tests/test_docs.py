@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -21,6 +23,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert quick.index("make lut") < quick.index("make test") < quick.index("## How it works")
 
 
+@pytest.mark.sweep
 def test_readme_python_api_example_runs(tmp_path: Path) -> None:
     """The README's Python API block, run as it is in a fresh folder on this machine."""
     import os

@@ -70,6 +70,7 @@ def _measure(monkeypatch, runner: HostRunner, **models: dict) -> tuple[list, Fak
     return runner.measure([BatchItem(n, n.encode()) for n in models]), clock
 
 
+@pytest.mark.sweep
 def test_runs_until_both_runs_and_minimum_time(monkeypatch) -> None:
     runner = HostRunner(warmup=2, runs=3, min_time_ms=5.0)
     (t,), clock = _measure(monkeypatch, runner, a={"costs_ns": [1_000_000]})  # 1 ms each
@@ -81,6 +82,7 @@ def test_runs_until_both_runs_and_minimum_time(monkeypatch) -> None:
     assert runner.timed_ns == 4_000_000
 
 
+@pytest.mark.sweep
 def test_passes_spread_each_model_over_rounds_through_the_batch(monkeypatch) -> None:
     runner = HostRunner(warmup=2, runs=6, min_time_ms=0, passes=3)
     (a, b), clock = _measure(monkeypatch, runner, a={"costs_ns": [100_000]},
@@ -92,6 +94,7 @@ def test_passes_spread_each_model_over_rounds_through_the_batch(monkeypatch) -> 
     assert runner.fingerprint()["passes"] == 3
 
 
+@pytest.mark.sweep
 def test_preempted_invokes_are_dropped_and_counted(monkeypatch) -> None:
     # Every third invoke loses 1 ms to another process.
     lost = [0, 0, 1_000_000]
@@ -108,6 +111,7 @@ def test_preempted_invokes_are_dropped_and_counted(monkeypatch) -> None:
     assert "kept" in threads.fingerprint()["preempted_invokes"]
 
 
+@pytest.mark.sweep
 def test_a_core_that_is_rarely_ours_ends_the_pass(monkeypatch) -> None:
     runner = HostRunner(warmup=0, runs=4, min_time_ms=1.0)
     (t,), clock = _measure(monkeypatch, runner,

@@ -94,6 +94,7 @@ def test_an_int8_lut_calibrates_and_validates(tmp_path: Path) -> None:
     assert report.metrics["predictors"]["calibrated"]["in_space"]["n"] > 0
 
 
+@pytest.mark.sweep
 def test_estimate_and_measure_take_a_dtype_with_a_model(tmp_path: Path, configs: Path) -> None:
     """A real int8 sweep through the CLI (the fast host device), then the zoo network at
     int8 estimated on it and measured."""

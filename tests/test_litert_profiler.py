@@ -52,6 +52,7 @@ def test_free_ops_count_with_the_op_they_feed():
     ("mobilenet_v3_small", 64, "float32"),
     ("mobilenet_v3_small", 64, "int8"),  # XNNPACK leaves int8 hard-swish to the kernel
 ])
+@pytest.mark.sweep
 def test_host_layer_profile_comes_from_the_op_profiler(runner, name, resolution, dtype):
     net = family(name).network(width_mult=0.5, resolution=resolution).with_dtype(dtype)
     prof = profile_layers(runner, net, {n.spec.key: 1.0 for n in net.nodes})
@@ -67,6 +68,7 @@ def test_host_layer_profile_comes_from_the_op_profiler(runner, name, resolution,
     assert max(convs) > 1.0
 
 
+@pytest.mark.sweep
 def test_a_profile_that_does_not_map_falls_back_to_prefixes(runner, monkeypatch):
     net = family("mobilenet_v1").network(width_mult=0.25, resolution=32)
     monkeypatch.setattr(runner, "op_profile", lambda model: [("Conv", 1.0)])

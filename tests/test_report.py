@@ -156,6 +156,7 @@ def test_cli_unwritable_folder(validated, tmp_path):
     assert res.exit_code == 1 and "cannot write the report to" in res.output
 
 
+@pytest.mark.sweep
 def test_cli_report_measures_for_real(configs, tmp_path):
     """`netadapt lut` then `netadapt report` on the host (a fast config, a tiny space)."""
     db = tmp_path / "fast.db"
@@ -178,6 +179,7 @@ def test_cli_report_measures_for_real(configs, tmp_path):
     assert "0 network(s) measured now" in again.output
 
 
+@pytest.mark.sweep
 def test_lut_check_cli(configs, tmp_path):
     db = tmp_path / "fast.db"
     assert cli.invoke(app, ["lut", "--device", "fast", "--space", "mobilenet_v1",

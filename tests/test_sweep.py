@@ -396,6 +396,7 @@ def killed_and_resumed(tmp_path_factory) -> dict[str, Any]:
     return {"db": db, "configs": configs, "kills": kills, "final": final, "total": total}
 
 
+@pytest.mark.sweep
 def test_kill_and_resume(killed_and_resumed: dict[str, Any]) -> None:
     r = killed_and_resumed
     for i, kill in enumerate(r["kills"]):
@@ -440,6 +441,7 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.sweep
 def test_up_to_date_second_run_does_nothing(killed_and_resumed, tmp_path: Path,
                                             monkeypatch) -> None:
     monkeypatch.setenv("NETADAPT_CONFIGS", str(killed_and_resumed["configs"]))
@@ -452,6 +454,7 @@ def test_up_to_date_second_run_does_nothing(killed_and_resumed, tmp_path: Path,
     assert _dump(db) == before
 
 
+@pytest.mark.sweep
 def test_another_resolution_derives_a_version(killed_and_resumed, tmp_path: Path,
                                               monkeypatch) -> None:
     monkeypatch.setenv("NETADAPT_CONFIGS", str(killed_and_resumed["configs"]))
@@ -470,6 +473,7 @@ def test_another_resolution_derives_a_version(killed_and_resumed, tmp_path: Path
         assert store.version().id == 2  # the newest sealed is what estimates use by default
 
 
+@pytest.mark.sweep
 def test_two_sweeps_started_at_once_on_a_new_file(tmp_path: Path) -> None:
     """One measures, the other says the file is being written, and nothing is mixed up."""
     from tests.fakes import FAST_TOML
