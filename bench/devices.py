@@ -121,13 +121,14 @@ ADB_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "servers": ((list,), 'a list of "host:port" strings'),
     "rejoin_timeout_s": ((int, float), "seconds to wait for a lost phone to come back"),
     "command_timeout_s": ((int, float), "seconds of silence before a phone counts as hung"),
+    "sysfs": ((str,), "the phones' sysfs folder (default /sys)"),
 }
 THERMAL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "limit_c": ((int, float), "degrees Celsius above which the phone counts as hot"),
     "cooldown_s": ((int, float), "the longest wait for a hot phone to cool down, seconds"),
     "poll_s": ((int, float), "seconds between temperature reads while cooling down"),
     "retries": ((int,), "how often a batch that ended hot is measured again"),
-    "zones": ((list,), "globs of thermal zone types to read (default: all zones)"),
+    "zones": ((list,), "globs of thermal zone types to watch (default: skin, battery, xo)"),
     "sysfs": ((str,), "the thermal zones' folder on the phone"),
 }
 

@@ -10,10 +10,15 @@ of its patterns); a config without ``[match]`` matches no phone.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from adbutils.errors import AdbError
 
 from bench.devices import ConfigError, DeviceConfig, config_dir, known_configs, load_config
 from bench.runners.adb_transport import (
@@ -136,12 +141,44 @@ def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = (),
 
 def _states(server: Server, say: Callable[[str], None]) -> dict[str, str]:
     try:
-        return Client(server).states()
+        states = Client(server).states()
     except AdbUnreachable:
         if not is_local(server):
             raise
-    start_local_server(server, say)
-    return Client(server).states()
+        start_local_server(server, say)
+        states = Client(server).states()
+    if is_local(server):
+        warning = adb_version_warning(server)
+        if warning:
+            say(f"warning: {warning}")
+    return states
+
+
+_warned: set[tuple[Server, str]] = set()
+
+
+def adb_version_warning(server: Server, adb: str | None = None) -> str | None:
+    """Why a sweep may lose its phones: the ``adb`` a user (or a script) runs here is
+    another version than this machine's server, and running it restarts the server.
+    Said once per server and adb; None when they agree or either cannot be asked."""
+    adb = adb or shutil.which("adb")
+    if adb is None or (server, adb) in _warned:
+        return None
+    try:
+        out = subprocess.run([adb, "version"], capture_output=True, text=True, timeout=10,
+                             check=False, stdin=subprocess.DEVNULL).stdout
+        theirs = Client(server).server_version()
+    except (OSError, subprocess.SubprocessError, RunnerError, AdbError):
+        return None
+    m = re.search(r"Android Debug Bridge version \d+\.\d+\.(\d+)", out)
+    if m is None or int(m.group(1)) == theirs:
+        return None
+    _warned.add((server, adb))
+    used = os.environ.get("ADBUTILS_ADB_PATH") or "the adb that adbutils ships"
+    return (f"the adb on PATH ({adb}, version 1.0.{m.group(1)}) differs from the adb server "
+            f"at {server} (version 1.0.{theirs}): running it restarts the server and drops "
+            f"every phone mid-sweep; put one adb first on PATH and name it in "
+            f"ADBUTILS_ADB_PATH (now: {used})")
 
 
 def _read_props(dev: AttachedDevice) -> None:

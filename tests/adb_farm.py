@@ -11,6 +11,7 @@ are keyed on a model's first bytes: ``CRASHME`` makes the tool die of SIGSEGV,
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -147,3 +148,99 @@ def farm_factory(litert_zygote: Path, adb_server_factory: Callable[..., AdbServe
 def farm(farm_factory: Callable[..., Farm]) -> Farm:
     """One loopback phone on one private adb server, config "loop"."""
     return farm_factory()
+
+
+# --- stand-ins of the real benchmark tools ---------------------------------------------
+
+TOOL_FIXTURES = Path(__file__).parent / "fixtures" / "tools"
+OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
+
+# Flags each tool's parser knows (benchmark_tflite_model.cc / benchmark_litert_model.h
+# GetFlags, the base BenchmarkModel's included), as far as the runner uses them.
+_BASE_FLAGS = "graph num_threads num_runs warmup_runs min_secs warmup_min_secs max_secs"
+TOOL_KNOWS = {
+    "tflite": f"{_BASE_FLAGS} use_gpu gpu_precision_loss_allowed require_full_delegation "
+              "enable_op_profiling use_xnnpack",
+    "tflite-old": f"{_BASE_FLAGS} use_gpu gpu_precision_loss_allowed enable_op_profiling",
+    "litert": f"{_BASE_FLAGS} use_gpu use_cpu require_full_delegation gpu-precision "
+              "use_profiler result_file_path",
+}
+# what each prints: a plain run, a GPU run the delegate took partly (without and with
+# --require_full_delegation=true)
+TOOL_PRINTS = {
+    "tflite": ("tflite_benchmark_model_cpu.txt", "tflite_benchmark_model_gpu_partial.txt",
+               "tflite_benchmark_model_gpu_disallowed.txt"),
+    "litert": ("litert_benchmark_model_cpu.txt", "litert_benchmark_model_cpu.txt",
+               "litert_benchmark_model_gpu_not_full.txt"),
+}
+TOOL_PRINTS["tflite-old"] = TOOL_PRINTS["tflite"]
+# the result file LiteRT's tool writes for litert_benchmark_model_cpu.txt's run
+LITERT_RESULT = {"latency_metrics": {"avg_ms": 0.00846, "min_ms": 0.007, "max_ms": 0.012,
+                                     "stddev_ms": 0.00091, "median_ms": 0.00812, "p5_ms": 0.0071,
+                                     "p95_ms": 0.0113, "init_ms": 3.418,
+                                     "first_inference_ms": 0.061, "average_warm_up_ms": 0.0142},
+                 "misc_metrics": {"num_runs": 50, "num_warmup_runs": 10}}
+
+STAND_IN = """#!/bin/sh
+# stand-in for {what}: prints that tool's real output (tests/fixtures/tools) and takes
+# flags as command_line_flags.cc does: a flag's first occurrence; a repeat or an unknown
+# flag is only reported as unconsumed. A model starting with PARTIAL is one the GPU
+# delegate takes only partly.
+echo "$*" >> {dir}/calls.log
+known=" {known} "
+seen=" "; left=""; m=""; r=""; full=false; gpu=false; prof=false
+for a in "$@"; do
+  n=${{a#--}}; n=${{n%%=*}}
+  case "$known" in *" $n "*) ;; *) left="$left $a"; continue ;; esac
+  case "$seen" in *" $n "*) left="$left $a"; continue ;; esac
+  seen="$seen$n "; v=${{a#*=}}
+  case "$n" in
+    graph) m=$v ;; result_file_path) r=$v ;; require_full_delegation) full=$v ;;
+    use_gpu) gpu=$v ;; enable_op_profiling|use_profiler) prof=$v ;;
+  esac
+done
+[ -n "$left" ] && echo "WARN: Unconsumed cmdline flags:$left"
+[ -f "$m" ] || {{ echo "ERROR: Could not open '$m'."; exit 1; }}
+if [ "$gpu" = true ] && [ "$(head -c 7 "$m" | tr -d '\\000')" = PARTIAL ]; then
+  [ "$full" = true ] && {{ cat {dir}/gpu_refused.txt; exit 1; }}
+  exec cat {dir}/gpu_partial.txt
+fi
+[ "$prof" = true ] && [ -f {dir}/profile.txt ] && exec cat {dir}/profile.txt
+cat {dir}/run.txt
+[ -z "$r" ] || cp {dir}/result.pb "$r"
+"""
+
+
+def printed(name: str) -> str:
+    """What a tool printed, from a fixture of ``source:line | text`` lines."""
+    lines = (TOOL_FIXTURES / name).read_text().splitlines()
+    return "".join(line.partition(" | ")[2] + "\n" for line in lines)
+
+
+def stand_in_tool(folder: Path, kind: str = "tflite", prints: str | None = None) -> Path:
+    """A ``benchmark_model`` stand-in (kind: tflite, tflite-old without
+    --require_full_delegation, or litert) in ``folder``; its argv go to calls.log.
+    ``prints``: a text to print instead of the tool's run output."""
+    from bench.runners.benchmark_result import result_file_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run, partial, refused = TOOL_PRINTS[kind]
+    (folder / "run.txt").write_text(printed(run) if prints is None else prints)
+    (folder / "gpu_partial.txt").write_text(printed(partial))
+    (folder / "gpu_refused.txt").write_text(printed(refused))
+    (folder / "profile.txt").write_text((OUTPUTS / "benchmark_model_xnnpack_op_profiling.txt")
+                                        .read_text())
+    (folder / "result.pb").write_bytes(result_file_bytes(**LITERT_RESULT))
+    tool = folder / "benchmark_model"
+    what = {"tflite": "TFLite's benchmark_model", "tflite-old": "an older TFLite benchmark_model",
+            "litert": "LiteRT's CompiledModel benchmark_model"}[kind]
+    tool.write_text(STAND_IN.format(what=what, dir=shlex.quote(str(folder)),
+                                    known=TOOL_KNOWS[kind]))
+    tool.chmod(0o755)
+    return tool
+
+
+def calls(tool: Path) -> list[list[str]]:
+    """Each run's argv of a stand-in tool."""
+    log = tool.parent / "calls.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []

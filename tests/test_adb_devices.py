@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -181,3 +182,26 @@ def test_lut_with_no_adb_server_exits_cleanly(configs: Path, monkeypatch, tmp_pa
                      terminal_width=300)
     assert res.exit_code == 1 and f"no adb server reachable at 127.0.0.1:{port}" in res.output
     assert not (tmp_path / "f.db").exists()
+
+
+@pytest.mark.phones
+def test_an_adb_of_another_version_on_path_is_warned_about(farm: Farm, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture):
+    from bench.discovery import adb_version_warning, scan
+    from bench.runners.adb_transport import local_server
+
+    other = tmp_path / "path" / "adb"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\necho 'Android Debug Bridge version 1.0.39'\n"
+                     "echo 'Version 28.0.2-debian'\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other.parent}:{os.environ['PATH']}")
+    scan([local_server()])  # the farm's server is this machine's (ANDROID_ADB_SERVER_PORT)
+    err = capsys.readouterr().err
+    assert f"warning: the adb on PATH ({other}, version 1.0.39) differs from the adb server" in err
+    assert "ADBUTILS_ADB_PATH" in err
+    scan([local_server()])
+    assert "warning" not in capsys.readouterr().err  # said once
+    same = farm.servers[0].adb  # the server's own binary: no warning
+    assert adb_version_warning(local_server(), same) is None

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.devices import make_runners
-from bench.runners.base import BatchItem, Failure, Timing
+from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.runners.snpe import SnpeMissing, SnpeRunner
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
@@ -127,3 +127,81 @@ def test_no_sdk_is_one_clear_message(farm: Farm, monkeypatch: pytest.MonkeyPatch
     res = CliRunner().invoke(app, ["lut", "--no-calibrate", "--device", "loop", "--backend", "snpe-gpu", "--db",
                                    str(farm.tmp / "x.db")], terminal_width=300)
     assert res.exit_code == 1 and "SNPE_ROOT" in res.output and "Traceback" not in res.output
+
+
+def _dsp_sdk(root: Path) -> Path:
+    sdk = fake_sdk(root)
+    for arch in ("v68", "v73"):
+        lib = sdk / f"lib/hexagon-{arch}/unsigned"
+        lib.mkdir(parents=True)
+        (lib / f"libSnpeHtp{arch.upper()}Skel.so").write_bytes(arch.encode())
+    return sdk
+
+
+@pytest.mark.phones
+def test_snpe_log_by_pattern_basic_totals_detailed_layers(farm: Farm, tmp_path: Path):
+    sdk = fake_sdk(tmp_path / "sdk")
+    net_run = sdk / "bin/aarch64-android/snpe-net-run"  # an SDK that names it SNPEDiag.log
+    net_run.write_text(net_run.read_text().replace("SNPEDiag_0.log", "SNPEDiag.log")
+                       .replace("gpu=no", 'all="$*"; gpu=no')
+                       .replace('mkdir -p "$out"', 'mkdir -p "$out"; echo "$all" > ../args.txt'))
+    use_snpe(farm, snpe_root=str(sdk))
+    (runner,) = make_runners(farm.config(), "snpe-gpu")
+    spec = LayerSpec("conv2d", 16, 16, 8, 8)
+    (t,) = runner.measure([BatchItem(spec.key, build_layer(spec))])
+    assert isinstance(t, Timing), t
+    work = Path(runner.phone.batches_dir)
+    args = [p.read_text() for p in sorted(work.glob("*/args.txt"))]
+    assert "--profiling_level basic" in args[-1]  # totals as snpe_bench times them
+    layers = runner.op_profile(build_layer(spec))
+    assert layers and layers[0][0] == "layer 0"
+    args = [p.read_text() for p in sorted(work.glob("*/args.txt"))]
+    assert "--profiling_level detailed" in args[-1]
+
+
+@pytest.mark.phones
+def test_snpe_settings_refuse_linting_off_the_dsp_and_detailed_totals(farm: Farm, tmp_path: Path):
+    from bench.devices import ConfigError
+
+    sdk = fake_sdk(tmp_path / "sdk")
+    for level, message in (("linting", "linting profiles the DSP"),
+                           ("detailed", "detailed slows every layer")):
+        use_snpe(farm, snpe_root=str(sdk), profiling_level=level)
+        with pytest.raises(ConfigError, match=message):
+            make_runners(farm.config(), "snpe-gpu")
+        farm.write()  # the config without the snpe backend again
+
+
+@pytest.mark.phones
+def test_snpe_dsp_library_by_soc_and_the_platform_validator(farm: Farm, tmp_path: Path):
+    sdk = _dsp_sdk(tmp_path / "sdk")
+    validator = sdk / "bin/aarch64-android/snpe-platform-validator"
+    validator.write_text('#!/bin/sh\necho "Runtime: $2"\necho "Core version: 73"\n'
+                         'echo "Unit Test on the runtime DSP: Passed."\n')
+    validator.chmod(0o755)
+    text = (farm.config_dir / "loop.toml").read_text()
+    work = farm.backend["work_dir"]
+
+    def dsp(hexagon: str) -> None:
+        (farm.config_dir / "loop.toml").write_text(
+            text + f'[backends.snpe-dsp]\nrunner = "snpe"\nruntime = "dsp"\nwork_dir = "{work}"\n'
+            f'snpe_root = "{sdk}"\nhexagon = {hexagon}\n')
+
+    dsp('{ sm8550 = "v73" }')  # the loopback phone's SoC is "loopback"
+    with pytest.raises(RunnerError, match=r"SoC 'loopback' is not in the hexagon table .*"
+                                          r"add loopback = \"vNN\" .*the SDK has v68, v73"):
+        make_runners(farm.config(), "snpe-dsp")
+    dsp('{ loopback = "v79" }')
+    with pytest.raises(RunnerError, match="no lib/hexagon-v79/unsigned"):
+        make_runners(farm.config(), "snpe-dsp")
+    dsp('{ loopback = "v73" }')
+    (runner,) = make_runners(farm.config(), "snpe-dsp")
+    pushed = Path(runner.remote_sdk.dsp_lib_dir)
+    assert [p.name for p in pushed.iterdir()] == ["libSnpeHtpV73Skel.so"]
+    fp = runner.fingerprint()
+    assert fp["dsp_lib"] == "hexagon-v73"
+    assert fp["platform_validator"][-1] == "Unit Test on the runtime DSP: Passed."
+    validator.write_text('#!/bin/sh\necho "Unit Test on the runtime DSP: Failed."\nexit 1\n')
+    dsp('{ loopback = "v73" }')
+    with pytest.raises(RunnerError, match="snpe-platform-validator says the dsp runtime cannot"):
+        make_runners(farm.config(), "snpe-dsp")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.devices import ConfigError, make_runner, make_runners
-from bench.runners.adb_phone import elf_abi, parse_cpus, zone_readings
+from bench.runners.adb_phone import PhoneInfo, elf_abi, parse_cpu_list, parse_cpus, zone_readings
 from bench.runners.adb_tflite import AdbTfliteRunner
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
-from tests.adb_farm import Farm
+from tests.adb_farm import Farm, calls, printed, stand_in_tool
 from tests.loopback_adb import *
 
 NASTY = "we ird $HOME; 'q' \"dq\" `t` &|"
@@ -129,15 +129,19 @@ def test_pinning_cores_and_notes(farm: Farm):
     assert "taskset" not in r.pinning and "taskset not found" in r.notes[-1]
     farm.write(cpus="big")
     big = runner(farm)
-    assert big.cpus is None and "big cores unknown" in big.notes[0]  # no cpufreq here
+    assert big.cpus is None and any("big cores unknown" in n for n in big.notes)
 
 
-def test_big_cores_from_cpufreq():
-    cpus = parse_cpus("0 1593600 schedutil\n1 1593600 schedutil\n2 2150400 schedutil\n"
-                      "3 2150400 schedutil\n4 - -\n")
-    assert cpus[2] == (2150400, "schedutil") and cpus[4] == (None, None)
-    top = max(f for f, _ in cpus.values() if f)
-    assert [c for c, (f, _) in cpus.items() if f == top] == [2, 3]
+def test_big_cores_from_cpufreq_policies_with_offline_cores():
+    cpus, online = parse_cpus("policy 1593600 schedutil 0 1 2 3\npolicy 2150400 schedutil 4 5\n"
+                              "0 1593600 schedutil\n1 1593600 schedutil\n4 2150400 schedutil\n"
+                              "online 0-1,4\n")
+    assert cpus[5] == (2150400, "schedutil") and online == {0, 1, 4}  # 5 is offline
+    info = PhoneInfo(cpus=cpus, online=online)
+    assert info.big_cores() == [4, 5] and not info.is_online(5)
+    old, _ = parse_cpus("0 1593600 schedutil\n2 2150400 schedutil\n3 - -\n")  # no policies
+    assert old == {0: (1593600, "schedutil"), 2: (2150400, "schedutil"), 3: (None, None)}
+    assert parse_cpu_list("0-2,6") == {0, 1, 2, 6}
 
 
 def test_thermal_readings():
@@ -187,24 +191,17 @@ def test_several_phones_and_no_serial_for_a_single_device_command(farm_factory):
 
 @pytest.mark.phones
 def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
-    """benchmark_model's --enable_op_profiling output comes back per op, over real adb.
-
-    No real benchmark_model runs here: the phone's tool is a sh script that prints a
-    captured profile when asked for one (and fails otherwise), so the flag, the quoting
-    and the parse are what is tested."""
+    """TFLite's benchmark_model --enable_op_profiling output comes back per op, over real
+    adb (the phone's tool is a stand-in printing the real tool's captured output)."""
     from bench.runners.parse import parse_op_profile
 
-    captured = Path(__file__).parent / "fixtures" / "outputs" / \
-        "benchmark_model_xnnpack_op_profiling.txt"
-    tool = tmp_path / "bm"
-    tool.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --enable_op_profiling=true ] "
-                    f"&& exec cat {captured}; done\necho 'not asked for a profile'; exit 3\n")
-    tool.chmod(0o755)
+    tool = stand_in_tool(tmp_path / "bm")
     farm.write(tool="benchmark_model", binary=str(tool))
     r = runner(farm)
     expected = [(op.node_type, op.avg_ms * 1000)
-                for op in parse_op_profile(captured.read_text())]
+                for op in parse_op_profile((tool.parent / "profile.txt").read_text())]
     assert r.op_profile(items(8)[0].model) == expected and expected
+    assert "--enable_op_profiling=true" in calls(tool)[-1]
     assert r.op_profiler.startswith("benchmark_model")
     farm.write(tool="litert-benchmark")
     assert runner(farm).op_profile(items(8)[0].model) is None  # that tool has no profiler
@@ -212,28 +209,213 @@ def test_op_profile_through_benchmark_model(farm: Farm, tmp_path: Path):
 
 @pytest.mark.phones
 def test_gpu_precision_follows_the_model_dtype(farm: Farm, tmp_path: Path):
-    """On the GPU delegate, a float16 model runs in half precision and a float32 one in
-    float32 (benchmark_model's default would time both in fp16). The phone's tool is a sh
-    script that prints a captured benchmark_model result only when it gets
-    --use_gpu=true and the precision flag it expects for the model's file size class."""
-    captured = Path(__file__).parent / "fixtures" / "outputs" / "benchmark_model_old_average.txt"
-    tool = tmp_path / "bm"
-    tool.write_text(
-        "#!/bin/sh\ngpu=; p=\nfor a in \"$@\"; do case \"$a\" in\n"
-        "  --use_gpu=true) gpu=1 ;;\n  --gpu_precision_loss_allowed=*) p=${a#*=} ;;\n"
-        "  --graph=*) g=${a#*=} ;;\nesac; done\n"
-        "[ -n \"$gpu\" ] || { echo 'no --use_gpu'; exit 4; }\n"
-        # the float16 model here is the smaller file: its weights are half as big
-        "if [ $(wc -c < \"$g\") -lt 12000 ]; then want=true; else want=false; fi\n"
-        "[ \"$p\" = \"$want\" ] || { echo \"precision $p, wanted $want\"; exit 5; }\n"
-        f"exec cat {captured}\n")
-    tool.chmod(0o755)
-    farm.write(tool="benchmark_model", binary=str(tool), accelerator="gpu")
-    r = runner(farm)
+    """On the GPU, a float16 model runs in half precision and a float32 one in float32
+    (both tools' default would time both in fp16), each tool with its own flag."""
     spec = LayerSpec("conv2d", 4, 4, 64, 64, kernel=(1, 1))
     half = replace(spec, dtype="float16")
-    models = [build_layer(spec), build_layer(half)]
-    assert len(models[1]) < 12000 < len(models[0])
-    results = r.measure([BatchItem(spec.key, models[0]), BatchItem(half.key, models[1])])
-    assert all(isinstance(t, Timing) for t in results), results
-    assert "fp16" in r.fingerprint()["gpu_precision"]
+    batch = [BatchItem(spec.key, build_layer(spec)), BatchItem(half.key, build_layer(half))]
+    for kind, flag in (("tflite", "--gpu_precision_loss_allowed="), ("litert", "--gpu-precision=")):
+        tool = stand_in_tool(tmp_path / kind, kind)
+        farm.write(tool="benchmark_model", binary=str(tool), accelerator="gpu")
+        r = runner(farm)
+        assert all(isinstance(t, Timing) for t in r.measure(batch))
+        runs = [[a for a in argv if a.startswith(flag)] for argv in calls(tool)[-2:]]
+        assert runs == ([[flag + "false"], [flag + "true"]] if kind == "tflite"
+                        else [[flag + "fp32"], [flag + "fp16"]])
+        assert "fp16" in r.fingerprint()["gpu_precision"]
+
+
+# --- the real tools, played by stand-ins printing their captured output ------------------
+
+@pytest.mark.phones
+def test_both_benchmark_models_are_told_apart_and_read(farm: Farm, tmp_path: Path):
+    """TFLite's tool is read from its text; LiteRT's CompiledModel one from its result
+    file (its text says 0.01 ms for this 8.46 us layer), one more pull per batch."""
+    for kind, flavor in (("tflite", "tflite-benchmark_model"), ("litert", "litert-benchmark_model")):
+        tool = stand_in_tool(tmp_path / kind, kind)
+        farm.write(tool="benchmark_model", binary=str(tool))
+        r = runner(farm)
+        assert r.fingerprint()["tool_flavor"] == flavor
+        before = r.round_trips
+        (t,) = r.measure(items(8))
+        assert isinstance(t, Timing) and t.mean_us == 8.46 and t.runs == 50
+        if kind == "litert":
+            assert t.median_us == 8.12 and t.extra["p95_us"] == 11.3 and t.warmup_runs == 10
+            assert r.round_trips - before == 3  # push, shell, pull of the result files
+            assert any(a.startswith("--result_file_path=") for a in calls(tool)[-1])
+        else:
+            assert t.median_us is None and r.round_trips - before == 2
+
+
+@pytest.mark.phones
+def test_extra_args_replace_the_runners_flags(farm: Farm, tmp_path: Path):
+    tool = stand_in_tool(tmp_path / "bm")
+    farm.write(tool="benchmark_model", binary=str(tool), extra_args=["--num_threads=4"])
+    r = runner(farm)
+    assert isinstance(r.measure(items(8))[0], Timing)
+    threads = [[a for a in argv if a.startswith("--num_threads")] for argv in calls(tool)]
+    assert threads and all(t == ["--num_threads=4"] for t in threads)  # once, the user's
+    for bad, message in ((["num_threads=4"], "is not a flag"),
+                         (["--runs=3", "--runs=4"], "given twice"),
+                         (["--graph=x.tflite"], "--graph is set by the runner")):
+        farm.write(extra_args=bad)
+        with pytest.raises(ConfigError, match=f"extra_args': .*{message}"):
+            runner(farm)
+
+
+@pytest.mark.phones
+def test_a_flag_the_tool_does_not_take_stops_setup(farm: Farm, tmp_path: Path):
+    tool = stand_in_tool(tmp_path / "bm")  # TFLite's: --use_profiler is LiteRT's flag
+    farm.write(tool="benchmark_model", binary=str(tool), extra_args=["--use_profiler=true"])
+    with pytest.raises(RunnerError, match=r"did not take --use_profiler=true "
+                                          r"\('Unconsumed cmdline flags'\).*fix extra_args"):
+        runner(farm)
+    assert printed("tflite_benchmark_model_unconsumed.txt").startswith(
+        "WARN: Unconsumed cmdline flags: --num_threads=4")
+
+
+@pytest.mark.phones
+def test_a_tool_without_result_lines_stops_setup(farm: Farm, tmp_path: Path):
+    tool = stand_in_tool(tmp_path / "bm", prints="INFO: STARTING!\nsomething else\n")
+    farm.write(tool="benchmark_model", binary=str(tool))
+    with pytest.raises(RunnerError, match="(?s)printed neither 'Inference timings in us' nor "
+                                          "'========== BENCHMARK RESULTS'.*something else"):
+        runner(farm)
+
+
+@pytest.mark.phones
+def test_a_partly_delegated_gpu_model_is_a_failure_never_a_timing(farm: Farm, tmp_path: Path):
+    partial = BatchItem("partial", b"PARTIAL" + bytes(64))
+    for kind, words in (("tflite", "Disallowed CPU fallback detected."),
+                        ("tflite-old", "partially executed by the delegate w/ 2 delegate"),
+                        ("litert", "with --require_full_delegation=true")):
+        tool = stand_in_tool(tmp_path / kind, kind)
+        farm.write(tool="benchmark_model", binary=str(tool), accelerator="gpu")
+        r = runner(farm)
+        ok, bad = r.measure([items(8)[0], partial])
+        assert isinstance(ok, Timing), ok
+        assert isinstance(bad, Failure) and "did not run the whole model" in bad.error
+        assert words in bad.error + bad.output
+        full = "--require_full_delegation=true" in calls(tool)[-1]
+        assert full == (kind != "tflite-old") == r.fingerprint()["full_delegation"]
+        if kind == "litert":
+            assert "--use_cpu=false" in calls(tool)[-1]  # with the CPU on, the tool aborts
+        if kind == "tflite-old":
+            assert any("no --require_full_delegation" in n for n in r.notes)
+
+
+@pytest.mark.phones
+def test_a_binary_that_is_not_executable_says_chmod(farm: Farm, tmp_path: Path):
+    tool = stand_in_tool(tmp_path / "bm")
+    tool.chmod(0o644)
+    farm.write(tool="benchmark_model", binary=None, binary_on_device=str(tool))
+    with pytest.raises(RunnerError, match=r"is not executable on \S+: adb -s \S+ shell chmod 755 "):
+        runner(farm)
+
+
+def fake_cpus(root: Path, policies: dict[int, list[int]], online: list[int]) -> Path:
+    """A sysfs with cpufreq policies (max kHz -> cores) and an online list."""
+    cpu = root / "devices" / "system" / "cpu"
+    for i, (freq, cores) in enumerate(sorted(policies.items())):
+        pol = cpu / "cpufreq" / f"policy{cores[0]}"
+        pol.mkdir(parents=True)
+        (pol / "related_cpus").write_text(" ".join(map(str, cores)) + "\n")
+        (pol / "cpuinfo_max_freq").write_text(f"{freq}\n")
+        (pol / "scaling_governor").write_text("schedutil\n")
+    (cpu / "online").write_text(",".join(map(str, online)) + "\n")
+    return root
+
+
+@pytest.mark.phones
+def test_big_cores_come_from_the_policies_and_the_pinning_is_checked(farm: Farm, tmp_path: Path):
+    mine = sorted(os.sched_getaffinity(0))
+    little, big = mine[0], mine[-1]
+    ghost = 63  # a big core this machine does not have: offline on the "phone"
+    sysfs = fake_cpus(tmp_path / "sys", {1000: [little], 2000: sorted({big, ghost})},
+                      sorted({little, big}))
+    farm.write(cpus="big", adb={"sysfs": str(sysfs)})
+    r = runner(farm)
+    assert r.cpus == [big] and r.probe.pinned_to == [big]  # Cpus_allowed_list under taskset
+    assert any(f"[{ghost}] offline" in n for n in r.notes)
+    (sysfs / "devices" / "system" / "cpu" / "online").write_text(f"{little}\n")
+    if big != little:
+        with pytest.raises(RunnerError, match=r"the big cores .* are offline .*cpus in"):
+            runner(farm)
+    (sysfs / "devices" / "system" / "cpu" / "online").write_text(f"{little},{ghost}\n")
+    farm.write(cpus=[ghost], adb={"sysfs": str(sysfs)})  # listed, yet taskset fails: EINVAL
+    with pytest.raises(RunnerError, match=r"taskset 8000000000000000 failed on .*fix cpus"):
+        runner(farm)
+
+
+def fake_zones(root: Path, zones: dict[str, float]) -> Path:
+    for i, (kind, celsius) in enumerate(zones.items()):
+        z = root / f"thermal_zone{i}"
+        z.mkdir(parents=True)
+        (z / "type").write_text(kind + "\n")
+        (z / "temp").write_text(f"{int(celsius * 1000)}\n")
+    return root
+
+
+@pytest.mark.phones
+def test_thermal_zones_by_type_recorded_with_each_batch(farm: Farm, tmp_path: Path, capsys):
+    zones = fake_zones(tmp_path / "thermal", {"cpu-1-0-usr": 81.0, "skin-therm": 36.5,
+                                              "battery": 33.0, "xo_therm": 35.0})
+    farm.write(tool="benchmark_model", binary=str(stand_in_tool(tmp_path / "bm")),
+               thermal={"limit_c": 45, "sysfs": str(zones), "retries": 0})
+    (t,) = runner(farm).measure(items(8))  # the hot CPU sensor is not the phone's heat
+    assert t.extra["temp_after_c"] == 36.5 and "hot" not in t.extra
+    assert t.extra["zones_c"]["after"] == {"skin-therm": 36.5, "battery": 33.0, "xo_therm": 35.0}
+    farm.write(thermal={"limit_c": 45, "sysfs": str(zones), "retries": 0, "zones": ["cpu-*"]})
+    (t,) = runner(farm).measure(items(8))  # a config that wants the cores gets them
+    assert t.extra["hot"] is True and t.extra["zones_c"]["before"] == {"cpu-1-0-usr": 81.0}
+    farm.write(thermal={"limit_c": 45, "sysfs": str(tmp_path / "none")})
+    capsys.readouterr()
+    r = runner(farm)
+    assert "warning: " in capsys.readouterr().err
+    assert any("heat is not watched" in n for n in r.fingerprint()["notes"])
+
+
+@pytest.mark.phones
+def test_the_screen_stays_awake_during_a_sweep_then_is_restored(farm: Farm):
+    bin_dir = farm.devices[0].root / "bin"
+    log = bin_dir / "power.log"
+    for name, body in (("svc", f'echo "svc $*" >> {log}'),
+                       ("settings", f'[ "$1" = get ] && {{ echo 0; exit; }}; echo "settings $*" >> {log}')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    r = runner(farm)
+    assert log.read_text() == "svc power stayon usb\n"
+    r.close()
+    assert log.read_text().splitlines()[-1] == "settings put global stay_on_while_plugged_in 0"
+    log.unlink()
+    farm.write(tool="benchmark_model", binary=None, binary_on_device="/no/benchmark_model")
+    with pytest.raises(RunnerError, match="not found"):
+        runner(farm)  # a setup that fails leaves the setting as it found it
+    assert log.read_text().splitlines() == ["svc power stayon usb",
+                                            "settings put global stay_on_while_plugged_in 0"]
+
+
+@pytest.mark.phones
+def test_a_phone_that_comes_back_unfit_loses_no_keys(farm: Farm, tmp_path: Path, capsys):
+    from bench import sweep
+    from lut_db.store import LutStore
+
+    tool = stand_in_tool(tmp_path / "bm")
+    farm.write(tool="benchmark_model", binary=None, binary_on_device=str(tool))
+    (r,) = make_runners(farm.config())
+    keys = [LayerSpec("conv2d", 16, 16, 8, 8 * (i + 1), kernel=(3, 3)) for i in range(12)]
+    store = LutStore.open(tmp_path / "l.db", create=True)
+    fp = r.fingerprint()
+    plan = sweep.plan(store, "loop", r.backend, fp, keys)
+    version = sweep.start_version(store, plan, "loop", r.backend, fp, {})
+    farm.devices[0].kill_after_bytes = 60_000  # the first batch moves ~34 kB: cut in the second
+
+    def on_event(kind: str, _serial: str, _message: object) -> None:
+        if kind == "lost":
+            tool.chmod(0o644)  # it comes back with a binary that cannot run
+
+    with pytest.raises(RunnerError):
+        sweep.run(store, version, [k.key for k in keys], [r], build_layer, 4, on_event=on_event)
+    measured = store.counts(version.id).get("ok", 0)
+    assert 4 <= measured < 12  # the first batch (and what the cut left) stays stored
+    assert "came back but cannot measure" in capsys.readouterr().err

@@ -2,10 +2,11 @@
 
 Everything here runs on the phone through :class:`AdbTransport`, as POSIX-sh text
 in which every path is ``shlex.quote``d. The probe is ONE round trip: getprop, the
-CPUs' max frequency and governor, which helper tools exist (taskset, timeout,
-sha256sum), the hashes of files the runner wants there, the thermal zones and the
-battery, and the work folder set up. `netadapt doctor` reads the same probe
-(bench.runners.checks judges it).
+cpufreq policies (which cores share a top frequency, offline ones included), which
+helper tools exist (taskset, timeout, sha256sum, svc), the hashes of files the runner
+wants there, the thermal zones and the battery, the screen's stay-awake setting, and the
+work folder set up. `netadapt doctor` reads the same probe (bench.runners.checks judges
+it).
 :class:`PhoneRunner` is what the ADB runners (adb_tflite, snpe) share.
 """
 
@@ -41,9 +42,15 @@ from bench.runners.checks import BATTERY_SNIPPET, Battery, parse_battery
 
 SECTION = "@@NETADAPT-SECTION"
 TEMP_MARK = "@@NETADAPT-TEMP"
-TOOLS = ("taskset", "timeout", "sha256sum", "md5sum")
+TOOLS = ("taskset", "timeout", "sha256sum", "md5sum", "svc", "settings")
 DEFAULT_WORK_DIR = "/data/local/tmp/netadapt"
 ELF_ABIS = {0x28: "armeabi-v7a", 0xB7: "arm64-v8a", 0x03: "x86", 0x3E: "x86_64"}
+
+
+# Zones that follow the phone's body, not a core under load: a CPU sensor passes any
+# sensible limit within seconds of a benchmark, so limits are set on these.
+DEFAULT_ZONES = ("*skin*", "*battery*", "*xo_therm*", "*xo-therm*", "*quiet_therm*",
+                 "*case*", "*back_therm*", "*sdm_therm*", "*ambient*")
 
 
 @dataclass(frozen=True)
@@ -54,16 +61,32 @@ class Thermal:
     cooldown_s: float = 300.0
     poll_s: float = 10.0
     retries: int = 1
-    zones: tuple[str, ...] = ()  # globs of zone types; empty: every zone
+    zones: tuple[str, ...] = DEFAULT_ZONES  # globs of zone types: the body, not the cores
     sysfs: str = "/sys/class/thermal"
 
     @classmethod
     def from_config(cls, config: DeviceConfig) -> Thermal:
         t = dict(config.thermal)
-        zones = t.pop("zones", [])
-        if not all(isinstance(z, str) for z in zones):
-            raise ConfigError(f"{config.path}: key 'thermal.zones': expected a list of globs")
+        zones = t.pop("zones", list(DEFAULT_ZONES))
+        if not zones or not all(isinstance(z, str) for z in zones):
+            raise ConfigError(f"{config.path}: key 'thermal.zones': expected a non-empty list "
+                              "of globs of zone types (e.g. [\"*skin*\", \"battery\"])")
+        t.setdefault("sysfs", posixpath.join(sysfs_of(config), "class", "thermal"))
         return cls(zones=tuple(zones), **t)
+
+
+def sysfs_of(config: DeviceConfig) -> str:
+    """The phone's sysfs root (``[adb] sysfs``; the loopback test phones use a folder)."""
+    return str(config.raw.get("adb", {}).get("sysfs", "/sys"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One cpufreq policy: the cores it drives (offline ones included) and their top speed."""
+
+    cpus: tuple[int, ...]
+    max_freq_khz: int | None
+    governor: str | None
 
 
 @dataclass
@@ -72,8 +95,21 @@ class PhoneInfo:
     cpus: dict[int, tuple[int | None, str | None]] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     files: dict[str, tuple[str, bool] | None] = field(default_factory=dict)  # (hash, exec)
-    temps: list[tuple[str, float]] = field(default_factory=list)  # (zone type, C)
+    online: set[int] | None = None  # None: the kernel does not say
+    temps: list[tuple[str, float]] = field(default_factory=list)  # (zone type, C), every zone
     battery: Battery | None = None
+    stay_on: str | None = None  # settings global stay_on_while_plugged_in before the sweep
+
+    def big_cores(self) -> list[int]:
+        """The cores of the highest cpuinfo_max_freq, online or not ([] if unknown)."""
+        freqs = {c: f for c, (f, _) in self.cpus.items() if f}
+        if not freqs:
+            return []
+        top = max(freqs.values())
+        return sorted(c for c, f in freqs.items() if f == top)
+
+    def is_online(self, cpu: int) -> bool:
+        return self.online is None or cpu in self.online
 
     @property
     def abis(self) -> list[str]:
@@ -109,22 +145,39 @@ class Phone:
         return posixpath.join(self.batches_dir, f"b{self._batch}")
 
     # -- probe ---------------------------------------------------------------------------
-    def probe(self, files: tuple[str, ...] = (), reset: bool = True) -> PhoneInfo:
+    def probe(self, files: tuple[str, ...] = (), reset: bool = True,
+              stay_awake: bool = False) -> PhoneInfo:
         """One round trip: props, CPUs, tools, ``files``' hashes, temperatures, battery;
-        with ``reset`` the work folder ready and empty (doctor only looks)."""
-        script = probe_script(self.batches_dir, files, self.temps_snippet("probe"), reset)
+        with ``reset`` the work folder ready and empty (doctor only looks); with
+        ``stay_awake`` the screen kept on while plugged in (``svc power stayon usb``)
+        until ``cleanup()`` puts the old setting back."""
+        script = probe_script(self.batches_dir, files, self.temps_snippet("probe"), reset,
+                              sysfs_of(self.config), stay_awake)
         res = self.transport.shell(script, timeout_s=60)
         sections = split_sections(res.stdout)
         if "end" not in sections:
             raise RunnerError(f"{self.serial}: probing the phone failed (exit {res.returncode})"
                               f": {res.output.strip()[-500:]}")
-        self.info = PhoneInfo(parse_getprop(sections.get("props", "")),
-                              parse_cpus(sections.get("cpus", "")),
+        stay_on = sections.get("stayon", "").strip() or None
+        if self.info.stay_on is not None:  # set up again after a rejoin: keep the first
+            stay_on = self.info.stay_on
+        cpus, online = parse_cpus(sections.get("cpus", ""))
+        self.info = PhoneInfo(parse_getprop(sections.get("props", "")), cpus,
                               set(sections.get("tools", "").split()),
-                              parse_files(sections.get("files", ""), files),
+                              parse_files(sections.get("files", ""), files), online,
                               zone_readings(sections.get("temps", ""), "probe"),
-                              parse_battery(sections.get("battery", "")))
+                              parse_battery(sections.get("battery", "")),
+                              stay_on if stay_awake else None)
         return self.info
+
+    def thermal_note(self) -> str | None:
+        """What to say when none of the configured zones can be read (heat not watched)."""
+        if max_temp(self.info.temps, self.thermal.zones) is not None:
+            return None
+        seen = ", ".join(sorted({z for z, _ in self.info.temps})) or "none readable"
+        return (f"no thermal zone of type {', '.join(self.thermal.zones)} can be read "
+                f"(zones: {seen}): heat is not watched; set [thermal] zones in "
+                f"{self.config.path} to globs of this phone's zone types")
 
     # -- temperature ----------------------------------------------------------------------
     def temps_snippet(self, label: str) -> str:
@@ -138,6 +191,11 @@ class Phone:
     def temperature_c(self, text: str, label: str) -> float | None:
         """Max temperature (C) over the configured zones in a temps_snippet's output."""
         return max_temp(zone_readings(text, label), self.thermal.zones)
+
+    def zone_temps(self, text: str, label: str) -> dict[str, float]:
+        """Each configured zone's temperature (C) in a temps_snippet's output."""
+        return {z: c for z, c in zone_readings(text, label)
+                if any(fnmatch.fnmatch(z, g) for g in self.thermal.zones)}
 
     def read_temperature(self) -> float | None:
         res = self.transport.shell(self.temps_snippet("now"), timeout_s=60)
@@ -192,9 +250,14 @@ class Phone:
             return False
 
     def cleanup(self) -> None:
-        """Remove the batches folder (models, scripts, logs); best effort."""
+        """Remove the batches folder (models, scripts, logs) and give the screen its
+        stay-awake setting back; best effort."""
+        command = f"rm -rf {shlex.quote(self.batches_dir)}"
+        if self.info.stay_on is not None and re.fullmatch(r"\d+", self.info.stay_on):
+            command += ("; settings put global stay_on_while_plugged_in "
+                        f"{shlex.quote(self.info.stay_on)}")
         try:
-            self.transport.shell(f"rm -rf {shlex.quote(self.batches_dir)}", timeout_s=30)
+            self.transport.shell(command, timeout_s=30)
         except RunnerError:
             pass
 
@@ -210,15 +273,23 @@ class Phone:
 
 
 def probe_script(batches_dir: str, files: tuple[str, ...], temps: str = "",
-                 reset: bool = True) -> str:
+                 reset: bool = True, sysfs: str = "/sys", stay_awake: bool = False) -> str:
     q = shlex.quote
+    cpu = q(posixpath.join(sysfs, "devices", "system", "cpu"))
     lines = [
         f"echo '{SECTION} props'; getprop",
         f"echo '{SECTION} cpus'",
-        ("for c in /sys/devices/system/cpu/cpu[0-9]*; do [ -d \"$c\" ] || continue; "
+        # a policy lists every core it drives (related_cpus), offline ones too; a
+        # per-core cpufreq folder vanishes while that core is offline
+        (f"for p in {cpu}/cpufreq/policy*; do [ -d \"$p\" ] || continue; "
+         "f=$(cat \"$p/cpuinfo_max_freq\" 2>/dev/null) || f=-; "
+         "g=$(cat \"$p/scaling_governor\" 2>/dev/null) || g=-; "
+         "echo \"policy ${f:--} ${g:--} $(cat \"$p/related_cpus\" 2>/dev/null)\"; done"),
+        (f"for c in {cpu}/cpu[0-9]*; do [ -d \"$c\" ] || continue; "
          "f=$(cat \"$c/cpufreq/cpuinfo_max_freq\" 2>/dev/null) || f=-; "
          "g=$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null) || g=-; "
          "echo \"${c##*/cpu} ${f:--} ${g:--}\"; done"),
+        f"[ -r {cpu}/online ] && echo \"online $(cat {cpu}/online)\"",
         f"echo '{SECTION} tools'",
         f"for t in {' '.join(TOOLS)}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done",
         f"echo '{SECTION} files'",
@@ -229,6 +300,10 @@ def probe_script(batches_dir: str, files: tuple[str, ...], temps: str = "",
                      f"2>/dev/null); x=-; [ -x {f} ] && x=x; echo \"{i} ${{h%% *}}- $x\"; "
                      f"else echo '{i} missing'; fi")
     lines += [f"echo '{SECTION} temps'", temps, f"echo '{SECTION} battery'", BATTERY_SNIPPET]
+    if stay_awake:  # the old value first, so cleanup can put it back
+        lines += [f"echo '{SECTION} stayon'",
+                  "settings get global stay_on_while_plugged_in 2>/dev/null",
+                  "svc power stayon usb >/dev/null 2>&1"]
     if reset:
         batches = q(batches_dir)
         lines.append(f"mkdir -p {batches} && rm -rf {batches}/*")
@@ -248,14 +323,40 @@ def split_sections(text: str) -> dict[str, str]:
     return {k: "\n".join(v) for k, v in out.items()}
 
 
-def parse_cpus(text: str) -> dict[int, tuple[int | None, str | None]]:
-    cpus = {}
+def parse_cpus(text: str) -> tuple[dict[int, tuple[int | None, str | None]], set[int] | None]:
+    """The probe's CPU lines -> ({cpu: (cpuinfo_max_freq kHz, governor)}, online cores).
+
+    Policies come first and cover offline cores; a core's own line (online cores only)
+    fills in what no policy listed (old kernels without policy folders)."""
+    cpus: dict[int, tuple[int | None, str | None]] = {}
+    online: set[int] | None = None
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0].isdigit():
+        if len(parts) >= 3 and parts[0] == "policy":
+            freq = int(parts[1]) if parts[1].isdigit() else None
+            gov = parts[2] if parts[2] != "-" else None
+            for c in parts[3:]:
+                if c.isdigit():
+                    cpus[int(c)] = (freq, gov)
+        elif len(parts) == 2 and parts[0] == "online":
+            online = parse_cpu_list(parts[1])
+        elif len(parts) == 3 and parts[0].isdigit() and int(parts[0]) not in cpus:
             freq = int(parts[1]) if parts[1].isdigit() else None
             cpus[int(parts[0])] = (freq, parts[2] if parts[2] != "-" else None)
-    return dict(sorted(cpus.items()))
+    if online is not None:
+        for c in online:
+            cpus.setdefault(c, (None, None))
+    return dict(sorted(cpus.items())), online
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """A kernel CPU list ("0-3,6", as in /sys/.../online or Cpus_allowed_list) -> set."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        lo, sep, hi = part.partition("-")
+        if lo.strip().isdigit() and (not sep or hi.strip().isdigit()):
+            out.update(range(int(lo), int(hi if sep else lo) + 1))
+    return out
 
 
 def parse_files(text: str, files: tuple[str, ...]) -> dict[str, tuple[str, bool] | None]:
@@ -320,7 +421,7 @@ def read_local(path: str, config: DeviceConfig, key: str) -> bytes:
                           f"({e.strerror}); expected a local file to push to the phone") from None
 
 
-Measured = tuple[list[Any], float | None, float | None]  # results, temp before, temp after
+Measured = tuple[list[Any], str]  # results, the batch script's output (temperatures in it)
 
 
 class PhoneRunner(BaseRunner):
@@ -389,22 +490,35 @@ class PhoneRunner(BaseRunner):
     def measure_cool(self, run: Callable[[], Measured]) -> tuple[list[Any], dict[str, Any]]:
         """``run()`` once, and again after a cool-down while the phone ended it hot.
 
-        A phone left hot by the previous batch cools down before this one starts.
+        A phone left hot by the previous batch cools down before this one starts. Each
+        result carries the batch's temperatures: the hottest configured zone before and
+        after, and every configured zone's reading.
         """
         if self.phone.is_hot(self._last_temp):
             self._last_temp = self.phone.cool_down()
-        results, before, after = run()
+        results, out = run()
+        after = self.phone.temperature_c(out, "after")
         retries = 0
         while self.phone.is_hot(after) and retries < self.phone.thermal.retries:
             retries += 1
             self.phone.cool_down()
-            results, before, after = run()
+            results, out = run()
+            after = self.phone.temperature_c(out, "after")
         self._last_temp = after
-        extra: dict[str, Any] = {"temp_before_c": before, "temp_after_c": after,
-                                 "hot_retries": retries}
+        extra: dict[str, Any] = {"temp_before_c": self.phone.temperature_c(out, "before"),
+                                 "temp_after_c": after, "hot_retries": retries,
+                                 "zones_c": {"before": self.phone.zone_temps(out, "before"),
+                                             "after": self.phone.zone_temps(out, "after")}}
         if self.phone.is_hot(after):
             extra["hot"] = True
         return [with_extra(r, extra) for r in results], extra
+
+    def watch_heat(self) -> None:
+        """After a probe: warn (and note in the fingerprint) when no zone can be read."""
+        note = self.phone.thermal_note()
+        if note:
+            self.notes.append(note)  # the fingerprint's: no serial
+            say_on_stderr(f"warning: {self.serial}: {note}")
 
     def rejoin(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
         """After DeviceLost: wait for the phone to come back, then set it up again."""
@@ -413,12 +527,22 @@ class PhoneRunner(BaseRunner):
             return False
         try:
             self._setup()
-        except RunnerError:
+        except RunnerError as e:  # back, but no longer fit to measure: say why, keep the keys
+            say_on_stderr(f"warning: {self.serial} came back but cannot measure: {e}")
             return False
         return True
 
     def _setup(self) -> None:
         raise NotImplementedError
+
+    def _first_setup(self) -> None:
+        """``_setup()``; when it fails, the phone gets its screen setting back and keeps
+        nothing of ours but the pushed tools."""
+        try:
+            self._setup()
+        except RunnerError:
+            self.phone.cleanup()
+            raise
 
     @property
     def round_trips(self) -> int:

@@ -5,6 +5,9 @@ Formats (see /work/shared/formats/README.md):
 - TFLite ``benchmark_model`` (tensorflow/lite/tools/benchmark): the ``count=... avg=...``
   statistics lines, the "Inference timings in us" summary (and its older "Average
   inference timings in us" form), memory lines, and the ``--enable_op_profiling`` tables.
+- LiteRT's CompiledModel ``benchmark_model`` (litert/tools/benchmark_litert_model.h):
+  the "========== BENCHMARK RESULTS ==========" block, each line behind LITERT_LOG's
+  ``INFO: [file:line]`` prefix (its result file is read by benchmark_result.py).
 - ai-edge-litert ``litert-benchmark`` (tools/benchmark_litert_model.py): the
   "BENCHMARK RESULTS" block.
 - Qualcomm ``snpe-diagview`` text output (SNPE 1.x/2.x).
@@ -26,7 +29,8 @@ class ParseError(ValueError):
 
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"  # C++ ostream may print 1.23457e+06
-_LOG_PREFIX = re.compile(r"^(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s+")
+# TFLITE_LOG's "INFO: " (tflite/tools/logging.h); LITERT_LOG adds "[file.h:99] "
+_LOG_PREFIX = re.compile(r"^(?:INFO|WARN|WARNING|ERROR|VERBOSE|DEBUG):\s+(?:\[[\w.]+:\d+\]\s?)?")
 _ERROR_LINE = re.compile(r"\bERROR\b|Benchmarking failed|Failed to|error:", re.IGNORECASE)
 
 
@@ -251,6 +255,49 @@ def parse_op_profile(text: str) -> list[OpTiming]:
         raise ParseError("no 'Run Order' op-profiling table of the benchmark runs in the "
                          "output (was --enable_op_profiling=true passed?)")
     return candidates[-1]
+
+
+# --------------------------------------------------------------------------------------
+# LiteRT's CompiledModel benchmark_model (text summary)
+# --------------------------------------------------------------------------------------
+
+_COMPILED_LINE = re.compile(rf"^([A-Z][A-Za-z ()]*?):\s+({_NUM})(?: ms)?(?: \((\d+) runs\))?")
+_COMPILED_KEYS = {"Model initialization": "init_us", "Warmup (first)": "warmup_first_us",
+                  "Warmup (avg)": "warmup_avg_us", "Inference (avg)": "mean",
+                  "Inference (min)": "min", "Inference (max)": "max", "Inference (std)": "std"}
+
+
+def parse_litert_model(text: str) -> Timing:
+    """Timing from the summary of LiteRT's CompiledModel ``benchmark_model``
+    (benchmark_litert_model.h, OnBenchmarkEnd): "%.2f ms" values, so 10 us steps; the
+    runner reads the result file instead whenever there is one. ``Inference (std)`` is
+    printed in ms without its unit. No median in the text: ``median_us`` is None."""
+    lines = [_strip_prefix(raw) for raw in text.splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("========== BENCHMARK RESULTS")]
+    if not starts:
+        raise ParseError("benchmark_model output has no '========== BENCHMARK RESULTS "
+                         f"==========' block (failed or truncated run){_tool_said(text)}")
+    values: dict[str, float] = {}
+    runs: dict[str, int] = {}
+    for line in lines[starts[-1] + 1:]:
+        if line.startswith("====="):
+            break
+        m = _COMPILED_LINE.match(line)
+        if m and m.group(1) in _COMPILED_KEYS:
+            name = _COMPILED_KEYS[m.group(1)]
+            values[name] = _ms_to_us(m.group(2))
+            if m.group(3):
+                runs[name] = int(m.group(3))
+    missing = [k for k, n in _COMPILED_KEYS.items() if n in ("mean", "min", "max", "std")
+               and n not in values]
+    if missing or not runs.get("mean"):
+        what = ", ".join(repr(k) for k in missing) or "'(N runs)' on 'Inference (avg)'"
+        raise ParseError(f"benchmark_model BENCHMARK RESULTS lacks {what} (no timed run?)")
+    extra: dict[str, Any] = {k: v for k, v in values.items() if k.endswith("_us")}
+    extra.update(resolution_us=LITERT_RESOLUTION_US, source="text")
+    return Timing(median_us=None, mean_us=values["mean"], std_us=values["std"],
+                  min_us=values["min"], max_us=values["max"], runs=runs["mean"],
+                  warmup_runs=runs.get("warmup_avg_us", 0), extra=extra)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 Per batch: ``snpe-tflite-to-dlc`` on this machine for every model, then ONE sync
 session pushes the DLCs and the batch script, ONE shell runs ``snpe-net-run`` per
-model (``--use_gpu`` / ``--use_dsp`` / CPU, profiling on), ONE sync session pulls
-the SNPEDiag logs, and ``snpe-diagview`` (a host tool) turns each into the averaged
-total and per-layer times. The SDK's Android binaries and libraries are pushed once.
+model (``--use_gpu`` / ``--use_dsp`` / CPU, ``basic`` profiling as Qualcomm's snpe_bench
+times totals; ``detailed`` only for a per-layer profile), ONE sync session pulls the
+SNPEDiag logs, and ``snpe-diagview`` (a host tool) turns each into the averaged total.
+The SDK's Android binaries and libraries are pushed once: for the DSP, the
+``hexagon-vNN`` library of the phone's SoC (the backend's ``hexagon`` table), and
+``snpe-platform-validator`` is run at setup, its answer kept in the fingerprint.
 
 Not run on real hardware here (no SDK, no Snapdragon phone): the command lines and
 the parser follow SNPE's documented usage and output (see bench/runners/snpe_commands
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import posixpath
+import re
 import shlex
 import subprocess
 import tempfile
@@ -34,8 +38,8 @@ from bench.runners.parse import ParseError, parse_snpe_diagview
 from bench.runners.snpe_commands import (
     NET_RUN,
     PERF_PROFILES,
-    PROFILING_LEVELS,
     RUNTIME_FLAGS,
+    VALIDATOR,
     DeviceSdk,
     NetRunJob,
     SdkLayout,
@@ -45,6 +49,7 @@ from bench.runners.snpe_commands import (
     find_sdk,
     host_env,
     job_paths,
+    net_run_env,
     net_run_script,
     sdk_layout,
     split_batch_output,
@@ -64,8 +69,9 @@ class SnpeSettings:
     snpe_root: str | None = None  # else env SNPE_ROOT
     runtime: str = "gpu"
     perf_profile: str = "burst"
-    profiling_level: str = "detailed"
+    profiling_level: str = "basic"
     runs: int = 50
+    hexagon: Any = None  # SoC (ro.board.platform) -> Hexagon version, e.g. {sm8550 = "v73"}
     work_dir: str = DEFAULT_WORK_DIR
     batch_size: int = 50
     extra_args: tuple[str, ...] = ()
@@ -80,8 +86,12 @@ class SnpeSettings:
             "snpe_root": (lambda v: isinstance(v, str), "a folder path"),
             "runtime": (lambda v: v in RUNTIME_FLAGS, f"one of {', '.join(RUNTIME_FLAGS)}"),
             "perf_profile": (lambda v: v in PERF_PROFILES, f"one of {', '.join(PERF_PROFILES)}"),
-            "profiling_level": (lambda v: v in PROFILING_LEVELS and v != "off",
-                                "basic, moderate or detailed (timings need profiling)"),
+            "profiling_level": (lambda v: v in ("basic", "moderate", "linting"),
+                                "basic or moderate (detailed slows every layer: it is for "
+                                + "per-layer profiles only), or linting on the DSP"),
+            "hexagon": (lambda v: isinstance(v, dict) and all(
+                isinstance(a, str) and a.startswith("v") for a in v.values()),
+                'a table of SoC = "vNN" (e.g. { sm8550 = "v73" })'),
             "runs": (lambda v: _positive_int(v), "a positive integer"),
             "batch_size": (lambda v: _positive_int(v), "a positive integer"),
             "work_dir": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
@@ -95,6 +105,9 @@ class SnpeSettings:
             ok, expected = checks[key]
             if not ok(value):
                 raise ConfigError(f"{where}{key}': expected {expected}, got {value!r}")
+        if s.get("profiling_level") == "linting" and s.get("runtime", cls.runtime) != "dsp":
+            raise ConfigError(f"{where}profiling_level': linting profiles the DSP (HTP) only; "
+                              "use basic for this runtime")
         s["extra_args"] = tuple(s.get("extra_args", ()))
         return cls(**s)
 
@@ -143,7 +156,7 @@ class SnpeRunner(PhoneRunner):
         self.sdk = sdk_of(self.settings)
         self.layout = sdk_layout(self.sdk)
         self.env = host_env(self.sdk)
-        self._setup()
+        self._first_setup()
 
     @classmethod
     def check_host(cls, settings: SnpeSettings) -> None:
@@ -156,35 +169,82 @@ class SnpeRunner(PhoneRunner):
         dsp = posixpath.join(root, "dsp") if self.settings.runtime == "dsp" else None
         return DeviceSdk(posixpath.join(root, "bin"), posixpath.join(root, "lib"), dsp)
 
-    def _sdk_files(self) -> list[tuple[Path, str, int]]:
+    def _sdk_files(self, dsp_lib: Path | None) -> list[tuple[Path, str, int]]:
         """(local, remote, mode) of the SDK parts the phone needs."""
         r = self.remote_sdk
         dirs = [(self.layout.android_bin, r.bin_dir, 0o755), (self.layout.android_lib,
                                                                r.lib_dir, 0o644)]
-        if r.dsp_lib_dir and self.layout.dsp_libs:
-            dirs.append((self.layout.dsp_libs[0], r.dsp_lib_dir, 0o644))
+        if r.dsp_lib_dir and dsp_lib is not None:
+            dirs.append((dsp_lib, r.dsp_lib_dir, 0o644))
         return [(f, posixpath.join(remote, f.name), mode) for local, remote, mode in dirs
                 for f in sorted(local.iterdir()) if f.is_file()]
 
+    def _dsp_lib(self) -> Path | None:
+        """The SDK's DSP library for this phone's SoC (the backend's ``hexagon`` table)."""
+        if self.settings.runtime != "dsp":
+            return None
+        soc = self.phone.device_fingerprint()["soc"] or "?"
+        where = f"[backends.{self.backend}] of {self.config.path}"
+        arch = (self.settings.hexagon or {}).get(soc)
+        lib = self.layout.dsp_lib(arch)
+        if lib is not None and lib.name == "dsp":  # SNPE 1.x: one library for every SoC
+            return lib
+        if arch is None:
+            raise RunnerError(f"{self.serial}'s SoC {soc!r} is not in the hexagon table of "
+                              f"{where}: add {soc} = \"vNN\" (its Hexagon DSP version; the SDK "
+                              f"has {', '.join(self.layout.dsp_archs) or 'none'})")
+        if lib is None:
+            raise RunnerError(f"SNPE SDK {self.sdk} has no lib/hexagon-{arch}/unsigned for "
+                              f"{soc} (it has {', '.join(self.layout.dsp_archs) or 'none'}); "
+                              f"use an SDK that supports {soc}, or fix hexagon in {where}")
+        return lib
+
     def _setup(self) -> None:
-        """Probe (one round trip); push the SDK's Android parts unless the stamp matches."""
-        files = self._sdk_files()
-        stamp = _stamp(files)
+        """Probe (one round trip); push the SDK's Android parts unless the stamp matches;
+        ask snpe-platform-validator about the runtime when the SDK has it."""
+        self.notes = []
         stamp_path = posixpath.join(self.phone.work_dir, "snpe", "stamp")
-        info = self.phone.probe((stamp_path,))
+        info = self.phone.probe((stamp_path,), stay_awake=True)
+        self.watch_heat()
         require(net_run_check(self.layout, info.abis, self.serial))
+        self.dsp_lib = self._dsp_lib()
+        files = self._sdk_files(self.dsp_lib)
+        stamp = _stamp(files)
         have = info.files.get(stamp_path)
         if have is None or have[0] not in (hashlib.sha256(stamp).hexdigest(),
                                            hashlib.md5(stamp).hexdigest()):
             self.phone.transport.push_many([*files, (stamp, stamp_path, 0o644)])
         self.stamp = hashlib.sha256(stamp).hexdigest()
+        self.validator = self.validate_platform()
+
+    def validate_platform(self) -> list[str] | None:
+        """snpe-platform-validator's answer for the runtime (None: the SDK has none);
+        a runtime it finds missing is a RunnerError with its words."""
+        if not (self.layout.android_bin / VALIDATOR).is_file():
+            return None
+        r, q = self.remote_sdk, shlex.quote
+        env = " ".join(net_run_env(r))
+        argv = [posixpath.join(r.bin_dir, VALIDATOR), "--runtime", self.settings.runtime,
+                "--coreVersion", "--libVersion", "--testRuntime"]
+        res = self.phone.transport.shell(f"{env} {' '.join(q(a) for a in argv)} 2>&1",
+                                         timeout_s=120)
+        lines = [line.strip() for line in res.output.splitlines() if line.strip()]
+        if res.returncode != 0 or any(re.search(r"\b(fail|not (available|supported))",
+                                                line, re.IGNORECASE) for line in lines):
+            raise RunnerError(f"snpe-platform-validator says the {self.settings.runtime} runtime "
+                              f"cannot run on {self.serial} (exit {res.returncode}): "
+                              f"{' | '.join(lines[-6:])}; use another runtime in "
+                              f"[backends.{self.backend}] of {self.config.path}")
+        return lines[-12:]
 
     def fingerprint(self) -> dict[str, Any]:
         s = self.settings
         return {**self.phone.device_fingerprint(), "runner": "snpe",
                 "sdk": self.sdk.name, "sdk_stamp": self.stamp, "runtime": s.runtime,
                 "perf_profile": s.perf_profile, "profiling_level": s.profiling_level,
-                "runs": s.runs, "extra_args": list(s.extra_args)}
+                "runs": s.runs, "extra_args": list(s.extra_args),
+                "dsp_lib": self.dsp_lib.parent.name if self.dsp_lib is not None else None,
+                "platform_validator": self.validator, "notes": self.notes}
 
     # -- measuring ---------------------------------------------------------------------
     def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
@@ -220,8 +280,23 @@ class SnpeRunner(PhoneRunner):
             size *= int(d)
         return dlc, size
 
-    def _run(self, jobs: dict[int, tuple[Path, int]], tmp: Path
-             ) -> tuple[list[Result], float | None, float | None]:
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
+        """Each layer's name and time (us) from one run at ``detailed`` profiling; None on
+        the DSP, whose layer times are cycles."""
+        if self.settings.runtime == "dsp":
+            return None
+        with tempfile.TemporaryDirectory(prefix="netadapt-snpe-") as tmp:
+            converted = self._convert(BatchItem("profile", model), Path(tmp), 0)
+            if isinstance(converted, Failure):
+                raise RunnerError(f"{self.serial}: {converted.error}: {converted.output[-500:]}")
+            (r,), _ = self._run({0: converted}, Path(tmp), "detailed")
+        if isinstance(r, Failure):
+            raise RunnerError(f"{self.serial}: no per-layer profile: {r.error}")
+        return [(name or f"layer {i}", value) for i, name, value, unit, _ in r.extra["layers"]
+                if unit == "us"]
+
+    def _run(self, jobs: dict[int, tuple[Path, int]], tmp: Path,
+             profiling_level: str | None = None) -> tuple[list[Result], str]:
         folder = self.phone.new_batch_dir()
         names = {i: f"m{i}.dlc" for i in jobs}
         script = "\n".join([
@@ -229,7 +304,7 @@ class SnpeRunner(PhoneRunner):
             net_run_script(folder, self.remote_sdk,
                            [NetRunJob(names[i], size) for i, (_, size) in jobs.items()],
                            self.settings.runtime, self.settings.perf_profile,
-                           self.settings.profiling_level, self.settings.runs,
+                           profiling_level or self.settings.profiling_level, self.settings.runs,
                            self.settings.extra_args),
             self.phone.temps_snippet("after")])
         script_path = posixpath.join(folder, "run.sh")
@@ -247,8 +322,7 @@ class SnpeRunner(PhoneRunner):
              if blocks.get(k, (1, ""))[0] == 0])
         results = [self._result(blocks.get(k), logs.get(job_paths(folder, k).diag_log), tmp, k)
                    for k, _ in enumerate(order)]
-        return (results, self.phone.temperature_c(res.stdout, "before"),
-                self.phone.temperature_c(res.stdout, "after"))
+        return results, res.stdout
 
     def _result(self, block: tuple[int, str] | None, log: bytes | None, tmp: Path,
                 k: int) -> Result:

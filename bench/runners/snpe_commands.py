@@ -35,6 +35,7 @@ __all__ = [
     "find_sdk",
     "host_env",
     "job_paths",
+    "net_run_env",
     "net_run_script",
     "sdk_layout",
     "split_batch_output",
@@ -43,6 +44,7 @@ __all__ = [
 HOST_ARCH = "x86_64-linux-clang"
 CONVERTER = "snpe-tflite-to-dlc"
 NET_RUN = "snpe-net-run"
+VALIDATOR = "snpe-platform-validator"  # on the phone: is the runtime there, which versions
 DIAGVIEW = "snpe-diagview"
 
 RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
@@ -57,6 +59,8 @@ PERF_PROFILES = (
     "system_settings",
 )
 PROFILING_LEVELS = ("off", "basic", "moderate", "detailed", "linting")
+# basic times the totals as Qualcomm's snpe_bench does; detailed (per layer) adds its own
+# cost to every layer, so it is for per-layer profiles only; linting is the DSP's (HTP)
 # Stock locations of Qualcomm's own DSP libraries, after the pushed SDK ones (the SNPE
 # guide's ADSP_LIBRARY_PATH; ';'-separated, unlike LD_LIBRARY_PATH).
 SYSTEM_ADSP_DIRS = ("/system/lib/rfsa/adsp", "/system/vendor/lib/rfsa/adsp", "/dsp")
@@ -81,6 +85,18 @@ class SdkLayout:
     android_bin: Path  # bin/aarch64-android* (holds snpe-net-run); push to the phone
     android_lib: Path  # lib/aarch64-android*; push to the phone
     dsp_libs: tuple[Path, ...]  # lib/hexagon-v*/unsigned (2.x) or lib/dsp (1.x)
+
+    def dsp_lib(self, arch: str | None) -> Path | None:
+        """The DSP library folder for Hexagon ``arch`` ("v73"); SNPE 1.x's lib/dsp serves
+        every SoC. None when the SDK has none for it."""
+        for d in self.dsp_libs:
+            if d.name == "dsp" or d.parent.name == f"hexagon-{arch}":
+                return d
+        return None
+
+    @property
+    def dsp_archs(self) -> list[str]:
+        return [d.parent.name.removeprefix("hexagon-") for d in self.dsp_libs if d.name != "dsp"]
 
 
 def _pick(candidates: list[Path]) -> Path | None:
@@ -217,11 +233,17 @@ class JobPaths:
     diag_log: str  # what snpe-net-run --profiling_level writes; pull it for snpe-diagview
 
 
+# snpe-net-run names its log SNPEDiag_0.log in some SDKs and SNPEDiag.log in others: the
+# batch script moves whichever it wrote to one name
+DIAG_LOGS = ("SNPEDiag_0.log", "SNPEDiag.log", "SNPEDiag*.log")
+DIAG_NAME = "netadapt_diag.log"
+
+
 def job_paths(remote_dir: str, index: int) -> JobPaths:
     """Per-model working paths inside the batch directory (pure string arithmetic)."""
     work = posixpath.join(remote_dir, f"netadapt_run_{int(index)}")
     output = posixpath.join(work, "output")
-    return JobPaths(work, output, posixpath.join(output, "SNPEDiag_0.log"))
+    return JobPaths(work, output, posixpath.join(output, DIAG_NAME))
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -240,13 +262,17 @@ def _check_remote_dir(remote_dir: str) -> str:
 _LIST_FN = 'netadapt_list() { n=0; while [ "$n" -lt "$2" ]; do echo "$1"; n=$((n + 1)); done; }'
 
 
-def _env_lines(device_sdk: DeviceSdk) -> list[str]:
+def net_run_env(device_sdk: DeviceSdk) -> list[str]:
+    """``NAME=value`` words (quoted) the phone's SNPE binaries need."""
     q = shlex.quote
-    lines = [f'export LD_LIBRARY_PATH={q(device_sdk.lib_dir)}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"']
+    words = [f'LD_LIBRARY_PATH={q(device_sdk.lib_dir)}"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"']
     if device_sdk.dsp_lib_dir:
-        adsp = ";".join([device_sdk.dsp_lib_dir, *SYSTEM_ADSP_DIRS])
-        lines.append(f"export ADSP_LIBRARY_PATH={q(adsp)}")
-    return lines
+        words.append(f"ADSP_LIBRARY_PATH={q(';'.join([device_sdk.dsp_lib_dir, *SYSTEM_ADSP_DIRS]))}")
+    return words
+
+
+def _env_lines(device_sdk: DeviceSdk) -> list[str]:
+    return [f"export {w}" for w in net_run_env(device_sdk)]
 
 
 def _job_command(remote_dir: str, index: int, job: NetRunJob, net_run: str,
@@ -268,8 +294,12 @@ def _job_command(remote_dir: str, index: int, job: NetRunJob, net_run: str,
         f"netadapt_list input.raw {int(runs)} > input_list.txt",
         run,
     ])
+    logs = " ".join(f"output/{name}" for name in DIAG_LOGS)
+    find_log = (f'for f in {logs}; do [ -f "$f" ] && {{ mv "$f" output/{DIAG_NAME}; break; }}; '
+                "done")
     # Result_* holds one output tensor per run: drop it so a batch cannot fill the phone.
-    return f"( {steps}; rc=$?; rm -rf {q(p.output_dir)}/Result_*; exit $rc ) 2>&1"
+    return (f"( {steps}; rc=$?; {find_log}; rm -rf {q(p.output_dir)}/Result_*; exit $rc ) "
+            "2>&1")
 
 
 def net_run_script(remote_dir: str, device_sdk: DeviceSdk, dlcs: Sequence[NetRunJob],
