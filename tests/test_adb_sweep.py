@@ -110,6 +110,7 @@ def test_phone_that_drops_and_returns_rejoins(farm: Farm, tmp_path: Path):
     assert store.counts(v.id) == {"ok": 12} and res.measured == 12
 
 
+@pytest.mark.sweep  # times the same layers on this host
 def test_adb_agrees_with_host_on_bigger_layers(farm: Farm, tmp_path: Path):
     """Same keys, same core, measured alternately: ADB (litert-benchmark in its own process,
     0.01 ms resolution) against the host runner (in-process interpreter)."""
