@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from scipy.optimize import nnls
 from analysis.features import all_tables
 from analysis.sampling import Space, at_dtypes, make_network, random_widths, sample_networks
 from analysis.validate import SessionDrift
+from bench.machine_state import MachineState
 from bench.missing import ensure_keys
 from bench.runners.base import Runner
-from bench.timing import Progress, summary, time_networks
+from bench.timing import Progress, session_state, time_networks
 from bench.zoo import family
 from lut_db.calibration import Calibration, CalibrationError, act_mb, evicted_share, weight_mb
 from lut_db.spec import Network
@@ -51,7 +52,9 @@ class Sample:
 
     name: str
     layers: list[tuple[Any, float]]  # (LayerSpec, LUT entry us)
-    measured_us: float
+    measured_us: float  # the median of its repeats
+    repeats_us: list[float] = field(default_factory=list)  # each repeat's median, in order
+    state: MachineState | None = None  # the machine over the session that measured it
 
 
 OTHER_RESOLUTIONS = (32, 56, 112, 224)  # a quarter of the set at two of these: weights
@@ -183,9 +186,10 @@ def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, An
 
 def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Sequence[Network],
                     passes: int = PASSES, drift_keys: int | None = None,
-                    progress: Progress | None = None) -> list[Sample]:
-    """Time ``nets`` whole (interleaved passes) with a drift sample of their keys between
-    passes; each latency is brought back to the LUT's time by the drift factor."""
+                    progress: Progress | None = None, repeats: int = 1) -> list[Sample]:
+    """Time ``nets`` whole (``repeats`` x ``passes`` interleaved passes) with a drift sample
+    of their keys between passes; each latency is brought back to the LUT's time by the
+    drift factor."""
     tables = all_tables(store, version)
     absent = sorted({k for n in nets for k in n.keys} - tables.table.keys() - tables.extra.keys())
     if absent:
@@ -194,11 +198,14 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
     lookup = {**tables.table, **tables.extra}
     drift_keys = min(100, 4 * len(nets)) if drift_keys is None else drift_keys
     drift = SessionDrift(runner, nets, tables, drift_keys, SEED)
-    timed = time_networks(runner, {n.name: n for n in nets}, passes, seed=SEED,
-                          progress=progress, between=lambda p: drift.measure_slice(p, passes))
+    rounds = passes * repeats
+    timed = time_networks(runner, {n.name: n for n in nets}, passes, repeats=repeats, seed=SEED,
+                          progress=progress, between=lambda p: drift.measure_slice(p, rounds))
     factor = drift.factors()["lut"] or 1.0
+    state = session_state(timed)
     return [Sample(n.name, [(node.spec, lookup[node.spec.key]) for node in n.nodes],
-                   summary(timed[n.name])["latency_us"] / factor) for n in nets]
+                   timed[n.name].latency_us / factor,
+                   [x / factor for x in timed[n.name].repeats_us], state) for n in nets]
 
 
 def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWORKS,
@@ -213,7 +220,9 @@ def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWOR
     nets = calibration_set(Space.of(version.space), n)
     samples = measure_samples(store, version, runner, nets, passes, progress=progress)
     overhead = store.stats(version.id).get("invoke_overhead_us", 0.0)
-    cal = fit(samples, overhead, version.fingerprint)
+    state = samples[0].state if samples else None
+    cal = replace(fit(samples, overhead, version.fingerprint),
+                  machine_state=state.to_dict() if state else {})
     store.set_calibration(version.id, cal)
     return cal
 

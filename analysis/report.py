@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis import plots, stats
+from analysis import agreement, plots, stats
 from analysis.features import Tables, all_tables, estimate_row
 from analysis.plots import Plot
 from lut_db.calibration import Calibration
@@ -75,8 +75,11 @@ def parse_rows(stored: Sequence[Mapping[str, Any]], tables: Tables | None = None
         if "estimate" not in timing:
             continue  # a row written by something else: nothing to estimate from
         row = {**r, **timing, "held_out": bool(r["held_out"])}
+        net = Network.from_json_dict(json.loads(r["network"]))
+        specs = net.specs
+        row["resolution"] = specs[0].h if specs else None
+        row["int8"] = any(spec.dtype == "int8" for spec in specs)
         if tables is not None:
-            net = Network.from_json_dict(json.loads(r["network"]))
             try:
                 fresh = estimate_row(net, tables, compare=False)  # stored: interpolated_us
                 row["estimate"] = {**timing["estimate"], **fresh}
@@ -140,7 +143,47 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], overhead_us: float,
     out["correction"] = model.to_dict() if model else None
     out["interpolation"] = _interpolation(rows)
     out["drift"] = _drift_sessions(rows)
+    out["limits"] = limits_by_group(rows, pred, measured, groups)
+    out["machine"] = _machine_sessions(rows)
     return out, pred
+
+
+HEADLINE = ("calibrated", "corrected", "drift")  # the headline's predictor: the first there
+
+
+def limit_groups(rows: Sequence[Mapping[str, Any]],
+                 groups: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The test sets limits are given for: the headline's networks (unseen by the
+    calibration, else in space), held out, 32 px and int8 where present."""
+    head = "unseen" if "unseen" in groups else "in_space"
+    out = {head: groups[head], "held_out": groups["held_out"],
+           "32px": np.array([r.get("resolution") == 32 for r in rows], bool),
+           "int8": np.array([bool(r.get("int8")) for r in rows], bool)}
+    return {g: sel for g, sel in out.items() if sel.any()}
+
+
+def limits_by_group(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.ndarray],
+                    measured: np.ndarray, groups: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Bland–Altman limits of the headline predictor per test set, each next to the
+    measurements' own repeatability (``analysis.agreement``)."""
+    best = next((p for p in HEADLINE if p in pred), "naive")
+    repeats = [r.get("repeats_us") or [] for r in rows]
+    return {"predictor": best, "groups": {
+        g: agreement.side_by_side(pred[best][sel], measured[sel],
+                                  [repeats[i] for i in np.flatnonzero(sel)])
+        for g, sel in limit_groups(rows, groups).items()}}
+
+
+def _machine_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The machine's state over each measuring session, with its network count."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        state = r.get("machine_state")
+        if state:
+            key = json.dumps(state, sort_keys=True)
+            seen.setdefault(key, {**state, "measured_at": r.get("measured_at"),
+                                  "networks": 0})["networks"] += 1
+    return list(seen.values())
 
 
 def _interpolation(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -169,7 +212,15 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
     a = preds[best].get("unseen" if best == "calibrated" else "in_space", {})
     h = preds[best].get("held_out", {})
     n = preds["naive"].get("in_space", {})
-    return {"predictor": best, "label": stats.PREDICTOR_LABELS[best],
+    lim = metrics.get("limits", {}).get("groups", {})
+    machine = metrics.get("machine", [])
+    busy = [m for m in machine if m.get("busy")]
+    return {"limits": lim.get("unseen" if best == "calibrated" else "in_space"),
+            "held_out_limits": lim.get("held_out"),
+            "busy_networks": sum(m["networks"] for m in busy),
+            "busy_reasons": sorted({x for m in busy for x in m.get("reasons", [])}),
+            "state_recorded": bool(machine),
+            "predictor": best, "label": stats.PREDICTOR_LABELS[best],
             "n": a.get("n", 0), "within_5": a.get("count_within_5pct", 0),
             "within_10": a.get("count_within_10pct", 0), "pearson_r": a.get("pearson_r"),
             "held_out_n": h.get("n", 0), "held_out_within_5": h.get("count_within_5pct", 0),
@@ -248,6 +299,7 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
     grid = max([int(sw.get("grid", 32)) for sw in version.space.get("sweeps", [])] or [32])
     figures = make_plots(rows, pred, metrics, table, compare, version.label, grid)
     table_rows = network_table(rows, pred)
+    metrics["sweep_machine"] = store.stat_detail(version.id, "machine_busy")
     metrics.update(lut=lut, version=version.label, device=version.device,
                    backend=version.backend, fingerprint=version.fingerprint,
                    networks=table_rows, generated_s=time.perf_counter() - start)
@@ -304,6 +356,22 @@ def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) 
             + (f" (on-demand keys: {100 * (d['extra'] - 1):+.1f} % over "
                f"{d['extra_keys']})" if d.get("extra_keys") else "")
             + f"; applied to the {d['networks']} networks measured in that session.")
+    for st in metrics.get("sweep_machine") or []:
+        notes.append(f"Machine while the LUT was swept: {st.get('summary', '')}"
+                     + (f" — busy: {'; '.join(st.get('reasons', []))}." if st.get("busy")
+                        else "."))
+    for st in metrics.get("machine", []):
+        notes.append(f"Machine while {st['networks']} networks were measured "
+                     f"({st.get('measured_at') or 'time not recorded'}): "
+                     f"{st.get('summary', '')}" + (" — busy." if st.get("busy") else "."))
+    reps = [r.get("repeats") for r in rows if r.get("repeats")]
+    if reps:
+        notes.append(f"Ground truth: each network measured {max(reps)} times at separate "
+                     "moments (each time a block of interleaved passes over the whole set); "
+                     "the median is its measured latency, their spread its repeatability. "
+                     "Limits of agreement are Bland–Altman limits on log latency: bias ± 1.96 "
+                     "SD of log(estimate / measured); repeatability limits ± 1.96 x sqrt(2) x "
+                     "the within-network SD of the repeats.")
     corr = metrics.get("correction")
     if corr:
         parts = [f"{c}: +{100 * v:.1f} % of its entries" for c, v in corr["rel"].items() if v]
@@ -447,8 +515,19 @@ def verdict_sentences(report: Report) -> list[str]:
         out.append(f"Held-out families (never in the sweep space): {v['held_out_within_5']} of "
                    f"{v['held_out_n']} within ±5 %, {v['held_out_within_10']} within ±10 %"
                    f" (MAPE {_fmt(v['held_out_mape_pct'], 'f1')} %).")
+    if v.get("limits"):
+        out.append("Limits of agreement (log latency, 95 %): " + agreement.describe(v["limits"])
+                   + ".")
+    if v.get("held_out_limits"):
+        out.append("Held out: " + agreement.describe(v["held_out_limits"]) + ".")
     out.append(f"The naive sum of LUT entries: {v['naive_within_5']} of {v['n']} within ±5 %, "
                f"{_fmt(v['naive_mean_error_pct'], 'f1')} % on average.")
+    if v.get("busy_networks"):
+        out.append(f"warning: {v['busy_networks']} of the networks were measured while the "
+                   f"machine was busy ({'; '.join(v['busy_reasons'])}): their numbers may be "
+                   "off by 10-45 %; measure again on a quiet machine.")
+    elif not v.get("state_recorded"):
+        out.append("The machine's state was not recorded with these measurements.")
     return out
 
 
@@ -467,7 +546,13 @@ def to_markdown(report: Report) -> str:
     for title, key, how in METRIC_ROWS:
         lines.append(f"| {title} | " + " | ".join(" ".join(_cell(a, key, how)).strip()
                                                   for _, a in cols) + " |")
-    lines += ["", "Brackets: 95 % bootstrap confidence intervals.", "", "## Figures", ""]
+    lines += ["", "Brackets: 95 % bootstrap confidence intervals.", ""]
+    head, body = limits_table(m)
+    if body:
+        lines += ["## Limits of agreement (log latency, 95 %)", "",
+                  "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body] + [""]
+    lines += ["## Figures", ""]
     for p in report.plots:
         lines.append(f"### {p.title}")
         lines.append("")
@@ -519,7 +604,7 @@ def to_html(report: Report) -> str:
         f"{e(m['backend'])} · {v['n'] + v['held_out_n']} networks measured whole</p>"),
         f"<div class='verdict{'' if good else ' bad'}'>",
         *[f"<p>{e(s)}</p>" for s in verdict_sentences(report)], "</div>",
-        "<h2>Numbers</h2>", _html_metrics(m),
+        "<h2>Numbers</h2>", _html_metrics(m), _html_limits(m),
         ("<p class='sub'>Brackets: 95 % bootstrap confidence intervals. Each in-space column "
          "adds one step to the one before it; MACs: the best straight line through the "
          "measurements.</p>"), "<h2>Figures</h2>",
@@ -549,6 +634,44 @@ def _html_metrics(m: Mapping[str, Any]) -> str:
                         for v, ci in (_cell(a, key, how) for _, a in cols))
         body.append(f"<tr><td>{html.escape(title)}</td>{cells}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+GROUP_TITLES = {"unseen": "unseen by the calibration", "in_space": "in space",
+                "held_out": "held-out families", "32px": "32 px", "int8": "int8"}
+
+
+def limits_table(m: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the limits of agreement per test set, as the page shows them."""
+    lim = m.get("limits", {})
+    head = ["test set", "n", "bias", "estimate vs measured", "measured vs measured again",
+            "width ratio"]
+    body = []
+    for g, a in lim.get("groups", {}).items():
+        e, r = a["estimate"], a["repeatability"]
+        body.append([GROUP_TITLES.get(g, g), str(e.get("n", 0)), _signed(e.get("bias_pct"))
+                     + (" %" if "bias_pct" in e else ""), _range(e), _range(r),
+                     _fmt(a.get("width_ratio"), "f2") + ("x" if "width_ratio" in a else "")])
+    return head, body
+
+
+def _range(a: Mapping[str, Any]) -> str:
+    if "lower_pct" not in a:
+        return "–"
+    return f"{_signed(a['lower_pct'])} % to {_signed(a['upper_pct'])} %"
+
+
+def _html_limits(m: Mapping[str, Any]) -> str:
+    head, body = limits_table(m)
+    if not body:
+        return ""
+    e = html.escape
+    label = stats.PREDICTOR_LABELS.get(m["limits"]["predictor"], m["limits"]["predictor"])
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
+    return (f"<h3>Limits of agreement (log latency, 95 %): {e(label)}</h3><table><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in head) + f"</tr>{rows}</table>"
+            "<p class='sub'>Bland–Altman: bias and bias ± 1.96 SD of log(estimate / measured); "
+            "repeatability: ± 1.96 x sqrt(2) x the within-network SD of the repeats. Width "
+            "ratio: how many times as wide the estimate's limits are.</p>")
 
 
 def _best(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -610,7 +733,7 @@ def compare_with(ref: str, store: LutStore, version: Version) -> Compare:
 
 def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Path, *,
                compare: str | None = None, networks: int = 60, seed: int = 0,
-               passes: int = 10, progress: Progress | None = None
+               passes: int = 4, progress: Progress | None = None, repeats: int = 3
                ) -> tuple[Report, Path, Validation]:
     """Validate ``version`` (measuring on ``runner`` what is not stored; None: report only
     what is), then write the report under ``out``; returns it, its folder and the run."""
@@ -620,6 +743,7 @@ def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Pa
     other = compare_with(compare, store, version) if compare else None
     if runner is not None:
         store.lock()  # on-demand keys go into a derived version of this file
-    result = validate(store, version, runner, networks, seed, passes, progress=progress)
+    result = validate(store, version, runner, networks, seed, passes, progress=progress,
+                      repeats=repeats)
     report = build(store, version, other)
     return report, write(report, out), result

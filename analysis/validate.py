@@ -19,8 +19,8 @@ from analysis.features import Tables, all_tables, estimate_row, missing_keys
 from analysis.profile import profile_choice, profile_layers
 from analysis.sampling import Space, ValidationError, sample_networks
 from bench.missing import ensure_keys
-from bench.runners.base import Runner, Timing
-from bench.timing import DriftSample, Progress, sum_ratio, summary, time_networks
+from bench.runners.base import Runner
+from bench.timing import DriftSample, Measurement, Progress, sum_ratio, time_networks
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
@@ -89,10 +89,17 @@ class SessionDrift(DriftSample):
                 "extra": sum_ratio(self.tables.extra, extra), "extra_keys": len(extra)}
 
 
+REPEATS = 3  # each network measured this often at separate moments: the median is its
+# latency, their spread its repeatability
+PASSES = 4  # interleaved passes per repeat
+
+
 def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 60,
-             seed: int = 0, passes: int = 10, profile: bool = True, drift_keys: int = 200,
-             progress: Progress | None = None) -> Validation:
-    """Sample, measure what is not stored yet, estimate, store; return the set's rows."""
+             seed: int = 0, passes: int = PASSES, profile: bool = True, drift_keys: int = 200,
+             progress: Progress | None = None, repeats: int = REPEATS) -> Validation:
+    """Sample, measure what is not stored yet, estimate, store; return the set's rows.
+    Each network is measured ``repeats`` times (``passes`` interleaved passes each), the
+    repeats one after another through the session."""
     nets = sample_networks(Space.of(version.space), n, seed)
     stored = stored_rows(store, version)
     todo = [net for net in nets if net.name not in stored]
@@ -113,9 +120,10 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
         tables = _tables_for(store, version, todo, runner)
     if todo:
         drift = SessionDrift(runner, todo, tables, drift_keys, seed)
+        rounds = passes * repeats
         timed = time_networks(runner, {net.name: net for net in todo}, passes, seed=seed,
-                              progress=progress,
-                              between=lambda p: drift.measure_slice(p, passes))
+                              repeats=repeats, progress=progress,
+                              between=lambda p: drift.measure_slice(p, rounds))
         factors = drift.factors()
         for net in todo:
             store.add_validation(version.id, _row(net, timed[net.name], tables, factors))
@@ -138,10 +146,10 @@ def _tables_for(store: LutStore, version: Version, nets: Sequence[Network],
     return tables
 
 
-def _row(net: Network, timings: Sequence[Timing], tables: Tables,
+def _row(net: Network, measured: Measurement, tables: Tables,
          drift: dict[str, Any]) -> dict[str, Any]:
     est = estimate_row(net, tables)
-    timing = {**summary(timings), "kind": net.meta.get("kind"), "estimate": est,
+    timing = {**measured.to_dict(), "kind": net.meta.get("kind"), "estimate": est,
               "drift": drift}
     return {"name": net.name, "family": net.meta.get("family", ""),
             "held_out": int(bool(net.meta.get("held_out"))), "network": net.to_json(),

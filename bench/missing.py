@@ -86,13 +86,16 @@ def estimate_network(store: LutStore, version: Version, net: Network, policy: st
                      runner: Runner | None = None, log: Log | None = None) -> Estimate:
     """What `netadapt estimate` prints: ``net`` on ``version``, its missing keys resolved by
     ``policy``, calibrated with the version's in-network model (``raw``: the plain sum).
-    A version without a calibration gives the plain sum, and says so through ``log``."""
+    A version without a calibration gives the plain sum, and says so through ``log``; so
+    does a calibration fitted while the machine was busy."""
     got = resolve(store, version, net.keys, policy, device=device, runner=runner, log=log)
     cal = None if raw else store.calibration(got.version)
     if cal is None and not raw and log:
         log(f"warning: {got.label} has no calibration, so this is the plain sum of its "
             f"entries (typically 5-15 % low); calibrate it with: netadapt calibrate --lut "
             f"{got.label}")
+    if cal is not None and log and cal.busy_warning():
+        log(cal.busy_warning())
     return estimate(net, got.table, lut=got.label, interpolated=got.interpolated,
                     calibration=cal)
 

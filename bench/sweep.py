@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.machine_state import MachineState
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, Runner, RunnerError, Timing
 from lut_db.spec import DTYPES, LayerSpec
 from lut_db.store import LutStore, Version
@@ -63,6 +64,7 @@ class SweepResult:
     plan: Plan | None = None
     eta_s: float | None = None  # a dry run's calibrated estimate of the sweep's time
     agreement: list[dict[str, Any]] = field(default_factory=list)  # per phone, farm sweeps
+    states: list[MachineState] = field(default_factory=list)  # each device over this run
 
     @property
     def efficiency(self) -> float | None:
@@ -187,6 +189,9 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     """
     start = time.perf_counter()
     timed_before = sum(r.timed_ns for r in runners)  # a runner may have timed other work
+    probes = [r.state_probe() for r in runners]
+    for probe in probes:
+        probe.start()
     batch_size = batch_size or runners[0].batch_size
     work: queue.Queue[list[str] | None] = queue.Queue()
     for i in range(0, len(keys), batch_size):
@@ -238,6 +243,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         raise BrokenTool(_broken_message(broken, streaks[broken], result))
     result.wall_s = time.perf_counter() - start
     result.timed_s = (sum(r.timed_ns for r in runners) - timed_before) / 1e9
+    result.states = [st for st in (p.stop() for p in probes) if st is not None]
     if pending:
         reasons = "; ".join(str(e) for e in errors) or "no runner left"
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "
@@ -245,6 +251,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     if seal:
         usable = [r for r, s in zip(runners, serials) if s not in gone and s not in away]
         measure_overhead(store, version, (usable or list(runners))[0], build)
+        record_states(store, version, result.states)
         result.version = store.seal(version.id)
     return result
 
@@ -378,6 +385,14 @@ def measure_overhead(store: LutStore, version: Version, runner: Runner, build: B
         raise RunnerError(f"could not measure the per-invoke overhead: {res.error}")
     store.set_stat(version.id, "invoke_overhead_us", res.latency_us,
                    {"model": OVERHEAD_SPEC.key, "std_us": res.std_us, "runs": res.runs})
+
+
+def record_states(store: LutStore, version: Version, states: Sequence[MachineState]) -> None:
+    """The devices' state over the sweep run that sealed the version, kept with it
+    (``machine_busy``: how many were busy; the states in its detail)."""
+    if states:
+        store.set_stat(version.id, "machine_busy", float(sum(s.busy for s in states)),
+                       [s.to_dict() for s in states])
 
 
 def measure_missing(store: LutStore, version: Version, keys: Sequence[str],

@@ -7,7 +7,9 @@ once per pass; passes are rounds over the whole set, each in its own shuffled or
 slow drift of the device spreads over the set as noise instead of biasing whichever
 networks ran during a slow spell. The runner times one pass per call
 (``Runner.for_networks``), and every pass is kept with the moment it was measured, so
-the spread and the run count travel with the number.
+the spread and the run count travel with the number: ``time_networks`` returns one
+``Measurement`` per network (passes, repeats at separate moments, fingerprint, and the
+machine's state over the run, ``bench.machine_state``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
+from bench.machine_state import MachineState, worst
 from bench.runners.base import BatchItem, Failure, Runner, RunnerError, Timing
 from lut_db.spec import LayerSpec, Network
 
@@ -30,18 +34,85 @@ class NetworkFailed(RunnerError):
     """A whole network the device could not run."""
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One network timed whole: every pass kept (with its moment), grouped into
+    ``repeats`` blocks of passes measured at separate moments, the setup's fingerprint
+    and the machine's state over the run. The latency is the median of the repeats'
+    medians; their spread is the measurement's repeatability."""
+
+    passes: tuple[Timing, ...]
+    repeats: int = 1
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    state: MachineState | None = None
+    at: str = ""  # when the run ended (UTC, ISO 8601)
+
+    @property
+    def passes_us(self) -> list[float]:
+        return [t.latency_us for t in self.passes]
+
+    @property
+    def repeats_us(self) -> list[float]:
+        """Each repeat's median over its passes, in the order they were measured."""
+        lat, k = self.passes_us, max(1, len(self.passes) // max(self.repeats, 1))
+        return [statistics.median(lat[i:i + k]) for i in range(0, k * self.repeats, k)
+                if lat[i:i + k]]
+
+    @property
+    def latency_us(self) -> float:
+        return statistics.median(self.repeats_us)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.latency_us / 1000
+
+    @property
+    def pass_spread(self) -> float:
+        """(max - min) / median over every pass."""
+        lat = self.passes_us
+        return (max(lat) - min(lat)) / statistics.median(lat)
+
+    @property
+    def repeat_spread(self) -> float | None:
+        """(max - min) / median over the repeats (None with one repeat)."""
+        r = self.repeats_us
+        return (max(r) - min(r)) / statistics.median(r) if len(r) > 1 else None
+
+    @property
+    def runs(self) -> int:
+        return sum(t.runs for t in self.passes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as stored with a validation row (fingerprint: the version's)."""
+        return {"latency_us": self.latency_us, "passes_us": self.passes_us,
+                "passes_at_s": [t.extra.get("at_s") for t in self.passes],
+                "pass_spread": self.pass_spread, "repeats": self.repeats,
+                "repeats_us": self.repeats_us, "repeat_spread": self.repeat_spread,
+                "runs": self.runs,
+                "min_us": min(t.min_us for t in self.passes),
+                "max_us": max(t.max_us for t in self.passes),
+                "preempted": sum(int(t.extra.get("preempted", 0)) for t in self.passes),
+                "machine_state": self.state.to_dict() if self.state else None,
+                "measured_at": self.at}
+
+
 def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, *,
-                  seed: int = 0, chunk: int = 4, progress: Progress | None = None,
-                  between: Callable[[int], None] | None = None) -> dict[str, list[Timing]]:
-    """Each model timed once per pass, passes interleaved over the set (see the module).
-    ``between(p)`` runs after pass p (e.g. a drift sample, measured interleaved too)."""
+                  repeats: int = 1, seed: int = 0, chunk: int = 4,
+                  progress: Progress | None = None,
+                  between: Callable[[int], None] | None = None) -> dict[str, Measurement]:
+    """Each model timed ``passes`` x ``repeats`` times, each round over the whole set in its
+    own order (see the module); repeat r is rounds r x passes .. (r + 1) x passes - 1.
+    ``between(p)`` runs after round p (e.g. a drift sample, measured interleaved too)."""
     from bench.tflite_build import build_network
 
     one = runner.for_networks()
     out: dict[str, list[Timing]] = {name: [] for name in models}
     rng = random.Random(seed)
+    rounds = passes * repeats
+    probe = runner.state_probe()
+    probe.start()
     start = time.monotonic()
-    for p in range(passes):
+    for p in range(rounds):
         order = list(models)
         rng.shuffle(order)
         for names in _chunks(order, chunk):
@@ -54,10 +125,12 @@ def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, 
                     raise NetworkFailed(f"{name} failed on the device: {res.error}")
                 out[name].append(replace(res, extra={**res.extra, "at_s": round(at, 2)}))
             if progress:
-                progress(len(names), f"pass {p + 1}/{passes}")
+                progress(len(names), f"pass {p + 1}/{rounds}")
         if between:
             between(p)
-    return out
+    state = probe.stop()
+    fp, when = runner.fingerprint(), datetime.now(UTC).isoformat(timespec="seconds")
+    return {n: Measurement(tuple(t), repeats, fp, state, when) for n, t in out.items()}
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -65,16 +138,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i:i + size]
 
 
-def summary(timings: Sequence[Timing]) -> dict[str, Any]:
-    """One network's passes -> its latency (median over passes, us) and the spread."""
-    lat = [t.latency_us for t in timings]
-    return {"latency_us": statistics.median(lat), "passes_us": lat,
-            "passes_at_s": [t.extra.get("at_s") for t in timings],
-            "pass_spread": (max(lat) - min(lat)) / statistics.median(lat),
-            "runs": sum(t.runs for t in timings),
-            "min_us": min(t.min_us for t in timings),
-            "max_us": max(t.max_us for t in timings),
-            "preempted": sum(int(t.extra.get("preempted", 0)) for t in timings)}
+def session_state(measured: Mapping[str, Measurement]) -> MachineState | None:
+    """The machine's state over one ``time_networks`` run (its measurements share it)."""
+    return next((m.state for m in measured.values()), None)
 
 
 def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
@@ -82,7 +148,56 @@ def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
     """Each model's latency in ms: the median over interleaved passes (``between``: as in
     ``time_networks``)."""
     timed = time_networks(runner, models, passes, seed=seed, between=between)
-    return {n: summary(t)["latency_us"] / 1000 for n, t in timed.items()}
+    return {n: m.latency_ms for n, m in timed.items()}
+
+
+# -- `netadapt measure`: repeated while its passes disagree ------------------------------------
+
+SPREAD_LIMIT = 0.10  # passes (or repeats) further apart than this disagree
+MAX_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A measurement, and whether it can be trusted: ``reliable`` when its passes agree
+    within ``limit`` (one repeat) or its repeats do (after measuring again)."""
+
+    measurement: Measurement
+    reliable: bool
+    limit: float
+
+    def note(self) -> str | None:
+        """One line for the user when the number should not be trusted as it is."""
+        m = self.measurement
+        if self.reliable:
+            return None
+        spread = m.repeat_spread if m.repeat_spread is not None else m.pass_spread
+        return (f"UNRELIABLE: {m.repeats} measurements at separate moments still disagree by "
+                f"{100 * spread:.0f} % (over {100 * self.limit:.0f} %), so the median may be "
+                "far off; measure on a quiet machine, with more --passes")
+
+
+def time_until_agreed(runner: Runner, model: Model, passes: int = 5, *, name: str = "model",
+                      limit: float = SPREAD_LIMIT, max_repeats: int = MAX_REPEATS,
+                      seed: int = 0) -> Checked:
+    """Time ``model`` in ``passes`` passes; while they disagree (spread over ``limit``),
+    measure another repeat of ``passes`` at a later moment, up to ``max_repeats``: a
+    number is kept when its repeats agree, and flagged unreliable when they never do."""
+    runs: list[Measurement] = []
+    for r in range(max_repeats):
+        runs.append(time_networks(runner, {name: model}, passes, seed=seed + r)[name])
+        m = _joined(runs)
+        spread = m.repeat_spread if m.repeat_spread is not None else m.pass_spread
+        if spread <= limit:
+            return Checked(m, True, limit)
+    return Checked(_joined(runs), False, limit)
+
+
+def _joined(runs: Sequence[Measurement]) -> Measurement:
+    """Repeats measured one after another as one measurement (the busiest state kept)."""
+    states = [m.state for m in runs if m.state is not None]
+    return Measurement(tuple(t for m in runs for t in m.passes), len(runs),
+                       runs[-1].fingerprint, worst(states), runs[-1].at)
 
 
 # -- layers timed again beside networks: the device's drift since its LUT --------------------

@@ -12,6 +12,11 @@ session, interleaved, with the drift factor taken out as the calibration does:
 - ``adapted32``: what NetAdapt makes at 32 px: narrow multipliers, and x0.5 networks with
   their late (weight-heavy) layers cut hardest.
 
+Each test network is measured ``REPEATS`` times at separate moments (blocks of interleaved
+passes through the session): the median is its measured latency, and the repeats' spread
+is the repeatability every model's Bland–Altman limits stand beside (``limits``, per test
+set; ``analysis.agreement``).
+
 Candidates, each fitted on the calibration set only: the plain sum (the paper), the
 sum less the per-invoke overhead, one scale factor, the report's per-op-class
 correction, the v2 cache model (an extra cost per MB of weights that fit in L2), v2
@@ -32,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis import agreement
 from analysis import calibrate as cb
 from analysis.families import HELD_OUT
 from analysis.features import op_class
@@ -46,6 +52,9 @@ from lut_db.spec import Network
 from lut_db.store import LutStore
 
 Predict = Callable[[cb.Sample], float]
+REPEATS = 3  # each network measured at this many separate moments
+PASSES = 2  # interleaved passes per repeat
+NOISE_FLOOR = "the same networks measured again (noise floor)"
 
 
 def test_sets(space: Space) -> dict[str, list[Network]]:
@@ -144,6 +153,27 @@ def score(pred: Predict, samples: Sequence[cb.Sample]) -> dict[str, Any]:
     return out
 
 
+def noise_floor(samples: Sequence[cb.Sample]) -> dict[str, Any]:
+    """The second repeat scored against the first, as a model is scored."""
+    pairs = [s.repeats_us[:2] for s in samples if len(s.repeats_us) >= 2]
+    if not pairs:
+        return {"n": 0}
+    out = cb.errors(np.array([b / a - 1 for a, b in pairs]))
+    out["mean_signed_pct"] = float(100 * np.mean([b / a - 1 for a, b in pairs]))
+    return out
+
+
+def limits(preds: dict[str, Predict], samples: Sequence[cb.Sample]) -> dict[str, Any]:
+    """Each model's Bland–Altman limits on one test set, beside the set's repeatability."""
+    measured = [s.measured_us for s in samples]
+    repeats = [s.repeats_us for s in samples]
+    out: dict[str, Any] = {"repeatability": agreement.repeatability(repeats), "models": {}}
+    for name, p in preds.items():
+        a = agreement.side_by_side([p(s) for s in samples], measured, repeats)
+        out["models"][name] = {**a["estimate"], "width_ratio": a.get("width_ratio")}
+    return out
+
+
 def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
     with open_runners("host") as runners:
         runner = runners[0]
@@ -169,20 +199,24 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
         absent = sorted({k for n in nets for k in n.keys if k not in table})
         if absent:
             ensure_keys(store, version, absent, runner=runner)
-        # the calibration set again, in the same session as the tests, for the fits
-        samples = cb.measure_samples(store, version, runner, train_nets + nets)
-        # the test networks once more: no estimate can agree with a measurement better
-        # than the measurement agrees with itself (this machine's noise floor)
-        again = {s.name: s.measured_us
-                 for s in cb.measure_samples(store, version, runner, nets)}
+        # the calibration set again, in the same session as the tests, for the fits; every
+        # network measured REPEATS times at separate moments
+        samples = cb.measure_samples(store, version, runner, train_nets + nets, PASSES,
+                                     repeats=REPEATS)
     store.close()
     by_name = {s.name: s for s in samples}
     train = [by_name[n.name] for n in train_nets]
     preds = candidates(train, cal)
-    preds["the same networks measured again (noise floor)"] = lambda s: again[s.name]
-    out["models"] = {name: {group: score(p, [by_name[n.name] for n in nets_])
-                            for group, nets_ in sets.items()}
+    groups = {g: [by_name[n.name] for n in nets_] for g, nets_ in sets.items()}
+    out["models"] = {name: {g: score(p, group) for g, group in groups.items()}
                      for name, p in preds.items()}
+    # no estimate can agree with a measurement better than the measurement agrees with
+    # itself: one repeat against the next (this machine's noise floor)
+    out["models"][NOISE_FLOOR] = {g: noise_floor(group) for g, group in groups.items()}
+    out["limits"] = {g: limits(preds, group) for g, group in groups.items()}
+    out["repeats"], out["passes_per_repeat"] = REPEATS, PASSES
+    state = samples[0].state if samples else None
+    out["machine_state"] = state.to_dict() if state else None
     share = [cal.evicted(sum(cb.weight_mb(sp) for sp, _ in s.layers)) for s in train]
     out["calibration_set"] = {"networks": len(train), "warm": sum(x == 0 for x in share),
                               "partly_evicted": sum(0 < x < 1 for x in share)}

@@ -15,8 +15,10 @@ or ``--tf-python``); without one the section is skipped and says so. In order:
 3. ``estimates``: the keys the files need and the sweeps lack are measured on demand into
    derived versions of the last two LUTs (`--missing measure`); each file's calibrated
    estimate (what `netadapt estimate --model-file` prints) against the file itself timed
-   whole, all ten files interleaved over ``passes`` rounds, with a sample of their LUT
-   keys measured alone between rounds (the session's speed against the LUT's).
+   whole, all ten files interleaved over ``repeats`` x ``passes`` rounds, with a sample of
+   their LUT keys measured alone between rounds (the session's speed against the LUT's);
+   each file's measured latency is the median of its repeats, and the limits of agreement
+   per dtype stand next to the repeats' own (``analysis.agreement``).
 4. ``int8_validation``: `netadapt report` on the last int8 LUT: sampled int8 networks
    measured whole, scored with the calibrated estimate on those the calibration was not
    fitted on.
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis import agreement
 from analysis.calibrate import ensure_calibrated
 from analysis.features import all_tables
 from analysis.report import report_lut
@@ -45,7 +48,7 @@ from bench.missing import ensure_keys, estimate_network
 from bench.runners.base import Runner
 from bench.sweep import SweepSpace, build_lut
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
-from bench.timing import summary, time_networks
+from bench.timing import session_state, time_networks
 from lut_db.store import LutStore, Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,8 +142,8 @@ def ratios(builds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
-              reads: dict[str, ReadResult], paths: dict[str, Path], passes: int
-              ) -> dict[str, Any]:
+              reads: dict[str, ReadResult], paths: dict[str, Path], passes: int,
+              repeats: int = 3) -> dict[str, Any]:
     """Each file's calibrated estimate against the file timed whole (see the module)."""
     stores = {dt: LutStore.open(db) for dt, db in luts.items()}
     try:
@@ -163,25 +166,33 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
 
         def between(p: int) -> None:
             for d in drifts.values():
-                d.measure_slice(p, passes)
+                d.measure_slice(p, passes * repeats)
 
         timed = time_networks(runner, {n: paths[n].read_bytes() for n in reads}, passes,
-                              seed=11, between=between)
+                              repeats=repeats, seed=11, between=between)
         factors = {dt: d.factors() for dt, d in drifts.items()}
         for name, est in ests.items():
             dt = _dtype(name)
-            s = summary(timed[name])
-            m = s["latency_us"]
+            t = timed[name]
+            m = t.latency_us
             f = factors[dt]["lut"] or 1.0
             rows.append({
                 "file": name, "lut": est.lut, "raw_ms": round(est.raw_total_us / 1000, 3),
                 "calibrated_ms": round(est.total_us / 1000, 3),
                 "measured_ms": round(m / 1000, 3),
-                "pass_spread_pct": round(100 * s["pass_spread"], 1),
+                "repeats_ms": [round(x / 1000, 3) for x in t.repeats_us],
+                "pass_spread_pct": round(100 * t.pass_spread, 1),
                 "error_pct": round(100 * (est.total_us / m - 1), 1),
                 "raw_error_pct": round(100 * (est.raw_total_us / m - 1), 1),
                 "error_drift_out_pct": round(100 * (est.total_us * f / m - 1), 1)})
-        return {"passes": passes, "keys_on_demand": on_demand,
+        limits = {dt: agreement.side_by_side(
+            [ests[r["file"]].total_us for r in rows if _dtype(r["file"]) == dt],
+            [timed[r["file"]].latency_us for r in rows if _dtype(r["file"]) == dt],
+            [timed[r["file"]].repeats_us for r in rows if _dtype(r["file"]) == dt])
+            for dt in DTYPES if any(_dtype(r["file"]) == dt for r in rows)}
+        state = session_state(timed)
+        return {"passes": passes, "repeats": repeats, "keys_on_demand": on_demand,
+                "limits": limits, "machine_state": state.to_dict() if state else None,
                 "drift_factor": {dt: round(f["lut"] or 1.0, 3) for dt, f in factors.items()},
                 "drift_keys": {dt: f["lut_keys"] for dt, f in factors.items()},
                 "rows": rows, **_scores(rows)}
@@ -223,6 +234,8 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
                            "passes": passes, "measured": result.measured,
                            "wall_s": round(time.perf_counter() - t0, 1)}
     out["session_drift"] = report.metrics.get("drift")  # the keys re-measured: now / LUT
+    out["limits"] = report.metrics.get("limits")
+    out["machine"] = report.metrics.get("machine")
     for name in ("calibrated", "calibrated_drift", "naive", "drift", "corrected"):
         for group in ("unseen", "held_out"):
             got = preds.get(name, {}).get(group)
@@ -232,8 +245,8 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
 
 
 def run(out: dict[str, Any], tf_python_path: str | None = None,
-        work: Path = Path("luts/files_bench"), passes: int = 10, report_networks: int = 60,
-        report_passes: int = 10, builds: tuple[str, ...] = BUILD_ORDER, grid: int = 32,
+        work: Path = Path("luts/files_bench"), passes: int = 4, report_networks: int = 60,
+        report_passes: int = 4, builds: tuple[str, ...] = BUILD_ORDER, grid: int = 32,
         calibration_networks: int = 40) -> None:
     python = tf_python(tf_python_path)
     if python is None:
@@ -282,7 +295,7 @@ def main() -> None:
     ap.add_argument("--tf-python", default=None, help="a Python with TensorFlow "
                     "(default: NETADAPT_TF_PYTHON)")
     ap.add_argument("--work", type=Path, default=Path("luts/files_bench"))
-    ap.add_argument("--passes", type=int, default=10)
+    ap.add_argument("--passes", type=int, default=4, help="passes per repeat (3 repeats)")
     args = ap.parse_args()
     out: dict[str, Any] = {}
     run(out, args.tf_python, args.work, args.passes)

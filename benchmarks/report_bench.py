@@ -20,7 +20,7 @@ NETWORKS = 60
 
 
 def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = NETWORKS,
-        passes: int = 10) -> None:
+        passes: int = 4, repeats: int = 3) -> None:
     from analysis import report as rep
     from analysis import validate as val
     from bench.devices import open_runners
@@ -37,7 +37,8 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
     store.lock()
     t0 = time.perf_counter()
     with open_runners(version.device, version.backend) as runners:
-        res = val.validate(store, version, runners[0], networks, passes=passes)
+        res = val.validate(store, version, runners[0], networks, passes=passes,
+                           repeats=repeats)
     out["measure_s"] = round(time.perf_counter() - t0, 1)
     out["measured_now"], out["reused"] = res.measured, res.reused
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,6 +65,8 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
                                 "pearson_r": round(a.get("pearson_r", float("nan")), 4)}
     out["correction"] = m.get("correction")
     out["drift"] = m.get("drift")
+    out["limits"] = m.get("limits")  # Bland–Altman, beside the repeats' own limits
+    out["machine"] = m.get("machine")  # the machine's state per measuring session
 
 
 def main() -> None:

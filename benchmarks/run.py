@@ -2,7 +2,9 @@
 
 Each section is a module with ``run(out, ...)`` filling a dict. Sections whose module
 is missing are skipped with a note. Results: benchmarks/results.json (everything)
-and a Markdown summary (``--out``).
+and a Markdown summary (``--out``). Each section's results carry the machine's state
+while it ran (``machine_state``: load, other processes' CPU, steal;
+``bench.machine_state``), and a section measured on a busy machine says so in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.machine_state import HostProbe
 from benchmarks.summary import markdown
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]] = {}
@@ -64,6 +67,8 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
+        probe = HostProbe()
+        probe.start()
         try:
             _, out = call(args)
         except ModuleNotFoundError as e:
@@ -72,8 +77,12 @@ def main() -> None:
             out = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
         out["section_wall_s"] = time.perf_counter() - t0
         out["when"] = results["when"]
+        state = probe.stop()
+        out["machine_state"] = state.to_dict()
         results["sections"][name] = out
-        print(f"{name}: done in {out['section_wall_s']:.0f} s", flush=True)
+        print(f"{name}: done in {out['section_wall_s']:.0f} s; {state.describe()}", flush=True)
+        if state.warning():
+            print(state.warning(f"the {name} section's numbers"), flush=True)
     json_path.write_text(json.dumps(results, indent=1, default=str))
     args.out.write_text(markdown(results))
     print(f"wrote {args.out} and {json_path}")

@@ -38,7 +38,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Benchmark results ({results['when']}, {results['machine']})", ""]
     for name, out in results["sections"].items():
         lines += [f"## {name}", ""]
-        scalars, tables = _flatten(out)
+        state = out.get("machine_state") or {}
+        if state:  # the machine while the section ran, and its warning when it was busy
+            lines += [f"Machine: {state.get('summary', '')}.", ""]
+            if state.get("warning"):
+                lines += [f"**{state['warning']}**", ""]
+        scalars, tables = _flatten({k: v for k, v in out.items() if k != "machine_state"})
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars]
         for tname, rows in tables:

@@ -84,6 +84,8 @@ class Calibration:
     networks: list[str] = field(default_factory=list)  # the networks it was fitted on
     cv: dict[str, Any] = field(default_factory=dict)  # cross-validated errors on them
     model: str = MODEL
+    # the machine while its networks were measured (bench.machine_state; {}: not recorded)
+    machine_state: dict[str, Any] = field(default_factory=dict)
 
     def evicted(self, weights_mb: float) -> float:
         """The share of a network's ``weights_mb`` MB of weights evicted between invokes."""
@@ -120,6 +122,15 @@ class Calibration:
         err = (f", cross-validated error {cv['mape_pct']:.1f} % (max {cv['max_pct']:.1f} %)"
                if cv else "")
         return f"{self.model} fitted on {len(self.networks)} networks{err}"
+
+    def busy_warning(self) -> str | None:
+        """One line when the calibration's networks were measured on a busy machine."""
+        why = self.machine_state.get("reasons")
+        if not why:
+            return None
+        return ("warning: this LUT's calibration was fitted from networks measured while the "
+                f"machine was busy ({'; '.join(why)}), so calibrated estimates may be off; "
+                "calibrate a new LUT version on a quiet machine")
 
     def physics(self) -> str:
         """The fitted parameters in words."""

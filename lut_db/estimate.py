@@ -90,7 +90,8 @@ class Estimate:
                 "total_us": self.total_us, "raw_total_ms": self.raw_total_ms,
                 "calibrated": cal is not None,
                 "calibration": {"model": cal.model, "networks": len(cal.networks),
-                                "cv": cal.cv} if cal else None,
+                                "cv": cal.cv, "machine_state": cal.machine_state or None,
+                                "warning": cal.busy_warning()} if cal else None,
                 "interpolated": len(self.interpolated),
                 "layers": [vars(layer) for layer in self.layers]}
 

@@ -672,6 +672,12 @@ class LutStore:
         return {r["name"]: r["value"]
                 for r in self.db["version_stats"].rows_where("version = ?", [version])}
 
+    def stat_detail(self, version: int, name: str) -> Any:
+        """The detail stored with one of a version's stats (None when there is none)."""
+        rows = list(self.db["version_stats"].rows_where("version = ? AND name = ?",
+                                                        [version, name]))
+        return json.loads(rows[0]["detail"]) if rows and rows[0]["detail"] else None
+
     # -- calibration ------------------------------------------------------------------------
     def set_calibration(self, version: int, calibration: Calibration) -> None:
         """Store a sealed version's calibration, once (it never changes afterwards)."""

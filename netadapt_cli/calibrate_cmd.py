@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from netadapt_cli.common import console, user_errors
+from netadapt_cli.common import console, err_console, user_errors
 
 
 def calibrate_cmd(
@@ -31,6 +31,9 @@ def calibrate_cmd(
             cal = calibrate(store, version, runners[0], networks, passes)
         if as_json:
             print(cal.to_json())
+        if cal.busy_warning():
+            err_console.print(cal.busy_warning(), style="yellow", highlight=False, markup=False)
+        if as_json:
             return
         console.print(f"calibrated {version.label}: {cal.describe()}; {cal.physics()}, "
                       f"{cal.us_per_act_mb:.2f} us per MB of activations, "

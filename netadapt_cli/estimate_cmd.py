@@ -103,40 +103,64 @@ def measure_cmd(
     dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
                                      "(default), float16 or int8."),
     passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
+    max_repeats: int = typer.Option(3, help="Measure again (another --passes passes) while "
+                                    "the passes disagree by more than 10 %, up to this many "
+                                    "times in all; a result that never agrees is flagged "
+                                    "unreliable."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Measure a whole network end to end on a device (interleaved passes, bench.timing);
-    with --lut, its estimate beside it."""
+    measured again while its passes disagree (else flagged unreliable), with the machine's
+    state; with --lut, its estimate beside it."""
     from bench.devices import open_runners
-    from bench.timing import summary, time_networks
+    from bench.timing import time_until_agreed
 
     with user_errors(as_json):
-        if passes < 1:
-            raise typer.BadParameter("--passes must be at least 1")
+        if passes < 1 or max_repeats < 1:
+            raise typer.BadParameter("--passes and --max-repeats must be at least 1")
         net = load_network(network, model, width, widths, resolution, classes, model_file,
                            dtype)
         est = None
+        say = (err_console if as_json else console).print  # --json: stdout is the JSON only
         if lut is not None:  # before measuring: a missing key fails fast
             store, version = open_lut(lut)
-            say = (err_console if as_json else console).print
             est = estimate_network(store, version, net, log=lambda m: say(m, highlight=False))
         model_bytes = model_file.read_bytes() if model_file is not None else net
         with open_runners(device, backend, serial=serial) as runners:
-            timed = time_networks(runners[0], {net.name: model_bytes}, passes)[net.name]
-        s = summary(timed)
-        out = {"network": net.name, "device": device, "latency_ms": s["latency_us"] / 1000,
-               "min_ms": s["min_us"] / 1000, "max_ms": s["max_us"] / 1000,
-               "pass_spread": s["pass_spread"], "passes": passes, "runs": s["runs"],
-               "preempted": s["preempted"], "macs": net.macs, "params": net.params}
+            checked = time_until_agreed(runners[0], model_bytes, passes, name=net.name,
+                                        max_repeats=max_repeats)
+        m = checked.measurement
+        d = m.to_dict()
+        warnings = [w for w in (m.state.warning("the passes") if m.state else None,
+                                checked.note()) if w]
+        out = {"network": net.name, "device": device, "latency_ms": m.latency_ms,
+               "min_ms": d["min_us"] / 1000, "max_ms": d["max_us"] / 1000,
+               "pass_spread": m.pass_spread, "passes": passes, "repeats": m.repeats,
+               "repeats_ms": [x / 1000 for x in m.repeats_us],
+               "repeat_spread": m.repeat_spread, "reliable": checked.reliable,
+               "runs": m.runs, "preempted": d["preempted"], "macs": net.macs,
+               "params": net.params, "machine_state": d["machine_state"],
+               "measured_at": m.at, "fingerprint": m.fingerprint, "warnings": warnings}
         if est is not None:
             out |= {"estimated_ms": est.total_ms, "calibrated": est.calibration is not None,
                     "estimated_over_measured": est.total_ms / out["latency_ms"]}
         if as_json:
             print(json.dumps(out, indent=1))
+            for w in warnings:
+                say(w, highlight=False, markup=False)
             return
         console.print(f"[bold]{net.name}[/] on {device}: {out['latency_ms']:.3f} ms (median of "
-                      f"{passes} passes, spread {100 * s['pass_spread']:.1f} %, min "
-                      f"{out['min_ms']:.3f}, {s['runs']} runs)")
+                      f"{passes} passes, spread {100 * m.pass_spread:.1f} %, min "
+                      f"{out['min_ms']:.3f}, {m.runs} runs)")
+        if m.repeats > 1:
+            console.print(f"measured {m.repeats} times, as the passes disagreed: "
+                          + ", ".join(f"{x:.3f}" for x in out["repeats_ms"])
+                          + f" ms ({100 * (m.repeat_spread or 0):.1f} % apart); the median is "
+                          "kept", highlight=False)
+        if m.state is not None:
+            console.print(f"machine: {m.state.describe()}", highlight=False, markup=False)
+        for w in warnings:
+            console.print(w, style="yellow", highlight=False, markup=False)
         if est is not None:
             console.print(f"estimated {est.total_ms:.3f} ms from {est.lut} "
                           f"({'calibrated' if est.calibration else 'plain sum'}; "

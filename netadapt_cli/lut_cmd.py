@@ -98,6 +98,8 @@ def _calibrate(db: Path, version_id: int, runner: Runner, networks: int, bar: Pr
     bar.update(task, visible=False)
     if made:
         console.print(f"calibrated {db}@{version_id}: {cal.describe()}", highlight=False)
+        if cal.busy_warning():
+            console.print(cal.busy_warning(), style="yellow", highlight=False, markup=False)
 
 
 def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:
@@ -126,6 +128,10 @@ def _print_result(res: sweep.SweepResult, db: Path, dry_run: bool) -> None:
         console.print(f"agreement {row['serial']}: median ratio to the farm median "
                       f"{row['median_ratio']:.3f} over {row['keys']} keys "
                       f"(p5 {row['p5']:.3f}, p95 {row['p95']:.3f})", highlight=False)
+    for state in res.states:
+        if state.warning():
+            console.print(state.warning("the LUT's entries"), style="yellow", highlight=False,
+                          markup=False)
     if res.failed:
         console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show {db}@{res.version.id}; "
                       f"their tool output is in {sweep.failure_dir(db)}/", highlight=False)

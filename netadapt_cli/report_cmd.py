@@ -25,7 +25,10 @@ def report_cmd(
                                        "backend, to compare with key by key."),
     networks: int = typer.Option(60, "--networks", "-n", help="Validation networks to sample."),
     seed: int = typer.Option(0, help="Seed of the validation set."),
-    passes: int = typer.Option(10, help="Interleaved passes: each network is timed this often."),
+    passes: int = typer.Option(4, help="Interleaved passes per repeat."),
+    repeats: int = typer.Option(3, help="Each network is measured this often at separate "
+                                "moments (--passes passes each): the median is its latency, "
+                                "their spread its repeatability."),
     out: Path = typer.Option(Path("reports"), help="Reports folder: writes "
                              "OUT/DEVICE/VERSION/{index.html,report.md,metrics.json}."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure validations "
@@ -33,19 +36,20 @@ def report_cmd(
 ) -> None:
     """Estimate vs measure whole networks on a LUT's device; write an HTML/Markdown/JSON report."""
     with user_errors():
-        if networks < 3 or passes < 1:
-            raise typer.BadParameter("--networks must be at least 3 and --passes at least 1")
+        if networks < 3 or passes < 1 or repeats < 1:
+            raise typer.BadParameter("--networks must be at least 3, --passes and --repeats "
+                                     "at least 1")
         store, version = open_lut(lut or str(default_db(device or "host")))
         try:
             _report(store, version, device, backend, serial, compare, networks, seed, passes,
-                    out, measure)
+                    out, measure, repeats)
         finally:
             store.close()  # and the writer lock, for whoever runs next in this process
 
 
 def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
-            out: Path, measure: bool) -> None:
+            out: Path, measure: bool, repeats: int) -> None:
     from analysis import report as rep
 
     with contextlib.ExitStack() as stack, _bar() as bar:
@@ -60,7 +64,7 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
         task = bar.add_task("validating", total=None)
         report, folder, result = rep.report_lut(
             store, version, runner, out, compare=compare, networks=networks, seed=seed,
-            passes=passes, progress=lambda n, what: bar.update(task, advance=n, description=what))
+            passes=passes, repeats=repeats, progress=lambda n, what: bar.update(task, advance=n, description=what))
     for line in rep.verdict_sentences(report):
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "

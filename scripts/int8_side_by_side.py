@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.devices import open_runners
 from bench.tflite_build import build_network
 from bench.tflite_read import read_file
-from bench.timing import summary, time_networks
+from bench.timing import time_networks
 
 
 def main() -> None:
@@ -30,10 +30,13 @@ def main() -> None:
         models[f"{path.stem} (builder)"] = build_network(read_file(path).network)
     with open_runners(args.device, None) as runners:
         timed = time_networks(runners[0], models, args.passes)
-    for name, t in timed.items():
-        s = summary(t)
-        print(f"{name:45s} {s['latency_us'] / 1000:8.3f} ms  pass spread "
-              f"{100 * s['pass_spread']:.1f} %")
+    for name, m in timed.items():
+        print(f"{name:45s} {m.latency_ms:8.3f} ms  pass spread {100 * m.pass_spread:.1f} %")
+    state = next(iter(timed.values())).state
+    if state is not None:
+        print(f"machine: {state.describe()}")
+        if state.warning():
+            print(state.warning())
 
 
 if __name__ == "__main__":

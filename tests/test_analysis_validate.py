@@ -123,13 +123,15 @@ def test_prefix_networks_build_and_output_every_unread_node():
 def test_validate_stores_rows_and_a_rerun_reuses_them(fake_lut):
     store, version = fake_lut
     runner = FakeRunner()
-    first = val.validate(store, version, runner, n=24, seed=0, passes=2, drift_keys=20)
+    first = val.validate(store, version, runner, n=24, seed=0, passes=1, drift_keys=20,
+                         repeats=2)
     assert first.measured == len(first.rows) >= 20 and first.reused == 0
     rows = {r["name"]: r for r in store.validations(version.id)}
     assert len(rows) == first.measured
     row = next(iter(rows.values()))
     timing = json.loads(row["timing"])
     assert len(timing["passes_us"]) == 2 and timing["drift"]["lut_keys"] > 0
+    assert len(timing["repeats_us"]) == 2  # at separate moments: the ground truth
     assert row["measured_us"] > 0 and row["estimated_us"] > 0
     Network.from_json_dict(json.loads(row["network"]))  # the network is stored whole
     # Off-grid and held-out keys were measured on demand into a derived, sealed version.
@@ -137,7 +139,8 @@ def test_validate_stores_rows_and_a_rerun_reuses_them(fake_lut):
     assert len(derived) == 1 and derived[0].status == "sealed"
     assert first.extra_label == derived[0].label
     count = runner.models
-    again = val.validate(store, version, runner, n=24, seed=0, passes=2, drift_keys=20)
+    again = val.validate(store, version, runner, n=24, seed=0, passes=1, drift_keys=20,
+                         repeats=2)
     assert again.measured == 0 and again.reused == len(again.rows)
     assert runner.models == count  # nothing measured again
     assert [r["name"] for r in again.rows] == [r["name"] for r in first.rows]
@@ -147,7 +150,7 @@ def test_validate_without_a_device(fake_lut):
     store, version = fake_lut
     with pytest.raises(val.NoDevice, match="0 of the .* measured and no device"):
         val.validate(store, version, None, n=12)
-    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False)
+    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False, repeats=1)
     done = val.validate(store, version, None, n=12, profile=False)  # all stored: fine
     assert done.measured == 0
 
@@ -160,7 +163,7 @@ def test_validate_refuses_another_setup(fake_lut):
 
 def test_profile_is_stored_with_the_chosen_network(fake_lut):
     store, version = fake_lut
-    res = val.validate(store, version, FakeRunner(), n=12, passes=1)
+    res = val.validate(store, version, FakeRunner(), n=12, passes=1, repeats=1)
     profiled = [r for r in res.rows if "profile" in json.loads(r["timing"])]
     assert len(profiled) == 1
     prof = json.loads(profiled[0]["timing"])["profile"]
@@ -173,7 +176,7 @@ def test_profile_is_stored_with_the_chosen_network(fake_lut):
 
 def test_a_derived_version_keeps_its_parents_validations(fake_lut):
     store, version = fake_lut
-    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False)
+    val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False, repeats=1)
     derived = next(v for v in store.versions() if v.parent == version.id)
     res = val.validate(store, derived, None, n=12, profile=False)
     assert res.reused == len(res.rows) and res.measured == 0
@@ -205,15 +208,16 @@ def test_closing_a_host_runner_gives_the_cpus_back():
 
 @pytest.mark.sweep
 def test_timing_interleaves_passes_and_keeps_each(fast_runner):
-    from bench.timing import summary, time_networks
+    from bench.timing import time_networks
 
     fam = zoo.family("mobilenet_v1")
     nets = {f"w{m}": fam.network(width_mult=m, resolution=32, classes=10) for m in (0.25, 0.5)}
     timed = time_networks(fast_runner, nets, passes=3)
-    assert {n: len(t) for n, t in timed.items()} == {"w0.25": 3, "w0.5": 3}
-    s = summary(timed["w0.5"])
-    assert s["latency_us"] > summary(timed["w0.25"])["latency_us"] > 0
+    assert {n: len(m.passes) for n, m in timed.items()} == {"w0.25": 3, "w0.5": 3}
+    s = timed["w0.5"].to_dict()
+    assert s["latency_us"] > timed["w0.25"].latency_us > 0
     assert len(s["passes_at_s"]) == 3 and s["runs"] >= 3
+    assert s["machine_state"]["where"] == "host"  # the host runner reads this machine
 
 
 @pytest.mark.sweep
@@ -227,7 +231,7 @@ def test_validate_for_real_on_the_host(tmp_path, fast_runner):
     p = sweep.plan(store, "host", fast_runner.backend, fp, specs)
     v = sweep.start_version(store, p, "host", fast_runner.backend, fp, space)
     v = sweep.run(store, v, p.missing, [fast_runner], build_layer).version
-    res = val.validate(store, v, fast_runner, n=10, passes=2, drift_keys=10)
+    res = val.validate(store, v, fast_runner, n=10, passes=2, drift_keys=10, repeats=1)
     assert res.measured == len(res.rows)
     for r in res.rows:
         # same order of magnitude: same device. Not tighter: at 32 px weight-heavy networks

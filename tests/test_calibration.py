@@ -153,7 +153,8 @@ def test_a_version_without_calibration_says_so(tmp_path: Path) -> None:
 
 def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> None:
     store, version, _ = calibrated
-    validate(store, version, FakeRunner(), n=20, passes=1, profile=False, drift_keys=20)
+    validate(store, version, FakeRunner(), n=20, passes=1, profile=False, drift_keys=20,
+             repeats=1)
     report = build(store, version, n_boot=50)
     preds = report.metrics["predictors"]
     assert {"calibrated", "calibrated_drift"} <= preds.keys()

@@ -89,7 +89,8 @@ def test_an_int8_lut_calibrates_and_validates(tmp_path: Path) -> None:
     store, version = make_lut(tmp_path / "int8.db", space=INT8_SPACE)
     cal = cb.calibrate(store, version, FakeRunner(), n=16, passes=1)
     assert all(name.endswith("-int8") for name in cal.networks)
-    validate(store, version, FakeRunner(), n=16, passes=1, profile=False, drift_keys=10)
+    validate(store, version, FakeRunner(), n=16, passes=1, profile=False, drift_keys=10,
+             repeats=1)
     report = build(store, version, n_boot=20)
     assert report.metrics["predictors"]["calibrated"]["in_space"]["n"] > 0
 

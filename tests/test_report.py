@@ -166,7 +166,7 @@ def test_cli_report_measures_for_real(configs, tmp_path):
     assert res.exit_code == 0, res.output
     out = tmp_path / "reports"
     res = cli.invoke(app, ["report", "--lut", str(db), "--networks", "8", "--passes", "2",
-                           "--out", str(out)])
+                           "--repeats", "1", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "network(s) measured now" in res.output
     # the calibration measured its other-resolution keys into fast@2, derived from fast@1
@@ -174,7 +174,7 @@ def test_cli_report_measures_for_real(configs, tmp_path):
     assert m["predictors"]["naive"]["all"]["n"] >= 8
     assert m["verdict"]["predictor"] == "calibrated"
     again = cli.invoke(app, ["report", "--lut", str(db), "--networks", "8", "--passes", "2",
-                             "--out", str(out)])
+                             "--repeats", "1", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "0 network(s) measured now" in again.output
 

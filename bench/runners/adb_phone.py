@@ -30,6 +30,7 @@ from adbutils.errors import AdbError
 
 from bench.devices import ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice, parse_getprop
+from bench.machine_state import PhoneProbe, StateProbe
 from bench.runners.adb_transport import (
     AdbTransport,
     AdbUnreachable,
@@ -543,6 +544,18 @@ class PhoneRunner(BaseRunner):
         except RunnerError:
             self.phone.cleanup()
             raise
+
+    def state_probe(self) -> StateProbe:
+        """Load, CPU, steal, temperatures, governors, frequencies and battery, read on the
+        phone at both ends of a run (one round trip each)."""
+        return PhoneProbe(self.serial, self._state_text, self.phone.thermal.sysfs,
+                          self.phone.thermal.limit_c)
+
+    def _state_text(self, script: str) -> str:
+        try:
+            return self.phone.transport.shell(script, timeout_s=60).stdout
+        except RunnerError:
+            return ""  # a state not read is unknown, not a failed measurement
 
     @property
     def round_trips(self) -> int:

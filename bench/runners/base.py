@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
+from bench.machine_state import NullProbe, StateProbe
 from lut_db.errors import UserError
 
 
@@ -127,6 +128,10 @@ class Runner(Protocol):
         """The runner whole networks are timed with (callers interleave the passes)."""
         ...
 
+    def state_probe(self) -> StateProbe:
+        """What reads the device's state (load, other work, steal, heat) around a run."""
+        ...
+
     def close(self) -> None:
         """Give back what the runner took: files on the phone, the pinned CPUs."""
         ...
@@ -148,6 +153,9 @@ class BaseRunner:
 
     def for_networks(self) -> Runner:
         return self  # type: ignore[return-value]
+
+    def state_probe(self) -> StateProbe:
+        return NullProbe()  # knows nothing of its machine
 
     def close(self) -> None:
         pass

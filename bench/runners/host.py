@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import trim_mean
 
+from bench.machine_state import HostProbe, StateProbe
 from bench.runners import litert_profiler
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
 from bench.runners.checks import Check, require
@@ -96,6 +97,9 @@ class HostRunner(BaseRunner):
         single.passes = 1
         single._unpinned = None  # a view of this runner: closing it must not unpin
         return single
+
+    def state_probe(self) -> StateProbe:
+        return HostProbe()
 
     @property
     def filters_preemption(self) -> bool:
