@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import sweep, zoo
+from bench.machine_state import MachineState, StateProbe
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, RunnerError, Timing
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
@@ -52,16 +53,37 @@ def is_network(key: str) -> bool:
     return "~" in key or key.count("-") >= 3  # a network (or a prefix of one), not a layer key
 
 
+# A machine other processes kept busy, and a quiet one, as probes report them.
+BUSY = MachineState("host", 60.0, 2, 2.4, 55.0, other_cpu_cores=1.2, steal_share=0.001)
+QUIET = MachineState("host", 60.0, 2, 1.0, 58.0, other_cpu_cores=0.05, steal_share=0.0)
+
+
+class FixedProbe:
+    """A state probe that reports ``state`` whatever the machine does."""
+
+    def __init__(self, state: MachineState | None) -> None:
+        self.state = state
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> MachineState | None:
+        return self.state
+
+
 class FakeRunner(BaseRunner):
     """Measures instantly: latency from ``us(item)``, whole networks x ``in_network``;
-    a Failure for ``bad`` keys; RunnerError (an unplugged phone) on the ``die_at``-th call."""
+    a Failure for ``bad`` keys; RunnerError (an unplugged phone) on the ``die_at``-th call;
+    its machine's state is ``state`` (None: unknown)."""
 
     backend = "tflite-cpu"
 
     def __init__(self, serial: str = "fake", bad: Sequence[str] = (), die_at: int | None = None,
                  fp: dict[str, Any] | None = None, *, us: Callable[[BatchItem], float] = size_us,
-                 in_network: float = 1.1, device: str = "fake"):
+                 in_network: float = 1.1, device: str = "fake",
+                 state: MachineState | None = None):
         self.serial, self.bad, self.die_at = serial, tuple(bad), die_at
+        self.state = state
         self.fp = fp or {"device": device, "runs": 3}
         self.us, self.in_network = us, in_network
         self.calls = self.models = 0
@@ -69,6 +91,9 @@ class FakeRunner(BaseRunner):
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self.fp)
+
+    def state_probe(self) -> StateProbe:
+        return FixedProbe(self.state)
 
     def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
         self.calls += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis import calibrate as cb
-from analysis.report import build
+from analysis.report import build, verdict_sentences
 from analysis.sampling import Space
 from analysis.validate import validate
 from bench import zoo
@@ -19,7 +19,7 @@ from lut_db.calibration import V2, Calibration, CalibrationError
 from lut_db.errors import SetupMismatch
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.store import LutStore
-from tests.fakes import SPACE, FakeRunner, make_lut
+from tests.fakes import BUSY, SPACE, FakeRunner, make_lut
 
 STREAM = min(cb.US_PER_MB_GRID, key=lambda k: abs(k - 60))  # ~17 GB/s, on the fit's grid
 TRUE = Calibration(overhead_us=5.0, cache_mb=0.75, evicted_mb=1.5, us_per_weight_mb=STREAM,
@@ -104,9 +104,10 @@ def test_an_unknown_model_is_refused() -> None:
 
 @pytest.fixture
 def calibrated(tmp_path: Path):
-    """A FakeRunner LUT calibrated by the FakeRunner (whole networks 1.1 x their layers)."""
+    """A FakeRunner LUT calibrated by the FakeRunner (whole networks 1.1 x their layers),
+    on a machine other processes kept busy."""
     store, version = make_lut(tmp_path / "fake.db")
-    cal = cb.calibrate(store, version, FakeRunner(), n=16, passes=1)
+    cal = cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
     return store, version, cal
 
 
@@ -124,6 +125,15 @@ def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
     assert est.raw_total_us == raw.total_us != est.total_us
     assert est.total_us == pytest.approx(
         cal.overhead_us + sum(x.in_network_us for x in est.layers))
+    # fitted while the machine was busy: stored with that state, and estimate says so
+    assert cal.machine_state["busy"] and cal.machine_state["other_cpu_cores"] == 1.2
+    said: list[str] = []
+    estimate_network(store, version, net, log=said.append)
+    assert said == [("warning: this LUT's calibration was fitted from networks measured while "
+                    "the machine was busy (other processes used 1.20 of 2 cores; load average "
+                    "2.40), so calibrated estimates may be off; calibrate a new LUT version "
+                    "on a quiet machine")]
+    assert est.to_dict()["calibration"]["warning"] == said[0]
     # the adapter's fast path gives the same number from cached look-ups
     table = store.table(version.id)
     slots = SlotEstimator(zoo.MOBILENET_V1.slot_layers(32, 10), table, calibration=cal)
@@ -153,9 +163,15 @@ def test_a_version_without_calibration_says_so(tmp_path: Path) -> None:
 
 def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> None:
     store, version, _ = calibrated
-    validate(store, version, FakeRunner(), n=20, passes=1, profile=False, drift_keys=20,
-             repeats=1)
+    validate(store, version, FakeRunner(state=BUSY), n=20, passes=1, profile=False,
+             drift_keys=20, repeats=1)
     report = build(store, version, n_boot=50)
+    # measured on a busy machine, once per network: the headline says both
+    v = report.metrics["verdict"]
+    assert v["busy_networks"] == 20 and report.metrics["machine"][0]["busy"]
+    said = " ".join(verdict_sentences(report))
+    assert "warning: 20 of the networks were measured while the machine was busy" in said
+    assert "repeatability not measured" in said
     preds = report.metrics["predictors"]
     assert {"calibrated", "calibrated_drift"} <= preds.keys()
     unseen = preds["calibrated"]["unseen"]

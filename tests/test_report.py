@@ -39,6 +39,26 @@ def test_report_files_and_numbers(report_folder: Path):
     assert len(m["networks"]) == 30 and m["generated_s"] < 30
 
 
+def test_limits_of_agreement_stand_beside_repeatability(report_folder: Path):
+    m = json.loads((report_folder / "metrics.json").read_text())
+    lim = m["limits"]
+    assert lim["predictor"] == "corrected" and set(lim["groups"]) >= {"in_space", "held_out"}
+    a = lim["groups"]["in_space"]
+    assert a["estimate"]["n"] == m["predictors"]["corrected"]["in_space"]["n"]
+    assert a["estimate"]["lower_pct"] <= a["estimate"]["bias_pct"] <= a["estimate"]["upper_pct"]
+    # each network measured twice (FakeRunner: the same both times): limits of zero width
+    assert a["repeatability"]["repeats"] == 2 and a["repeatability"]["upper_pct"] == 0
+    assert m["verdict"]["limits"] == a and m["verdict"]["held_out_limits"]
+    assert m["verdict"]["state_recorded"] is False  # the FakeRunner knows no machine
+    md = (report_folder / "report.md").read_text()
+    assert "## Limits of agreement (log latency, 95 %)" in md
+    assert "Limits of agreement (log latency, 95 %): estimate vs measured: bias" in md
+    assert "The machine's state was not recorded" in md
+    assert "Ground truth: each network measured 2 times at separate moments" in md
+    page = (report_folder / "index.html").read_text()
+    assert "<h3>Limits of agreement (log latency, 95 %)" in page
+
+
 def test_html_is_self_contained_and_leads_with_the_verdict(report_folder: Path):
     page = (report_folder / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # the profile was not measured
