@@ -251,6 +251,9 @@ def test_measure_a_model(configs: Path) -> None:
                          "--json").stdout)
     assert data["runs"] >= 2 and data["latency_ms"] > 0
     assert data["min_ms"] <= data["latency_ms"] <= data["max_ms"]
+    # the machine's state and the repeat rule's verdict travel with the number
+    assert data["machine_state"]["where"] == "host" and isinstance(data["reliable"], bool)
+    assert len(data["repeats_ms"]) == data["repeats"] >= 1
     assert (data["macs"], data["params"], data["network"]) == (net.macs, net.params, net.name)
     out = flat(ok("measure", "--device", "fast", "--model", "mobilenet_v2", "--width", "0.5",
                   *SMALL).output)

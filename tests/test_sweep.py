@@ -113,6 +113,18 @@ def test_sweep_efficiency_counts_only_its_own_invokes() -> None:
     assert first.timed_s == second.timed_s == pytest.approx(1e-3 * len(SPECS))
 
 
+def test_the_machine_state_is_sealed_with_the_version() -> None:
+    store = LutStore.memory()
+    res = sweep_once(store, SPECS, [FakeRunner(state=fakes.BUSY)])
+    assert res.states == [fakes.BUSY]
+    assert store.stats(res.version.id)["machine_busy"] == 1.0
+    (state,) = store.stat_detail(res.version.id, "machine_busy")
+    assert state["busy"] and state["reasons"] == fakes.BUSY.reasons()
+    quiet = LutStore.memory()
+    v = sweep_once(quiet, SPECS, [FakeRunner()]).version  # a runner that knows no machine
+    assert "machine_busy" not in quiet.stats(v.id)
+
+
 def test_sealed_and_complete_is_up_to_date() -> None:
     store = LutStore.memory()
     sweep_once(store, SPECS, [FakeRunner()])
