@@ -419,3 +419,22 @@ def test_a_phone_that_comes_back_unfit_loses_no_keys(farm: Farm, tmp_path: Path,
     measured = store.counts(version.id).get("ok", 0)
     assert 4 <= measured < 12  # the first batch (and what the cut left) stays stored
     assert "came back but cannot measure" in capsys.readouterr().err
+
+
+@pytest.mark.phones
+def test_the_phone_state_is_read_over_adb(farm: Farm, tmp_path: Path):
+    """One round trip at each end of a run: the phone's own /proc and sysfs, parsed."""
+    zone = tmp_path / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("skin-therm\n")
+    (zone / "temp").write_text("61000\n")
+    farm.write(thermal={"limit_c": 50, "sysfs": str(tmp_path / "thermal")})
+    r = runner(farm)
+    before = r.round_trips
+    probe = r.state_probe()
+    probe.start()
+    state = probe.stop()
+    assert r.round_trips - before == 2
+    assert state.where == r.serial and state.wall_s >= 0 and state.load_1m is not None
+    assert state.phone["temps_c"] == {"skin-therm": 61.0} and state.phone["hot"]
+    assert "the phone ran hot (61.0 C)" in state.reasons()
