@@ -80,17 +80,22 @@ def side_by_side(estimated_us: Sequence[float], measured_us: Sequence[float],
     return out
 
 
+def _signed(pct: float) -> str:
+    text = f"{pct:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 def describe(a: dict[str, Any]) -> str:
     """One group's limits in a sentence fragment."""
     e, r = a.get("estimate", {}), a.get("repeatability", {})
     if "lower_pct" not in e:
         return (f"{e.get('n', 0)} networks: too few for limits"
-                + (f" (bias {e['bias_pct']:+.1f} %)" if "bias_pct" in e else ""))
-    text = (f"estimate vs measured: bias {e['bias_pct']:+.1f} %, 95 % limits "
-            f"{e['lower_pct']:+.1f} % to {e['upper_pct']:+.1f} % (n = {e['n']})")
+                + (f" (bias {_signed(e['bias_pct'])} %)" if "bias_pct" in e else ""))
+    text = (f"estimate vs measured: bias {_signed(e['bias_pct'])} %, 95 % limits "
+            f"{_signed(e['lower_pct'])} % to {_signed(e['upper_pct'])} % (n = {e['n']})")
     if "lower_pct" in r:
-        text += (f"; measured vs measured again: {r['lower_pct']:+.1f} % to "
-                 f"{r['upper_pct']:+.1f} % ({r['repeats']} repeats of {r['n']} networks)")
+        text += (f"; measured vs measured again: {_signed(r['lower_pct'])} % to "
+                 f"{_signed(r['upper_pct'])} % ({r['repeats']} repeats of {r['n']} networks)")
         if "width_ratio" in a:
             text += f"; the estimate's limits are {a['width_ratio']:.2f}x as wide"
     else:

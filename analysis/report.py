@@ -604,10 +604,10 @@ def to_html(report: Report) -> str:
         f"{e(m['backend'])} · {v['n'] + v['held_out_n']} networks measured whole</p>"),
         f"<div class='verdict{'' if good else ' bad'}'>",
         *[f"<p>{e(s)}</p>" for s in verdict_sentences(report)], "</div>",
-        "<h2>Numbers</h2>", _html_metrics(m), _html_limits(m),
+        "<h2>Numbers</h2>", _html_metrics(m),
         ("<p class='sub'>Brackets: 95 % bootstrap confidence intervals. Each in-space column "
          "adds one step to the one before it; MACs: the best straight line through the "
-         "measurements.</p>"), "<h2>Figures</h2>",
+         "measurements.</p>"), _html_limits(m), "<h2>Figures</h2>",
     ]
     for p in report.plots:
         parts.append(f"<figure id='{e(p.name)}'><h3>{e(p.title)}</h3>")
