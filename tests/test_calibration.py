@@ -190,3 +190,22 @@ def test_an_unknown_missing_key_policy_is_named(tmp_path: Path) -> None:
     with pytest.raises(LutError, match="unknown missing-key policy 'zero'; use one of error"):
         resolve(store, version, [], "zero")
 
+
+
+def test_calibration_benchmark_states_limits_beside_repeatability() -> None:
+    """The benchmark's scoring on fixed samples: each model's limits next to the repeats'
+    own, and its noise-floor row is one repeat against the next."""
+    from benchmarks import calibration_bench as bench
+
+    samples = [cb.Sample(f"n{i}", [], 1000.0 * (i + 1), [1000.0 * (i + 1) * f for f in
+                                                          (0.98, 1.0, 1.03)])
+               for i in range(6)]
+    preds = {"exact": lambda s: s.measured_us, "5 % high": lambda s: 1.05 * s.measured_us}
+    out = bench.limits(preds, samples)
+    rep = out["repeatability"]
+    assert rep["n"] == 6 and rep["repeats"] == 3 and rep["upper_pct"] > 0
+    assert out["models"]["exact"]["bias_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert out["models"]["5 % high"]["bias_pct"] == pytest.approx(5.0)
+    assert out["models"]["exact"]["width_ratio"] == pytest.approx(0.0, abs=1e-9)
+    floor = bench.noise_floor(samples)
+    assert floor["n"] == 6 and floor["mean_signed_pct"] == pytest.approx(100 * (1 / 0.98 - 1))
