@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.machine_state import MachineState
 from bench.runners.base import Runner
 from bench.timing import remeasure
 from lut_db.errors import UserError
@@ -37,6 +38,7 @@ class Drift:
     lut_us: dict[str, float]
     now_us: dict[str, float]
     failed: list[str] = field(default_factory=list)
+    state: MachineState | None = None  # the machine while the keys were re-measured
 
     @property
     def median_ratio(self) -> float:
@@ -65,7 +67,8 @@ class Drift:
                 "tolerance": self.tolerance, "stale": self.stale,
                 "outliers": [{"key": k, "lut_us": self.lut_us[k], "now_us": self.now_us[k],
                               "ratio": self.ratios[k]} for k in self.outliers],
-                "failed": self.failed}
+                "failed": self.failed,
+                "machine_state": self.state.to_dict() if self.state else None}
 
 
 def sample_keys(table: dict[str, float], n: int, seed: int) -> list[str]:
@@ -86,8 +89,11 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
         raise DriftError(f"{version.label} has no measured entries to check")
     seed = random.randrange(2**31) if seed is None else seed
     keys = sample_keys(table, sample, seed)
+    probe = runner.state_probe()
+    probe.start()
     now, failed = remeasure(runner, keys, progress)
+    state = probe.stop()
     if not now:
         raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")
     return Drift(version.label, seed, tolerance, {k: now[k] / table[k] for k in now},
-                 {k: table[k] for k in now}, now, failed)
+                 {k: table[k] for k in now}, now, failed, state)

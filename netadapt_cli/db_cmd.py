@@ -59,6 +59,10 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
                           f"the fingerprint ({seal.origin} {seal.at})", highlight=False)
         for name, value in store.stats(v.id).items():
             console.print(f"{name}: {value:.2f}")
+        for state in store.stat_detail(v.id, "machine_busy") or []:
+            console.print(f"machine while swept: {state.get('summary', '')}"
+                          + (f" (busy: {'; '.join(state.get('reasons', []))})"
+                             if state.get("busy") else ""), highlight=False, markup=False)
         agree = agreement(store, v.id)
         if agree["phones"]:
             t = Table("phone", "keys", "median ratio", "p5", "p95",

@@ -194,6 +194,11 @@ def check(
                 t.add_row(o["key"], f"{o['lut_us'] / 1000:.3f}", f"{o['now_us'] / 1000:.3f}",
                           f"{o['ratio']:.2f}")
             console.print(t)
+        if drift.state is not None:
+            console.print(f"machine: {drift.state.describe()}", highlight=False, markup=False)
+            if drift.state.warning():
+                console.print(drift.state.warning("the keys"), style="yellow", highlight=False,
+                              markup=False)
         if s["stale"]:
             console.print(f"[yellow]stale: the device runs {100 * (s['median_ratio'] - 1):+.1f} % "
                           f"against the LUT (tolerance ±{100 * tolerance:.0f} %); rebuild with: "

@@ -210,5 +210,6 @@ def test_lut_check_cli(configs, tmp_path):
     assert res.exit_code == 0, res.output
     s = json.loads(res.output)
     assert s["keys"] == 8 and s["seed"] == 1 and s["median_ratio"] > 0
+    assert s["machine_state"]["where"] == "host"  # the state the keys were measured in
     res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "5"])
     assert res.exit_code == 0 and "median ratio now / LUT" in res.output

@@ -113,13 +113,17 @@ def test_sweep_efficiency_counts_only_its_own_invokes() -> None:
     assert first.timed_s == second.timed_s == pytest.approx(1e-3 * len(SPECS))
 
 
-def test_the_machine_state_is_sealed_with_the_version() -> None:
-    store = LutStore.memory()
+def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
+    store = LutStore.open(tmp_path / "busy.db", create=True)
     res = sweep_once(store, SPECS, [FakeRunner(state=fakes.BUSY)])
     assert res.states == [fakes.BUSY]
     assert store.stats(res.version.id)["machine_busy"] == 1.0
     (state,) = store.stat_detail(res.version.id, "machine_busy")
     assert state["busy"] and state["reasons"] == fakes.BUSY.reasons()
+    store.close()
+    shown = CliRunner().invoke(app, ["db", "show", str(tmp_path / "busy.db")])
+    assert shown.exit_code == 0 and "machine while swept: host over 60 s" in shown.output
+    assert "(busy: other processes used 1.20 of 2 cores" in shown.output
     quiet = LutStore.memory()
     v = sweep_once(quiet, SPECS, [FakeRunner()]).version  # a runner that knows no machine
     assert "machine_busy" not in quiet.stats(v.id)
