@@ -11,7 +11,8 @@ On this machine (``HostProbe``): the load average, the CPU time of other process
 (all CPU time in ``/proc/stat`` less our own process's, from ``getrusage``), and steal
 time (``/proc/stat``; a VM's CPU given to another guest). On a phone (``PhoneProbe``,
 one shell round trip at each end): load, CPU busy share and steal from the phone's own
-``/proc``, temperatures, governors, current frequencies, battery and charging. Every
+``/proc``, governors, current frequencies, battery and charging, and the temperatures of
+the zones the device config watches (read by the phone runner's own thermal code). Every
 reader is a parser of text, so tests feed it fixed text and a fake clock.
 """
 
@@ -226,27 +227,24 @@ class NullProbe:
 STATE_MARK = "@@NETADAPT-STATE"
 
 
-def phone_state_script(thermal_sysfs: str = "/sys/class/thermal") -> str:
-    """POSIX sh printing what ``parse_phone_state`` reads (no argument of the user's)."""
-    import shlex
-
-    zones = shlex.quote(thermal_sysfs.rstrip("/") or "/") + "/thermal_zone*"
+def phone_state_script(temps_snippet: str = "") -> str:
+    """POSIX sh printing what ``parse_phone_state`` reads (no argument of the user's);
+    ``temps_snippet``: the phone runner's own lines printing its thermal zones."""
     m = STATE_MARK
     return "\n".join([
         f"echo '{m} uptime'; cat /proc/uptime",
         f"echo '{m} loadavg'; cat /proc/loadavg",
         f"echo '{m} stat'; cat /proc/stat 2>/dev/null | grep '^cpu'",
-        (f"echo '{m} temps'; for z in {zones}; do [ -r \"$z/temp\" ] || continue; "
-        "echo \"$(cat \"$z/type\" 2>/dev/null) $(cat \"$z/temp\" 2>/dev/null)\"; done"),
         (f"echo '{m} cpus'; for c in /sys/devices/system/cpu/cpu[0-9]*; do "
-        "[ -d \"$c/cpufreq\" ] || continue; echo \"${c##*/cpu} "
-        "$(cat \"$c/cpufreq/scaling_cur_freq\" 2>/dev/null || echo -) "
-        "$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null || echo -)\"; done"),
+         "[ -d \"$c/cpufreq\" ] || continue; echo \"${c##*/cpu} "
+         "$(cat \"$c/cpufreq/scaling_cur_freq\" 2>/dev/null || echo -) "
+         "$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null || echo -)\"; done"),
         (f"echo '{m} battery'; for b in /sys/class/power_supply/*; do "
-        "[ \"$(cat \"$b/type\" 2>/dev/null)\" = Battery ] || continue; "
-        "echo \"$(cat \"$b/capacity\" 2>/dev/null || echo -) "
-        "$(cat \"$b/status\" 2>/dev/null || echo -)\"; break; done"),
+         "[ \"$(cat \"$b/type\" 2>/dev/null)\" = Battery ] || continue; "
+         "echo \"$(cat \"$b/capacity\" 2>/dev/null || echo -) "
+         "$(cat \"$b/status\" 2>/dev/null || echo -)\"; break; done"),
         f"echo '{m} end'",
+        *([temps_snippet] if temps_snippet else []),
     ]) + "\n"
 
 
@@ -275,17 +273,12 @@ class PhoneReading:
     battery_status: str | None
 
 
-def parse_phone_state(text: str, ticks_per_s: float = 100.0) -> PhoneReading:
+def parse_phone_state(text: str, temps_c: Mapping[str, float] | None = None,
+                      ticks_per_s: float = 100.0) -> PhoneReading:
+    """``temps_c``: the thermal zones the runner read from ``text`` (its own parser)."""
     s = _sections(text)
     uptime = _float((s.get("uptime") or [""])[0].split()[:1])
-    temps: dict[str, float] = {}
-    for line in s.get("temps", []):
-        zone, _, raw = line.rpartition(" ")
-        value = _float([raw])
-        if value is not None:
-            c = value / 1000 if abs(value) >= 1000 else value
-            if -40.0 <= c <= 150.0:
-                temps[zone.strip() or f"zone{len(temps)}"] = c
+    temps = dict(temps_c or {})
     cpus: dict[int, tuple[int | None, str | None]] = {}
     for line in s.get("cpus", []):
         parts = line.split()
@@ -323,16 +316,19 @@ def phone_state(serial: str, first: PhoneReading, last: PhoneReading,
 
 
 class PhoneProbe:
-    """A phone's state over a run: ``shell(script) -> stdout`` at start and at stop."""
+    """A phone's state over a run: ``shell(script) -> stdout`` at start and at stop; the
+    thermal zones come from the phone runner's own snippet and parser (``temps``)."""
 
-    def __init__(self, serial: str, shell: Callable[[str], str],
-                 thermal_sysfs: str = "/sys/class/thermal", limit_c: float | None = None):
-        self.serial, self.shell, self.limit_c = serial, shell, limit_c
-        self.script = phone_state_script(thermal_sysfs)
+    def __init__(self, serial: str, shell: Callable[[str], str], temps_snippet: str = "",
+                 temps: Callable[[str], Mapping[str, float]] = lambda text: {},
+                 limit_c: float | None = None):
+        self.serial, self.shell, self.temps, self.limit_c = serial, shell, temps, limit_c
+        self.script = phone_state_script(temps_snippet)
         self._first: PhoneReading | None = None
 
     def _read(self) -> PhoneReading:
-        return parse_phone_state(self.shell(self.script))
+        text = self.shell(self.script)
+        return parse_phone_state(text, self.temps(text))
 
     def start(self) -> None:
         self._first = self._read()

@@ -9,6 +9,7 @@ import pytest
 
 from bench import machine_state as ms
 from bench import timing
+from bench.runners.adb_phone import zone_readings
 from bench.runners.base import BaseRunner, BatchItem, Result, Timing
 from tests.fakes import BUSY, QUIET, FixedProbe
 
@@ -103,26 +104,27 @@ PHONE_0 = """@@NETADAPT-STATE uptime
 cpu  1000 0 200 8000 100 0 0 0 0 0
 cpu0 500 0 100 4000 50 0 0 0 0 0
 cpu1 500 0 100 4000 50 0 0 0 0 0
-@@NETADAPT-STATE temps
-cpu-0-0-usr 41000
-battery 30
-bogus 999999
 @@NETADAPT-STATE cpus
 0 1900800 schedutil
 1 300000 schedutil
 @@NETADAPT-STATE battery
 12 Discharging
 @@NETADAPT-STATE end
+@@NETADAPT-TEMP state
+@@T cpu-0-0-usr 41000
+@@T battery 30
+@@T bogus 999999
 """
 
 
 def test_phone_state_from_two_readings():
     later = (PHONE_0.replace("1000.00 3000.00", "1010.00 3010.00")
              .replace("cpu  1000 0 200 8000", "cpu  1500 0 300 9400")
-             .replace("cpu-0-0-usr 41000", "cpu-0-0-usr 47500"))
+             .replace("@@T cpu-0-0-usr 41000", "@@T cpu-0-0-usr 47500"))
     texts = iter([PHONE_0, later])
-    probe = ms.PhoneProbe("SER1", lambda script: next(texts), limit_c=45.0)
-    assert "/sys/class/thermal/thermal_zone*" in probe.script and "power_supply" in probe.script
+    probe = ms.PhoneProbe("SER1", lambda script: next(texts), "echo temps here",
+                          lambda text: dict(zone_readings(text, "state")), limit_c=45.0)
+    assert probe.script.endswith("echo temps here\n") and "power_supply" in probe.script
     probe.start()
     s = probe.stop()
     assert s.where == "SER1" and s.wall_s == pytest.approx(10.0) and s.cores == 2

@@ -548,8 +548,17 @@ class PhoneRunner(BaseRunner):
     def state_probe(self) -> StateProbe:
         """Load, CPU, steal, temperatures, governors, frequencies and battery, read on the
         phone at both ends of a run (one round trip each)."""
-        return PhoneProbe(self.serial, self._state_text, self.phone.thermal.sysfs,
-                          self.phone.thermal.limit_c)
+        zones = self.phone.thermal.zones
+
+        def temps(text: str) -> dict[str, float]:  # the configured zones, hottest per type
+            out: dict[str, float] = {}
+            for zone, c in zone_readings(text, "state"):
+                if not zones or any(fnmatch.fnmatch(zone, g) for g in zones):
+                    out[zone] = max(c, out.get(zone, c))
+            return out
+
+        return PhoneProbe(self.serial, self._state_text, self.phone.temps_snippet("state"),
+                          temps, self.phone.thermal.limit_c)
 
     def _state_text(self, script: str) -> str:
         try:
