@@ -594,7 +594,7 @@ td.t{text-align:left} td small{color:#777} td:first-child{white-space:nowrap} .v
 def to_html(report: Report) -> str:
     m = report.metrics
     v = m["verdict"]
-    good = v["n"] and v["within_5"] >= 0.95 * v["n"]
+    good = v["n"] and v["within_5"] >= 0.95 * v["n"] and not v.get("busy_networks")
     e = html.escape
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",

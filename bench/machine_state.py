@@ -8,7 +8,8 @@ says, in one warning line, when the machine was too busy for them (pyperf's mode
 went wrong and how to fix it).
 
 On this machine (``HostProbe``): the load average, the CPU time of other processes
-(all CPU time in ``/proc/stat`` less our own process's, from ``getrusage``), and steal
+(all CPU time in ``/proc/stat`` less our own process's and its children's, from
+``getrusage``), and steal
 time (``/proc/stat``; a VM's CPU given to another guest). On a phone (``PhoneProbe``,
 one shell round trip at each end): load, CPU busy share and steal from the phone's own
 ``/proc``, governors, current frequencies, battery and charging, and the temperatures of
@@ -175,9 +176,10 @@ def read_text(path: str) -> str:
 
 
 def own_cpu_s() -> float:
-    """This process's CPU time (all threads), user + system."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """This process's CPU time (all threads) and its finished children's (a profiler run
+    in a child process is ours too), user + system."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 class HostProbe:
