@@ -30,7 +30,7 @@ from typing import Any, Protocol
 # When the machine counts as busy (any one of these is enough):
 OTHER_CORES_BUSY = 0.25  # other processes used more than a quarter of one core on average
 STEAL_BUSY = 0.02  # the hypervisor took more than 2 % of the CPUs' time
-LOAD_BUSY = 0.5  # runnable tasks beyond our own, on average (1-minute load average)
+LOAD_BUSY = 0.5  # runnable tasks beyond our own, on average (1-minute load average; host)
 BATTERY_LOW_PCT = 15  # a phone under this (not charging) may throttle
 
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -99,7 +99,9 @@ class MachineState:
                        f"{self.cores} cores")
         if self.steal_share is not None and self.steal_share > STEAL_BUSY:
             out.append(f"steal time {100 * self.steal_share:.1f} %")
-        if self.load_1m is not None and self.load_1m - self.own_cores > LOAD_BUSY:
+        # host only: a phone's load average counts tasks waiting on I/O, high at rest
+        if (self.own_cpu_s is not None and self.load_1m is not None
+                and self.load_1m - self.own_cores > LOAD_BUSY):
             out.append(f"load average {self.load_1m:.2f}")
         if self.phone.get("hot"):
             out.append(f"the phone ran hot ({self.phone.get('temp_max_c')} C)")
@@ -119,8 +121,8 @@ class MachineState:
             return None
         fix = ("let the phone cool down and charge" if self.phone
                else "stop other work and measure again on a quiet machine")
-        return f"warning: {what} were measured while {self.where} was busy ({'; '.join(why)}): "\
-               f"they may be off by 10-45 %; {fix}"
+        return (f"warning: {what} were measured while {self.where} was busy "
+                f"({'; '.join(why)}): they may be off by 10-45 %; {fix}")
 
     def describe(self) -> str:
         """The state in one short phrase, for tables and notes."""

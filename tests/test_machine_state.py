@@ -137,6 +137,11 @@ def test_phone_state_from_two_readings():
     assert "let the phone cool down and charge" in (s.warning() or "")
 
 
+def test_a_phones_load_average_is_kept_but_not_judged():
+    # Android counts tasks waiting on I/O: loads of 5-10 at rest
+    assert ms.MachineState("SER1", 10.0, 8, load_1m=9.0).reasons() == []
+
+
 def test_a_phone_that_prints_nothing_is_unknown_not_broken():
     s = ms.phone_state("X", ms.parse_phone_state(""), ms.parse_phone_state(""))
     assert s.wall_s == 0.0 and s.busy_share is None and s.reasons() == []
