@@ -328,6 +328,8 @@ def network_table(rows: Sequence[Mapping[str, Any]],
                "held_out": r["held_out"], "fitted": bool(r.get("fitted")),
                "macs_m": r["macs"] / 1e6,
                "measured_ms": m / 1000, "source": r["estimate"].get("source", "")}
+        if r.get("repeats_us"):  # each repeat's median: the measurement's own noise
+            row["repeats_ms"] = [x / 1000 for x in r["repeats_us"]]
         for k in ("naive", "corrected", "calibrated", "calibrated_drift"):
             if k in pred:
                 row[f"{k}_ms"] = float(pred[k][i]) / 1000

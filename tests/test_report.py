@@ -50,6 +50,7 @@ def test_limits_of_agreement_stand_beside_repeatability(report_folder: Path):
     assert a["repeatability"]["repeats"] == 2 and a["repeatability"]["upper_pct"] == 0
     assert m["verdict"]["limits"] == a and m["verdict"]["held_out_limits"]
     assert m["verdict"]["state_recorded"] is False  # the FakeRunner knows no machine
+    assert all(len(n["repeats_ms"]) == 2 for n in m["networks"])
     md = (report_folder / "report.md").read_text()
     assert "## Limits of agreement (log latency, 95 %)" in md
     assert "Limits of agreement (log latency, 95 %): estimate vs measured: bias" in md
