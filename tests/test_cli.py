@@ -260,6 +260,27 @@ def test_measure_a_model(configs: Path) -> None:
     assert "mobilenet_v2_x0.5_32 on fast:" in out and "ms (median of 5 passes" in out
 
 
+def test_measure_says_when_its_number_is_unreliable(configs: Path, monkeypatch) -> None:
+    """Repeats that never agree, on a busy machine: two lines say so, the number stays."""
+    from bench import timing
+    from tests.fakes import BUSY
+
+    passes = tuple(Timing.from_samples([us] * 3) for us in (2710.0, 4060.0, 2880.0))
+    checked = timing.Checked(timing.Measurement(passes, 3, {}, BUSY), False, 0.10)
+    monkeypatch.setattr(timing, "time_until_agreed", lambda *a, **k: checked)
+    out = flat(ok("measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL,
+                  "--passes", "1").output)
+    assert "2.880 ms (median of 1 passes" in out
+    assert "measured 3 times, as the passes disagreed: 2.710, 4.060, 2.880 ms" in out
+    assert "warning: the passes were measured while host was busy (other processes used " \
+           "1.20 of 2 cores; load average 2.40)" in out
+    assert "UNRELIABLE: 3 measurements at separate moments still disagree by 47 %" in out
+    data = json.loads(ok("measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL,
+                         "--json").stdout)
+    assert data["reliable"] is False and data["repeats_ms"] == [2.71, 4.06, 2.88]
+    assert data["machine_state"]["busy"] and len(data["warnings"]) == 2
+
+
 @pytest.mark.sweep
 def test_estimate_and_measure_a_model_file(lut: Path, tmp_path: Path) -> None:
     """A .tflite file is estimated as the network it holds and measured as it is."""
