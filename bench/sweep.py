@@ -238,12 +238,13 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
             on_event(msg.kind, msg.serial, str(msg.error or ""))
     stop.set()
     _stop(work, workers)
+    result.states = [st for st in (p.stop() for p in probes) if st is not None]
+    record_states(store, version, result.states)  # this session's, resumed or not
     if broken:
         _drain(store, version, done, result, failure_dir)
         raise BrokenTool(_broken_message(broken, streaks[broken], result))
     result.wall_s = time.perf_counter() - start
     result.timed_s = (sum(r.timed_ns for r in runners) - timed_before) / 1e9
-    result.states = [st for st in (p.stop() for p in probes) if st is not None]
     if pending:
         reasons = "; ".join(str(e) for e in errors) or "no runner left"
         raise RunnerError(f"sweep stopped with {pending} keys left (all measured ones are "
@@ -251,7 +252,6 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     if seal:
         usable = [r for r, s in zip(runners, serials) if s not in gone and s not in away]
         measure_overhead(store, version, (usable or list(runners))[0], build)
-        record_states(store, version, result.states)
         result.version = store.seal(version.id)
     return result
 
@@ -388,11 +388,13 @@ def measure_overhead(store: LutStore, version: Version, runner: Runner, build: B
 
 
 def record_states(store: LutStore, version: Version, states: Sequence[MachineState]) -> None:
-    """The devices' state over the sweep run that sealed the version, kept with it
-    (``machine_busy``: how many were busy; the states in its detail)."""
-    if states:
-        store.set_stat(version.id, "machine_busy", float(sum(s.busy for s in states)),
-                       [s.to_dict() for s in states])
+    """The devices' state over one sweep session, kept with the version beside the earlier
+    sessions' (``machine_busy``: how many of them were busy; the states in its detail)."""
+    if not states:
+        return
+    every = (store.stat_detail(version.id, "machine_busy") or []) + [s.to_dict() for s in states]
+    store.set_stat(version.id, "machine_busy", float(sum(bool(s["busy"]) for s in every)),
+                   every)
 
 
 def measure_missing(store: LutStore, version: Version, keys: Sequence[str],

@@ -124,6 +124,15 @@ def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
     shown = CliRunner().invoke(app, ["db", "show", str(tmp_path / "busy.db")])
     assert shown.exit_code == 0 and "machine while swept: host over 60 s" in shown.output
     assert "(busy: other processes used 1.20 of 2 cores" in shown.output
+    # a resumed sweep keeps every session's state
+    again = LutStore.memory()
+    first = sweep_once(again, SPECS, [FakeRunner(state=fakes.QUIET)], seal=False)
+    rest = sweep.plan(again, "fake", "tflite-cpu", FP, SPECS).missing
+    assert rest == []  # all measured, only not sealed: a resume seals it
+    sweep.run(again, first.version, [], [FakeRunner(state=fakes.BUSY)], fake_build)
+    states = again.stat_detail(first.version.id, "machine_busy")
+    assert [s["busy"] for s in states] == [False, True]
+    assert again.stats(first.version.id)["machine_busy"] == 1.0
     quiet = LutStore.memory()
     v = sweep_once(quiet, SPECS, [FakeRunner()]).version  # a runner that knows no machine
     assert "machine_busy" not in quiet.stats(v.id)
