@@ -344,7 +344,8 @@ def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) 
     """What each number comes from, in the page's words."""
     notes = [
         ("Measured: each network built as one TFLite model and timed whole on the device with "
-        "the LUT version's own settings, in several interleaved passes (median over passes). "
+        "the LUT version's own settings, in several interleaved passes (median over passes, "
+        "per repeat where the networks were measured more than once). "
         "On the host, invokes that another process preempted (wall time above the thread's "
         "CPU time) are dropped."),
         (f"Per-invoke overhead: {metrics['overhead_us']:.2f} us, measured with the version; "
