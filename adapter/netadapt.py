@@ -965,7 +965,7 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
     device is not attached."""
     from bench.devices import open_runners
     from bench.runners.base import RunnerError
-    from bench.timing import DriftSample, NetworkFailed, median_ms, sum_ratio
+    from bench.timing import DriftSample, NetworkFailed, session_state, sum_ratio, time_networks
 
     plan = [k for k in dict.fromkeys(keys) if lut and k in lut]
     plan = random.Random(0).sample(plan, min(DRIFT_KEYS, len(plan)))
@@ -981,10 +981,14 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
 
         sample = DriftSample(runners[0], plan)
         try:
-            ms = median_ms(runners[0], networks, rounds,
-                           between=lambda p: sample.measure_slice(p, rounds))
+            timed = time_networks(runners[0], networks, rounds,
+                                  between=lambda p: sample.measure_slice(p, rounds))
         except NetworkFailed as e:
             raise AdaptError(f"{device} could not run a network: {e}") from None
+        ms = {name: m.latency_ms for name, m in timed.items()}
+        state = session_state(timed)
+        if state is not None and state.warning():
+            log(state.warning("the networks' latencies"))
     return ms, (sum_ratio(lut, sample.now) if lut and sample.now else None)
 
 

@@ -214,3 +214,22 @@ def test_repeats_that_never_agree_are_flagged_unreliable():
 
 def test_worst_state_is_the_busiest():
     assert ms.worst([QUIET, BUSY, QUIET]) is BUSY and ms.worst([]) is None
+
+
+def test_adapts_verification_says_when_the_machine_was_busy(monkeypatch):
+    import contextlib
+
+    from adapter import netadapt
+    from bench import devices, zoo
+    from tests.fakes import FakeRunner
+
+    @contextlib.contextmanager
+    def attached(device, backend=None, **_):
+        yield [FakeRunner(state=BUSY)]
+
+    monkeypatch.setattr(devices, "open_runners", attached)
+    net = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
+    said: list[str] = []
+    ms, drift = netadapt.measure_with_drift({"a": net}, "fake", rounds=1, log=said.append)
+    assert ms["a"] > 0 and drift is None
+    assert said == [BUSY.warning("the networks' latencies")]
