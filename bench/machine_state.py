@@ -231,9 +231,21 @@ class NullProbe:
 STATE_MARK = "@@NETADAPT-STATE"
 
 
-def phone_state_script(temps_snippet: str = "") -> str:
+@dataclass(frozen=True)
+class PhoneExtras:
+    """What the phone runner reads with its own code (shared with its probe and doctor):
+    the watched thermal zones and the battery."""
+
+    temps_c: dict[str, float] = field(default_factory=dict)
+    battery_pct: float | None = None
+    battery_status: str | None = None
+    charging: bool = False
+
+
+def phone_state_script(extra: Mapping[str, str] | None = None) -> str:
     """POSIX sh printing what ``parse_phone_state`` reads (no argument of the user's);
-    ``temps_snippet``: the phone runner's own lines printing its thermal zones."""
+    ``extra``: the phone runner's own snippets (section name -> shell), each printed under
+    its section."""
     m = STATE_MARK
     return "\n".join([
         f"echo '{m} uptime'; cat /proc/uptime",
@@ -243,16 +255,13 @@ def phone_state_script(temps_snippet: str = "") -> str:
          "[ -d \"$c/cpufreq\" ] || continue; echo \"${c##*/cpu} "
          "$(cat \"$c/cpufreq/scaling_cur_freq\" 2>/dev/null || echo -) "
          "$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null || echo -)\"; done"),
-        (f"echo '{m} battery'; for b in /sys/class/power_supply/*; do "
-         "[ \"$(cat \"$b/type\" 2>/dev/null)\" = Battery ] || continue; "
-         "echo \"$(cat \"$b/capacity\" 2>/dev/null || echo -) "
-         "$(cat \"$b/status\" 2>/dev/null || echo -)\"; break; done"),
+        *(f"echo '{m} {name}'; {snippet}" for name, snippet in (extra or {}).items()),
         f"echo '{m} end'",
-        *([temps_snippet] if temps_snippet else []),
     ]) + "\n"
 
 
-def _sections(text: str) -> dict[str, list[str]]:
+def split_state(text: str) -> dict[str, str]:
+    """``phone_state_script`` output -> {section: its text}."""
     out: dict[str, list[str]] = {}
     current = None
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -261,7 +270,7 @@ def _sections(text: str) -> dict[str, list[str]]:
             out[current] = []
         elif current is not None and line.strip():
             out[current].append(line.strip())
-    return out
+    return {k: "\n".join(v) for k, v in out.items()}
 
 
 @dataclass(frozen=True)
@@ -271,28 +280,24 @@ class PhoneReading:
     uptime_s: float | None
     load_1m: float | None
     cpu: CpuTimes | None
-    temps_c: dict[str, float]
     cpus: dict[int, tuple[int | None, str | None]]  # cpu -> (current kHz, governor)
-    battery_pct: float | None
-    battery_status: str | None
+    extras: PhoneExtras
 
 
-def parse_phone_state(text: str, temps_c: Mapping[str, float] | None = None,
-                      ticks_per_s: float = 100.0) -> PhoneReading:
-    """``temps_c``: the thermal zones the runner read from ``text`` (its own parser)."""
-    s = _sections(text)
-    uptime = _float((s.get("uptime") or [""])[0].split()[:1])
-    temps = dict(temps_c or {})
+def parse_phone_state(text: str, read_extras: Callable[[Mapping[str, str]], PhoneExtras]
+                      = lambda sections: PhoneExtras(), ticks_per_s: float = 100.0
+                      ) -> PhoneReading:
+    """``read_extras``: the runner's reader of its own sections (temperatures, battery)."""
+    s = split_state(text)
     cpus: dict[int, tuple[int | None, str | None]] = {}
-    for line in s.get("cpus", []):
+    for line in s.get("cpus", "").splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0].isdigit():
             cpus[int(parts[0])] = (int(parts[1]) if parts[1].isdigit() else None,
                                    None if parts[2] == "-" else parts[2])
-    bat = (s.get("battery") or [""])[0].split()
-    return PhoneReading(uptime, parse_loadavg((s.get("loadavg") or [""])[0]),
-                        parse_proc_stat("\n".join(s.get("stat", [])), ticks_per_s), temps,
-                        cpus, _float(bat[:1]), bat[1] if len(bat) > 1 and bat[1] != "-" else None)
+    return PhoneReading(_float(s.get("uptime", "").split()[:1]),
+                        parse_loadavg(s.get("loadavg", "")),
+                        parse_proc_stat(s.get("stat", ""), ticks_per_s), cpus, read_extras(s))
 
 
 def phone_state(serial: str, first: PhoneReading, last: PhoneReading,
@@ -306,33 +311,34 @@ def phone_state(serial: str, first: PhoneReading, last: PhoneReading,
         d = last.cpu - first.cpu
         cores = d.cores
         busy, steal, steal_s = d.busy_s / (wall * cores), d.steal_s / (wall * cores), d.steal_s
-    temps = {z: max(c, first.temps_c.get(z, c)) for z, c in last.temps_c.items()}
+    a, b = first.extras, last.extras
+    temps = {z: max(c, a.temps_c.get(z, c)) for z, c in b.temps_c.items()}
     top = max(temps.values()) if temps else None
-    status = last.battery_status or ""
     phone = {"temps_c": temps, "temp_max_c": top,
              "hot": bool(limit_c is not None and top is not None and top > limit_c),
              "governors": sorted({g for _, g in last.cpus.values() if g}),
              "freqs_khz": {str(c): f for c, (f, _) in last.cpus.items()},
-             "battery_pct": last.battery_pct, "battery_status": status or None,
-             "charging": status.lower() in ("charging", "full")}
+             "battery_pct": b.battery_pct, "battery_status": b.battery_status,
+             "charging": b.charging}
     return MachineState(serial, wall, cores, _max(first.load_1m, last.load_1m),
                         busy_share=busy, steal_share=steal, steal_s=steal_s, phone=phone)
 
 
 class PhoneProbe:
     """A phone's state over a run: ``shell(script) -> stdout`` at start and at stop; the
-    thermal zones come from the phone runner's own snippet and parser (``temps``)."""
+    temperatures and battery come from the phone runner's own snippets and readers."""
 
-    def __init__(self, serial: str, shell: Callable[[str], str], temps_snippet: str = "",
-                 temps: Callable[[str], Mapping[str, float]] = lambda text: {},
-                 limit_c: float | None = None):
-        self.serial, self.shell, self.temps, self.limit_c = serial, shell, temps, limit_c
-        self.script = phone_state_script(temps_snippet)
+    def __init__(self, serial: str, shell: Callable[[str], str],
+                 extra: Mapping[str, str] | None = None,
+                 read_extras: Callable[[Mapping[str, str]], PhoneExtras]
+                 = lambda sections: PhoneExtras(), limit_c: float | None = None):
+        self.serial, self.shell, self.limit_c = serial, shell, limit_c
+        self.read_extras = read_extras
+        self.script = phone_state_script(extra)
         self._first: PhoneReading | None = None
 
     def _read(self) -> PhoneReading:
-        text = self.shell(self.script)
-        return parse_phone_state(text, self.temps(text))
+        return parse_phone_state(self.shell(self.script), self.read_extras)
 
     def start(self) -> None:
         self._first = self._read()

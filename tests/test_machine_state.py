@@ -11,6 +11,7 @@ from bench import machine_state as ms
 from bench import timing
 from bench.runners.adb_phone import zone_readings
 from bench.runners.base import BaseRunner, BatchItem, Result, Timing
+from bench.runners.checks import parse_battery
 from tests.fakes import BUSY, QUIET, FixedProbe
 
 STAT_0 = """cpu  1000 0 200 8000 100 0 0 10 0 0
@@ -107,14 +108,27 @@ cpu1 500 0 100 4000 50 0 0 0 0 0
 @@NETADAPT-STATE cpus
 0 1900800 schedutil
 1 300000 schedutil
-@@NETADAPT-STATE battery
-12 Discharging
-@@NETADAPT-STATE end
+@@NETADAPT-STATE temps
 @@NETADAPT-TEMP state
 @@T cpu-0-0-usr 41000
 @@T battery 30
 @@T bogus 999999
+@@NETADAPT-STATE battery
+Current Battery Service state:
+  AC powered: false
+  USB powered: false
+  status: 3
+  level: 12
+@@NETADAPT-STATE end
 """
+
+
+def read_extras(sections) -> ms.PhoneExtras:
+    """As the phone runner reads its sections (its own parsers)."""
+    bat = parse_battery(sections.get("battery", ""))
+    assert bat is not None
+    return ms.PhoneExtras(dict(zone_readings(sections.get("temps", ""), "state")),
+                          bat.level, bat.status, bat.on_power)
 
 
 def test_phone_state_from_two_readings():
@@ -122,9 +136,11 @@ def test_phone_state_from_two_readings():
              .replace("cpu  1000 0 200 8000", "cpu  1500 0 300 9400")
              .replace("@@T cpu-0-0-usr 41000", "@@T cpu-0-0-usr 47500"))
     texts = iter([PHONE_0, later])
-    probe = ms.PhoneProbe("SER1", lambda script: next(texts), "echo temps here",
-                          lambda text: dict(zone_readings(text, "state")), limit_c=45.0)
-    assert probe.script.endswith("echo temps here\n") and "power_supply" in probe.script
+    probe = ms.PhoneProbe("SER1", lambda script: next(texts),
+                          {"temps": "echo temps here", "battery": "dumpsys battery"},
+                          read_extras, limit_c=45.0)
+    assert "echo '@@NETADAPT-STATE temps'; echo temps here" in probe.script
+    assert "echo '@@NETADAPT-STATE battery'; dumpsys battery" in probe.script
     probe.start()
     s = probe.stop()
     assert s.where == "SER1" and s.wall_s == pytest.approx(10.0) and s.cores == 2
@@ -132,7 +148,8 @@ def test_phone_state_from_two_readings():
     assert s.phone["temps_c"] == {"cpu-0-0-usr": 47.5, "battery": 30.0}  # 999 C dropped
     assert s.phone["hot"] and s.phone["governors"] == ["schedutil"]
     assert s.phone["freqs_khz"] == {"0": 1900800, "1": 300000}
-    assert s.phone["battery_pct"] == 12 and s.phone["charging"] is False
+    assert s.phone["battery_pct"] == 12 and s.phone["battery_status"] == "discharging"
+    assert s.phone["charging"] is False
     assert s.reasons() == ["the phone ran hot (47.5 C)", "battery at 12 % and not charging"]
     assert "let the phone cool down and charge" in (s.warning() or "")
 

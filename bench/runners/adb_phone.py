@@ -21,7 +21,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from adbutils.errors import AdbError
 
 from bench.devices import ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice, parse_getprop
-from bench.machine_state import PhoneProbe, StateProbe
+from bench.machine_state import PhoneExtras, PhoneProbe, StateProbe
 from bench.runners.adb_transport import (
     AdbTransport,
     AdbUnreachable,
@@ -547,18 +547,24 @@ class PhoneRunner(BaseRunner):
 
     def state_probe(self) -> StateProbe:
         """Load, CPU, steal, temperatures, governors, frequencies and battery, read on the
-        phone at both ends of a run (one round trip each)."""
+        phone at both ends of a run (one round trip each), temperatures and battery with
+        the probe's own snippets and parsers (as `netadapt doctor` reads them)."""
         zones = self.phone.thermal.zones
 
-        def temps(text: str) -> dict[str, float]:  # the configured zones, hottest per type
-            out: dict[str, float] = {}
-            for zone, c in zone_readings(text, "state"):
+        def extras(sections: Mapping[str, str]) -> PhoneExtras:
+            temps: dict[str, float] = {}  # the configured zones, hottest per type
+            for zone, c in zone_readings(sections.get("temps", ""), "state"):
                 if not zones or any(fnmatch.fnmatch(zone, g) for g in zones):
-                    out[zone] = max(c, out.get(zone, c))
-            return out
+                    temps[zone] = max(c, temps.get(zone, c))
+            bat = parse_battery(sections.get("battery", ""))
+            if bat is None:
+                return PhoneExtras(temps)
+            return PhoneExtras(temps, bat.level, bat.status, bat.on_power)
 
-        return PhoneProbe(self.serial, self._state_text, self.phone.temps_snippet("state"),
-                          temps, self.phone.thermal.limit_c)
+        return PhoneProbe(self.serial, self._state_text,
+                          {"temps": self.phone.temps_snippet("state"),
+                           "battery": BATTERY_SNIPPET},
+                          extras, self.phone.thermal.limit_c)
 
     def _state_text(self, script: str) -> str:
         try:
