@@ -12,9 +12,9 @@ On this machine (``HostProbe``): the load average, the CPU time of other process
 ``getrusage``), and steal
 time (``/proc/stat``; a VM's CPU given to another guest). On a phone (``PhoneProbe``,
 one shell round trip at each end): load, CPU busy share and steal from the phone's own
-``/proc``, governors, current frequencies, battery and charging, and the temperatures of
-the zones the device config watches (read by the phone runner's own thermal code). Every
-reader is a parser of text, so tests feed it fixed text and a fake clock.
+``/proc``, governors and current frequencies, and through the phone runner's own
+snippets and parsers (``PhoneExtras``) the watched thermal zones, battery and charging.
+Every reader is a parser of text, so tests feed it fixed text and a fake clock.
 """
 
 from __future__ import annotations
