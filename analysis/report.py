@@ -174,6 +174,12 @@ def limits_by_group(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.nda
         for g, sel in limit_groups(rows, groups).items()}}
 
 
+def _busy_repeats(busy: Sequence[bool | None] | None) -> str:
+    """Which repeats of a session ran busy, in words ('' when none or not recorded)."""
+    which = [str(i + 1) for i, b in enumerate(busy or []) if b]
+    return f" (busy in repeat {', '.join(which)} of {len(busy or [])})" if which else ""
+
+
 def _machine_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The machine's state over each measuring session, with its network count."""
     seen: dict[str, dict[str, Any]] = {}
@@ -182,6 +188,7 @@ def _machine_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         if state:
             key = json.dumps(state, sort_keys=True)
             seen.setdefault(key, {**state, "measured_at": r.get("measured_at"),
+                                  "repeats_busy": r.get("repeats_busy"),
                                   "networks": 0})["networks"] += 1
     return list(seen.values())
 
@@ -366,7 +373,8 @@ def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) 
     for st in metrics.get("machine", []):
         notes.append(f"Machine while {st['networks']} networks were measured "
                      f"({st.get('measured_at') or 'time not recorded'}): "
-                     f"{st.get('summary', '')}" + (" — busy." if st.get("busy") else "."))
+                     f"{st.get('summary', '')}" + (" — busy" if st.get("busy") else "")
+                     + _busy_repeats(st.get("repeats_busy")) + ".")
     reps = [r.get("repeats") for r in rows if r.get("repeats")]
     if reps:
         notes.append(f"Ground truth: each network measured {max(reps)} times at separate "

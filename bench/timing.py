@@ -44,8 +44,9 @@ class Measurement:
     passes: tuple[Timing, ...]
     repeats: int = 1
     fingerprint: dict[str, Any] = field(default_factory=dict)
-    state: MachineState | None = None
+    state: MachineState | None = None  # over the whole run
     at: str = ""  # when the run ended (UTC, ISO 8601)
+    repeat_states: tuple[MachineState | None, ...] = ()  # over each repeat (repeats > 1)
 
     @property
     def passes_us(self) -> list[float]:
@@ -93,6 +94,7 @@ class Measurement:
                 "max_us": max(t.max_us for t in self.passes),
                 "preempted": sum(int(t.extra.get("preempted", 0)) for t in self.passes),
                 "machine_state": self.state.to_dict() if self.state else None,
+                "repeats_busy": [st.busy if st else None for st in self.repeat_states] or None,
                 "measured_at": self.at}
 
 
@@ -111,6 +113,10 @@ def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, 
     rounds = passes * repeats
     probe = runner.state_probe()
     probe.start()
+    each = runner.state_probe() if repeats > 1 else None  # the machine over each repeat
+    if each is not None:
+        each.start()
+    repeat_states: list[MachineState | None] = []
     start = time.monotonic()
     for p in range(rounds):
         order = list(models)
@@ -128,9 +134,15 @@ def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, 
                 progress(len(names), f"pass {p + 1}/{rounds}")
         if between:
             between(p)
+        if each is not None and (p + 1) % passes == 0:
+            repeat_states.append(each.stop())
+            if p + 1 < rounds:
+                each = runner.state_probe()
+                each.start()
     state = probe.stop()
     fp, when = runner.fingerprint(), datetime.now(UTC).isoformat(timespec="seconds")
-    return {n: Measurement(tuple(t), repeats, fp, state, when) for n, t in out.items()}
+    return {n: Measurement(tuple(t), repeats, fp, state, when, tuple(repeat_states))
+            for n, t in out.items()}
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -197,7 +209,8 @@ def _joined(runs: Sequence[Measurement]) -> Measurement:
     """Repeats measured one after another as one measurement (the busiest state kept)."""
     states = [m.state for m in runs if m.state is not None]
     return Measurement(tuple(t for m in runs for t in m.passes), len(runs),
-                       runs[-1].fingerprint, worst(states), runs[-1].at)
+                       runs[-1].fingerprint, worst(states), runs[-1].at,
+                       tuple(m.state for m in runs) if len(runs) > 1 else ())
 
 
 # -- layers timed again beside networks: the device's drift since its LUT --------------------

@@ -250,3 +250,26 @@ def test_adapts_verification_says_when_the_machine_was_busy(monkeypatch):
     ms, drift = netadapt.measure_with_drift({"a": net}, "fake", rounds=1, log=said.append)
     assert ms["a"] > 0 and drift is None
     assert said == [BUSY.warning("the networks' latencies")]
+
+
+def test_each_repeat_keeps_the_machines_state_over_it():
+    class PerProbe(Scripted):
+        """Each probe made reports the next state: the run's first, then each repeat's."""
+
+        def __init__(self, script, states):
+            super().__init__(script)
+            self.states = iter(states)
+
+        def state_probe(self) -> ms.StateProbe:
+            return FixedProbe(next(self.states))
+
+    runner = PerProbe([100, 101, 130, 131, 100, 99], [BUSY, QUIET, BUSY, QUIET])
+    m = timing.time_networks(runner, {"n": b"m"}, passes=2, repeats=3)["n"]
+    assert m.state is BUSY and m.repeat_states == (QUIET, BUSY, QUIET)
+    assert m.to_dict()["repeats_busy"] == [False, True, False]
+    from analysis.report import _busy_repeats
+
+    assert _busy_repeats([False, True, False]) == " (busy in repeat 2 of 3)"
+    assert _busy_repeats(None) == "" and _busy_repeats([False]) == ""
+    one = timing.time_networks(Scripted([1.0]), {"n": b"m"}, passes=1)["n"]
+    assert one.repeat_states == () and one.to_dict()["repeats_busy"] is None
