@@ -172,27 +172,31 @@ MAX_REPEATS = 3
 @dataclass(frozen=True)
 class Checked:
     """A measurement, and whether it can be trusted: ``reliable`` when its passes agree
-    within ``limit`` (one repeat) or its repeats do (after measuring again)."""
+    within ``spread_limit`` (one repeat) or its repeats do (after measuring again)."""
 
     measurement: Measurement
     reliable: bool
-    limit: float
+    spread_limit: float
 
     def note(self) -> str | None:
         """One line for the user when the number should not be trusted as it is."""
         m = self.measurement
         if self.reliable:
             return None
-        spread = m.repeat_spread if m.repeat_spread is not None else m.pass_spread
-        return (f"UNRELIABLE: {m.repeats} measurements at separate moments still disagree by "
-                f"{100 * spread:.0f} % (over {100 * self.limit:.0f} %), so the median may be "
-                "far off; measure on a quiet machine, with more --passes")
+        over = f"(over {100 * self.spread_limit:.0f} %), so the median may be far off"
+        if m.repeat_spread is None:
+            return (f"UNRELIABLE: its {len(m.passes)} passes disagree by "
+                    f"{100 * m.pass_spread:.0f} % {over}; measure again on a quiet machine, "
+                    "with --max-repeats 3")
+        return (f"UNRELIABLE: measured {m.repeats} times, the results still disagree by "
+                f"{100 * m.repeat_spread:.0f} % {over}; measure again on a quiet machine")
 
 
 def time_until_agreed(runner: Runner, model: Model, passes: int = 5, *, name: str = "model",
-                      limit: float = SPREAD_LIMIT, max_repeats: int = MAX_REPEATS,
+                      spread_limit: float = SPREAD_LIMIT, max_repeats: int = MAX_REPEATS,
                       seed: int = 0) -> Checked:
-    """Time ``model`` in ``passes`` passes; while they disagree (spread over ``limit``),
+    """Time ``model`` in ``passes`` passes; while they disagree (spread over
+    ``spread_limit``),
     measure another repeat of ``passes`` at a later moment, up to ``max_repeats``: a
     number is kept when its repeats agree, and flagged unreliable when they never do."""
     runs: list[Measurement] = []
@@ -200,9 +204,9 @@ def time_until_agreed(runner: Runner, model: Model, passes: int = 5, *, name: st
         runs.append(time_networks(runner, {name: model}, passes, seed=seed + r)[name])
         m = _joined(runs)
         spread = m.repeat_spread if m.repeat_spread is not None else m.pass_spread
-        if spread <= limit:
-            return Checked(m, True, limit)
-    return Checked(_joined(runs), False, limit)
+        if spread <= spread_limit:
+            return Checked(m, True, spread_limit)
+    return Checked(_joined(runs), False, spread_limit)
 
 
 def _joined(runs: Sequence[Measurement]) -> Measurement:

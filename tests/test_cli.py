@@ -274,7 +274,7 @@ def test_measure_says_when_its_number_is_unreliable(configs: Path, monkeypatch) 
     assert "measured 3 times, as the passes disagreed: 2.710, 4.060, 2.880 ms" in out
     assert "warning: the passes were measured while host was busy (other processes used " \
            "1.20 of 2 cores; load average 2.40)" in out
-    assert "UNRELIABLE: 3 measurements at separate moments still disagree by 47 %" in out
+    assert "UNRELIABLE: measured 3 times, the results still disagree by 47 %" in out
     data = json.loads(ok("measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL,
                          "--json").stdout)
     assert data["reliable"] is False and data["repeats_ms"] == [2.71, 4.06, 2.88]

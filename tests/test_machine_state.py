@@ -224,9 +224,17 @@ def test_repeats_that_never_agree_are_flagged_unreliable():
     assert not c.reliable and c.measurement.repeats == 3
     assert c.measurement.repeats_us == [100, 145, 100] and c.measurement.latency_us == 100
     note = c.note()
-    assert note is not None and note.startswith("UNRELIABLE: 3 measurements")
-    assert "45 %" in note and "quiet machine" in note
+    assert note == ("UNRELIABLE: measured 3 times, the results still disagree by 45 % "
+                    "(over 10 %), so the median may be far off; measure again on a quiet "
+                    "machine")
     assert c.measurement.state is BUSY  # the busiest state of the repeats is kept
+
+
+def test_one_disagreeing_repeat_says_how_to_measure_again():
+    c = timing.time_until_agreed(Scripted([100, 145, 100]), b"m", passes=3, max_repeats=1)
+    assert not c.reliable and c.note() == (
+        "UNRELIABLE: its 3 passes disagree by 45 % (over 10 %), so the median may be far off; "
+        "measure again on a quiet machine, with --max-repeats 3")
 
 
 def test_worst_state_is_the_busiest():
