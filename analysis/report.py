@@ -288,8 +288,8 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
           n_boot: int = stats.BOOTSTRAP) -> Report:
     """Numbers and figures of ``version``'s stored validations."""
     start = time.perf_counter()
-    rows = parse_rows(store.validations(version.id), all_tables(store, version),
-                      store.calibration(version))
+    cal = store.calibration(version)
+    rows = parse_rows(store.validations(version.id), all_tables(store, version), cal)
     lut = f"{store.path}@{version.id}"
     if not rows:
         raise ReportError(f"{version.label} has no validations yet; measure them with "
@@ -307,6 +307,8 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
     figures = make_plots(rows, pred, metrics, table, compare, version.label, grid)
     table_rows = network_table(rows, pred)
     metrics["sweep_machine"] = store.stat_detail(version.id, "machine_busy")
+    metrics["calibration_machine"] = (cal.machine_state or None) if cal else None
+    metrics["verdict"]["calibration_warning"] = cal.busy_warning() if cal else None
     metrics.update(lut=lut, version=version.label, device=version.device,
                    backend=version.backend, fingerprint=version.fingerprint,
                    networks=table_rows, generated_s=time.perf_counter() - start)
@@ -370,6 +372,10 @@ def method_notes(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) 
         notes.append(f"Machine while the LUT was swept: {st.get('summary', '')}"
                      + (f" — busy: {'; '.join(st.get('reasons', []))}." if st.get("busy")
                         else "."))
+    st = metrics.get("calibration_machine")
+    if st:
+        notes.append(f"Machine while the calibration's networks were measured: "
+                     f"{st.get('summary', '')}" + (" — busy." if st.get("busy") else "."))
     for st in metrics.get("machine", []):
         notes.append(f"Machine while {st['networks']} networks were measured "
                      f"({st.get('measured_at') or 'time not recorded'}): "
@@ -533,6 +539,8 @@ def verdict_sentences(report: Report) -> list[str]:
         out.append("Held out: " + agreement.describe(v["held_out_limits"]) + ".")
     out.append(f"The naive sum of LUT entries: {v['naive_within_5']} of {v['n']} within ±5 %, "
                f"{_fmt(v['naive_mean_error_pct'], 'f1')} % on average.")
+    if v.get("calibration_warning"):
+        out.append(v["calibration_warning"])
     if v.get("busy_networks"):
         out.append(f"warning: {v['busy_networks']} of the networks were measured while the "
                    f"machine was busy ({'; '.join(v['busy_reasons'])}): their numbers may be "

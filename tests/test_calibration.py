@@ -172,6 +172,11 @@ def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> N
     said = " ".join(verdict_sentences(report))
     assert "warning: 20 of the networks were measured while the machine was busy" in said
     assert "repeatability not measured" in said
+    # ... and so was the calibration the estimate comes from
+    assert v["calibration_warning"].startswith("warning: this LUT's calibration was fitted")
+    assert v["calibration_warning"] in said
+    assert any(n.startswith("Machine while the calibration's networks were measured")
+               for n in report.notes)
     preds = report.metrics["predictors"]
     assert {"calibrated", "calibrated_drift"} <= preds.keys()
     unseen = preds["calibrated"]["unseen"]
