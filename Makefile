@@ -71,9 +71,10 @@ test: setup
 	bash scripts/ensure-chromium
 	$(BIN)/pytest
 
-# The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml).
+# The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml);
+# nothing in it times anything, so it runs on both cores.
 test-fast: setup
-	$(BIN)/pytest -m "not train and not sweep and not phones and not browser"
+	$(BIN)/pytest -n 2 -m "not train and not sweep and not phones and not browser"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("NETADAPT_CONFIGS", str(REPO / "device_configs"))
+# rich wraps the CLI's output at 80 columns off a terminal: a long temporary path (a pytest-xdist
+# worker's, another user's) would break inside a word the tests look for.
+os.environ["COLUMNS"] = "250"
 
 try:  # property tests: no example database left in the working tree, no per-example deadline
     from hypothesis import settings
