@@ -42,6 +42,7 @@ MARKED_FIXTURES = {
     "phones": {"farm", "farm_factory", "adb_server", "adb_server_factory", "loopback_device",
                "loopback_device_factory", "loopback_adb_device", "litert_zygote"},
     "sweep": {"real_lut", "fast_runner", "killed_and_resumed"},  # the last: sweeps in processes
+    "browser": {"browser"},
 }
 
 

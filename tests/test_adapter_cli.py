@@ -39,6 +39,7 @@ def lut(real_lut, tmp_path: Path, configs: Path) -> Path:
 
 
 @pytest.mark.sweep
+@pytest.mark.train
 def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
@@ -98,6 +99,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.sweep
+@pytest.mark.train
 def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
     """--measured-budget against this machine: the initial network and every network that
     meets the estimate's budget are measured whole; the result says what was measured."""

@@ -227,6 +227,7 @@ def test_speedup_at_equal_accuracy_takes_the_first_network_as_accurate() -> None
 
 
 @pytest.mark.sweep
+@pytest.mark.train
 def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
     """The official code's pick rule (accuracy drop per ms saved), widths finer than the
     grid measured on the device when first needed, and short-term fine-tunes lengthened

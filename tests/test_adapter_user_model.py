@@ -84,6 +84,7 @@ def test_builtin_slots_are_the_zoos(family: str) -> None:
 
 
 @pytest.mark.sweep
+@pytest.mark.train
 def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> None:
     """`netadapt adapt --model pkg.module:factory`: the LUT keys it lacks (3x3 convs, PADs)
     measured on the device, adapted to the budget, exported with its trained weights."""

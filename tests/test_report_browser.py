@@ -198,6 +198,7 @@ def browser(tmp_path: Path):
 
 
 @needs_chromium
+@pytest.mark.browser
 def test_report_page_loads_without_errors_and_images_decode(browser, report_folder):
     shot = Path(os.environ["REPORT_SCREENSHOT"]) if os.environ.get("REPORT_SCREENSHOT") else None
     result = browser.page((report_folder / "index.html").resolve().as_uri(), shot)
@@ -210,6 +211,7 @@ def test_report_page_loads_without_errors_and_images_decode(browser, report_fold
 
 
 @needs_chromium
+@pytest.mark.browser
 def test_browser_reports_a_broken_image(browser, tmp_path):
     """The check itself: a page with an undecodable image and a console error is caught."""
     page = tmp_path / "bad.html"
