@@ -70,13 +70,18 @@ class Architecture:
     # -- building ----------------------------------------------------------------------------
     @classmethod
     def load(cls, source: str, resolution: int, classes: int,
-             tie_bottlenecks: bool | None = None) -> Architecture:
+             tie_bottlenecks: bool | None = None, dtype: str = "float32") -> Architecture:
         """Build the model once, trace it and find its slots. ``tie_bottlenecks``: also move
         the linear-bottleneck slots of one resolution together (how the paper adapts
-        MobileNetV2; the default for it, off for other models)."""
+        MobileNetV2; the default for it, off for other models). ``dtype``: the dtype of its
+        layers' LUT keys and networks (int8: the model is shipped full-integer)."""
         model = full_model(source, resolution, classes)
         names = zoo_names(source, resolution, classes)
         producers, family_layers = derive(model, (resolution, resolution, 3), names)
+        if dtype != "float32":
+            family_layers = [dataclasses.replace(ly, base=dataclasses.replace(ly.base,
+                                                                              dtype=dtype))
+                             for ly in family_layers]
         if source in zoo.FAMILIES:  # the zoo's slot order (width lists follow it)
             producers = {s: producers[s] for s in zoo.family(source).slots}
         base = prune.widths(model, producers)

@@ -28,7 +28,7 @@ from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
 from lut_db.spec import WEIGHTED, LayerSpec, Network
 
-__all__ = ["export", "export_tflite", "save_exports", "write_tflite"]
+__all__ = ["export", "export_tflite", "export_weights", "save_exports", "write_tflite"]
 
 Weights = dict[str, np.ndarray]
 
@@ -39,6 +39,14 @@ def export(model: nn.Module, input_shape: Shape | None = None,
 
     ``input_shape`` (H, W, C) defaults to the model's ``resolution`` with 3 channels.
     """
+    net, weights = export_weights(model, input_shape, name)
+    return net, build_network(net, weights=weights)
+
+
+def export_weights(model: nn.Module, input_shape: Shape | None = None,
+                   name: str = "exported") -> tuple[Network, dict[str, Weights]]:
+    """The traced Network of ``model`` and each node's weights in TFLite layout (BN folded,
+    float32): what ``export`` writes (``adapter.quantize`` writes them at int8)."""
     if input_shape is None:
         if not isinstance(model, ZooModel):
             raise AdaptError(f"{type(model).__name__}: give the input shape (H, W, C) to export")
@@ -54,7 +62,7 @@ def export(model: nn.Module, input_shape: Shape | None = None,
         weights[node.name] = _node_weights(node.name, node.spec, mods, pads)
         if node.spec.op in WEIGHTED and not weights[node.name]:  # never random weights
             raise AdaptError(f"cannot export {node.name}: no torch module holds its weights")
-    return net, build_network(net, weights=weights)
+    return net, weights
 
 
 def export_tflite(model: nn.Module, input_shape: Shape | None = None,

@@ -233,9 +233,9 @@ class SearchSpace:
                  table: Mapping[str, float], grid: int, missing: str = "error",
                  lut: str = "LUT", calibration: Calibration | None = None,
                  tie_bottlenecks: bool | None = None, fine_step: int | None = None,
-                 measure: Measure | None = None):
+                 measure: Measure | None = None, dtype: str = "float32"):
         self.arch = (model if isinstance(model, Architecture) else
-                     Architecture.load(model, resolution, classes, tie_bottlenecks))
+                     Architecture.load(model, resolution, classes, tie_bottlenecks, dtype))
         self.fam = self.arch.family
         self.resolution, self.classes, self.grid = resolution, classes, grid
         self.lut = lut  # the version whose entries it uses (a derived one after measuring)
@@ -353,25 +353,31 @@ class SearchSpace:
 
 
 def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: int,
-             lut: str) -> int:
-    """The channel grid of the LUT sweep that covers this model; clear errors otherwise.
-
-    The search prices float32 layers: int8 and float16 sweeps do not count."""
+             lut: str, dtype: str = "float32", device: str = "DEVICE") -> int:
+    """The channel grid of the LUT's ``dtype`` sweep that covers this model; clear errors
+    (with the command that builds it on ``device``) otherwise. Sweeps of other dtypes do not
+    count: an int8 search prices int8 layers only."""
     sweeps = [s for s in space.get("sweeps", []) if family in s.get("families", [])
-              and s.get("dtype", "float32") == "float32"]
+              and s.get("dtype", "float32") == dtype]
+    build = (f"netadapt lut --device {device} --space {family} --resolution {resolution} "
+             f"--classes {classes}" + ("" if dtype == "float32" else f" --dtype {dtype}")
+             + f" --db {lut.split('@')[0]}")
     if not sweeps:
-        raise AdaptError(f"{lut} holds no float32 sweep of {family} (its sweeps: "
-                         f"{_sweeps(space) or 'none recorded'}); build one with: netadapt lut "
-                         f"--space {family} --resolution {resolution} --classes {classes}, "
-                         "or give --grid")
+        raise AdaptError(f"{lut} holds no {dtype} sweep of {family} (its sweeps: "
+                         f"{_sweeps(space) or 'none recorded'}); build one with: {build}"
+                         + (", or give --grid" if dtype == "float32" else ""))
     at_res = [s for s in sweeps if resolution in s.get("resolutions", [])]
     if not at_res:
         have = sorted({r for s in sweeps for r in s.get("resolutions", [])})
-        raise AdaptError(f"{lut} was swept at {', '.join(map(str, have))} px for {family}, but "
-                         f"the model runs at {resolution} px: build the LUT for it with: "
-                         f"netadapt lut --space {family} --resolution {resolution} "
-                         f"--classes {classes}")
+        raise AdaptError(f"{lut} was swept at {', '.join(map(str, have))} px for {family}"
+                         f"{'' if dtype == 'float32' else f' at {dtype}'}, but the model runs at "
+                         f"{resolution} px: build the LUT for it with: {build}")
     return min(int(s["grid"]) for s in at_res)
+
+
+def lut_dtypes(space: Mapping[str, Any]) -> list[str]:
+    """The dtypes a LUT version's sweeps hold (float32 when none are recorded)."""
+    return sorted({s.get("dtype", "float32") for s in space.get("sweeps", [])}) or ["float32"]
 
 
 def _sweeps(space: Mapping[str, Any]) -> str:

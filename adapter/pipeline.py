@@ -40,22 +40,28 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
 def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
                  log: Log | None = None, tie_bottlenecks: bool | None = None,
-                 fine_step: int | None = None) -> tuple[Any, str]:
+                 fine_step: int | None = None, dtype: str = "float32") -> tuple[Any, str]:
     """The search space of ``model`` (a built-in, ``pkg.module:factory`` or a saved model:
     ``adapter.arch``) on the LUT, the keys it lacks resolved by the ``missing`` policy
     (``bench.missing``), its latency the version's calibrated estimate (the plain sum, with a
     warning through ``log``, when the version has no calibration). With ``fine_step`` the
     search also tries widths that much finer than the grid for the layer being cut, their
-    keys measured on ``device`` when first needed (``OnDemand``). Returns (space, label of
+    keys measured on ``device`` when first needed (``OnDemand``). ``dtype``: the keys' dtype
+    (int8: the LUT's int8 sweep prices the full-integer network). Returns (space, label of
     the version whose entries it uses)."""
     from adapter.arch import Architecture
     from adapter.netadapt import SearchSpace, lut_grid, missing_keys
     from bench import zoo
 
     label = f"{store.path}@{version.id}"
-    arch = Architecture.load(model, resolution, classes, tie_bottlenecks)
+    arch = Architecture.load(model, resolution, classes, tie_bottlenecks, dtype)
+    if dtype == "int8":
+        from adapter.quantize import check_int8_ops
+
+        check_int8_ops(arch.family.network(arch.base, resolution=resolution, classes=classes))
     if model in zoo.FAMILIES:
-        grid = grid or lut_grid(version.space, model, resolution, classes, label)
+        grid = grid or lut_grid(version.space, model, resolution, classes, label, dtype,
+                                version.device)
     else:  # the user's own model: no sweep of it to take the grid from
         grid = grid or USER_GRID
     cal = store.calibration(version)
@@ -63,14 +69,15 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
         log(f"warning: {label} has no calibration: the search ranks by the plain sum of "
             f"entries; calibrate it with: netadapt calibrate --lut {label}")
     table = store.table(version.id)
-    space = SearchSpace(arch, resolution, classes, table, grid, "error", label, cal)
+    space = SearchSpace(arch, resolution, classes, table, grid, "error", label, cal,
+                        dtype=dtype)
     absent = missing_keys(space, table)
     if absent:
         got = resolve(store, version, absent, missing, device=device, log=log)
         version, label, table = got.version, got.label, got.table
     measure = OnDemand(store, version, device, log) if fine_step else None
     return (SearchSpace(arch, resolution, classes, table, grid, "error", label, cal,
-                        fine_step=fine_step, measure=measure), label)
+                        fine_step=fine_step, measure=measure, dtype=dtype), label)
 
 
 class OnDemand:

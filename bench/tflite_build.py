@@ -63,6 +63,7 @@ __all__ = [
     "INPUT_QUANT",
     "OpBuilder",
     "Quant",
+    "activation_quants",
     "build_layer",
     "build_network",
     "layer_weights",
@@ -131,11 +132,27 @@ _FIXED_QUANT = {"softmax": Quant((1 / 256,), (-128,)), "logistic": Quant((1 / 25
                 "hard_sigmoid": Quant.of_range(0.0, 1.0)}
 
 
-def output_quant(spec: LayerSpec, input_quant: Quant) -> Quant:
-    """The quantization of an int8 layer's output."""
+def output_quant(spec: LayerSpec, input_quant: Quant,
+                 observed: tuple[float, float] | None = None) -> Quant:
+    """The quantization of an int8 layer's output: over the ``observed`` (calibration) range
+    when given, else the range assumed from its fused activation."""
     if spec.op in _KEEPS_QUANT:
         return input_quant
-    return _FIXED_QUANT.get(spec.op) or Quant.of_range(*ACT_RANGE[spec.act])
+    fixed = _FIXED_QUANT.get(spec.op)
+    if fixed:
+        return fixed
+    return Quant.of_range(*(observed if observed is not None else ACT_RANGE[spec.act]))
+
+
+def activation_quants(net: Network, ranges: Mapping[str, tuple[float, float]] | None = None
+                      ) -> dict[str, Quant]:
+    """node (and ``input``) -> the int8 quantization of its output in ``build_network``'s
+    file; ``ranges``: the (min, max) calibration saw per node (absent: assumed)."""
+    ranges = ranges or {}
+    out = {INPUT: Quant.of_range(*ranges[INPUT]) if INPUT in ranges else INPUT_QUANT}
+    for node in net.nodes:
+        out[node.name] = output_quant(node.spec, out[node.inputs[0]], ranges.get(node.name))
+    return out
 
 
 # -- the graph under construction ---------------------------------------------------------
@@ -604,11 +621,14 @@ def build_layer(spec: LayerSpec, seed: int = 0) -> bytes:
 
 
 def build_network(net: Network, seed: int = 0,
-                  weights: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> bytes:
+                  weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                  ranges: Mapping[str, tuple[float, float]] | None = None) -> bytes:
     """The whole DAG as one model: input ``input``, one output per ``net.outputs`` node.
 
     ``weights`` (node -> ``weight``/``bias`` in TFLite layout, float32; e.g. a trained
-    model's) replace the seeded random ones for the nodes it names.
+    model's) replace the seeded random ones for the nodes it names. ``ranges`` (int8: node
+    or ``input`` -> the (min, max) calibration saw) replace the assumed ``ACT_RANGE``s;
+    ops whose kernels fix their output quantization keep it (``activation_quants``).
     """
     given = _checked(net, weights or {})
     weights = {n.name: given[n.name] if n.name in given
@@ -618,15 +638,15 @@ def build_network(net: Network, seed: int = 0,
     if len(dtypes) > 1:
         raise SpecError(f"network {net.name!r} mixes dtypes {sorted(dtypes)}: one model runs one")
     int8 = dtypes == {"int8"}
-    tensors = {INPUT: g.activation(INPUT, (1, *net.input_shape), INPUT_QUANT if int8 else None)}
+    quants = activation_quants(net, ranges) if int8 else {}
+    tensors = {INPUT: g.activation(INPUT, (1, *net.input_shape), quants.get(INPUT))}
     for node in net.nodes:
         op = _builder(node.spec)
         ins = [tensors[src] for src in node.inputs]
         if node.spec.op != "fully_connected":  # everything else reads NHWC
             ins = [g.as_4d(t) for t in ins]
-        quant = g.quants[ins[0]]
         tensors[node.name] = g.activation(node.name, _output_shape(node.spec),
-                                          quant and output_quant(node.spec, quant))
+                                          quants.get(node.name))
         op.emit(g, node.spec, ins, tensors[node.name], weights[node.name], node.name)
     outputs = {name: tensors[name] for name in dict.fromkeys(net.outputs)}
     return g.finish({INPUT: tensors[INPUT]}, outputs, description=net.name)

@@ -1,0 +1,401 @@
+"""A trained torch model -> a full-integer int8 ``.tflite``, measured on the file.
+
+The file is the one ``adapter.export`` writes (the same traced Network, BN folded) at
+``dt=int8``, in the scheme ``bench.tflite_build`` uses for the TF converter's int8
+models: int8 weights per output channel (symmetric), int32 biases at input scale x
+weight scale, int8 activations per tensor (asymmetric) over the range calibration saw,
+int8 input and output. Ranges are the min/max of each layer's output over calibration
+batches of the training data (what the converter's calibrator records), taken from the
+float network evaluated in torch on the exported weights.
+
+The reference a file is checked against is the same network in torch with every tensor
+fake-quantized (``torch.fake_quantize_per_channel_affine`` / ``per_tensor_affine``) at the
+file's own scales: the quantization's arithmetic, independent of the flatbuffer writer and
+of LiteRT's kernels, so what is left between them is the kernels' requantization rounding.
+
+``QuantAware`` fine-tunes a torch model quantization-aware on the same scheme (torch's
+``FakeQuantize`` modules; BatchNorm frozen so the weights quantized are the folded ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ai_edge_litert.interpreter import Interpreter
+from torch import nn
+from torch.ao import quantization as tq
+from torch.nn.utils import parametrize
+
+from adapter.errors import AdaptError
+from adapter.export import Weights, export_weights
+from adapter.models import same_pads
+from adapter.trace import Shape, trace_modules
+from bench.tflite_build import Quant, activation_quants, build_network, weight_quant
+from lut_db.spec import INPUT, LayerSpec, Network
+
+__all__ = ["INT8_OPS", "Int8Error", "Int8Model", "QuantAware", "calibration_images",
+           "check_int8_ops", "check_parity", "file_accuracy", "parity", "quantize", "run_file"]
+
+# Ops the int8 export, its calibration and its reference cover.
+INT8_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "avg_pool", "max_pool",
+            "global_avg_pool", "pad", "concat")
+MIN_CALIBRATION_IMAGES = 32  # fewer leave rare activations' ranges to chance
+EVAL_BATCH = 256
+LAYER_IMAGES = 200  # test images the layer-by-layer parity runs (builtin kernels, slower)
+MIN_AGREEMENT = 0.99  # top-1 agreement of file and reference
+
+
+class Int8Error(AdaptError):
+    """A model or calibration set that cannot be quantized to int8."""
+
+
+def check_int8_ops(net: Network) -> None:
+    """Refuse a network with layers that have no int8 form here (before any training)."""
+    bad = sorted({f"{n.name} ({n.spec.op})" for n in net.nodes if n.spec.op not in INT8_OPS})
+    if bad:
+        raise Int8Error(f"{net.name}: layers with no int8 key: {', '.join(bad)}; int8 covers "
+                        f"{', '.join(INT8_OPS)}; adapt at --dtype float32 instead")
+
+
+def calibration_images(data: object, batches: int, batch_size: int, seed: int = 0
+                       ) -> torch.Tensor:
+    """``batches`` x ``batch_size`` training images (normalised, not augmented: what the
+    network sees at inference), drawn without replacement with ``seed``."""
+    n_train = len(data.train)  # type: ignore[attr-defined]
+    want = batches * batch_size
+    if batches < 1 or min(want, n_train) < MIN_CALIBRATION_IMAGES:
+        raise Int8Error(f"a calibration set of {min(want, n_train)} images ({batches} batches "
+                        f"of {batch_size}, {n_train} training images) is too small to give "
+                        f"activation ranges: give at least {MIN_CALIBRATION_IMAGES} images "
+                        "(--calibration-batches)")
+    idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:want]
+    return data.tensors("train", idx.tolist())[0]  # type: ignore[attr-defined]
+
+
+@dataclass
+class Int8Model:
+    """A quantized network: its int8 Network, file, float weights and tensor quantizations."""
+
+    net: Network
+    tflite: bytes
+    weights: dict[str, Weights]
+    quants: dict[str, Quant]
+    ranges: dict[str, tuple[float, float]]
+
+    @property
+    def output(self) -> str:
+        return self.net.outputs[0]
+
+
+def quantize(model: nn.Module, images: torch.Tensor, input_shape: Shape | None = None,
+             name: str = "exported") -> Int8Model:
+    """``model`` as a full-integer file, activation ranges from ``images`` (NCHW)."""
+    net, weights = export_weights(model, input_shape, name)
+    check_int8_ops(net)
+    ranges = _ranges(net, weights, images)
+    flat = [k for k, (lo, hi) in ranges.items() if not hi > lo]
+    if flat:
+        raise Int8Error(f"calibration gave no range for {', '.join(sorted(flat))} (every "
+                        "value equal): give more or more varied --calibration-batches")
+    q_net = net.with_dtype("int8")
+    return Int8Model(q_net, build_network(q_net, weights=weights, ranges=ranges), weights,
+                     activation_quants(q_net, ranges), ranges)
+
+
+def _ranges(net: Network, weights: Mapping[str, Weights], images: torch.Tensor
+            ) -> dict[str, tuple[float, float]]:
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for xb in images.split(EVAL_BATCH):
+        for k, v in evaluate(net, weights, xb, keep_all=True).items():
+            lo[k] = min(lo.get(k, np.inf), float(v.min()))
+            hi[k] = max(hi.get(k, -np.inf), float(v.max()))
+    return {k: (lo[k], hi[k]) for k in lo}
+
+
+# -- the torch evaluation of a Network: float, or fake-quantized at the file's scales ---------
+
+
+@torch.no_grad()
+def evaluate(net: Network, weights: Mapping[str, Weights], x: torch.Tensor,
+             quants: Mapping[str, Quant] | None = None, keep_all: bool = False
+             ) -> dict[str, torch.Tensor]:
+    """The network on NCHW images ``x`` in float32: every node's output (``keep_all``) or
+    the outputs'. With ``quants`` every tensor is fake-quantized to its int8 grid and the
+    weights and biases to theirs (the reference of the int8 file)."""
+    values = {INPUT: _fq(x, quants[INPUT]) if quants else x}
+    for node in net.nodes:
+        xs = [values[s] for s in node.inputs]
+        q = quants[node.name] if quants else None
+        if node.spec.op == "concat" and q:  # the file requantizes parts to the output's grid
+            xs = [_fq(v, q) for v in xs]
+        w = weights.get(node.name, {})
+        if quants and w:
+            w = _quantized_weights(node.spec, w, quants[node.inputs[0]])
+        y = _layer(node.spec, xs, w)
+        values[node.name] = _fq(y, q) if q else y
+    return values if keep_all else {o: values[o] for o in net.outputs}
+
+
+def _fq(x: torch.Tensor, q: Quant) -> torch.Tensor:
+    return torch.fake_quantize_per_tensor_affine(x, q.scale[0], q.zero_point[0], -128, 127)
+
+
+def _quantized_weights(spec: LayerSpec, w: Weights, x_quant: Quant) -> dict[str, torch.Tensor]:
+    """Weights per channel on [-127, 127] and the bias on the int32 grid, as the file holds."""
+    wq = weight_quant(spec, w["weight"])
+    scale = torch.tensor(wq.scale, dtype=torch.float32)
+    weight = torch.fake_quantize_per_channel_affine(
+        torch.from_numpy(w["weight"]), scale, torch.zeros(len(scale), dtype=torch.int32),
+        wq.dim, -127, 127)
+    out = {"weight": weight}
+    if "bias" in w:
+        bias_scale = scale.double() * x_quant.scale[0]
+        out["bias"] = (torch.round(torch.from_numpy(w["bias"]).double() / bias_scale)
+                       * bias_scale).float()
+    return out
+
+
+def _layer(spec: LayerSpec, xs: Sequence[torch.Tensor], w: Mapping[str, object]
+           ) -> torch.Tensor:
+    """One layer, NCHW in and out, weights in TFLite layout (a fully-connected output is
+    N x C x 1 x 1)."""
+    x = xs[0]
+    weight = _tensor(w.get("weight"), x.dtype)
+    bias = _tensor(w.get("bias"), x.dtype)
+    if spec.op == "conv2d":  # OHWI -> OIHW
+        y = F.conv2d(_pad(x, spec), weight.permute(0, 3, 1, 2), bias, spec.stride,
+                     dilation=spec.dilation)
+    elif spec.op == "depthwise_conv2d":  # [1, kh, kw, C] -> [C, 1, kh, kw]
+        y = F.conv2d(_pad(x, spec), weight.permute(3, 0, 1, 2), bias, spec.stride,
+                     dilation=spec.dilation, groups=spec.cin)
+    elif spec.op == "fully_connected":  # TFLite flattens NHWC
+        y = F.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), weight, bias)[:, :, None, None]
+    elif spec.op == "add":
+        y = xs[0] + xs[1]
+    elif spec.op == "avg_pool":  # unpadded (the export refuses padded pools)
+        y = F.avg_pool2d(x, spec.kernel, spec.stride)
+    elif spec.op == "max_pool":
+        y = F.max_pool2d(x, spec.kernel, spec.stride)
+    elif spec.op == "global_avg_pool":
+        y = x.mean(dim=(2, 3), keepdim=True)
+    elif spec.op == "concat":
+        y = torch.cat(list(xs), dim=1)
+    elif spec.op == "pad":
+        top, bottom, left, right = spec.pads
+        y = F.pad(x, (left, right, top, bottom))
+    else:
+        raise Int8Error(f"{spec.key}: no int8 reference for op {spec.op!r}")
+    if spec.act == "relu":
+        return F.relu(y)
+    return y.clamp(0.0, 6.0) if spec.act == "relu6" else y
+
+
+def _tensor(a: object, dtype: torch.dtype) -> torch.Tensor | None:
+    if a is None:
+        return None
+    return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).to(dtype)
+
+
+def _pad(x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
+    if spec.padding == "valid":
+        return x
+    (t, b), (left, r) = [same_pads(n, k, s, d) for n, k, s, d in
+                         zip((spec.h, spec.w), spec.kernel, spec.stride, spec.dilation)]
+    return F.pad(x, (left, r, t, b))
+
+
+# -- running the file --------------------------------------------------------------------------
+
+
+def run_file(tflite: bytes, images: torch.Tensor) -> tuple[np.ndarray, Quant]:
+    """The int8 file's raw int8 outputs on NCHW ``images`` (one invoke each: batch 1) and the
+    output's quantization; the input is quantized with the file's own input scale."""
+    interp = Interpreter(model_content=tflite, num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
+    q_in = Quant((float(s_in),), (int(z_in),))
+    nhwc = images.permute(0, 2, 3, 1).numpy()
+    got = []
+    for x in nhwc:
+        interp.set_tensor(inp["index"], q_in.quantize(x[None]))
+        interp.invoke()
+        got.append(interp.get_tensor(out["index"]).reshape(1, -1).copy())
+    return np.concatenate(got), Quant((float(s_out),), (int(z_out),))
+
+
+def file_accuracy(tflite: bytes, data: object) -> float:
+    """Top-1 accuracy of the int8 file on the test split, run in LiteRT."""
+    x, y = data.tensors("test")  # type: ignore[attr-defined]
+    got, _ = run_file(tflite, x)
+    return float((torch.from_numpy(got.argmax(1)) == y).float().mean())
+
+
+def parity(q: Int8Model, images: torch.Tensor, layer_images: int = LAYER_IMAGES
+           ) -> dict[str, float]:
+    """The file against its torch fake-quant reference on ``images``.
+
+    End to end: top-1 agreement and the output's difference in steps of its scale (one-step
+    rounding differences compound through a deep chain, so the whole network can differ by
+    a few steps on a few images). Layer by layer, on the first ``layer_images``: each
+    layer's int8 output against the reference computed from the file's own int8 inputs to
+    it, which must be within one step (the kernels' requantization rounding, nothing else).
+    """
+    got, out_q = run_file(q.tflite, images)
+    ref = torch.cat([evaluate(q.net, q.weights, xb, q.quants)[q.output].flatten(1)
+                     for xb in images.split(EVAL_BATCH)]).double().numpy()
+    ref_q = np.round(ref / out_q.scale[0]) + out_q.zero_point[0]
+    steps = np.abs(got.astype(np.float64) - ref_q)
+    return {"images": len(images),
+            "top1_agreement": float(np.mean(got.argmax(1) == ref_q.argmax(1))),
+            "output_max_steps": float(steps.max()),
+            "output_within_one_step": float(np.mean(steps.max(axis=1) <= 1)),
+            "output_scale": out_q.scale[0],
+            "layer_images": min(layer_images, len(images)),
+            "layer_max_steps": _layer_steps(q, images[:layer_images])}
+
+
+def check_parity(p: Mapping[str, float], what: str) -> None:
+    """Refuse a file that does not compute its quantization (``parity``'s numbers)."""
+    if p["top1_agreement"] < MIN_AGREEMENT or p["layer_max_steps"] > 1:
+        raise Int8Error(f"{what}: the int8 file departs from its fake-quant reference (top-1 "
+                        f"agreement {100 * p['top1_agreement']:.2f} %, a layer off by "
+                        f"{p['layer_max_steps']:g} steps); the float exports stay in place")
+
+
+def _layer_steps(q: Int8Model, images: torch.Tensor) -> float:
+    """Largest difference, in output steps, of any layer of the file from the reference
+    layer fed the file's own int8 input (builtin kernels: XNNPACK hides intermediates)."""
+    with warnings.catch_warnings():  # its "for debugging" memory warning: a known cost here
+        warnings.simplefilter("ignore", UserWarning)
+        interp = Interpreter(model_content=q.tflite, num_threads=1,
+                             experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    index = {d["name"]: d["index"] for d in interp.get_tensor_details()}
+    names = [INPUT, *(n.name for n in q.net.nodes)]
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for x in images.permute(0, 2, 3, 1).numpy():
+        interp.set_tensor(index[INPUT], q.quants[INPUT].quantize(x[None]))
+        interp.invoke()
+        for n in names:
+            got[n].append(interp.get_tensor(index[n]).copy())
+    ints = {n: np.concatenate(v) for n, v in got.items()}
+    worst = 0.0
+    for node in q.net.nodes:
+        xs = [_nchw(q.quants[s].dequantize(ints[s])) for s in node.inputs]
+        qn = q.quants[node.name]
+        if node.spec.op == "concat":
+            xs = [_fq(v, qn) for v in xs]
+        w = q.weights.get(node.name, {})
+        if w:
+            w = _quantized_weights(node.spec, w, q.quants[node.inputs[0]])
+        ref = _fq(_layer(node.spec, xs, w), qn).double()
+        ref_q = torch.round(ref / qn.scale[0]) + qn.zero_point[0]
+        mine = _nchw(ints[node.name].astype(np.float64)).reshape(ref_q.shape)
+        worst = max(worst, float((mine - ref_q).abs().max()))
+    return worst
+
+
+def _nchw(a: np.ndarray) -> torch.Tensor:
+    """A file's NHWC (or N x C) tensor as float64 NCHW."""
+    t = torch.from_numpy(np.asarray(a, np.float64))
+    return t.permute(0, 3, 1, 2) if t.dim() == 4 else t[:, :, None, None]
+
+
+# -- quantization-aware fine-tuning -------------------------------------------------------------
+
+
+class _FoldedFakeQuant(nn.Module):
+    """A conv/linear weight as trained, through a per-channel symmetric fake-quant of the
+    weight with its (frozen) BatchNorm folded in: what the file stores."""
+
+    def __init__(self, bn: nn.BatchNorm2d | None):
+        super().__init__()
+        self.bn = [bn]  # a list: not a submodule (its parameters stay the model's)
+        self.fq = tq.FakeQuantize(observer=tq.MovingAveragePerChannelMinMaxObserver,
+                                  averaging_constant=1.0, quant_min=-127, quant_max=127,
+                                  dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                  ch_axis=0)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        bn = self.bn[0]
+        if bn is None:
+            return self.fq(w)
+        scale = (bn.running_var + bn.eps).rsqrt()
+        if bn.affine:
+            scale = scale * bn.weight
+        scale = scale.reshape(-1, *([1] * (w.dim() - 1)))
+        return self.fq(w * scale) / scale
+
+
+class QuantAware:
+    """Within ``with QuantAware(model, shape):`` the model trains and runs with int8 fake-quant
+    on the file's scheme: weights per channel (BN folded, frozen), each layer's output
+    per tensor (moving min/max). Leaving restores the plain float model, trained."""
+
+    def __init__(self, model: nn.Module, input_shape: Shape):
+        self.model, self.input_shape = model, input_shape
+
+    @contextlib.contextmanager
+    def _bn_frozen(self) -> Iterator[None]:
+        bns = [m for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
+        train = self.model.train
+
+        def keep_frozen(mode: bool = True) -> nn.Module:
+            train(mode)
+            for m in bns:  # the folded scale must be the running statistics the file uses
+                m.eval()
+            return self.model
+
+        self.model.train = keep_frozen  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.model.train
+
+    def __enter__(self) -> nn.Module:
+        net, folded = trace_modules(self.model, self.input_shape, "qat")
+        modules = dict(self.model.named_modules())
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(self._bn_frozen())
+        self._weighted: list[nn.Module] = []
+        for node in net.nodes:
+            mods = [modules[m] for m in folded[node.name] if m in modules]
+            if not mods:
+                continue  # functional ops (adds, flatten): their output is not fake-quantized
+            for m in mods:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    bn = next((b for b in mods if isinstance(b, nn.BatchNorm2d)), None)
+                    parametrize.register_parametrization(m, "weight", _FoldedFakeQuant(bn))
+                    self._weighted.append(m)
+            self._stack.callback(mods[-1].register_forward_hook(_act_hook()).remove)
+        self._stack.callback(self.model.register_forward_pre_hook(_input_hook()).remove)
+        self.model.train()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self._weighted:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+        self._stack.close()
+
+
+def _act_fq() -> tq.FakeQuantize:
+    return tq.FakeQuantize(observer=tq.MovingAverageMinMaxObserver, quant_min=-128,
+                           quant_max=127, dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+
+
+def _act_hook() -> Callable[..., torch.Tensor]:
+    fq = _act_fq()
+    return lambda _m, _inp, out: fq(out)
+
+
+def _input_hook() -> Callable[..., tuple]:
+    fq = _act_fq()
+    return lambda _m, args: (fq(args[0]), *args[1:])
