@@ -165,6 +165,11 @@ class AdaptConfig:
     measured_on: str | None = None
     measured_backend: str | None = None
     max_iterations: int = 200  # a guard, not part of the result (may change on resume)
+    # int8: the search prices the LUT's int8 keys and every network is also exported
+    # full-integer (adapter.quantize), its accuracy measured on the file.
+    dtype: str = "float32"
+    calibration_batches: int = 8  # training batches whose activation ranges set int8 scales
+    max_int8_drop: float = 1.0  # accuracy points; above: a quantization-aware fine-tune
 
     NOT_COMPARED = ("max_iterations", "loader_workers")  # loaders give the same batches
 
@@ -197,6 +202,12 @@ class AdaptConfig:
             raise AdaptError(f"--pick must be one of {', '.join(PICK_RULES)}, got {self.pick!r}")
         if not 0 <= self.short_floor < 1:
             raise AdaptError(f"--short-floor must be in [0, 1), got {self.short_floor}")
+        if self.dtype not in ("float32", "int8"):
+            raise AdaptError(f"--dtype must be float32 or int8, got {self.dtype!r}")
+        if self.calibration_batches < 1:
+            raise AdaptError("--calibration-batches must be at least 1")
+        if not self.max_int8_drop >= 0:
+            raise AdaptError("--max-int8-drop must not be negative")
         if self.fine_step is not None and self.fine_step < 1:
             raise AdaptError("--fine-widths must be at least 1")
         for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
@@ -523,6 +534,7 @@ class NetAdapt:
         self.log = log
         self.arch = space.arch
         self.model: torch.nn.Module | None = None
+        self.qat_model: torch.nn.Module | None = None  # the quantization-aware copy, if any
         self.state: dict[str, Any] = {}
 
     def widths(self) -> dict[str, int]:

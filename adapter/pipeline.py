@@ -105,6 +105,10 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
 
     log = log or print
     t0 = time.perf_counter()
+    if cfg.dtype == "int8":  # a calibration set too small is refused before any training
+        from adapter.quantize import calibration_images
+
+        calibration_images(dataset, cfg.calibration_batches, cfg.batch_size, cfg.seed)
     context = netadapt.make_context(cfg, dataset)
     executor = make_executor(context, workers, ray)
     log(f"run folder {run_dir}; proposals on {executor.name}")
@@ -121,6 +125,11 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
         executor.close()
     result["lut_used"] = lut_used or cfg.lut
     export(na, run_dir, result)
+    if cfg.dtype == "int8":
+        # the float exports and their result are on disk before quantizing: a failed
+        # quantization leaves them in place
+        (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+        int8_exports(na, dataset, result, log)
     if device:
         verify(space, result, device, backend, rounds, log)
     result["plots"] = plots(na, space, run_dir, result)
@@ -140,6 +149,94 @@ def export(na: Any, run_dir: Path, result: dict) -> None:
     result["curves"].update({m["name"]: m["curve"] for m in result["multipliers"]})
 
 
+def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
+    """Each network (initial, adapted, multipliers) as a full-integer file beside its float
+    one (``<stem>_int8.tflite``), its test accuracy measured on the file in LiteRT and its
+    parity with the fake-quant reference checked (``adapter.quantize``). ``test_acc``
+    becomes the file's, so every comparison is int8 against int8; the float model's stays
+    as ``test_acc_float``. An adapted network losing more than ``max_int8_drop`` points is
+    fine-tuned again, quantization-aware, and quantized again."""
+    from adapter import quantize
+    from adapter.arch import load_exported
+
+    cfg = na.cfg
+    images = quantize.calibration_images(dataset, cfg.calibration_batches, cfg.batch_size,
+                                         cfg.seed)
+    test_x, _ = dataset.tensors("test")
+    shape = (cfg.resolution, cfg.resolution, 3)
+    log(f"int8: activation ranges from {len(images)} training images "
+        f"({cfg.calibration_batches} batches); accuracy measured on each file in LiteRT")
+
+    def one(name: str, model: Any, entry: dict, tflite: str) -> float:
+        q = quantize.quantize(model, images, shape, Path(tflite).stem)
+        path = Path(tflite).with_name(Path(tflite).stem + "_int8.tflite")
+        path.write_bytes(q.tflite)
+        acc = quantize.file_accuracy(q.tflite, dataset)
+        par = quantize.parity(q, test_x)
+        quantize.check_parity(par, f"{name} ({path})")
+        float_acc = entry.get("test_acc_float", entry.get("test_acc"))
+        drop = None if float_acc is None else 100 * (float_acc - acc)
+        entry["int8"] = {"tflite": str(path), "test_acc": acc, "drop_points": drop,
+                         "parity": par}
+        if float_acc is not None:
+            entry["test_acc_float"], entry["test_acc"] = float_acc, acc
+        log(f"  {name}: int8 file {100 * acc:.1f}% test accuracy"
+            + (f", float {100 * float_acc:.1f}% (drop {drop:+.2f} points)" if drop is not None
+               else "")
+            + f"; parity: top-1 {100 * par['top1_agreement']:.2f}%, layers within "
+            f"{par['layer_max_steps']:g} step")
+        return drop or 0.0
+
+    one("initial", load_exported(result["exports"]["initial"]["torch"]), result["initial"],
+        result["exports"]["initial"]["tflite"])
+    for m in result["multipliers"]:
+        one(f"multiplier {m['name']}", load_exported(m["exports"]["torch"]), m,
+            m["exports"]["tflite"])
+    adapted = result["adapted"]
+    drop = one("adapted", na.model, adapted, result["exports"]["tflite"])
+    if drop > cfg.max_int8_drop:
+        qat_fine_tune(na, dataset, result, drop, log)
+        one("adapted (quantization-aware)", na.qat_model, adapted, result["exports"]["tflite"])
+        adapted["int8"]["qat"] = result.pop("qat")
+
+
+def qat_fine_tune(na: Any, dataset: Any, result: dict, drop: float, log: Log) -> None:
+    """The long-term fine-tune again, quantization-aware, on a copy of the adapted model
+    (``adapter.quantize.QuantAware``); the float exports stay the float model's. The copy
+    is saved as ``adapted_qat.pt`` and kept as ``na.qat_model``."""
+    import copy
+
+    import torch
+
+    from adapter import quantize, train
+    from adapter.data import train_loader
+    from adapter.executors import torch_threads
+
+    cfg = na.cfg
+    n = len(dataset.train)
+    steps = max(1, cfg.long_epochs) * train.steps_per_epoch(n, cfg.batch_size)
+    log(f"adapted: int8 drop {drop:.2f} points > {cfg.max_int8_drop:g}: quantization-aware "
+        f"long-term fine-tune, {steps} steps")
+    model = copy.deepcopy(na.model)
+    seed = train.derive_seed(cfg.seed, "qat")
+    train.seed_all(seed)
+    with torch_threads(cfg.threads), quantize.QuantAware(model, (cfg.resolution,
+                                                                 cfg.resolution, 3)):
+        train.train(model, train_loader(dataset, None, cfg.batch_size, steps, seed,
+                                        cfg.augment, cfg.loader_workers), cfg.lr_long)
+    model.eval()
+    path = Path(result["exports"]["torch"]).with_name("adapted_qat.pt")
+    torch.save({"state_dict": model.state_dict(), "widths": na.arch.widths(model),
+                "arch": na.arch.to_dict()}, path)
+    na.qat_model = model
+    result["qat"] = {"steps": steps, "drop_points_before": drop, "torch": str(path)}
+
+
+def _file(entry: dict, fallback: str) -> bytes:
+    """The file a network is measured as: its int8 file when it has one."""
+    return Path(entry.get("int8", {}).get("tflite", fallback)).read_bytes()
+
+
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
            log: Log) -> None:
     """Measure initial, adapted and multiplier networks whole on the device, interleaved:
@@ -147,10 +244,10 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
     their layers timed alone again between rounds (the device's drift since the LUT)."""
     from adapter.netadapt import measure_with_drift
 
-    nets = {"initial": Path(result["exports"]["initial"]["tflite"]).read_bytes(),
-            "adapted": Path(result["exports"]["tflite"]).read_bytes()}
+    nets = {"initial": _file(result["initial"], result["exports"]["initial"]["tflite"]),
+            "adapted": _file(result["adapted"], result["exports"]["tflite"])}
     for m in result["multipliers"]:
-        nets[m["name"]] = Path(m["exports"]["tflite"]).read_bytes()
+        nets[m["name"]] = _file(m, m["exports"]["tflite"])
     keys = [k for part in ("initial", "adapted")
             for k in space.network(result[part]["widths"]).keys]
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")

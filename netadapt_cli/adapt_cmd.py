@@ -34,6 +34,17 @@ def adapt_cmd(
         "whole on the device (--device, default the LUT's), not for the LUT's estimate: when "
         "the estimate meets it the network is measured, and if it runs slower the estimate's "
         "budget is tightened by estimated/measured and adaptation goes on."),
+    dtype: str | None = typer.Option(
+        None, help="Key dtype the search prices and the networks ship at: float32 or int8 "
+        "(full-integer: the LUT's int8 sweep, and every network also exported as "
+        "<name>_int8.tflite, its accuracy measured on that file). Default: the LUT's dtype "
+        "when its sweeps have only one, else float32."),
+    calibration_batches: int = typer.Option(
+        8, help="int8: training batches (--batch-size images each) whose activation ranges "
+        "set the file's scales."),
+    max_int8_drop: float = typer.Option(
+        1.0, help="int8: accuracy points the adapted int8 file may lose against the float "
+        "model; above it, the long-term fine-tune runs again quantization-aware."),
     max_macs: str | None = typer.Option(None, help="Also bound MACs: ratio (0.5) or 5M."),
     max_params: str | None = typer.Option(None, help="Also bound parameters: ratio or 1.2M."),
     data: str = typer.Option("fashion-mnist", help="fashion-mnist (Debian's "
@@ -98,7 +109,7 @@ def adapt_cmd(
     with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
-        from adapter.netadapt import PICK_RULES, AdaptConfig, Budget
+        from adapter.netadapt import PICK_RULES, AdaptConfig, Budget, lut_dtypes
         from bench.devices import load_config
 
         if pick not in PICK_RULES:
@@ -122,11 +133,16 @@ def adapt_cmd(
         dataset = data_mod.load(data, resolution, max_per_class)
         say(f"data: {dataset.describe()}", highlight=False)
         label = f"{store.path}@{version.id}"
+        if dtype is None:
+            have = lut_dtypes(version.space)
+            dtype = have[0] if len(have) == 1 else "float32"
+        if dtype not in ("float32", "int8"):
+            raise typer.BadParameter(f"--dtype {dtype}: adapt prices float32 or int8")
         space, used = pipeline.search_space(store, version, model, resolution,
                                             len(dataset.classes), grid, missing,
                                             log=lambda m: say(m, highlight=False),
                                             tie_bottlenecks=tie_bottlenecks,
-                                            fine_step=fine_widths)
+                                            fine_step=fine_widths, dtype=dtype)
         cfg = AdaptConfig(
             model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
             data=data, max_per_class=max_per_class,
@@ -137,7 +153,8 @@ def adapt_cmd(
             lr_short=lr_short, lr_long=lr_long, seed=seed, loader_workers=loader_workers,
             weights=str(weights) if weights else None, max_iterations=max_iterations,
             measured_on=target if measured_budget else None,
-            measured_backend=version.backend if measured_budget else None)
+            measured_backend=version.backend if measured_budget else None, dtype=dtype,
+            calibration_batches=calibration_batches, max_int8_drop=max_int8_drop)
         cfg.validate()
         result = pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
                                 resume=resume, compare=mults if compare_multipliers else None,
@@ -166,6 +183,18 @@ def print_result(result: dict) -> None:
     for m in result["multipliers"]:
         row(f"mult. {m['name']}", m)
     console.print(t)
+    if "int8" in result["adapted"]:
+        console.print("int8: test accuracy is each int8 file's, run in LiteRT; ms are the "
+                      "int8 files'", highlight=False)
+        for name, r in [("initial", result["initial"]), ("adapted", result["adapted"]),
+                        *((f"mult. {m['name']}", m) for m in result["multipliers"])]:
+            q = r["int8"]
+            drop = (f", float {100 * r['test_acc_float']:.1f}% (drop {q['drop_points']:+.2f} "
+                    "points)" if q.get("drop_points") is not None else "")
+            qat = " after a quantization-aware fine-tune" if "qat" in q else ""
+            console.print(f"  {name}: {q['tflite']} {100 * q['test_acc']:.1f}%{drop}{qat}; "
+                          f"top-1 agrees with its fake-quant reference on "
+                          f"{100 * q['parity']['top1_agreement']:.2f}%", highlight=False)
     a, budget = result["adapted"], result["budgets"].get("latency_ms")
     mb = result.get("measured_budget")
     if mb:

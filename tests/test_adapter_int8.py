@@ -1,0 +1,170 @@
+"""int8 NetAdapt: search on an int8 LUT, full-integer exports measured on the file, parity
+with the fake-quant reference, and each bad input one clear message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adapter import data, quantize
+from adapter.executors import torch_threads
+from adapter.models import build
+from adapter.train import train
+from bench.tflite_build import INPUT_QUANT, Quant, activation_quants
+from bench.zoo import MOBILENET_V1
+from lut_db.spec import INPUT, Network, Node
+from netadapt_cli.main import app
+from tests.fakes import make_lut
+
+INT8_SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64,
+                          "classes": 10, "dtype": "int8"}]}
+RUN = ["--data", "digits", "--width", "0.25", "--budget", "0.9", "--pretrain-epochs", "1",
+       "--short-steps", "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
+       "--reduction", "0.1", "--no-measure"]
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    return " ".join(text.translate(str.maketrans("│╭╮╰╯─┃┏┓┗┛━┡┩└┘", " " * 16)).split())
+
+
+@pytest.fixture(scope="module")
+def int8_lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sealed int8 LUT of MobileNetV1 at 32 px (FakeRunner's numbers: no sweep)."""
+    path = tmp_path_factory.mktemp("int8") / "fake.db"
+    store, _ = make_lut(path, space=INT8_SPACE)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def int8_lut(int8_lut_file: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "fake.db"
+    shutil.copy(int8_lut_file, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.Dataset:
+    return data.digits(32)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: data.Dataset) -> torch.nn.Module:
+    model = build("mobilenet_v1", width_mult=0.25, resolution=32, classes=10, seed=0)
+    with torch_threads(1):
+        train(model, data.train_loader(digits, None, 32, 30, seed=0), lr=0.1)
+    return model.eval()
+
+
+def test_calibrated_ranges_set_the_activation_scales() -> None:
+    net = MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10).with_dtype("int8")
+    assumed = activation_quants(net)
+    assert assumed[INPUT] == INPUT_QUANT
+    ranges = {INPUT: (-1.0, 3.0), "conv1": (0.0, 2.0), "fc": (-5.0, 7.0)}
+    got = activation_quants(net, ranges)
+    assert got[INPUT] == Quant.of_range(-1.0, 3.0)
+    assert got["conv1"] == Quant.of_range(0.0, 2.0) != assumed["conv1"]
+    assert got["pool"] == got["pw13"]  # MEAN keeps its input's quantization
+    assert got["fc"] == Quant.of_range(-5.0, 7.0)
+
+
+def test_layers_with_no_int8_form_are_refused() -> None:
+    net = MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
+    nodes = list(net.nodes)
+    dw1 = nodes[1]
+    nodes[1] = Node(dw1.name, replace(dw1.spec, op="hard_swish", kernel=(1, 1), bias=False,
+                                        act="none"),
+                    dw1.inputs)
+    with pytest.raises(quantize.Int8Error, match=r"layers with no int8 key: dw1 \(hard_swish\)"):
+        quantize.check_int8_ops(Network(net.name, net.input_shape, tuple(nodes)))
+
+
+@pytest.mark.train
+def test_int8_file_matches_its_fake_quant_reference(trained, digits) -> None:
+    images = quantize.calibration_images(digits, 4, 32)
+    q = quantize.quantize(trained, images, name="v1")
+    assert all(k.endswith("dt=int8") for k in q.net.keys)
+    x, _ = digits.tensors("test")
+    p = quantize.parity(q, x)
+    assert p["top1_agreement"] >= 0.99 and p["layer_max_steps"] <= 1
+    quantize.check_parity(p, "v1")
+    # the file's input and output are int8, its scales the calibrated ones
+    got, out_q = quantize.run_file(q.tflite, x[:4])
+    assert got.dtype == np.int8
+    assert out_q.scale == pytest.approx(q.quants[q.output].scale, rel=1e-6)  # stored float32
+    assert 0 <= quantize.file_accuracy(q.tflite, digits) <= 1
+
+
+def test_a_calibration_set_too_small_is_refused(digits) -> None:
+    with pytest.raises(quantize.Int8Error, match="too small to give activation ranges"):
+        quantize.calibration_images(digits, 1, 8)
+
+
+@pytest.mark.train
+def test_quant_aware_training_leaves_a_plain_model(trained, digits) -> None:
+    model = build("mobilenet_v1", width_mult=0.25, resolution=32, classes=10, seed=0)
+    model.load_state_dict(trained.state_dict())
+    keys = set(model.state_dict())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch_threads(1), quantize.QuantAware(model, (32, 32, 3)):
+        train(model, data.train_loader(digits, None, 16, 2, seed=0), lr=0.01)
+        assert all(not m.training for m in model.modules()
+                   if isinstance(m, torch.nn.BatchNorm2d))  # frozen: folded as exported
+    assert set(model.state_dict()) == keys
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in keys if k.endswith("weight"))
+    assert all(torch.equal(before[k], after[k]) for k in keys if "running" in k)
+    quantize.quantize(model.eval(), quantize.calibration_images(digits, 2, 32))
+
+
+@pytest.mark.train
+def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    r = invoke("adapt", "--lut", int8_lut, *RUN, "--runs-dir", runs, "--name", "q", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["config"]["dtype"] == "int8"  # taken from the LUT: its only dtype
+    run = runs / "q"
+    for part in ("initial", "adapted"):
+        q = result[part]["int8"]
+        assert Path(q["tflite"]).name == f"{part}_int8.tflite" and Path(q["tflite"]).exists()
+        assert (run / f"{part}.tflite").exists()  # the float file stays beside it
+        assert q["parity"]["top1_agreement"] >= 0.99 and q["parity"]["layer_max_steps"] <= 1
+        assert result[part]["test_acc"] == q["test_acc"]
+        assert q["drop_points"] == pytest.approx(
+            100 * (result[part]["test_acc_float"] - q["test_acc"]))
+    net = json.loads((run / "adapted.json").read_text())
+    assert net["nodes"]  # the float network's description; the search priced int8 keys:
+    hist = json.loads((run / "history.json").read_text())
+    assert len(hist) >= 1 and json.loads((run / "result.json").read_text())["adapted"]["int8"]
+
+
+def test_int8_adapt_without_an_int8_sweep_gives_the_command(real_lut, tmp_path: Path,
+                                                            configs: Path) -> None:
+    _, path, _ = real_lut
+    lut = tmp_path / "fast.db"
+    shutil.copy(path, lut)
+    r = invoke("adapt", "--lut", lut, *RUN, "--dtype", "int8", "--runs-dir", tmp_path / "r")
+    assert r.exit_code == 1
+    assert (f"holds no int8 sweep of mobilenet_v1 (its sweeps: mobilenet_v1 at [32] px, grid "
+            f"64, 10 classes, float32); build one with: netadapt lut --device fast --space "
+            f"mobilenet_v1 --resolution 32 --classes 10 --dtype int8 --db {lut}") in flat(r.output)
+
+
+def test_int8_adapt_with_too_few_calibration_images(int8_lut: Path, tmp_path: Path) -> None:
+    r = invoke("adapt", "--lut", int8_lut, *RUN, "--calibration-batches", "1", "--batch-size",
+               "8", "--runs-dir", tmp_path / "r")
+    assert r.exit_code == 1
+    assert "too small to give activation ranges" in flat(r.output)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.pt"))
