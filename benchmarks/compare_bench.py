@@ -47,10 +47,11 @@ def settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "data": args.data, "max_per_class": args.per_class,
             "pretrain_epochs": args.epochs, "short_steps": args.short_steps,
             "long_epochs": args.long_epochs, "reduction": args.reduction, "decay": args.decay,
-            "short_floor": args.short_floor, "batch_size": 64}
+            "short_floor": args.short_floor, "batch_size": 64, "dtype": args.dtype}
 
 
-def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str, str]:
+def space_for(lut: Path, resolution: int, log: Any, dtype: str = "float32"
+              ) -> tuple[Any, str, str]:
     """The MobileNetV1 search space on the host's LUT, swept at ``resolution`` (a derived
     version when the LUT lacks it; nothing to do when it is there) and calibrated, so the
     search ranks with the calibrated estimate."""
@@ -60,7 +61,7 @@ def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str, str]:
     from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutStore
 
-    sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10)
+    sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10, dtype)
     with open_runners("host") as runners:
         res = build_lut(lut, "host", runners, sweep)
         ensure_calibrated(lut, res.version.id, runners[0])
@@ -73,7 +74,8 @@ def space_for(lut: Path, resolution: int, log: Any) -> tuple[Any, str, str]:
         if parent.fingerprint != v.fingerprint or not need <= store.keys(parent.id):
             break
         v = parent
-    space, label = search_space(store, v, "mobilenet_v1", resolution, 10, log=log)
+    space, label = search_space(store, v, "mobilenet_v1", resolution, 10, log=log,
+                                dtype=dtype)
     return space, label, v.backend
 
 
@@ -105,13 +107,16 @@ def measure_all(runs: dict[int, list[dict]], rounds: int) -> dict[str, float]:
     from bench.devices import open_runners
     from bench.timing import median_ms
 
+    def file(entry: dict, fallback: str) -> bytes:  # int8 runs: the int8 file
+        return Path(entry.get("int8", {}).get("tflite", fallback)).read_bytes()
+
     files = {}
     for seed, rs in runs.items():
-        files[f"s{seed}/initial"] = Path(rs[0]["exports"]["initial"]["tflite"]).read_bytes()
+        files[f"s{seed}/initial"] = file(rs[0]["initial"], rs[0]["exports"]["initial"]["tflite"])
         for r in rs:
-            files[f"s{seed}/b{r['budget']:g}"] = Path(r["exports"]["tflite"]).read_bytes()
+            files[f"s{seed}/b{r['budget']:g}"] = file(r["adapted"], r["exports"]["tflite"])
         for m in rs[0]["multipliers"]:
-            files[f"s{seed}/{m['name']}"] = Path(m["exports"]["tflite"]).read_bytes()
+            files[f"s{seed}/{m['name']}"] = file(m, m["exports"]["tflite"])
     with open_runners("host") as runners:
         return median_ms(runners[0], files, rounds)
 
@@ -208,6 +213,9 @@ def main() -> None:
     ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--tag", default="fmnist")
+    ap.add_argument("--dtype", choices=("float32", "int8"), default="float32",
+                    help="int8: the int8 sweep prices the search, every network is compared "
+                         "as its full-integer file (accuracy and latency)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/compare"))
     ap.add_argument("--train-only", action="store_true", help="train and adapt, measure later")
     args = ap.parse_args()
@@ -215,7 +223,7 @@ def main() -> None:
     from adapter import data
 
     t0 = time.perf_counter()
-    space, label, backend = space_for(args.lut, args.resolution, print)
+    space, label, backend = space_for(args.lut, args.resolution, print, args.dtype)
     dataset = data.load(args.data, args.resolution, args.per_class)
     print(f"data: {dataset.describe()}; LUT {label}", flush=True)
     runs = {s: run_seed(args, space, label, backend, dataset, s) for s in args.seeds}

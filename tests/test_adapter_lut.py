@@ -135,8 +135,8 @@ def test_search_is_fast_on_a_real_lut(real_lut) -> None:
 def test_lut_grid_and_resolution_errors() -> None:
     assert lut_grid(SPACE, "mobilenet_v1", RES, CLASSES, "x.db@1") == GRID
     with pytest.raises(AdaptError, match="swept at 32 px for mobilenet_v1, but the model runs "
-                                         "at 64 px.*netadapt lut --space mobilenet_v1 "
-                                         "--resolution 64"):
+                                         "at 64 px.*netadapt lut --device DEVICE --space "
+                                         "mobilenet_v1 --resolution 64"):
         lut_grid(SPACE, "mobilenet_v1", 64, CLASSES, "x.db@1")
     with pytest.raises(AdaptError, match="holds no float32 sweep of mobilenet_v2"):
         lut_grid(SPACE, "mobilenet_v2", RES, CLASSES, "x.db@1")
@@ -146,6 +146,12 @@ def test_lut_grid_and_resolution_errors() -> None:
         lut_grid(int8, "mobilenet_v1", RES, CLASSES, "x.db@1")
     both = {"sweeps": [*int8["sweeps"], {**SPACE["sweeps"][0], "grid": 2 * GRID}]}
     assert lut_grid(both, "mobilenet_v1", RES, CLASSES, "x.db@1") == 2 * GRID
+    # an int8 search takes the int8 sweep's grid, and says how to sweep one at int8
+    assert lut_grid(both, "mobilenet_v1", RES, CLASSES, "x.db@1", "int8") == GRID
+    with pytest.raises(AdaptError, match="no int8 sweep of mobilenet_v1.*netadapt lut --device "
+                                         "pixel1 --space mobilenet_v1 --resolution 32 --classes "
+                                         "10 --dtype int8 --db x.db$"):
+        lut_grid(SPACE, "mobilenet_v1", RES, CLASSES, "x.db@1", "int8", "pixel1")
 
 
 @pytest.mark.sweep
