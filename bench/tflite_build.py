@@ -32,7 +32,9 @@ activations quantized per tensor, int8 weights per output channel (symmetric, sc
 each channel's largest weight), int32 biases at input scale x weight scale, and int8 model
 inputs and outputs (no QUANTIZE/DEQUANTIZE: the LUT times the int8 op alone). With no
 calibration data, activation ranges are assumed from the fused activation
-(``ACT_RANGE``; the weights keep activations near unit variance); ops whose int8 kernels
+(``ACT_RANGE``; the weights keep activations near unit variance); with it
+(``build_network(ranges=...)``, a trained model's: ``adapter.quantize``) they are the
+observed min/max; either way ops whose int8 kernels
 need it keep their input's quantization (pools, pad, concat, MEAN) or take the fixed
 output quantization TFLite requires (softmax, logistic: 1/256, zero point -128).
 

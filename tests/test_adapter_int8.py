@@ -129,11 +129,27 @@ def test_quant_aware_training_leaves_a_plain_model(trained, digits) -> None:
 
 
 @pytest.mark.train
-def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path) -> None:
+def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = quantize.file_accuracy
+    calls: list[float] = []
+
+    def lossy(tflite: bytes, ds: data.Dataset) -> float:
+        """The adapted file (the last of the first round) reads as a 50-point drop, which
+        the quantization-aware fine-tune must follow; the rest is measured."""
+        calls.append(measured(tflite, ds))
+        return calls[-1] - 0.5 if len(calls) == 2 else calls[-1]
+
+    monkeypatch.setattr(quantize, "file_accuracy", lossy)
     runs = tmp_path / "runs"
     r = invoke("adapt", "--lut", int8_lut, *RUN, "--runs-dir", runs, "--name", "q", "--json")
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
+    qat = result["adapted"]["int8"]["qat"]  # the drop was over --max-int8-drop: QAT ran
+    assert qat["drop_points_before"] == pytest.approx(
+        100 * (result["adapted"]["test_acc_float"] - calls[1] + 0.5))
+    assert Path(qat["torch"]).name == "adapted_qat.pt" and Path(qat["torch"]).exists()
+    assert len(calls) == 3  # initial, adapted, adapted again after QAT
     assert result["config"]["dtype"] == "int8"  # taken from the LUT: its only dtype
     run = runs / "q"
     for part in ("initial", "adapted"):
