@@ -289,7 +289,7 @@ def _layer_steps(q: Int8Model, images: torch.Tensor) -> float:
     ints = {n: np.concatenate(v) for n, v in got.items()}
     worst = 0.0
     for node in q.net.nodes:
-        xs = [_nchw(q.quants[s].dequantize(ints[s])) for s in node.inputs]
+        xs = [_nchw(q.quants[s].dequantize(ints[s])).float() for s in node.inputs]
         qn = q.quants[node.name]
         if node.spec.op == "concat":
             xs = [_fq(v, qn) for v in xs]

@@ -191,7 +191,9 @@ def print_result(result: dict) -> None:
             q = r["int8"]
             drop = (f", float {100 * r['test_acc_float']:.1f}% (drop {q['drop_points']:+.2f} "
                     "points)" if q.get("drop_points") is not None else "")
-            qat = " after a quantization-aware fine-tune" if "qat" in q else ""
+            qat = (" after a quantization-aware fine-tune" if q.get("qat", {}).get("kept") ==
+                   "quantization-aware" else " (quantization-aware fine-tune tried, scored lower)"
+                   if "qat" in q else "")
             console.print(f"  {name}: {q['tflite']} {100 * q['test_acc']:.1f}%{drop}{qat}; "
                           f"top-1 agrees with its fake-quant reference on "
                           f"{100 * q['parity']['top1_agreement']:.2f}%", highlight=False)
@@ -214,8 +216,9 @@ def print_result(result: dict) -> None:
                                                   if "measured_ms" in a else ""),
                       highlight=False)
     if "test_acc_before_long" in a:
+        after = a.get("test_acc_float", a["test_acc"])  # int8: the float model's here
         console.print(f"adapted test accuracy: {100 * a['test_acc_before_long']:.1f}% before, "
-                      f"{100 * a['test_acc']:.1f}% after long-term fine-tuning "
+                      f"{100 * after:.1f}% after long-term fine-tuning "
                       f"({result['iterations']} iterations)", highlight=False)
     q = result.get("quality", {})
     if q:

@@ -25,7 +25,8 @@ from tests.fakes import make_lut
 
 INT8_SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64,
                           "classes": 10, "dtype": "int8"}]}
-RUN = ["--data", "digits", "--width", "0.25", "--budget", "0.9", "--pretrain-epochs", "1",
+RUN = ["--data", "digits", "--max-per-class", "20", "--width", "0.25", "--budget", "0.9",
+       "--pretrain-epochs", "1",
        "--short-steps", "2", "--long-epochs", "1", "--batch-size", "32", "--workers", "1",
        "--reduction", "0.1", "--no-measure"]
 
@@ -95,8 +96,8 @@ def test_int8_file_matches_its_fake_quant_reference(trained, digits) -> None:
     images = quantize.calibration_images(digits, 4, 32)
     q = quantize.quantize(trained, images, name="v1")
     assert all(k.endswith("dt=int8") for k in q.net.keys)
-    x, _ = digits.tensors("test")
-    p = quantize.parity(q, x)
+    x, _ = digits.tensors("test", range(200))
+    p = quantize.parity(q, x, layer_images=100)
     assert p["top1_agreement"] >= 0.99 and p["layer_max_steps"] <= 1
     quantize.check_parity(p, "v1")
     # the file's input and output are int8, its scales the calibrated ones
@@ -150,6 +151,11 @@ def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path,
         100 * (result["adapted"]["test_acc_float"] - calls[1] + 0.5))
     assert Path(qat["torch"]).name == "adapted_qat.pt" and Path(qat["torch"]).exists()
     assert len(calls) == 3  # initial, adapted, adapted again after QAT
+    # the better file ships: the quantization-aware one unless it scores lower
+    kept = result["adapted"]["int8"]
+    assert kept["test_acc"] == max(calls[2], calls[1] - 0.5)
+    assert qat["kept"] == ("quantization-aware" if calls[2] >= calls[1] - 0.5 else
+                           "post-training")
     assert result["config"]["dtype"] == "int8"  # taken from the LUT: its only dtype
     run = runs / "q"
     for part in ("initial", "adapted"):
