@@ -124,8 +124,17 @@ def adapt_cmd(
         for r, v in budgets.items():
             Budget.parse(r, v)  # refuse a bad budget before any work
         mults = _floats(multipliers, "--multipliers")
-        run_dir = runs_dir / (name or _run_name(model, lut, budget, seed))
+        run_dir = runs_dir / (name or _run_name(model, lut, budget, seed, dtype or "float32"))
         store, version = pipeline.lut_for(lut, run_dir, resume)
+        if dtype is None:  # the LUT's, when its sweeps hold one dtype
+            have = lut_dtypes(version.space)
+            dtype = have[0] if len(have) == 1 else "float32"
+            if name is None and dtype != "float32":  # the run folder is named after it
+                run_dir = runs_dir / _run_name(model, lut, budget, seed, dtype)
+                store.close()
+                store, version = pipeline.lut_for(lut, run_dir, resume)
+        if dtype not in ("float32", "int8"):
+            raise typer.BadParameter(f"--dtype {dtype}: adapt prices float32 or int8")
         target = device or version.device  # measured on: the LUT's device unless told
         if measured_budget:
             load_config(target)  # an unknown device is refused before any work
@@ -133,11 +142,6 @@ def adapt_cmd(
         dataset = data_mod.load(data, resolution, max_per_class)
         say(f"data: {dataset.describe()}", highlight=False)
         label = f"{store.path}@{version.id}"
-        if dtype is None:
-            have = lut_dtypes(version.space)
-            dtype = have[0] if len(have) == 1 else "float32"
-        if dtype not in ("float32", "int8"):
-            raise typer.BadParameter(f"--dtype {dtype}: adapt prices float32 or int8")
         space, used = pipeline.search_space(store, version, model, resolution,
                                             len(dataset.classes), grid, missing,
                                             log=lambda m: say(m, highlight=False),
@@ -261,7 +265,8 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
-def _run_name(model: str, lut: str, budget: str, seed: int) -> str:
+def _run_name(model: str, lut: str, budget: str, seed: int, dtype: str = "float32") -> str:
     device = Path(lut.split("@")[0]).stem
     stem = Path(model.split(":")[-1]).stem  # a factory's or a saved model's name
-    return f"{stem}-{device}-{budget.replace('.', 'p')}-s{seed}"
+    tail = "" if dtype == "float32" else f"-{dtype}"  # float32 runs keep their old names
+    return f"{stem}-{device}-{budget.replace('.', 'p')}-s{seed}{tail}"
