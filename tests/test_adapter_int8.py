@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from adapter import data, quantize
+from adapter.errors import AdaptError
 from adapter.executors import torch_threads
 from adapter.models import build
 from adapter.train import train
@@ -189,3 +190,19 @@ def test_int8_adapt_with_too_few_calibration_images(int8_lut: Path, tmp_path: Pa
     assert r.exit_code == 1
     assert "too small to give activation ranges" in flat(r.output)
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.pt"))
+
+
+def test_the_int8_search_prices_int8_keys(int8_lut: Path) -> None:
+    from adapter.pipeline import search_space
+    from lut_db.store import LutStore
+
+    store = LutStore.open(int8_lut)
+    version = store.version(None)
+    space, used = search_space(store, version, "mobilenet_v1", 32, 10, dtype="int8")
+    table = store.table(version.id)
+    net = space.network(space.fam.widths(width_mult=0.5))
+    assert net.keys and all(k.endswith(",dt=int8") and k in table for k in net.keys)
+    assert space.grid == 64 and used == f"{int8_lut}@{version.id}"
+    with pytest.raises(AdaptError, match="holds no float32 sweep"):  # int8 keys price no float
+        search_space(store, version, "mobilenet_v1", 32, 10)
+    store.close()
