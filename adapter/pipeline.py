@@ -175,10 +175,10 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
     def one(name: str, model: Any, entry: dict, tflite: str) -> float:
         q = quantize.quantize(model, images, shape, Path(tflite).stem)
         path = Path(tflite).with_name(Path(tflite).stem + "_int8.tflite")
-        path.write_bytes(q.tflite)
         acc = quantize.file_accuracy(q.tflite, dataset)
         par = quantize.parity(q, test_x)
         quantize.check_parity(par, f"{name} ({path})")
+        path.write_bytes(q.tflite)  # only a file that passed its parity check
         float_acc = entry.get("test_acc_float", entry.get("test_acc"))
         drop = None if float_acc is None else 100 * (float_acc - acc)
         entry["int8"] = {"tflite": str(path), "test_acc": acc, "drop_points": drop,
