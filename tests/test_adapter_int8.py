@@ -172,6 +172,7 @@ def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path,
     assert len(hist) >= 1 and json.loads((run / "result.json").read_text())["adapted"]["int8"]
 
 
+@pytest.mark.sweep
 def test_int8_adapt_without_an_int8_sweep_gives_the_command(real_lut, tmp_path: Path,
                                                             configs: Path) -> None:
     _, path, _ = real_lut
@@ -206,3 +207,31 @@ def test_the_int8_search_prices_int8_keys(int8_lut: Path) -> None:
     with pytest.raises(AdaptError, match="holds no float32 sweep"):  # int8 keys price no float
         search_space(store, version, "mobilenet_v1", 32, 10)
     store.close()
+
+
+@pytest.mark.train
+def test_a_failed_quantization_leaves_the_float_exports(trained, digits, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from adapter import pipeline
+    from adapter.arch import Architecture
+    from adapter.export import save_exports
+    from adapter.netadapt import AdaptConfig
+
+    arch = Architecture.load("mobilenet_v1", 32, 10)
+    exports = save_exports(trained, tmp_path, "adapted", arch)
+    exports["initial"] = save_exports(trained, tmp_path, "initial", arch)
+    result = {"exports": exports, "initial": {"test_acc": 0.5}, "adapted": {"test_acc": 0.5},
+              "multipliers": []}
+    na = SimpleNamespace(cfg=AdaptConfig(dtype="int8", calibration_batches=2, batch_size=32),
+                         model=trained, arch=arch)
+
+    def refuse(p: dict, what: str) -> None:
+        raise quantize.Int8Error(f"{what}: forced")
+
+    monkeypatch.setattr(quantize, "check_parity", refuse)
+    with pytest.raises(quantize.Int8Error, match="initial .*initial_int8.tflite.*: forced"):
+        pipeline.int8_exports(na, digits, result, lambda m: None)
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == ["adapted.tflite",
+                                                                  "initial.tflite"]
