@@ -339,6 +339,8 @@ def plots(na: Any, space: Any, run_dir: Path, result: dict) -> list[str]:
         points = {"initial": result["initial"], "adapted": result["adapted"]}
         key = "measured_ms" if "measured_ms" in result["adapted"] else "latency_ms"
         where = f" on {result.get('measured_on')}" if key == "measured_ms" else ""
+        if "int8" in result["adapted"]:
+            where += " (int8 files)"
         out.append(plots.tradeoff(result["multipliers"], points, run_dir / "tradeoff.png",
                                   f"{cfg.model} on {result['data'].split(':')[0]}: test "
                                   f"accuracy vs latency{where}", key=key))

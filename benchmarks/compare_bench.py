@@ -233,9 +233,10 @@ def main() -> None:
     summary = summarise(runs, ms, args.width)
     summary.update(lut=label, data=dataset.describe(), args={k: str(v) for k, v in
                                                               vars(args).items()},
-                   wall_s=time.perf_counter() - t0)
+                   wall_s=time.perf_counter() - t0, dtype=args.dtype)
+    what = ", int8 files" if args.dtype == "int8" else ""
     summary["plots"] = plots(summary, runs, args.out, f"MobileNetV1 on {args.data} at "
-                             f"{args.resolution} px, {len(args.seeds)} seeds, host")
+                             f"{args.resolution} px, {len(args.seeds)} seeds, host{what}")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.out / "summary.md").write_text(table(summary) + "\n")
     print(table(summary))
