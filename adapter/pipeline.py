@@ -167,7 +167,7 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
     cfg = na.cfg
     images = quantize.calibration_images(dataset, cfg.calibration_batches, cfg.batch_size,
                                          cfg.seed)
-    test_x, _ = dataset.tensors("test")
+    test = dataset.tensors("test")  # loaded once for every file
     shape = (cfg.resolution, cfg.resolution, 3)
     log(f"int8: activation ranges from {len(images)} training images "
         f"({cfg.calibration_batches} batches); accuracy measured on each file in LiteRT")
@@ -175,8 +175,8 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
     def one(name: str, model: Any, entry: dict, tflite: str) -> float:
         q = quantize.quantize(model, images, shape, Path(tflite).stem)
         path = Path(tflite).with_name(Path(tflite).stem + "_int8.tflite")
-        acc = quantize.file_accuracy(q.tflite, dataset)
-        par = quantize.parity(q, test_x)
+        acc = quantize.file_accuracy(q.tflite, dataset, test)
+        par = quantize.parity(q, test[0])
         quantize.check_parity(par, f"{name} ({path})")
         path.write_bytes(q.tflite)  # only a file that passed its parity check
         float_acc = entry.get("test_acc_float", entry.get("test_acc"))

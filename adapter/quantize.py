@@ -231,9 +231,11 @@ def run_file(tflite: bytes, images: torch.Tensor) -> tuple[np.ndarray, Quant]:
     return np.concatenate(got), Quant((float(s_out),), (int(z_out),))
 
 
-def file_accuracy(tflite: bytes, data: object) -> float:
-    """Top-1 accuracy of the int8 file on the test split, run in LiteRT."""
-    x, y = data.tensors("test")  # type: ignore[attr-defined]
+def file_accuracy(tflite: bytes, data: object,
+                  test: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """Top-1 accuracy of the int8 file on the test split (``test``: its images and labels
+    when already loaded), run in LiteRT."""
+    x, y = test if test is not None else data.tensors("test")  # type: ignore[attr-defined]
     got, _ = run_file(tflite, x)
     return float((torch.from_numpy(got.argmax(1)) == y).float().mean())
 

@@ -135,10 +135,10 @@ def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path,
     measured = quantize.file_accuracy
     calls: list[float] = []
 
-    def lossy(tflite: bytes, ds: data.Dataset) -> float:
+    def lossy(tflite: bytes, ds: data.Dataset, test: object = None) -> float:
         """The adapted file (the last of the first round) reads as a 50-point drop, which
         the quantization-aware fine-tune must follow; the rest is measured."""
-        calls.append(measured(tflite, ds))
+        calls.append(measured(tflite, ds, test))
         return calls[-1] - 0.5 if len(calls) == 2 else calls[-1]
 
     monkeypatch.setattr(quantize, "file_accuracy", lossy)
