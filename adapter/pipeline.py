@@ -177,7 +177,9 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
         path = Path(tflite).with_name(Path(tflite).stem + "_int8.tflite")
         acc = quantize.file_accuracy(q.tflite, dataset, test)
         par = quantize.parity(q, test[0])
-        quantize.check_parity(par, f"{name} ({path})")
+        warning = quantize.check_parity(par, f"{name} ({path})")
+        if warning:
+            log(warning)
         path.write_bytes(q.tflite)  # only a file that passed its parity check
         float_acc = entry.get("test_acc_float", entry.get("test_acc"))
         drop = None if float_acc is None else 100 * (float_acc - acc)

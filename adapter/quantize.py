@@ -23,6 +23,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ def file_accuracy(tflite: bytes, data: object,
 
 
 def parity(q: Int8Model, images: torch.Tensor, layer_images: int = LAYER_IMAGES
-           ) -> dict[str, float]:
+           ) -> dict[str, Any]:
     """The file against its torch fake-quant reference on ``images``.
 
     End to end: top-1 agreement and the output's difference in steps of its scale (one-step
@@ -264,12 +265,22 @@ def parity(q: Int8Model, images: torch.Tensor, layer_images: int = LAYER_IMAGES
             "layer_max_steps": _layer_steps(q, images[:layer_images])}
 
 
-def check_parity(p: Mapping[str, float], what: str) -> None:
-    """Refuse a file that does not compute its quantization (``parity``'s numbers)."""
-    if p["top1_agreement"] < MIN_AGREEMENT or p["layer_max_steps"] > 1:
-        raise Int8Error(f"{what}: the int8 file departs from its fake-quant reference (top-1 "
-                        f"agreement {100 * p['top1_agreement']:.2f} %, a layer off by "
-                        f"{p['layer_max_steps']:g} steps); the float exports stay in place")
+def check_parity(p: dict[str, Any], what: str) -> str | None:
+    """Refuse a file that does not compute its quantization: a layer more than one step off
+    its reference is a defect of the file. Top-1 agreement under ``MIN_AGREEMENT`` is
+    returned as a warning (and ``p["meets_bar"]`` set False): near-tied logits of a weak
+    network flip on rounding without anything being wrong, and a long run is not thrown
+    away for them."""
+    if p["layer_max_steps"] > 1:
+        raise Int8Error(f"{what}: a layer of the int8 file is {p['layer_max_steps']:g} steps "
+                        "off its fake-quant reference fed the same input (at most 1 is "
+                        "rounding); the float exports stay in place")
+    p["meets_bar"] = p["top1_agreement"] >= MIN_AGREEMENT
+    if not p["meets_bar"]:
+        return (f"warning: {what}: top-1 agrees with the fake-quant reference on only "
+                f"{100 * p['top1_agreement']:.2f}% of test images (bar "
+                f"{100 * MIN_AGREEMENT:g}%), though every layer is within one step")
+    return None
 
 
 def _layer_steps(q: Int8Model, images: torch.Tensor) -> float:

@@ -99,7 +99,10 @@ def test_int8_file_matches_its_fake_quant_reference(trained, digits) -> None:
     x, _ = digits.tensors("test", range(200))
     p = quantize.parity(q, x, layer_images=100)
     assert p["top1_agreement"] >= 0.99 and p["layer_max_steps"] <= 1
-    quantize.check_parity(p, "v1")
+    assert quantize.check_parity(p, "v1") is None and p["meets_bar"]
+    assert "only 98.00%" in quantize.check_parity({**p, "top1_agreement": 0.98}, "v1")
+    with pytest.raises(quantize.Int8Error, match="a layer of the int8 file is 2 steps off"):
+        quantize.check_parity({**p, "layer_max_steps": 2.0}, "v1")
     # the file's input and output are int8, its scales the calibrated ones
     got, out_q = quantize.run_file(q.tflite, x[:4])
     assert got.dtype == np.int8
@@ -163,6 +166,7 @@ def test_int8_adapt_end_to_end(int8_lut: Path, tmp_path: Path,
         assert Path(q["tflite"]).name == f"{part}_int8.tflite" and Path(q["tflite"]).exists()
         assert (run / f"{part}.tflite").exists()  # the float file stays beside it
         assert q["parity"]["top1_agreement"] >= 0.99 and q["parity"]["layer_max_steps"] <= 1
+        assert q["parity"]["meets_bar"]
         assert result[part]["test_acc"] == q["test_acc"]
         assert q["drop_points"] == pytest.approx(
             100 * (result[part]["test_acc_float"] - q["test_acc"]))
