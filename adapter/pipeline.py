@@ -1,5 +1,6 @@
 """The `netadapt adapt` pipeline as one library function: adapt, compare with width
-multipliers, export, verify on the device, plot; ``result.json`` in the run folder.
+multipliers, export (at int8 also full-integer, measured on the file: ``int8_exports``),
+verify on the device, plot; ``result.json`` in the run folder.
 
     store, version = lut_for("luts/host.db", run_dir, resume=False)
     space, used = search_space(store, version, "mobilenet_v1", 32, 10, missing="error")
