@@ -172,8 +172,10 @@ def adapt_cmd(
 
 
 def print_result(result: dict) -> None:
-    t = Table("network", "est. ms", "measured ms", "MACs (M)", "params (M)", "test acc",
-              title="NetAdapt result")
+    int8 = "int8" in result["adapted"]  # then ms and accuracy are the int8 files'
+    t = Table("network", "est. ms", "measured ms", "MACs (M)", "params (M)",
+              "int8 test acc" if int8 else "test acc",
+              title="NetAdapt result (int8 files)" if int8 else "NetAdapt result")
 
     def row(name: str, r: dict) -> None:
         meas = r.get("measured_ms")
@@ -187,7 +189,7 @@ def print_result(result: dict) -> None:
     for m in result["multipliers"]:
         row(f"mult. {m['name']}", m)
     console.print(t)
-    if "int8" in result["adapted"]:
+    if int8:
         console.print("int8: test accuracy is each int8 file's, run in LiteRT; ms are the "
                       "int8 files'", highlight=False)
         for name, r in [("initial", result["initial"]), ("adapted", result["adapted"]),

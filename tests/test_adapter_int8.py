@@ -239,3 +239,10 @@ def test_a_failed_quantization_leaves_the_float_exports(trained, digits, tmp_pat
         pipeline.int8_exports(na, digits, result, lambda m: None)
     assert sorted(p.name for p in tmp_path.glob("*.tflite")) == ["adapted.tflite",
                                                                   "initial.tflite"]
+
+
+def test_layers_with_no_int8_key_in_the_lut_are_named(int8_lut: Path, tmp_path: Path) -> None:
+    r = invoke("adapt", "--lut", int8_lut, *RUN, "--grid", "32", "--runs-dir", tmp_path / "r")
+    assert r.exit_code == 1
+    out = flat(r.output)
+    assert "has no entry for" in out and ",dt=int8" in out and "--missing measure" in out
