@@ -71,14 +71,17 @@ fashion-mnist:
 	bash scripts/ensure-fashion-mnist
 
 # The report's browser test needs Debian's chromium: installed here when root (else it skips).
+# Two runs: what times nothing (training included: seeded, it asserts no timing) on both
+# cores, then what times layers or drives loopback phones alone, so no timing shares a core.
 test: setup
 	bash scripts/ensure-chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope -m "not sweep and not phones"
+	$(BIN)/pytest -m "sweep or phones"
 
 # The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml);
 # nothing in it times anything, so it runs on both cores.
 test-fast: setup
-	$(BIN)/pytest -n 2 -m "not train and not sweep and not phones and not browser"
+	$(BIN)/pytest -n 2 --dist loadscope -m "not train and not sweep and not phones and not browser"
 
 lint: setup
 	$(BIN)/ruff check .
