@@ -23,11 +23,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lut: setup
-	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --db $(LUT)
+	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --lut $(LUT)
 
 # Builds (or reuses) the device's LUT, then validates it against whole networks.
 report: setup
-	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --db $(LUT)
+	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(DTYPE),--dtype $(DTYPE)) --lut $(LUT)
 	$(NETADAPT) report --lut $(LUT) --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) $(if $(COMPARE),--compare $(COMPARE))
 
 devices: setup
@@ -52,7 +52,7 @@ doctor: setup
 ADAPT_RES ?= 32
 ADAPT_DEMO ?= --width 0.5 --max-per-class 1000 --pretrain-epochs 6 --short-steps 40 --reduction 0.15 --decay 0.95 --long-epochs 2
 adapt: setup fashion-mnist
-	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --space mobilenet_v1 --resolution $(ADAPT_RES) --grid 32 --classes 10 $(if $(DTYPE),--dtype $(DTYPE)) --db $(LUT)
+	$(NETADAPT) lut --device $(DEVICE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SERIAL),--serial $(SERIAL)) --space mobilenet_v1 --resolution $(ADAPT_RES) --grid 32 --classes 10 $(if $(DTYPE),--dtype $(DTYPE)) --lut $(LUT)
 	$(NETADAPT) adapt --lut $(LUT) --model mobilenet_v1 --resolution $(ADAPT_RES) --budget 0.5 --measured-budget --data fashion-mnist $(ADAPT_DEMO) --compare-multipliers --multipliers 0.125,0.25,0.375 $(if $(DTYPE),--dtype $(DTYPE)) --name demo-$(DEVICE)-$(ADAPT_RES)-fashion-x0.5$(if $(DTYPE),-$(DTYPE)) --resume
 
 # The paper's comparison (benchmarks/compare_bench.py): NetAdapt at budgets 0.75/0.5/0.25

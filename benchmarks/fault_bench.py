@@ -229,7 +229,7 @@ def host_faults(tmp: Path, rng: random.Random) -> dict[str, Any]:
     env = {**os.environ, "NETADAPT_CONFIGS": str(configs)}
     db = tmp / "host.db"
     base = [NETADAPT, "lut", "--no-calibrate", "--device", "fast", "--resolution", "32", "--classes", "10",
-            "--batch-size", "8", "--db", str(db)]
+            "--batch-size", "8", "--lut", str(db)]
     t0 = time.perf_counter()
     subprocess.run([*base, "--space", "mobilenet_v1", "--grid", "64"], env=env, check=True,
                    capture_output=True, timeout=600)  # sealed @1: what readers start from
@@ -305,7 +305,7 @@ def phone_faults(tmp: Path, rng: random.Random) -> dict[str, Any]:
         env = _phone_env(tmp, servers, "loop", batch_size=4)
         db = tmp / "phones.db"
         argv = [NETADAPT, "lut", "--no-calibrate", "--device", "loop", "--space", "mobilenet_v2",
-                "--resolution", "32", "--grid", "64", "--classes", "10", "--db", str(db)]
+                "--resolution", "32", "--grid", "64", "--classes", "10", "--lut", str(db)]
         out = killed_runs(argv, env, db, rng, during=during, max_delay_s=1.0)
         for t in timers:
             t.join()
@@ -323,7 +323,7 @@ def adb_server_fault(tmp: Path) -> dict[str, Any]:
         db = tmp / "server.db"
         keys = {s.key for s in shape_space(MOBILENET_V1, 16, 512, 10)}
         argv = [NETADAPT, "lut", "--no-calibrate", "--device", "duo", "--space", "mobilenet_v1",
-                "--resolution", "16", "--grid", "512", "--classes", "10", "--db", str(db)]
+                "--resolution", "16", "--grid", "512", "--classes", "10", "--lut", str(db)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

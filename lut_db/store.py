@@ -310,7 +310,7 @@ class LutStore:
     def open(cls, path: str | Path, create: bool = False) -> LutStore:
         path = Path(path)
         if not path.exists() and not create:
-            raise NotALut(f"{path}: no such LUT file (build one with: netadapt lut --db {path})")
+            raise NotALut(f"{path}: no such LUT file (build one with: netadapt lut --lut {path})")
         if path.exists() and path.is_dir():
             raise NotALut(f"{path} is a directory, not a LUT file")
         if create:

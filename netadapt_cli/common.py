@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from lut_db.errors import UserError
 from lut_db.spec import Network, SpecError
@@ -20,6 +21,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Errors a user can cause: shown as one message, never a traceback.
+# Exit codes (docs/cli.md): 0 ok, 1 an error the user can fix, 2 a usage error (click's),
+# 3 a check that ran and found a problem (a stale LUT, a sealed version that changed).
+CHECK_FAILED = 3
+
+# typer vendors click in newer releases: its usage errors' base, found without naming it.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
+                                   if c.__name__ == "UsageError")
+
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, sqlite3.DatabaseError, OSError)
 
 
@@ -39,14 +48,29 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         if as_json:
             print(json.dumps({"error": str(e)}))
         fail(_escape(str(e)))
-    except typer.BadParameter as e:
-        if as_json:
-            print(json.dumps({"error": e.format_message()}))
-        raise
     except KeyboardInterrupt:
         err_console.print("interrupted: every batch already measured is stored; "
                           "run the same command again to resume")
         sys.exit(130)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: the old spelling still works, for one more release."""
+    err_console.print(f"warning: {old} is deprecated, use {new} (the old spelling goes in "
+                      "the next release)", highlight=False, markup=False, soft_wrap=True)
+
+
+def lut_arg(lut: str | None, old: str | None, old_form: str, new_form: str) -> str:
+    """The LUT file given as ``--lut``, or by its old spelling (``old_form``, with a warning
+    naming ``new_form``); exactly one of them."""
+    if lut is not None and old is not None:
+        raise typer.BadParameter(f"give the LUT once, as --lut (not also as in {old_form})")
+    if old is not None:
+        deprecated(old_form, new_form)
+        return old
+    if lut is None:
+        raise typer.BadParameter("missing option --lut: the LUT file, e.g. --lut luts/host.db")
+    return lut
 
 
 def _escape(text: str) -> str:
@@ -94,3 +118,31 @@ def _load(network: Path | None, model: str | None, width: float | None,
         return fam.network(values, resolution=resolution, classes=classes)
     return fam.network(width_mult=width if width is not None else 1.0, resolution=resolution,
                        classes=classes)
+
+
+class RootGroup(TyperGroup):
+    """The `netadapt` group: with --json on the line, a usage error (exit 2) also prints
+    ``{"error": ...}`` on stdout, so stdout is JSON in every path."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        ctx.meta["json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            if ctx.meta.get("json"):
+                print(json.dumps({"error": e.format_message()}))
+            raise
+
+
+class Command(TyperCommand):
+    """A command whose hidden (deprecated) arguments stay out of its usage line too."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces

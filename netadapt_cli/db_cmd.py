@@ -12,33 +12,67 @@ import typer
 from rich.table import Table
 
 from bench.agreement import agreement
-from lut_db.store import LutStore, open_lut, parse_lut_ref
-from netadapt_cli.common import console, fail, user_errors
+from lut_db.store import LutStore, VersionTampered, open_lut, parse_lut_ref
+from netadapt_cli.common import (
+    CHECK_FAILED,
+    Command,
+    console,
+    err_console,
+    fail,
+    lut_arg,
+    user_errors,
+)
 
 app = typer.Typer(help="Inspect and move LUT versions (mirrors lut_db.store.LutStore).",
                   no_args_is_help=True)
 
+# The LUT was a positional argument here before it was --lut on every verb: still taken,
+# hidden, with a warning, for one release.
+OLD_LUT_HELP = "Old spelling of --lut (positional)."
 
-@app.command("list")
-def list_(db: Path = typer.Argument(..., help="LUT file, e.g. luts/host.db")) -> None:
+
+def _lut_option(help_text: str) -> str | None:
+    return typer.Option(None, "--lut", help=help_text, show_default=False)
+
+
+def _old_lut() -> str | None:
+    return typer.Argument(None, hidden=True, help=OLD_LUT_HELP, show_default=False)
+
+
+def _lut(lut: str | None, old: str | None, verb: str) -> str:
+    return lut_arg(lut, old, f"netadapt db {verb} LUT", f"netadapt db {verb} --lut LUT")
+
+
+def _json_option() -> bool:
+    return typer.Option(False, "--json", help="Machine-readable output.")
+
+
+@app.command("list", cls=Command)
+def list_(lut: str | None = _lut_option("LUT file, e.g. luts/host.db"),
+          old: str | None = _old_lut(), as_json: bool = _json_option()) -> None:
     """List the versions of a LUT file."""
-    with user_errors():
-        store = LutStore.open(db)
+    with user_errors(as_json):
+        store = LutStore.open(_lut(lut, old, "list"))
+        rows = [(v, store.counts(v.id)) for v in store.versions()]
+        if as_json:
+            print(json.dumps([{**vars(v), "entries": c.get("ok", 0), "failed": c.get("failed", 0)}
+                              for v, c in rows], indent=1, default=str))
+            return
         t = Table("id", "device", "backend", "status", "entries", "failed", "created", "note")
-        for v in store.versions():
-            c = store.counts(v.id)
+        for v, c in rows:
             t.add_row(str(v.id), v.device, v.backend, v.status, str(c.get("ok", 0)),
                       str(c.get("failed", 0)), v.created, v.note)
         console.print(t)
 
 
-@app.command()
-def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1"),
+@app.command(cls=Command)
+def show(lut: str | None = _lut_option("LUT[@VERSION], e.g. luts/host.db@1"),
+         old: str | None = _old_lut(),
          entries: int = typer.Option(10, help="How many entries to list."),
-         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+         as_json: bool = _json_option()) -> None:
     """Show a version: fingerprint, counts, failures and a few entries."""
     with user_errors(as_json):
-        store, v = open_lut(lut)
+        store, v = open_lut(_lut(lut, old, "show"))
         counts, failures = store.counts(v.id), store.failures(v.id)
         rows = store.entries(v.id)
         if as_json:
@@ -85,33 +119,67 @@ def show(lut: str = typer.Argument(..., help="LUT[@VERSION], e.g. luts/host.db@1
         console.print(t)
 
 
-@app.command()
-def verify(lut: str = typer.Argument(..., help="LUT[@VERSION]; without @: every sealed "
-                                     "version of the file")) -> None:
-    """Check sealed versions against the digest taken when they were sealed (every entry)."""
-    with user_errors():
-        path, vid = parse_lut_ref(lut)
+@app.command(cls=Command)
+def verify(lut: str | None = _lut_option("LUT[@VERSION]; without @: every sealed version of "
+                                         "the file"),
+           old: str | None = _old_lut(), as_json: bool = _json_option()) -> None:
+    """Check sealed versions against the digest taken when they were sealed (every entry);
+    exit 3 when one changed."""
+    with user_errors(as_json):
+        path, vid = parse_lut_ref(_lut(lut, old, "verify"))
         store = LutStore.open(path)
         ids = [vid] if vid is not None else [v.id for v in store.versions()
                                               if v.status == "sealed"]
         if not ids:
             fail(f"{path} has no sealed version to verify")
-        for i in ids:
-            seal = store.verify(i)
-            if seal is None:
-                console.print(f"{path}@{i}: building, not sealed yet: nothing to verify")
-                continue
-            note = ", digest taken at migration" if seal.origin == "migrated" else ""
-            console.print(f"{path}@{i}: ok, {seal.rows} entries match sha256 "
-                          f"{seal.digest[:16]}...{note}", highlight=False)
+        results = [_verify_one(store, path, i) for i in ids]
+    if as_json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            if r["status"] == "changed":
+                err_console.print(f"[red]{path}@{r['version']}: changed:[/] {r['problem']}",
+                                  highlight=False, soft_wrap=True)
+            elif r["status"] == "building":
+                console.print(f"{path}@{r['version']}: building, not sealed yet: nothing to "
+                              "verify")
+            else:
+                note = ", digest taken at migration" if r["origin"] == "migrated" else ""
+                console.print(f"{path}@{r['version']}: ok, {r['rows']} entries match sha256 "
+                              f"{r['digest'][:16]}...{note}", highlight=False)
+    if any(r["status"] == "changed" for r in results):
+        raise typer.Exit(CHECK_FAILED)
 
 
-@app.command()
-def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
-         b: str = typer.Argument(..., help="VERSION or LUT@VERSION (same file)"),
-         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def _verify_one(store: LutStore, path: Path, version: int) -> dict:
+    """One version's check as a row; a version that changed is a finding, not an error."""
+    try:
+        seal = store.verify(version)
+    except VersionTampered as e:
+        return {"version": version, "status": "changed", "problem": str(e)}
+    if seal is None:
+        return {"version": version, "status": "building"}
+    return {"version": version, "status": "ok", "rows": seal.rows, "digest": seal.digest,
+            "origin": seal.origin}
+
+
+@app.command(cls=Command)
+def diff(lut: str | None = _lut_option("LUT@VERSION: the version a."),
+         other: list[str] = typer.Argument(None, metavar="B", show_default=False,
+                                           help="The version b: VERSION or LUT@VERSION (same "
+                                           "file)."),
+         as_json: bool = _json_option()) -> None:
     """Per-key latency ratios b / a between two versions of one LUT file."""
     with user_errors(as_json):
+        other = other or []
+        if lut is None and len(other) == 2:  # the old spelling: db diff A B
+            a, b = lut_arg(None, other[0], "netadapt db diff A B",
+                           "netadapt db diff --lut A B"), other[1]
+        elif len(other) == 1 and lut is not None:
+            a, b = lut, other[0]
+        else:
+            raise typer.BadParameter("give --lut LUT@VERSION and the version to compare with, "
+                                     "e.g. netadapt db diff --lut luts/host.db@1 2")
         store, va = open_lut(a)
         if b.isdigit():
             vb = store.version(int(b))
@@ -135,13 +203,13 @@ def diff(a: str = typer.Argument(..., help="LUT@VERSION"),
                       f"{100 * s['within_5pct']:.0f}% of keys within +-5%")
 
 
-@app.command()
-def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
+@app.command(cls=Command)
+def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _old_lut(),
            fmt: str = typer.Option("json", "--format", help="json or csv"),
            output: Path | None = typer.Option(None, "-o", help="File (default stdout).")) -> None:
     """Export a version (JSON with metadata, or CSV of entries)."""
     with user_errors():
-        store, v = open_lut(lut)
+        store, v = open_lut(_lut(lut, old, "export"))
         text = store.export(v.id, fmt)
         if output:
             output.write_text(text)
@@ -150,25 +218,37 @@ def export(lut: str = typer.Argument(..., help="LUT[@VERSION]"),
             sys.stdout.write(text)
 
 
-@app.command("import")
-def import_(db: Path = typer.Argument(..., help="LUT file to import into (created if new)"),
-            source: Path = typer.Argument(..., help="an export (.json or .csv)"),
+@app.command("import", cls=Command)
+def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
+                                           help="LUT file to import into (created if new)."),
+            sources: list[Path] = typer.Argument(..., metavar="SOURCE", help="An export "
+                                                 "(.json or .csv)."),
             device: str | None = typer.Option(None, help="Device of the import (a CSV has "
                                               "none; default: the export's)."),
             backend: str | None = typer.Option(None, help="Backend of the import (a CSV has "
                                                "none; default: the export's).")) -> None:
     """Import an exported version as a new sealed version."""
     with user_errors():
+        if lut is None and len(sources) == 2:  # the old spelling: db import DB SOURCE
+            old = lut_arg(None, str(sources[0]), "netadapt db import DB SOURCE",
+                          "netadapt db import --lut DB SOURCE")
+            db, source = Path(old), sources[1]
+        elif len(sources) == 1 and lut is not None:
+            db, source = lut, sources[0]
+        else:
+            raise typer.BadParameter("give --lut FILE and one export, e.g. netadapt db import "
+                                     "--lut luts/host.db v1.json")
         fmt = "csv" if source.suffix == ".csv" else "json"
         store = LutStore.open(db, create=True)
         v = store.import_(source.read_text(), fmt, device=device, backend=backend)
         console.print(f"imported {store.counts(v.id).get('ok', 0)} entries as {db}@{v.id}")
 
 
-@app.command()
-def browse(db: Path = typer.Argument(..., help="LUT file")) -> None:
+@app.command(cls=Command)
+def browse(lut: str | None = _lut_option("LUT file."), old: str | None = _old_lut()) -> None:
     """Open the LUT in Datasette (pip install datasette)."""
     with user_errors():
+        db = _lut(lut, old, "browse")
         LutStore.open(db)
         exe = shutil.which("datasette")
         if not exe:

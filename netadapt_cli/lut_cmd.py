@@ -16,11 +16,12 @@ from rich.progress import (
 
 from bench import sweep
 from bench.devices import load_config, open_runners
+from bench.machine_state import MachineState
 from bench.runners.base import Runner, RunnerError
 from bench.zoo import FAMILIES
 from lut_db.spec import DTYPES
 from lut_db.store import open_lut
-from netadapt_cli.common import console, default_db, user_errors
+from netadapt_cli.common import CHECK_FAILED, console, default_db, lut_arg, user_errors
 
 DEFAULT_SPACE = "mobilenet_v1,mobilenet_v2"
 DEFAULT_GRID = 32
@@ -41,7 +42,8 @@ def lut(
     dtype: str = typer.Option("float32", help=f"Key dtype ({', '.join(DTYPES)}); int8: "
                               "full-integer quantized layers, int8 in and out; float16: float16 weights "
                               "(the GPU delegate's half precision)."),
-    db: Path | None = typer.Option(None, help="LUT file (default luts/DEVICE.db)."),
+    lut_file: Path | None = typer.Option(None, "--lut", help="LUT file (default luts/DEVICE.db)."),
+    db: Path | None = typer.Option(None, "--db", hidden=True, help="Old spelling of --lut."),
     serial: str | None = typer.Option(None, help="Use only this phone (ADB serial)."),
     batch_size: int | None = typer.Option(
         None, help="Keys per batch: one transaction, one ADB round trip for the lot "
@@ -64,8 +66,12 @@ def lut(
         families = tuple(f.strip() for f in space.split(",") if f.strip())
         if not families:
             raise typer.BadParameter(f"--space names no family (known: {', '.join(FAMILIES)})")
+        if db is not None:
+            old = lut_arg(str(lut_file) if lut_file else None, str(db),
+                          "netadapt lut --db FILE", "netadapt lut --lut FILE")
+            lut_file = Path(old)
         cfg = load_config(device)
-        db = db or default_db(cfg.name)
+        db = lut_file or default_db(cfg.name)
         if dtype not in DTYPES:
             raise typer.BadParameter(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
         sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, dtype)
@@ -133,8 +139,9 @@ def _print_result(res: sweep.SweepResult, db: Path, dry_run: bool) -> None:
             console.print(state.warning("the LUT's entries"), style="yellow", highlight=False,
                           markup=False)
     if res.failed:
-        console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show {db}@{res.version.id}; "
-                      f"their tool output is in {sweep.failure_dir(db)}/", highlight=False)
+        console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show --lut "
+                      f"{db}@{res.version.id}; their tool output is in {sweep.failure_dir(db)}/",
+                      highlight=False)
 
 
 def _farm_event(kind: str, serial: str, message: str) -> None:
@@ -165,8 +172,6 @@ def check(
     """Re-measure a random sample of a sealed version's keys now: has the LUT gone stale?"""
     import json
 
-    from rich.table import Table
-
     from analysis.drift import check as drift_check
 
     with user_errors(as_json):
@@ -181,27 +186,37 @@ def check(
         finally:
             store.close()
         s = drift.summary()
-        if as_json:
-            print(json.dumps(s, indent=1))
-            return
-        console.print(f"{version.label}: {s['keys']} keys re-measured now (seed {s['seed']}): "
-                      f"median ratio now / LUT {s['median_ratio']:.3f} (p10 {s['p10']:.3f}, "
-                      f"p90 {s['p90']:.3f}); {100 * s['within_5pct']:.0f} % of keys within ±5 %",
-                      highlight=False)
-        if s["outliers"]:
-            t = Table("key", "LUT ms", "now ms", "ratio", title="outliers (moved against the rest)")
-            for o in s["outliers"]:
-                t.add_row(o["key"], f"{o['lut_us'] / 1000:.3f}", f"{o['now_us'] / 1000:.3f}",
-                          f"{o['ratio']:.2f}")
-            console.print(t)
-        if drift.state is not None:
-            console.print(f"machine: {drift.state.describe()}", highlight=False, markup=False)
-            if drift.state.warning():
-                console.print(drift.state.warning("the keys"), style="yellow", highlight=False,
-                              markup=False)
-        if s["stale"]:
-            console.print(f"[yellow]stale: the device runs {100 * (s['median_ratio'] - 1):+.1f} % "
-                          f"against the LUT (tolerance ±{100 * tolerance:.0f} %); rebuild with: "
-                          f"netadapt lut --device {version.device}[/]", highlight=False)
-        else:
-            console.print(f"fresh: within ±{100 * tolerance:.0f} % of the LUT")
+    if as_json:
+        print(json.dumps(s, indent=1))
+    else:
+        _print_check(version.label, f"--device {version.device} --lut {store.path}", s,
+                     tolerance, drift.state)
+    if s["stale"]:
+        raise typer.Exit(CHECK_FAILED)
+
+
+def _print_check(label: str, rebuild: str, s: dict, tolerance: float,
+                 state: MachineState | None) -> None:
+    from rich.table import Table
+
+    console.print(f"{label}: {s['keys']} keys re-measured now (seed {s['seed']}): "
+                  f"median ratio now / LUT {s['median_ratio']:.3f} (p10 {s['p10']:.3f}, "
+                  f"p90 {s['p90']:.3f}); {100 * s['within_5pct']:.0f} % of keys within ±5 %",
+                  highlight=False)
+    if s["outliers"]:
+        t = Table("key", "LUT ms", "now ms", "ratio", title="outliers (moved against the rest)")
+        for o in s["outliers"]:
+            t.add_row(o["key"], f"{o['lut_us'] / 1000:.3f}", f"{o['now_us'] / 1000:.3f}",
+                      f"{o['ratio']:.2f}")
+        console.print(t)
+    if state is not None:
+        console.print(f"machine: {state.describe()}", highlight=False, markup=False)
+        if state.warning():
+            console.print(state.warning("the keys"), style="yellow", highlight=False,
+                          markup=False)
+    if s["stale"]:
+        console.print(f"[yellow]stale: the device runs {100 * (s['median_ratio'] - 1):+.1f} % "
+                      f"against the LUT (tolerance ±{100 * tolerance:.0f} %); rebuild with: "
+                      f"netadapt lut {rebuild}[/]", highlight=False)
+    else:
+        console.print(f"fresh: within ±{100 * tolerance:.0f} % of the LUT")

@@ -14,9 +14,10 @@ from netadapt_cli import (
     lut_cmd,
     report_cmd,
 )
+from netadapt_cli.common import RootGroup
 
-app = typer.Typer(help="Layer-wise latency look-up tables for phones and this machine, "
-                  "and NetAdapt against them.", no_args_is_help=True,
+app = typer.Typer(cls=RootGroup, help="Layer-wise latency look-up tables for phones and this "
+                  "machine, and NetAdapt against them.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(lut_cmd.app, name="lut")
 app.add_typer(db_cmd.app, name="db")

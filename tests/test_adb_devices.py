@@ -167,7 +167,7 @@ def test_unknown_serial_and_unauthorized_phone(farm: Farm, loopback_device_facto
 def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
     (farm.config_dir / "other.toml").write_text(loop_toml(
         "other", [f"127.0.0.1:{farm.servers[0].port}"], {}, model="Pixel 9"))
-    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "other", "--db", str(farm.tmp / "o.db")],
+    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "other", "--lut", str(farm.tmp / "o.db")],
                      terminal_width=300)
     assert res.exit_code == 1
     assert "no attached device matches 'other'" in res.output
@@ -178,7 +178,7 @@ def test_lut_with_no_adb_server_exits_cleanly(configs: Path, monkeypatch, tmp_pa
     port = _free_port()
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # 'far' is not ours
     (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
-    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "far", "--db", str(tmp_path / "f.db")],
+    res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "far", "--lut", str(tmp_path / "f.db")],
                      terminal_width=300)
     assert res.exit_code == 1 and f"no adb server reachable at 127.0.0.1:{port}" in res.output
     assert not (tmp_path / "f.db").exists()

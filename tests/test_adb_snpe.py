@@ -124,7 +124,7 @@ def test_no_sdk_is_one_clear_message(farm: Farm, monkeypatch: pytest.MonkeyPatch
     use_snpe(farm)
     with pytest.raises(SnpeMissing, match="No Qualcomm SNPE SDK configured: set SNPE_ROOT"):
         make_runners(farm.config(), "snpe-gpu")
-    res = CliRunner().invoke(app, ["lut", "--no-calibrate", "--device", "loop", "--backend", "snpe-gpu", "--db",
+    res = CliRunner().invoke(app, ["lut", "--no-calibrate", "--device", "loop", "--backend", "snpe-gpu", "--lut",
                                    str(farm.tmp / "x.db")], terminal_width=300)
     assert res.exit_code == 1 and "SNPE_ROOT" in res.output and "Traceback" not in res.output
 

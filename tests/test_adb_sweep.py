@@ -42,7 +42,7 @@ def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path
     farm = farm_factory(servers=2, batch_size=25)
     db = tmp_path / "luts" / "loop.db"
     args = ["lut", "--no-calibrate", "--device", "loop", "--space", "mobilenet_v1",
-            "--resolution", "16", "--grid", "512", "--classes", "10", "--db", str(db)]
+            "--resolution", "16", "--grid", "512", "--classes", "10", "--lut", str(db)]
     res = cli.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "sealed" in res.output and "2 runner(s)" in res.output
@@ -57,7 +57,7 @@ def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path
     assert {p["serial"] for p in agree["phones"]} == serials
     assert "invoke_overhead_us" in store.stats(v.id)
     assert serial_free(v.fingerprint, serials)
-    shown = cli.invoke(app, ["db", "show", f"{db}@{v.id}"], terminal_width=200)
+    shown = cli.invoke(app, ["db", "show", "--lut", f"{db}@{v.id}"], terminal_width=200)
     assert shown.exit_code == 0 and "agreement" in shown.output
     again = cli.invoke(app, args, terminal_width=200)  # resumable: nothing left to do
     assert again.exit_code == 0 and "nothing to do" in again.output
@@ -154,7 +154,7 @@ def test_crashing_model_is_recorded_and_the_sweep_goes_on(farm: Farm, tmp_path: 
     assert failed[garbage]["output"].strip() == "no results here"
     saved = sorted(failures.iterdir())
     assert len(saved) == 2 and "no results here" in "".join(f.read_text() for f in saved)
-    shown = cli.invoke(app, ["db", "show", f"{db}@{v.id}"], terminal_width=250)
+    shown = cli.invoke(app, ["db", "show", "--lut", f"{db}@{v.id}"], terminal_width=250)
     assert shown.exit_code == 0 and "failures" in shown.output
     assert "killed by signal 11" in shown.output
 
@@ -171,7 +171,7 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     farm.write(binary=str(tool))
     db = tmp_path / "luts" / "loop.db"
     args = ["lut", "--no-calibrate", "--device", "loop", "--space", "mobilenet_v1", "--resolution", "16",
-            "--grid", "512", "--classes", "10", "--db", str(db)]
+            "--grid", "512", "--classes", "10", "--lut", str(db)]
     res = cli.invoke(app, args, terminal_width=200)
     out = " ".join(res.output.split())
     assert res.exit_code == 1 and "Traceback" not in out

@@ -187,13 +187,13 @@ def mem_store() -> LutStore:
 
 def test_db_verify_command(lut: Path) -> None:
     run = CliRunner().invoke
-    res = run(app, ["db", "verify", str(lut)])
+    res = run(app, ["db", "verify", "--lut", str(lut)])
     assert res.exit_code == 0, res.output
     assert f"{lut}@1: ok, 4 entries match sha256" in " ".join(res.output.split())
-    assert "digest: sha256" in run(app, ["db", "show", str(lut)]).output
+    assert "digest: sha256" in run(app, ["db", "show", "--lut", str(lut)]).output
     tamper(lut, "UPDATE measurements SET latency_us = 2 WHERE rowid = 1")
-    res = run(app, ["db", "verify", f"{lut}@1"])
-    assert res.exit_code == 1 and "Traceback" not in res.output
+    res = run(app, ["db", "verify", "--lut", f"{lut}@1"])
+    assert res.exit_code == 3 and "Traceback" not in res.output  # 3: the check found a change
     assert "latency_us changed in 1 entry" in " ".join(res.output.split())
 
 

@@ -103,7 +103,7 @@ def test_estimate_and_measure_take_a_dtype_with_a_model(tmp_path: Path, configs:
     cli = CliRunner()
     res = cli.invoke(app, ["lut", "--device", "fast", "--space", "mobilenet_v1", "--grid", "64",
                            "--classes", "10", "--resolution", "32", "--dtype", "int8",
-                           "--no-calibrate", "--db", str(db)])
+                           "--no-calibrate", "--lut", str(db)])
     assert res.exit_code == 0, res.output
     assert "int8" in res.output
     model = ["--model", "mobilenet_v1", "--width", "0.5", "--resolution", "32", "--classes",
@@ -128,5 +128,5 @@ def test_dtype_goes_with_model_only(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["estimate", "--lut", str(tmp_path / "x.db"), "--network",
                                    str(net), "--dtype", "int8"])
     assert res.exit_code != 0 and "--dtype goes with --model" in res.output
-    res = CliRunner().invoke(app, ["lut", "--dtype", "int4", "--db", str(tmp_path / "x.db")])
+    res = CliRunner().invoke(app, ["lut", "--dtype", "int4", "--lut", str(tmp_path / "x.db")])
     assert res.exit_code != 0 and "int4" in res.output

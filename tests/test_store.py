@@ -251,7 +251,7 @@ def test_corrupt_lut_is_reported(store: LutStore, lut_path: Path) -> None:
 
 
 def test_missing_empty_and_directory_paths(tmp_path: Path) -> None:
-    with pytest.raises(NotALut, match="no such LUT file.*netadapt lut --db"):
+    with pytest.raises(NotALut, match="no such LUT file.*netadapt lut --lut"):
         LutStore.open(tmp_path / "none.db")
     assert not (tmp_path / "none.db").exists()
     (tmp_path / "empty.db").write_bytes(b"")

@@ -382,7 +382,7 @@ def stored_rows(db: Path) -> dict[str, tuple]:
 
 def start(db: Path, configs: Path) -> subprocess.Popen:
     env = {**os.environ, "NETADAPT_CONFIGS": str(configs)}
-    return subprocess.Popen([NETADAPT, *SWEEP, "--resolution", "32", "--db", str(db)], env=env,
+    return subprocess.Popen([NETADAPT, *SWEEP, "--resolution", "32", "--lut", str(db)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -415,7 +415,7 @@ def killed_and_resumed(tmp_path_factory) -> dict[str, Any]:
                       "lost": {k: v for k, v in before_kill.items() if rows.get(k) != v}})
         con.close()
         before_kill = rows
-    final = subprocess.run([NETADAPT, *SWEEP, "--resolution", "32", "--db", str(db)], check=False,
+    final = subprocess.run([NETADAPT, *SWEEP, "--resolution", "32", "--lut", str(db)], check=False,
                            env={**os.environ, "NETADAPT_CONFIGS": str(configs)},
                            capture_output=True, text=True, timeout=120)
     return {"db": db, "configs": configs, "kills": kills, "final": final, "total": total}
@@ -473,7 +473,7 @@ def test_up_to_date_second_run_does_nothing(killed_and_resumed, tmp_path: Path,
     db = _copy(killed_and_resumed["db"], tmp_path / "host.db")
     before = _dump(db)
     for _ in range(2):  # twice in one process: the first run let go of the writer lock
-        res = CliRunner().invoke(app, [*SWEEP, "--resolution", "32", "--db", str(db)])
+        res = CliRunner().invoke(app, [*SWEEP, "--resolution", "32", "--lut", str(db)])
         assert res.exit_code == 0, res.output
         assert "nothing to do" in " ".join(res.output.split())
     assert _dump(db) == before
@@ -486,7 +486,7 @@ def test_another_resolution_derives_a_version(killed_and_resumed, tmp_path: Path
     db = _copy(killed_and_resumed["db"], tmp_path / "host.db")
     with LutStore.open(db) as store:
         v1 = store.export(1)
-    res = CliRunner().invoke(app, [*SWEEP, "--resolution", "64", "--db", str(db)])
+    res = CliRunner().invoke(app, [*SWEEP, "--resolution", "64", "--lut", str(db)])
     assert res.exit_code == 0, res.output
     assert "derived from" in res.output
     with LutStore.open(db) as store:
