@@ -54,6 +54,20 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         sys.exit(130)
 
 
+@contextlib.contextmanager
+def human_output_to_stderr(as_json: bool) -> Iterator[None]:
+    """With --json, every line and bar the shared console prints goes to stderr, so stdout
+    holds the JSON alone."""
+    if not as_json:
+        yield
+        return
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = None  # back to the stdout of the moment (tests swap it)
+
+
 def deprecated(old: str, new: str) -> None:
     """One line on stderr: the old spelling still works, for one more release."""
     err_console.print(f"warning: {old} is deprecated, use {new} (the old spelling goes in "

@@ -226,9 +226,10 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
             device: str | None = typer.Option(None, help="Device of the import (a CSV has "
                                               "none; default: the export's)."),
             backend: str | None = typer.Option(None, help="Backend of the import (a CSV has "
-                                               "none; default: the export's).")) -> None:
+                                               "none; default: the export's)."),
+            as_json: bool = _json_option()) -> None:
     """Import an exported version as a new sealed version."""
-    with user_errors():
+    with user_errors(as_json):
         if lut is None and len(sources) == 2:  # the old spelling: db import DB SOURCE
             old = lut_arg(None, str(sources[0]), "netadapt db import DB SOURCE",
                           "netadapt db import --lut DB SOURCE")
@@ -241,7 +242,11 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
         fmt = "csv" if source.suffix == ".csv" else "json"
         store = LutStore.open(db, create=True)
         v = store.import_(source.read_text(), fmt, device=device, backend=backend)
-        console.print(f"imported {store.counts(v.id).get('ok', 0)} entries as {db}@{v.id}")
+        n = store.counts(v.id).get("ok", 0)
+        if as_json:
+            print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))
+        else:
+            console.print(f"imported {n} entries as {db}@{v.id}")
 
 
 @app.command(cls=Command)

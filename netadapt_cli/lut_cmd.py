@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import (
@@ -19,9 +21,17 @@ from bench.devices import load_config, open_runners
 from bench.machine_state import MachineState
 from bench.runners.base import Runner, RunnerError
 from bench.zoo import FAMILIES
+from lut_db.calibration import Calibration
 from lut_db.spec import DTYPES
 from lut_db.store import open_lut
-from netadapt_cli.common import CHECK_FAILED, console, default_db, lut_arg, user_errors
+from netadapt_cli.common import (
+    CHECK_FAILED,
+    console,
+    default_db,
+    human_output_to_stderr,
+    lut_arg,
+    user_errors,
+)
 
 DEFAULT_SPACE = "mobilenet_v1,mobilenet_v2"
 DEFAULT_GRID = 32
@@ -54,12 +64,14 @@ def lut(
                                    "the estimates use (once per version; see netadapt "
                                    "calibrate)."),
     calibration_networks: int = typer.Option(40, help="Networks of the calibration set."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the "
+                                 "version written and its counts (messages go to stderr)."),
 ) -> None:
     """Sweep the shape space of SPACE on DEVICE into a LUT version (resume if one is building),
     then calibrate it: whole networks measured on the same device fit the in-network model."""
     if ctx.invoked_subcommand is not None:
         return
-    with user_errors():
+    with user_errors(as_json), human_output_to_stderr(as_json):
         if grid <= 0 or (batch_size or 1) <= 0 or classes <= 0 or min(resolution) <= 0:
             raise typer.BadParameter("--grid, --batch-size, --classes and --resolution "
                                      "must be positive")
@@ -91,11 +103,27 @@ def lut(
                                   progress=lambda n, _s: bar.advance(task, n),
                                   on_event=_farm_event)
             _print_result(res, db, dry_run)
+            cal = None
             if calibrate and not dry_run:
-                _calibrate(db, res.version.id, runners[0], calibration_networks, bar)
+                cal = _calibrate(db, res.version.id, runners[0], calibration_networks, bar)
+    if as_json:
+        print(json.dumps(_result_json(res, db, keys, cal), indent=1))
 
 
-def _calibrate(db: Path, version_id: int, runner: Runner, networks: int, bar: Progress) -> None:
+def _result_json(res: sweep.SweepResult, db: Path, keys: int,
+                 cal: Calibration | None) -> dict[str, Any]:
+    p = res.plan
+    return {"lut": str(db), "version": res.version.id if res.version else None,
+            "label": f"{db}@{res.version.id}" if res.version else None,
+            "action": p.action if p else None, "keys": keys,
+            "stored_before": p.done if p else None, "measured": res.measured,
+            "failed": res.failed, "wall_s": res.wall_s, "dry_run_eta_s": res.eta_s,
+            "per_serial": res.per_serial, "agreement": res.agreement,
+            "calibration": json.loads(cal.to_json()) if cal else None}
+
+
+def _calibrate(db: Path, version_id: int, runner: Runner, networks: int,
+               bar: Progress) -> Calibration:
     from analysis.calibrate import PASSES, ensure_calibrated
 
     task = bar.add_task(f"calibrating {db}@{version_id}", total=networks * PASSES)
@@ -106,6 +134,7 @@ def _calibrate(db: Path, version_id: int, runner: Runner, networks: int, bar: Pr
         console.print(f"calibrated {db}@{version_id}: {cal.describe()}", highlight=False)
         if cal.busy_warning():
             console.print(cal.busy_warning(), style="yellow", highlight=False, markup=False)
+    return cal
 
 
 def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:
@@ -169,9 +198,8 @@ def check(
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Re-measure a random sample of a sealed version's keys now: has the LUT gone stale?"""
-    import json
-
+    """Re-measure a random sample of a sealed version's keys now: has the LUT gone stale?
+    Exit 3 when it has."""
     from analysis.drift import check as drift_check
 
     with user_errors(as_json):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,7 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.devices import ConfigError, open_runners
 from bench.runners.base import RunnerError
 from lut_db.store import LutStore, Version, open_lut
-from netadapt_cli.common import console, default_db, user_errors
+from netadapt_cli.common import (
+    console,
+    default_db,
+    human_output_to_stderr,
+    user_errors,
+)
 
 
 def report_cmd(
@@ -33,23 +40,27 @@ def report_cmd(
                              "OUT/DEVICE/VERSION/{index.html,report.md,metrics.json}."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure validations "
                                  "that are not stored yet (--no-measure: report what is)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the report's "
+                                 "metrics and files (messages go to stderr)."),
 ) -> None:
     """Estimate vs measure whole networks on a LUT's device; write an HTML/Markdown/JSON report."""
-    with user_errors():
+    with user_errors(as_json), human_output_to_stderr(as_json):
         if networks < 3 or passes < 1 or repeats < 1:
             raise typer.BadParameter("--networks must be at least 3, --passes and --repeats "
                                      "at least 1")
         store, version = open_lut(lut or str(default_db(device or "host")))
         try:
-            _report(store, version, device, backend, serial, compare, networks, seed, passes,
-                    out, measure, repeats)
+            summary = _report(store, version, device, backend, serial, compare, networks, seed,
+                              passes, out, measure, repeats)
         finally:
             store.close()  # and the writer lock, for whoever runs next in this process
+    if as_json:
+        print(json.dumps(summary, indent=1, default=str))
 
 
 def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
-            out: Path, measure: bool, repeats: int) -> None:
+            out: Path, measure: bool, repeats: int) -> dict[str, Any]:
     from analysis import report as rep
 
     with contextlib.ExitStack() as stack, _bar() as bar:
@@ -69,6 +80,10 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "
                   f"report: {folder / 'index.html'}", highlight=False)
+    return {"lut": f"{store.path}@{version.id}", "measured": result.measured,
+            "reused": result.reused, "html": str(folder / "index.html"),
+            "markdown": str(folder / "report.md"), "metrics_file": str(folder / "metrics.json"),
+            "metrics": json.loads((folder / "metrics.json").read_text())}
 
 
 def _bar() -> Progress:

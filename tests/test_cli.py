@@ -101,6 +101,19 @@ def test_lut_dry_run_counts_and_stores_nothing(configs: Path, tmp_path: Path) ->
     assert not db.exists() and not list(tmp_path.glob("new.db*"))
 
 
+def test_lut_as_json(lut: Path) -> None:
+    """--json: the version the sweep wrote and its counts, alone on stdout."""
+    res = ok(*SWEEP, "--lut", lut, "--no-calibrate", "--json")
+    data = json.loads(res.stdout)
+    n = len(shape_space(MOBILENET_V1, 32, 64, 10))
+    assert data["action"] == "up-to-date" and data["version"] == 1 and data["keys"] == n
+    assert data["stored_before"] == n and data["measured"] == 0 and data["calibration"] is None
+    assert "nothing to do" in flat(res.stderr)
+    data = json.loads(ok(*SWEEP, "--lut", lut, "--dry-run", "--resolution", "64",
+                         "--json").stdout)
+    assert data["action"] == "derive" and data["dry_run_eta_s"] > 0
+
+
 @pytest.mark.sweep
 def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
     before = dump(lut)
@@ -649,6 +662,9 @@ def test_every_json_command_prints_json_alone_on_stdout(lut: Path, tmp_path: Pat
         (["measure", "--device", "fast", "--model", "mobilenet_v1", *SMALL], 0),
         (["measure", "--device", "pixel9", "--model", "mobilenet_v1"], 1),
         (["db", "show", "--lut", lut], 0), (["db", "show", "--lut", missing], 1),
+        (["db", "list", "--lut", lut], 0), (["db", "list", "--lut", missing], 1),
+        (["db", "verify", "--lut", lut], 0), (["db", "verify", "--lut", missing], 1),
+        ([*SWEEP, "--lut", lut, "--no-calibrate"], 0), ([*SWEEP, "--grid", "0"], 2),
         (["db", "diff", "--lut", f"{lut}@1", "1"], 0), (["db", "diff", "--lut", f"{missing}@1", "2"], 1),
         (["lut", "check", "--lut", lut, "--device", "fast", "--sample", "4",
           "--tolerance", "1000"], 0),

@@ -140,6 +140,19 @@ def test_cli_report_from_stored_validations(validated, tmp_path):
     assert (out / "fake" / "1" / "index.html").exists()
 
 
+def test_cli_report_as_json(validated, tmp_path):
+    """--json: stdout is the report's metrics and files alone; the verdict goes to stderr."""
+    store, _version = validated
+    out = tmp_path / "reports"
+    res = cli.invoke(app, ["report", "--lut", f"{store.path}@1", "--networks", "30",
+                           "--no-measure", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["measured"] == 0 and data["html"] == str(out / "fake" / "1" / "index.html")
+    assert data["metrics"] == json.loads((out / "fake" / "1" / "metrics.json").read_text())
+    assert "in-space validation networks" in res.stderr
+
+
 def test_cli_no_validations_and_no_device(tmp_path):
     store, _ = make_lut(tmp_path / "fresh.db")
     res = cli.invoke(app, ["report", "--lut", str(store.path), "--out", str(tmp_path / "r")])
