@@ -45,6 +45,7 @@ from adapter.data import Dataset, eval_loader, reopen, train_loader
 from adapter.errors import AdaptError
 from adapter.executors import Executor, dumps, loads, torch_threads
 from adapter.export import save_exports
+from adapter.pick import PICK_RULES, PickRule
 from bench import zoo
 from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
@@ -52,12 +53,6 @@ from lut_db.spec import Network
 
 RESOURCES = ("latency_ms", "macs", "params")
 SAY = {"latency_ms": "latency", "macs": "MACs", "params": "params"}  # in messages
-PICK_RULES = {
-    "accuracy": "highest holdout accuracy (the paper's rule); ties: lower holdout loss, then "
-                "the earlier slot",
-    "drop-per-latency": "smallest holdout accuracy drop per ms of latency saved (the "
-                        "official code's rule); ties: lower holdout loss, then the earlier slot",
-}
 CURVE_IMAGES = 2000  # test images a learning curve's per-epoch point is measured on
 SHORT_STRETCH = 3  # doublings of the short-term fine-tune when proposals fall below the floor
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
@@ -147,7 +142,7 @@ class AdaptConfig:
     # below this floor (the paper keeps it above 20 %), all of them are fine-tuned again with
     # twice the steps (up to 2**SHORT_STRETCH times), so the comparison is not noise.
     short_floor: float = 0.2
-    pick: str = "accuracy"  # a key of PICK_RULES
+    pick: str = PickRule.ACCURACY  # a key of PICK_RULES
     fine_step: int | None = None  # widths this much finer than the grid, measured on demand
     long_epochs: int = 10
     batch_size: int = 64

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from bench.devices import open_runners
 from bench.runners.base import Runner
 from bench.sweep import measure_missing
-from lut_db.estimate import Estimate, MissingKeys, estimate, interpolate
+from lut_db.estimate import Estimate, MissingKeys, MissingPolicy, estimate, interpolate
 from lut_db.spec import Network
 from lut_db.store import LutError, LutStore, Version
 
-POLICIES = ("error", "interpolate", "measure")
 Log = Callable[[str], None]
 
 
@@ -33,21 +32,21 @@ class Resolved:
     interpolated: list[str] = field(default_factory=list)
 
 
-def resolve(store: LutStore, version: Version, keys: Iterable[str], policy: str = "error", *,
-            device: str | None = None, runner: Runner | None = None,
-            log: Log | None = None) -> Resolved:
+def resolve(store: LutStore, version: Version, keys: Iterable[str],
+            policy: str = MissingPolicy.ERROR, *, device: str | None = None,
+            runner: Runner | None = None, log: Log | None = None) -> Resolved:
     """Entries for ``keys`` from ``version`` under ``policy`` (see the module)."""
-    if policy not in POLICIES:
+    if policy not in tuple(MissingPolicy):
         raise LutError(f"unknown missing-key policy {policy!r}; use one of "
-                       f"{', '.join(POLICIES)}")
+                       f"{', '.join(MissingPolicy)}")
     table = store.table(version.id)
     label = f"{store.path}@{version.id}"
     absent = [k for k in dict.fromkeys(keys) if k not in table]
     if not absent:
         return Resolved(version, label, table)
-    if policy == "error":
+    if policy == MissingPolicy.ERROR:
         raise MissingKeys(absent, label)
-    if policy == "interpolate":
+    if policy == MissingPolicy.INTERPOLATE:
         if log:
             log(f"{label} lacks {len(absent)} key(s): interpolating over channel counts")
         return Resolved(version, label, {**table, **interpolate(absent, table)}, absent)
@@ -81,9 +80,10 @@ def ensure_keys(store: LutStore, version: Version, keys: list[str], *,
             store.unlock()
 
 
-def estimate_network(store: LutStore, version: Version, net: Network, policy: str = "error",
-                     *, raw: bool = False, device: str | None = None,
-                     runner: Runner | None = None, log: Log | None = None) -> Estimate:
+def estimate_network(store: LutStore, version: Version, net: Network,
+                     policy: str = MissingPolicy.ERROR, *, raw: bool = False,
+                     device: str | None = None, runner: Runner | None = None,
+                     log: Log | None = None) -> Estimate:
     """What `netadapt estimate` prints: ``net`` on ``version``, its missing keys resolved by
     ``policy``, calibrated with the version's in-network model (``raw``: the plain sum).
     A version without a calibration gives the plain sum, and says so through ``log``; so

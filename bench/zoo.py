@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from lut_db.estimate import LayerFn
 from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
@@ -312,6 +313,14 @@ MOBILENET_V3_SMALL = Family("mobilenet_v3_small", V3_SLOTS, _v3_small_widths(1.0
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (MOBILENET_V1, MOBILENET_V2,
                                                    MOBILENET_V3_SMALL)}
+
+
+class FamilyName(StrEnum):
+    """The families' names: the values `--space` and `--model` take (a key of FAMILIES)."""
+
+    MOBILENET_V1 = "mobilenet_v1"
+    MOBILENET_V2 = "mobilenet_v2"
+    MOBILENET_V3_SMALL = "mobilenet_v3_small"
 
 
 def family(name: str) -> Family:

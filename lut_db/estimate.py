@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from operator import itemgetter
 
 import numpy as np
@@ -24,7 +25,14 @@ from lut_db.calibration import Calibration, weight_mb
 from lut_db.spec import LayerSpec, Network
 from lut_db.store import LutError
 
-POLICIES = ("error", "interpolate")
+
+class MissingPolicy(StrEnum):
+    """What happens to keys a network needs and a LUT version lacks: one policy for every
+    caller (library and CLI). ``measure`` needs a device: ``bench.missing.resolve``."""
+
+    ERROR = "error"
+    INTERPOLATE = "interpolate"
+    MEASURE = "measure"
 
 
 class MissingKeys(LutError):
@@ -96,18 +104,21 @@ class Estimate:
                 "layers": [vars(layer) for layer in self.layers]}
 
 
-def estimate(net: Network, table: Mapping[str, float], missing: str = "error",
+def estimate(net: Network, table: Mapping[str, float], missing: str = MissingPolicy.ERROR,
              lut: str = "LUT", interpolated: Collection[str] = (),
              calibration: Calibration | None = None) -> Estimate:
     """Sum the LUT entries of ``net``'s layers under a missing-key policy, and with a
     ``calibration`` each layer's in-network cost too (the total is then theirs). Entries
     of ``table`` listed in ``interpolated`` were filled in by the caller
     (``bench.missing``) and are marked so."""
-    if missing not in POLICIES:
-        raise LutError(f"unknown missing-key policy {missing!r}; use one of {POLICIES}")
+    if missing not in (MissingPolicy.ERROR, MissingPolicy.INTERPOLATE):
+        if missing == MissingPolicy.MEASURE:
+            raise LutError("missing-key policy 'measure' needs a device: bench.missing.resolve")
+        raise LutError(f"unknown missing-key policy {missing!r}; use one of "
+                       f"{', '.join(MissingPolicy)}")
     keys = net.keys
     absent = [k for k in dict.fromkeys(keys) if k not in table]
-    if absent and missing == "error":
+    if absent and missing == MissingPolicy.ERROR:
         raise MissingKeys(absent, lut)
     filled = interpolate(absent, table) if absent else {}
     out = Estimate(net.name, calibration=calibration, lut=lut)
@@ -246,7 +257,7 @@ class SlotEstimator:
     single loop."""
 
     def __init__(self, layers: Sequence[LayerFn], table: Mapping[str, float],
-                 missing: str = "error", lut: str = "LUT",
+                 missing: str = MissingPolicy.ERROR, lut: str = "LUT",
                  calibration: Calibration | None = None):
         self.layers = list(layers)
         self.calibration = calibration
@@ -292,7 +303,7 @@ class SlotEstimator:
         v = self.table.get(spec.key)
         if v is not None:
             return v
-        if self.missing == "interpolate":
+        if self.missing == MissingPolicy.INTERPOLATE:
             if self._groups is None:
                 self._groups = shape_groups(self.table)
             return interpolate([spec.key], self.table, self._groups)[spec.key]

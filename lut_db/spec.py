@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,15 @@ PADDINGS = ("same", "valid")
 # float16: the converter's float16 quantization: weights and biases stored as float16
 # behind a DEQUANTIZE, activations float32; a GPU delegate runs such a model in half
 # precision (XNNPACK when forced to), a CPU otherwise as float32.
-DTYPES = ("float32", "float16", "int8")
+class Dtype(StrEnum):
+    """A key's dtype (a StrEnum: equal to its string, so keys and JSON hold the plain name)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT8 = "int8"
+
+
+DTYPES = tuple(d.value for d in Dtype)
 # Ops whose output channel count is a free choice (NetAdapt prunes these).
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # Ops with a kernel window (kernel, stride, padding in the key).

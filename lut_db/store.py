@@ -21,6 +21,7 @@ import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,6 +34,14 @@ from lut_db.spec import LayerSpec, SpecError
 
 SCHEMA_VERSION = 5
 SAMPLE_ON_OPEN = 16  # whole entries checked against their field hashes on every open
+
+
+class ExportFormat(StrEnum):
+    """What `export` writes and `import_` reads: JSON (with the version's metadata and
+    digest) or CSV (the entries alone)."""
+
+    JSON = "json"
+    CSV = "csv"
 
 
 class LutError(UserError):

@@ -9,15 +9,31 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from netadapt_cli.common import console, err_console, user_errors
+from adapter.pick import PickRule
+from lut_db.estimate import MissingPolicy
+from netadapt_cli.common import console, deprecated, err_console, in_panels, user_errors
 
-MISSING_POLICIES = ("error", "interpolate", "measure")
+# adapt --help in panels; every option is in exactly one (checked when the module loads).
+PANELS = {
+    "Model": ("model", "tie_bottlenecks", "width", "resolution", "dtype", "weights"),
+    "Budget": ("lut", "budget", "measured_budget", "max_macs", "max_params"),
+    "Search": ("reduction", "decay", "short_floor", "pick", "fine_step", "fine_widths", "grid",
+               "missing", "max_iterations", "workers", "ray"),
+    "Training": ("data", "max_per_class", "loader_workers", "pretrain_epochs", "short_steps",
+                 "long_epochs", "batch_size", "lr_pretrain", "lr_short", "lr_long", "seed",
+                 "calibration_batches", "max_int8_drop"),
+    "Verification": ("device", "measure_rounds", "no_measure", "compare_multipliers",
+                     "multipliers"),
+    "Output": ("name", "runs_dir", "resume", "as_json"),
+}
 
 
+@in_panels(PANELS)
 def adapt_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION] of the target device, e.g. "
                             "luts/galaxy_s8.db (no phone needed: the table is the device)."),
-    model: str = typer.Option("mobilenet_v1", help="mobilenet_v1, mobilenet_v2, your own "
+    model: str = typer.Option("mobilenet_v1", metavar="<mobilenet_v1|mobilenet_v2|"
+                              "pkg.module:factory|FILE>", help="mobilenet_v1, mobilenet_v2, your own "
                               "pkg.module:factory (a function returning the torch model; "
                               "trained weights with --weights), or a saved model file "
                               "(torch.save(model)). Its slots come from Torch-Pruning."),
@@ -35,7 +51,7 @@ def adapt_cmd(
         "the estimate meets it the network is measured, and if it runs slower the estimate's "
         "budget is tightened by estimated/measured and adaptation goes on."),
     dtype: str | None = typer.Option(
-        None, help="Key dtype the search prices and the networks ship at: float32 or int8 "
+        None, metavar="<float32|int8>", help="Key dtype the search prices and the networks ship at: float32 or int8 "
         "(full-integer: the LUT's int8 sweep, and every network also exported as "
         "<name>_int8.tflite, its accuracy measured on that file). Default: the LUT's dtype "
         "when its sweeps have only one, else float32."),
@@ -47,7 +63,7 @@ def adapt_cmd(
         "model; above it, the long-term fine-tune runs again quantization-aware."),
     max_macs: str | None = typer.Option(None, help="Also bound MACs: ratio (0.5) or 5M."),
     max_params: str | None = typer.Option(None, help="Also bound parameters: ratio or 1.2M."),
-    data: str = typer.Option("fashion-mnist", help="fashion-mnist (Debian's "
+    data: str = typer.Option("fashion-mnist", metavar="<fashion-mnist|digits|FOLDER>", help="fashion-mnist (Debian's "
                              "dataset-fashion-mnist; make fashion-mnist installs it), digits "
                              "(scikit-learn's, tiny: fast checks), or a folder: Fashion-MNIST-style "
                              "IDX files, one subfolder per class, ImageNet-style train/ + val/, or "
@@ -68,12 +84,15 @@ def adapt_cmd(
                                       "all are fine-tuned again with twice the steps (up to 8x), "
                                       "so proposals are compared, not noise (the paper keeps it "
                                       "above 20 %). 0: never."),
-    pick: str = typer.Option("accuracy", help="Which proposal to keep: accuracy (highest "
+    pick: PickRule = typer.Option(PickRule.ACCURACY, help="Which proposal to keep: accuracy "
+                                  "(highest "
                              "holdout accuracy, the paper) or drop-per-latency (smallest "
                              "accuracy drop per ms saved, the official code)."),
-    fine_widths: int | None = typer.Option(None, help="Also try widths this much finer than "
-                                           "the LUT's grid for the layer being cut (e.g. 8), "
-                                           "their keys measured on the device when needed."),
+    fine_step: int | None = typer.Option(None, help="Also try widths this much finer than "
+                                         "the LUT's grid for the layer being cut (e.g. 8), "
+                                         "their keys measured on the device when needed."),
+    fine_widths: int | None = typer.Option(None, "--fine-widths", hidden=True,
+                                           help="Old spelling of --fine-step."),
     long_epochs: int = typer.Option(10, help="Long-term fine-tune epochs at the end."),
     batch_size: int = typer.Option(64, help="Images per training step."),
     lr_pretrain: float = typer.Option(0.1, help="Learning rate of pretraining and baselines."),
@@ -83,8 +102,10 @@ def adapt_cmd(
     weights: Path | None = typer.Option(None, help="Initial weights (state dict) instead "
                                            "of pretraining."),
     grid: int | None = typer.Option(None, help="Channel grid (default: the LUT sweep's)."),
-    missing: str = typer.Option("error", help="LUT keys the search needs but the LUT lacks: "
-                                "error, interpolate or measure (device attached)."),
+    missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the search "
+                                          "needs but the LUT lacks: name them (error), "
+                                          "interpolate over channel counts, or measure them "
+                                          "on the device (attached)."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Local processes that "
                                 "evaluate proposals in parallel (1 = in this process)."),
     ray: str | None = typer.Option(None, help="Run proposals on Ray: 'local' (a private "
@@ -109,13 +130,14 @@ def adapt_cmd(
     with user_errors(as_json):
         from adapter import data as data_mod
         from adapter import pipeline
-        from adapter.netadapt import PICK_RULES, AdaptConfig, Budget, lut_dtypes
+        from adapter.netadapt import AdaptConfig, Budget, lut_dtypes
         from bench.devices import load_config
 
-        if pick not in PICK_RULES:
-            raise typer.BadParameter(f"--pick must be one of {', '.join(PICK_RULES)}")
-        if missing not in MISSING_POLICIES:
-            raise typer.BadParameter(f"--missing must be one of {', '.join(MISSING_POLICIES)}")
+        if fine_widths is not None:
+            if fine_step is not None:
+                raise typer.BadParameter("give --fine-step once (not also as --fine-widths)")
+            deprecated("netadapt adapt --fine-widths", "netadapt adapt --fine-step")
+            fine_step = fine_widths
         budgets = {"latency_ms": budget}
         if max_macs:
             budgets["macs"] = max_macs
@@ -146,13 +168,13 @@ def adapt_cmd(
                                             len(dataset.classes), grid, missing,
                                             log=lambda m: say(m, highlight=False),
                                             tie_bottlenecks=tie_bottlenecks,
-                                            fine_step=fine_widths, dtype=dtype)
+                                            fine_step=fine_step, dtype=dtype)
         cfg = AdaptConfig(
             model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
             data=data, max_per_class=max_per_class,
             lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
             decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
-            short_floor=short_floor, pick=pick, fine_step=fine_widths,
+            short_floor=short_floor, pick=pick, fine_step=fine_step,
             long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
             lr_short=lr_short, lr_long=lr_long, seed=seed, loader_workers=loader_workers,
             weights=str(weights) if weights else None, max_iterations=max_iterations,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from lut_db.errors import UserError
 from lut_db.spec import Network, SpecError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console()
 err_console = Console(stderr=True)
@@ -30,6 +33,31 @@ UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
                                    if c.__name__ == "UsageError")
 
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, sqlite3.DatabaseError, OSError)
+
+
+# Backends are named by each device config ([backends.NAME]), so they are not a fixed enum.
+BACKEND_HELP = ("A backend of the device's config (default: its own). The shipped configs "
+                "name tflite-cpu, tflite-gpu and snpe-gpu; `netadapt devices` shows a "
+                "device's config.")
+
+
+def in_panels(panels: dict[str, tuple[str, ...]]) -> Callable[[F], F]:
+    """Group a command's options in --help: ``{panel title: parameter names}``, in that
+    order; every parameter must be in one panel, so a new option cannot land outside them."""
+    def decorate(f: F) -> F:
+        params = inspect.signature(f).parameters
+        placed = [n for names in panels.values() for n in names]
+        if sorted(placed) != sorted(params):
+            raise TypeError(f"{f.__name__}: options outside the panels or in two: "
+                            f"{sorted(set(params) ^ set(placed))}")
+        for panel, names in panels.items():
+            for name in names:
+                params[name].default.rich_help_panel = panel
+        # typer shows panels in the order their first option comes: the panels' order.
+        f.__signature__ = inspect.signature(f).replace(  # type: ignore[attr-defined]
+            parameters=[params[n] for n in placed])
+        return f
+    return decorate
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from bench.agreement import agreement
-from lut_db.store import LutStore, VersionTampered, open_lut, parse_lut_ref
+from lut_db.store import ExportFormat, LutStore, VersionTampered, open_lut, parse_lut_ref
 from netadapt_cli.common import (
     CHECK_FAILED,
     Command,
@@ -205,7 +205,9 @@ def diff(lut: str | None = _lut_option("LUT@VERSION: the version a."),
 
 @app.command(cls=Command)
 def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _old_lut(),
-           fmt: str = typer.Option("json", "--format", help="json or csv"),
+           fmt: ExportFormat = typer.Option(ExportFormat.JSON, "--format",
+                                            help="JSON with the version's metadata, or CSV of "
+                                            "the entries."),
            output: Path | None = typer.Option(None, "-o", help="File (default stdout).")) -> None:
     """Export a version (JSON with metadata, or CSV of entries)."""
     with user_errors():

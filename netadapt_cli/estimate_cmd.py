@@ -9,26 +9,29 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bench.missing import POLICIES, estimate_network
-from lut_db.estimate import Estimate, MissingKeys
-from lut_db.spec import Network
+from bench.missing import estimate_network
+from bench.zoo import FamilyName
+from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
+from lut_db.spec import Dtype, Network
 from lut_db.store import open_lut
-from netadapt_cli.common import console, err_console, load_network, user_errors
+from netadapt_cli.common import BACKEND_HELP, console, err_console, load_network, user_errors
 
 
 def estimate_cmd(
     lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
     network: Path | None = typer.Option(None, help="Network JSON file (see README)."),
-    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
-                                     "mobilenet_v3_small"),
+    model: FamilyName | None = typer.Option(None, help="A zoo family."),
     model_file: Path | None = typer.Option(None, help="A .tflite model file (any converter's)."),
     width: float | None = typer.Option(None, help="Width multiplier (with --model)."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
-    dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
-                                     "(default), float16 or int8."),
-    missing: str = typer.Option("error", help="Missing keys: error, interpolate or measure."),
+    dtype: Dtype | None = typer.Option(None, help="Layer dtype with --model (default "
+                                       "float32)."),
+    missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the network "
+                                          "needs but the LUT lacks: name them (error), "
+                                          "interpolate over channel counts, or measure them "
+                                          "on the device."),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
     raw: bool = typer.Option(False, "--raw", help="The paper's plain sum of LUT entries, "
@@ -38,8 +41,6 @@ def estimate_cmd(
     """Estimate a network's latency on a LUT: each layer's cost inside the network from the
     version's calibration (--raw: the plain sum of the layers' entries)."""
     with user_errors(as_json):
-        if missing not in POLICIES:
-            raise typer.BadParameter(f"--missing must be one of {', '.join(POLICIES)}")
         net = load_network(network, model, width, widths, resolution, classes, model_file,
                            dtype)
         store, version = open_lut(lut)
@@ -87,11 +88,10 @@ def _print(net: Network, est: Estimate) -> None:
 
 def measure_cmd(
     device: str = typer.Option("host", help="Device config name."),
-    backend: str | None = typer.Option(None, help="Backend of the config."),
+    backend: str | None = typer.Option(None, help=BACKEND_HELP),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     network: Path | None = typer.Option(None, help="Network JSON file."),
-    model: str | None = typer.Option(None, help="mobilenet_v1, mobilenet_v2 or "
-                                     "mobilenet_v3_small"),
+    model: FamilyName | None = typer.Option(None, help="A zoo family."),
     model_file: Path | None = typer.Option(None, help="A .tflite file, measured as it is (its "
                                            "own bytes)."),
     lut: str | None = typer.Option(None, help="LUT[@VERSION]: show its estimate beside the "
@@ -100,8 +100,8 @@ def measure_cmd(
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),
     classes: int = typer.Option(1000, help="Classes (with --model)."),
-    dtype: str | None = typer.Option(None, help="Layer dtype with --model: float32 "
-                                     "(default), float16 or int8."),
+    dtype: Dtype | None = typer.Option(None, help="Layer dtype with --model (default "
+                                       "float32)."),
     passes: int = typer.Option(5, help="Passes over the network, each timed apart."),
     max_repeats: int = typer.Option(3, help="Measure again (another --passes passes) while "
                                     "the passes disagree by more than 10 %, up to this many "

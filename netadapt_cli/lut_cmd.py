@@ -20,11 +20,12 @@ from bench import sweep
 from bench.devices import load_config, open_runners
 from bench.machine_state import MachineState
 from bench.runners.base import Runner, RunnerError
-from bench.zoo import FAMILIES
+from bench.zoo import FamilyName
 from lut_db.calibration import Calibration
-from lut_db.spec import DTYPES
+from lut_db.spec import Dtype
 from lut_db.store import open_lut
 from netadapt_cli.common import (
+    BACKEND_HELP,
     CHECK_FAILED,
     console,
     default_db,
@@ -44,14 +45,16 @@ app = typer.Typer(help="Build, resume and check latency look-up tables.",
 def lut(
     ctx: typer.Context,
     device: str = typer.Option("host", help="Device config name (device_configs/NAME.toml)."),
-    backend: str | None = typer.Option(None, help="Backend of the config (default: its own)."),
-    space: str = typer.Option(DEFAULT_SPACE, help="Families whose shape space is swept."),
+    backend: str | None = typer.Option(None, help=BACKEND_HELP),
+    space: str = typer.Option(DEFAULT_SPACE, metavar=f"<{'|'.join(FamilyName)}>,...",
+                              help="Families whose shape space is swept, separated by commas: "
+                              f"{', '.join(FamilyName)}."),
     resolution: list[int] = typer.Option([224], help="Input resolution (repeatable)."),
     grid: int = typer.Option(DEFAULT_GRID, help="Channel grid: every GRID channels."),
     classes: int = typer.Option(1000, help="Classes of the final FC layer."),
-    dtype: str = typer.Option("float32", help=f"Key dtype ({', '.join(DTYPES)}); int8: "
-                              "full-integer quantized layers, int8 in and out; float16: float16 weights "
-                              "(the GPU delegate's half precision)."),
+    dtype: Dtype = typer.Option(Dtype.FLOAT32, help="Key dtype. int8: full-integer quantized "
+                                "layers, int8 in and out; float16: float16 weights (the GPU "
+                                "delegate's half precision)."),
     lut_file: Path | None = typer.Option(None, "--lut", help="LUT file (default luts/DEVICE.db)."),
     db: Path | None = typer.Option(None, "--db", hidden=True, help="Old spelling of --lut."),
     serial: str | None = typer.Option(None, help="Use only this phone (ADB serial)."),
@@ -76,16 +79,17 @@ def lut(
             raise typer.BadParameter("--grid, --batch-size, --classes and --resolution "
                                      "must be positive")
         families = tuple(f.strip() for f in space.split(",") if f.strip())
-        if not families:
-            raise typer.BadParameter(f"--space names no family (known: {', '.join(FAMILIES)})")
+        unknown = [f for f in families if f not in tuple(FamilyName)]
+        if not families or unknown:
+            raise typer.BadParameter(f"--space {space!r} names "
+                                     f"{'no family' if not unknown else ', '.join(unknown)} "
+                                     f"(known: {', '.join(FamilyName)})")
         if db is not None:
             old = lut_arg(str(lut_file) if lut_file else None, str(db),
                           "netadapt lut --db FILE", "netadapt lut --lut FILE")
             lut_file = Path(old)
         cfg = load_config(device)
         db = lut_file or default_db(cfg.name)
-        if dtype not in DTYPES:
-            raise typer.BadParameter(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
         sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, dtype)
         keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
         with open_runners(cfg, backend, serial=serial) as runners, _progress() as bar:

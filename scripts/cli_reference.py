@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,23 @@ def _commands(group: Any, prefix: str) -> list[tuple[str, Any]]:
     return out
 
 
+def _choices(p: Any) -> list[str]:
+    """An enum option's values (typer's own parameter types differ between releases)."""
+    annotation = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(m.value) for m in annotation]
+    return [str(c) for c in getattr(getattr(p, "type", None), "choices", None) or []]
+
+
 def _param_row(p: Any) -> str:
     if p.param_type_name == "argument":
         names, help_text = p.name.upper(), getattr(p, "help", "") or ""
     else:
         names = ", ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
         help_text = p.help or ""
+        choices = _choices(p)
+        if choices:
+            help_text += " One of: " + ", ".join(f"`{c}`" for c in choices) + "."
     default = p.default if p.default not in (None, (), [], False) and not callable(p.default) \
         else ""
     return f"| {names} | {help_text.replace('|', '/')} | {default} |"

@@ -159,8 +159,8 @@ def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_pa
     (["--model", "mobilenet_v3_small"], "mobilenet_v3_small has no torch model to adapt"),
     (["--budget", "2"], "a bare number is a ratio of the initial latency"),
     (["--max-macs", "lots"], "MACs budget 'lots': not understood"),
-    (["--missing", "guess"], "--missing must be one of"),
-    (["--pick", "best"], "--pick must be one of accuracy, drop-per-latency"),
+    (["--missing", "guess"], "'guess' is not one of 'error', 'interpolate', 'measure'"),
+    (["--pick", "best"], "'best' is not one of 'accuracy', 'drop-per-latency'"),
     (["--reduction", "0"], "--reduction must be in (0, 1)"),
     (["--data", "EMPTY"], "expected one subfolder per class"),
     (["--resume"], "is corrupt"),
@@ -183,3 +183,23 @@ def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[s
     assert r.exit_code != 0
     assert message in flat(r.output), r.output
     assert "Traceback" not in r.output
+
+
+def test_help_groups_options_in_panels() -> None:
+    """adapt --help: model, budget, search, training, verification, output, in that order."""
+    out = CliRunner().invoke(app, ["adapt", "--help"], env={"COLUMNS": "200"}).output
+    titles = ["Model", "Budget", "Search", "Training", "Verification", "Output"]
+    at = [out.index(f"─ {t} ─") for t in titles]
+    assert at == sorted(at), out
+    assert "accuracy|drop-per-latency" in out and "error|interpolate|measure" in out
+    assert "--fine-widths" not in out  # the old spelling works but is not shown
+
+
+def test_old_fine_widths_spelling_warns(lut: Path, tmp_path: Path) -> None:
+    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path, "--fine-widths", "8",
+               "--max-macs", "lots")  # a bad budget: stops before any work
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert ("warning: netadapt adapt --fine-widths is deprecated, use netadapt adapt "
+            "--fine-step") in r.stderr
+    r = invoke("adapt", "--lut", lut, "--fine-widths", "8", "--fine-step", "8")
+    assert r.exit_code == 2 and "give --fine-step once" in flat(r.output)

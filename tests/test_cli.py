@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from bench.devices import load_config, make_runner
 from bench.runners.base import Timing
 from bench.tflite_build import build_network
-from bench.zoo import MOBILENET_V1, MOBILENET_V3_SMALL, shape_space
+from bench.zoo import FAMILIES, MOBILENET_V1, MOBILENET_V3_SMALL, FamilyName, shape_space
 from lut_db.store import SCHEMA_VERSION, LutStore
 from netadapt_cli.main import app
 from tests.fakes import FAST_TOML
@@ -504,7 +504,6 @@ def test_malformed_network_json(lut: Path, tmp_path: Path, text: str, words: lis
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--model", "resnet50"], ["unknown model family 'resnet50'"]),
     (["--model", "mobilenet_v1", "--network", "x.json"], ["exactly one of --network"]),
     (["--model", "mobilenet_v1", "--model-file", "x.tflite"], ["--model-file FILE.tflite"]),
     ([], ["exactly one of --network"]),
@@ -542,11 +541,16 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails(*SWEEP, "--grid", "0", "--lut", tmp_path / "x.db", code=2)
     assert "must be positive" in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--missing", "zero", code=2)
-    assert "--missing must be one of" in out
+    assert "'zero' is not one of 'error', 'interpolate', 'measure'" in out
     out = fails(*SWEEP, "--space", " , ", "--lut", tmp_path / "x.db", code=2)
-    assert "--space names no family (known: mobilenet_v1, mobilenet_v2, mobilenet_v3_small)" in out
-    assert "unknown model family 'mobilenet_v3'" in fails(*SWEEP, "--space", "mobilenet_v3",
-                                                          "--lut", tmp_path / "x.db")
+    assert "names no family (known: mobilenet_v1, mobilenet_v2, mobilenet_v3_small)" in out
+    out = fails(*SWEEP, "--space", "mobilenet_v1,mobilenet_v3", "--lut", tmp_path / "x.db",
+                code=2)
+    assert "names mobilenet_v3 (known: mobilenet_v1," in out
+    out = fails("estimate", "--lut", lut, "--model", "resnet50", code=2)
+    assert "'resnet50' is not one of 'mobilenet_v1', 'mobilenet_v2', 'mobilenet_v3_small'" in out
+    assert "'int4' is not one of 'float32', 'float16', 'int8'" in fails(
+        *SWEEP, "--dtype", "int4", "--lut", tmp_path / "x.db", code=2)
     assert not (tmp_path / "x.db").exists()
 
 
@@ -643,6 +647,21 @@ def test_every_command_and_option_has_help_text() -> None:
     assert {"lut", "db", "db list", "db show", "db diff", "db export", "db import",
             "estimate", "measure"} <= seen
     assert not missing, f"no help text: {missing}"
+
+
+def test_help_lists_the_choices() -> None:
+    """Every closed choice is an enum (one per concept, the library's own) and --help lists
+    its values."""
+    assert set(FamilyName) == set(FAMILIES)
+
+    def help_of(*args: str) -> str:
+        return CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200"}).output
+
+    lut_help, estimate_help = help_of("lut"), help_of("estimate")
+    assert "<float32|float16|int8>" in lut_help
+    assert "<mobilenet_v1|mobilenet_v2|mobilenet_v3_small>,..." in lut_help
+    assert "<error|interpolate|measure>" in estimate_help
+    assert "<json|csv>" in help_of("db", "export")
 
 
 @pytest.mark.parametrize("args", [[], ["lut"], ["db"], ["db", "diff"], ["estimate"],
