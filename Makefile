@@ -14,12 +14,14 @@ NETADAPT := $(BIN)/netadapt
 
 setup: $(STAMP)
 
-# torch first, pinned, so pip takes the CPU build on disk instead of a CUDA one.
+# torch first, pinned, so pip takes the CPU build on disk instead of a CUDA one. The
+# cluster extra (Ray, ~240 MB) is for adapt --ray only; installed here so that the test
+# proving Ray gives the serial result runs (pip install . alone leaves Ray out).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
 lut: setup

@@ -132,7 +132,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise AdaptError("--ray needs Ray, an optional extra: pip install "
-                             "'netadapt-farm[ray]'") from None
+                             "'netadapt-farm[cluster]'") from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:

@@ -204,7 +204,7 @@ class AdaptConfig:
         if not self.max_int8_drop >= 0:
             raise AdaptError("--max-int8-drop must not be negative")
         if self.fine_step is not None and self.fine_step < 1:
-            raise AdaptError("--fine-widths must be at least 1")
+            raise AdaptError("--fine-step must be at least 1")
         for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
             if getattr(self, name) < 1:
                 raise AdaptError(f"{name.replace('_', '-')} must be at least 1")

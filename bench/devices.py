@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.runners.base import Runner, runner_class
 from lut_db.errors import UserError
+from lut_db.linux import require_linux
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "device_configs"
 KINDS = ("host", "android")
@@ -223,6 +224,7 @@ def open_runners(config: DeviceConfig | str, backend: str | None = None,
                  serial: str | None = None) -> Iterator[list[Runner]]:
     """The runners of every attached device matching ``config`` (a config or its name),
     closed on exit, with this process's CPU affinity as it was (a host runner pins it)."""
+    require_linux()
     affinity = os.sched_getaffinity(0)
     cfg = load_config(config) if isinstance(config, str) else config
     runners = make_runners(cfg, backend, serial=serial)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -30,6 +29,7 @@ import sqlite_utils
 from lut_db import digest as dg
 from lut_db.calibration import Calibration, CalibrationError
 from lut_db.errors import SetupMismatch, UserError
+from lut_db.linux import require_linux
 from lut_db.spec import LayerSpec, SpecError
 
 SCHEMA_VERSION = 5
@@ -402,6 +402,9 @@ class LutStore:
         """Take the writer lock, or raise StoreLocked. The OS drops it if the process dies."""
         if self.path is None or self._lock_fd is not None:
             return
+        require_linux()
+        import fcntl  # Linux only: imported here so that reading a LUT works anywhere
+
         lock_path = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

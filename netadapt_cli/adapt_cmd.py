@@ -108,7 +108,8 @@ def adapt_cmd(
                                           "on the device (attached)."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Local processes that "
                                 "evaluate proposals in parallel (1 = in this process)."),
-    ray: str | None = typer.Option(None, help="Run proposals on Ray: 'local' (a private "
+    ray: str | None = typer.Option(None, help="Run proposals on Ray (pip install "
+                                      "'netadapt-farm[cluster]'): 'local' (a private "
                                       "local instance), 'auto' or ray://HOST:PORT."),
     name: str | None = typer.Option(None, help="Run folder name (default: derived from "
                                        "model, LUT, budget and seed)."),

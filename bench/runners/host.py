@@ -33,6 +33,7 @@ from bench.machine_state import HostProbe, StateProbe
 from bench.runners import litert_profiler
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
 from bench.runners.checks import Check, require
+from lut_db.linux import require_linux
 
 PREEMPTED = 0.02  # an invoke whose wall time exceeds its CPU time by this share was preempted
 PREEMPTED_NS = 20_000  # ... and by at least this much (timer and syscall jitter)
@@ -72,6 +73,7 @@ class HostRunner(BaseRunner):
     def __init__(self, threads: int = 1, cpus: Sequence[int] | None = None, warmup: int = 3,
                  runs: int = 15, min_time_ms: float = 20.0, passes: int = 1,
                  batch_size: int = 16):
+        require_linux()  # pinning: os.sched_setaffinity
         self.threads = threads
         self.cpus = sorted(cpus) if cpus else default_cpus()
         self.warmup = warmup
