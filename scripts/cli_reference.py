@@ -19,8 +19,13 @@ OUT = REPO / "docs" / "cli.md"
 
 
 EXIT_CODES = [
-    "Every command names the LUT file with `--lut` and prints JSON alone on stdout with",
-    "`--json` (messages go to stderr). Exit codes:",
+    "Every command names the LUT file with `--lut`. Every command that reports a result takes",
+    "`--json`: stdout is then that JSON alone (on failure `{\"error\": ...}`), and messages",
+    "and progress go to stderr. (`db export` writes the export itself; `db browse` opens",
+    "Datasette.) Old spellings (`lut --db`, the LUT as a positional argument under `db`,",
+    "`adapt --fine-widths`) still work for one release and print a one-line warning on stderr.",
+    "",
+    "Exit codes:",
     "",
     "| code | meaning |",
     "|---|---|",

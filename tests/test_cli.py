@@ -649,6 +649,20 @@ def test_every_command_and_option_has_help_text() -> None:
     assert not missing, f"no help text: {missing}"
 
 
+def test_one_vocabulary() -> None:
+    """The LUT file is --lut wherever a command takes one (no --db shown), and every command
+    that reports a result has --json."""
+    no_json = {"db export", "db browse"}  # the export itself; an interactive browser
+    for path, cmd, ctx in _commands(typer.main.get_command(app)):
+        name = " ".join(path[1:])
+        if getattr(cmd, "commands", None) and name != "lut":
+            continue  # a group, not a verb (`lut` is both)
+        shown = {o for p in cmd.get_params(ctx) if not getattr(p, "hidden", False)
+                 for o in getattr(p, "opts", [])}
+        assert "--db" not in shown, name
+        assert ("--json" in shown) != (name in no_json), name
+
+
 def test_help_lists_the_choices() -> None:
     """Every closed choice is an enum (one per concept, the library's own) and --help lists
     its values."""
