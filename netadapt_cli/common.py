@@ -23,7 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
 
-# Errors a user can cause: shown as one message, never a traceback.
 # Exit codes (docs/cli.md): 0 ok, 1 an error the user can fix, 2 a usage error (click's),
 # 3 a check that ran and found a problem (a stale LUT, a sealed version that changed).
 CHECK_FAILED = 3
@@ -32,6 +31,7 @@ CHECK_FAILED = 3
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
                                    if c.__name__ == "UsageError")
 
+# Errors a user can cause: shown as one message, never a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, sqlite3.DatabaseError, OSError)
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bench.agreement import agreement
@@ -132,14 +133,14 @@ def verify(lut: str | None = _lut_option("LUT[@VERSION]; without @: every sealed
                                               if v.status == "sealed"]
         if not ids:
             fail(f"{path} has no sealed version to verify")
-        results = [_verify_one(store, path, i) for i in ids]
+        results = [_verify_one(store, i) for i in ids]
     if as_json:
         print(json.dumps(results, indent=1))
     else:
         for r in results:
             if r["status"] == "changed":
-                err_console.print(f"[red]{path}@{r['version']}: changed:[/] {r['problem']}",
-                                  highlight=False, soft_wrap=True)
+                err_console.print(f"[red]{path}@{r['version']}: changed:[/] "
+                                  f"{escape(r['problem'])}", highlight=False, soft_wrap=True)
             elif r["status"] == "building":
                 console.print(f"{path}@{r['version']}: building, not sealed yet: nothing to "
                               "verify")
@@ -151,7 +152,7 @@ def verify(lut: str | None = _lut_option("LUT[@VERSION]; without @: every sealed
         raise typer.Exit(CHECK_FAILED)
 
 
-def _verify_one(store: LutStore, path: Path, version: int) -> dict:
+def _verify_one(store: LutStore, version: int) -> dict:
     """One version's check as a row; a version that changed is a finding, not an error."""
     try:
         seal = store.verify(version)
@@ -241,7 +242,7 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
         else:
             raise typer.BadParameter("give --lut FILE and one export, e.g. netadapt db import "
                                      "--lut luts/host.db v1.json")
-        fmt = "csv" if source.suffix == ".csv" else "json"
+        fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
         store = LutStore.open(db, create=True)
         v = store.import_(source.read_text(), fmt, device=device, backend=backend)
         n = store.counts(v.id).get("ok", 0)
