@@ -33,6 +33,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,9 @@ class AdaptConfig:
     NOT_COMPARED = ("max_iterations", "loader_workers")  # loaders give the same batches
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Plain strings for the enums (--missing, --pick): a checkpoint is read back with
+        # torch.load(weights_only=True), which refuses classes it does not know.
+        return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AdaptConfig:

@@ -135,7 +135,7 @@ def load_network(network: Path | None, model: str | None, width: float | None,
         raise SpecError("--dtype goes with --model: a network JSON's keys and a .tflite "
                         "file carry their own dtype")
     net = _load(network, model, width, widths, resolution, classes, model_file)
-    return net.with_dtype(dtype) if dtype not in (None, "float32") else net
+    return net.with_dtype(str(dtype)) if dtype not in (None, "float32") else net
 
 
 def _load(network: Path | None, model: str | None, width: float | None,

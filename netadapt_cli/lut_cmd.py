@@ -90,7 +90,7 @@ def lut(
             lut_file = Path(old)
         cfg = load_config(device)
         db = lut_file or default_db(cfg.name)
-        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, dtype)
+        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, str(dtype))
         keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
         with open_runners(cfg, backend, serial=serial) as runners, _progress() as bar:
             task = bar.add_task(cfg.name, total=None, visible=False)

@@ -203,3 +203,14 @@ def test_old_fine_widths_spelling_warns(lut: Path, tmp_path: Path) -> None:
             "--fine-step") in r.stderr
     r = invoke("adapt", "--lut", lut, "--fine-widths", "8", "--fine-step", "8")
     assert r.exit_code == 2 and "give --fine-step once" in flat(r.output)
+
+
+def test_config_holds_plain_strings() -> None:
+    """The CLI's enums reach a checkpoint as plain strings (torch.load(weights_only=True))."""
+    from adapter.netadapt import AdaptConfig
+    from adapter.pick import PickRule
+    from lut_db.estimate import MissingPolicy
+
+    d = AdaptConfig(missing=MissingPolicy.INTERPOLATE, pick=PickRule.DROP_PER_LATENCY).to_dict()
+    assert (type(d["missing"]), type(d["pick"])) == (str, str)
+    assert (d["missing"], d["pick"]) == ("interpolate", "drop-per-latency")
