@@ -195,9 +195,10 @@ def test_help_groups_options_in_panels() -> None:
     assert "--fine-widths" not in out  # the old spelling works but is not shown
 
 
-def test_old_fine_widths_spelling_warns(lut: Path, tmp_path: Path) -> None:
+def test_old_fine_widths_spelling_warns(tmp_path: Path) -> None:
+    lut = tmp_path / "x.db"  # never opened: the bad budget stops adapt before any work
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path, "--fine-widths", "8",
-               "--max-macs", "lots")  # a bad budget: stops before any work
+               "--max-macs", "lots")
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert ("warning: netadapt adapt --fine-widths is deprecated, use netadapt adapt "
             "--fine-step") in r.stderr
