@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from netadapt_cli.common import console, err_console, user_errors
+from netadapt_cli.common import CHECK_FAILED, console, err_console, user_errors
 
 if TYPE_CHECKING:
     from bench.doctor import Report
     from bench.runners.checks import Check
 
-NOT_READY = 3  # the exit code of a check that found a problem
 MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
 
 
@@ -47,7 +46,7 @@ def doctor_cmd(
     else:
         _print(report)
     if not report.ready:
-        raise typer.Exit(NOT_READY)
+        raise typer.Exit(CHECK_FAILED)
 
 
 def _print(report: Report) -> None:

@@ -34,7 +34,7 @@ EXIT_CODES = [
     "message on stderr |"),
     "| 2 | a usage error: an unknown option, a value outside the choices `--help` lists |",
     ("| 3 | a check ran and found a problem: `lut check` found the LUT stale, `db verify` found "
-    "a sealed version changed |"),
+    "a sealed version changed, `doctor` found a device that cannot sweep |"),
 ]
 
 
