@@ -690,7 +690,6 @@ def test_help_runs(args: list[str]) -> None:
     assert res.exit_code == 0 and "Usage" in res.output and "Traceback" not in res.output
 
 
-@pytest.mark.sweep
 def test_every_json_command_prints_json_alone_on_stdout(lut: Path, tmp_path: Path) -> None:
     """Success and failure alike: stdout parses as JSON (messages go to stderr)."""
     missing = tmp_path / "none.db"
