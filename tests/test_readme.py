@@ -18,11 +18,6 @@ SECTIONS = ["Requirements", "Quick start", "Concepts", "Commands", "Phones",
             "Validating a LUT", "NetAdapt", "Your own model", "Python API", "Numbers",
             "Known limits", "Testing"]
 
-# Verbs the README describes that are being built beside it. Each is only excused while the
-# CLI lacks it; once it exists it is checked like any other. Delete entries as they land.
-PENDING_VERBS = {"doctor"}
-
-
 def test_headline_table_is_what_results_json_gives() -> None:
     expected = headline.block(headline.load())
     assert headline.readme_block(README) == expected, (
@@ -71,8 +66,7 @@ def test_every_netadapt_verb_named_exists() -> None:
                                     README)):
         command = cli.commands.get(verb)  # type: ignore[attr-defined]
         if command is None:
-            if verb not in PENDING_VERBS:
-                missing.append(verb)
+            missing.append(verb)
             continue
         group = getattr(command, "commands", None)
         if group and sub and sub not in group:
