@@ -87,11 +87,11 @@ ROWS: tuple[Row, ...] = (
         (_p("adb", "round_trips", "per_100_shapes"),), "{0}"),
     Row("ADB / host latency, same 50 keys (median ratio)", "adb",
         (_p("adb", "agreement", "median_ratio"),), "{0:.3f}"),
-    Row("Sweeps killed at random (host + two phones): keys lost / measured twice", "faults",
+    Row("Sweeps SIGKILLed at random, this machine / two phones", "faults",
         (_p("faults", "host", "kills"), _p("faults", "phones", "kills"),
          _p("faults", "host", "lost"), _p("faults", "phones", "lost"),
          _p("faults", "host", "measured_twice"), _p("faults", "phones", "measured_twice")),
-        "{0} + {1} kills: {2} + {3} / {4} + {5}"),
+        "{0} / {1} kills: {2} / {3} keys lost, {4} / {5} measured twice"),
 )
 
 
