@@ -75,3 +75,14 @@ def test_every_netadapt_verb_named_exists() -> None:
     # `db` with its sub-verbs written as a|b|c in the commands table
     for sub in re.search(r"netadapt db ([\w|\\]+)", README).group(1).replace("\\", "").split("|"):
         assert sub in cli.commands["db"].commands, sub  # type: ignore[attr-defined]
+
+
+def test_headline_write_then_check(tmp_path: Path) -> None:
+    stale = tmp_path / "README.md"
+    stale.write_text(f"# x\n\n{headline.BEGIN}\n| old | table |\n{headline.END}\n\nafter\n")
+    assert headline.main(["--check", "--readme", str(stale)]) == 1
+    assert headline.main(["--write", "--readme", str(stale)]) == 0
+    assert headline.main(["--check", "--readme", str(stale)]) == 0
+    text = stale.read_text()
+    assert text.startswith("# x\n\n") and text.endswith("\n\nafter\n")
+    assert "| old | table |" not in text
