@@ -47,7 +47,7 @@ doctor: setup
 # reruns resume. 32 px: the smallest size at which MobileNetV1's last stages still see a
 # spatial map (at 16 px they run at 1x1 and the fixed per-network cost hides most layers'
 # widths from the latency). x0.5: a short recipe brings it near its plateau, where x1.0
-# is still climbing (README, "The paper's comparison"). The full comparison (3 seeds,
+# is still climbing (docs/netadapt.md, "The paper's comparison"). The full comparison (3 seeds,
 # 3 budgets, 3,000 images per class) is `make compare`. DTYPE=int8: the same demo priced
 # on an int8 sweep, every network also exported full-integer and measured as that file
 # (docs/netadapt.md).
@@ -60,7 +60,7 @@ adapt: setup fashion-mnist
 # The paper's comparison (benchmarks/compare_bench.py): NetAdapt at budgets 0.75/0.5/0.25
 # (on measured latency) against width multipliers over 3 seeds, every file timed on the
 # host; about an hour on 2 cores (three seeds in parallel processes with --train-only,
-# then one call that only measures: README). Results and the Pareto plot in
+# then one call that only measures: docs/netadapt.md). Results and the Pareto plot in
 # benchmarks/compare/.
 COMPARE_ARGS ?= --seeds 0 1 2 --width 0.5 --per-class 3000 --epochs 6 --short-steps 40 --long-epochs 2 --reduction 0.15 --decay 0.95 --resolution 32 --workers 2
 # DTYPE=int8: int8 against int8 (one seed, budgets 0.5 and 0.25), in benchmarks/compare-int8.

@@ -353,7 +353,7 @@ class Node:
 class Network:
     """A DAG of named LayerSpecs in topological order, shape-checked on construction.
 
-    JSON form (see README)::
+    JSON form (see docs/models.md)::
 
         {"name": "tiny", "input": [32, 32, 3],
          "nodes": [{"name": "c1", "spec": "conv2d:in=32x32x3,out=8,k=3x3,s=2x2,pad=same,act=relu",

@@ -235,5 +235,5 @@ def test_validate_for_real_on_the_host(tmp_path, fast_runner):
     assert res.measured == len(res.rows)
     for r in res.rows:
         # same order of magnitude: same device. Not tighter: at 32 px weight-heavy networks
-        # run 2-3x their layers' sum on this VM (README, layer_gap), more under load spikes
+        # run 2-3x their layers' sum on this VM (benchmarks/README.md, layer_gap), more under load spikes
         assert 0.2 < r["measured_us"] / r["estimated_us"] < 5

@@ -5,7 +5,7 @@ Each model gets its own interpreter (XNNPACK, fixed thread count). A batch is ti
 before each later round, as the other models evicted the caches), then timed invokes
 until the round's share of ``runs`` and ``min_time_ms`` is reached. Spreading a model's
 runs over rounds matters on a shared machine: its speed wanders with what the
-neighbours do, correlated over ~0.2 s (see README, "Repeatability"), so 20 ms in one go
+neighbours do, correlated over ~0.2 s (see benchmarks/README.md, "Repeatability"), so 20 ms in one go
 measures one moment while 10 x 2 ms spread over a few seconds measures the machine.
 With one thread, an invoke whose wall time exceeds its thread CPU time was preempted by
 another process; it is dropped and counted, not timed.
