@@ -9,7 +9,7 @@ depthwise ``[1, kh, kw, C*mult]``, fully connected ``[out, in]`` with its inputs
 NHWC order. The file's input is NHWC (torch's is NCHW); batch 1.
 
 Padding is the model's own: the built-in models pad as TFLite SAME does
-(``adapter.models.SameConv2d``); a convolution padding symmetrically where SAME puts the
+(``adapter.same_padding.SameConv2d``); a convolution padding symmetrically where SAME puts the
 odd pixel after (stride 2 on an even size, as most torch models do) is traced as an
 explicit PAD layer then a VALID convolution, so the file computes what torch computes.
 """
@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from adapter.arch import Architecture
-from adapter.models import AdaptError, ZooModel, same_pads
+from adapter.errors import AdaptError
+from adapter.models import ZooModel
+from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
 from lut_db.spec import WEIGHTED, LayerSpec, Network
@@ -183,7 +185,7 @@ def _check_conv_padding(node: str, mname: str, m: nn.Conv2d, spec: LayerSpec,
             f"cannot export {node}: module {mname!r} pads {got} (top, bottom), (left, right) "
             f"but TFLite {spec.padding.upper()} pads {want} on its {spec.h}x{spec.w} input, "
             "so the .tflite would compute other numbers; pad as TFLite does (use "
-            "adapter.models.SameConv2d for strided convolutions) and retrain")
+            "adapter.same_padding.SameConv2d for strided convolutions) and retrain")
 
 
 def _check_pool(node: str, mname: str, m: nn.Module, spec: LayerSpec) -> None:

@@ -5,12 +5,12 @@ Network for the same widths are the same network (``adapter.trace`` proves it in
 the tests). Module names are the zoo's node names (``conv1``, ``dw3``, ``pw3``,
 ``b5.expand``, ``fc``, ...). Which convolutions make each slot's channels
 (``model.slots``: several for a MobileNetV2 stage, whose residual adds tie them) is
-not written here: ``adapter.arch`` asks Torch-Pruning, as for any other model.
+not written here: ``adapter.slots`` asks Torch-Pruning, as for any other model.
 
 Padding is TFLite SAME, exactly: stride-1 convolutions pad ``k // 2`` on each side
 (the same thing for odd kernels), strided ones are ``SameConv2d``, which pads the odd
 pixel after (0 before and 1 after for a 3x3 stride-2 conv on an even input) where
-torch's ``padding=1`` would pad 1 and 1. So the exported ``.tflite``
+torch's ``padding=1`` would pad 1 and 1 (``adapter.same_padding``). So the exported ``.tflite``
 (``adapter.export``) computes what the trained torch model computes, and its layers
 keep their plain SAME LUT keys (no PAD op, no key of its own). BN follows every
 convolution (folded into the weights and bias at export), ReLU6 as in the reference
@@ -23,11 +23,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adapter import prune
 from adapter.errors import AdaptError
+from adapter.same_padding import SameConv2d
+from adapter.slots import derive, zoo_names
 from bench import zoo
 from lut_db.spec import SpecError
 
@@ -35,34 +36,6 @@ from lut_db.spec import SpecError
 # SAME padding (its stride-2 layers were trained with symmetric padding), and ``rebuild``
 # refuses it rather than give those weights other outputs.
 PADDING = "tflite_same"
-
-
-def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TFLite/TensorFlow SAME padding of one axis, (before, after): the odd pixel goes after."""
-    extent = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
-
-
-class SameConv2d(nn.Conv2d):
-    """nn.Conv2d padding as TFLite SAME at any stride (torch's ``padding='same'`` refuses
-    strides above 1, and a number pads both sides alike).
-
-    ``padding`` reads ``"same"`` (what ``adapter.trace`` and ``adapter.export`` look at);
-    the pads are worked out per input size in ``forward``, so any resolution is right.
-    """
-
-    def __init__(self, *args: object, **kwargs: object):
-        super().__init__(*args, padding=0, **kwargs)
-        self.padding = "same"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = same_pads(x.shape[-2], self.kernel_size[0], self.stride[0],
-                                self.dilation[0])
-        left, right = same_pads(x.shape[-1], self.kernel_size[1], self.stride[1],
-                                self.dilation[1])
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias,
-                        self.stride, 0, self.dilation, self.groups)
 
 
 class ConvBNAct(nn.Sequential):
@@ -92,9 +65,7 @@ class ZooModel(nn.Module):
 
     @property
     def slots(self) -> dict[str, list[str]]:
-        """slot -> the convolutions producing it, found by Torch-Pruning (``adapter.arch``)."""
-        from adapter.arch import derive, zoo_names
-
+        """slot -> the convolutions producing it, found by Torch-Pruning (``adapter.slots``)."""
         if "_slots" not in self.__dict__:
             names = zoo_names(self.family, self.resolution, self.classes)
             got = derive(self, (self.resolution, self.resolution, 3), names)[0]

@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 
 from adapter.errors import AdaptError
 from adapter.export import Weights, export_weights
-from adapter.models import same_pads
+from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import Quant, activation_quants, build_network, weight_quant
 from lut_db.spec import INPUT, LayerSpec, Network

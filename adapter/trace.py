@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from adapter.errors import AdaptError
-from adapter.models import same_pads
+from adapter.same_padding import same_pads
 from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
 
 Shape = tuple[int, int, int]  # H, W, C

@@ -14,8 +14,9 @@ from torch import nn
 from adapter import data
 from adapter.executors import torch_threads
 from adapter.export import export, save_exports, write_tflite
-from adapter.models import AdaptError, SameConv2d, build, rebuild, same_pads
+from adapter.models import AdaptError, build, rebuild
 from adapter.prune import prune_slot
+from adapter.same_padding import SameConv2d, same_pads
 from adapter.train import train
 from bench import zoo
 from bench.tflite_build import build_network
