@@ -25,6 +25,7 @@ from scipy.optimize import nnls
 
 from analysis.features import all_tables
 from analysis.sampling import Space, at_dtypes, make_network, random_widths, sample_networks
+from analysis.stats import FOLDS, out_of_fold
 from analysis.validate import SessionDrift
 from bench.machine_state import MachineState
 from bench.missing import ensure_keys
@@ -39,7 +40,6 @@ SEED = 1_000_003  # the calibration set's seed: never the validation's (0)
 NETWORKS = 40
 PASSES = 3
 MIN_NETWORKS = 8  # fewer than this cannot pin five parameters down and cross-validate them
-FOLDS = 5
 # Candidate cache sizes (MB) where a network's weights start to be evicted, and where all
 # are: the pair that explains the networks best is kept. Phones and desktop cores have
 # 0.25-4 MB of L2 per core; larger sizes stand for big shared caches.
@@ -143,14 +143,12 @@ def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def _out_of_fold(base: np.ndarray, x: np.ndarray, measured: np.ndarray,
                  folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """Each network's out-of-fold relative error (predicted / measured - 1)."""
-    n = len(measured)
-    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
-    pred = np.zeros(n)
-    for f in range(fold.max() + 1):
-        train, test = fold != f, fold == f
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         coef = _solve(x[train], measured[train] - base[train], measured[train])
-        pred[test] = base[test] + x[test] @ coef
-    return pred / measured - 1
+        return base[test] + x[test] @ coef
+
+    return out_of_fold(len(measured), fit_predict, folds, seed) / measured - 1
 
 
 def errors(rel: np.ndarray) -> dict[str, Any]:

@@ -12,13 +12,14 @@ Inputs are microseconds; outputs are ms and percent, for people.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 from scipy.optimize import nnls
+from sklearn.model_selection import KFold
 
 BOOTSTRAP = 2000
 CI = 0.95
@@ -120,7 +121,18 @@ def macs_predictor(macs: Sequence[float], measured: Sequence[float]) -> tuple[np
 # -- from layer sums to network latency: the corrections -------------------------------------
 
 MIN_FIT = 10  # fewer in-space networks than this: no correction is fitted
-FOLDS = 5
+FOLDS = 5  # cross-validation folds, for every model fitted here and in analysis.calibrate
+
+
+def out_of_fold(n: int, fit_predict: Callable[[np.ndarray, np.ndarray], Sequence[float]],
+                folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """Each of ``n`` rows predicted by a model fitted without it: ``fit_predict(train,
+    test)`` fits on the ``train`` indices and returns the predictions for ``test``."""
+    out = np.zeros(n)
+    split = KFold(min(folds, n), shuffle=True, random_state=seed).split(np.arange(n))
+    for train, test in split:
+        out[test] = fit_predict(train, test)
+    return out
 
 
 @dataclass
@@ -186,16 +198,15 @@ def cross_validated(entries: Sequence[Mapping[str, float]], mb: Sequence[MB],
                     folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """Out-of-fold corrections: each network's from a model fitted without it."""
     n = len(gap_us)
-    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
-    out = np.zeros(n)
     gap = np.asarray(gap_us, float)
     scale = np.asarray(scale_us if scale_us is not None else np.ones(n), float)
-    for f in range(fold.max() + 1):
-        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> list[float]:
         model = fit_correction([entries[i] for i in train], [mb[i] for i in train],
                                gap[train], scale[train])
-        out[test] = [model.extra_us(entries[i], mb[i]) for i in test]
-    return out
+        return [model.extra_us(entries[i], mb[i]) for i in test]
+
+    return out_of_fold(n, fit_predict, folds, seed)
 
 
 PREDICTORS = ("naive", "overhead", "drift", "corrected")
