@@ -1,0 +1,31 @@
+"""adapter.train's learning-rate schedule: torch's scheduler, the same numbers as before."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adapter.train import lr_schedule
+
+
+def old_lr(base: float, step: int, steps: int, schedule: str) -> float:
+    """The formula the training loop set by hand before it used torch's scheduler."""
+    if schedule == "constant":
+        return base
+    return 0.5 * base * (1 + math.cos(math.pi * step / steps))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+@pytest.mark.parametrize("base,steps", [(0.05, 1), (0.05, 7), (0.1, 469), (0.01, 1875)])
+def test_each_step_runs_at_the_old_formulas_lr(schedule: str, base: float, steps: int) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=base, momentum=0.9, nesterov=True)
+    sched = lr_schedule(opt, steps, schedule)
+    got = []
+    for _ in range(steps):  # the loop's order: the step runs, then the schedule moves on
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert got == [old_lr(base, step, steps, schedule) for step in range(steps)]  # exact
