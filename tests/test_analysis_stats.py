@@ -42,6 +42,14 @@ def test_bootstrap_intervals_hold_the_estimate(pair):
     assert a == stats.agreement(p, m, n_boot=500, seed=1)  # seeded: repeatable
 
 
+def test_resamples_without_spread_leave_the_correlation_interval_finite():
+    """Four networks: some resamples repeat one network, so they have no correlation."""
+    p, m = np.array([1000.0, 2000, 3000, 4000]), np.array([1100.0, 1900, 3300, 3900])
+    ci = stats.bootstrap_ci(p, m, n_boot=500, seed=0)
+    assert set(ci) == set(stats.BOOTSTRAPPED)
+    assert all(np.isfinite(v).all() and v[0] <= v[1] for v in ci.values())
+
+
 def test_vectorised_kendall_is_scipys_tau_b_with_ties():
     rng = np.random.default_rng(2)
     a = rng.integers(0, 6, (5, 30)).astype(float)  # many ties, as resampling makes
