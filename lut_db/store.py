@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import sqlite_utils
+from filelock import FileLock, Timeout
 
 from lut_db import digest as dg
 from lut_db.calibration import Calibration, CalibrationError
@@ -312,7 +313,7 @@ class LutStore:
     def __init__(self, db: sqlite_utils.Database, path: Path | None):
         self.db = db
         self.path = path
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
         self._checked: set[dg.Seal] = set()  # seals whose versions passed the open check
 
     @classmethod
@@ -400,35 +401,32 @@ class LutStore:
     # -- writer lock: one sweep per file at a time ------------------------------------------
     def lock(self) -> None:
         """Take the writer lock, or raise StoreLocked. The OS drops it if the process dies."""
-        if self.path is None or self._lock_fd is not None:
+        if self.path is None or self._lock is not None:
             return
         require_linux()
-        import fcntl  # Linux only: imported here so that reading a LUT works anywhere
-
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # thread_local=False: a sweep may close the store from another thread than it locked in
+        lock = FileLock(lock_path, thread_local=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
+            lock.acquire(blocking=False)
+        except Timeout:
+            holder = lock_path.read_text(errors="replace").strip() or "?"
             raise StoreLocked(
                 f"{self.path} is being written by another sweep (pid {holder}); wait for it to "
                 "finish, or stop it (its measurements are kept and the next run resumes)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        lock_path.write_text(str(os.getpid()))  # for the message above; the lock stays held
+        self._lock = lock
 
     @property
     def locked(self) -> bool:
         """Whether this process holds the writer lock."""
-        return self._lock_fd is not None
+        return self._lock is not None
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- versions ---------------------------------------------------------------------------
     def versions(self) -> list[Version]:
