@@ -223,9 +223,8 @@ def make_runners(config: DeviceConfig, backend: str | None = None,
 def open_runners(config: DeviceConfig | str, backend: str | None = None,
                  serial: str | None = None) -> Iterator[list[Runner]]:
     """The runners of every attached device matching ``config`` (a config or its name),
-    closed on exit, with this process's CPU affinity as it was (a host runner pins it)."""
+    closed on exit."""
     require_linux()
-    affinity = os.sched_getaffinity(0)
     cfg = load_config(config) if isinstance(config, str) else config
     runners = make_runners(cfg, backend, serial=serial)
     try:
@@ -233,5 +232,4 @@ def open_runners(config: DeviceConfig | str, backend: str | None = None,
     finally:
         for r in runners:
             r.close()
-        os.sched_setaffinity(0, affinity)
 

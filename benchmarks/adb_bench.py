@@ -135,7 +135,6 @@ def run(out: dict[str, Any]) -> None:
 
     specs = zoo.shape_space(zoo.MOBILENET_V1, 224, 256)
     cpu = max(os.sched_getaffinity(0))
-    affinity = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory(prefix="adb-bench-") as d:
         tmp = Path(d)
         (tmp / "home").mkdir()
@@ -152,7 +151,6 @@ def run(out: dict[str, Any]) -> None:
             out["agreement_random_keys"] = _agreement(adb, host, small)
             tool_s = _tool_start_s(tmp)
             adb.close()
-    os.sched_setaffinity(0, affinity)
     n = len(specs)
     out["round_trips"] = {
         "shapes": n, "batch_size": adb.batch_size, "batches_round_trips": batch_rt,

@@ -343,7 +343,6 @@ def adb_server_fault(tmp: Path) -> dict[str, Any]:
 
 def run(out: dict[str, Any]) -> None:
     rng = random.Random(SEED)
-    affinity = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory(prefix="fault-bench-") as d:
         tmp = Path(d)
         for name, part in (("host", lambda p: host_faults(p, rng)),
@@ -354,7 +353,6 @@ def run(out: dict[str, Any]) -> None:
             out[name] = part(tmp / name)
             out[name]["wall_s"] = time.perf_counter() - t0
             print(f"faults/{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    os.sched_setaffinity(0, affinity)
 
 
 if __name__ == "__main__":

@@ -91,14 +91,6 @@ def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
         return (yield)
 
 
-@pytest.fixture(autouse=True)
-def _restore_affinity():
-    """A HostRunner pins the thread that made it; undo that so tests do not leak it."""
-    before = os.sched_getaffinity(0)
-    yield
-    os.sched_setaffinity(0, before)
-
-
 @pytest.fixture
 def lut_path(tmp_path: Path) -> Path:
     return tmp_path / "luts" / "host.db"
@@ -109,7 +101,8 @@ def fast_runner():
     """A host runner with few runs: for tests that need real timings, not precise ones."""
     from bench.runners.host import HostRunner
 
-    return HostRunner(warmup=1, runs=3, min_time_ms=0.0)
+    with HostRunner(warmup=1, runs=3, min_time_ms=0.0) as runner:
+        yield runner
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ a non-zero exit, no traceback, and the LUT as it was."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -61,9 +60,7 @@ def template(tmp_path_factory) -> Path:
     fingerprint of the `fast` config, so measuring into a version derived from it is allowed."""
     d = tmp_path_factory.mktemp("template")
     (d / "fast.toml").write_text(FAST_TOML)
-    affinity = os.sched_getaffinity(0)
     fp = make_runner(load_config(str(d / "fast.toml"))).fingerprint()
-    os.sched_setaffinity(0, affinity)
     db = d / "fast.db"
     with LutStore.open(db, create=True) as store:
         v = store.create_version("fast", "tflite-cpu", fp, space={"sweeps": [

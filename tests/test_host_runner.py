@@ -150,11 +150,35 @@ def test_fingerprint(fast_runner: HostRunner) -> None:
     assert fp != HostRunner(warmup=1, runs=4, min_time_ms=0.0).fingerprint()
 
 
-def test_pins_to_the_configured_cpus() -> None:
-    cpu = min(os.sched_getaffinity(0))
+@pytest.mark.sweep
+def test_pins_to_the_configured_cpus_only_while_it_times(monkeypatch) -> None:
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
     runner = HostRunner(cpus=[cpu], runs=1, min_time_ms=0)
-    assert os.sched_getaffinity(0) == {cpu}
+    assert os.sched_getaffinity(0) == before  # made, not timing: nothing pinned
     assert runner.fingerprint()["cpus"] == [cpu]
+    seen: list[set[int]] = []
+    real_run = HostRunner._run
+
+    def run(self: HostRunner, interp, warmup: int):  # type: ignore[no-untyped-def]
+        seen.append(os.sched_getaffinity(0))
+        return real_run(self, interp, warmup)
+
+    monkeypatch.setattr(HostRunner, "_run", run)
+    (t,) = runner.measure([BatchItem(SMALL.key, build_layer(SMALL))])
+    assert isinstance(t, Timing) and seen == [{cpu}]
+    assert os.sched_getaffinity(0) == before  # given back after the timed loop
+
+    class Stop(Exception):
+        pass
+
+    def stopped(*_a):  # type: ignore[no-untyped-def]
+        raise Stop
+
+    monkeypatch.setattr(HostRunner, "_run", stopped)
+    with pytest.raises(Stop):
+        runner.measure([BatchItem(SMALL.key, build_layer(SMALL))])
+    assert os.sched_getaffinity(0) == before  # and when the loop fails
 
 
 def test_cpus_it_may_not_use_are_a_runner_error() -> None:

@@ -133,7 +133,7 @@ class Runner(Protocol):
         ...
 
     def close(self) -> None:
-        """Give back what the runner took: files on the phone, the pinned CPUs."""
+        """Give back what the runner took: files on the phone."""
         ...
 
 

@@ -9,19 +9,21 @@ neighbours do, correlated over ~0.2 s (see benchmarks/README.md, "Repeatability"
 measures one moment while 10 x 2 ms spread over a few seconds measures the machine.
 With one thread, an invoke whose wall time exceeds its thread CPU time was preempted by
 another process; it is dropped and counted, not timed.
-The process is pinned to the configured CPUs so the scheduler cannot move it; ``close()``
-(or leaving ``with open_runners(...)``) gives it its CPUs back.
+While it times (``measure``, ``op_profile``) the calling thread is pinned to the configured
+CPUs so the scheduler cannot move it; its own CPUs come back when the timing ends, so
+nothing else in the process runs pinned and no caller has to undo it.
 ``op_profile`` reads LiteRT's own op profiler (``litert_profiler``, its C API).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -82,13 +84,17 @@ class HostRunner(BaseRunner):
         self.passes = passes
         self.batch_size = batch_size  # what a sweep hands us at once: one pass spans them all
         self.timed_ns = 0  # sum of the timed invokes, for sweep efficiency
-        self._unpinned: set[int] | None = None
-        self._pin()
+        require(affinity_check(self.cpus))  # refuse bad cpus now, not at the first batch
 
-    def _pin(self) -> None:
-        require(affinity_check(self.cpus))
-        self._unpinned = os.sched_getaffinity(0)  # close() gives the process its CPUs back
+    @contextlib.contextmanager
+    def _pinned(self) -> Iterator[None]:
+        """The calling thread on ``cpus`` for the block, then on the CPUs it had."""
+        before = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(self.cpus))
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
 
     def for_networks(self) -> Runner:
         """One pass per call: whole networks are spread over passes by their caller
@@ -97,7 +103,6 @@ class HostRunner(BaseRunner):
             return self
         single = copy.copy(self)
         single.passes = 1
-        single._unpinned = None  # a view of this runner: closing it must not unpin
         return single
 
     def state_probe(self) -> StateProbe:
@@ -132,6 +137,11 @@ class HostRunner(BaseRunner):
         }
 
     def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
+        # Loading is pinned too: threads an interpreter starts inherit the pinning.
+        with self._pinned():
+            return self._measure(batch)
+
+    def _measure(self, batch: Sequence[BatchItem]) -> list[Result]:
         loaded = [self._load(item.model) for item in batch]
         samples: list[list[int]] = [[] for _ in batch]
         dropped = [0] * len(batch)
@@ -201,7 +211,9 @@ class HostRunner(BaseRunner):
         """Each op's time inside ``model`` from LiteRT's op profiler (its C API; XNNPACK's
         ops by XNNPACK's names): the trimmed mean over ``runs`` (at least 20) invokes,
         preempted ones dropped."""
-        invokes = litert_profiler.profile(model, self.threads, self.warmup, max(self.runs, 20))
+        with self._pinned():  # the profiler's process inherits the pinning
+            invokes = litert_profiler.profile(model, self.threads, self.warmup,
+                                              max(self.runs, 20))
         clean = [i for i in invokes if not (self.filters_preemption
                                              and preempted(i.wall_ns, i.cpu_ns))] or invokes
         if len({len(i.ops) for i in clean}) != 1:
@@ -212,11 +224,6 @@ class HostRunner(BaseRunner):
     def _timing(self, samples_ns: list[int], dropped: int) -> Timing:
         return Timing.from_samples([s / 1000 for s in samples_ns],
                                    self.warmup + self.passes - 1, preempted=dropped)
-
-    def close(self) -> None:
-        if self._unpinned is not None:
-            os.sched_setaffinity(0, self._unpinned)
-            self._unpinned = None
 
 
 def affinity_check(cpus: Sequence[int]) -> Check:
