@@ -49,7 +49,7 @@ from adapter.export import save_exports
 from adapter.pick import PICK_RULES, PickRule
 from bench import zoo
 from lut_db.calibration import Calibration
-from lut_db.estimate import MissingKeys, SlotCost, SlotEstimator
+from lut_db.estimate import SlotCost, SlotEstimator
 from lut_db.spec import Network
 
 RESOURCES = ("latency_ms", "macs", "params")
@@ -1033,10 +1033,3 @@ def speedup_at_equal_accuracy(mult_ms: Sequence[float], mult_acc: Sequence[float
             x0, y0 = pts[i - 1]
             return (x0 + (x1 - x0) * (adapted_acc - y0) / (y1 - y0)) / adapted_ms
     return None
-
-
-def report_missing(space: SearchSpace, table: Mapping[str, float], lut: str) -> None:
-    """Raise MissingKeys naming what the search would need and the LUT lacks."""
-    absent = missing_keys(space, table)
-    if absent:
-        raise MissingKeys(absent, lut)

@@ -43,8 +43,7 @@ def _res_layout(resolution: int, classes: int) -> list[Template]:
     return t + head(hw, prev, prev_slot, classes)
 
 
-RESNET_STYLE = Family("resnet_style", RES_SLOTS, RES_BASE, _res_layout, uniform_multiplier(RES_BASE),
-                      lockstep=tuple((f"c{i}",) for i in range(1, 5)))
+RESNET_STYLE = Family("resnet_style", RES_SLOTS, RES_BASE, _res_layout, uniform_multiplier(RES_BASE))
 
 # -- VGG-style: a plain chain of 3x3 convolutions, downsampling by stride ---------------------
 

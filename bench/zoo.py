@@ -74,8 +74,6 @@ class Family:
     base: tuple[int, ...]
     layout: Callable[[int, int], list[Template]]  # (resolution, classes) -> templates
     multiplier: Callable[[float], tuple[int, ...]]
-    # Slot groups NetAdapt moves together (residual-coupled layers); others move alone.
-    lockstep: tuple[tuple[str, ...], ...] = ()
 
     def widths(self, widths: Sequence[int] | Mapping[str, int] | None = None,
                width_mult: float | None = None) -> dict[str, int]:
@@ -210,8 +208,7 @@ def _v2_layout(resolution: int, classes: int) -> list[Template]:
     return t + head(hw, "conv_last", "conv_last", classes)
 
 
-MOBILENET_V2 = Family("mobilenet_v2", V2_SLOTS, V2_BASE, _v2_layout, _v2_multiplier,
-                      lockstep=tuple((f"s{i}",) for i in range(1, 8)))
+MOBILENET_V2 = Family("mobilenet_v2", V2_SLOTS, V2_BASE, _v2_layout, _v2_multiplier)
 
 # -- MobileNetV3-Small ------------------------------------------------------------------------
 
@@ -308,8 +305,7 @@ def _v3_small_layout(resolution: int, classes: int) -> list[Template]:
 
 
 MOBILENET_V3_SMALL = Family("mobilenet_v3_small", V3_SLOTS, _v3_small_widths(1.0),
-                            _v3_small_layout, _v3_small_widths,
-                            lockstep=tuple((f"s{i}",) for i in range(1, 6)))
+                            _v3_small_layout, _v3_small_widths)
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (MOBILENET_V1, MOBILENET_V2,
                                                    MOBILENET_V3_SMALL)}

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -253,16 +253,6 @@ class Version:
         if changed:
             raise SetupMismatch(f"{self.label} was measured with another setup (differs in: "
                                 f"{', '.join(changed)}); {purpose}")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One LUT entry as stored."""
-
-    key: str
-    latency_us: float
-    std_us: float
-    runs: int
 
 
 @dataclass
@@ -862,11 +852,6 @@ def _import_row(version: int, r: dict[str, Any], blank_is_none: bool) -> dict[st
     if row.get("status") is None:
         row["status"] = "ok"
     return row
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def open_lut(ref: str, create: bool = False) -> tuple[LutStore, Version]:
