@@ -118,3 +118,14 @@ def test_a_lazy_import_loop_is_found(tmp_path: Path) -> None:
     (pkg / "b.py").write_text("def f():\n    from . import a\n")
     (pkg / "c.py").write_text("import pkg.a\n")
     assert import_cycles(tmp_path, "pkg") == [["pkg.a", "pkg.b"]]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test helpers live in modules not named test_*: importing a test module runs
+    its tests' collection twice and ties the two files together."""
+    files = list((REPO / "tests").rglob("*.py"))
+    known = {module_name(p) for p in files}
+    bad = {module_name(p): sorted(m for m in module_imports(p, known)
+                                  if m.rpartition(".")[2].startswith("test_"))
+           for p in files}
+    assert {k: v for k, v in bad.items() if v} == {}

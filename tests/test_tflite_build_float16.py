@@ -22,17 +22,17 @@ from bench.tflite_read import OP_NAMES, read_model
 from bench.zoo import family
 from lut_db.spec import LayerSpec
 from tests.sample_networks import NETWORKS
-from tests.test_tflite_build import (
+from tests.tflite_reference import (
     LAYERS,
     RESOLVERS,
     check_close,
+    flatbuffer_model,
     rand,
     run_tflite,
     tflite_shape,
     torch_layer,
     torch_network,
 )
-from tests.test_tflite_build_int8 import _model
 
 
 def halved(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -72,7 +72,7 @@ def test_float16_tensors_follow_the_converter_scheme() -> None:
     DEQUANTIZEd (version 3) to float32 by ops that come first, float32 activations, and
     the reduced-precision metadata."""
     spec = LayerSpec.parse("conv2d:in=8x8x4,out=6,k=3x3,s=1x1,pad=same,act=relu6,dt=float16")
-    m = _model(build_layer(spec))
+    m = flatbuffer_model(build_layer(spec))
     g = m.subgraphs[0]
     ops = [(OP_NAMES[m.operatorCodes[op.opcodeIndex].builtinCode],
             m.operatorCodes[op.opcodeIndex].version, op) for op in g.operators]

@@ -29,7 +29,14 @@ from bench.tflite_build import (
 )
 from lut_db.spec import INPUT, LayerSpec, Network
 from tests.sample_networks import NETWORKS
-from tests.test_tflite_build import LAYERS, RESOLVERS, run_tflite, tflite_shape, torch_layer
+from tests.tflite_reference import (
+    LAYERS,
+    RESOLVERS,
+    flatbuffer_model,
+    run_tflite,
+    tflite_shape,
+    torch_layer,
+)
 
 LAYER_STEPS = 1  # a rounding tie may fall either way
 NETWORK_STEPS = 2  # one-step differences may grow through a chain (observed: 2)
@@ -85,13 +92,9 @@ def test_int8_layer_matches_torch(key: str, resolver: str) -> None:
     assert steps(got, want, output_quant(spec, INPUT_QUANT)) <= LAYER_STEPS
 
 
-def _model(data: bytes) -> tfl.ModelT:
-    return tfl.ModelT.InitFromObj(tfl.Model.GetRootAsModel(data, 0))
-
-
 def test_int8_conv_tensors_follow_the_converter_scheme() -> None:
     spec = LayerSpec.parse("conv2d:in=8x8x4,out=6,k=3x3,s=1x1,pad=same,act=relu6,dt=int8")
-    model = _model(build_layer(spec, seed=1))
+    model = flatbuffer_model(build_layer(spec, seed=1))
     g = model.subgraphs[0]
     x, weight, bias = (g.tensors[i] for i in g.operators[0].inputs)
     out = g.tensors[g.operators[0].outputs[0]]
@@ -113,7 +116,7 @@ def test_int8_conv_tensors_follow_the_converter_scheme() -> None:
 
 def test_int8_depthwise_weights_are_per_channel_on_the_last_axis() -> None:
     spec = LayerSpec.parse("depthwise_conv2d:in=8x8x5,k=3x3,s=1x1,pad=same,act=relu,dt=int8")
-    g = _model(build_layer(spec)).subgraphs[0]
+    g = flatbuffer_model(build_layer(spec)).subgraphs[0]
     weight = g.tensors[g.operators[0].inputs[1]]
     assert weight.quantization.quantizedDimension == 3
     assert len(weight.quantization.scale) == 5
@@ -121,7 +124,7 @@ def test_int8_depthwise_weights_are_per_channel_on_the_last_axis() -> None:
 
 def test_float_models_carry_no_quantization() -> None:
     spec = LayerSpec.parse("conv2d:in=8x8x4,out=6,k=3x3,s=1x1,pad=same,act=relu6")
-    g = _model(build_layer(spec)).subgraphs[0]
+    g = flatbuffer_model(build_layer(spec)).subgraphs[0]
     assert all(t.quantization is None for t in g.tensors)
     assert {t.type for t in g.tensors} == {tfl.TensorType.FLOAT32}
 
@@ -179,7 +182,7 @@ def test_concat_of_differently_quantized_parts_requantizes() -> None:
         {"name": "cat", "spec": "concat:in=4x4x5,parts=2+3,dt=int8", "inputs": ["a", "b"]},
     ]})
     model = build_network(net)
-    codes = [c.builtinCode for c in _model(model).operatorCodes]
+    codes = [c.builtinCode for c in flatbuffer_model(model).operatorCodes]
     assert tfl.BuiltinOperator.QUANTIZE in codes
     Interpreter(model_content=model).allocate_tensors()
 
