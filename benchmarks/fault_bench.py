@@ -245,7 +245,7 @@ def host_faults(tmp: Path, rng: random.Random) -> dict[str, Any]:
 
 
 def _phones(tmp: Path, n: int) -> tuple[list[Any], list[Any]]:
-    from tests.loopback_adb import AdbServer, LoopbackDevice
+    from loopback.adb import AdbServer, LoopbackDevice
 
     homes = [tmp / f"adb-home-{i}" for i in range(n)]
     for h in homes:
@@ -260,7 +260,7 @@ def _phones(tmp: Path, n: int) -> tuple[list[Any], list[Any]]:
 def _phone_env(tmp: Path, servers: list[Any], name: str, batch_size: int) -> dict[str, str]:
     """Config ``name`` over the servers; the first is this machine's (it runs the sweep
     with that server's private HOME and port: never 5037)."""
-    from tests.adb_farm import default_backend, loop_toml
+    from loopback.farm import default_backend, loop_toml
 
     configs = tmp / "configs"
     configs.mkdir(exist_ok=True)

@@ -25,9 +25,7 @@ except ImportError:
 
 # The loopback phones (a real adb server, loopback devices, farms of them): fixtures that
 # every test module needing a phone finds by name.
-from tests.adb_farm import farm, farm_factory, litert_zygote  # noqa: F401
-from tests.fakes import FAST_TOML
-from tests.loopback_adb import (  # noqa: F401
+from loopback.adb import (  # noqa: F401
     adb_path,
     adb_server,
     adb_server_factory,
@@ -35,6 +33,8 @@ from tests.loopback_adb import (  # noqa: F401
     loopback_device,
     loopback_device_factory,
 )
+from loopback.farm import farm, farm_factory, litert_zygote  # noqa: F401
+from tests.fakes import FAST_TOML
 
 # What each marker stands for, so `make test-fast` (which leaves the marked tests out) is
 # what it says: a test that uses one of these fixtures carries the marker, or the run stops.

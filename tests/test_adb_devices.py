@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from bench.devices import ConfigError, load_config, parse_config
 from bench.discovery import find_devices, matches, parse_getprop
 from bench.runners.base import RunnerError
+from loopback.adb import *
+from loopback.adb import _free_port, _host_request
+from loopback.farm import Farm, loop_toml
 from netadapt_cli.main import app
-from tests.adb_farm import Farm, loop_toml
-from tests.loopback_adb import *
-from tests.loopback_adb import _free_port, _host_request
 
 cli = CliRunner()
 

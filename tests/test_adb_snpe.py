@@ -17,10 +17,10 @@ from bench.devices import make_runners
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.runners.snpe import SnpeMissing, SnpeRunner
 from bench.tflite_build import build_layer
+from loopback.adb import *
+from loopback.farm import Farm
 from lut_db.spec import LayerSpec
 from netadapt_cli.main import app
-from tests.adb_farm import Farm
-from tests.loopback_adb import *
 
 pytestmark = pytest.mark.phones
 

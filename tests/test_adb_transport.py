@@ -21,8 +21,8 @@ from bench.runners.adb_transport import (
     parse_server,
     start_local_server,
 )
-from tests.loopback_adb import *
-from tests.loopback_adb import DEFAULT_FEATURES, AdbServer, LoopbackDevice, _free_port
+from loopback.adb import *
+from loopback.adb import DEFAULT_FEATURES, AdbServer, LoopbackDevice, _free_port
 
 NASTY = "we ird $HOME; rm -rf x 'q' \"dq\" `t` &|.bin"
 

@@ -16,9 +16,9 @@ from bench.devices import make_runners
 from bench.runners.adb_phone import safe_serial
 from bench.runners.base import RunnerError
 from bench.runners.checks import battery_check, governor_check, parse_battery
+from loopback.adb import _free_port
+from loopback.farm import Farm
 from netadapt_cli.main import app
-from tests.adb_farm import Farm
-from tests.loopback_adb import _free_port
 
 cli = CliRunner()
 

@@ -18,7 +18,8 @@ FORBIDDEN = {
     "bench": {"analysis", "adapter", "netadapt_cli", "torch"},
     "analysis": {"adapter", "netadapt_cli", "torch"},
     "adapter": {"analysis", "netadapt_cli"},
-    "benchmarks": {"netadapt_cli"},
+    "benchmarks": {"netadapt_cli", "tests"},
+    "loopback": {"analysis", "adapter", "netadapt_cli", "benchmarks", "tests"},
 }
 
 

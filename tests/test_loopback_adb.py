@@ -13,7 +13,7 @@ import adbutils
 import pytest
 from adbutils.errors import AdbError
 
-from tests.loopback_adb import A_VERSION_MIN, AdbServer, LoopbackDevice, host_abi
+from loopback.adb import A_VERSION_MIN, AdbServer, LoopbackDevice, host_abi
 
 pytestmark = pytest.mark.phones
 

@@ -20,7 +20,7 @@ from bench.runners.tool_flags import (
     tool_flags,
     unconsumed,
 )
-from tests.adb_farm import LITERT_RESULT, TOOL_FIXTURES, printed
+from loopback.farm import LITERT_RESULT, TOOL_FIXTURES, printed
 
 
 def test_every_fixture_line_names_its_source():

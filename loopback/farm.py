@@ -1,8 +1,9 @@
-"""A phone farm made of loopback ADB devices behind real private adb servers, for tests.
+"""A phone farm made of loopback ADB devices behind real private adb servers, for the tests
+and benchmarks.
 
 Each device's benchmark binary is a small sh wrapper (pushed by the runner like any
 binary) that runs the real ``litert-benchmark`` of this virtualenv, forked from a zygote
-that imported it once (``tests/litert_zygote.py``: the import costs more than a small
+that imported it once (``loopback/litert_zygote.py``: the import costs more than a small
 model's whole run). Two test faults
 are keyed on a model's first bytes: ``CRASHME`` makes the tool die of SIGSEGV,
 ``GARBAGE`` makes it print something that is not a benchmark result.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback_adb import AdbServer, LoopbackDevice
+from loopback.adb import AdbServer, LoopbackDevice
 
 ZYGOTE = Path(__file__).with_name("litert_zygote.py")
 ZYGOTE_SOCKET = Path(tempfile.gettempdir()) / f"netadapt-litert-{os.getpid()}.sock"
@@ -152,8 +153,10 @@ def farm(farm_factory: Callable[..., Farm]) -> Farm:
 
 # --- stand-ins of the real benchmark tools ---------------------------------------------
 
-TOOL_FIXTURES = Path(__file__).parent / "fixtures" / "tools"
-OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
+# The tools' recorded outputs stay with the tests that read them too.
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+TOOL_FIXTURES = FIXTURES / "tools"
+OUTPUTS = FIXTURES / "outputs"
 
 # Flags each tool's parser knows (benchmark_tflite_model.cc / benchmark_litert_model.h
 # GetFlags, the base BenchmarkModel's included), as far as the runner uses them.

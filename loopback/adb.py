@@ -1,4 +1,4 @@
-"""A loopback ADB device and a private adb server, for tests.
+"""A loopback ADB device and a private adb server, for the tests and benchmarks.
 
 `LoopbackDevice` speaks the adbd side of the ADB transport protocol over TCP on
 127.0.0.1 (what `adb connect 127.0.0.1:PORT` talks to). Its services run on this

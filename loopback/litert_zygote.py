@@ -8,8 +8,8 @@ environment, CPU affinity and its own stdin/stdout/stderr, and exits as the tool
 same exit code, or the same signal). The timing code that runs is the tool's own ``main``
 in a fresh forked process, so the phone path sees what the tool prints, unchanged.
 
-Run as ``python tests/litert_zygote.py SOCKET`` (the server), or as ``python -S
-tests/litert_zygote.py --client SOCKET ARGS...`` (one run of the tool).
+Run as ``python loopback/litert_zygote.py SOCKET`` (the server), or as ``python -S
+loopback/litert_zygote.py --client SOCKET ARGS...`` (one run of the tool).
 """
 
 from __future__ import annotations
