@@ -201,10 +201,21 @@ def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeyp
     assert again["measured_budget"] == mb and len(device.calls) == n
 
 
+class CliffDevice(SlowDevice):
+    """A device on which every network but the initial one runs 10x slower than the LUT
+    says (as when a GPU delegate refuses the narrower layers and falls back to the CPU)."""
+
+    def __call__(self, networks, device, backend=None, rounds=3, log=print):
+        out = super().__call__(networks, device, backend, rounds, log)
+        return {n: ms * (1 if n == "initial" else 10) for n, ms in out.items()}
+
+
 @pytest.mark.train
 def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("adapter.netadapt.measure", SlowDevice(space, 3.0))
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.5"}, "pretrain_epochs": 0},
+    """The first network that meets the estimate's budget measures 10x over it: tightened by
+    that ratio, the estimate's budget falls below the smallest network on the grid."""
+    monkeypatch.setattr("adapter.netadapt.measure", CliffDevice(space, 0.0))
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.9"}, "pretrain_epochs": 0},
                       lut=space._latency.lut, measured_on="slowphone")
     with pytest.raises(AdaptError, match=r"measured budget .* cannot be met: .* smallest "
                                          r"network on the grid is"):
