@@ -15,7 +15,7 @@ import io
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
 import torch
@@ -50,7 +50,9 @@ def torch_threads(n: int) -> Iterator[None]:
 class Executor(Protocol):
     name: str
 
-    def map(self, fn: TaskFn, tasks: Sequence[dict]) -> list[dict]: ...
+    def map(self, fn: TaskFn, tasks: Sequence[dict],
+            done: Callable[[], None] | None = None) -> list[dict]:
+        """``fn`` over ``tasks``, results in order; ``done()`` as each task finishes."""
 
     def close(self) -> None: ...
 
@@ -63,8 +65,14 @@ class SerialExecutor:
     def __init__(self, context: bytes):
         self.context = loads(context)
 
-    def map(self, fn: TaskFn, tasks: Sequence[dict]) -> list[dict]:
-        return [fn(self.context, t) for t in tasks]
+    def map(self, fn: TaskFn, tasks: Sequence[dict],
+            done: Callable[[], None] | None = None) -> list[dict]:
+        out = []
+        for t in tasks:
+            out.append(fn(self.context, t))
+            if done:
+                done()
+        return out
 
     def close(self) -> None:
         pass
@@ -94,9 +102,13 @@ class PoolExecutor:
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(context,))
 
-    def map(self, fn: TaskFn, tasks: Sequence[dict]) -> list[dict]:
+    def map(self, fn: TaskFn, tasks: Sequence[dict],
+            done: Callable[[], None] | None = None) -> list[dict]:
         futures = [self.pool.submit(_call_in_worker, fn, t) for t in tasks]
         try:
+            if done:
+                for _ in as_completed(futures):
+                    done()
             return [f.result() for f in futures]
         except BaseException:
             for f in futures:
@@ -150,8 +162,13 @@ class RayExecutor:
         self.boxed = [ray.put(context)]
         self.remote = ray.remote(num_cpus=1)(_call_in_ray)
 
-    def map(self, fn: TaskFn, tasks: Sequence[dict]) -> list[dict]:
+    def map(self, fn: TaskFn, tasks: Sequence[dict],
+            done: Callable[[], None] | None = None) -> list[dict]:
         refs = [self.remote.remote(fn, self.key, self.boxed, t) for t in tasks]
+        pending = refs if done else []
+        while pending:
+            _, pending = self.ray.wait(pending, num_returns=1)
+            done()
         return self.ray.get(refs)
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ from adapter.pick import PICK_RULES, PickRule
 from bench import zoo
 from lut_db.calibration import Calibration
 from lut_db.estimate import SlotCost, SlotEstimator
+from lut_db.progress import Steps, silent
 from lut_db.spec import Network
 
 RESOURCES = ("latency_ms", "macs", "params")
@@ -517,7 +518,8 @@ class NetAdapt:
     """One adaptation run in a run folder (checkpoint, history, plots, exports)."""
 
     def __init__(self, cfg: AdaptConfig, space: SearchSpace, data: Dataset, run_dir: Path,
-                 executor: Executor, context: bytes | None = None, log: Log = print):
+                 executor: Executor, context: bytes | None = None, log: Log = print,
+                 progress: Steps = silent):
         cfg.validate()
         if space.classes != len(data.classes):
             raise AdaptError(f"the model has {space.classes} classes, the data "
@@ -530,6 +532,7 @@ class NetAdapt:
         self.executor = executor
         self.ctx = loads(context or make_context(cfg, data))
         self.log = log
+        self.progress = progress  # each stage's steps, for whoever draws them
         self.arch = space.arch
         self.model: torch.nn.Module | None = None
         self.qat_model: torch.nn.Module | None = None  # the quantization-aware copy, if any
@@ -626,12 +629,19 @@ class NetAdapt:
             self.log(f"pretraining {cfg.model} for {cfg.pretrain_epochs} epochs ({steps} steps) "
                      f"on {len(rest)} images (the holdout stays unseen)")
             curve: list[float] = []
+            epoch = train.steps_per_epoch(len(rest), cfg.batch_size)
+            shown = _TrainingSteps(self.progress, "pretraining", steps, epoch, curve)
+
+            def end_of_epoch(step: int) -> None:
+                curve.append(train.evaluate(model, curve_loader(self.data))[0])
+                shown.show(step)  # with the new accuracy
+                self.log(f"  epoch {step // epoch}/{cfg.pretrain_epochs}: loss "
+                         f"{shown.epoch_loss():.3f}, test acc {curve[-1]:.3f}")
+
             train.train(model, train_loader(self.data, rest, cfg.batch_size, steps,
                                             train.derive_seed(cfg.seed, "pretrain"), cfg.augment,
                                             cfg.loader_workers), cfg.lr_pretrain,
-                        every=train.steps_per_epoch(len(rest), cfg.batch_size),
-                        on_every=lambda _: curve.append(train.evaluate(
-                            model, curve_loader(self.data))[0]))
+                        every=epoch, on_every=end_of_epoch, on_step=shown)
             self.state["curves"] = {"initial": curve}
         self.model = model
         self.state["initial_exports"] = save_exports(model, self.run_dir, "initial", self.arch)
@@ -658,7 +668,8 @@ class NetAdapt:
     def _measure_ms(self, networks: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
         """Networks (name -> widths) measured whole on the device, in interleaved rounds."""
         got = measure({n: self.space.network(w, name=n) for n, w in networks.items()},
-                      self.cfg.measured_on, self.cfg.measured_backend, log=self.log)
+                      self.cfg.measured_on, self.cfg.measured_backend, log=self.log,
+                      progress=self.progress)
         if got is None:
             raise AdaptError(f"a measured latency budget needs {self.cfg.measured_on} "
                              "attached; attach it, or drop --measured-budget")
@@ -738,9 +749,14 @@ class NetAdapt:
         else:
             raise AdaptError(f"iteration {i}: no single-slot reduction lowers the network to "
                              f"{targets}; the LUT may be too noisy at this size")
+        step = f"iteration {i}"
         results, steps = self._evaluate(i, widths, proposals)
         best = self._pick(proposals, results, current["latency_ms"])
         chosen, res = proposals[best], results[best]
+        moved = ", ".join(f"{s} {widths[s]}->{w}" for s, w in chosen.widths.items())
+        self.progress(step, len(proposals), len(proposals), f"kept {moved}: "
+                      f"{_fmt('latency_ms', chosen.resources['latency_ms'])}, holdout acc "
+                      f"{res['holdout_acc']:.3f}")
         self.model = self.arch.rebuild({**widths, **chosen.widths}, loads(res["state"]))
         entry = {
             "iteration": i, "targets": targets, "relaxed": relax, "chosen": chosen.name,
@@ -754,7 +770,6 @@ class NetAdapt:
         }
         self.state["history"].append(entry)
         self.state["iteration"] = i
-        moved = ", ".join(f"{s} {widths[s]}->{w}" for s, w in chosen.widths.items())
         self.log(f"iteration {i}: target {_fmt('latency_ms', targets['latency_ms'])}" if "latency_ms"
                  in targets else f"iteration {i}:")
         self.log(f"  {len(proposals)} proposals; kept {moved}: "
@@ -777,7 +792,10 @@ class NetAdapt:
             tasks = [{**parent, "name": p.name, "widths": p.widths, "steps": steps,
                       "seed": train.derive_seed(self.cfg.seed, "short", i, p.name)}
                      for p in proposals]
-            results = self.executor.map(evaluate_proposal, tasks)
+            # one short of the total: the step ends when the kept proposal is known
+            count = _Count(self.progress, f"iteration {i}", len(proposals),
+                           f"{len(proposals)} proposals, {steps} fine-tune steps each")
+            results = self.executor.map(evaluate_proposal, tasks, done=count)
             top = max(r["holdout_acc"] for r in results)
             if top >= self.cfg.short_floor or stretch == SHORT_STRETCH:
                 return results, steps
@@ -811,7 +829,9 @@ class NetAdapt:
         train.seed_all(train.derive_seed(cfg.seed, "long"))
         train.train(self.model, train_loader(self.data, None, cfg.batch_size, steps,
                                              train.derive_seed(cfg.seed, "long"), cfg.augment,
-                                             cfg.loader_workers), cfg.lr_long)
+                                             cfg.loader_workers), cfg.lr_long,
+                    on_step=_TrainingSteps(self.progress, "long-term fine-tune", steps,
+                                           train.steps_per_epoch(n, cfg.batch_size)))
         after, _ = self._test()
         self.state.update(stage="done", long_steps=steps,
                           adapted={"test_acc_before_long": before, "test_acc": after})
@@ -886,7 +906,8 @@ class NetAdapt:
                   "steps": recipe["steps"], "epoch_steps": recipe["epoch_steps"],
                   "lr": self.cfg.lr_pretrain,
                   "seed": train.derive_seed(self.cfg.seed, "baseline", n)} for n, _, w in nets]
-        results = self.executor.map(train_from_scratch, tasks)
+        results = self.executor.map(train_from_scratch, tasks, done=_Count(
+            self.progress, "width-multiplier networks", len(tasks), "trained", last=True))
         folder = self.run_dir / "multipliers"
         folder.mkdir(exist_ok=True)
         out = []
@@ -900,6 +921,48 @@ class NetAdapt:
         self.state["baselines"] = {"key": key, "results": out}
         self._save()
         return out
+
+
+class _Count:
+    """``done()`` per finished task, shown as a step of ``total``; the last one is left to the
+    caller (``last=False``), who ends the step with what was decided."""
+
+    def __init__(self, progress: Steps, name: str, total: int, detail: str,
+                 last: bool = False) -> None:
+        self.progress, self.name, self.total, self.detail = progress, name, total, detail
+        self.cap = total if last else total - 0.5
+        self.done = 0
+        progress(name, 0, total, detail)
+
+    def __call__(self) -> None:
+        self.done += 1
+        self.progress(self.name, min(self.done, self.cap), self.total, self.detail)
+
+
+class _TrainingSteps:
+    """Training steps as a step of ``total``: the epoch, the epoch's mean loss so far and
+    the last test accuracy of the learning curve (``curve``), when there is one."""
+
+    def __init__(self, progress: Steps, name: str, total: int, epoch: int,
+                 curve: Sequence[float] = ()) -> None:
+        self.progress, self.name, self.total, self.epoch = progress, name, total, epoch
+        self.curve = curve
+        self.losses: list[float] = []
+
+    def epoch_loss(self) -> float:
+        return float(np.mean(self.losses)) if self.losses else float("nan")
+
+    def __call__(self, step: int, loss: float) -> None:
+        if (step - 1) % self.epoch == 0:
+            self.losses = []
+        self.losses.append(loss)
+        self.show(step)
+
+    def show(self, step: int) -> None:
+        epochs = math.ceil(self.total / self.epoch)
+        acc = f", test acc {self.curve[-1]:.3f}" if self.curve else ""
+        self.progress(self.name, step, self.total, f"epoch {math.ceil(step / self.epoch)}/"
+                      f"{epochs}, loss {self.epoch_loss():.3f}{acc}")
 
 
 def equal_latency_multiplier(space: SearchSpace, latency_ms: float) -> tuple[float, dict]:
@@ -961,10 +1024,11 @@ def _set_rng(rng: dict) -> None:
 
 
 def measure(networks: Mapping[str, Network | bytes], device: str, backend: str | None = None,
-            rounds: int = 3, log: Log = print) -> dict[str, float] | None:
+            rounds: int = 3, log: Log = print, progress: Steps = silent
+            ) -> dict[str, float] | None:
     """Median latency (ms) of each network measured whole on the device (``bench.timing``:
     interleaved rounds, so drift hits all alike); None when the device is not attached."""
-    got = measure_with_drift(networks, device, backend, rounds, log)
+    got = measure_with_drift(networks, device, backend, rounds, log, progress=progress)
     return None if got is None else got[0]
 
 
@@ -973,8 +1037,8 @@ DRIFT_KEYS = 100  # layers timed alone again beside the networks (about a second
 
 def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
                        backend: str | None = None, rounds: int = 3, log: Log = print,
-                       lut: Mapping[str, float] | None = None, keys: Sequence[str] = ()
-                       ) -> tuple[dict[str, float], float | None] | None:
+                       lut: Mapping[str, float] | None = None, keys: Sequence[str] = (),
+                       progress: Steps = silent) -> tuple[dict[str, float], float | None] | None:
     """``measure``, and with ``lut`` a sample of ``keys`` (layers of those networks) timed
     alone again between the rounds: how much slower the device runs them now than when
     the LUT was measured (sum / sum), the drift no estimate can know. None when the
@@ -996,8 +1060,14 @@ def measure_with_drift(networks: Mapping[str, Network | bytes], device: str,
             return None
 
         sample = DriftSample(runners[0], plan)
+        total, timed = rounds * len(networks), [0]
+
+        def counted(n: int, what: str) -> None:
+            timed[0] += n
+            progress(f"measuring on {device}", timed[0], total, what)
+
         try:
-            timed = time_networks(runners[0], networks, rounds,
+            timed = time_networks(runners[0], networks, rounds, progress=counted,
                                   between=lambda p: sample.measure_slice(p, rounds))
         except NetworkFailed as e:
             raise AdaptError(f"{device} could not run a network: {e}") from None

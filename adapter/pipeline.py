@@ -15,7 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.missing import resolve
+from adapter.errors import AdaptError
+from bench.missing import backend_option, resolve, sweep_space
+from bench.sweep import SweepSpace
+from lut_db.estimate import MissingKeys
+from lut_db.progress import Steps, silent
 from lut_db.store import LutStore, Version, parse_lut_ref
 
 Log = Callable[[str], None]
@@ -45,30 +49,39 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
 def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
                  log: Log | None = None, tie_bottlenecks: bool | None = None,
-                 fine_step: int | None = None, dtype: str = "float32") -> tuple[Any, str]:
+                 fine_step: int | None = None, dtype: str = "float32", sweep: bool = True,
+                 progress: Steps = silent) -> tuple[Any, str]:
     """The search space of ``model`` (a built-in, ``pkg.module:factory`` or a saved model:
-    ``adapter.arch``) on the LUT, the keys it lacks resolved by the ``missing`` policy
-    (``bench.missing``), its latency the version's calibrated estimate (the plain sum, with a
-    warning through ``log``, when the version has no calibration). With ``fine_step`` the
-    search also tries widths that much finer than the grid for the layer being cut, their
-    keys measured on ``device`` when first needed (``OnDemand``). ``dtype``: the keys' dtype
-    (int8: the LUT's int8 sweep prices the full-integer network). Returns (space, label of
-    the version whose entries it uses)."""
+    ``adapter.arch``) on the LUT, its latency the version's calibrated estimate (the plain
+    sum, with a warning through ``log``, when the version has no calibration). ``dtype``:
+    the keys' dtype (int8: the LUT's int8 sweep prices the full-integer network).
+
+    Keys the LUT lacks: with ``sweep`` (the default) a built-in model's shape space at this
+    resolution is swept on the LUT's own device into a derived version, as `netadapt lut`
+    does (``bench.missing.sweep_space``: said in one line, resumable), and a user model's
+    keys are measured there; without it they go to the ``missing`` policy
+    (``bench.missing``). With ``fine_step`` the search also tries widths that much finer
+    than the grid for the layer being cut, their keys measured on ``device`` when first
+    needed (``OnDemand``). Returns (space, label of the version whose entries it uses)."""
     from adapter.arch import Architecture
     from adapter.netadapt import SearchSpace, lut_grid, missing_keys
     from bench import zoo
 
-    label = f"{store.path}@{version.id}"
     arch = Architecture.load(model, resolution, classes, tie_bottlenecks, dtype)
     if dtype == "int8":
         from adapter.quantize import check_int8_ops
 
         check_int8_ops(arch.family.network(arch.base, resolution=resolution, classes=classes))
     if model in zoo.FAMILIES:
-        grid = grid or lut_grid(version.space, model, resolution, classes, label, dtype,
-                                version.device)
+        family_space = _family_space(version, model, resolution, classes, grid, dtype)
+        if sweep:
+            version = sweep_space(store, version, family_space, log=log, progress=progress)
+        grid = grid or lut_grid(version.space, model, resolution, classes,
+                                f"{store.path}@{version.id}", dtype, version.device)
     else:  # the user's own model: no sweep of it to take the grid from
         grid = grid or USER_GRID
+        family_space = None
+    label = f"{store.path}@{version.id}"
     cal = store.calibration(version)
     if cal is None and log:
         log(f"warning: {label} has no calibration: the search ranks by the plain sum of "
@@ -78,11 +91,38 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
                         dtype=dtype)
     absent = missing_keys(space, table)
     if absent:
-        got = resolve(store, version, absent, missing, device=device, log=log)
+        policy = "measure" if sweep and missing == "error" else missing
+        try:
+            got = resolve(store, version, absent, policy, device=device, log=log)
+        except MissingKeys as e:
+            hint = ("sweep them with: " + _command(store, version, family_space)
+                    if family_space else "")
+            raise MissingKeys(e.keys, label, hint=(
+                f"{hint + '; ' if hint else ''}or measure them with --missing measure "
+                "(device attached), approximate them with --missing interpolate, or leave "
+                "out --no-sweep")) from None
         version, label, table = got.version, got.label, got.table
     measure = OnDemand(store, version, device, log) if fine_step else None
     return (SearchSpace(arch, resolution, classes, table, grid, "error", label, cal,
                         fine_step=fine_step, measure=measure, dtype=dtype), label)
+
+
+def _family_space(version: Version, model: str, resolution: int, classes: int,
+                  grid: int | None, dtype: str = "float32") -> SweepSpace:
+    """The shape space a built-in model needs at this resolution and dtype: at ``grid``, else
+    at the grid of the LUT's sweep at this resolution, else at `netadapt lut`'s default."""
+    from adapter.netadapt import lut_grid
+
+    if grid is None:
+        try:
+            grid = lut_grid(version.space, model, resolution, classes, "", dtype)
+        except AdaptError:  # no sweep at this resolution yet: a sweep's default grid
+            return SweepSpace((model,), (resolution,), classes=classes, dtype=dtype)
+    return SweepSpace((model,), (resolution,), grid, classes, dtype)
+
+
+def _command(store: LutStore, version: Version, space: SweepSpace) -> str:
+    return space.command(version.device, store.path, backend_option(version))
 
 
 class OnDemand:
@@ -102,9 +142,10 @@ class OnDemand:
 def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1,
           ray: str | None = None, resume: bool = False, compare: list[float] | None = None,
           device: str | None = "host", backend: str | None = None, rounds: int = 3,
-          lut_used: str = "", log: Log | None = None) -> dict:
+          lut_used: str = "", log: Log | None = None, progress: Steps = silent) -> dict:
     """Adapt, compare, export and verify (on ``device`` with ``backend``: the LUT's own);
-    writes result.json and the plots into run_dir and returns the result."""
+    writes result.json and the plots into run_dir and returns the result. ``progress``
+    hears every long step (``lut_db.progress``)."""
     from adapter import netadapt
     from adapter.executors import make_executor
 
@@ -118,7 +159,8 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     executor = make_executor(context, workers, ray)
     log(f"run folder {run_dir}; proposals on {executor.name}")
     try:
-        na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log)
+        na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log,
+                               progress=progress)
         result = na.run(resume=resume)
         adapted_ms = result["adapted"]["latency_ms"]
         m_eq, w_eq = netadapt.equal_latency_multiplier(space, adapted_ms)
@@ -129,15 +171,21 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     finally:
         executor.close()
     result["lut_used"] = lut_used or cfg.lut
+    progress("exporting", 0, None)
     export(na, run_dir, result)
+    progress("exporting", 1, 1)
     if cfg.dtype == "int8":
         # the float exports and their result are on disk before quantizing: a failed
         # quantization leaves them in place
         (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+        progress("int8 files", 0, None)
         int8_exports(na, dataset, result, log)
+        progress("int8 files", 1, 1)
     if device:
-        verify(space, result, device, backend, rounds, log)
+        verify(space, result, device, backend, rounds, log, progress)
+    progress("plotting", 0, None)
     result["plots"] = plots(na, space, run_dir, result)
+    progress("plotting", 1, 1)
     result["wall_s"] = time.perf_counter() - t0
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
@@ -260,7 +308,7 @@ def _file(entry: dict, fallback: str) -> bytes:
 
 
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
-           log: Log) -> None:
+           log: Log, progress: Steps = silent) -> None:
     """Measure initial, adapted and multiplier networks whole on the device, interleaved:
     each as its exported file, the one that holds its trained weights; with a sample of
     their layers timed alone again between rounds (the device's drift since the LUT)."""
@@ -274,7 +322,7 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
             for k in space.network(result[part]["widths"]).keys]
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")
     measured = measure_with_drift(nets, device, backend, rounds, log,
-                                  lut=space._latency.table, keys=keys)
+                                  lut=space._latency.table, keys=keys, progress=progress)
     result["measured_on"] = device if measured else None
     if not measured:
         return

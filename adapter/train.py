@@ -39,10 +39,12 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def train(model: nn.Module, batches: DataLoader, lr: float, schedule: str = "cosine",
           weight_decay: float = 4e-5, every: int = 0,
-          on_every: Callable[[int], None] | None = None) -> float:
+          on_every: Callable[[int], None] | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> float:
     """One SGD step (momentum 0.9, Nesterov) per batch of ``batches`` (``data.train_loader``);
     returns the mean loss of the last 10% of the steps. ``on_every(step)`` is called after
-    every ``every`` steps (e.g. each epoch, to record a learning curve)."""
+    every ``every`` steps (e.g. each epoch, to record a learning curve), ``on_step(step,
+    loss)`` after each step (progress)."""
     steps = len(batches)
     if steps <= 0:
         return float("nan")
@@ -57,6 +59,8 @@ def train(model: nn.Module, batches: DataLoader, lr: float, schedule: str = "cos
         loss.backward()
         opt.step()
         sched.step()
+        if on_step:
+            on_step(step + 1, loss.item())
         if on_every and every and (step + 1) % every == 0:
             on_every(step + 1)
             model.train()

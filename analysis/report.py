@@ -16,7 +16,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,13 +29,13 @@ from analysis.plots import Plot
 from lut_db.calibration import Calibration
 from lut_db.errors import UserError
 from lut_db.estimate import MissingKeys
+from lut_db.progress import Steps, silent
 from lut_db.spec import LayerSpec, Network
 from lut_db.store import LutStore, Version
 
 if TYPE_CHECKING:
     from analysis.validate import Validation
     from bench.runners.base import Runner
-    from bench.timing import Progress
 
 
 class ReportError(UserError):
@@ -752,10 +752,11 @@ def compare_with(ref: str, store: LutStore, version: Version) -> Compare:
 
 def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Path, *,
                compare: str | None = None, networks: int = 60, seed: int = 0,
-               passes: int = 4, progress: Progress | None = None, repeats: int = 3
-               ) -> tuple[Report, Path, Validation]:
+               passes: int = 4, progress: Steps = silent, repeats: int = 3,
+               log: Callable[[str], None] | None = None) -> tuple[Report, Path, Validation]:
     """Validate ``version`` (measuring on ``runner`` what is not stored; None: report only
-    what is), then write the report under ``out``; returns it, its folder and the run."""
+    what is), then write the report under ``out``; returns it, its folder and the run.
+    ``progress`` hears each long step, ``log`` what is measured into a derived version."""
     from analysis.validate import validate
 
     writable(report_dir(out, version))
@@ -763,6 +764,9 @@ def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Pa
     if runner is not None:
         store.lock()  # on-demand keys go into a derived version of this file
     result = validate(store, version, runner, networks, seed, passes, progress=progress,
-                      repeats=repeats)
+                      repeats=repeats, log=log)
+    progress("writing the report", 0, None)
     report = build(store, version, other)
-    return report, write(report, out), result
+    folder = write(report, out)
+    progress("writing the report", 1, 1)
+    return report, folder, result

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from analysis.features import Tables, all_tables, estimate_row, missing_keys
 from analysis.profile import profile_choice, profile_layers
 from analysis.sampling import Space, ValidationError, sample_networks
-from bench.missing import ensure_keys
+from bench.missing import backend_option, ensure_keys
 from bench.runners.base import Runner
-from bench.timing import DriftSample, Measurement, Progress, sum_ratio, time_networks
+from bench.timing import DriftSample, Measurement, sum_ratio, time_networks
+from lut_db.progress import Steps, silent
 from lut_db.spec import Network
 from lut_db.store import LutStore, Version
 
@@ -96,10 +97,13 @@ PASSES = 4  # interleaved passes per repeat
 
 def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 60,
              seed: int = 0, passes: int = PASSES, profile: bool = True, drift_keys: int = 200,
-             progress: Progress | None = None, repeats: int = REPEATS) -> Validation:
+             progress: Steps = silent, repeats: int = REPEATS,
+             log: Callable[[str], None] | None = None) -> Validation:
     """Sample, measure what is not stored yet, estimate, store; return the set's rows.
     Each network is measured ``repeats`` times (``passes`` interleaved passes each), the
-    repeats one after another through the session."""
+    repeats one after another through the session. ``progress`` hears each long step; keys
+    the networks need and the LUT lacks are measured into a derived version, said through
+    ``log``."""
     nets = sample_networks(Space.of(version.space), n, seed)
     stored = stored_rows(store, version)
     todo = [net for net in nets if net.name not in stored]
@@ -111,18 +115,28 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
         raise NoDevice(
             f"{version.label} has {len(nets) - len(todo)} of the {len(nets)} validation "
             "networks measured and no device to measure the rest on; attach the device "
-            f"({version.device}, backend {version.backend}) or report only what is stored")
+            f"({version.device}, backend {version.backend}) and run: netadapt report --lut "
+            f"{store.path}@{version.id} --device {version.device}"
+            + (f" --backend {version.backend}" if backend_option(version) else "")
+            + f", or report only what is stored: netadapt report --lut {store.path}@"
+            f"{version.id} --no-measure")
     tables = Tables(store.table(version.id), {})
     if todo or wants_profile:
         version.require_same_setup(runner.fingerprint(), "validating it here would compare "
                                    "two setups. Use the device and backend the LUT was built "
                                    "with.")
-        tables = _tables_for(store, version, todo, runner)
+        tables = _tables_for(store, version, todo, runner, progress, log)
     if todo:
         drift = SessionDrift(runner, todo, tables, drift_keys, seed)
         rounds = passes * repeats
+        step, total, timed_n = f"measuring {len(todo)} networks", len(todo) * rounds, [0]
+
+        def counted(n: int, what: str) -> None:
+            timed_n[0] += n
+            progress(step, timed_n[0], total, what)
+
         timed = time_networks(runner, {net.name: net for net in todo}, passes, seed=seed,
-                              repeats=repeats, progress=progress,
+                              repeats=repeats, progress=counted,
                               between=lambda p: drift.measure_slice(p, rounds))
         factors = drift.factors()
         for net in todo:
@@ -135,13 +149,17 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
 
 
 def _tables_for(store: LutStore, version: Version, nets: Sequence[Network],
-                runner: Runner) -> Tables:
+                runner: Runner, progress: Steps = silent,
+                log: Callable[[str], None] | None = None) -> Tables:
     """The LUT plus the keys the networks need that it lacks, measured on demand into a
     derived version (sealed, same setup) unless one already holds them."""
     tables = all_tables(store, version)
     keys = [k for k in missing_keys(nets, tables.table) if k not in tables.extra]
     if keys:
-        ensure_keys(store, version, keys, runner=runner)
+        if log:
+            log(f"{version.label} lacks {len(keys)} key(s) of the validation networks: "
+                f"measuring them on {version.device} into a derived version")
+        ensure_keys(store, version, keys, runner=runner, progress=progress)
         tables = all_tables(store, version)
     return tables
 
@@ -158,10 +176,13 @@ def _row(net: Network, measured: Measurement, tables: Tables,
 
 
 def _add_profile(store: LutStore, version: Version, net: Network, tables: Tables,
-                 runner: Runner, passes: int, progress: Progress | None) -> None:
+                 runner: Runner, passes: int, progress: Steps) -> None:
     row = {r["name"]: r for r in store.validations(version.id)}[net.name]
     lookup = {**tables.table, **tables.extra}
     timing = json.loads(row["timing"] or "{}")
-    timing["profile"] = profile_layers(runner, net, lookup, passes, progress)
+    step = f"per-layer profile of {net.name}"
+    timing["profile"] = profile_layers(runner, net, lookup, passes,
+                                       lambda n, what: progress(step, 0, None, what))
+    progress(step, 1, 1)
     row = {k: v for k, v in row.items() if k not in ("version", "measured_at")}
     store.add_validation(version.id, {**row, "timing": json.dumps(timing)})

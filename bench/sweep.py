@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import random
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -398,7 +399,8 @@ def record_states(store: LutStore, version: Version, states: Sequence[MachineSta
 
 
 def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
-                    runners: Sequence[Runner], build: Builder) -> Version:
+                    runners: Sequence[Runner], build: Builder,
+                    progress: Progress | None = None) -> Version:
     """Measure keys a sealed version lacks into a new version derived from it (sealed too).
 
     Measurements of two different setups never share a version, so the device and
@@ -410,7 +412,7 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     new = store.create_version(version.device, version.backend, fp, parent=version.id,
                                note=f"derived from {version.label}: +{len(keys)} keys measured "
                                     "on demand", space=version.space)
-    return run(store, new, list(keys), runners, build).version
+    return run(store, new, list(keys), runners, build, progress=progress).version
 
 
 # -- the `netadapt lut` pipeline ----------------------------------------------------------------
@@ -449,6 +451,18 @@ class SweepSpace:
     def describe(self) -> str:
         dtype = "" if self.dtype == "float32" else f", {self.dtype}"  # float32: as before
         return f"{', '.join(self.families)} at {list(self.resolutions)} px, grid {self.grid}{dtype}"
+
+    def command(self, device: str, lut: Path | str, backend: str | None = None) -> str:
+        """The `netadapt lut` call that sweeps this space on ``device`` into ``lut``."""
+        words = ["netadapt", "lut", "--device", device, *(["--backend", backend] if backend
+                                                          else []),
+                 "--lut", str(lut), "--space", ",".join(self.families)]
+        for r in self.resolutions:
+            words += ["--resolution", str(r)]
+        words += ["--grid", str(self.grid), "--classes", str(self.classes)]
+        if self.dtype != "float32":
+            words += ["--dtype", self.dtype]
+        return shlex.join(words)
 
 
 PlanHook = Callable[[Plan], None]

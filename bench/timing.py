@@ -156,10 +156,12 @@ def session_state(measured: Mapping[str, Measurement]) -> MachineState | None:
 
 
 def median_ms(runner: Runner, models: Mapping[str, Model], passes: int = 3,
-              seed: int = 0, between: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Each model's latency in ms: the median over interleaved passes (``between``: as in
-    ``time_networks``)."""
-    timed = time_networks(runner, models, passes, seed=seed, between=between)
+              seed: int = 0, between: Callable[[int], None] | None = None,
+              progress: Progress | None = None) -> dict[str, float]:
+    """Each model's latency in ms: the median over interleaved passes (``between`` and
+    ``progress``: as in ``time_networks``)."""
+    timed = time_networks(runner, models, passes, seed=seed, between=between,
+                          progress=progress)
     return {n: m.latency_ms for n, m in timed.items()}
 
 

@@ -27,7 +27,9 @@ import argparse
 import itertools
 import json
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +52,74 @@ def settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             "short_floor": args.short_floor, "batch_size": 64, "dtype": args.dtype}
 
 
-def space_for(lut: Path, resolution: int, log: Any, dtype: str = "float32"
+class Lines:
+    """The library's progress (``lut_db.progress.Steps``) as plain lines on stderr: one per
+    finished step, with its time and, for a step with a total, the ETA of what is left. (The
+    CLI's rich bars live in netadapt_cli, which benchmarks do not import; a run of an hour
+    goes to a log file anyway.)"""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.started: dict[str, float] = {}
+        self.done: dict[str, tuple[float, float | None]] = {}
+
+    def __call__(self, name: str, done: float, total: float | None = None,
+                 detail: str = "") -> None:
+        start = self.started.setdefault(name, time.monotonic())
+        self.done[name] = (done, total)
+        if self.quiet or total is None or done < total:
+            return
+        del self.started[name], self.done[name]
+        of = f" {done:g}/{total:g}" if total else ""  # a step without a total: its time
+        print(f"{name}{of}{f': {detail}' if detail else ''} in "
+              f"{time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+    def counter(self, name: str, total: float) -> Callable[..., None]:
+        self(name, 0, total)
+
+        def advance(n: float, *_what: object) -> None:
+            self(name, self.done[name][0] + n, total)
+
+        return advance
+
+    def advance(self, name: str) -> None:
+        """One more of a counted step, with the ETA of the rest."""
+        done, total = self.done[name]
+        self(name, done + 1, total)
+        if name in self.started and total and not self.quiet:
+            spent = time.monotonic() - self.started[name]
+            print(f"{name}: {done + 1:g}/{total:g} after {spent / 60:.1f} min, about "
+                  f"{spent / (done + 1) * (total - done - 1) / 60:.0f} min left",
+                  file=sys.stderr, flush=True)
+
+    def end(self, name: str) -> None:
+        if name in self.done:
+            done, _ = self.done[name]
+            self(name, done, done)
+
+
+def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "float32"
               ) -> tuple[Any, str, str]:
     """The MobileNetV1 search space on the host's LUT, swept at ``resolution`` (a derived
     version when the LUT lacks it; nothing to do when it is there) and calibrated, so the
     search ranks with the calibrated estimate."""
     from adapter.pipeline import search_space
-    from analysis.calibrate import ensure_calibrated
+    from analysis.calibrate import NETWORKS, PASSES, ensure_calibrated
     from bench.devices import open_runners
     from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutStore
 
     sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10, dtype)
     with open_runners("host") as runners:
-        res = build_lut(lut, "host", runners, sweep)
-        ensure_calibrated(lut, res.version.id, runners[0])
+        step = f"sweeping {sweep.describe()}"
+        swept = bars.counter(step, len(sweep.specs()))
+        res = build_lut(lut, "host", runners, sweep,
+                        on_plan=lambda p: swept(p.done), progress=swept)
+        bars.end(step)
+        step = f"calibrating {lut}@{res.version.id}"
+        ensure_calibrated(lut, res.version.id, runners[0], progress=bars.counter(
+            step, NETWORKS * PASSES))
+        bars.end(step)
     store = LutStore.open(lut)
     # the earliest version of the lineage with the sweep's keys: later ones (keys the
     # calibration measured on demand) must not change the label resumed runs check
@@ -80,7 +135,7 @@ def space_for(lut: Path, resolution: int, log: Any, dtype: str = "float32"
 
 
 def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dataset: Any,
-             seed: int) -> list[dict]:
+             seed: int, bars: Lines) -> list[dict]:
     """One seed: the budgets' runs (the first also trains the multipliers)."""
     from adapter.netadapt import AdaptConfig
     from adapter.pipeline import adapt
@@ -94,15 +149,16 @@ def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dat
         t0 = time.perf_counter()
         r = adapt(cfg, space, dataset, run_dir, workers=args.workers, resume=True,
                   compare=[m * args.width for m in args.multipliers] if k == 0 else None,
-                  device=None,
+                  device=None, progress=bars,
                   log=lambda m, s=seed, b=budget: print(f"  [s{s} b{b:g}] {m}", flush=True))
         r["budget"], r["run_dir"], r["wall_s_now"] = budget, str(run_dir), time.perf_counter() - t0
         out.append(r)
+        bars.advance("comparison runs")
         initial = initial or Path(r["exports"]["initial"]["torch"])
     return out
 
 
-def measure_all(runs: dict[int, list[dict]], rounds: int) -> dict[str, float]:
+def measure_all(runs: dict[int, list[dict]], rounds: int, bars: Lines) -> dict[str, float]:
     """Every exported file of every seed, timed whole in interleaved rounds on the host."""
     from bench.devices import open_runners
     from bench.timing import median_ms
@@ -118,7 +174,8 @@ def measure_all(runs: dict[int, list[dict]], rounds: int) -> dict[str, float]:
         for m in rs[0]["multipliers"]:
             files[f"s{seed}/{m['name']}"] = file(m, m["exports"]["tflite"])
     with open_runners("host") as runners:
-        return median_ms(runners[0], files, rounds)
+        return median_ms(runners[0], files, rounds, progress=bars.counter(
+            f"measuring {len(files)} files", len(files) * rounds))
 
 
 def _point(name: str, accs: list[float], ms: list[float]) -> dict[str, Any]:
@@ -218,18 +275,23 @@ def main() -> None:
                          "as its full-integer file (accuracy and latency)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/compare"))
     ap.add_argument("--train-only", action="store_true", help="train and adapt, measure later")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines (stderr)")
     args = ap.parse_args()
+    compare(args, Lines(args.quiet))
 
+
+def compare(args: argparse.Namespace, bars: Lines) -> None:
     from adapter import data
 
     t0 = time.perf_counter()
-    space, label, backend = space_for(args.lut, args.resolution, print, args.dtype)
+    space, label, backend = space_for(args.lut, args.resolution, print, bars, args.dtype)
     dataset = data.load(args.data, args.resolution, args.per_class)
     print(f"data: {dataset.describe()}; LUT {label}", flush=True)
-    runs = {s: run_seed(args, space, label, backend, dataset, s) for s in args.seeds}
+    bars.counter("comparison runs", len(args.seeds) * len(args.budgets))
+    runs = {s: run_seed(args, space, label, backend, dataset, s, bars) for s in args.seeds}
     if args.train_only:  # e.g. seeds trained in parallel processes, measured together later
         return
-    ms = measure_all(runs, args.rounds)
+    ms = measure_all(runs, args.rounds, bars)
     summary = summarise(runs, ms, args.width)
     summary.update(lut=label, data=dataset.describe(), args={k: str(v) for k, v in
                                                               vars(args).items()},

@@ -11,20 +11,21 @@ from rich.table import Table
 
 from adapter.pick import PickRule
 from lut_db.estimate import MissingPolicy
-from netadapt_cli.common import console, deprecated, err_console, in_panels, user_errors
+from netadapt_cli.common import commentary, console, deprecated, in_panels, user_errors
+from netadapt_cli.progress import Bars
 
 # adapt --help in panels; every option is in exactly one (checked when the module loads).
 PANELS = {
     "Model": ("model", "tie_bottlenecks", "width", "resolution", "dtype", "weights"),
     "Budget": ("lut", "budget", "measured_budget", "max_macs", "max_params"),
     "Search": ("reduction", "decay", "short_floor", "pick", "fine_step", "fine_widths", "grid",
-               "missing", "max_iterations", "workers", "ray"),
+               "missing", "sweep", "max_iterations", "workers", "ray"),
     "Training": ("data", "max_per_class", "loader_workers", "pretrain_epochs", "short_steps",
                  "long_epochs", "batch_size", "lr_pretrain", "lr_short", "lr_long", "seed",
                  "calibration_batches", "max_int8_drop"),
     "Verification": ("device", "measure_rounds", "no_measure", "compare_multipliers",
                      "multipliers"),
-    "Output": ("name", "runs_dir", "resume", "as_json"),
+    "Output": ("name", "runs_dir", "resume", "as_json", "quiet"),
 }
 
 
@@ -103,9 +104,13 @@ def adapt_cmd(
                                            "of pretraining."),
     grid: int | None = typer.Option(None, help="Channel grid (default: the LUT sweep's)."),
     missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the search "
-                                          "needs but the LUT lacks: name them (error), "
-                                          "interpolate over channel counts, or measure them "
-                                          "on the device (attached)."),
+                                          "needs but the LUT lacks, with --no-sweep: name "
+                                          "them (error), interpolate over channel counts, or "
+                                          "measure them on the device (attached)."),
+    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="Sweep the keys the model "
+                               "needs at its resolution and the LUT lacks, on the LUT's own "
+                               "device into a derived version, as netadapt lut does (resumes "
+                               "if interrupted). --no-sweep: they go to --missing."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Local processes that "
                                 "evaluate proposals in parallel (1 = in this process)."),
     ray: str | None = typer.Option(None, help="Run proposals on Ray (pip install "
@@ -126,9 +131,11 @@ def adapt_cmd(
     measure_rounds: int = typer.Option(3, help="Interleaved measuring rounds per network."),
     no_measure: bool = typer.Option(False, "--no-measure", help="Skip on-device verification."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no "
+                               "running commentary: the result, warnings and errors only."),
 ) -> None:
     """Shrink a network to a latency budget on a device's LUT (NetAdapt), then verify it."""
-    with user_errors(as_json):
+    with user_errors(as_json), Bars(quiet) as bars:
         from adapter import data as data_mod
         from adapter import pipeline
         from adapter.netadapt import AdaptConfig, Budget, lut_dtypes
@@ -161,15 +168,15 @@ def adapt_cmd(
         target = device or version.device  # measured on: the LUT's device unless told
         if measured_budget:
             load_config(target)  # an unknown device is refused before any work
-        say = (err_console if as_json else console).print  # --json: stdout is the JSON only
+        say = commentary(as_json, quiet)
         dataset = data_mod.load(data, resolution, max_per_class)
-        say(f"data: {dataset.describe()}", highlight=False)
+        say(f"data: {dataset.describe()}")
         label = f"{store.path}@{version.id}"
         space, used = pipeline.search_space(store, version, model, resolution,
-                                            len(dataset.classes), grid, missing,
-                                            log=lambda m: say(m, highlight=False),
+                                            len(dataset.classes), grid, missing, log=say,
                                             tie_bottlenecks=tie_bottlenecks,
-                                            fine_step=fine_step, dtype=dtype)
+                                            fine_step=fine_step, dtype=dtype, sweep=sweep,
+                                            progress=bars)
         cfg = AdaptConfig(
             model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
             data=data, max_per_class=max_per_class,
@@ -186,8 +193,9 @@ def adapt_cmd(
         result = pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
                                 resume=resume, compare=mults if compare_multipliers else None,
                                 device=None if no_measure else target, backend=version.backend,
-                                rounds=measure_rounds, lut_used=used,
-                                log=lambda m: say(m, highlight=False))
+                                rounds=measure_rounds, lut_used=used, log=say,
+                                progress=bars)
+        bars.close()
         if as_json:
             print(json.dumps(result, indent=1))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from netadapt_cli.common import console, err_console, user_errors
+from netadapt_cli.progress import Bars
 
 
 def calibrate_cmd(
@@ -14,6 +15,7 @@ def calibrate_cmd(
     networks: int = typer.Option(40, help="Networks of the calibration set."),
     passes: int = typer.Option(3, help="Interleaved passes: each network is timed this often."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure a calibration set of whole networks on the LUT's device and backend, fit the
     in-network model, and store it with the version (once: a calibration never changes)."""
@@ -26,9 +28,11 @@ def calibrate_cmd(
             raise typer.BadParameter("--networks and --passes must be at least 1")
         store, version = open_lut(lut)
         with store, open_runners(device or version.device, version.backend,
-                                 serial=serial) as runners:
+                                 serial=serial) as runners, Bars(quiet) as bars:
             store.lock()
-            cal = calibrate(store, version, runners[0], networks, passes)
+            cal = calibrate(store, version, runners[0], networks, passes, bars.counter(
+                f"calibrating {version.label}: measuring {networks} networks",
+                networks * passes))
         if as_json:
             print(cal.to_json())
         if cal.busy_warning():

@@ -60,6 +60,18 @@ def in_panels(panels: dict[str, tuple[str, ...]]) -> Callable[[F], F]:
     return decorate
 
 
+def commentary(as_json: bool = False, quiet: bool = False) -> Callable[[str], None]:
+    """Where a verb's running commentary goes: stdout, stderr with --json (stdout is the
+    JSON only), and with --quiet nowhere but its warnings (on stderr)."""
+    out = err_console if as_json or quiet else console
+
+    def say(message: str) -> None:
+        if not quiet or message.startswith("warning"):
+            out.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    return say
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]Error:[/] {message}", highlight=False, markup=True,
                       soft_wrap=True)

@@ -9,12 +9,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from bench.missing import estimate_network
+from bench.missing import DeviceAbsent, backend_option, covering_sweep, estimate_network
 from bench.zoo import FamilyName
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
 from lut_db.spec import Dtype, Network
 from lut_db.store import open_lut
-from netadapt_cli.common import BACKEND_HELP, console, err_console, load_network, user_errors
+from netadapt_cli.common import (
+    BACKEND_HELP,
+    commentary,
+    console,
+    err_console,
+    load_network,
+    user_errors,
+)
+from netadapt_cli.progress import Bars
 
 
 def estimate_cmd(
@@ -29,30 +37,45 @@ def estimate_cmd(
     dtype: Dtype | None = typer.Option(None, help="Layer dtype with --model (default "
                                        "float32)."),
     missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the network "
-                                          "needs but the LUT lacks: name them (error), "
-                                          "interpolate over channel counts, or measure them "
-                                          "on the device."),
+                                          "needs but the LUT lacks, with --no-sweep: name "
+                                          "them (error), interpolate over channel counts, or "
+                                          "measure them on the device."),
+    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="Measure the keys the network "
+                               "needs and the LUT lacks on the LUT's own device, into a derived "
+                               "version (--no-sweep: they go to --missing)."),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
     raw: bool = typer.Option(False, "--raw", help="The paper's plain sum of LUT entries, "
                              "without the version's in-network calibration."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no commentary."),
 ) -> None:
     """Estimate a network's latency on a LUT: each layer's cost inside the network from the
     version's calibration (--raw: the plain sum of the layers' entries)."""
-    with user_errors(as_json):
+    with user_errors(as_json), Bars(quiet) as bars:
         net = load_network(network, model, width, widths, resolution, classes, model_file,
                            dtype)
         store, version = open_lut(lut)
-        say = (err_console if as_json else console).print  # --json: stdout is the JSON only
+        policy = "measure" if sweep and missing == "error" else missing
         try:
-            est = estimate_network(store, version, net, missing, raw=raw, device=device,
-                                   log=lambda m: say(m, highlight=False))
+            est = estimate_network(store, version, net, policy, raw=raw, device=device,
+                                   log=commentary(as_json, quiet), progress=bars)
+        except DeviceAbsent as e:  # the command that measures them where the device is
+            space = covering_sweep(version, net.keys, model, resolution, classes,
+                                   dtype or "float32") if model else None
+            if space is not None:
+                raise e.instead("sweep them with: " + space.command(
+                    version.device, store.path, backend_option(version))) from None
+            if model_file is not None:
+                raise e.instead(f"run where it is attached: netadapt estimate --lut "
+                                f"{store.path}@{version.id} --model-file {model_file}") from None
+            raise
         except MissingKeys as e:
             if model_file is None:
                 raise
             label = f"{store.path}@{version.id}"
             raise MissingKeys(e.keys, label, hint=_measure_hint(label, model_file)) from None
+        bars.close()
         if as_json:
             free = {"free_ops": net.meta["free_ops"]} if "free_ops" in net.meta else {}
             print(json.dumps({"macs": net.macs, "params": net.params, **est.to_dict(), **free},
@@ -62,8 +85,8 @@ def estimate_cmd(
 
 
 def _measure_hint(label: str, model_file: Path) -> str:
-    return ("measure each as a single-op model on the LUT's device with:\n  netadapt estimate "
-            f"--lut {label} --model-file {model_file} --missing measure")
+    return ("measure each as a single-op model on the LUT's device (attached) with:\n  "
+            f"netadapt estimate --lut {label} --model-file {model_file}")
 
 
 def _print(net: Network, est: Estimate) -> None:

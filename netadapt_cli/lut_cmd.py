@@ -7,14 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from bench import sweep
 from bench.devices import load_config, open_runners
@@ -33,6 +25,7 @@ from netadapt_cli.common import (
     lut_arg,
     user_errors,
 )
+from netadapt_cli.progress import Bars
 
 DEFAULT_SPACE = "mobilenet_v1,mobilenet_v2"
 DEFAULT_GRID = 32
@@ -69,6 +62,7 @@ def lut(
     calibration_networks: int = typer.Option(40, help="Networks of the calibration set."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the "
                                  "version written and its counts (messages go to stderr)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep the shape space of SPACE on DEVICE into a LUT version (resume if one is building),
     then calibrate it: whole networks measured on the same device fit the in-network model."""
@@ -92,24 +86,29 @@ def lut(
         db = lut_file or default_db(cfg.name)
         sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, str(dtype))
         keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
-        with open_runners(cfg, backend, serial=serial) as runners, _progress() as bar:
-            task = bar.add_task(cfg.name, total=None, visible=False)
+        with open_runners(cfg, backend, serial=serial) as runners, Bars(quiet) as bars:
             what = (f"{keys} keys ({sweep_space.describe()}) on "
                     f"{cfg.name}/{runners[0].backend}, {len(runners)} runner(s)")
+            step, done = f"sweeping {cfg.name}", [0]
 
             def on_plan(p: sweep.Plan) -> None:
                 _print_plan(p, db, what, dry_run)
-                bar.update(task, total=p.total, completed=p.done, visible=p.missing != [] and
-                           not dry_run)
+                done[0] = p.done
+                if p.missing and not dry_run:
+                    bars(step, p.done, p.total)
+
+            def measured(n: int, _serial: str) -> None:
+                done[0] += n
+                bars(step, done[0], keys)
 
             res = sweep.build_lut(db, cfg.name, runners, sweep_space, batch_size=batch_size,
-                                  dry_run=dry_run, on_plan=on_plan,
-                                  progress=lambda n, _s: bar.advance(task, n),
+                                  dry_run=dry_run, on_plan=on_plan, progress=measured,
                                   on_event=_farm_event)
+            bars.end(step)  # a sweep stopped early ends its bar too
             _print_result(res, db, dry_run)
             cal = None
             if calibrate and not dry_run:
-                cal = _calibrate(db, res.version.id, runners[0], calibration_networks, bar)
+                cal = _calibrate(db, res.version.id, runners[0], calibration_networks, bars)
     if as_json:
         print(json.dumps(_result_json(res, db, keys, cal), indent=1))
 
@@ -127,13 +126,12 @@ def _result_json(res: sweep.SweepResult, db: Path, keys: int,
 
 
 def _calibrate(db: Path, version_id: int, runner: Runner, networks: int,
-               bar: Progress) -> Calibration:
+               bars: Bars) -> Calibration:
     from analysis.calibrate import PASSES, ensure_calibrated
 
-    task = bar.add_task(f"calibrating {db}@{version_id}", total=networks * PASSES)
-    cal, made = ensure_calibrated(db, version_id, runner, networks,
-                                  progress=lambda n, _w: bar.advance(task, n))
-    bar.update(task, visible=False)
+    cal, made = ensure_calibrated(db, version_id, runner, networks, progress=bars.counter(
+        f"calibrating {db}@{version_id}", networks * PASSES))
+    bars.end(f"calibrating {db}@{version_id}")  # already calibrated: nothing was measured
     if made:
         console.print(f"calibrated {db}@{version_id}: {cal.describe()}", highlight=False)
         if cal.busy_warning():
@@ -185,12 +183,6 @@ def _farm_event(kind: str, serial: str, message: str) -> None:
     console.print(f"[yellow]{text}[/]" if kind != "back" else text, highlight=False)
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, transient=False)
-
-
 @app.command("check")
 def check(
     lut: str = typer.Option(..., help="LUT file, optionally @VERSION, e.g. luts/host.db@1."),
@@ -201,6 +193,7 @@ def check(
     backend: str | None = typer.Option(None, help="Backend (default: the LUT's)."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Re-measure a random sample of a sealed version's keys now: has the LUT gone stale?
     Exit 3 when it has."""
@@ -214,7 +207,10 @@ def check(
                 if not runners:
                     raise RunnerError(f"no {device or version.device} device attached to "
                                       "measure on")
-                drift = drift_check(store, version, runners[0], sample, seed, tolerance)
+                with Bars(quiet) as bars:
+                    drift = drift_check(store, version, runners[0], sample, seed, tolerance,
+                                        bars.counter(f"re-measuring {sample} keys of "
+                                                     f"{version.label}", sample))
         finally:
             store.close()
         s = drift.summary()

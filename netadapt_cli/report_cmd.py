@@ -8,17 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.devices import ConfigError, open_runners
 from bench.runners.base import RunnerError
 from lut_db.store import LutStore, Version, open_lut
 from netadapt_cli.common import (
+    commentary,
     console,
     default_db,
     human_output_to_stderr,
     user_errors,
 )
+from netadapt_cli.progress import Bars
 
 
 def report_cmd(
@@ -42,6 +43,7 @@ def report_cmd(
                                  "that are not stored yet (--no-measure: report what is)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the report's "
                                  "metrics and files (messages go to stderr)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no commentary."),
 ) -> None:
     """Estimate vs measure whole networks on a LUT's device; write an HTML/Markdown/JSON report."""
     with user_errors(as_json), human_output_to_stderr(as_json):
@@ -51,7 +53,7 @@ def report_cmd(
         store, version = open_lut(lut or str(default_db(device or "host")))
         try:
             summary = _report(store, version, device, backend, serial, compare, networks, seed,
-                              passes, out, measure, repeats)
+                              passes, out, measure, repeats, quiet)
         finally:
             store.close()  # and the writer lock, for whoever runs next in this process
     if as_json:
@@ -60,10 +62,11 @@ def report_cmd(
 
 def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
-            out: Path, measure: bool, repeats: int) -> dict[str, Any]:
+            out: Path, measure: bool, repeats: int, quiet: bool) -> dict[str, Any]:
     from analysis import report as rep
 
-    with contextlib.ExitStack() as stack, _bar() as bar:
+    say = commentary(quiet=quiet)
+    with contextlib.ExitStack() as stack, Bars(quiet) as bars:
         runner = None
         if measure:
             try:
@@ -71,11 +74,10 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
                     device or version.device, backend or version.backend, serial=serial))
                 runner = runners[0] if runners else None
             except (RunnerError, ConfigError) as e:
-                console.print(f"[yellow]no device to measure on: {e}[/]", highlight=False)
-        task = bar.add_task("validating", total=None)
+                say(f"warning: no device to measure on: {e}")
         report, folder, result = rep.report_lut(
             store, version, runner, out, compare=compare, networks=networks, seed=seed,
-            passes=passes, repeats=repeats, progress=lambda n, what: bar.update(task, advance=n, description=what))
+            passes=passes, repeats=repeats, progress=bars, log=say)
     for line in rep.verdict_sentences(report):
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "
@@ -85,7 +87,3 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
             "markdown": str(folder / "report.md"), "metrics_file": str(folder / "metrics.json"),
             "metrics": json.loads((folder / "metrics.json").read_text())}
 
-
-def _bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)

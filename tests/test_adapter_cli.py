@@ -38,6 +38,7 @@ def lut(real_lut, tmp_path: Path, configs: Path) -> Path:
     return copy
 
 
+@pytest.mark.train
 @pytest.mark.sweep
 @pytest.mark.train
 def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
@@ -98,6 +99,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["adapted"]["widths"] == a["widths"]
 
 
+@pytest.mark.train
 @pytest.mark.sweep
 @pytest.mark.train
 def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
@@ -120,11 +122,13 @@ def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
 @pytest.mark.sweep
 def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: Path) -> None:
     common = ["adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--grid", "32",
-              "--pretrain-epochs", "0", "--budget", "0.001ms"]
+              "--pretrain-epochs", "0", "--budget", "0.001ms", "--no-sweep"]
     r = invoke(*common, "--name", "a")
     out = flat(r.output)
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "has no entry for" in out and "conv2d:in=" in out and "--missing measure" in out
+    assert (f"sweep them with: netadapt lut --device fast --lut {lut} --space mobilenet_v1 "
+            "--resolution 32 --grid 32 --classes 10") in out
     # interpolation fills them; the impossible budget is then refused before any training
     r = invoke(*common, "--name", "b", "--missing", "interpolate")
     assert r.exit_code == 1 and "interpolating" in flat(r.output)
@@ -149,7 +153,10 @@ def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_pa
 
 @pytest.mark.sweep
 @pytest.mark.parametrize("extra,message", [
-    (["--resolution", "64"], "was swept at 32 px for mobilenet_v1, but the model runs at 64 px"),
+    (["--resolution", "64", "--no-sweep"],
+     ("was swept at 32 px for mobilenet_v1, but the model runs at 64 px: build the LUT for "
+      "it with: netadapt lut --device fast --lut LUTFILE --space mobilenet_v1 --resolution 64 "
+      "--grid 32 --classes 10")),
     (["--model", "resnet50"], "--model 'resnet50': not a built-in model"),
     (["--model", "nosuch.module:f"], "cannot import nosuch.module"),
     (["--model", "tests.user_models:broken"], "broken() failed (RuntimeError: this factory"),
@@ -181,7 +188,7 @@ def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[s
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "x",
                "--pretrain-epochs", "0", *extra)
     assert r.exit_code != 0
-    assert message in flat(r.output), r.output
+    assert message.replace("LUTFILE", str(lut)) in flat(r.output), r.output
     assert "Traceback" not in r.output
 
 
@@ -215,3 +222,94 @@ def test_config_holds_plain_strings() -> None:
     d = AdaptConfig(missing=MissingPolicy.INTERPOLATE, pick=PickRule.DROP_PER_LATENCY).to_dict()
     assert (type(d["missing"]), type(d["pick"])) == (str, str)
     assert (d["missing"], d["pick"]) == ("interpolate", "drop-per-latency")
+
+
+@pytest.mark.train
+@pytest.mark.sweep
+def test_a_lut_without_the_resolution_is_swept_into_a_derived_version(lut: Path,
+                                                                      tmp_path: Path) -> None:
+    """The LUT holds the 32 px space; at 16 px adapt says so in one line, sweeps the rest on
+    the LUT's own device through netadapt lut's path (a derived version), then runs. Progress
+    goes to stderr, stdout is the JSON only; a second run finds the keys and --quiet draws
+    nothing."""
+    args = ["adapt", "--lut", lut, *FAST_RUN, "--resolution", "16", "--grid", "64",
+            "--runs-dir", tmp_path / "runs", "--measure-rounds", "1", "--json"]
+    r = invoke(*args, "--name", "a")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)  # nothing else on stdout
+    assert result["lut_used"] == f"{lut}@2"
+    err = flat(r.stderr)
+    assert (f"{lut}@1 lacks 57 of the 404 keys of mobilenet_v1 at [16] px, grid 64 (on fast): "
+            "sweeping them into a derived version, as `netadapt lut --device fast --lut "
+            f"{lut} --space mobilenet_v1 --resolution 16 --grid 64 --classes 10` does") in err
+    store = LutStore.open(lut)
+    (v1, v2) = store.versions()
+    assert v2.parent == v1.id and v2.status == "sealed"
+    assert {"families": ["mobilenet_v1"], "resolutions": [16], "grid": 64, "classes": 10,
+            "dtype": "float32"} in v2.space["sweeps"]
+    store.close()
+    # each long step leaves its last numbers on a stderr that is not a terminal
+    assert "sweeping mobilenet_v1 at [16] px, grid 64 404/404" in err
+    assert "pretraining 39/39: epoch 1/1, loss" in err and ", test acc" in err
+    assert "iteration 1 " in err and "kept " in err and "holdout acc" in err
+    assert "long-term fine-tune 43/43: epoch 1/1, loss" in err
+    assert "measuring on fast 2/2" in err
+    # met before any iteration: no training, the keys found in @2, no bars, warnings only
+    again = invoke(*args, "--name", "b", "--quiet", "--budget", "9ms", "--pretrain-epochs",
+                   "0", "--long-epochs", "0", "--no-measure")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["lut_used"] == f"{lut}@2"
+    assert all(ln.startswith("warning: ") for ln in again.stderr.splitlines()), again.stderr
+
+
+def test_an_absent_device_gets_the_command_to_sweep_where_it_is(configs: Path,
+                                                               tmp_path: Path) -> None:
+    """A LUT of a phone that is not attached: one message with the netadapt lut command,
+    naming the device and the LUT file; nothing is written to the LUT."""
+    from bench import sweep
+    from bench.tflite_build import build_layer
+    from tests.fakes import ADAPT_SPACE, FakeRunner
+
+    (configs / "offphone.toml").write_text(OFF_PHONE)
+    path = tmp_path / "offphone.db"
+    runner = FakeRunner(device="offphone")
+    store = LutStore.open(path, create=True)
+    version = store.create_version("offphone", runner.backend, runner.fingerprint(),
+                                   space=ADAPT_SPACE)
+    sweep.run(store, version, [s.key for s in sweep.SweepSpace(("mobilenet_v1",), (32,), 64,
+                                                                10).specs()], [runner],
+              build_layer)
+    store.close()
+    r = invoke("adapt", "--lut", path, *FAST_RUN, "--resolution", "16", "--runs-dir",
+               tmp_path / "runs", "--pretrain-epochs", "0")
+    out = flat(r.output)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{path}@1 lacks 929 of the 1276 keys of mobilenet_v1 at [16] px, grid 32" in out
+    assert "offphone (tflite-cpu) cannot measure here (no adb server reachable" in out
+    assert out.endswith(f"sweep them with: netadapt lut --device offphone --lut {path} "
+                        "--space mobilenet_v1 --resolution 16 --grid 32 --classes 10"), out
+    assert [v.id for v in LutStore.open(path).versions()] == [1]
+    # estimate: the keys of one network, and the sweep of the LUT's grid that holds them
+    r = invoke("estimate", "--lut", path, "--model", "mobilenet_v1", "--resolution", "16",
+               "--classes", "10")
+    out = flat(r.output)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{path}@1 lacks 2 key(s), and offphone (tflite-cpu) cannot measure here" in out
+    assert out.endswith(f"sweep them with: netadapt lut --device offphone --lut {path} "
+                        "--space mobilenet_v1 --resolution 16 --grid 64 --classes 10"), out
+    assert [v.id for v in LutStore.open(path).versions()] == [1]
+
+
+OFF_PHONE = """\
+name = "offphone"
+kind = "android"
+description = "a phone behind an adb server that is not there: for tests"
+[match]
+"ro.product.model" = ["Nothing*"]
+[adb]
+servers = ["127.0.0.1:9"]
+[backends.tflite-cpu]
+runner = "adb-tflite"
+binary_on_device = "/data/local/tmp/benchmark_model"
+threads = 1
+"""

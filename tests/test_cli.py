@@ -232,7 +232,7 @@ def test_estimate_missing_keys(lut: Path) -> None:
     args = ["estimate", "--lut", lut, "--model", "mobilenet_v1", "--widths",
             OFF_GRID, *SMALL]
     before = dump(lut)
-    res = invoke(*args)
+    res = invoke(*args, "--no-sweep")
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
     out = flat(res.output)
     assert f"{lut}@1 has no entry for 3 layer(s)" in out
@@ -240,9 +240,11 @@ def test_estimate_missing_keys(lut: Path) -> None:
     assert dump(lut) == before
     data = json.loads(ok(*args, "--missing", "interpolate", "--json").stdout)
     assert data["interpolated"] == 3
-    res = ok(*args, "--missing", "measure", "--json")  # measured on this machine
-    data = json.loads(res.stdout)  # the progress lines went to stderr
+    res = ok(*args, "--json")  # by default measured on the LUT's device, this machine
+    data = json.loads(res.stdout)  # the commentary and progress went to stderr
     assert data["lut"] == f"{lut}@2" and data["interpolated"] == 0
+    assert "measuring 3 missing key(s) on fast into a new version derived from" in res.stderr
+    assert "measuring 3 missing key(s) 3/3" in res.stderr
     with LutStore.open(lut) as store:
         v2 = store.version(2)
         assert (v2.parent, v2.status) == (1, "sealed")
@@ -327,11 +329,11 @@ def test_measure_a_model_file_times_its_own_bytes(configs: Path, tmp_path: Path,
 def test_model_file_with_keys_the_lut_lacks(lut: Path, tmp_path: Path) -> None:
     path = tmp_path / "v3.tflite"
     path.write_bytes(build_network(MOBILENET_V3_SMALL.network(resolution=32, classes=10)))
-    out = fails("estimate", "--lut", lut, "--model-file", path)
+    out = fails("estimate", "--lut", lut, "--model-file", path, "--no-sweep")
     assert "has no entry for" in out and "hard_swish:in=16x16x16,dt=float32" in out
-    assert f"netadapt estimate --lut {lut}@1 --model-file {path} --missing measure" in out
+    assert f"netadapt estimate --lut {lut}@1 --model-file {path}" in out
     # ... which measures the new op kinds on this machine, one single-op model each
-    res = ok("estimate", "--lut", lut, "--model-file", path, "--missing", "measure")
+    res = ok("estimate", "--lut", lut, "--model-file", path)
     out = flat(res.output)
     assert "estimated latency:" in out and "hard_swish:in=16x16x16,dt=float32" in out
     assert "1 op(s) of the file have no key of their own: op #105 RESHAPE (no work)" in out

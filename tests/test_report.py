@@ -221,9 +221,10 @@ def test_lut_check_cli(configs, tmp_path):
                             "--lut", str(db)]).exit_code == 0
     res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "8", "--seed", "1",
                            "--json"])
-    s = json.loads(res.stdout)
+    s = json.loads(res.stdout)  # the JSON only: progress goes to stderr
     assert res.exit_code == (3 if s["stale"] else 0), res.output  # 3: found stale
     assert s["keys"] == 8 and s["seed"] == 1 and s["median_ratio"] > 0
     assert s["machine_state"]["where"] == "host"  # the state the keys were measured in
+    assert "re-measuring 8 keys of fast@" in res.stderr and " 8/8 in " in res.stderr
     res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "5"])
     assert res.exit_code in (0, 3) and "median ratio now / LUT" in res.output
