@@ -182,7 +182,8 @@ def test_int8_adapt_without_an_int8_sweep_gives_the_command(real_lut, tmp_path: 
     _, path, _ = real_lut
     lut = tmp_path / "fast.db"
     shutil.copy(path, lut)
-    r = invoke("adapt", "--lut", lut, *RUN, "--dtype", "int8", "--runs-dir", tmp_path / "r")
+    r = invoke("adapt", "--lut", lut, *RUN, "--dtype", "int8", "--runs-dir", tmp_path / "r",
+               "--no-sweep")
     assert r.exit_code == 1
     assert (f"holds no int8 sweep of mobilenet_v1 (its sweeps: mobilenet_v1 at [32] px, grid "
             f"64, 10 classes, float32); build one with: netadapt lut --device fast --space "
@@ -209,7 +210,7 @@ def test_the_int8_search_prices_int8_keys(int8_lut: Path) -> None:
     assert net.keys and all(k.endswith(",dt=int8") and k in table for k in net.keys)
     assert space.grid == 64 and used == f"{int8_lut}@{version.id}"
     with pytest.raises(AdaptError, match="holds no float32 sweep"):  # int8 keys price no float
-        search_space(store, version, "mobilenet_v1", 32, 10)
+        search_space(store, version, "mobilenet_v1", 32, 10, sweep=False)
     store.close()
 
 
@@ -242,7 +243,8 @@ def test_a_failed_quantization_leaves_the_float_exports(trained, digits, tmp_pat
 
 
 def test_layers_with_no_int8_key_in_the_lut_are_named(int8_lut: Path, tmp_path: Path) -> None:
-    r = invoke("adapt", "--lut", int8_lut, *RUN, "--grid", "32", "--runs-dir", tmp_path / "r")
+    r = invoke("adapt", "--lut", int8_lut, *RUN, "--grid", "32", "--runs-dir", tmp_path / "r",
+               "--no-sweep")
     assert r.exit_code == 1
     out = flat(r.output)
     assert "has no entry for" in out and ",dt=int8" in out and "--missing measure" in out
