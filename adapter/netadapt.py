@@ -371,7 +371,7 @@ def lut_grid(space: Mapping[str, Any], family: str, resolution: int, classes: in
               and s.get("dtype", "float32") == dtype]
     build = (f"netadapt lut --device {device} --space {family} --resolution {resolution} "
              f"--classes {classes}" + ("" if dtype == "float32" else f" --dtype {dtype}")
-             + f" --db {lut.split('@')[0]}")
+             + f" --lut {lut.split('@')[0]}")
     if not sweeps:
         raise AdaptError(f"{lut} holds no {dtype} sweep of {family} (its sweeps: "
                          f"{_sweeps(space) or 'none recorded'}); build one with: {build}"

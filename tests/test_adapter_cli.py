@@ -156,7 +156,7 @@ def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_pa
     (["--resolution", "64", "--no-sweep"],
      ("was swept at 32 px for mobilenet_v1, but the model runs at 64 px: build the LUT for "
       "it with: netadapt lut --device fast --space mobilenet_v1 --resolution 64 --classes 10 "
-      "--db LUTFILE")),
+      "--lut LUTFILE")),
     (["--model", "resnet50"], "--model 'resnet50': not a built-in model"),
     (["--model", "nosuch.module:f"], "cannot import nosuch.module"),
     (["--model", "tests.user_models:broken"], "broken() failed (RuntimeError: this factory"),

@@ -187,7 +187,7 @@ def test_int8_adapt_without_an_int8_sweep_gives_the_command(real_lut, tmp_path: 
     assert r.exit_code == 1
     assert (f"holds no int8 sweep of mobilenet_v1 (its sweeps: mobilenet_v1 at [32] px, grid "
             f"64, 10 classes, float32); build one with: netadapt lut --device fast --space "
-            f"mobilenet_v1 --resolution 32 --classes 10 --dtype int8 --db {lut}") in flat(r.output)
+            f"mobilenet_v1 --resolution 32 --classes 10 --dtype int8 --lut {lut}") in flat(r.output)
 
 
 def test_int8_adapt_with_too_few_calibration_images(int8_lut: Path, tmp_path: Path) -> None:
