@@ -668,8 +668,7 @@ class NetAdapt:
     def _measure_ms(self, networks: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
         """Networks (name -> widths) measured whole on the device, in interleaved rounds."""
         got = measure({n: self.space.network(w, name=n) for n, w in networks.items()},
-                      self.cfg.measured_on, self.cfg.measured_backend, log=self.log,
-                      progress=self.progress)
+                      self.cfg.measured_on, self.cfg.measured_backend, log=self.log)
         if got is None:
             raise AdaptError(f"a measured latency budget needs {self.cfg.measured_on} "
                              "attached; attach it, or drop --measured-budget")
