@@ -150,7 +150,7 @@ def test_lut_grid_and_resolution_errors() -> None:
     assert lut_grid(both, "mobilenet_v1", RES, CLASSES, "x.db@1", "int8") == GRID
     with pytest.raises(AdaptError, match="no int8 sweep of mobilenet_v1.*netadapt lut --device "
                                          "pixel1 --space mobilenet_v1 --resolution 32 --classes "
-                                         "10 --dtype int8 --db x.db$"):
+                                         "10 --dtype int8 --lut x.db$"):
         lut_grid(SPACE, "mobilenet_v1", RES, CLASSES, "x.db@1", "int8", "pixel1")
 
 
