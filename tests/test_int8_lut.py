@@ -114,7 +114,7 @@ def test_estimate_and_measure_take_a_dtype_with_a_model(tmp_path: Path, configs:
     est = json.loads(res.stdout)
     assert all(x["key"].endswith("dt=int8") for x in est["layers"]) and est["total_ms"] > 0
     # the float network has no keys in an int8 LUT
-    res = cli.invoke(app, ["estimate", "--lut", str(db), *model, "--raw"])
+    res = cli.invoke(app, ["estimate", "--lut", str(db), *model, "--raw", "--no-sweep"])
     assert res.exit_code != 0 and "dt=float32" in res.output
     res = cli.invoke(app, ["measure", "--device", "fast", *model, "--dtype", "int8",
                            "--passes", "1", "--json"])
