@@ -75,13 +75,13 @@ fashion-mnist:
 # The report's browser test needs Debian's chromium: installed here when root (else it skips).
 # Two runs. On both cores (one worker per module, so module fixtures train once): what
 # asserts nothing about how fast this machine is: training (seeded), loopback phones (their
-# tool's numbers are read, not judged), and the tests that train and also time a network
-# (they check what the timing gives, not its value). Then alone, so no timing shares a core:
-# the sweeps and timing checks on this host.
+# tool's numbers are read, not judged), and most tests that train and also time a network.
+# Then alone, so no timing shares a core: the tests marked `alone` (every sweep that does
+# not train, and the few that do and judge a timing).
 test: setup
 	bash scripts/ensure-chromium
-	$(BIN)/pytest -n 2 --dist loadscope -m "not sweep or train"
-	$(BIN)/pytest -m "sweep and not train"
+	$(BIN)/pytest -n 2 --dist loadscope -m "not alone"
+	$(BIN)/pytest -m alone
 
 # The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml);
 # nothing in it times anything, so it runs on both cores.

@@ -99,6 +99,7 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["adapted"]["widths"] == a["widths"]
 
 
+@pytest.mark.alone  # the budget is met or not by the measured / estimated ratio
 @pytest.mark.train
 @pytest.mark.sweep
 @pytest.mark.train
