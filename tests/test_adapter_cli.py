@@ -100,7 +100,6 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.alone  # the budget is met or not by the measured / estimated ratio
-@pytest.mark.train
 @pytest.mark.sweep
 @pytest.mark.train
 def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
