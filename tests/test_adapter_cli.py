@@ -40,7 +40,6 @@ def lut(real_lut, tmp_path: Path, configs: Path) -> Path:
 
 @pytest.mark.train
 @pytest.mark.sweep
-@pytest.mark.train
 def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", runs, "--name", "demo",
