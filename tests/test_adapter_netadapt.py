@@ -237,6 +237,7 @@ def test_speedup_at_equal_accuracy_takes_the_first_network_as_accurate() -> None
         pytest.approx(0.02 / 0.234)
 
 
+@pytest.mark.alone  # widths measured on demand join a LUT measured earlier
 @pytest.mark.sweep
 @pytest.mark.train
 def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:

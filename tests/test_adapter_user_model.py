@@ -83,6 +83,7 @@ def test_builtin_slots_are_the_zoos(family: str) -> None:
     assert build(family, None, 32, 10).slots == arch.producers
 
 
+@pytest.mark.alone  # its budget is met or not by keys measured now beside those measured before
 @pytest.mark.sweep
 @pytest.mark.train
 def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> None:
