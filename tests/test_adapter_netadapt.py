@@ -253,9 +253,9 @@ def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
     store = LutStore.open(tmp_path / "fast.db")
     version = store.version(1)
     fine = SearchSpace("mobilenet_v1", 32, CLASSES, store.table(1), GRID, lut=f"{store.path}@1",
-                       fine_step=16, measure=OnDemand(store, version, "fast", None))
+                       fine_step=8, measure=OnDemand(store, version, "fast", None))
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.85"}, "short_steps": 1,
-                         "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 16},
+                         "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 8},
                       lut=f"{store.path}@1")
     result, na = adapt(cfg, fine, digits, tmp_path / "run")
     hist = na.state["history"]
@@ -268,14 +268,15 @@ def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
         assert rate[h["chosen"]] == min(rate.values())
     assert na.training_steps() == result["training_steps"] == \
         na.state["pretrain_steps"] + 8 * (len(hist) - 1) + na.state["long_steps"]
-    # finer widths: every proposal is the largest width on a grid of 16 (not the LUT's 64)
-    # that meets the target, the keys those widths need measured into derived versions
+    # finer widths: every proposal is the largest width on a grid of 8 (not the LUT's 64)
+    # that meets the target, the keys those widths need measured into derived versions (a
+    # grid of 8 has widths no grid-64 LUT holds, so some are measured whatever the LUT says)
     for prev, h in itertools.pairwise(hist):
         for p in h["proposals"]:
             (slot, w), = p["to"].items()
-            assert w % 16 == 0 or w in fine.choices[slot]
-            if w + 16 < p["from"][slot]:
-                wider = {**prev["widths"], slot: w + 16}
+            assert w % 8 == 0 or w in fine.choices[slot]
+            if w + 8 < p["from"][slot]:
+                wider = {**prev["widths"], slot: w + 8}
                 assert fine.resource("latency_ms", wider) > h["targets"]["latency_ms"]
     assert [v.parent for v in store.versions()][:2] == [None, 1]
     assert any(h["lut"] != f"{store.path}@1" for h in hist[1:])
