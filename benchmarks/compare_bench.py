@@ -55,7 +55,7 @@ def settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
 class Lines:
     """The library's progress (``lut_db.progress.Steps``) as plain lines on stderr: one per
     finished step, with its time and, for a step with a total, the ETA of what is left. (The
-    CLI's rich bars live in netadapt_cli, which benchmarks do not import; a run of an hour
+    rich bars belong to the CLI package, which benchmarks do not import; a run of an hour
     goes to a log file anyway.)"""
 
     def __init__(self, quiet: bool = False) -> None:
