@@ -1,7 +1,7 @@
 """Numbers of the phone farm (issue 4), on a loopback ADB device of this machine.
 
 The whole ADB stack is real (adbutils -> a private adb server -> the loopback device
-of loopback/adb.py), and the device's benchmark tool is ai-edge-litert's
+of loopback/adb/), and the device's benchmark tool is ai-edge-litert's
 ``litert-benchmark`` (one Python process per model, 0.01 ms resolution).
 
 - round trips: ADB round trips (shell calls + sync sessions) per 100 shapes swept,
@@ -131,7 +131,8 @@ def _q(values: list[float], q: float) -> float:
 
 
 def run(out: dict[str, Any]) -> None:
-    from loopback.adb import AdbServer, LoopbackDevice
+    from loopback.adb.device import LoopbackDevice
+    from loopback.adb.server import AdbServer
 
     specs = zoo.shape_space(zoo.MOBILENET_V1, 224, 256)
     cpu = max(os.sched_getaffinity(0))

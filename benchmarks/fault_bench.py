@@ -245,7 +245,8 @@ def host_faults(tmp: Path, rng: random.Random) -> dict[str, Any]:
 
 
 def _phones(tmp: Path, n: int) -> tuple[list[Any], list[Any]]:
-    from loopback.adb import AdbServer, LoopbackDevice
+    from loopback.adb.device import LoopbackDevice
+    from loopback.adb.server import AdbServer
 
     homes = [tmp / f"adb-home-{i}" for i in range(n)]
     for h in homes:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from loopback.adb import AdbServer, LoopbackDevice
+from loopback.adb.device import LoopbackDevice
+from loopback.adb.server import AdbServer
 
 ZYGOTE = Path(__file__).with_name("litert_zygote.py")
 ZYGOTE_SOCKET = Path(tempfile.gettempdir()) / f"netadapt-litert-{os.getpid()}.sock"

@@ -25,7 +25,7 @@ except ImportError:
 
 # The loopback phones (a real adb server, loopback devices, farms of them): fixtures that
 # every test module needing a phone finds by name.
-from loopback.adb import (  # noqa: F401
+from loopback.adb.fixtures import (  # noqa: F401
     adb_path,
     adb_server,
     adb_server_factory,

@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 from bench.devices import ConfigError, load_config, parse_config
 from bench.discovery import find_devices, matches, parse_getprop
 from bench.runners.base import RunnerError
-from loopback.adb import *
-from loopback.adb import _free_port, _host_request
+from loopback.adb.server import AdbServer, free_port, host_request
 from loopback.farm import Farm, loop_toml
 from netadapt_cli.main import app
 
@@ -100,8 +99,8 @@ def test_devices_shows_unauthorized_and_offline(farm: Farm, loopback_device_fact
 def test_an_unreachable_server_that_is_not_ours_is_one_clear_error(configs: Path, monkeypatch):
     """Not this machine's server (another port stands in for another machine): never
     started, an error naming it."""
-    port = _free_port()
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))
+    port = free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))
     (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
     res = cli.invoke(app, ["devices", "--config", "far"])
     assert res.exit_code == 1
@@ -126,12 +125,12 @@ def test_devices_starts_the_local_server_as_adb_does(configs: Path, no_local_ser
     port = no_local_server.port
     (configs / "here.toml").write_text(loop_toml("here", [], {}))  # [] = the local server
     with pytest.raises(OSError):
-        _host_request(port, "host:version", timeout=2)  # none runs yet
+        host_request(port, "host:version", timeout=2)  # none runs yet
     res = cli.invoke(app, ["devices", "--config", "here"])
     assert res.exit_code == 0, res.output
     assert f"no adb server was running at 127.0.0.1:{port}: started it" in res.output
     assert "no devices attached" in res.output
-    assert _host_request(port, "host:version", timeout=5, reply=True)  # it runs now
+    assert host_request(port, "host:version", timeout=5, reply=True)  # it runs now
     res = cli.invoke(app, ["devices", "--config", "here"])
     assert res.exit_code == 0 and "started" not in res.output
 
@@ -175,8 +174,8 @@ def test_lut_with_no_matching_phone_exits_cleanly(farm: Farm):
 
 
 def test_lut_with_no_adb_server_exits_cleanly(configs: Path, monkeypatch, tmp_path: Path):
-    port = _free_port()
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # 'far' is not ours
+    port = free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))  # 'far' is not ours
     (configs / "far.toml").write_text(loop_toml("far", [f"127.0.0.1:{port}"], {}))
     res = cli.invoke(app, ["lut", "--no-calibrate", "--device", "far", "--lut", str(tmp_path / "f.db")],
                      terminal_width=300)

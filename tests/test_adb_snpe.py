@@ -17,7 +17,6 @@ from bench.devices import make_runners
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.runners.snpe import SnpeMissing, SnpeRunner
 from bench.tflite_build import build_layer
-from loopback.adb import *
 from loopback.farm import Farm
 from lut_db.spec import LayerSpec
 from netadapt_cli.main import app

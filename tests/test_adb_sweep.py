@@ -17,7 +17,6 @@ from bench.agreement import agreement
 from bench.devices import make_runners
 from bench.runners.host import HostRunner
 from bench.tflite_build import build_layer
-from loopback.adb import *
 from loopback.farm import LITERT, Farm
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore

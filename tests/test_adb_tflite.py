@@ -14,7 +14,6 @@ from bench.runners.adb_phone import PhoneInfo, elf_abi, parse_cpu_list, parse_cp
 from bench.runners.adb_tflite import AdbTfliteRunner
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.tflite_build import build_layer
-from loopback.adb import *
 from loopback.farm import Farm, calls, printed, stand_in_tool
 from lut_db.spec import LayerSpec
 

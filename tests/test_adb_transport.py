@@ -21,8 +21,9 @@ from bench.runners.adb_transport import (
     parse_server,
     start_local_server,
 )
-from loopback.adb import *
-from loopback.adb import DEFAULT_FEATURES, AdbServer, LoopbackDevice, _free_port
+from loopback.adb.device import LoopbackDevice
+from loopback.adb.protocol import DEFAULT_FEATURES
+from loopback.adb.server import AdbServer, free_port
 
 NASTY = "we ird $HOME; rm -rf x 'q' \"dq\" `t` &|.bin"
 
@@ -71,7 +72,7 @@ def test_unreachable_server_never_starts_one(monkeypatch):
         raise AssertionError(f"tried to run {args}")
 
     monkeypatch.setattr(adbutils._adb.subprocess, "run", no_spawn)
-    port = _free_port()
+    port = free_port()
     with pytest.raises(AdbUnreachable, match=f"no adb server reachable at 127.0.0.1:{port}"):
         Client(Server("127.0.0.1", port)).states()
 
@@ -81,7 +82,7 @@ def test_only_this_machines_server_is_ever_started(monkeypatch):
         raise AssertionError(f"tried to run {args}")
 
     monkeypatch.setattr(adb_transport.subprocess, "run", no_spawn)
-    port, other = _free_port(), _free_port()
+    port, other = free_port(), free_port()
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
     assert is_local(Server("127.0.0.1", port)) and is_local(Server("localhost", port))
     assert not is_local(Server("127.0.0.1", other)) and not is_local(Server("10.0.0.2", port))

@@ -16,7 +16,7 @@ from bench.devices import make_runners
 from bench.runners.adb_phone import safe_serial
 from bench.runners.base import RunnerError
 from bench.runners.checks import battery_check, governor_check, parse_battery
-from loopback.adb import _free_port
+from loopback.adb.server import free_port
 from loopback.farm import Farm
 from netadapt_cli.main import app
 
@@ -110,8 +110,8 @@ def test_unknown_device_or_backend_is_a_user_error(configs: Path):
 def test_what_needs_no_phone_is_said_up_front(configs: Path, monkeypatch: pytest.MonkeyPatch):
     """No phone, an adb server that does not answer, and no SNPE SDK: all three said."""
     monkeypatch.delenv("SNPE_ROOT", raising=False)
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # never started
-    port = _free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))  # never started
+    port = free_port()
     (configs / "s8.toml").write_text(
         f'kind = "android"\n[match]\n"ro.product.model" = "SM-G950*"\n[adb]\n'
         f'servers = ["127.0.0.1:{port}"]\n[backends.snpe-gpu]\nrunner = "snpe"\n')

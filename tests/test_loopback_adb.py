@@ -13,7 +13,10 @@ import adbutils
 import pytest
 from adbutils.errors import AdbError
 
-from loopback.adb import A_VERSION_MIN, AdbServer, LoopbackDevice, host_abi
+from loopback.adb.device import LoopbackDevice
+from loopback.adb.props import host_abi
+from loopback.adb.protocol import A_VERSION_MIN
+from loopback.adb.server import AdbServer
 
 pytestmark = pytest.mark.phones
 
