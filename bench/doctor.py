@@ -2,7 +2,7 @@
 
 The checks are the runners' own: a phone is probed by the probe a sweep starts with
 (without emptying its work folder), judged by the functions the runners' setup raises
-from (bench.runners.checks, adb_tflite.tool_check, snpe.sdk_check, host.affinity_check),
+from (bench.runners.checks, tflite_settings.tool_check, snpe.sdk_check, host.affinity_check),
 and its one-layer model runs through the runner a sweep would use. What doctor adds is
 only the order, and that it goes on past the first problem.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.devices import Backend, ConfigError, DeviceConfig, host_runner_settings, load_config
 from bench.discovery import AttachedDevice, all_configs, attached_text, scan, servers_of, wants
-from bench.runners.adb_phone import Phone, max_temp, read_local
+from bench.runners.adb_phone import Phone
 from bench.runners.adb_transport import Server, local_server, say_on_stderr
 from bench.runners.base import BatchItem, Failure, RunnerError, runner_class
 from bench.runners.checks import (
@@ -31,6 +31,9 @@ from bench.runners.checks import (
     state_check,
     temperature_check,
 )
+from bench.runners.local_files import read_local
+from bench.runners.phone_thermal import max_temp
+from bench.runners.tflite_settings import TfliteSettings, remote_binary, tool_check
 from bench.tflite_build import build_layer
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
@@ -291,8 +294,6 @@ def _no_config(d: AttachedDevice, wanted: DeviceConfig | None) -> Check:
 def _phone(d: AttachedDevice, config: DeviceConfig, b: Backend) -> tuple[Phone, str | None]:
     """The Phone a backend's runner would make, and the file its probe should hash."""
     if b.runner == "adb-tflite":
-        from bench.runners.adb_tflite import TfliteSettings, remote_binary
-
         s = TfliteSettings.from_backend(config, b)
         phone = Phone(d, config, s.work_dir)
         return phone, remote_binary(s, phone.work_dir)
@@ -310,8 +311,6 @@ def backend_checks(config: DeviceConfig, b: Backend, d: AttachedDevice, phone: P
     cls = runner_class(b.runner)
     settings = cls.settings_class.from_backend(config, b)
     if b.runner == "adb-tflite":
-        from bench.runners.adb_tflite import tool_check
-
         try:
             local = (read_local(settings.binary, config, f"backends.{b.name}.binary")
                      if settings.binary else None)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.shell_sections import split_sections
+
 # When the machine counts as busy (any one of these is enough):
 OTHER_CORES_BUSY = 0.25  # other processes used more than a quarter of one core on average
 STEAL_BUSY = 0.02  # the hypervisor took more than 2 % of the CPUs' time
@@ -260,19 +262,6 @@ def phone_state_script(extra: Mapping[str, str] | None = None) -> str:
     ]) + "\n"
 
 
-def split_state(text: str) -> dict[str, str]:
-    """``phone_state_script`` output -> {section: its text}."""
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.startswith(STATE_MARK + " "):
-            current = line[len(STATE_MARK) + 1:].strip()
-            out[current] = []
-        elif current is not None and line.strip():
-            out[current].append(line.strip())
-    return {k: "\n".join(v) for k, v in out.items()}
-
-
 @dataclass(frozen=True)
 class PhoneReading:
     """One ``phone_state_script`` output, parsed."""
@@ -288,7 +277,7 @@ def parse_phone_state(text: str, read_extras: Callable[[Mapping[str, str]], Phon
                       = lambda sections: PhoneExtras(), ticks_per_s: float = 100.0
                       ) -> PhoneReading:
     """``read_extras``: the runner's reader of its own sections (temperatures, battery)."""
-    s = split_state(text)
+    s = split_sections(text, STATE_MARK)
     cpus: dict[int, tuple[int | None, str | None]] = {}
     for line in s.get("cpus", "").splitlines():
         parts = line.split()

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.devices import ConfigError, make_runner, make_runners
-from bench.runners.adb_phone import PhoneInfo, elf_abi, parse_cpu_list, parse_cpus, zone_readings
 from bench.runners.adb_tflite import AdbTfliteRunner
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
+from bench.runners.local_files import elf_abi
+from bench.runners.phone_pinning import pin_prefix
+from bench.runners.phone_probe import PhoneInfo, parse_cpu_list, parse_cpus
+from bench.runners.phone_thermal import zone_readings
 from bench.tflite_build import build_layer
 from loopback.farm import Farm, calls, printed, stand_in_tool
 from lut_db.spec import LayerSpec
@@ -124,8 +127,8 @@ def test_pinning_cores_and_notes(farm: Farm):
     assert r.pinning[-2:] == ["taskset", format(1 << last, "x")]
     assert r.fingerprint()["pinned"] is True
     r.phone.info.tools.discard("taskset")
-    r.pinning = r._pin_prefix()
-    assert "taskset" not in r.pinning and "taskset not found" in r.notes[-1]
+    pinning, notes = pin_prefix(r.phone.info.tools, r.cpus, r.settings.model_timeout_s)
+    assert "taskset" not in pinning and "taskset not found" in notes[-1]
     farm.write(cpus="big")
     big = runner(farm)
     assert big.cpus is None and any("big cores unknown" in n for n in big.notes)

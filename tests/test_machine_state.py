@@ -9,9 +9,9 @@ import pytest
 
 from bench import machine_state as ms
 from bench import timing
-from bench.runners.adb_phone import zone_readings
 from bench.runners.base import BaseRunner, BatchItem, Result, Timing
 from bench.runners.checks import parse_battery
+from bench.runners.phone_thermal import zone_readings
 from tests.fakes import BUSY, QUIET, FixedProbe
 
 STAT_0 = """cpu  1000 0 200 8000 100 0 0 10 0 0

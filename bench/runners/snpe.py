@@ -30,11 +30,13 @@ from typing import Any
 
 from bench.devices import Backend, ConfigError, DeviceConfig
 from bench.discovery import AttachedDevice
-from bench.runners.adb_phone import DEFAULT_WORK_DIR, PhoneRunner, elf_abi
+from bench.runners.adb_phone import DEFAULT_WORK_DIR
 from bench.runners.adb_transport import ConnectionLost
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError, Timing
 from bench.runners.checks import Check, require
+from bench.runners.local_files import elf_abi
 from bench.runners.parse import ParseError, parse_snpe_diagview
+from bench.runners.phone_runner import PhoneRunner
 from bench.runners.snpe_commands import (
     NET_RUN,
     PERF_PROFILES,
@@ -300,13 +302,13 @@ class SnpeRunner(PhoneRunner):
         folder = self.phone.new_batch_dir()
         names = {i: f"m{i}.dlc" for i in jobs}
         script = "\n".join([
-            self.phone.temps_snippet("before"),
+            self.phone.thermal.temps_snippet("before"),
             net_run_script(folder, self.remote_sdk,
                            [NetRunJob(names[i], size) for i, (_, size) in jobs.items()],
                            self.settings.runtime, self.settings.perf_profile,
                            profiling_level or self.settings.profiling_level, self.settings.runs,
                            self.settings.extra_args),
-            self.phone.temps_snippet("after")])
+            self.phone.thermal.temps_snippet("after")])
         script_path = posixpath.join(folder, "run.sh")
         self.phone.transport.push_many(
             [(dlc, posixpath.join(folder, names[i]), 0o644) for i, (dlc, _) in jobs.items()]
