@@ -7,6 +7,8 @@ the binary's hash, thermal zones; the screen kept awake), the binary pushed if n
 and the tool run once on a one-layer model with the sweep's flags, pinned as the sweep
 pins: which tool it is, whether it took every flag, whether the GPU ran the whole model,
 whether ``taskset`` really pinned. Anything wrong there is one message naming the fix.
+(The settings: ``tflite_settings``; the setup run: ``tflite_tool_probe``; the cores:
+``phone_pinning``.)
 
 Per batch: ONE sync session pushes every model and the batch script, ONE shell runs the
 script (models one after another, pinned, each one's output between markers, the thermal
