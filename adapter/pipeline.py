@@ -36,7 +36,7 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
     path, vid = parse_lut_ref(ref)
     ckpt = run_dir / "checkpoint.pt"
     if resume and vid is None and ckpt.exists():
-        from adapter.netadapt import load_checkpoint
+        from adapter.checkpoints import load_checkpoint
 
         started = load_checkpoint(ckpt)["config"]["lut"]
         spath, svid = parse_lut_ref(started)
@@ -64,7 +64,7 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
     than the grid for the layer being cut, their keys measured on ``device`` when first
     needed (``OnDemand``). Returns (space, label of the version whose entries it uses)."""
     from adapter.arch import Architecture
-    from adapter.netadapt import SearchSpace, lut_grid, missing_keys
+    from adapter.search_space import SearchSpace, lut_grid, missing_keys
     from bench import zoo
 
     arch = Architecture.load(model, resolution, classes, tie_bottlenecks, dtype)
@@ -111,7 +111,7 @@ def _family_space(version: Version, model: str, resolution: int, classes: int,
                   grid: int | None, dtype: str = "float32") -> SweepSpace:
     """The shape space a built-in model needs at this resolution and dtype: at ``grid``, else
     at the grid of the LUT's sweep at this resolution, else at `netadapt lut`'s default."""
-    from adapter.netadapt import lut_grid
+    from adapter.search_space import lut_grid
 
     if grid is None:
         try:
@@ -146,8 +146,10 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
     """Adapt, compare, export and verify (on ``device`` with ``backend``: the LUT's own);
     writes result.json and the plots into run_dir and returns the result. ``progress``
     hears every long step (``lut_db.progress``)."""
-    from adapter import netadapt
+    from adapter.curves import equal_latency_multiplier
     from adapter.executors import make_executor
+    from adapter.search import Search
+    from adapter.tasks import make_context
 
     log = log or print
     t0 = time.perf_counter()
@@ -155,15 +157,15 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
         from adapter.quantize import calibration_images
 
         calibration_images(dataset, cfg.calibration_batches, cfg.batch_size, cfg.seed)
-    context = netadapt.make_context(cfg, dataset)
+    context = make_context(cfg, dataset)
     executor = make_executor(context, workers, ray)
     log(f"run folder {run_dir}; proposals on {executor.name}")
     try:
-        na = netadapt.NetAdapt(cfg, space, dataset, run_dir, executor, context, log=log,
-                               progress=progress)
+        na = Search(cfg, space, dataset, run_dir, executor, context, log=log,
+                    progress=progress)
         result = na.run(resume=resume)
         adapted_ms = result["adapted"]["latency_ms"]
-        m_eq, w_eq = netadapt.equal_latency_multiplier(space, adapted_ms)
+        m_eq, w_eq = equal_latency_multiplier(space, adapted_ms)
         result["equal_latency_multiplier"] = {"multiplier": m_eq, "widths": w_eq,
                                               **space.resources(w_eq)}
         result["multipliers"] = (na.compare_multipliers(compare, equal_to=adapted_ms)
@@ -312,7 +314,7 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
     """Measure initial, adapted and multiplier networks whole on the device, interleaved:
     each as its exported file, the one that holds its trained weights; with a sample of
     their layers timed alone again between rounds (the device's drift since the LUT)."""
-    from adapter.netadapt import measure_with_drift
+    from adapter.on_device import measure_with_drift
 
     nets = {"initial": _file(result["initial"], result["exports"]["initial"]["tflite"]),
             "adapted": _file(result["adapted"], result["exports"]["tflite"])}
@@ -336,7 +338,7 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
 
 def quality(result: dict) -> None:
     """Estimated vs measured, and adapted vs multipliers at equal latency / accuracy."""
-    from adapter.netadapt import interpolate_curve, speedup_at_equal_accuracy
+    from adapter.curves import interpolate_curve, speedup_at_equal_accuracy
 
     a, i = result["adapted"], result["initial"]
     q: dict[str, Any] = {

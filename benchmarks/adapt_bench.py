@@ -34,7 +34,7 @@ MULTIPLIERS = [0.25, 0.5, 0.75]
 def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
     """(SearchSpace on the demo LUT, its label); sweeps the 32 px space when missing."""
     from adapter.errors import AdaptError
-    from adapter.netadapt import SearchSpace, lut_grid
+    from adapter.search_space import SearchSpace, lut_grid
     from bench.devices import open_runners
     from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutError, LutStore
@@ -58,7 +58,7 @@ def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
 
 def search_time(space: Any, repeats: int = 20) -> dict[str, Any]:
     """ms to make one iteration's proposals for all 14 MobileNetV1 slots (LUT only)."""
-    from adapter.netadapt import SearchSpace
+    from adapter.search_space import SearchSpace
 
     out: dict[str, Any] = {"slots": len(space.groups)}
     for label, mult in (("full_width", 1.0), ("x0.75", 0.75)):
@@ -85,13 +85,13 @@ def search_time(space: Any, repeats: int = 20) -> dict[str, Any]:
 
 def adapt_seed(space: Any, label: str, seed: int, runs_dir: Path, workers: int) -> dict:
     from adapter import data
-    from adapter.netadapt import AdaptConfig
+    from adapter.config import AdaptConfig
     from adapter.pipeline import adapt
 
     run_dir = runs_dir / f"bench-adapt-s{seed}"
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():  # a kept run continues on the LUT version it started with
-        from adapter.netadapt import load_checkpoint
+        from adapter.checkpoints import load_checkpoint
 
         started = load_checkpoint(ckpt)["config"]["lut"]
         if started != label and started.rpartition("@")[0] == label.rpartition("@")[0]:

@@ -137,7 +137,7 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
 def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dataset: Any,
              seed: int, bars: Lines) -> list[dict]:
     """One seed: the budgets' runs (the first also trains the multipliers)."""
-    from adapter.netadapt import AdaptConfig
+    from adapter.config import AdaptConfig
     from adapter.pipeline import adapt
 
     out, initial = [], None
@@ -186,7 +186,7 @@ def _point(name: str, accs: list[float], ms: list[float]) -> dict[str, Any]:
 
 def summarise(runs: dict[int, list[dict]], ms: dict[str, float], width: float
               ) -> dict[str, Any]:
-    from adapter.netadapt import interpolate_curve, speedup_at_equal_accuracy
+    from adapter.curves import interpolate_curve, speedup_at_equal_accuracy
 
     seeds = sorted(runs)
     first = runs[seeds[0]][0]

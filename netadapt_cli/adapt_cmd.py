@@ -138,7 +138,8 @@ def adapt_cmd(
     with user_errors(as_json), Bars(quiet) as bars:
         from adapter import data as data_mod
         from adapter import pipeline
-        from adapter.netadapt import AdaptConfig, Budget, lut_dtypes
+        from adapter.config import AdaptConfig, budget_options
+        from adapter.search_space import lut_dtypes
         from bench.devices import load_config
 
         if fine_widths is not None:
@@ -146,13 +147,7 @@ def adapt_cmd(
                 raise typer.BadParameter("give --fine-step once (not also as --fine-widths)")
             deprecated("netadapt adapt --fine-widths", "netadapt adapt --fine-step")
             fine_step = fine_widths
-        budgets = {"latency_ms": budget}
-        if max_macs:
-            budgets["macs"] = max_macs
-        if max_params:
-            budgets["params"] = max_params
-        for r, v in budgets.items():
-            Budget.parse(r, v)  # refuse a bad budget before any work
+        budgets = budget_options(budget, max_macs or None, max_params or None)
         mults = _floats(multipliers, "--multipliers")
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed, dtype or "float32"))
         store, version = pipeline.lut_for(lut, run_dir, resume)

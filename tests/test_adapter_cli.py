@@ -214,7 +214,7 @@ def test_old_fine_widths_spelling_warns(tmp_path: Path) -> None:
 
 def test_config_holds_plain_strings() -> None:
     """The CLI's enums reach a checkpoint as plain strings (torch.load(weights_only=True))."""
-    from adapter.netadapt import AdaptConfig
+    from adapter.config import AdaptConfig
     from adapter.pick import PickRule
     from lut_db.estimate import MissingPolicy
 

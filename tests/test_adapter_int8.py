@@ -221,8 +221,8 @@ def test_a_failed_quantization_leaves_the_float_exports(trained, digits, tmp_pat
 
     from adapter import pipeline
     from adapter.arch import Architecture
+    from adapter.config import AdaptConfig
     from adapter.export import save_exports
-    from adapter.netadapt import AdaptConfig
 
     arch = Architecture.load("mobilenet_v1", 32, 10)
     exports = save_exports(trained, tmp_path, "adapted", arch)

@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from adapter.config import Budget
 from adapter.errors import AdaptError
-from adapter.netadapt import Budget, Schedule, SearchSpace, lut_grid, missing_keys
+from adapter.schedule import Schedule
+from adapter.search_space import SearchSpace, lut_grid, missing_keys
 from bench import zoo
 from lut_db.estimate import MissingKeys, estimate
 from tests.fakes import ADAPT_SPACE as SPACE

@@ -244,7 +244,7 @@ def test_worst_state_is_the_busiest():
 def test_adapts_verification_says_when_the_machine_was_busy(monkeypatch):
     import contextlib
 
-    from adapter import netadapt
+    from adapter import on_device
     from bench import devices, zoo
     from tests.fakes import FakeRunner
 
@@ -255,7 +255,7 @@ def test_adapts_verification_says_when_the_machine_was_busy(monkeypatch):
     monkeypatch.setattr(devices, "open_runners", attached)
     net = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
     said: list[str] = []
-    ms, drift = netadapt.measure_with_drift({"a": net}, "fake", rounds=1, log=said.append)
+    ms, drift = on_device.measure_with_drift({"a": net}, "fake", rounds=1, log=said.append)
     assert ms["a"] > 0 and drift is None
     assert said == [BUSY.warning("the networks' latencies")]
 

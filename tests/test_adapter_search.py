@@ -1,4 +1,4 @@
-"""adapter.netadapt end to end: budgets met, the paper's rule, checkpoint/resume identical
+"""adapter.search end to end: budgets met, the paper's rule, checkpoint/resume identical
 to an uninterrupted run, executors that agree. The search runs on fixed latencies (the
 keys' MACs), the official code's options on a LUT measured for real."""
 
@@ -12,17 +12,14 @@ import pytest
 import torch
 
 from adapter import data
+from adapter.checkpoints import load_checkpoint
+from adapter.config import AdaptConfig
 from adapter.errors import AdaptError
 from adapter.executors import SerialExecutor, dumps, loads, make_executor
 from adapter.models import build
-from adapter.netadapt import (
-    AdaptConfig,
-    NetAdapt,
-    SearchSpace,
-    evaluate_proposal,
-    load_checkpoint,
-    make_context,
-)
+from adapter.search import Search
+from adapter.search_space import SearchSpace
+from adapter.tasks import evaluate_proposal, make_context
 from tests.fakes import CLASSES, GRID
 
 # Small but real: MobileNetV1 x0.5 at 32 px on the digits, a few steps per stage.
@@ -45,14 +42,14 @@ def space(fixed_lut) -> SearchSpace:
 
 
 def adapt(cfg: AdaptConfig, space: SearchSpace, ds: data.Dataset, run_dir: Path,
-          resume: bool = False, on_iteration=None) -> tuple[dict, NetAdapt]:
+          resume: bool = False, on_iteration=None) -> tuple[dict, Search]:
     context = make_context(cfg, ds)
-    na = NetAdapt(cfg, space, ds, run_dir, SerialExecutor(context), context, log=lambda m: None)
+    na = Search(cfg, space, ds, run_dir, SerialExecutor(context), context, log=lambda m: None)
     return na.run(resume=resume, on_iteration=on_iteration), na
 
 
 @pytest.fixture(scope="module")
-def finished(space, digits, tmp_path_factory) -> tuple[dict, NetAdapt]:
+def finished(space, digits, tmp_path_factory) -> tuple[dict, Search]:
     cfg = AdaptConfig(**SMALL, lut=space._latency.lut)
     return adapt(cfg, space, digits, tmp_path_factory.mktemp("runs") / "whole")
 
@@ -177,7 +174,7 @@ class SlowDevice:
 @pytest.mark.train
 def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeypatch) -> None:
     device = SlowDevice(space, 0.3)
-    monkeypatch.setattr("adapter.netadapt.measure", device)
+    monkeypatch.setattr("adapter.on_device.measure", device)
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.75"}}, lut=space._latency.lut,
                       measured_on="slowphone")
     result, _ = adapt(cfg, space, digits, tmp_path / "m")
@@ -214,19 +211,19 @@ class CliffDevice(SlowDevice):
 def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monkeypatch) -> None:
     """The first network that meets the estimate's budget measures 10x over it: tightened by
     that ratio, the estimate's budget falls below the smallest network on the grid."""
-    monkeypatch.setattr("adapter.netadapt.measure", CliffDevice(space, 0.0))
+    monkeypatch.setattr("adapter.on_device.measure", CliffDevice(space, 0.0))
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.9"}, "pretrain_epochs": 0},
                       lut=space._latency.lut, measured_on="slowphone")
     with pytest.raises(AdaptError, match=r"measured budget .* cannot be met: .* smallest "
                                          r"network on the grid is"):
         adapt(cfg, space, digits, tmp_path / "m")
-    monkeypatch.setattr("adapter.netadapt.measure", lambda *a, **k: None)
+    monkeypatch.setattr("adapter.on_device.measure", lambda *a, **k: None)
     with pytest.raises(AdaptError, match="needs slowphone attached"):
         adapt(cfg, space, digits, tmp_path / "n")
 
 
 def test_speedup_at_equal_accuracy_takes_the_first_network_as_accurate() -> None:
-    from adapter.netadapt import speedup_at_equal_accuracy as speedup
+    from adapter.curves import speedup_at_equal_accuracy as speedup
 
     ms, acc = [0.1, 0.2, 0.4], [0.90, 0.95, 0.99]
     assert speedup(ms, acc, 0.1, 0.97) == pytest.approx(3.0)  # 0.3 ms on the curve
