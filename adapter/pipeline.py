@@ -4,7 +4,7 @@ verify on the device, plot; ``result.json`` in the run folder.
 
     store, version = lut_for("luts/host.db", run_dir, resume=False)
     space, used = search_space(store, version, "mobilenet_v1", 32, 10, missing="error")
-    result = adapt(cfg, space, dataset, run_dir, compare=[0.25, 0.5, 0.75], device="host")
+    result = adapt(cfg, space, dataset, run_dir, multipliers=[0.25, 0.5, 0.75], device="host")
 """
 
 from __future__ import annotations
@@ -140,12 +140,15 @@ class OnDemand:
 
 
 def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1,
-          ray: str | None = None, resume: bool = False, compare: list[float] | None = None,
-          device: str | None = "host", backend: str | None = None, rounds: int = 3,
-          lut_used: str = "", log: Log | None = None, progress: Steps = silent) -> dict:
-    """Adapt, compare, export and verify (on ``device`` with ``backend``: the LUT's own);
-    writes result.json and the plots into run_dir and returns the result. ``progress``
-    hears every long step (``lut_db.progress``)."""
+          ray: str | None = None, resume: bool = False, multipliers: list[float] | None = None,
+          device: str = "host", backend: str | None = None, measure: bool = True,
+          measure_rounds: int = 3, lut_used: str = "", log: Log | None = None,
+          progress: Steps = silent) -> dict:
+    """Adapt, compare with the width ``multipliers`` (None: no comparison), export and, with
+    ``measure``, verify on ``device`` with ``backend`` (the LUT's own) in ``measure_rounds``
+    interleaved rounds: `netadapt adapt`'s options of those names. Writes result.json and
+    the plots into run_dir and returns the result. ``progress`` hears every long step
+    (``lut_db.progress``)."""
     from adapter.curves import equal_latency_multiplier
     from adapter.executors import make_executor
     from adapter.search import Search
@@ -168,8 +171,8 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
         m_eq, w_eq = equal_latency_multiplier(space, adapted_ms)
         result["equal_latency_multiplier"] = {"multiplier": m_eq, "widths": w_eq,
                                               **space.resources(w_eq)}
-        result["multipliers"] = (na.compare_multipliers(compare, equal_to=adapted_ms)
-                                 if compare else [])
+        result["multipliers"] = (na.compare_multipliers(multipliers, equal_to=adapted_ms)
+                                 if multipliers else [])
     finally:
         executor.close()
     result["lut_used"] = lut_used or cfg.lut
@@ -183,8 +186,8 @@ def adapt(cfg: Any, space: Any, dataset: Any, run_dir: Path, *, workers: int = 1
         progress("int8 files", 0, None)
         int8_exports(na, dataset, result, log)
         progress("int8 files", 1, 1)
-    if device:
-        verify(space, result, device, backend, rounds, log, progress)
+    if measure:
+        verify(space, result, device, backend, measure_rounds, log, progress)
     progress("plotting", 0, None)
     result["plots"] = plots(na, space, run_dir, result)
     progress("plotting", 1, 1)

@@ -99,8 +99,8 @@ def adapt_seed(space: Any, label: str, seed: int, runs_dir: Path, workers: int) 
                                     int(started.rpartition("@")[2]))
     cfg = AdaptConfig(**DEMO, lut=label, grid=space.grid, seed=seed)
     ds = data.load("digits", RES)
-    return adapt(cfg, space, ds, run_dir, workers=workers, resume=True, compare=MULTIPLIERS,
-                 device="host", rounds=5, log=lambda m: print(f"  [seed {seed}] {m}", flush=True))
+    return adapt(cfg, space, ds, run_dir, workers=workers, resume=True, multipliers=MULTIPLIERS,
+                 device="host", measure_rounds=5, log=lambda m: print(f"  [seed {seed}] {m}", flush=True))
 
 
 def seed_row(seed: int, r: dict) -> dict[str, Any]:

@@ -148,8 +148,8 @@ def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dat
                           weights=str(initial) if initial else None)
         t0 = time.perf_counter()
         r = adapt(cfg, space, dataset, run_dir, workers=args.workers, resume=True,
-                  compare=[m * args.width for m in args.multipliers] if k == 0 else None,
-                  device=None, progress=bars,
+                  multipliers=[m * args.width for m in args.multipliers] if k == 0 else None,
+                  measure=False, progress=bars,
                   log=lambda m, s=seed, b=budget: print(f"  [s{s} b{b:g}] {m}", flush=True))
         r["budget"], r["run_dir"], r["wall_s_now"] = budget, str(run_dir), time.perf_counter() - t0
         out.append(r)

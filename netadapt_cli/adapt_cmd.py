@@ -186,9 +186,10 @@ def adapt_cmd(
             calibration_batches=calibration_batches, max_int8_drop=max_int8_drop)
         cfg.validate()
         result = pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
-                                resume=resume, compare=mults if compare_multipliers else None,
-                                device=None if no_measure else target, backend=version.backend,
-                                rounds=measure_rounds, lut_used=used, log=say,
+                                resume=resume,
+                                multipliers=mults if compare_multipliers else None,
+                                device=target, backend=version.backend, measure=not no_measure,
+                                measure_rounds=measure_rounds, lut_used=used, log=say,
                                 progress=bars)
         bars.close()
         if as_json:
