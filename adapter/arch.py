@@ -54,7 +54,14 @@ class Architecture:
         the linear-bottleneck slots of one resolution together (how the paper adapts
         MobileNetV2; the default for it, off for other models). ``dtype``: the dtype of its
         layers' LUT keys and networks (int8: the model is shipped full-integer)."""
-        model = full_model(source, resolution, classes)
+        return cls.of(full_model(source, resolution, classes), source, resolution, classes,
+                      tie_bottlenecks, dtype)
+
+    @classmethod
+    def of(cls, model: nn.Module, source: str, resolution: int, classes: int,
+           tie_bottlenecks: bool | None = None, dtype: str = "float32") -> Architecture:
+        """``load`` for a model already built (``source`` names it; a model in the caller's
+        hands has no source to rebuild from, so ``fresh`` and ``rebuild`` are not for it)."""
         names = zoo_names(source, resolution, classes)
         producers, family_layers = derive(model, (resolution, resolution, 3), names)
         if dtype != "float32":

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapter.errors import AdaptError
 from bench.missing import backend_option, resolve, sweep_space
@@ -21,6 +21,9 @@ from bench.sweep import SweepSpace
 from lut_db.estimate import MissingKeys
 from lut_db.progress import Steps, silent
 from lut_db.store import LutStore, Version, parse_lut_ref
+
+if TYPE_CHECKING:
+    from adapter.arch import Architecture
 
 Log = Callable[[str], None]
 USER_GRID = 16  # channel grid of a model no LUT sweep covers (its keys: --missing measure)
@@ -46,15 +49,17 @@ def lut_for(ref: str, run_dir: Path, resume: bool) -> tuple[LutStore, Version]:
     return store, store.version(vid)
 
 
-def search_space(store: LutStore, version: Version, model: str, resolution: int, classes: int,
+def search_space(store: LutStore, version: Version, model: str | Architecture,
+                 resolution: int, classes: int,
                  grid: int | None = None, missing: str = "error", device: str | None = None,
                  log: Log | None = None, tie_bottlenecks: bool | None = None,
                  fine_step: int | None = None, dtype: str = "float32", sweep: bool = True,
                  progress: Steps = silent) -> tuple[Any, str]:
-    """The search space of ``model`` (a built-in, ``pkg.module:factory`` or a saved model:
-    ``adapter.arch``) on the LUT, its latency the version's calibrated estimate (the plain
-    sum, with a warning through ``log``, when the version has no calibration). ``dtype``:
-    the keys' dtype (int8: the LUT's int8 sweep prices the full-integer network).
+    """The search space of ``model`` (a built-in, ``pkg.module:factory``, a saved model, or
+    an ``Architecture`` already traced: ``adapter.arch``) on the LUT, its latency the
+    version's calibrated estimate (the plain sum, with a warning through ``log``, when the
+    version has no calibration). ``dtype``: the keys' dtype (int8: the LUT's int8 sweep
+    prices the full-integer network).
 
     Keys the LUT lacks: with ``sweep`` (the default) a built-in model's shape space at this
     resolution is swept on the LUT's own device into a derived version, as `netadapt lut`
@@ -67,16 +72,17 @@ def search_space(store: LutStore, version: Version, model: str, resolution: int,
     from adapter.search_space import SearchSpace, lut_grid, missing_keys
     from bench import zoo
 
-    arch = Architecture.load(model, resolution, classes, tie_bottlenecks, dtype)
+    arch = (model if isinstance(model, Architecture) else
+            Architecture.load(model, resolution, classes, tie_bottlenecks, dtype))
     if dtype == "int8":
         from adapter.quantize import check_int8_ops
 
         check_int8_ops(arch.family.network(arch.base, resolution=resolution, classes=classes))
-    if model in zoo.FAMILIES:
-        family_space = _family_space(version, model, resolution, classes, grid, dtype)
+    if arch.source in zoo.FAMILIES:
+        family_space = _family_space(version, arch.source, resolution, classes, grid, dtype)
         if sweep:
             version = sweep_space(store, version, family_space, log=log, progress=progress)
-        grid = grid or lut_grid(version.space, model, resolution, classes,
+        grid = grid or lut_grid(version.space, arch.source, resolution, classes,
                                 f"{store.path}@{version.id}", dtype, version.device)
     else:  # the user's own model: no sweep of it to take the grid from
         grid = grid or USER_GRID

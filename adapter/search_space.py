@@ -208,6 +208,13 @@ def lut_dtypes(space: Mapping[str, Any]) -> list[str]:
     return sorted({s.get("dtype", "float32") for s in space.get("sweeps", [])}) or ["float32"]
 
 
+def default_dtype(space: Mapping[str, Any]) -> str:
+    """The dtype a search prices by default: the LUT's when its sweeps hold one, else
+    float32."""
+    have = lut_dtypes(space)
+    return have[0] if len(have) == 1 else "float32"
+
+
 def _sweeps(space: Mapping[str, Any]) -> str:
     return "; ".join(f"{','.join(s.get('families', []))} at {s.get('resolutions')} px, grid "
                      f"{s.get('grid')}, {s.get('classes')} classes, "

@@ -139,7 +139,7 @@ def adapt_cmd(
         from adapter import data as data_mod
         from adapter import pipeline
         from adapter.config import AdaptConfig, budget_options
-        from adapter.search_space import lut_dtypes
+        from adapter.search_space import default_dtype
         from bench.devices import load_config
 
         if fine_widths is not None:
@@ -151,9 +151,8 @@ def adapt_cmd(
         mults = _floats(multipliers, "--multipliers")
         run_dir = runs_dir / (name or _run_name(model, lut, budget, seed, dtype or "float32"))
         store, version = pipeline.lut_for(lut, run_dir, resume)
-        if dtype is None:  # the LUT's, when its sweeps hold one dtype
-            have = lut_dtypes(version.space)
-            dtype = have[0] if len(have) == 1 else "float32"
+        if dtype is None:
+            dtype = default_dtype(version.space)
             if name is None and dtype != "float32":  # the run folder is named after it
                 run_dir = runs_dir / _run_name(model, lut, budget, seed, dtype)
                 store.close()

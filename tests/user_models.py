@@ -80,3 +80,24 @@ def with_gelu() -> WithGelu:
 
 def broken() -> nn.Module:
     raise RuntimeError("this factory fails")
+
+
+class MobileNetV1Strided(nn.Module):
+    """MobileNetV1's stem and its stride-2 blocks only (six slots, about 0.2 M parameters),
+    narrower at the end: every shape it can be cut to is a MobileNetV1 shape at 32 px, so a
+    MobileNetV1 LUT prices it whole."""
+
+    def __init__(self, num_classes: int = 10):
+        from adapter.models import ConvBNAct
+
+        super().__init__()
+        layers, cin = [ConvBNAct(3, 32, 3, 2)], 32
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (256, 2), (256, 2)):
+            layers += [ConvBNAct(cin, cin, 3, stride, groups=cin), ConvBNAct(cin, cout)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
