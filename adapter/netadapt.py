@@ -51,8 +51,10 @@ class NetAdapt:
     ``example_inputs``: a batch of the model's input, NCHW with 3 channels and square
     images (the LUT's layers are keyed at one resolution). ``train(model, steps)``
     fine-tunes a pruned copy in place (make its optimizer inside: every proposal is a new
-    model); ``evaluate(model)`` scores one, higher is better. The caller's model is left
-    as it is: ``model`` is the adapted copy."""
+    model); ``evaluate(model)`` scores one, higher is better (the initial model too, once,
+    here). The caller's model is left as it is: ``model`` is the adapted copy. Keywords
+    are `netadapt adapt`'s options; ``device``: where keys the LUT lacks are measured
+    (default: the LUT's own device)."""
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, *, lut: str | Path,
                  train: Train, evaluate: Evaluate, budget: str | float = 0.5,
@@ -88,10 +90,7 @@ class NetAdapt:
         self.max_iterations, self.progress = max_iterations, progress
         self.log = log or (lambda _m: None)
         initial = self.resources
-        budgets = cfg.budget_list()
-        self.schedule = Schedule({b.resource: b.absolute(initial[b.resource]) for b in budgets},
-                                 {b.resource: initial[b.resource] for b in budgets},
-                                 reduction, decay)
+        self.schedule = _schedule(cfg, initial)
         self.schedule.check(self.space.resources(self.space.minimum()))
         self.history: list[dict[str, Any]] = [{"iteration": 0, "widths": self.widths,
                                                **initial, "score": float(evaluate(self.model))}]
@@ -167,6 +166,13 @@ class NetAdapt:
         net = write_tflite(self.model, paths["tflite"], (res, res, 3), name=stem)
         paths["network"].write_text(net.to_json(indent=1))
         return {k: str(v) for k, v in paths.items()}
+
+
+def _schedule(cfg: AdaptConfig, initial: dict[str, float]) -> Schedule:
+    """The budgets made absolute against the initial model, and the reduction schedule."""
+    budgets = cfg.budget_list()
+    return Schedule({b.resource: b.absolute(initial[b.resource]) for b in budgets},
+                    {b.resource: initial[b.resource] for b in budgets}, cfg.reduction, cfg.decay)
 
 
 def _resolution(example: torch.Tensor) -> int:
