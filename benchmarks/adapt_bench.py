@@ -1,4 +1,4 @@
-"""Numbers of the NetAdapt adapter (issue 6), on the `make adapt` demo.
+"""Numbers of the NetAdapt adapter, on the `make adapt` demo.
 
 - proposal search: time to find the filter count of every MobileNetV1 layer for one
   iteration, from the LUT only (target < 50 ms), with cold and warm estimate caches;

@@ -1,4 +1,4 @@
-"""Numbers of the phone farm (issue 4), on a loopback ADB device of this machine.
+"""Numbers of the phone farm, on a loopback ADB device of this machine.
 
 The whole ADB stack is real (adbutils -> a private adb server -> the loopback device
 of loopback/adb/), and the device's benchmark tool is ai-edge-litert's

@@ -1,4 +1,4 @@
-"""The paper's comparison, measured fairly (issue 13): NetAdapt at several latency budgets
+"""The paper's comparison, measured fairly: NetAdapt at several latency budgets
 against width multipliers, over seeds, on Fashion-MNIST, every network measured whole on
 the device as the exported .tflite file that holds its trained weights.
 

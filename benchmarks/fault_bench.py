@@ -1,4 +1,4 @@
-"""Faults injected into real sweeps: does the LUT lose or repeat anything? (issue 12)
+"""Faults injected into real sweeps: does the LUT lose or repeat anything?
 
 - host: ``netadapt lut`` SIGKILLed 20 times at random moments of a host sweep (a version
   derived from a sealed one), while reader threads estimate a network from the same

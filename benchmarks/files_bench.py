@@ -1,4 +1,4 @@
-"""Files section of `make bench` (issue 11): the TF converter's Keras MobileNets, float and
+"""Files section of `make bench`: the TF converter's Keras MobileNets, float and
 int8, against a float and an int8 LUT of MobileNetV1+V2 at 224 px, all on one device.
 
 Needs a Python with TensorFlow to write the files (never a dependency: NETADAPT_TF_PYTHON
@@ -83,7 +83,7 @@ def write_files(python: str, folder: Path) -> dict[str, Path]:
 
 
 def describe_read(name: str, path: Path) -> tuple[dict[str, Any], ReadResult | None]:
-    """One file read: how many ops, how each was taken (item 1 of the issue)."""
+    """One file read: how many ops, how each was taken (the ``files`` step)."""
     row: dict[str, Any] = {"file": name, "bytes": path.stat().st_size}
     t0 = time.perf_counter()
     try:

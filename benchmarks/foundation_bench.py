@@ -1,4 +1,4 @@
-"""Numbers of the host vertical slice (issue 3), measured side by side in one run.
+"""Numbers of the host slice (layer builds, sweep, estimates), measured side by side in one run.
 
 - build: model build time per layer (target < 2 ms for a conv layer)
 - sweep efficiency: sweep wall time / sum of timed invokes (target <= 1.5)

@@ -22,7 +22,7 @@ from bench import zoo
 from bench.tflite_build import build_network
 from lut_db.spec import Network, SpecError
 
-TOL = 1e-4  # max abs difference of the logits (the issue's bar)
+TOL = 1e-4  # max abs difference of the logits (the export's parity bar)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def run_tflite(model: bytes, x: torch.Tensor) -> np.ndarray:
 
 
 def assert_parity(model: nn.Module, tflite: bytes, x: torch.Tensor) -> np.ndarray:
-    """The issue's bar: max abs logit difference <= 1e-4, top-1 the same on >= 99.9 %."""
+    """The export's parity bar: max abs logit difference <= 1e-4, top-1 the same on >= 99.9 %."""
     with torch.no_grad():
         want = model.eval()(x).double().numpy()
     got = run_tflite(tflite, x)

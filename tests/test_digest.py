@@ -75,7 +75,7 @@ def test_seal_stores_a_digest_of_entries_and_fingerprint(lut: Path) -> None:
 
 
 def test_edited_latency_is_refused_on_open(lut: Path) -> None:
-    """The issue's case: triggers dropped, latency_us changed, estimate must not use it."""
+    """Hand-edited after sealing (triggers dropped, latency_us changed): no estimate uses it."""
     tamper(lut, f"UPDATE measurements SET latency_us = 1 WHERE key = '{KEYS[1]}'")
     msg = reopen_error(lut)
     assert f"{lut}@1 changed after it was sealed" in msg
