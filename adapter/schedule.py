@@ -40,7 +40,9 @@ class Schedule:
             if minimum[r] > b:
                 raise AdaptError(
                     f"the {SAY[r]} budget ({fmt_resource(r, b)}) cannot be met: the smallest network on "
-                    f"the LUT's grid (every layer at its minimum width) is {fmt_resource(r, minimum[r])}")
+                    f"the LUT's grid (every layer at its minimum width) is {fmt_resource(r, minimum[r])}"
+                    f" ({minimum[r] / self.initial[r]:.2f} of the initial network); raise the "
+                    "budget, start from a wider network (--width) or use a finer --grid")
             need = 1 - b / self.initial[r]
             reach = self.reduction / (1 - self.decay) if self.decay < 1 else math.inf
             if need > 0 and reach < need:
