@@ -466,10 +466,12 @@ class _Count:
 
 class _TrainingSteps:
     """Training steps as a step of ``total``: the epoch, the epoch's mean loss so far and
-    the last test accuracy of the learning curve (``curve``), when there is one."""
+    the last test accuracy of the learning curve (``curve``), when there is one. With a
+    curve, the caller shows an epoch's last step once its accuracy is in: the step then
+    ends once, with its final numbers."""
 
     def __init__(self, progress: Steps, name: str, total: int, epoch: int,
-                 curve: Sequence[float] = ()) -> None:
+                 curve: Sequence[float] | None = None) -> None:
         self.progress, self.name, self.total, self.epoch = progress, name, total, epoch
         self.curve = curve
         self.losses: list[float] = []
@@ -481,7 +483,8 @@ class _TrainingSteps:
         if (step - 1) % self.epoch == 0:
             self.losses = []
         self.losses.append(loss)
-        self.show(step)
+        if self.curve is None or step % self.epoch:
+            self.show(step)
 
     def show(self, step: int) -> None:
         epochs = math.ceil(self.total / self.epoch)
