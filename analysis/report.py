@@ -753,10 +753,12 @@ def compare_with(ref: str, store: LutStore, version: Version) -> Compare:
 def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Path, *,
                compare: str | None = None, networks: int = 60, seed: int = 0,
                passes: int = 4, progress: Steps = silent, repeats: int = 3,
-               log: Callable[[str], None] | None = None) -> tuple[Report, Path, Validation]:
+               log: Callable[[str], None] | None = None,
+               sweep: bool = True) -> tuple[Report, Path, Validation]:
     """Validate ``version`` (measuring on ``runner`` what is not stored; None: report only
     what is), then write the report under ``out``; returns it, its folder and the run.
-    ``progress`` hears each long step, ``log`` what is measured into a derived version."""
+    ``progress`` hears each long step, ``log`` what is measured into a derived version
+    (``sweep`` False: keys the LUT lacks stop it instead, ``validate.KeysNotSwept``)."""
     from analysis.validate import validate
 
     writable(report_dir(out, version))
@@ -764,7 +766,7 @@ def report_lut(store: LutStore, version: Version, runner: Runner | None, out: Pa
     if runner is not None:
         store.lock()  # on-demand keys go into a derived version of this file
     result = validate(store, version, runner, networks, seed, passes, progress=progress,
-                      repeats=repeats, log=log)
+                      repeats=repeats, log=log, sweep=sweep)
     progress("writing the report", 0, None)
     report = build(store, version, other)
     folder = write(report, out)

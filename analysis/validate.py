@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ from lut_db.store import LutStore, Version
 
 class NoDevice(ValidationError):
     """Validations are missing and there is no device to measure them on."""
+
+
+class KeysNotSwept(ValidationError):
+    """The validation networks need keys the LUT lacks, and measuring them was turned off."""
 
 
 @dataclass
@@ -93,17 +98,19 @@ class SessionDrift(DriftSample):
 REPEATS = 3  # each network measured this often at separate moments: the median is its
 # latency, their spread its repeatability
 PASSES = 4  # interleaved passes per repeat
+NETWORKS = 60  # the validation set's size and seed when not told
+SEED = 0
 
 
-def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 60,
-             seed: int = 0, passes: int = PASSES, profile: bool = True, drift_keys: int = 200,
-             progress: Steps = silent, repeats: int = REPEATS,
-             log: Callable[[str], None] | None = None) -> Validation:
+def validate(store: LutStore, version: Version, runner: Runner | None, n: int = NETWORKS,
+             seed: int = SEED, passes: int = PASSES, profile: bool = True,
+             drift_keys: int = 200, progress: Steps = silent, repeats: int = REPEATS,
+             log: Callable[[str], None] | None = None, sweep: bool = True) -> Validation:
     """Sample, measure what is not stored yet, estimate, store; return the set's rows.
     Each network is measured ``repeats`` times (``passes`` interleaved passes each), the
     repeats one after another through the session. ``progress`` hears each long step; keys
     the networks need and the LUT lacks are measured into a derived version, said through
-    ``log``."""
+    ``log`` (``sweep`` False: KeysNotSwept instead, before anything is measured)."""
     nets = sample_networks(Space.of(version.space), n, seed)
     stored = stored_rows(store, version)
     todo = [net for net in nets if net.name not in stored]
@@ -111,17 +118,16 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
     # The per-layer profile is measured when a device is there; without one it is left out.
     wants_profile = runner is not None and target is not None and "profile" not in json.loads(
         stored.get(target.name, {}).get("timing") or "{}")
+    command = report_command(store, version, n, seed)
     if todo and runner is None:
         raise NoDevice(
             f"{version.label} has {len(nets) - len(todo)} of the {len(nets)} validation "
             "networks measured and no device to measure the rest on; attach the device "
-            f"({version.device}, backend {version.backend}) and run: netadapt report --lut "
-            f"{store.path}@{version.id} --device {version.device}"
-            + (f" --backend {version.backend}" if backend_option(version) else "")
-            + f", or report only what is stored: netadapt report --lut {store.path}@"
-            f"{version.id} --no-measure")
+            f"({version.device}, backend {version.backend}) and run: {command}")
     tables = Tables(store.table(version.id), {})
     if todo or wants_profile:
+        if not sweep:
+            _refuse_missing(store, version, todo, command)
         version.require_same_setup(runner.fingerprint(), "validating it here would compare "
                                    "two setups. Use the device and backend the LUT was built "
                                    "with.")
@@ -146,6 +152,35 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
     rows = stored_rows(store, version)
     return Validation(version, [rows[net.name] for net in nets], len(todo),
                       len(nets) - len(todo), tables.extra_label)
+
+
+def report_command(store: LutStore, version: Version, n: int = NETWORKS,
+                   seed: int = SEED) -> str:
+    """The `netadapt report` call that measures this validation set (and the keys it needs)
+    on the version's own device and backend."""
+    words = ["netadapt", "report", "--lut", f"{store.path}@{version.id}",
+             "--device", version.device]
+    backend = backend_option(version)
+    words += ["--backend", backend] if backend else []
+    words += ["--networks", str(n)] if n != NETWORKS else []
+    words += ["--seed", str(seed)] if seed != SEED else []
+    return shlex.join(words)
+
+
+def _refuse_missing(store: LutStore, version: Version, nets: Sequence[Network],
+                    command: str) -> None:
+    """KeysNotSwept when ``nets`` need keys that neither the version nor a version derived
+    from it holds (off-grid widths, held-out families: no `netadapt lut` sweep has them)."""
+    tables = all_tables(store, version)
+    keys = [k for k in missing_keys(nets, tables.table) if k not in tables.extra]
+    if keys:
+        needy = sum(any(k not in tables.table and k not in tables.extra for k in net.keys)
+                    for net in nets)
+        raise KeysNotSwept(
+            f"{version.label} lacks {len(keys)} key(s) that {needy} of the validation "
+            "networks need (off-grid widths, held-out families: no `netadapt lut` sweep holds "
+            "them), and --no-sweep measures none; without it, they are measured into a "
+            f"derived version: {command}")
 
 
 def _tables_for(store: LutStore, version: Version, nets: Sequence[Network],

@@ -1,8 +1,8 @@
 """Device configs (one TOML per device kind) -> DeviceConfig objects -> runners.
 
-A config names its backends (e.g. ``tflite-cpu``, ``tflite-gpu``, ``snpe-gpu``), each
-with a runner kind and that runner's settings. Every error names the file, the key
-and what was expected, since users write these files by hand.
+A config names its backends (``BackendName``: ``tflite-cpu``, ``tflite-gpu``,
+``snpe-gpu``, ...), each with a runner kind and that runner's settings. Every error names
+the file, the key and what was expected, since users write these files by hand.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ KINDS = ("host", "android")
 
 class ConfigError(UserError, ValueError):
     """A device config that is missing, unreadable or invalid."""
+
+
+class BackendName(StrEnum):
+    """What the runners run on, by name: the values ``--backend`` takes. A config's
+    ``[backends.NAME]`` tables name some of them (``DeviceConfig.backend`` says which)."""
+
+    TFLITE_CPU = "tflite-cpu"  # the host runner; adb-tflite on the phone's CPU
+    TFLITE_GPU = "tflite-gpu"  # adb-tflite, accelerator = "gpu" (the TFLite GPU delegate)
+    SNPE_CPU = "snpe-cpu"  # snpe, runtime = "cpu" (and so on for each SNPE runtime)
+    SNPE_GPU = "snpe-gpu"
+    SNPE_DSP = "snpe-dsp"
+    SNPE_AIP = "snpe-aip"
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class DeviceConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def backend(self, name: str | None = None) -> Backend:
-        name = name or self.default_backend
+        name = str(name or self.default_backend)  # a BackendName reads as its value
         if name not in self.backends:
             raise ConfigError(f"{self.path}: device {self.name!r} has no backend {name!r}; "
                               f"it has: {', '.join(self.backends)}")

@@ -11,7 +11,16 @@ from rich.table import Table
 
 from adapter.pick import PickRule
 from lut_db.estimate import MissingPolicy
-from netadapt_cli.common import commentary, console, deprecated, in_panels, user_errors
+from netadapt_cli.common import (
+    commentary,
+    console,
+    deprecated,
+    in_panels,
+    lut_option,
+    missing_option,
+    sweep_option,
+    user_errors,
+)
 from netadapt_cli.progress import Bars
 
 # adapt --help in panels; every option is in exactly one (checked when the module loads).
@@ -31,8 +40,7 @@ PANELS = {
 
 @in_panels(PANELS)
 def adapt_cmd(
-    lut: str = typer.Option(..., help="LUT[@VERSION] of the target device, e.g. "
-                            "luts/galaxy_s8.db (no phone needed: the table is the device)."),
+    lut: str = lut_option(what="The target device's table: no phone needed."),
     model: str = typer.Option("mobilenet_v1", metavar="<mobilenet_v1|mobilenet_v2|"
                               "pkg.module:factory|FILE>", help="mobilenet_v1, mobilenet_v2, your own "
                               "pkg.module:factory (a function returning the torch model; "
@@ -103,14 +111,9 @@ def adapt_cmd(
     weights: Path | None = typer.Option(None, help="Initial weights (state dict) instead "
                                            "of pretraining."),
     grid: int | None = typer.Option(None, help="Channel grid (default: the LUT sweep's)."),
-    missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the search "
-                                          "needs but the LUT lacks, with --no-sweep: name "
-                                          "them (error), interpolate over channel counts, or "
-                                          "measure them on the device (attached)."),
-    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="Sweep the keys the model "
-                               "needs at its resolution and the LUT lacks, on the LUT's own "
-                               "device into a derived version, as netadapt lut does (resumes "
-                               "if interrupted). --no-sweep: they go to --missing."),
+    missing: MissingPolicy = missing_option(),
+    sweep: bool = sweep_option("the model needs at its resolution (its whole shape space, "
+                               "as netadapt lut sweeps it)"),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Local processes that "
                                 "evaluate proposals in parallel (1 = in this process)."),
     ray: str | None = typer.Option(None, help="Run proposals on Ray (pip install "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from netadapt_cli.common import console, err_console, user_errors
+from netadapt_cli.common import console, err_console, lut_option, user_errors
 from netadapt_cli.progress import Bars
 
 
 def calibrate_cmd(
-    lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
+    lut: str = lut_option(),
     device: str | None = typer.Option(None, help="Device config (default: the LUT's device)."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     networks: int = typer.Option(40, help="Networks of the calibration set."),

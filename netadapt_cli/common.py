@@ -16,6 +16,7 @@ from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 from lut_db.errors import UserError
+from lut_db.estimate import MissingPolicy
 from lut_db.spec import Network, SpecError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,10 +36,37 @@ UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, sqlite3.DatabaseError, OSError)
 
 
-# Backends are named by each device config ([backends.NAME]), so they are not a fixed enum.
-BACKEND_HELP = ("A backend of the device's config (default: its own). The shipped configs "
-                "name tflite-cpu, tflite-gpu and snpe-gpu; `netadapt devices` shows a "
-                "device's config.")
+BACKEND_HELP = ("A backend of the device's config (default: its own); `netadapt devices` "
+                "shows a device's config.")
+
+
+# Options several verbs share, each made by one function (a fresh object per verb: in_panels
+# sets a panel on the one it gets).
+def lut_option(default: Any = ..., what: str = "") -> Any:
+    """--lut: a LUT file, optionally @VERSION."""
+    return typer.Option(default, "--lut", show_default=False, help="LUT file, optionally "
+                        "@VERSION (without: its newest sealed version), e.g. luts/host.db or "
+                        "luts/host.db@2." + (f" {what}" if what else ""))
+
+
+def backend_choice(help_text: str = BACKEND_HELP) -> Any:
+    """--backend: a ``bench.devices.BackendName`` (--help lists them); one the device's config
+    lacks is that config's error, naming those it has."""
+    return typer.Option(None, "--backend", help=help_text, show_default=False)
+
+
+def missing_option() -> Any:
+    """--missing: where keys the LUT lacks go when they are not swept."""
+    return typer.Option(MissingPolicy.ERROR, help="LUT keys needed but not in the LUT, with "
+                        "--no-sweep: name them (error), interpolate over channel counts, or "
+                        "measure them on the device (attached).")
+
+
+def sweep_option(needs: str, then: str = "they go to --missing") -> Any:
+    """--sweep/--no-sweep: measure the keys ``needs`` names that the LUT lacks, or ``then``."""
+    return typer.Option(True, "--sweep/--no-sweep", help=f"Measure the keys {needs} and the "
+                        "LUT lacks on the LUT's own device, into a derived version (resumed "
+                        f"if interrupted). --no-sweep: {then}.")
 
 
 def in_panels(panels: dict[str, tuple[str, ...]]) -> Callable[[F], F]:

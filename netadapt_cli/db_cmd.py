@@ -13,10 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.agreement import agreement
+from bench.devices import BackendName
 from lut_db.store import ExportFormat, LutStore, VersionTampered, open_lut, parse_lut_ref
 from netadapt_cli.common import (
     CHECK_FAILED,
     Command,
+    backend_choice,
     console,
     err_console,
     fail,
@@ -228,8 +230,8 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
                                                  "(.json or .csv)."),
             device: str | None = typer.Option(None, help="Device of the import (a CSV has "
                                               "none; default: the export's)."),
-            backend: str | None = typer.Option(None, help="Backend of the import (a CSV has "
-                                               "none; default: the export's)."),
+            backend: BackendName | None = backend_choice("Backend of the import (a CSV "
+                                                         "has none; default: the export's)."),
             as_json: bool = _json_option()) -> None:
     """Import an exported version as a new sealed version."""
     with user_errors(as_json):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from netadapt_cli.common import CHECK_FAILED, console, err_console, user_errors
+from bench.devices import BackendName
+from netadapt_cli.common import CHECK_FAILED, backend_choice, console, err_console, user_errors
 
 if TYPE_CHECKING:
     from bench.doctor import Report
@@ -22,8 +23,9 @@ def doctor_cmd(
     device: str | None = typer.Option(None, help="Only this device config (e.g. host, pixel1); "
                                       "default: this machine and every attached phone."),
     serial: str | None = typer.Option(None, help="Only this phone (ADB serial)."),
-    backend: str | None = typer.Option(None, help="The backend that has to work (default: the "
-                                       "config's own); the others' problems are warnings."),
+    backend: BackendName | None = backend_choice("The backend that has to work (default: "
+                                                 "the config's own); the others' problems are "
+                                                 "warnings."),
     run: bool = typer.Option(True, "--run/--no-run", help="Run a one-layer model with each "
                              "backend's tool."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stdout is "

@@ -9,24 +9,28 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from bench.devices import BackendName
 from bench.missing import DeviceAbsent, backend_option, covering_sweep, estimate_network
 from bench.zoo import FamilyName
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
 from lut_db.spec import Dtype, Network
 from lut_db.store import open_lut
 from netadapt_cli.common import (
-    BACKEND_HELP,
+    backend_choice,
     commentary,
     console,
     err_console,
     load_network,
+    lut_option,
+    missing_option,
+    sweep_option,
     user_errors,
 )
 from netadapt_cli.progress import Bars
 
 
 def estimate_cmd(
-    lut: str = typer.Option(..., help="LUT[@VERSION], e.g. luts/host.db or luts/host.db@2"),
+    lut: str = lut_option(),
     network: Path | None = typer.Option(None, help="Network JSON file (see README)."),
     model: FamilyName | None = typer.Option(None, help="A zoo family."),
     model_file: Path | None = typer.Option(None, help="A .tflite model file (any converter's)."),
@@ -36,13 +40,8 @@ def estimate_cmd(
     classes: int = typer.Option(1000, help="Classes (with --model)."),
     dtype: Dtype | None = typer.Option(None, help="Layer dtype with --model (default "
                                        "float32)."),
-    missing: MissingPolicy = typer.Option(MissingPolicy.ERROR, help="LUT keys the network "
-                                          "needs but the LUT lacks, with --no-sweep: name "
-                                          "them (error), interpolate over channel counts, or "
-                                          "measure them on the device."),
-    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="Measure the keys the network "
-                               "needs and the LUT lacks on the LUT's own device, into a derived "
-                               "version (--no-sweep: they go to --missing)."),
+    missing: MissingPolicy = missing_option(),
+    sweep: bool = sweep_option("the network needs"),
     device: str | None = typer.Option(None, help="Device for --missing measure "
                                          "(default: the LUT's device)."),
     raw: bool = typer.Option(False, "--raw", help="The paper's plain sum of LUT entries, "
@@ -111,14 +110,13 @@ def _print(net: Network, est: Estimate) -> None:
 
 def measure_cmd(
     device: str = typer.Option("host", help="Device config name."),
-    backend: str | None = typer.Option(None, help=BACKEND_HELP),
+    backend: BackendName | None = backend_choice(),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     network: Path | None = typer.Option(None, help="Network JSON file."),
     model: FamilyName | None = typer.Option(None, help="A zoo family."),
     model_file: Path | None = typer.Option(None, help="A .tflite file, measured as it is (its "
                                            "own bytes)."),
-    lut: str | None = typer.Option(None, help="LUT[@VERSION]: show its estimate beside the "
-                                   "measured latency."),
+    lut: str | None = lut_option(None, "Its estimate is shown beside the measured latency."),
     width: float | None = typer.Option(None, help="Width multiplier."),
     widths: str | None = typer.Option(None, help="Comma-separated width per slot."),
     resolution: int = typer.Option(224, help="Input resolution (with --model)."),

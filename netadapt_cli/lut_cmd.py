@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from bench import sweep
-from bench.devices import load_config, open_runners
+from bench.devices import BackendName, load_config, open_runners
 from bench.machine_state import MachineState
 from bench.runners.base import Runner, RunnerError
 from bench.zoo import FamilyName
@@ -17,12 +17,13 @@ from lut_db.calibration import Calibration
 from lut_db.spec import Dtype
 from lut_db.store import open_lut
 from netadapt_cli.common import (
-    BACKEND_HELP,
     CHECK_FAILED,
+    backend_choice,
     console,
     default_db,
     human_output_to_stderr,
     lut_arg,
+    lut_option,
     user_errors,
 )
 from netadapt_cli.progress import Bars
@@ -38,7 +39,7 @@ app = typer.Typer(help="Build, resume and check latency look-up tables.",
 def lut(
     ctx: typer.Context,
     device: str = typer.Option("host", help="Device config name (device_configs/NAME.toml)."),
-    backend: str | None = typer.Option(None, help=BACKEND_HELP),
+    backend: BackendName | None = backend_choice(),
     space: str = typer.Option(DEFAULT_SPACE, metavar=f"<{'|'.join(FamilyName)}>,...",
                               help="Families whose shape space is swept, separated by commas: "
                               f"{', '.join(FamilyName)}."),
@@ -185,12 +186,13 @@ def _farm_event(kind: str, serial: str, message: str) -> None:
 
 @app.command("check")
 def check(
-    lut: str = typer.Option(..., help="LUT file, optionally @VERSION, e.g. luts/host.db@1."),
+    lut: str = lut_option(),
     sample: int = typer.Option(40, help="How many random keys to re-measure."),
     seed: int | None = typer.Option(None, help="Seed of the sample (default: a new one)."),
     tolerance: float = typer.Option(0.05, help="Median ratio further than this from 1: stale."),
     device: str | None = typer.Option(None, help="Device config (default: the LUT's device)."),
-    backend: str | None = typer.Option(None, help="Backend (default: the LUT's)."),
+    backend: BackendName | None = backend_choice("Backend of the device's config (default: "
+                                                 "the LUT's)."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

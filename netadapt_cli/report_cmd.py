@@ -9,25 +9,28 @@ from typing import Any
 
 import typer
 
-from bench.devices import ConfigError, open_runners
+from bench.devices import BackendName, ConfigError, open_runners
 from bench.runners.base import RunnerError
 from lut_db.store import LutStore, Version, open_lut
 from netadapt_cli.common import (
+    backend_choice,
     commentary,
     console,
     default_db,
     human_output_to_stderr,
+    lut_option,
+    sweep_option,
     user_errors,
 )
 from netadapt_cli.progress import Bars
 
 
 def report_cmd(
-    lut: str | None = typer.Option(None, help="LUT file, optionally @VERSION, e.g. luts/host.db@1 "
-                                   "(default: luts/DEVICE.db, its newest sealed version)."),
+    lut: str | None = lut_option(None, "Default: luts/DEVICE.db."),
     device: str | None = typer.Option(None, help="Device config to measure on (default: the "
                                       "LUT's device)."),
-    backend: str | None = typer.Option(None, help="Backend of the config (default: the LUT's)."),
+    backend: BackendName | None = backend_choice("Backend of the device's config (default: "
+                                                 "the LUT's)."),
     serial: str | None = typer.Option(None, help="Phone serial, when several match."),
     compare: str | None = typer.Option(None, help="Another LUT file (optionally @VERSION): other device or "
                                        "backend, to compare with key by key."),
@@ -41,6 +44,8 @@ def report_cmd(
                              "OUT/DEVICE/VERSION/{index.html,report.md,metrics.json}."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure validations "
                                  "that are not stored yet (--no-measure: report what is)."),
+    sweep: bool = sweep_option("the validation networks need", "stop before measuring "
+                               "anything, naming how many and the command that measures them"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output: the report's "
                                  "metrics and files (messages go to stderr)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no commentary."),
@@ -53,7 +58,7 @@ def report_cmd(
         store, version = open_lut(lut or str(default_db(device or "host")))
         try:
             summary = _report(store, version, device, backend, serial, compare, networks, seed,
-                              passes, out, measure, repeats, quiet)
+                              passes, out, measure, repeats, quiet, sweep)
         finally:
             store.close()  # and the writer lock, for whoever runs next in this process
     if as_json:
@@ -62,7 +67,8 @@ def report_cmd(
 
 def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
-            out: Path, measure: bool, repeats: int, quiet: bool) -> dict[str, Any]:
+            out: Path, measure: bool, repeats: int, quiet: bool,
+            sweep: bool) -> dict[str, Any]:
     from analysis import report as rep
 
     say = commentary(quiet=quiet)
@@ -77,7 +83,7 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
                 say(f"warning: no device to measure on: {e}")
         report, folder, result = rep.report_lut(
             store, version, runner, out, compare=compare, networks=networks, seed=seed,
-            passes=passes, repeats=repeats, progress=bars, log=say)
+            passes=passes, repeats=repeats, progress=bars, log=say, sweep=sweep)
     for line in rep.verdict_sentences(report):
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "

@@ -19,6 +19,7 @@ from analysis import profile, sampling
 from analysis import validate as val
 from analysis.families import HELD_OUT, RESNET_STYLE, VGG_STYLE
 from bench import sweep, zoo
+from bench.missing import ensure_keys
 from bench.runners.base import Timing
 from bench.tflite_build import build_layer, build_network
 from lut_db.errors import SetupMismatch
@@ -153,6 +154,29 @@ def test_validate_without_a_device(fake_lut):
     val.validate(store, version, FakeRunner(), n=12, passes=1, profile=False, repeats=1)
     done = val.validate(store, version, None, n=12, profile=False)  # all stored: fine
     assert done.measured == 0
+
+
+def test_no_sweep_stops_before_measuring_anything(fake_lut):
+    """sweep=False: the keys the set lacks are counted and named with the command that
+    measures them; nothing is measured and no version is made."""
+    store, version = fake_lut
+    runner = FakeRunner()
+    nets = sampling.sample_networks(sampling.Space.of(version.space), 12, 0)
+    table = store.table(version.id)
+    lacking = {k for net in nets for k in net.keys if k not in table}
+    assert lacking  # off-grid widths and held-out families
+    with pytest.raises(val.KeysNotSwept) as e:
+        val.validate(store, version, runner, n=12, passes=1, repeats=1, sweep=False)
+    assert f"fake@1 lacks {len(lacking)} key(s)" in str(e.value)
+    assert str(e.value).endswith(f"netadapt report --lut {store.path}@1 --device fake "
+                                 "--backend tflite-cpu --networks 12")
+    assert runner.models == 0 and [v.id for v in store.versions()] == [version.id]
+    # Keys a version derived from it holds count as the LUT's: the networks are measured.
+    derived = ensure_keys(store, version, sorted(lacking), runner=runner)
+    res = val.validate(store, version, runner, n=12, passes=1, repeats=1, profile=False,
+                       sweep=False)
+    assert res.measured == len(res.rows) == len(nets) and res.extra_label == derived.label
+    assert [v.id for v in store.versions()] == [version.id, derived.id]
 
 
 def test_validate_refuses_another_setup(fake_lut):

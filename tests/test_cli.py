@@ -616,7 +616,8 @@ def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     assert dump(lut) == before
     # a CSV of latencies alone is a LUT too: it imports, shows and estimates
     other = tmp_path / "other.db"
-    ok("db", "import", "--lut", other, tmp_path / "v.csv", "--device", "x", "--backend", "y")
+    ok("db", "import", "--lut", other, tmp_path / "v.csv", "--device", "x", "--backend",
+       "tflite-gpu")
     out = flat(ok("db", "show", "--lut", other).output)
     assert "entries: 1 ok" in out and "add:in=1x1x1,act=none,dt=float32 0.003 - -" in out
     with LutStore.open(lut) as store:

@@ -9,6 +9,7 @@ import pytest
 
 from bench.devices import (
     CONFIG_DIR,
+    BackendName,
     ConfigError,
     config_dir,
     host_runner_settings,
@@ -32,6 +33,19 @@ def test_the_shipped_host_config() -> None:
     assert (runner.passes, runner.batch_size) == (10, 64)
     assert cfg.path == CONFIG_DIR / "host.toml"
     assert "host" in known_configs(CONFIG_DIR)
+
+
+def test_backend_names_are_what_the_runners_run_on() -> None:
+    """--backend's choices: each names what a runner runs on, none is left out, and every
+    shipped config's backends are among them."""
+    from bench.runners.tflite_settings import ACCELERATORS
+    from bench.runners.snpe_commands import RUNTIME_FLAGS
+
+    runs_on = ({HostRunner.backend} | {f"tflite-{a}" for a in ACCELERATORS}
+               | {f"snpe-{r}" for r in RUNTIME_FLAGS})
+    assert set(BackendName) == runs_on
+    for name in known_configs(CONFIG_DIR):
+        assert set(load_config(name, CONFIG_DIR).backends) <= set(BackendName), name
 
 
 def test_config_dir_comes_from_the_environment(configs: Path) -> None:

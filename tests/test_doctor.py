@@ -101,9 +101,14 @@ def test_unknown_device_or_backend_is_a_user_error(configs: Path):
     res = cli.invoke(app, ["doctor", "--device", "nope"])
     assert res.exit_code == 1 and "known devices: fast, host" in res.output
     assert "Traceback" not in res.output
-    res = cli.invoke(app, ["doctor", "--json", "--device", "host", "--backend", "gpu"])
-    assert res.exit_code == 1 and "has no backend 'gpu'" in json.loads(res.stdout)["error"]
-    res = cli.invoke(app, ["doctor", "--backend", "gpu"])
+    # a backend the runners know, but not this config's: the config says which it has
+    res = cli.invoke(app, ["doctor", "--json", "--device", "host", "--backend", "tflite-gpu"])
+    error = json.loads(res.stdout)["error"]
+    assert res.exit_code == 1 and "has no backend 'tflite-gpu'; it has: tflite-cpu" in error
+    # a name no runner knows: a usage error listing the names
+    res = cli.invoke(app, ["doctor", "--device", "host", "--backend", "gpu"])
+    assert res.exit_code == 2 and "'gpu' is not one of 'tflite-cpu', 'tflite-gpu'" in res.output
+    res = cli.invoke(app, ["doctor", "--backend", "tflite-cpu"])
     assert res.exit_code == 2 and "--backend goes with --device" in res.output
 
 

@@ -161,6 +161,22 @@ def test_cli_no_validations_and_no_device(tmp_path):
     assert "0 of the" in res.output and "Traceback" not in res.output
 
 
+def test_cli_no_sweep_stops_with_the_command(configs, tmp_path):
+    """--no-sweep: the keys the validation networks need and the LUT lacks stop the report
+    before anything is measured (this test may not time anything on the host)."""
+    store, version = make_lut(tmp_path / "fresh.db")
+    store.close()
+    res = cli.invoke(app, ["report", "--lut", str(store.path), "--device", "fast",
+                           "--networks", "12", "--no-sweep", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    out = " ".join(res.output.split())
+    assert "fake@1 lacks" in out and "--no-sweep measures none" in out
+    assert out.endswith(f"netadapt report --lut {store.path}@1 --device fake --backend "
+                        "tflite-cpu --networks 12")
+    with LutStore.open(store.path) as again:
+        assert [v.id for v in again.versions()] == [version.id]
+
+
 def test_cli_compare_without_common_keys(validated, tmp_path):
     store, _ = validated
     other = LutStore.open(tmp_path / "other.db", create=True)

@@ -17,6 +17,7 @@ from bench.runners.local_files import elf_abi
 from bench.runners.tool_flags import RunSpec, parse_extra_args
 
 TOOLS = ("benchmark_model", "litert-benchmark")
+ACCELERATORS = ("cpu", "gpu")  # the CPU, or the stock GPU delegate
 RUNNER_OWNS = ("graph", "model", "result_file_path")  # flags extra_args may not replace
 
 
@@ -48,7 +49,8 @@ class TfliteSettings:
             if key not in types:
                 raise ConfigError(f"{where}{key}': unknown setting (known: {', '.join(types)})")
         _check(s, where, "tool", lambda v: v in TOOLS, f"one of {', '.join(TOOLS)}")
-        _check(s, where, "accelerator", lambda v: v in ("cpu", "gpu"), '"cpu" or "gpu"')
+        _check(s, where, "accelerator", lambda v: v in ACCELERATORS,
+               f"one of {', '.join(ACCELERATORS)}")
         for key, least in (("threads", 1), ("warmup", 0), ("runs", 1), ("batch_size", 1)):
             _check(s, where, key, lambda v, least=least: isinstance(v, int)
                    and not isinstance(v, bool) and v >= least, f"an integer >= {least}")
