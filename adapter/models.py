@@ -1,11 +1,15 @@
-"""MobileNetV1 and MobileNetV2 in torch (no torchvision), one width per slot.
+"""MobileNetV1 and MobileNetV2 in torch (no torchvision), made from ``bench.zoo``.
 
-The structure follows ``bench.zoo``'s families exactly, so a model and the zoo's
-Network for the same widths are the same network (``adapter.trace`` proves it in
-the tests). Module names are the zoo's node names (``conv1``, ``dw3``, ``pw3``,
-``b5.expand``, ``fc``, ...). Which convolutions make each slot's channels
-(``model.slots``: several for a MobileNetV2 stage, whose residual adds tie them) is
-not written here: ``adapter.slots`` asks Torch-Pruning, as for any other model.
+The zoo is the one description of the built-in families: its layer templates carry every
+number (widths by slot, kernels, strides, activations, expansions, which blocks add their
+input). A ``ZooModel`` turns each template into its torch layer, so a model and the zoo's
+Network for the same widths are the same network (``adapter.trace`` proves it in the
+tests). Module names are the zoo's node names (``conv1``, ``dw3``, ``pw3``, ``fc``); a
+block's layers (``b5_expand``, ``b5_dw``, ``b5_project``, ``b5_add``) live in module
+``b5`` (``b5.expand``, ...), which makes the residual add, so the trace names them back.
+Which convolutions make each slot's channels (``model.slots``: several for a MobileNetV2
+stage, whose residual adds tie them) is not written here: ``adapter.slots`` asks
+Torch-Pruning, as for any other model.
 
 Padding is TFLite SAME, exactly: stride-1 convolutions pad ``k // 2`` on each side
 (the same thing for odd kernels), strided ones are ``SameConv2d``, which pads the odd
@@ -13,12 +17,13 @@ pixel after (0 before and 1 after for a 3x3 stride-2 conv on an even input) wher
 torch's ``padding=1`` would pad 1 and 1 (``adapter.same_padding``). So the exported ``.tflite``
 (``adapter.export``) computes what the trained torch model computes, and its layers
 keep their plain SAME LUT keys (no PAD op, no key of its own). BN follows every
-convolution (folded into the weights and bias at export), ReLU6 as in the reference
-implementations; MobileNetV2's projections are linear.
+convolution (folded into the weights and bias at export), with the template's activation
+(ReLU6 in the reference implementations; MobileNetV2's projections are linear).
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -30,38 +35,148 @@ from adapter.errors import AdaptError
 from adapter.same_padding import SameConv2d
 from adapter.slots import derive, zoo_names
 from bench import zoo
-from lut_db.spec import SpecError
+from lut_db.spec import INPUT, SpecError
 
 # What ZooModel.config() records about padding. A checkpoint without it predates TFLite
 # SAME padding (its stride-2 layers were trained with symmetric padding), and ``rebuild``
 # refuses it rather than give those weights other outputs.
 PADDING = "tflite_same"
 
+ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}  # a template's act -> its torch module
+BLOCK_LAYER = re.compile(r"(b\d+)_(\w+)")  # the zoo's block layers: b5_expand is b5.expand
+
 
 class ConvBNAct(nn.Sequential):
-    """conv -> BN -> ReLU6 (no activation when ``act`` is False), padded as TFLite SAME."""
+    """conv -> BN -> activation (``act``: a template's, "none" for none), padded as TFLite
+    SAME."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1,
-                 groups: int = 1, act: bool = True):
+                 groups: int = 1, act: str = "relu6"):
         # At stride 1 an odd kernel's symmetric k // 2 is SAME: plain nn.Conv2d, no pad copy.
         conv = (nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
                 if stride == 1 and kernel % 2 else
                 SameConv2d(cin, cout, kernel, stride, groups=groups, bias=False))
         layers: OrderedDict[str, nn.Module] = OrderedDict(conv=conv, bn=nn.BatchNorm2d(cout))
-        if act:
-            layers["act"] = nn.ReLU6(inplace=True)
+        if act != "none":
+            layers["act"] = ACTIVATIONS[act](inplace=True)
         super().__init__(layers)
 
 
-class ZooModel(nn.Module):
-    """A torch network of a ``bench.zoo`` family at given slot widths."""
+def _layer(t: zoo.Template, width: Mapping[str, int]) -> nn.Module | None:
+    """The torch layer of one template (None: an add, which its block's forward makes)."""
+    spec = t.spec(width)
+    if t.op in ("conv2d", "depthwise_conv2d") and t.act in ("none", *ACTIVATIONS):
+        groups = spec.cin if t.op == "depthwise_conv2d" else 1
+        return ConvBNAct(spec.cin, spec.cout, t.kernel, t.stride, groups, t.act)
+    if t.op == "global_avg_pool" and t.act == "none":
+        return nn.AdaptiveAvgPool2d(1)
+    if t.op == "fully_connected" and t.act == "none":
+        return nn.Linear(spec.cin, spec.cout)
+    if t.op == "add" and t.act == "none":
+        return None
+    raise AdaptError(f"{t.name}: no torch layer for {t.op} with act={t.act} (yet)")
+
+
+def _grouped(templates: Sequence[zoo.Template]) -> list[tuple[str | None, list[zoo.Template]]]:
+    """The templates in order, a block's layers together: (block name or None, templates)."""
+    out: list[tuple[str | None, list[zoo.Template]]] = []
+    for t in templates:
+        m = BLOCK_LAYER.fullmatch(t.name)
+        block = m.group(1) if m else None
+        if block is not None and out and out[-1][0] == block:
+            out[-1][1].append(t)
+        elif block is not None and any(b == block for b, _ in out):
+            raise AdaptError(f"{t.name}: the layers of block {block} are not contiguous")
+        else:
+            out.append((block, [t]))
+    return out
+
+
+class Steps(nn.Module):
+    """Layers run in order, each reading its inputs by name: a block, or a whole model.
+    ``steps``: (output name, module name, or None for an add, input names)."""
+
+    steps: list[tuple[str, str | None, tuple[str, ...]]]
+
+    def run(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        for name, module, inputs in self.steps:
+            args = [values[i] for i in inputs]
+            values[name] = args[0] + args[1] if module is None else self.call(module, args[0])
+        return values[self.steps[-1][0]]
+
+    def call(self, module: str, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, module)(x)
+
+    def add_step(self, t: zoo.Template, name: str, width: Mapping[str, int]) -> None:
+        """Template ``t`` as module ``name`` (an add: no module)."""
+        layer = _layer(t, width)
+        if layer is not None:
+            self.add_module(name, layer)
+        self.steps.append((t.name, name if layer is not None else None, t.inputs))
+
+
+class ZooBlock(Steps):
+    """The layers of one zoo block (``b5_expand``, ``b5_dw``, ...) as ``b5.expand``, ...;
+    its forward makes the block's residual add, so the trace names it ``b5_add``."""
+
+    def __init__(self, block: str, templates: Sequence[zoo.Template],
+                 width: Mapping[str, int]):
+        super().__init__()
+        names = {t.name for t in templates}
+        outside = {i for t in templates for i in t.inputs if i not in names}
+        if len(outside) != 1:
+            raise AdaptError(f"block {block}: {len(outside)} inputs from outside it, where a "
+                             "block takes one")
+        self.entry = outside.pop()
+        self.steps = []
+        for t in templates:
+            self.add_step(t, t.name.removeprefix(f"{block}_"), width)
+
+    @property
+    def residual(self) -> bool:
+        return any(module is None for _, module, _ in self.steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run({self.entry: x})
+
+
+class ZooModel(Steps):
+    """A torch network of a ``bench.zoo`` family at given slot widths: the family's
+    templates, each made a torch layer (``family`` and ``dropout_p``, the dropout before the
+    classifier, are the subclass's)."""
 
     family: str
+    dropout_p: float = 0.0
 
-    def __init__(self, resolution: int, classes: int):
+    def __init__(self, widths: Mapping[str, int] | Sequence[int] | None = None,
+                 resolution: int = 224, classes: int = 1000):
         super().__init__()
         self.resolution = resolution
         self.classes = classes
+        width = zoo.family(self.family).widths(widths)
+        templates = zoo.family(self.family).layout(resolution, classes)
+        self.classifier = templates[-1].name
+        self.steps = []
+        for block, group in _grouped(templates):
+            if block is None:
+                if group[0].name == self.classifier and self.dropout_p:
+                    self.dropout = nn.Dropout(self.dropout_p)
+                self.add_step(group[0], group[0].name, width)
+            else:
+                made = ZooBlock(block, group, width)
+                self.add_module(block, made)
+                self.steps.append((group[-1].name, block, (made.entry,)))
+
+    def call(self, module: str, x: torch.Tensor) -> torch.Tensor:
+        layer = getattr(self, module)
+        if isinstance(layer, nn.Linear):
+            x = torch.flatten(x, 1)
+        if module == self.classifier and self.dropout_p:
+            x = self.dropout(x)
+        return layer(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run({INPUT: x})
 
     @property
     def slots(self) -> dict[str, list[str]]:
@@ -85,78 +200,14 @@ class ZooModel(nn.Module):
 class MobileNetV1(ZooModel):
     family = "mobilenet_v1"
 
-    def __init__(self, widths: Mapping[str, int] | Sequence[int] | None = None,
-                 resolution: int = 224, classes: int = 1000):
-        super().__init__(resolution, classes)
-        w = zoo.MOBILENET_V1.widths(widths)
-        self.conv1 = ConvBNAct(3, w["conv1"], 3, 2)
-        prev = "conv1"
-        for i, (_, stride) in enumerate(zoo.V1_BLOCKS, start=1):
-            c = w[prev]
-            setattr(self, f"dw{i}", ConvBNAct(c, c, 3, stride, groups=c))
-            setattr(self, f"pw{i}", ConvBNAct(c, w[f"pw{i}"], 1))
-            prev = f"pw{i}"
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(w[prev], classes)
-        self._order = ["conv1"] + [f"{k}{i}" for i in range(1, len(zoo.V1_BLOCKS) + 1)
-                                   for k in ("dw", "pw")]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self._order:
-            x = getattr(self, name)(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: [expand 1x1] -> depthwise 3x3 -> linear project 1x1 (+ input)."""
-
-    def __init__(self, cin: int, mid: int, cout: int, stride: int, expand: bool,
-                 residual: bool):
-        super().__init__()
-        if expand:
-            self.expand = ConvBNAct(cin, mid, 1)
-        self.dw = ConvBNAct(mid, mid, 3, stride, groups=mid)
-        self.project = ConvBNAct(mid, cout, 1, act=False)
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x) if hasattr(self, "expand") else x
-        y = self.project(self.dw(y))
-        return x + y if self.residual else y
-
 
 class MobileNetV2(ZooModel):
     family = "mobilenet_v2"
-
-    def __init__(self, widths: Mapping[str, int] | Sequence[int] | None = None,
-                 resolution: int = 224, classes: int = 1000, dropout: float = 0.2):
-        super().__init__(resolution, classes)
-        w = zoo.MOBILENET_V2.widths(widths)
-        self.conv1 = ConvBNAct(3, w["conv1"], 3, 2)
-        self._blocks: list[str] = []
-        prev_slot = "conv1"
-        for si, b, t, stride in zoo._v2_blocks():
-            out_slot, mid_slot = f"s{si}", (f"e{b}" if t != 1 else prev_slot)
-            # The zoo's rule: a block is residual when it keeps the stage's width and size.
-            residual = stride == 1 and prev_slot == out_slot
-            setattr(self, f"b{b}", InvertedResidual(w[prev_slot], w[mid_slot], w[out_slot],
-                                                    stride, t != 1, residual))
-            self._blocks.append(f"b{b}")
-            prev_slot = out_slot
-        self.conv_last = ConvBNAct(w[prev_slot], w["conv_last"], 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(w["conv_last"], classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        for name in self._blocks:
-            x = getattr(self, name)(x)
-        x = self.pool(self.conv_last(x))
-        return self.fc(self.dropout(torch.flatten(x, 1)))
+    dropout_p = 0.2  # before the classifier, as the reference implementations train it
 
 
-MODELS: dict[str, type[ZooModel]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
+MODELS: dict[str, type[ZooModel]] = {m.family: m for m in (MobileNetV1, MobileNetV2)}
+
 
 def torch_family(name: str) -> zoo.Family:
     """The zoo family ``name``, refused unless it has a torch model here (NetAdapt needs one)."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from adapter.errors import AdaptError
-from adapter.models import MobileNetV1, MobileNetV2, build
+from adapter.models import MODELS, MobileNetV1, MobileNetV2, ZooModel, build
 from adapter.trace import trace
 from bench import zoo
 from lut_db.estimate import SlotEstimator, estimate
@@ -51,6 +54,58 @@ def test_trace_equals_zoo_network(family: str, config, resolution: int) -> None:
     assert fast(widths) == pytest.approx(estimate(got, table).total_us)
 
 
+@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("resolution", [33, 64])
+def test_torch_models_and_the_zoo_need_the_same_keys(family: str, resolution: int) -> None:
+    """Random widths of every slot at odd and even sizes: the traced model asks the LUT for
+    exactly the zoo network's keys."""
+    fam = zoo.family(family)
+    rng = random.Random(resolution)
+    for _ in range(3):
+        widths = {s: rng.randint(1, 2 * base) for s, base in zip(fam.slots, fam.base)}
+        want = fam.network(widths, resolution=resolution, classes=7)
+        got = trace(build(family, widths, resolution=resolution, classes=7),
+                    (resolution, resolution, 3), name=want.name)
+        assert got.keys == want.keys and got == want
+
+
+# Each family's description changed where only the zoo says it: a stride moved from one
+# block to the next (and with it which MobileNetV2 blocks add their input), 5x5 depthwise
+# kernels, and ReLU where it was ReLU6.
+MOVED_STRIDE = {"mobilenet_v1": ("V1_BLOCKS", {1: (128, 1), 2: (128, 2)}),
+                "mobilenet_v2": ("V2_STAGES", {1: (6, 24, 2, 1), 4: (6, 96, 3, 2)})}
+
+
+def _changed(t: zoo.Template) -> zoo.Template:
+    kernel = 5 if t.op == "depthwise_conv2d" else t.kernel
+    return dataclasses.replace(t, kernel=kernel, act="relu" if t.act == "relu6" else t.act)
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_the_torch_models_follow_the_zoo(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch models hold no numbers of their own: change the zoo's description and the
+    model built next is the changed network."""
+    fam = zoo.family(family)
+    before = fam.network(resolution=32, classes=10)
+    name, rows = MOVED_STRIDE[family]
+    monkeypatch.setattr(zoo, name, [rows.get(i, row) for i, row in enumerate(getattr(zoo, name))])
+    changed = dataclasses.replace(fam, layout=lambda r, c: [_changed(t) for t in fam.layout(r, c)])
+    monkeypatch.setitem(zoo.FAMILIES, family, changed)
+    after = changed.network(resolution=32, classes=10)
+    assert after.keys != before.keys  # the keys see the change
+    got = trace(build(family, None, resolution=32, classes=10), (32, 32, 3), name=after.name)
+    assert got == after
+
+
+def test_a_family_without_torch_layers_is_refused_by_name() -> None:
+    """MobileNetV3-Small's hard-swish and squeeze-excite have no torch layer here (yet)."""
+    class V3(ZooModel):
+        family = "mobilenet_v3_small"
+
+    with pytest.raises(AdaptError, match="conv1_hs: no torch layer for hard_swish"):
+        V3(resolution=32, classes=10)
+
+
 @pytest.mark.sweep
 def test_traced_network_estimate_on_a_real_lut(real_lut) -> None:
     table, _, resolution = real_lut
@@ -77,7 +132,7 @@ def test_v2_slots_map_stages_to_every_projection() -> None:
     assert model.slots["e5"] == ["b5.expand.conv"]
     assert list(model.slots) == list(zoo.V2_SLOTS)
     # residual blocks are the zoo's: stride 1 and the same stage slot in and out
-    assert [n for n in model._blocks if getattr(model, n).residual] == [
+    assert [n for n, m in model.named_children() if getattr(m, "residual", False)] == [
         f"b{b}" for b in (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)]
 
 
