@@ -38,8 +38,8 @@ def test_the_shipped_host_config() -> None:
 def test_backend_names_are_what_the_runners_run_on() -> None:
     """--backend's choices: each names what a runner runs on, none is left out, and every
     shipped config's backends are among them."""
-    from bench.runners.tflite_settings import ACCELERATORS
     from bench.runners.snpe_commands import RUNTIME_FLAGS
+    from bench.runners.tflite_settings import ACCELERATORS
 
     runs_on = ({HostRunner.backend} | {f"tflite-{a}" for a in ACCELERATORS}
                | {f"snpe-{r}" for r in RUNTIME_FLAGS})
