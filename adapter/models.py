@@ -50,7 +50,8 @@ class ConvBNAct(nn.Sequential):
     """conv -> BN -> activation (``act``: a template's, "none" for none), padded as TFLite
     SAME."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int, act: str):
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1,
+                 groups: int = 1, act: str = "relu6"):
         # At stride 1 an odd kernel's symmetric k // 2 is SAME: plain nn.Conv2d, no pad copy.
         conv = (nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
                 if stride == 1 and kernel % 2 else
