@@ -18,8 +18,8 @@ is the repeatability every model's Bland–Altman limits stand beside (``limits`
 set; ``analysis.agreement``).
 
 Candidates, each fitted on the calibration set only: the plain sum (the paper), the
-sum less the per-invoke overhead, one scale factor, the report's per-op-class
-correction, the v2 cache model (an extra cost per MB of weights that fit in L2), v2
+sum less the per-invoke overhead, one scale factor, the per-op-class correction
+(the report's model before calibrations were stored), the v2 cache model (an extra cost per MB of weights that fit in L2), v2
 only where the network's weights do not fit, and the stored roofline model
 (``lut_db.calibration``).
 Runnable alone: ``python -m benchmarks.calibration_bench [--lut luts/host.db]``.
@@ -42,7 +42,6 @@ from analysis import calibrate as cb
 from analysis.families import HELD_OUT
 from analysis.features import op_class
 from analysis.sampling import Space, sample_networks
-from analysis.stats import fit_correction
 from bench import zoo
 from bench.devices import open_runners
 from bench.missing import ensure_keys
@@ -106,6 +105,42 @@ def fit_additive(train: Sequence[cb.Sample], o: float, cutoff: bool) -> Predict:
     return lambda s: sum(e - o for _, e in s.layers) + o + float(np.dot(feats(s, l2), coef))
 
 
+MIN_SHARE = 0.05  # op classes with less of the networks' entries than this get no factor
+
+
+def fit_per_class(train: Sequence[cb.Sample], aligned: Predict,
+                  by_class: Callable[[cb.Sample], dict[str, float]],
+                  mb: Callable[[cb.Sample], tuple[float, float]]) -> Predict:
+    """The per-op-class correction, for comparison: the aligned sum plus a factor per op
+    class x its entries (1x1 and depthwise convs lose more inside a network than 3x3 ones)
+    and a cost per MB of weights and of activations, fitted like v3 on relative errors.
+    Classes under MIN_SHARE of the entries keep no factor (it would fit noise); a class
+    never seen (a held-out family's) gets the fitted ones' time-weighted mean."""
+    totals: dict[str, float] = {}
+    for s in train:
+        for c, v in by_class(s).items():
+            totals[c] = totals.get(c, 0.0) + v
+    whole = sum(totals.values()) or 1.0
+    classes = sorted(c for c, v in totals.items() if v / whole >= MIN_SHARE)
+
+    def feats(s: cb.Sample) -> list[float]:
+        e = by_class(s)
+        return [e.get(c, 0.0) for c in classes] + list(mb(s))
+
+    m = np.array([s.measured_us for s in train])
+    x = np.array([feats(s) for s in train], float).reshape(len(train), len(classes) + 2)
+    coef = cb._solve(x, m - np.array([aligned(s) for s in train]), m)
+    rel = {c: float(k) for c, k in zip(classes, coef[:-2])}
+    other = sum(rel[c] * totals[c] for c in classes) / (sum(totals[c] for c in classes) or 1.0)
+    rel.update({c: 0.0 for c in totals if c not in rel})  # seen, too small to fit
+
+    def predict(s: cb.Sample) -> float:
+        extra = sum(rel.get(c, other) * v for c, v in by_class(s).items())
+        return aligned(s) + extra + float(np.dot(coef[-2:], mb(s)))
+
+    return predict
+
+
 def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predict]:
     o = cal.overhead_us
 
@@ -128,14 +163,12 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predic
 
     refit = cb.fit(train, o, cal.fingerprint)
     v2, v2n = fit_additive(train, o, cutoff=False), fit_additive(train, o, cutoff=True)
-    corr = fit_correction([by_class(s) for s in train], [mb(s) for s in train],
-                          [s.measured_us - aligned(s) for s in train],
-                          [s.measured_us for s in train])
+    per_class = fit_per_class(train, aligned, by_class, mb)
     return {
         "plain sum (paper)": raw,
         "sum - overhead": aligned,
         "one scale factor": lambda s: k * aligned(s),
-        "per-op-class correction": lambda s: aligned(s) + corr.extra_us(by_class(s), mb(s)),
+        "per-op-class correction": per_class,
         "cache model v2 (extra us per MB of weights that fit in L2)": v2,
         "v2, only where the network's weights do not fit": v2n,
         "roofline cache model v3, gradual eviction (kept)": lambda s: refit.network_us(s.layers),

@@ -7,6 +7,7 @@ import random
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import calibrate as cb
@@ -214,3 +215,29 @@ def test_calibration_benchmark_states_limits_beside_repeatability() -> None:
     assert out["models"]["exact"]["width_ratio"] == pytest.approx(0.0, abs=1e-9)
     floor = bench.noise_floor(samples)
     assert floor["n"] == 6 and floor["mean_signed_pct"] == pytest.approx(100 * (1 / 0.98 - 1))
+
+
+def test_calibration_benchmark_per_class_candidate_recovers_a_known_model() -> None:
+    """The benchmark's per-op-class correction: a noise-free gap of known factors is
+    predicted exactly; a class never seen gets a factor between the fitted ones, a class
+    too small to fit (adds) none."""
+    from benchmarks import calibration_bench as bench
+
+    rng = np.random.default_rng(3)
+    entries = {f"n{i}": {"conv2d 1x1": rng.uniform(500, 5000),
+                         "depthwise_conv2d 3x3": rng.uniform(100, 900), "add": 1.0}
+               for i in range(40)}
+    mb = {n: (rng.uniform(0.5, 15), rng.uniform(1, 30)) for n in entries}
+
+    def gap(n: str) -> float:
+        e, (w, a) = entries[n], mb[n]
+        return 0.15 * e["conv2d 1x1"] + 0.25 * e["depthwise_conv2d 3x3"] + 20 * w + 3 * a
+
+    samples = [cb.Sample(n, [], 5000.0 + gap(n)) for n in entries]
+    predict = bench.fit_per_class(samples, lambda s: 5000.0, lambda s: entries[s.name],
+                                  lambda s: mb[s.name])
+    assert [predict(s) for s in samples] == pytest.approx([s.measured_us for s in samples])
+    entries["3x3"], entries["adds"] = {"conv2d 3x3": 100.0}, {"add": 100.0}
+    mb["3x3"] = mb["adds"] = (0.0, 0.0)
+    assert 15 < predict(cb.Sample("3x3", [], 0.0)) - 5000 < 25
+    assert predict(cb.Sample("adds", [], 0.0)) == pytest.approx(5000)
