@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
-from scipy.optimize import nnls
 from sklearn.model_selection import KFold
 
 BOOTSTRAP = 2000
@@ -129,10 +127,9 @@ def macs_predictor(macs: Sequence[float], measured: Sequence[float]) -> tuple[np
     return fit.slope * x / 1e6 + fit.intercept, line
 
 
-# -- from layer sums to network latency: the corrections -------------------------------------
+# -- from layer sums to network latency: the alignment steps ----------------------------------
 
-MIN_FIT = 10  # fewer in-space networks than this: no correction is fitted
-FOLDS = 5  # cross-validation folds, for every model fitted here and in analysis.calibrate
+FOLDS = 5  # cross-validation folds, for every model fitted with out_of_fold (analysis.calibrate)
 
 
 def out_of_fold(n: int, fit_predict: Callable[[np.ndarray, np.ndarray], Sequence[float]],
@@ -146,116 +143,25 @@ def out_of_fold(n: int, fit_predict: Callable[[np.ndarray, np.ndarray], Sequence
     return out
 
 
-@dataclass
-class Correction:
-    """In-network minus alone: ``rel[c]`` x the entries of op class c, plus a cost per MB
-    of weights and per MB of activations the network's layers read and write. A layer
-    alone runs with its weights and input in cache; inside a network they arrive from
-    further away. Memory-bound layers (1x1 and depthwise convs) lose more than
-    compute-bound ones (3x3 convs), hence per-class factors; moving bytes costs time
-    whatever the op, hence the shared terms. Fitted by non-negative least squares on
-    relative errors."""
-
-    rel: dict[str, float]
-    us_per_weight_mb: float
-    us_per_act_mb: float
-    fitted_on: int
-    rel_other: float = 0.0  # for classes never fitted: the fitted ones' time-weighted mean
-
-    def extra_us(self, entries: Mapping[str, float], mb: tuple[float, float]) -> float:
-        """``mb``: (weight MB, activation MB). A class never fitted (a held-out family's
-        3x3 conv, say) gets ``rel_other``."""
-        return (sum(self.rel.get(c, self.rel_other) * v for c, v in entries.items())
-                + self.us_per_weight_mb * mb[0] + self.us_per_act_mb * mb[1])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fitted_on": self.fitted_on, "rel": dict(self.rel), "rel_other": self.rel_other,
-                "us_per_weight_mb": self.us_per_weight_mb, "us_per_act_mb": self.us_per_act_mb}
-
-
-MIN_SHARE = 0.05  # op classes with less of the networks' time than this get no factor
-MB = tuple[float, float]
-
-
-def fit_correction(entries: Sequence[Mapping[str, float]], mb: Sequence[MB],
-                   gap_us: Sequence[float], scale_us: Sequence[float] | None = None) -> Correction:
-    """The correction that best explains ``gap_us`` (measured - aligned estimate).
-
-    Each network's equation is divided by ``scale_us`` (its measured latency): relative
-    errors are what matter, and a 10 ms network must not outvote ten 1 ms ones. Classes
-    that hold under MIN_SHARE of the networks' summed entries (adds, pools) are left out:
-    their factor would fit noise, not caches."""
-    totals: dict[str, float] = {}
-    for e in entries:
-        for c, v in e.items():
-            totals[c] = totals.get(c, 0.0) + v
-    whole = sum(totals.values()) or 1.0
-    classes = sorted(c for c, v in totals.items() if v / whole >= MIN_SHARE)
-    x = np.array([[e.get(c, 0.0) for c in classes] + list(m) for e, m in zip(entries, mb)],
-                 float).reshape(len(entries), len(classes) + 2)
-    w = 1 / np.asarray(scale_us, float) if scale_us is not None else np.ones(len(gap_us))
-    coef, _ = nnls(x * w[:, None], np.asarray(gap_us, float) * w)
-    rel = dict(zip(classes, map(float, coef[:-2])))
-    fitted = sum(totals[c] for c in classes) or 1.0
-    other = sum(rel[c] * totals[c] for c in classes) / fitted
-    # Minor classes keep a zero factor (they were seen: too small to matter); only classes
-    # never seen at all (held-out shapes) get the mean.
-    rel.update({c: 0.0 for c in totals if c not in rel})
-    return Correction(rel, float(coef[-2]), float(coef[-1]), len(gap_us), other)
-
-
-def cross_validated(entries: Sequence[Mapping[str, float]], mb: Sequence[MB],
-                    gap_us: Sequence[float], scale_us: Sequence[float] | None = None,
-                    folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """Out-of-fold corrections: each network's from a model fitted without it."""
-    n = len(gap_us)
-    gap = np.asarray(gap_us, float)
-    scale = np.asarray(scale_us if scale_us is not None else np.ones(n), float)
-
-    def fit_predict(train: np.ndarray, test: np.ndarray) -> list[float]:
-        model = fit_correction([entries[i] for i in train], [mb[i] for i in train],
-                               gap[train], scale[train])
-        return [model.extra_us(entries[i], mb[i]) for i in test]
-
-    return out_of_fold(n, fit_predict, folds, seed)
-
-
-PREDICTORS = ("naive", "overhead", "drift", "corrected")
 PREDICTOR_LABELS = {
     "naive": "sum of LUT entries",
     "overhead": "minus per-invoke overhead",
     "drift": "+ device drift since the LUT",
-    "corrected": "+ in-network correction (cross-validated)",
     "calibrated": "calibrated estimate (as netadapt estimate prints)",
     "calibrated_drift": "calibrated estimate + device drift since the LUT",
 }
 
 
-def predictions(rows: Sequence[Mapping[str, Any]], overhead_us: float,
-                seed: int = 0) -> tuple[dict[str, np.ndarray], Correction | None]:
-    """Each row's latency (us) under each PREDICTORS step, and the correction fitted on
-    every in-space row (held-out rows are predicted by it, never fitted on)."""
+def predictions(rows: Sequence[Mapping[str, Any]], overhead_us: float) -> dict[str, np.ndarray]:
+    """Each row's latency (us) at each step from the paper's sum: "naive" (the plain sum),
+    "overhead" (less the per-invoke overhead its layers paid alone), "drift" (then aligned
+    for the device's drift since the LUT)."""
     est = [r["estimate"] for r in rows]
     raw = np.array([e["raw_us"] for e in est])
     extra = np.array([e.get("extra_us", 0.0) for e in est])
     layers = np.array([e["layers"] for e in est])
     d_lut = np.array([r.get("drift", {}).get("lut", 1.0) for r in rows])
     d_extra = np.array([r.get("drift", {}).get("extra", 1.0) for r in rows])
-    out = {"naive": raw, "overhead": raw - (layers - 1) * overhead_us}
-    aligned_sum = (raw - extra) * d_lut + extra * d_extra
-    out["drift"] = aligned_sum - (layers - 1) * overhead_us
-    scale = np.divide(aligned_sum, raw, out=np.ones_like(raw), where=raw > 0)
-    entries = [{c: v * s for c, v in e["by_class"].items()} for e, s in zip(est, scale)]
-    mb = [(e["weight_bytes"] / 2**20, e.get("act_bytes", 0) / 2**20) for e in est]
-    measured = np.array([r["measured_us"] for r in rows])
-    inside = np.array([not r["held_out"] for r in rows])
-    idx = np.flatnonzero(inside)
-    if idx.size < MIN_FIT:
-        return out, None
-    gap = measured[idx] - out["drift"][idx]
-    e_in, mb_in = [entries[i] for i in idx], [mb[i] for i in idx]
-    model = fit_correction(e_in, mb_in, gap, measured[idx])
-    corr = np.array([model.extra_us(e, m) for e, m in zip(entries, mb)])
-    corr[idx] = cross_validated(e_in, mb_in, gap, measured[idx], seed=seed)
-    out["corrected"] = out["drift"] + corr
-    return out, model
+    overhead = (layers - 1) * overhead_us
+    aligned_sum = (raw - extra) * d_lut + extra * d_extra  # on-demand keys drift apart
+    return {"naive": raw, "overhead": raw - overhead, "drift": aligned_sum - overhead}

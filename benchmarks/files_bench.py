@@ -236,7 +236,7 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
     out["session_drift"] = report.metrics.get("drift")  # the keys re-measured: now / LUT
     out["limits"] = report.metrics.get("limits")
     out["machine"] = report.metrics.get("machine")
-    for name in ("calibrated", "calibrated_drift", "naive", "drift", "corrected"):
+    for name in ("calibrated", "calibrated_drift", "naive", "drift"):
         for group in ("unseen", "held_out"):
             got = preds.get(name, {}).get(group)
             if got:

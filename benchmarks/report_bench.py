@@ -3,7 +3,7 @@ report of 60 networks takes to generate once they are measured.
 
 ``run(out)`` uses luts/host.db (built first with `netadapt lut` if it is missing),
 measures the validation networks it does not hold yet (timed apart), then times
-``analysis.report.build`` + ``write`` alone. Runnable by itself:
+``analysis.report_build.build`` + ``analysis.report.write`` alone. Runnable by itself:
 ``python -m benchmarks.report_bench [--lut luts/host.db]``.
 """
 
@@ -21,8 +21,9 @@ NETWORKS = 60
 
 def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = NETWORKS,
         passes: int = 4, repeats: int = 3) -> None:
-    from analysis import report as rep
     from analysis import validate as val
+    from analysis.report import write
+    from analysis.report_build import build
     from bench.devices import open_runners
     from bench.sweep import SweepSpace, build_lut
     from lut_db.store import LutStore
@@ -43,8 +44,8 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
     out["measured_now"], out["reused"] = res.measured, res.reused
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        report = rep.build(store, version)
-        rep.write(report, Path(tmp))
+        report = build(store, version)
+        write(report, Path(tmp))
         out["report_generation_s"] = round(time.perf_counter() - t0, 2)
     store.close()
     m = report.metrics
@@ -63,7 +64,7 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
         a = m["macs"]["in_space"]
         out["macs_in_space"] = {"n": a["n"], "within_5": a["count_within_5pct"],
                                 "pearson_r": round(a.get("pearson_r", float("nan")), 4)}
-    out["correction"] = m.get("correction")
+    out["calibration"] = m.get("calibration")  # the stored in-network model, described
     out["drift"] = m.get("drift")
     out["limits"] = m.get("limits")  # Bland–Altman, beside the repeats' own limits
     out["machine"] = m.get("machine")  # the machine's state per measuring session

@@ -69,7 +69,8 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
             serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
             out: Path, measure: bool, repeats: int, quiet: bool,
             sweep: bool) -> dict[str, Any]:
-    from analysis import report as rep
+    from analysis.report import report_lut
+    from analysis.report_words import verdict_sentences
 
     say = commentary(quiet=quiet)
     with contextlib.ExitStack() as stack, Bars(quiet) as bars:
@@ -81,10 +82,10 @@ def _report(store: LutStore, version: Version, device: str | None, backend: str 
                 runner = runners[0] if runners else None
             except (RunnerError, ConfigError) as e:
                 say(f"warning: no device to measure on: {e}")
-        report, folder, result = rep.report_lut(
+        report, folder, result = report_lut(
             store, version, runner, out, compare=compare, networks=networks, seed=seed,
             passes=passes, repeats=repeats, progress=bars, log=say, sweep=sweep)
-    for line in rep.verdict_sentences(report):
+    for line in verdict_sentences(report):
         console.print(line, highlight=False)
     console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "
                   f"report: {folder / 'index.html'}", highlight=False)

@@ -176,12 +176,15 @@ def fixed_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int
 
 @pytest.fixture(scope="session")
 def validated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A FakeRunner LUT with 30 validations stored (no per-layer profile)."""
+    """A FakeRunner LUT, calibrated as `netadapt lut` leaves it, with 30 validations stored
+    (no per-layer profile); whole networks run 1.3 x their layers."""
+    from analysis import calibrate as cb
     from analysis import validate as val
     from tests.fakes import FakeRunner, make_lut
 
     path = tmp_path_factory.mktemp("validated") / "fake.db"
     store, version = make_lut(path)
+    cb.calibrate(store, version, FakeRunner(in_network=1.3), n=16, passes=1)
     val.validate(store, version, FakeRunner(in_network=1.3), n=30, passes=1, profile=False,
                  drift_keys=30, repeats=2)  # two rounds, as before repeats: kept fast
     store.close()
@@ -203,8 +206,9 @@ def validated(validated_file: Path, tmp_path: Path):
 
 @pytest.fixture
 def report_folder(validated, tmp_path: Path) -> Path:
-    from analysis import report as rep
+    from analysis.report import write
+    from analysis.report_build import build
 
     store, version = validated
-    return rep.write(rep.build(store, version, n_boot=200), tmp_path / "reports")
+    return write(build(store, version, n_boot=200), tmp_path / "reports")
 

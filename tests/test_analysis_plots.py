@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis import plots, report
+from analysis import plots, report_metrics
 
 
 def _decode(p: plots.Plot) -> Image.Image:
@@ -41,10 +41,10 @@ def test_heatmap_profile_and_compare():
     _decode(plots.layer_profile({"network": "n", "method": "prefix differencing",
                                  "layers": layers}))
     # with the calibration's per-layer estimate: a third bar per layer
-    prof = report.with_calibrated({"network": "n", "layers": layers}, [105.0 + i for i in range(6)])
+    prof = report_metrics.with_calibrated({"network": "n", "layers": layers}, [105.0 + i for i in range(6)])
     assert [x["calibrated_us"] for x in prof["layers"]] == [105.0 + i for i in range(6)]
     _decode(plots.layer_profile(prof))
-    assert "calibrated_us" not in report.with_calibrated({"layers": layers}, [1.0])["layers"][0]
+    assert "calibrated_us" not in report_metrics.with_calibrated({"layers": layers}, [1.0])["layers"][0]
     a = {f"k{i}": 10.0 + i for i in range(30)}
     b = {k: 2 * v for k, v in a.items()}
     _decode(plots.compare_versions({f"conv2d:{k}": v for k, v in a.items()},

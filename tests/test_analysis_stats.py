@@ -76,57 +76,19 @@ def test_macs_predictor_is_the_least_squares_line():
     assert pred == pytest.approx(us)
 
 
-def test_fit_correction_recovers_a_known_model():
-    rng = np.random.default_rng(3)
-    entries = [{"conv2d 1x1": rng.uniform(500, 5000),
-                "depthwise_conv2d 3x3": rng.uniform(100, 900)} for _ in range(40)]
-    mb = [(rng.uniform(0.5, 15), rng.uniform(1, 30)) for _ in range(40)]
-    gap = [0.15 * e["conv2d 1x1"] + 0.25 * e["depthwise_conv2d 3x3"] + 20 * w + 3 * a
-           for e, (w, a) in zip(entries, mb)]
-    measured = [5000.0 + g for g in gap]
-    model = stats.fit_correction(entries, mb, gap, measured)
-    assert model.rel["conv2d 1x1"] == pytest.approx(0.15)
-    assert model.rel["depthwise_conv2d 3x3"] == pytest.approx(0.25)
-    assert model.us_per_weight_mb == pytest.approx(20)
-    assert model.us_per_act_mb == pytest.approx(3)
-    # A class never seen gets the fitted classes' time-weighted mean factor.
-    assert 0.15 < model.rel_other < 0.25
-    assert model.extra_us({"conv2d 3x3": 100.0}, (0.0, 0.0)) == pytest.approx(100 * model.rel_other)
-    oof = stats.cross_validated(entries, mb, gap, measured)
-    assert oof == pytest.approx(gap, rel=1e-6)  # noise-free: every fold finds the model
-
-
-def test_minor_classes_get_no_factor():
-    entries = [{"conv2d 1x1": 1000.0 * (i + 1), "add": 1.0 + i % 3} for i in range(20)]
-    gap = [0.1 * e["conv2d 1x1"] + 50 * e["add"] for e in entries]  # the add share is ~0.1 %
-    model = stats.fit_correction(entries, [(0.0, 0.0)] * 20, gap)
-    assert model.rel["add"] == 0.0 and model.rel["conv2d 1x1"] > 0  # seen, too small to fit
-
-
-def test_cross_validation_never_fits_a_network_on_itself():
-    """An outlier's out-of-fold correction comes from the others, so it stays an outlier."""
-    entries = [{"conv2d 1x1": 1000.0 + i} for i in range(20)]
-    gap = [100.0] * 19 + [900.0]
-    oof = stats.cross_validated(entries, [(0.0, 0.0)] * 20, gap, folds=5)
-    assert oof[-1] < 200  # the fit without it sees only ~10 % gaps
-
-
-def _row(raw, measured, held_out=False, by_class=None, drift=1.0):
-    return {"measured_us": measured, "held_out": held_out, "drift": {"lut": drift, "extra": 1.0},
-            "estimate": {"raw_us": raw, "extra_us": 0.0, "layers": 10,
-                         "by_class": by_class or {"conv2d 1x1": raw}, "weight_bytes": 0,
-                         "act_bytes": 0}}
+def _row(raw, measured, drift=1.0, extra_us=0.0, extra_drift=1.0):
+    return {"measured_us": measured, "held_out": False,
+            "drift": {"lut": drift, "extra": extra_drift},
+            "estimate": {"raw_us": raw, "extra_us": extra_us, "layers": 10}}
 
 
 def test_predictions_steps():
-    rows = [_row(1000.0 * (i + 1), 1100.0 * (i + 1) * 1.05, drift=1.05) for i in range(12)]
-    rows.append(_row(5000.0, 5000.0, held_out=True, by_class={"conv2d 3x3": 5000.0}))
-    pred, model = stats.predictions(rows, overhead_us=1.0)
-    assert pred["naive"][0] == 1000.0
+    rows = [_row(1000.0, 1100.0, drift=1.05),
+            _row(1000.0, 1100.0, drift=1.05, extra_us=200.0, extra_drift=1.2)]
+    pred = stats.predictions(rows, overhead_us=1.0)
+    assert set(pred) == {"naive", "overhead", "drift"}
+    assert list(pred["naive"]) == [1000.0, 1000.0]
     assert pred["overhead"][0] == pytest.approx(1000.0 - 9 * 1.0)
     assert pred["drift"][0] == pytest.approx(1050.0 - 9.0)
-    assert model is not None and model.rel["conv2d 1x1"] == pytest.approx(0.1, abs=0.01)
-    # The held-out network's class was never fitted: it gets the mean factor.
-    assert pred["corrected"][-1] == pytest.approx(5000.0 * (1 + model.rel_other), abs=10)
-    few, none = stats.predictions(rows[:5], 1.0)
-    assert none is None and "corrected" not in few
+    # keys measured on demand drift with their own factor, the LUT's with the LUT's
+    assert pred["drift"][1] == pytest.approx(800 * 1.05 + 200 * 1.2 - 9.0)

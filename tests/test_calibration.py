@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from analysis import calibrate as cb
-from analysis.report import build, verdict_sentences
+from analysis.report_build import build
+from analysis.report_words import verdict_sentences
 from analysis.sampling import Space
 from analysis.validate import validate
 from bench import zoo

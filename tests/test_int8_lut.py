@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis import calibrate as cb
-from analysis.report import build
+from analysis.report_build import build
 from analysis.sampling import Space, sample_networks
 from analysis.validate import validate
 from bench import sweep

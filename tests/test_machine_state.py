@@ -275,9 +275,9 @@ def test_each_repeat_keeps_the_machines_state_over_it():
     m = timing.time_networks(runner, {"n": b"m"}, passes=2, repeats=3)["n"]
     assert m.state is BUSY and m.repeat_states == (QUIET, BUSY, QUIET)
     assert m.to_dict()["repeats_busy"] == [False, True, False]
-    from analysis.report import _busy_repeats
+    from analysis.report_build import busy_repeats
 
-    assert _busy_repeats([False, True, False]) == " (busy in repeat 2 of 3)"
-    assert _busy_repeats(None) == "" and _busy_repeats([False]) == ""
+    assert busy_repeats([False, True, False]) == " (busy in repeat 2 of 3)"
+    assert busy_repeats(None) == "" and busy_repeats([False]) == ""
     one = timing.time_networks(Scripted([1.0]), {"n": b"m"}, passes=1)["n"]
     assert one.repeat_states == () and one.to_dict()["repeats_busy"] is None

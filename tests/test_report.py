@@ -1,16 +1,23 @@
-"""analysis.report and `netadapt report`: numbers, files, the page, and the bad inputs."""
+"""analysis.report* and `netadapt report`: numbers, files, the page, and the bad inputs."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from analysis import report as rep
+from analysis.report_build import ReportError, build
+from analysis.report_html import to_html
+from analysis.report_metrics import Compare
+from analysis.report_words import verdict_sentences
 from lut_db.store import LutStore
 from netadapt_cli.main import app
 from tests.fakes import make_lut
@@ -26,25 +33,31 @@ def test_report_files_and_numbers(report_folder: Path):
     assert "profile.png" not in files  # never measured: no image, a message instead
     m = json.loads((report_folder / "metrics.json").read_text())
     assert m["version"] == "fake@1" and m["device"] == "fake"
-    assert set(m["predictors"]) == {"naive", "overhead", "drift", "corrected"}
+    # one in-network model: the version's calibration, beside the plain sum's steps
+    assert set(m["predictors"]) == {"naive", "overhead", "drift", "calibrated",
+                                    "calibrated_drift"}
+    assert "correction" not in m and m["calibration"].startswith("cache-roofline-v3 fitted on 16")
     naive = m["predictors"]["naive"]["in_space"]
-    corrected = m["predictors"]["corrected"]["in_space"]
+    unseen = m["predictors"]["calibrated"]["unseen"]
     # FakeRunner's whole networks run 30 % over their layers (less each layer model's own
-    # fixed size): the sum reads low, the cross-validated correction recovers it.
+    # fixed size): the sum reads low, the calibration fitted on other networks recovers it.
     assert naive["mean_error_pct"] < -5
-    assert corrected["within_5pct"] >= 0.95 and corrected["pearson_r"] > 0.99
-    assert corrected["ci"]["pearson_r"][0] <= corrected["pearson_r"] <= corrected["ci"]["pearson_r"][1]
+    assert 0 < unseen["n"] < naive["n"]  # the networks it was fitted on are left out
+    assert unseen["within_10pct"] == 1 and abs(unseen["mean_error_pct"]) < 3
+    assert unseen["ci"]["pearson_r"][0] <= unseen["pearson_r"] <= unseen["ci"]["pearson_r"][1]
     assert m["macs"]["in_space"]["n"] == naive["n"]
-    assert m["verdict"]["held_out_n"] == m["predictors"]["corrected"]["held_out"]["n"] > 0
+    v = m["verdict"]
+    assert v["predictor"] == "calibrated" and v["n"] == unseen["n"]
+    assert v["held_out_n"] == m["predictors"]["calibrated"]["held_out"]["n"] > 0
     assert len(m["networks"]) == 30 and m["generated_s"] < 30
 
 
 def test_limits_of_agreement_stand_beside_repeatability(report_folder: Path):
     m = json.loads((report_folder / "metrics.json").read_text())
     lim = m["limits"]
-    assert lim["predictor"] == "corrected" and set(lim["groups"]) >= {"in_space", "held_out"}
-    a = lim["groups"]["in_space"]
-    assert a["estimate"]["n"] == m["predictors"]["corrected"]["in_space"]["n"]
+    assert lim["predictor"] == "calibrated" and set(lim["groups"]) >= {"unseen", "held_out"}
+    a = lim["groups"]["unseen"]
+    assert a["estimate"]["n"] == m["predictors"]["calibrated"]["unseen"]["n"]
     assert a["estimate"]["lower_pct"] <= a["estimate"]["bias_pct"] <= a["estimate"]["upper_pct"]
     # each network measured twice (FakeRunner: the same both times): limits of zero width
     assert a["repeatability"]["repeats"] == 2 and a["repeatability"]["upper_pct"] == 0
@@ -63,11 +76,54 @@ def test_limits_of_agreement_stand_beside_repeatability(report_folder: Path):
 def test_html_is_self_contained_and_leads_with_the_verdict(report_folder: Path):
     page = (report_folder / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # the profile was not measured
-    assert "src='http" not in page and "<script" not in page and "<link" not in page
-    verdict, plots, table = (page.index("class='verdict"), page.index("<figure"),
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    assert "<script" not in page and "<link" not in page and "<style>" in page
+    verdict, plots, table = (page.index('class="verdict'), page.index("<figure"),
                              page.index("<h2>Networks"))
     assert verdict < plots < table
     assert "No data:" in page and "per-layer profile was measured" in page
+    # the column the verdict quotes is marked, and the old per-op-class model is gone
+    assert page.count('<th class="head">') == 1
+    assert 'class="head">calibrated estimate (as netadapt estimate prints) (unseen)' in page
+    assert "correction" not in page
+
+
+def test_html_escapes_what_it_is_given(validated):
+    """Names, families and notes arrive escaped: the page renders with autoescape on."""
+    store, version = validated
+    report = build(store, version, n_boot=0)
+    report.rows[0]["name"] = "<script>alert(1)</script>"
+    report.notes.append("a < b & c")
+    page = to_html(report)
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &lt; b &amp; c" in page
+
+
+def test_the_templates_ship_with_the_package():
+    repo = Path(__file__).resolve().parent.parent
+    tool = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = tool["package-data"]["analysis"]
+    templates = [p.relative_to(repo / "analysis").as_posix()
+                 for p in (repo / "analysis" / "templates").iterdir()]
+    assert {"templates/report.html", "templates/report.css"} <= set(templates)
+    assert all(any(fnmatch.fnmatch(t, pat) for pat in patterns) for t in templates)
+
+
+def test_a_version_without_calibration_leads_with_the_aligned_sum(validated, monkeypatch):
+    store, version = validated
+    monkeypatch.setattr(store, "calibration", lambda v: None)
+    report = build(store, version, n_boot=0)
+    m = report.metrics
+    assert set(m["predictors"]) == {"naive", "overhead", "drift"} and m["calibration"] is None
+    assert m["verdict"]["predictor"] == m["limits"]["predictor"] == "drift"
+    said = verdict_sentences(report)
+    assert said[0].endswith("Estimate: the sum of LUT entries aligned for overhead and drift.")
+    assert any(s.startswith("fake@1 has no calibration") and "netadapt calibrate --lut" in s
+               for s in said)
+    assert "drift_err_pct" in report.rows[0] and "calibrated_ms" not in report.rows[0]
+    page = to_html(report)
+    assert "<th>aligned ms</th>" in page
+    assert 'class="head">+ device drift since the LUT (in space)' in page
 
 
 def test_markdown_references_the_written_images(report_folder: Path):
@@ -81,7 +137,7 @@ def test_markdown_references_the_written_images(report_folder: Path):
 def test_report_of_60_networks_is_quick(validated, tmp_path):
     store, version = validated
     start = time.perf_counter()
-    rep.write(rep.build(store, version), tmp_path / "r")
+    rep.write(build(store, version), tmp_path / "r")
     assert time.perf_counter() - start < 30
 
 
@@ -92,7 +148,7 @@ def test_compare_two_versions(validated, tmp_path):
     keys = sorted(store.table(version.id))[:50]
     other.add_results(o.id, [(k, _timing(store.table(version.id)[k] * 2)) for k in keys])
     other.seal(o.id)
-    r = rep.build(store, version, rep.Compare("fake2@1", other.table(o.id)), n_boot=0)
+    r = build(store, version, Compare("fake2@1", other.table(o.id)), n_boot=0)
     assert r.metrics["compare"]["common_keys"] == 50
     assert r.metrics["compare"]["median_ratio"] == pytest.approx(2.0)
     assert any(p.name == "compare" and p.png for p in r.plots)
@@ -109,22 +165,22 @@ def test_compare_without_common_keys_is_refused(validated, tmp_path):
     other = LutStore.open(tmp_path / "other.db", create=True)
     o = other.create_version("x", "tflite-cpu", {})
     other.add_results(o.id, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
-    with pytest.raises(rep.ReportError, match="no layer keys in common"):
-        rep.build(store, version, rep.Compare("x@1", other.table(o.id)))
+    with pytest.raises(ReportError, match="no layer keys in common"):
+        build(store, version, Compare("x@1", other.table(o.id)))
 
 
 def test_a_version_without_validations(tmp_path):
     store, version = make_lut(tmp_path / "fresh.db")
-    with pytest.raises(rep.ReportError, match="no validations yet"):
-        rep.build(store, version)
+    with pytest.raises(ReportError, match="no validations yet"):
+        build(store, version)
 
 
 def test_unwritable_report_folder(report_folder: Path, validated, tmp_path):
     store, version = validated
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the folder should be")
-    with pytest.raises(rep.ReportError, match="cannot write the report to"):
-        rep.write(rep.build(store, version, n_boot=0), blocker)
+    with pytest.raises(ReportError, match="cannot write the report to"):
+        rep.write(build(store, version, n_boot=0), blocker)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -136,7 +192,7 @@ def test_cli_report_from_stored_validations(validated, tmp_path):
     res = cli.invoke(app, ["report", "--lut", f"{store.path}@1", "--networks", "30",
                            "--no-measure", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "in-space validation networks" in res.output and "0 network(s) measured now" in res.output
+    assert "networks the calibration was not fitted on" in res.output and "0 network(s) measured now" in res.output
     assert (out / "fake" / "1" / "index.html").exists()
 
 
@@ -150,7 +206,7 @@ def test_cli_report_as_json(validated, tmp_path):
     data = json.loads(res.stdout)
     assert data["measured"] == 0 and data["html"] == str(out / "fake" / "1" / "index.html")
     assert data["metrics"] == json.loads((out / "fake" / "1" / "metrics.json").read_text())
-    assert "in-space validation networks" in res.stderr
+    assert "networks the calibration was not fitted on" in res.stderr
 
 
 def test_cli_no_validations_and_no_device(tmp_path):

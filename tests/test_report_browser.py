@@ -155,6 +155,9 @@ class Browser:
                            "() => [i.alt, 0, 0])))")["result"]["value"]
         text = self.call("Runtime.evaluate", session, returnByValue=True,
                          expression="document.body.innerText")["result"]["value"]
+        overflow = self.call("Runtime.evaluate", session, returnByValue=True, expression=(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        ))["result"]["value"]  # px the page runs past the window's right edge
         if screenshot is not None:
             metrics = self.call("Page.getLayoutMetrics", session)["cssContentSize"]
             shot = self.call("Page.captureScreenshot", session, format="png",
@@ -163,7 +166,7 @@ class Browser:
                                    "height": min(metrics["height"], 16000), "scale": 1})
             screenshot.write_bytes(base64.b64decode(shot["data"]))
         errors = [e for e in self.events if _is_error(e)]
-        return {"images": images, "errors": errors, "text": text}
+        return {"images": images, "errors": errors, "text": text, "overflow": overflow}
 
     def close(self) -> None:
         try:
@@ -208,6 +211,7 @@ def test_report_page_loads_without_errors_and_images_decode(browser, report_fold
         assert width > 100 and height > 100, f"image {alt!r} did not decode"
     assert "within ±5 %" in result["text"]
     assert "No data:" in result["text"]  # the per-layer profile was not measured here
+    assert result["overflow"] == 0  # wide tables scroll inside the page, not the page itself
 
 
 @needs_chromium
