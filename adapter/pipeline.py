@@ -20,7 +20,8 @@ from bench.missing import backend_option, resolve, sweep_space
 from bench.sweep import SweepSpace
 from lut_db.estimate import MissingKeys
 from lut_db.progress import Steps, silent
-from lut_db.store import LutStore, Version, parse_lut_ref
+from lut_db.store import LutStore
+from lut_db.versions import Version, parse_lut_ref
 
 if TYPE_CHECKING:
     from adapter.arch import Architecture
@@ -92,7 +93,7 @@ def search_space(store: LutStore, version: Version, model: str | Architecture,
     if cal is None and log:
         log(f"warning: {label} has no calibration: the search ranks by the plain sum of "
             f"entries; calibrate it with: netadapt calibrate --lut {label}")
-    table = store.table(version.id)
+    table = store.table(version)
     space = SearchSpace(arch, resolution, classes, table, grid, "error", label, cal,
                         dtype=dtype)
     absent = missing_keys(space, table)

@@ -34,7 +34,8 @@ from bench.timing import Progress, session_state, time_networks
 from bench.zoo import family
 from lut_db.calibration import Calibration, CalibrationError, act_mb, evicted_share, weight_mb
 from lut_db.spec import Network
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 SEED = 1_000_003  # the calibration set's seed: never the validation's (0)
 NETWORKS = 40
@@ -217,11 +218,11 @@ def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWOR
                                "was derived from), and a calibration never changes")
     nets = calibration_set(Space.of(version.space), n)
     samples = measure_samples(store, version, runner, nets, passes, progress=progress)
-    overhead = store.stats(version.id).get("invoke_overhead_us", 0.0)
+    overhead = store.stats(version).get("invoke_overhead_us", 0.0)
     state = samples[0].state if samples else None
     cal = replace(fit(samples, overhead, version.fingerprint),
                   machine_state=state.to_dict() if state else {})
-    store.set_calibration(version.id, cal)
+    store.set_calibration(version, cal)
     return cal
 
 

@@ -18,7 +18,8 @@ from bench.machine_state import MachineState
 from bench.runners.base import Runner
 from bench.timing import remeasure
 from lut_db.errors import UserError
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 TOLERANCE = 0.05  # a median ratio further than this from 1 means the LUT has gone stale
 
@@ -84,7 +85,7 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
         raise DriftError("the sample must hold at least one key")
     version.require_same_setup(runner.fingerprint(),
                                "a drift check needs the same device and settings")
-    table = store.table(version.id)
+    table = store.table(version)
     if not table:
         raise DriftError(f"{version.label} has no measured entries to check")
     seed = random.randrange(2**31) if seed is None else seed

@@ -24,7 +24,8 @@ from analysis.report_markdown import to_markdown
 from analysis.report_metrics import Compare
 from analysis.validate import Validation, validate
 from lut_db.progress import Steps, silent
-from lut_db.store import LutStore, Version, open_lut
+from lut_db.store import LutStore, open_lut
+from lut_db.versions import Version
 
 if TYPE_CHECKING:
     from bench.runners.base import Runner
@@ -65,8 +66,8 @@ def writable(folder: Path) -> None:
 def compare_with(ref: str, store: LutStore, version: Version) -> Compare:
     """Another LUT version (``file[@V]``) to put beside this one, key by key."""
     other_store, other = open_lut(ref)
-    table = other_store.table(other.id)
-    if not table.keys() & store.table(version.id).keys():
+    table = other_store.table(other)
+    if not table.keys() & store.table(version).keys():
         raise ReportError(f"{version.label} and {other.label} ({ref}) have no layer keys in "
                           "common: compare versions swept over overlapping spaces")
     return Compare(f"{other.label} ({other.backend})", table)

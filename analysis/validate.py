@@ -24,7 +24,8 @@ from bench.runners.base import Runner
 from bench.timing import DriftSample, Measurement, sum_ratio, time_networks
 from lut_db.progress import Steps, silent
 from lut_db.spec import Network
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 
 class NoDevice(ValidationError):
@@ -47,21 +48,21 @@ class Validation:
 def stored_rows(store: LutStore, version: Version) -> dict[str, dict[str, Any]]:
     """The version's validations, plus its parent's where this version's entries give the
     same estimate (a version derived by measuring missing keys keeps its parent's)."""
-    rows = {r["name"]: r for r in store.validations(version.id)}
+    rows = {r["name"]: r for r in store.validations(version)}
     if version.parent is None:
         return rows
     parent = store.version(version.parent)
     if parent.fingerprint != version.fingerprint:
         return rows
-    table = store.table(version.id)
-    for r in store.validations(parent.id):
+    table = store.table(version)
+    for r in store.validations(parent):
         if r["name"] in rows:
             continue
         net = Network.from_json_dict(json.loads(r["network"]))
         if all(k in table for k in net.keys) and math.isclose(
                 sum(table[k] for k in net.keys), r["estimated_us"], rel_tol=1e-9):
             row = {k: v for k, v in r.items() if k not in ("version", "measured_at")}
-            store.add_validation(version.id, row)
+            store.add_validation(version, row)
             rows[r["name"]] = {**r, "version": version.id}
     return rows
 
@@ -124,7 +125,7 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
             f"{version.label} has {len(nets) - len(todo)} of the {len(nets)} validation "
             "networks measured and no device to measure the rest on; attach the device "
             f"({version.device}, backend {version.backend}) and run: {command}")
-    tables = Tables(store.table(version.id), {})
+    tables = Tables(store.table(version), {})
     if todo or wants_profile:
         if not sweep:
             _refuse_missing(store, version, todo, command)
@@ -146,7 +147,7 @@ def validate(store: LutStore, version: Version, runner: Runner | None, n: int = 
                               between=lambda p: drift.measure_slice(p, rounds))
         factors = drift.factors()
         for net in todo:
-            store.add_validation(version.id, _row(net, timed[net.name], tables, factors))
+            store.add_validation(version, _row(net, timed[net.name], tables, factors))
     if wants_profile:
         _add_profile(store, version, target, tables, runner.for_networks(), passes, progress)
     rows = stored_rows(store, version)
@@ -212,7 +213,7 @@ def _row(net: Network, measured: Measurement, tables: Tables,
 
 def _add_profile(store: LutStore, version: Version, net: Network, tables: Tables,
                  runner: Runner, passes: int, progress: Steps) -> None:
-    row = {r["name"]: r for r in store.validations(version.id)}[net.name]
+    row = {r["name"]: r for r in store.validations(version)}[net.name]
     lookup = {**tables.table, **tables.extra}
     timing = json.loads(row["timing"] or "{}")
     step = f"per-layer profile of {net.name}"
@@ -220,4 +221,4 @@ def _add_profile(store: LutStore, version: Version, net: Network, tables: Tables
                                        lambda n, what: progress(step, 0, None, what))
     progress(step, 1, 1)
     row = {k: v for k, v in row.items() if k not in ("version", "measured_at")}
-    store.add_validation(version.id, {**row, "timing": json.dumps(timing)})
+    store.add_validation(version, {**row, "timing": json.dumps(timing)})

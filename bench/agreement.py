@@ -13,9 +13,10 @@ from collections import defaultdict
 from typing import Any
 
 from lut_db.store import LutStore
+from lut_db.versions import Version
 
 
-def agreement(store: LutStore, version: int) -> dict[str, Any]:
+def agreement(store: LutStore, version: Version) -> dict[str, Any]:
     """{"keys": n, "phones": [{"serial", "keys", "median_ratio", "p5", "p95"}, ...]}."""
     by_key: dict[str, dict[str, float]] = defaultdict(dict)
     for row in store.replicas(version):

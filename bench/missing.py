@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from bench.devices import ConfigError, load_config, open_runners
 from bench.runners.base import Runner, RunnerError
 from bench.sweep import Plan, SweepSpace, build_lut, farm_fingerprint, measure_missing
-from lut_db.errors import UserError
+from lut_db.errors import LutError, UserError
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy, estimate, interpolate
 from lut_db.progress import Steps, silent
 from lut_db.spec import Network
-from lut_db.store import LutError, LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 Log = Callable[[str], None]
 
@@ -44,7 +45,7 @@ def resolve(store: LutStore, version: Version, keys: Iterable[str],
     if policy not in tuple(MissingPolicy):
         raise LutError(f"unknown missing-key policy {policy!r}; use one of "
                        f"{', '.join(MissingPolicy)}")
-    table = store.table(version.id)
+    table = store.table(version)
     label = f"{store.path}@{version.id}"
     absent = [k for k in dict.fromkeys(keys) if k not in table]
     if not absent:
@@ -57,7 +58,7 @@ def resolve(store: LutStore, version: Version, keys: Iterable[str],
         return Resolved(version, label, {**table, **interpolate(absent, table)}, absent)
     derived = ensure_keys(store, version, absent, device=device, runner=runner, log=log,
                           progress=progress)
-    return Resolved(derived, f"{store.path}@{derived.id}", store.table(derived.id))
+    return Resolved(derived, f"{store.path}@{derived.id}", store.table(derived))
 
 
 def ensure_keys(store: LutStore, version: Version, keys: list[str], *,
@@ -69,7 +70,7 @@ def ensure_keys(store: LutStore, version: Version, keys: list[str], *,
 
     say = log or (lambda _m: None)
     for v in reversed(store.versions()):
-        if v.parent == version.id and v.status == "sealed" and set(keys) <= store.keys(v.id):
+        if v.parent == version.id and v.status == "sealed" and set(keys) <= store.keys(v):
             say(f"using {v.label}: derived from {version.label} with the missing keys")
             return v
     held = store.locked  # a caller's lock stays with the caller
@@ -138,7 +139,7 @@ def sweep_space(store: LutStore, version: Version, space: SweepSpace, *,
     resumed where an interrupted run stopped). Says so in one line through ``log``. The
     device not attached: DeviceAbsent with the `netadapt lut` command to run where it is."""
     need = {s.key for s in space.specs()}
-    absent = need - store.keys(version.id, status="ok")
+    absent = need - store.keys(version, status="ok")
     if not absent:
         return version
     label = f"{store.path}@{version.id}"

@@ -26,7 +26,8 @@ from typing import Any
 from bench.machine_state import MachineState
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, Runner, RunnerError, Timing
 from lut_db.spec import DTYPES, LayerSpec
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 ORDER_SEED = 20180908  # keys are measured in a shuffled, repeatable order: drift becomes noise
 # This many models failing in a row on one device with the same error: a broken tool. Large
@@ -91,7 +92,7 @@ def plan(store: LutStore, device: str, backend: str, fingerprint: dict[str, Any]
 
 def _missing(store: LutStore, version: Version, keys: list[str]) -> list[str]:
     """Keys to measure: a building version retries its failed keys, a sealed one keeps them."""
-    have = store.keys(version.id, status="ok" if version.status == "building" else None)
+    have = store.keys(version, status="ok" if version.status == "building" else None)
     return _shuffled([k for k in keys if k not in have])
 
 
@@ -107,13 +108,12 @@ def start_version(store: LutStore, p: Plan, device: str, backend: str,
     if p.version is not None:
         merged = merge_space(p.version.space, space)
         if p.version.status == "building" and merged != p.version.space:
-            store.update_space(p.version.id, merged)
+            store.update_space(p.version, merged)
         return p.version
     if p.parent is not None:
         space = merge_space(p.parent.space, space)
-    parent = p.parent.id if p.parent else None
     note = f"derived from {p.parent.label}: +{len(p.missing)} keys" if p.parent else ""
-    return store.create_version(device, backend, fingerprint, parent=parent, note=note,
+    return store.create_version(device, backend, fingerprint, parent=p.parent, note=note,
                                 space=space)
 
 
@@ -226,7 +226,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
             owe.discard(msg.serial)
             good = [(k, r) for k, r in zip(msg.keys, msg.results) if isinstance(r, Timing)]
             if good:
-                store.add_replicas(version.id, good, msg.serial)
+                store.add_replicas(version, good, msg.serial)
         elif msg.kind == "lost":
             away.add(msg.serial)
         elif msg.kind == "back":
@@ -253,7 +253,7 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
     if seal:
         usable = [r for r, s in zip(runners, serials) if s not in gone and s not in away]
         measure_overhead(store, version, (usable or list(runners))[0], build)
-        result.version = store.seal(version.id)
+        result.version = store.seal(version)
     return result
 
 
@@ -286,7 +286,7 @@ def _broken_message(serial: str, streak: _Streak, result: SweepResult) -> str:
 
 def _commit(store: LutStore, version: Version, msg: _Msg, result: SweepResult,
             failure_dir: Path | None) -> None:
-    store.add_results(version.id, zip(msg.keys, msg.results), serial=msg.serial)
+    store.add_results(version, zip(msg.keys, msg.results), serial=msg.serial)
     failed = [(k, r) for k, r in zip(msg.keys, msg.results) if isinstance(r, Failure)]
     result.measured += len(msg.keys) - len(failed)
     result.failed += len(failed)
@@ -379,12 +379,12 @@ OVERHEAD_SPEC = LayerSpec("add", 1, 1, 1)  # the smallest model: what one invoke
 def measure_overhead(store: LutStore, version: Version, runner: Runner, build: Builder) -> None:
     """Store the runtime's fixed per-invoke cost with the version (every layer alone pays it
     once; a whole network pays it once in all), unless the version already has it."""
-    if "invoke_overhead_us" in store.stats(version.id):
+    if "invoke_overhead_us" in store.stats(version):
         return
     (res,) = runner.measure([BatchItem(OVERHEAD_SPEC.key, build(OVERHEAD_SPEC))])
     if isinstance(res, Failure):
         raise RunnerError(f"could not measure the per-invoke overhead: {res.error}")
-    store.set_stat(version.id, "invoke_overhead_us", res.latency_us,
+    store.set_stat(version, "invoke_overhead_us", res.latency_us,
                    {"model": OVERHEAD_SPEC.key, "std_us": res.std_us, "runs": res.runs})
 
 
@@ -393,8 +393,8 @@ def record_states(store: LutStore, version: Version, states: Sequence[MachineSta
     sessions' (``machine_busy``: how many of them were busy; the states in its detail)."""
     if not states:
         return
-    every = (store.stat_detail(version.id, "machine_busy") or []) + [s.to_dict() for s in states]
-    store.set_stat(version.id, "machine_busy", float(sum(bool(s["busy"]) for s in every)),
+    every = (store.stat_detail(version, "machine_busy") or []) + [s.to_dict() for s in states]
+    store.set_stat(version, "machine_busy", float(sum(bool(s["busy"]) for s in every)),
                    every)
 
 
@@ -409,7 +409,7 @@ def measure_missing(store: LutStore, version: Version, keys: Sequence[str],
     fp = runners[0].fingerprint()
     version.require_same_setup(fp, "measuring into it would mix two setups. Build a LUT for "
                                    "this setup with: netadapt lut")
-    new = store.create_version(version.device, version.backend, fp, parent=version.id,
+    new = store.create_version(version.device, version.backend, fp, parent=version,
                                note=f"derived from {version.label}: +{len(keys)} keys measured "
                                     "on demand", space=version.space)
     return run(store, new, list(keys), runners, build, progress=progress).version
@@ -502,7 +502,7 @@ def build_lut(db: Path, device: str, runners: Sequence[Runner], space: SweepSpac
         if len(runners) > 1:
             from bench.agreement import agreement
 
-            res.agreement = agreement(store, version.id)["phones"]
+            res.agreement = agreement(store, version)["phones"]
         return res
     finally:
         store.close()  # and its writer lock: the process may go on (tests, notebooks)

@@ -37,14 +37,15 @@ def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
     from adapter.search_space import SearchSpace, lut_grid
     from bench.devices import open_runners
     from bench.sweep import SweepSpace, build_lut
-    from lut_db.store import LutError, LutStore
+    from lut_db.errors import LutError
+    from lut_db.store import LutStore
 
     def load() -> tuple[Any, str]:
         store = LutStore.open(path)
         v = store.version(version)
         label = f"{path}@{v.id}"
         grid = lut_grid(v.space, "mobilenet_v1", RES, CLASSES, label)
-        return SearchSpace("mobilenet_v1", RES, CLASSES, store.table(v.id), grid,
+        return SearchSpace("mobilenet_v1", RES, CLASSES, store.table(v), grid,
                            lut=label), label
 
     try:

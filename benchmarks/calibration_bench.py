@@ -228,7 +228,7 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
         train_nets = cb.calibration_set(space, len(cal.networks))
         sets = test_sets(space)
         nets = [n for group in sets.values() for n in group]
-        table = store.table(version.id)
+        table = store.table(version)
         absent = sorted({k for n in nets for k in n.keys if k not in table})
         if absent:
             ensure_keys(store, version, absent, runner=runner)

@@ -126,7 +126,7 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
     need, v = {s.key for s in sweep.specs()}, res.version
     while v.parent is not None:
         parent = store.version(v.parent)
-        if parent.fingerprint != v.fingerprint or not need <= store.keys(parent.id):
+        if parent.fingerprint != v.fingerprint or not need <= store.keys(parent):
             break
         v = parent
     space, label = search_space(store, v, "mobilenet_v1", resolution, 10, log=log,

@@ -169,13 +169,13 @@ def check_version(db: Path, keys: set[str]) -> dict[str, Any]:
     """The newest version: sealed, its digest verified, every planned key once."""
     with LutStore.open(db) as store:
         v = store.versions()[-1]
-        seal = store.verify(v.id) if v.status == "sealed" else None
-        stored = [r["key"] for r in store.entries(v.id)]
+        seal = store.verify(v) if v.status == "sealed" else None
+        stored = [r["key"] for r in store.entries(v)]
         return {"version": v.id, "versions": len(store.versions()), "status": v.status,
                 "digest_verified": seal is not None, "planned_keys": len(keys),
                 "stored_keys": len(stored), "missing": len(keys - set(stored)),
                 "stored_once": len(stored) == len(set(stored)),
-                "failed": store.counts(v.id).get("failed", 0)}
+                "failed": store.counts(v).get("failed", 0)}
 
 
 class Readers:
@@ -203,8 +203,8 @@ class Readers:
             try:
                 with LutStore.open(self.db) as store:
                     v = store.version()  # newest sealed, checked against its digest
-                    table = store.table(v.id)
-                    if sum(store.counts(v.id).values()) != store.seal_info(v.id).rows:
+                    table = store.table(v)
+                    if sum(store.counts(v).values()) != store.seal_info(v).rows:
                         self.errors.append(f"{v.label}: entries changed under a reader")
                     self.reads.append((v.id, estimate(self.net, table, lut=v.label).total_us))
             except Exception as e:  # noqa: BLE001 - every failure is a finding

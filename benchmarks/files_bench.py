@@ -49,7 +49,8 @@ from bench.runners.base import Runner
 from bench.sweep import SweepSpace, build_lut
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
 from bench.timing import session_state, time_networks
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "keras_reference.py"
@@ -153,7 +154,7 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
         for dt, store in stores.items():
             root = store.version(ids[dt])
             nets = [r.network for name, r in reads.items() if _dtype(name) == dt]
-            table = store.table(root.id)
+            table = store.table(root)
             absent = sorted({k for n in nets for k in n.keys if k not in table})
             on_demand[dt] = len(absent)
             derived[dt] = ensure_keys(store, root, absent, runner=runner) if absent else root

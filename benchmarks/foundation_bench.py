@@ -266,7 +266,7 @@ def bench_fidelity(out: dict[str, Any], table: dict[str, float], n: int = 20) ->
 def run(out: dict[str, Any], lut: Path) -> None:
     store = LutStore.open(lut)
     version = store.version()
-    table = store.table(version.id)
+    table = store.table(version)
     bench_build(out)
     bench_estimate_throughput(out, table, calibration=store.calibration(version))
     keys = random.Random(2).sample(sorted(table), 50)

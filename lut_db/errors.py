@@ -11,3 +11,35 @@ class UserError(Exception):
 
 class SetupMismatch(UserError):
     """Measurements of another device or setting than a LUT version's own."""
+
+
+class LutError(UserError):
+    """Base of the store's errors; each message is meant for the user as it is."""
+
+
+class NotALut(LutError):
+    pass
+
+
+class SchemaTooNew(LutError):
+    pass
+
+
+class NoSuchVersion(LutError):
+    pass
+
+
+class SealedVersion(LutError):
+    pass
+
+
+class StoreLocked(LutError):
+    pass
+
+
+class VersionTampered(LutError):
+    """A sealed version no longer matches the digest taken when it was sealed."""
+
+
+class DigestTooNew(LutError):
+    pass

@@ -22,8 +22,8 @@ from operator import itemgetter
 import numpy as np
 
 from lut_db.calibration import Calibration, weight_mb
+from lut_db.errors import LutError
 from lut_db.spec import LayerSpec, Network
-from lut_db.store import LutError
 
 
 class MissingPolicy(StrEnum):

@@ -14,7 +14,10 @@ from rich.table import Table
 
 from bench.agreement import agreement
 from bench.devices import BackendName
-from lut_db.store import ExportFormat, LutStore, VersionTampered, open_lut, parse_lut_ref
+from lut_db.errors import VersionTampered
+from lut_db.store import LutStore, open_lut
+from lut_db.transfer import ExportFormat
+from lut_db.versions import parse_lut_ref
 from netadapt_cli.common import (
     CHECK_FAILED,
     Command,
@@ -56,7 +59,7 @@ def list_(lut: str | None = _lut_option("LUT file, e.g. luts/host.db"),
     """List the versions of a LUT file."""
     with user_errors(as_json):
         store = LutStore.open(_lut(lut, old, "list"))
-        rows = [(v, store.counts(v.id)) for v in store.versions()]
+        rows = [(v, store.counts(v)) for v in store.versions()]
         if as_json:
             print(json.dumps([{**vars(v), "entries": c.get("ok", 0), "failed": c.get("failed", 0)}
                               for v, c in rows], indent=1, default=str))
@@ -76,11 +79,11 @@ def show(lut: str | None = _lut_option("LUT[@VERSION], e.g. luts/host.db@1"),
     """Show a version: fingerprint, counts, failures and a few entries."""
     with user_errors(as_json):
         store, v = open_lut(_lut(lut, old, "show"))
-        counts, failures = store.counts(v.id), store.failures(v.id)
-        rows = store.entries(v.id)
+        counts, failures = store.counts(v), store.failures(v)
+        rows = store.entries(v)
         if as_json:
             print(json.dumps({"version": vars(v), "counts": counts, "failures": failures,
-                              "stats": store.stats(v.id), "agreement": agreement(store, v.id)},
+                              "stats": store.stats(v), "agreement": agreement(store, v)},
                              indent=1, default=str))
             return
         console.print(f"[bold]{v.label}[/] {v.backend} \\[{v.status}] created {v.created}"
@@ -90,17 +93,17 @@ def show(lut: str | None = _lut_option("LUT[@VERSION], e.g. luts/host.db@1"),
         console.print("fingerprint: " + json.dumps(v.fingerprint, sort_keys=True))
         if v.space:
             console.print("space: " + json.dumps(v.space))
-        seal = store.seal_info(v.id)
+        seal = store.seal_info(v)
         if seal:
             console.print(f"digest: sha256 {seal.digest[:16]}... over {seal.rows} entries and "
                           f"the fingerprint ({seal.origin} {seal.at})", highlight=False)
-        for name, value in store.stats(v.id).items():
+        for name, value in store.stats(v).items():
             console.print(f"{name}: {value:.2f}")
-        for state in store.stat_detail(v.id, "machine_busy") or []:
+        for state in store.stat_detail(v, "machine_busy") or []:
             console.print(f"machine while swept: {state.get('summary', '')}"
                           + (f" (busy: {'; '.join(state.get('reasons', []))})"
                              if state.get("busy") else ""), highlight=False, markup=False)
-        agree = agreement(store, v.id)
+        agree = agreement(store, v)
         if agree["phones"]:
             t = Table("phone", "keys", "median ratio", "p5", "p95",
                       title="agreement: each phone / the farm median, on the replica sample")
@@ -154,15 +157,15 @@ def verify(lut: str | None = _lut_option("LUT[@VERSION]; without @: every sealed
         raise typer.Exit(CHECK_FAILED)
 
 
-def _verify_one(store: LutStore, version: int) -> dict:
+def _verify_one(store: LutStore, vid: int) -> dict:
     """One version's check as a row; a version that changed is a finding, not an error."""
     try:
-        seal = store.verify(version)
+        seal = store.verify(store.version(vid))
     except VersionTampered as e:
-        return {"version": version, "status": "changed", "problem": str(e)}
+        return {"version": vid, "status": "changed", "problem": str(e)}
     if seal is None:
-        return {"version": version, "status": "building"}
-    return {"version": version, "status": "ok", "rows": seal.rows, "digest": seal.digest,
+        return {"version": vid, "status": "building"}
+    return {"version": vid, "status": "ok", "rows": seal.rows, "digest": seal.digest,
             "origin": seal.origin}
 
 
@@ -192,7 +195,7 @@ def diff(lut: str | None = _lut_option("LUT@VERSION: the version a."),
                 fail(f"diff compares two versions of one file; {path_b} is not {store.path} "
                      "(export one and import it into the other to compare across files)")
             vb = store.version(vid_b)
-        d = store.diff(va.id, vb.id)
+        d = store.diff(va, vb)
         s = d.summary()
         if as_json:
             print(json.dumps(s, indent=1))
@@ -215,7 +218,7 @@ def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _ol
     """Export a version (JSON with metadata, or CSV of entries)."""
     with user_errors():
         store, v = open_lut(_lut(lut, old, "export"))
-        text = store.export(v.id, fmt)
+        text = store.export(v, fmt)
         if output:
             output.write_text(text)
             console.print(f"wrote {output}")
@@ -247,7 +250,7 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
         fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
         store = LutStore.open(db, create=True)
         v = store.import_(source.read_text(), fmt, device=device, backend=backend)
-        n = store.counts(v.id).get("ok", 0)
+        n = store.counts(v).get("ok", 0)
         if as_json:
             print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))
         else:

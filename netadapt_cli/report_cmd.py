@@ -11,7 +11,8 @@ import typer
 
 from bench.devices import BackendName, ConfigError, open_runners
 from bench.runners.base import RunnerError
-from lut_db.store import LutStore, Version, open_lut
+from lut_db.store import LutStore, open_lut
+from lut_db.versions import Version
 from netadapt_cli.common import (
     backend_choice,
     commentary,

@@ -169,7 +169,7 @@ def fixed_lut(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, int
 
     store, version = make_lut(tmp_path_factory.mktemp("lut") / "fixed.db",
                               FakeRunner(us=macs_us, device="fixed"), ADAPT_SPACE)
-    table, path = store.table(version.id), store.path
+    table, path = store.table(version), store.path
     store.close()
     return table, path, RES
 

@@ -11,7 +11,8 @@ from bench.machine_state import MachineState, StateProbe
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, RunnerError, Timing
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 # A host device that measures each key in about a millisecond: for sweeps in tests.
 FAST_TOML = """\
@@ -135,7 +136,7 @@ def measure_real_lut(path: Path) -> tuple[dict[str, float], Path, int]:
                                        space=ADAPT_SPACE)
         keys = sorted(s.key for s in zoo.shape_space(zoo.MOBILENET_V1, RES, GRID, CLASSES))
         sweep.run(store, version, keys, [runner], build_layer)
-        table = store.table(version.id)
+        table = store.table(version)
         store.close()
     assert len(table) == len(keys)
     return table, path, RES

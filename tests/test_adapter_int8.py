@@ -205,7 +205,7 @@ def test_the_int8_search_prices_int8_keys(int8_lut: Path) -> None:
     store = LutStore.open(int8_lut)
     version = store.version(None)
     space, used = search_space(store, version, "mobilenet_v1", 32, 10, dtype="int8")
-    table = store.table(version.id)
+    table = store.table(version)
     net = space.network(space.fam.widths(width_mult=0.5))
     assert net.keys and all(k.endswith(",dt=int8") and k in table for k in net.keys)
     assert space.grid == 64 and used == f"{int8_lut}@{version.id}"

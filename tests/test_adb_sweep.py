@@ -47,14 +47,14 @@ def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path
     assert "sealed" in res.output and "2 runner(s)" in res.output
     store = LutStore.open(db)
     (v,) = store.versions()
-    assert v.status == "sealed" and store.counts(v.id) == {"ok": 150}
+    assert v.status == "sealed" and store.counts(v) == {"ok": 150}
     serials = {d.serial for d in farm.devices}
-    assert {e["serial"] for e in store.entries(v.id)} == serials  # the plan was shared
-    assert len(store.replicas(v.id)) == 2 * sweep.REPLICA_SAMPLE  # the sample, on each phone
-    agree = agreement(store, v.id)  # keys under 0.005 ms read as 0.00 ms and do not count
+    assert {e["serial"] for e in store.entries(v)} == serials  # the plan was shared
+    assert len(store.replicas(v)) == 2 * sweep.REPLICA_SAMPLE  # the sample, on each phone
+    agree = agreement(store, v)  # keys under 0.005 ms read as 0.00 ms and do not count
     assert 0 < agree["keys"] <= sweep.REPLICA_SAMPLE
     assert {p["serial"] for p in agree["phones"]} == serials
-    assert "invoke_overhead_us" in store.stats(v.id)
+    assert "invoke_overhead_us" in store.stats(v)
     assert serial_free(v.fingerprint, serials)
     shown = cli.invoke(app, ["db", "show", "--lut", f"{db}@{v.id}"], terminal_width=200)
     assert shown.exit_code == 0 and "agreement" in shown.output
@@ -92,7 +92,7 @@ def test_phone_unplugged_mid_sweep_loses_nothing(farm_factory, tmp_path: Path):
     res = sweep.run(store, v, p.missing, runners, build_layer, 4, progress=progress,
                     on_event=lambda kind, serial, _m: events.append((kind, serial)))
     assert ("lost", victim.serial) in events and ("gone", victim.serial) in events
-    assert store.counts(v.id) == {"ok": 24} and res.version.status == "sealed"
+    assert store.counts(v) == {"ok": 24} and res.version.status == "sealed"
     assert res.per_serial[farm.devices[1].serial] > res.per_serial.get(victim.serial, 0)
 
 
@@ -106,7 +106,7 @@ def test_phone_that_drops_and_returns_rejoins(farm: Farm, tmp_path: Path):
     res = sweep.run(store, v, p.missing, runners, build_layer, 4,
                     on_event=lambda kind, _s, _m: events.append(kind))
     assert events[:2] == ["lost", "back"]
-    assert store.counts(v.id) == {"ok": 12} and res.measured == 12
+    assert store.counts(v) == {"ok": 12} and res.measured == 12
 
 
 @pytest.mark.sweep  # times the same layers on this host
@@ -148,7 +148,7 @@ def test_crashing_model_is_recorded_and_the_sweep_goes_on(farm: Farm, tmp_path: 
     failures = tmp_path / "luts" / "loop.failures"
     res = sweep.run(store, v, p.missing, [runner], build, 4, failure_dir=failures)
     assert (res.measured, res.failed) == (4, 2) and res.version.status == "sealed"
-    failed = {f["key"]: f for f in store.failures(v.id)}
+    failed = {f["key"]: f for f in store.failures(v)}
     assert "killed by signal 11" in failed[crash]["error"]
     assert failed[garbage]["output"].strip() == "no results here"
     saved = sorted(failures.iterdir())
@@ -178,14 +178,14 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     assert "exit code 127" in out and out.count('library "libfoo.so" not found') == 1
     with LutStore.open(db) as store:
         (v,) = store.versions()
-        counts = store.counts(v.id)
+        counts = store.counts(v)
         assert v.status == "building" and set(counts) == {"failed"} and counts["failed"] < 150
     fixed.touch()  # the library is installed: same tool, same version, resumed
     res = cli.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     with LutStore.open(db) as store:
         (v,) = store.versions()
-        assert v.status == "sealed" and store.counts(v.id) == {"ok": 150}
+        assert v.status == "sealed" and store.counts(v) == {"ok": 150}
 
 
 def test_a_phone_unplugged_during_setup_is_left_out(farm_factory, monkeypatch, capsys):

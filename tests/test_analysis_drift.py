@@ -44,7 +44,7 @@ def test_fresh_lut_is_not_stale(lut):
 
 def test_a_slower_device_and_an_outlier(lut):
     store, version = lut
-    keys = drift.sample_keys(store.table(version.id), 30, seed=5)
+    keys = drift.sample_keys(store.table(version), 30, seed=5)
     d = drift.check(store, version, Slower(1.2, odd=keys[3], broken=keys[7]), 30, seed=5)
     assert d.median_ratio == pytest.approx(1.2) and d.stale
     assert d.outliers == [keys[3]] and d.failed == [keys[7]]

@@ -24,7 +24,8 @@ from bench.runners.base import Timing
 from bench.tflite_build import build_layer, build_network
 from lut_db.errors import SetupMismatch
 from lut_db.spec import Network
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 from tests.fakes import SPACE, FakeRunner, make_lut
 
 
@@ -73,7 +74,7 @@ def test_sample_networks_is_seedable_and_covers_every_kind():
 
 def test_networks_on_the_grid_use_only_lut_keys_and_off_grid_ones_do_not(fake_lut):
     store, version = fake_lut
-    table = store.table(version.id)
+    table = store.table(version)
     nets = sampling.sample_networks(sampling.Space.of(version.space), 40, seed=1)
     for net in nets:
         missing = [k for k in net.keys if k not in table]
@@ -127,7 +128,7 @@ def test_validate_stores_rows_and_a_rerun_reuses_them(fake_lut):
     first = val.validate(store, version, runner, n=24, seed=0, passes=1, drift_keys=20,
                          repeats=2)
     assert first.measured == len(first.rows) >= 20 and first.reused == 0
-    rows = {r["name"]: r for r in store.validations(version.id)}
+    rows = {r["name"]: r for r in store.validations(version)}
     assert len(rows) == first.measured
     row = next(iter(rows.values()))
     timing = json.loads(row["timing"])

@@ -117,7 +117,7 @@ def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
     store, version, cal = calibrated
     assert store.calibration(version) == cal and len(cal.networks) == 16
     with pytest.raises(CalibrationError, match="calibrated already"):
-        store.set_calibration(version.id, cal)
+        store.set_calibration(version, cal)
     with pytest.raises(sqlite3.IntegrityError, match="never changes"):
         store.db.execute("DELETE FROM calibrations")
     net = zoo.MOBILENET_V1.network(width_mult=0.5, resolution=32, classes=10)
@@ -137,7 +137,7 @@ def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
                     "on a quiet machine")]
     assert est.to_dict()["calibration"]["warning"] == said[0]
     # the adapter's fast path gives the same number from cached look-ups
-    table = store.table(version.id)
+    table = store.table(version)
     slots = SlotEstimator(zoo.MOBILENET_V1.slot_layers(32, 10), table, calibration=cal)
     widths = zoo.MOBILENET_V1.widths(width_mult=0.5)
     assert slots(widths) == pytest.approx(estimate(net, table, calibration=cal).total_us)
@@ -147,9 +147,9 @@ def test_calibration_of_another_setup_is_refused(calibrated, tmp_path: Path) -> 
     store, version, cal = calibrated
     other = LutStore.open(tmp_path / "other.db", create=True)
     v = other.create_version("fake", "tflite-cpu", {"device": "other"})
-    other.seal(v.id)
+    other.seal(v)
     with pytest.raises(SetupMismatch, match="same device and settings"):
-        other.set_calibration(v.id, cal)
+        other.set_calibration(v, cal)
     with pytest.raises(SetupMismatch, match="another setup"):
         cb.calibrate(store, version, FakeRunner(device="other"), n=16, passes=1)
 
@@ -191,7 +191,7 @@ def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> N
 
 def test_an_unknown_missing_key_policy_is_named(tmp_path: Path) -> None:
     from bench.missing import resolve
-    from lut_db.store import LutError
+    from lut_db.errors import LutError
 
     store, version = make_lut(tmp_path / "plain.db")
     with pytest.raises(LutError, match="unknown missing-key policy 'zero'; use one of error"):

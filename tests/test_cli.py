@@ -16,7 +16,8 @@ from bench.devices import load_config, make_runner
 from bench.runners.base import Timing
 from bench.tflite_build import build_network
 from bench.zoo import FAMILIES, MOBILENET_V1, MOBILENET_V3_SMALL, FamilyName, shape_space
-from lut_db.store import SCHEMA_VERSION, LutStore
+from lut_db.schema import SCHEMA_VERSION
+from lut_db.store import LutStore
 from netadapt_cli.main import app
 from tests.fakes import FAST_TOML
 
@@ -65,10 +66,10 @@ def template(tmp_path_factory) -> Path:
     with LutStore.open(db, create=True) as store:
         v = store.create_version("fast", "tflite-cpu", fp, space={"sweeps": [
             {"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64, "classes": 10}]})
-        store.add_results(v.id, [(s.key, Timing.from_samples([fake_us(s)] * 3))
-                                 for s in shape_space(MOBILENET_V1, 32, 64, 10)])
-        store.set_stat(v.id, "invoke_overhead_us", 5.0)
-        store.seal(v.id)
+        store.add_results(v, [(s.key, Timing.from_samples([fake_us(s)] * 3))
+                              for s in shape_space(MOBILENET_V1, 32, 64, 10)])
+        store.set_stat(v, "invoke_overhead_us", 5.0)
+        store.seal(v)
     return db
 
 
@@ -163,15 +164,15 @@ def test_db_show_lists_failures(tmp_path: Path) -> None:
     db = tmp_path / "f.db"
     with LutStore.open(db, create=True) as store:
         v = store.create_version("host", "tflite-cpu", {})
-        store.add_results(v.id, [("add:in=1x1x1", Failure("model crashed", "log"))])
-        store.seal(v.id)
+        store.add_results(v, [("add:in=1x1x1", Failure("model crashed", "log"))])
+        store.seal(v)
     out = flat(ok("db", "show", "--lut", db).output)
     assert "entries: 0 ok, 1 failed" in out and "model crashed" in out
 
 
 def _scaled_copy(lut: Path, factor: float) -> None:
     with LutStore.open(lut) as store:
-        rows = json.loads(store.export(1))
+        rows = json.loads(store.export(store.version(1)))
         del rows["digest"]  # edited on purpose: a version of its own, not the sealed one
         for r in rows["measurements"][:100]:
             r["latency_us"] *= factor
@@ -200,7 +201,7 @@ def test_db_export_import_round_trip(lut: Path, tmp_path: Path) -> None:
              "tflite-cpu")
     assert f"as {other}@2" in flat(res.output)
     with LutStore.open(lut) as a, LutStore.open(other) as b:
-        assert b.table(1) == a.table(1) == b.table(2)
+        assert b.table(b.version(1)) == a.table(a.version(1)) == b.table(b.version(2))
         assert b.version(1).fingerprint == a.version(1).fingerprint
 
 
@@ -248,7 +249,7 @@ def test_estimate_missing_keys(lut: Path) -> None:
     with LutStore.open(lut) as store:
         v2 = store.version(2)
         assert (v2.parent, v2.status) == (1, "sealed")
-        assert len(store.keys(2)) == 476 + 3 and len(store.keys(1)) == 476
+        assert len(store.keys(v2)) == 476 + 3 and len(store.keys(store.version(1))) == 476
     assert [r for r in dump(lut) if r[0] == "measurements" and r[1] == 1] == [
         r for r in before if r[0] == "measurements"]
 
@@ -622,8 +623,8 @@ def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     assert "entries: 1 ok" in out and "add:in=1x1x1,act=none,dt=float32 0.003 - -" in out
     with LutStore.open(lut) as store:
         v = store.create_version("fast", "tflite-cpu", {})
-        store.add_results(v.id, [("add:in=1x1x1", Timing.from_samples([1.0]))])
-        store.seal(v.id)
+        store.add_results(v, [("add:in=1x1x1", Timing.from_samples([1.0]))])
+        store.seal(v)
     assert "no key in common" in fails("db", "diff", "--lut", f"{lut}@1", "2")
 
 

@@ -14,26 +14,22 @@ from typer.testing import CliRunner
 
 from bench.runners.base import Failure, Timing
 from lut_db import digest as dg
+from lut_db.errors import DigestTooNew, LutError, VersionTampered
+from lut_db.schema import MEASUREMENT_COLUMNS, MIGRATIONS
 from lut_db.spec import LayerSpec
-from lut_db.store import (
-    MEASUREMENT_COLUMNS,
-    MIGRATIONS,
-    DigestTooNew,
-    LutError,
-    LutStore,
-    VersionTampered,
-)
+from lut_db.store import LutStore
+from lut_db.versions import Version
 from netadapt_cli.main import app
 
 FP = {"device": "host", "runtime": "ai-edge-litert 2.3.0", "threads": 1}
 KEYS = [LayerSpec("conv2d", 8, 8, c, 16).key for c in range(8, 8 + 40)]
 
 
-def sealed(store: LutStore, n: int = 4) -> int:
+def sealed(store: LutStore, n: int = 4) -> Version:
     v = store.create_version("host", "tflite-cpu", FP)
-    store.add_results(v.id, [(k, Timing.from_samples([100.0 + i, 101.0 + i]))
-                             for i, k in enumerate(KEYS[:n - 1])] + [(KEYS[n - 1], Failure("x", "out"))])
-    return store.seal(v.id).id
+    store.add_results(v, [(k, Timing.from_samples([100.0 + i, 101.0 + i]))
+                          for i, k in enumerate(KEYS[:n - 1])] + [(KEYS[n - 1], Failure("x", "out"))])
+    return store.seal(v)
 
 
 def tamper(path: Path, *sql: str) -> None:
@@ -66,12 +62,13 @@ def test_the_fields_hashed_are_the_stored_columns() -> None:
 
 def test_seal_stores_a_digest_of_entries_and_fingerprint(lut: Path) -> None:
     with LutStore.open(lut) as store:
-        seal = store.seal_info(1)
+        v = store.version(1)
+        seal = store.seal_info(v)
         assert (seal.rows, seal.origin, seal.format) == (4, "sealed", dg.DIGEST_FORMAT)
-        rows = [{f: r[f] for f in dg.ENTRY_FIELDS} for r in store.entries(1)]
+        rows = [{f: r[f] for f in dg.ENTRY_FIELDS} for r in store.entries(v)]
         assert seal.digest == dg.content_digest(FP, rows)
         assert seal.digest != dg.content_digest({**FP, "threads": 2}, rows)
-        assert store.verify(1) == seal
+        assert store.verify(v) == seal
 
 
 def test_edited_latency_is_refused_on_open(lut: Path) -> None:
@@ -89,17 +86,17 @@ def test_estimation_never_reads_an_edited_version(lut: Path) -> None:
     with LutStore.open(lut) as store:
         (v,) = store.versions()  # listing reads no entries: no check yet
         with pytest.raises(VersionTampered, match="latency_us changed in 1 entry"):
-            store.table(v.id)
+            store.table(v)
 
 
 def test_any_edited_field_is_found_by_verify(lut_path: Path) -> None:
     """The open check samples whole entries; verify reads every one of them."""
     with LutStore.open(lut_path, create=True) as store:
-        sealed(store, n=40)
+        v = sealed(store, n=40)
     tamper(lut_path, f"UPDATE measurements SET serial = 'x', samples_us = '[]' "
                      f"WHERE key = '{KEYS[7]}'")
     with LutStore.open(lut_path) as store, pytest.raises(VersionTampered) as e:
-        store.verify(1)
+        store.verify(v)  # whether or not the open check's sample held the edited entry
     assert f"samples_us, serial changed in 1 entry ({KEYS[7]})" in str(e.value)
 
 
@@ -143,24 +140,26 @@ def test_versions_sealed_before_digests_get_one_at_migration(tmp_path: Path) -> 
     db.conn.commit()
     db.close()
     with LutStore.open(path) as store:
-        assert store.seal_info(1).origin == "migrated" and store.verify(1).rows == 1
+        v = store.version(1)
+        assert store.seal_info(v).origin == "migrated" and store.verify(v).rows == 1
     tamper(path, "UPDATE measurements SET latency_us = 6")
     assert "latency_us changed in 1 entry" in reopen_error(path)
 
 
 def test_export_and_import_keep_the_digest(lut: Path, tmp_path: Path) -> None:
     with LutStore.open(lut) as store, LutStore.open(tmp_path / "b.db", create=True) as other:
-        text = store.export(1)
-        assert json.loads(text)["digest"]["sha256"] == store.seal_info(1).digest
+        v = store.version(1)
+        text = store.export(v)
+        assert json.loads(text)["digest"]["sha256"] == store.seal_info(v).digest
         w = other.import_(text)
-        assert other.seal_info(w.id).digest == store.seal_info(1).digest
-        assert other.seal_info(w.id).origin == "imported, digest checked"
-        assert other.verify(w.id).rows == 4
+        assert other.seal_info(w).digest == store.seal_info(v).digest
+        assert other.seal_info(w).origin == "imported, digest checked"
+        assert other.verify(w).rows == 4
 
 
 def test_an_edited_export_is_refused_and_leaves_nothing(lut: Path, tmp_path: Path) -> None:
     with LutStore.open(lut) as store:
-        data = json.loads(store.export(1))
+        data = json.loads(store.export(store.version(1)))
     with LutStore.open(tmp_path / "b.db", create=True) as other:
         data["measurements"][0]["latency_us"] = 1.0
         with pytest.raises(VersionTampered, match="edited after export"):
@@ -173,11 +172,11 @@ def test_an_edited_export_is_refused_and_leaves_nothing(lut: Path, tmp_path: Pat
 
 def test_a_failed_key_is_retried_in_a_building_version(mem_store: LutStore) -> None:
     v = mem_store.create_version("host", "tflite-cpu", FP)
-    mem_store.add_results(v.id, [(KEYS[0], Failure("tool broken", "log"))])
-    mem_store.add_results(v.id, [(KEYS[0], Timing.from_samples([3.0, 4.0]))])
-    assert mem_store.table(v.id) == {KEYS[0]: 3.5} and mem_store.failures(v.id) == []
+    mem_store.add_results(v, [(KEYS[0], Failure("tool broken", "log"))])
+    mem_store.add_results(v, [(KEYS[0], Timing.from_samples([3.0, 4.0]))])
+    assert mem_store.table(v) == {KEYS[0]: 3.5} and mem_store.failures(v) == []
     with pytest.raises(LutError, match="measured once per version"):
-        mem_store.add_results(v.id, [(KEYS[0], Timing.from_samples([3.0]))])
+        mem_store.add_results(v, [(KEYS[0], Timing.from_samples([3.0]))])
 
 
 @pytest.fixture
@@ -198,8 +197,10 @@ def test_db_verify_command(lut: Path) -> None:
 
 
 def test_no_version_is_derived_from_an_edited_one(lut: Path) -> None:
+    with LutStore.open(lut) as store:
+        parent = store.version(1)  # as it was handed out before the edit
     tamper(lut, f"UPDATE measurements SET latency_us = 1 WHERE key = '{KEYS[0]}'")
     with LutStore.open(lut) as store:
         with pytest.raises(VersionTampered):
-            store.create_version("host", "tflite-cpu", FP, parent=1)
+            store.create_version("host", "tflite-cpu", FP, parent=parent)
         assert len(store.versions()) == 1

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from bench.zoo import MOBILENET_V1, MOBILENET_V2, Family, shape_space, slot_choices
+from lut_db.errors import LutError
 from lut_db.estimate import MissingKeys, SlotEstimator, estimate, interpolate
 from lut_db.spec import LayerSpec
-from lut_db.store import LutError
 
 RES, GRID, CLASSES = 64, 32, 10
 FAMS = [MOBILENET_V1, MOBILENET_V2]

@@ -128,8 +128,8 @@ def test_samples_go_into_the_store(fast_runner: HostRunner) -> None:
     (t,) = fast_runner.measure([BatchItem(SMALL.key, build_layer(SMALL))])
     store = LutStore.memory()
     v = store.create_version("host", fast_runner.backend, fast_runner.fingerprint())
-    store.add_results(v.id, [(SMALL.key, t)], serial=fast_runner.serial)
-    (row,) = store.entries(v.id)
+    store.add_results(v, [(SMALL.key, t)], serial=fast_runner.serial)
+    (row,) = store.entries(v)
     assert json.loads(row["samples_us"]) == list(t.samples_us)
     assert row["runs"] == t.runs and row["latency_us"] == t.median_us
     assert row["serial"] == "host"

@@ -48,7 +48,7 @@ def test_an_int8_sweep_on_a_float_file_derives_a_version_holding_both(tmp_path: 
     assert [p.action for p in plans] == ["new", "derive", "up-to-date"]
     assert second.version.parent == first.version.id and again.version.id == second.version.id
     store = LutStore.open(db)
-    keys = store.keys(second.version.id)
+    keys = store.keys(second.version)
     n = len(sweep.SweepSpace(**TINY).specs())
     assert sum("dt=int8" in k for k in keys) == sum("dt=float32" in k for k in keys) == n
     sweeps = store.version(second.version.id).space["sweeps"]

@@ -145,10 +145,10 @@ def test_compare_two_versions(validated, tmp_path):
     store, version = validated
     other = LutStore.open(tmp_path / "other.db", create=True)
     o = other.create_version("fake2", "tflite-gpu", {"device": "fake2"})
-    keys = sorted(store.table(version.id))[:50]
-    other.add_results(o.id, [(k, _timing(store.table(version.id)[k] * 2)) for k in keys])
-    other.seal(o.id)
-    r = build(store, version, Compare("fake2@1", other.table(o.id)), n_boot=0)
+    keys = sorted(store.table(version))[:50]
+    other.add_results(o, [(k, _timing(store.table(version)[k] * 2)) for k in keys])
+    other.seal(o)
+    r = build(store, version, Compare("fake2@1", other.table(o)), n_boot=0)
     assert r.metrics["compare"]["common_keys"] == 50
     assert r.metrics["compare"]["median_ratio"] == pytest.approx(2.0)
     assert any(p.name == "compare" and p.png for p in r.plots)
@@ -164,9 +164,9 @@ def test_compare_without_common_keys_is_refused(validated, tmp_path):
     store, version = validated
     other = LutStore.open(tmp_path / "other.db", create=True)
     o = other.create_version("x", "tflite-cpu", {})
-    other.add_results(o.id, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
+    other.add_results(o, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
     with pytest.raises(ReportError, match="no layer keys in common"):
-        build(store, version, Compare("x@1", other.table(o.id)))
+        build(store, version, Compare("x@1", other.table(o)))
 
 
 def test_a_version_without_validations(tmp_path):
@@ -237,8 +237,8 @@ def test_cli_compare_without_common_keys(validated, tmp_path):
     store, _ = validated
     other = LutStore.open(tmp_path / "other.db", create=True)
     o = other.create_version("x", "tflite-cpu", {})
-    other.add_results(o.id, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
-    other.seal(o.id)
+    other.add_results(o, [("add:in=1x1x7,act=none,dt=float32", _timing(1.0))])
+    other.seal(o)
     res = cli.invoke(app, ["report", "--lut", str(store.path), "--no-measure",
                            "--compare", str(other.path), "--out", str(tmp_path / "r")])
     assert res.exit_code == 1 and "no layer keys in common" in res.output

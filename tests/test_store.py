@@ -12,20 +12,11 @@ import pytest
 import sqlite_utils
 
 from bench.runners.base import Failure, Timing
+from lut_db.errors import LutError, NoSuchVersion, NotALut, SchemaTooNew, SealedVersion, StoreLocked
+from lut_db.schema import MIGRATIONS, SCHEMA_VERSION
 from lut_db.spec import LayerSpec, SpecError
-from lut_db.store import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    LutError,
-    LutStore,
-    NoSuchVersion,
-    NotALut,
-    SchemaTooNew,
-    SealedVersion,
-    StoreLocked,
-    fingerprint_hash,
-    parse_lut_ref,
-)
+from lut_db.store import LutStore
+from lut_db.versions import fingerprint_hash, parse_lut_ref
 
 FP = {"device": "host", "runtime": "ai-edge-litert 2.3.0", "threads": 1, "runs": 3}
 KEYS = [LayerSpec("conv2d", 8, 8, c, 16).key for c in (8, 16, 24, 32)]
@@ -49,8 +40,8 @@ def store(lut_path: Path) -> LutStore:
 
 def filled(store: LutStore, values: dict[str, float], seal: bool = True, **kw):
     v = store.create_version("host", "tflite-cpu", FP, **kw)
-    store.add_results(v.id, [(k, timing(us)) for k, us in values.items()])
-    return store.seal(v.id) if seal else store.version(v.id)
+    store.add_results(v, [(k, timing(us)) for k, us in values.items()])
+    return store.seal(v) if seal else store.version(v.id)
 
 
 # -- versions -------------------------------------------------------------------------------
@@ -62,8 +53,8 @@ def test_version_goes_from_building_to_sealed(mem: LutStore) -> None:
     assert v.fingerprint == FP and v.space == {"sweeps": [1]} and v.note == "first"
     assert mem.find_building("host", "tflite-cpu", FP) == v
     assert mem.find_building("host", "tflite-cpu", {**FP, "threads": 2}) is None
-    mem.add_results(v.id, [(KEYS[0], timing(100))])
-    s = mem.seal(v.id)
+    mem.add_results(v, [(KEYS[0], timing(100))])
+    s = mem.seal(v)
     assert s.status == "sealed" and s.sealed and s.created <= s.sealed
     assert mem.find_building("host", "tflite-cpu", FP) is None
     assert mem.find_sealed("host", "tflite-cpu", FP) == s
@@ -85,15 +76,15 @@ def test_newest_sealed_and_missing_versions(mem: LutStore) -> None:
 
 def test_sealed_version_refuses_writes_through_the_api(mem: LutStore) -> None:
     v = filled(mem, {KEYS[0]: 1.0})
-    for call in (lambda: mem.add_results(v.id, [(KEYS[1], timing(1))]),
-                 lambda: mem.add_replicas(v.id, [(KEYS[0], timing(1))], "other"),
-                 lambda: mem.set_stat(v.id, "x", 1.0),
-                 lambda: mem.update_space(v.id, {}),
-                 lambda: mem.seal(v.id)):
+    for call in (lambda: mem.add_results(v, [(KEYS[1], timing(1))]),
+                 lambda: mem.add_replicas(v, [(KEYS[0], timing(1))], "other"),
+                 lambda: mem.set_stat(v, "x", 1.0),
+                 lambda: mem.update_space(v, {}),
+                 lambda: mem.seal(v)):
         with pytest.raises(SealedVersion, match="host@1 is sealed"):
             call()
-    mem.add_validation(v.id, {"name": "net", "estimated_us": 1.0})  # allowed: not an entry
-    assert [r["name"] for r in mem.validations(v.id)] == ["net"]
+    mem.add_validation(v, {"name": "net", "estimated_us": 1.0})  # allowed: not an entry
+    assert [r["name"] for r in mem.validations(v)] == ["net"]
 
 
 SEALED_SQL = [
@@ -114,31 +105,31 @@ SEALED_SQL = [
 @pytest.mark.parametrize("sql", SEALED_SQL)
 def test_sealed_version_is_immutable_in_sqlite(store: LutStore, sql: str) -> None:
     """Triggers, not only the Python API: raw SQL from any client cannot change it."""
-    filled(store, {KEYS[0]: 1.0, KEYS[1]: 2.0})
+    sealed = filled(store, {KEYS[0]: 1.0, KEYS[1]: 2.0})
     filled(store, {KEYS[2]: 3.0}, seal=False)
-    before = store.export(1)
+    before = store.export(sealed)
     raw = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.DatabaseError, match="version is sealed"):
         raw.execute(sql)
     raw.rollback()
     raw.close()
-    assert store.export(1) == before
+    assert store.export(sealed) == before
 
 
 def test_building_version_rows_can_change(store: LutStore) -> None:
-    filled(store, {KEYS[0]: 1.0}, seal=False)
+    v = filled(store, {KEYS[0]: 1.0}, seal=False)
     raw = sqlite3.connect(store.path)
     raw.execute("UPDATE measurements SET latency_us = 5 WHERE version = 1")
     raw.commit()
     raw.close()
-    assert store.table(1) == {KEYS[0]: 5.0}
+    assert store.table(v) == {KEYS[0]: 5.0}
 
 
 def test_a_key_is_measured_once_per_version(mem: LutStore) -> None:
     v = filled(mem, {KEYS[0]: 1.0}, seal=False)
     with pytest.raises(LutError, match="measured once per version"):
-        mem.add_results(v.id, [(KEYS[1], timing(1)), (KEYS[0], timing(1))])
-    assert mem.keys(v.id) == {KEYS[0]}  # the batch is one transaction: nothing of it stored
+        mem.add_results(v, [(KEYS[1], timing(1)), (KEYS[0], timing(1))])
+    assert mem.keys(v) == {KEYS[0]}  # the batch is one transaction: nothing of it stored
 
 
 # -- the file: schema, WAL, what is not a LUT -----------------------------------------------
@@ -180,7 +171,7 @@ def test_writes_wait_for_another_writer(store: LutStore, lut_path: Path) -> None
     v = store.create_version("host", "tflite-cpu", FP)
     timer.join()
     other.close()
-    assert store.add_results(v.id, [(KEYS[0], timing(5.0))]) == 1
+    assert store.add_results(v, [(KEYS[0], timing(5.0))]) == 1
 
 
 def test_older_schema_is_migrated(tmp_path: Path) -> None:
@@ -279,8 +270,8 @@ def test_parse_lut_ref(tmp_path: Path) -> None:
 def test_raw_samples_and_spec_columns_are_stored(mem: LutStore) -> None:
     v = mem.create_version("host", "tflite-cpu", FP)
     t = Timing.from_samples([10.0, 12.0, 11.0, 30.0], warmup_runs=3, rounds=1)
-    mem.add_results(v.id, [(KEYS[0], t)], serial="abc")
-    (row,) = mem.entries(v.id)
+    mem.add_results(v, [(KEYS[0], t)], serial="abc")
+    (row,) = mem.entries(v)
     assert json.loads(row["samples_us"]) == [10.0, 12.0, 11.0, 30.0]
     assert (row["latency_us"], row["median_us"], row["min_us"], row["max_us"]) == (
         11.5, 11.5, 10.0, 30.0)
@@ -295,14 +286,14 @@ def test_raw_samples_and_spec_columns_are_stored(mem: LutStore) -> None:
 
 def test_failures_are_stored_and_listed(mem: LutStore) -> None:
     v = mem.create_version("host", "tflite-cpu", FP)
-    n = mem.add_results(v.id, [(KEYS[0], timing(5)),
-                               (KEYS[1], Failure("crashed", "x" * 30000 + "tail"))])
+    n = mem.add_results(v, [(KEYS[0], timing(5)),
+                            (KEYS[1], Failure("crashed", "x" * 30000 + "tail"))])
     assert n == 2
-    assert mem.counts(v.id) == {"ok": 1, "failed": 1}
-    assert mem.table(v.id) == {KEYS[0]: timing(5).latency_us}  # failures are not entries
-    assert mem.keys(v.id) == set(KEYS[:2])  # ... but count as measured (not retried)
-    assert mem.keys(v.id, status="failed") == {KEYS[1]}
-    (f,) = mem.failures(v.id)
+    assert mem.counts(v) == {"ok": 1, "failed": 1}
+    assert mem.table(v) == {KEYS[0]: timing(5).latency_us}  # failures are not entries
+    assert mem.keys(v) == set(KEYS[:2])  # ... but count as measured (not retried)
+    assert mem.keys(v, status="failed") == {KEYS[1]}
+    (f,) = mem.failures(v)
     assert f["key"] == KEYS[1] and f["error"] == "crashed"
     assert len(f["output"]) == 20000 and f["output"].endswith("tail")
 
@@ -310,15 +301,15 @@ def test_failures_are_stored_and_listed(mem: LutStore) -> None:
 def test_bad_key_is_refused(mem: LutStore) -> None:
     v = mem.create_version("host", "tflite-cpu", FP)
     with pytest.raises(SpecError):
-        mem.add_results(v.id, [("conv2d:in=1x1x0,out=1", timing(1))])
+        mem.add_results(v, [("conv2d:in=1x1x0,out=1", timing(1))])
 
 
 def test_stats_and_replicas(mem: LutStore) -> None:
     v = mem.create_version("host", "tflite-cpu", FP)
-    mem.set_stat(v.id, "invoke_overhead_us", 12.5, {"runs": 3})
-    mem.add_replicas(v.id, [(KEYS[0], timing(7))], "phone2")
-    assert mem.stats(v.id) == {"invoke_overhead_us": 12.5}
-    (r,) = mem.replicas(v.id)
+    mem.set_stat(v, "invoke_overhead_us", 12.5, {"runs": 3})
+    mem.add_replicas(v, [(KEYS[0], timing(7))], "phone2")
+    assert mem.stats(v) == {"invoke_overhead_us": 12.5}
+    (r,) = mem.replicas(v)
     assert (r["key"], r["serial"], r["latency_us"]) == (KEYS[0], "phone2", timing(7).latency_us)
 
 
@@ -328,26 +319,26 @@ def test_stats_and_replicas(mem: LutStore) -> None:
 def test_diff_ratios(mem: LutStore) -> None:
     a = filled(mem, {KEYS[0]: 100.0, KEYS[1]: 200.0, KEYS[2]: 50.0})
     b = filled(mem, {KEYS[0]: 110.0, KEYS[1]: 100.0, KEYS[3]: 1.0})
-    d = mem.diff(a.id, b.id)
-    la, lb = mem.table(a.id), mem.table(b.id)
+    d = mem.diff(a, b)
+    la, lb = mem.table(a), mem.table(b)
     assert d.common == 2 and d.only_a == [KEYS[2]] and d.only_b == [KEYS[3]]
     assert d.ratios == {KEYS[0]: lb[KEYS[0]] / la[KEYS[0]], KEYS[1]: lb[KEYS[1]] / la[KEYS[1]]}
     s = d.summary()
     assert s["common"] == 2 and s["only_a"] == 1 and s["only_b"] == 1
     assert s["min"] == pytest.approx(102 / 202) and s["max"] == pytest.approx(112 / 102)
     assert s["within_5pct"] == 0.0
-    assert mem.diff(a.id, a.id).summary()["median_ratio"] == 1.0
+    assert mem.diff(a, a).summary()["median_ratio"] == 1.0
     with pytest.raises(NoSuchVersion):
-        mem.diff(a.id, 7)
+        mem.diff(a, mem.version(7))
 
 
 def test_derived_version_copies_the_parent(mem: LutStore) -> None:
     parent = filled(mem, {KEYS[0]: 1.0, KEYS[1]: 2.0})
-    child = mem.create_version("host", "tflite-cpu", FP, parent=parent.id, note="more")
+    child = mem.create_version("host", "tflite-cpu", FP, parent=parent, note="more")
     assert child.parent == parent.id and child.status == "building"
-    assert mem.entries(child.id) == [{**r, "version": child.id} for r in mem.entries(parent.id)]
-    mem.add_results(child.id, [(KEYS[2], timing(3))])
-    assert mem.keys(child.id) == set(KEYS[:3]) and mem.keys(parent.id) == set(KEYS[:2])
+    assert mem.entries(child) == [{**r, "version": child.id} for r in mem.entries(parent)]
+    mem.add_results(child, [(KEYS[2], timing(3))])
+    assert mem.keys(child) == set(KEYS[:3]) and mem.keys(parent) == set(KEYS[:2])
 
 
 def _comparable(rows: list[dict]) -> list[dict]:
@@ -357,28 +348,28 @@ def _comparable(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 def test_export_import_round_trip(mem: LutStore, tmp_path: Path, fmt: str) -> None:
     v = mem.create_version("host", "tflite-cpu", FP, space={"sweeps": ["a"]})
-    mem.add_results(v.id, [(KEYS[0], timing(100.25)), (KEYS[1], Failure("boom", "log")),
-                           (KEYS[2], Timing.from_samples([1 / 3, 2 / 3]))], serial="s1")
-    v = mem.seal(v.id)
-    text = mem.export(v.id, fmt)
+    mem.add_results(v, [(KEYS[0], timing(100.25)), (KEYS[1], Failure("boom", "log")),
+                        (KEYS[2], Timing.from_samples([1 / 3, 2 / 3]))], serial="s1")
+    v = mem.seal(v)
+    text = mem.export(v, fmt)
     other = LutStore.open(tmp_path / "other.db", create=True)
     extra = {} if fmt == "json" else {"device": "host", "backend": "tflite-cpu"}
     w = other.import_(text, fmt, **extra)
     assert w.status == "sealed" and (w.device, w.backend) == ("host", "tflite-cpu")
-    assert _comparable(other.entries(w.id)) == _comparable(mem.entries(v.id))
-    assert other.table(w.id) == mem.table(v.id)
+    assert _comparable(other.entries(w)) == _comparable(mem.entries(v))
+    assert other.table(w) == mem.table(v)
     if fmt == "json":
         assert w.fingerprint == FP and w.space == {"sweeps": ["a"]}
         assert w.note == "imported from host@1"
-        assert json.loads(other.export(w.id))["measurements"] == json.loads(text)["measurements"]
+        assert json.loads(other.export(w))["measurements"] == json.loads(text)["measurements"]
     else:
-        assert other.export(w.id, "csv") == text
+        assert other.export(w, "csv") == text
 
 
 def test_import_needs_device_and_backend_from_csv(mem: LutStore) -> None:
     v = filled(mem, {KEYS[0]: 1.0})
     with pytest.raises(LutError, match="--device and --backend"):
-        mem.import_(mem.export(v.id, "csv"), "csv")
+        mem.import_(mem.export(v, "csv"), "csv")
 
 
 @pytest.mark.parametrize("text, fmt, words", [
@@ -403,7 +394,7 @@ def test_bad_imports_leave_no_version_behind(mem: LutStore, text: str, fmt: str,
 def test_export_unknown_format(mem: LutStore) -> None:
     v = filled(mem, {KEYS[0]: 1.0})
     with pytest.raises(LutError, match="unknown export format"):
-        mem.export(v.id, "xml")
+        mem.export(v, "xml")
 
 
 def test_fingerprint_hash_ignores_key_order() -> None:
@@ -433,17 +424,17 @@ def test_second_writer_is_refused_while_another_process_holds_the_lock(
 
 
 def test_readers_need_no_lock(store: LutStore, lut_path: Path, lock_holder) -> None:
-    filled(store, {KEYS[0]: 1.0})
+    v = filled(store, {KEYS[0]: 1.0})
     lock_holder(lut_path)
     with LutStore.open(lut_path) as reader:
-        assert reader.table(1) == store.table(1)
+        assert reader.table(reader.version(1)) == store.table(v)
 
 
 def test_import_stores_canonical_keys(mem: LutStore) -> None:
     """A hand-written key is stored as its canonical form, or no lookup would find it."""
     v = mem.import_('key,latency_us,status\n" conv2d:out=16,in=8x8x8 ",42.5,ok\n', "csv",
                     device="host", backend="tflite-cpu")
-    assert mem.table(v.id) == {KEYS[0]: 42.5}
+    assert mem.table(v) == {KEYS[0]: 42.5}
 
 
 def test_opening_waits_for_another_process_creating_the_file(tmp_path: Path) -> None:

@@ -80,20 +80,20 @@ def test_stop_and_resume_measures_only_what_is_missing() -> None:
     assert "5 keys left" in str(e.value) and "run the same command again" in str(e.value)
     assert "unplugged" in str(e.value)
     (v,) = store.versions()
-    assert v.status == "building" and len(store.keys(v.id)) == 4  # two batches were stored
-    stored = store.entries(v.id)
+    assert v.status == "building" and len(store.keys(v)) == 4  # two batches were stored
+    stored = store.entries(v)
 
     p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS)
     assert (p.action, p.version.id, p.done) == ("resume", v.id, 4)
-    assert set(p.missing) == keys_of(SPECS) - store.keys(v.id)
+    assert set(p.missing) == keys_of(SPECS) - store.keys(v)
     runner = FakeRunner()
     res = sweep_once(store, SPECS, [runner])
     assert sorted(runner.keys) == sorted(p.missing + [sweep.OVERHEAD_SPEC.key])
     assert res.version.id == v.id and res.version.status == "sealed"
     assert res.measured == 5 and res.failed == 0
-    assert store.keys(v.id) == keys_of(SPECS)
-    assert [r for r in store.entries(v.id) if r["key"] in {s["key"] for s in stored}] == stored
-    assert store.stats(v.id)["invoke_overhead_us"] == fake_us(sweep.OVERHEAD_SPEC.key)
+    assert store.keys(v) == keys_of(SPECS)
+    assert [r for r in store.entries(v) if r["key"] in {s["key"] for s in stored}] == stored
+    assert store.stats(v)["invoke_overhead_us"] == fake_us(sweep.OVERHEAD_SPEC.key)
 
 
 class _TimingRunner(FakeRunner):
@@ -117,8 +117,8 @@ def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
     store = LutStore.open(tmp_path / "busy.db", create=True)
     res = sweep_once(store, SPECS, [FakeRunner(state=fakes.BUSY)])
     assert res.states == [fakes.BUSY]
-    assert store.stats(res.version.id)["machine_busy"] == 1.0
-    (state,) = store.stat_detail(res.version.id, "machine_busy")
+    assert store.stats(res.version)["machine_busy"] == 1.0
+    (state,) = store.stat_detail(res.version, "machine_busy")
     assert state["busy"] and state["reasons"] == fakes.BUSY.reasons()
     store.close()
     shown = CliRunner().invoke(app, ["db", "show", str(tmp_path / "busy.db")])
@@ -130,12 +130,12 @@ def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
     rest = sweep.plan(again, "fake", "tflite-cpu", FP, SPECS).missing
     assert rest == []  # all measured, only not sealed: a resume seals it
     sweep.run(again, first.version, [], [FakeRunner(state=fakes.BUSY)], fake_build)
-    states = again.stat_detail(first.version.id, "machine_busy")
+    states = again.stat_detail(first.version, "machine_busy")
     assert [s["busy"] for s in states] == [False, True]
-    assert again.stats(first.version.id)["machine_busy"] == 1.0
+    assert again.stats(first.version)["machine_busy"] == 1.0
     quiet = LutStore.memory()
     v = sweep_once(quiet, SPECS, [FakeRunner()]).version  # a runner that knows no machine
-    assert "machine_busy" not in quiet.stats(v.id)
+    assert "machine_busy" not in quiet.stats(v)
 
 
 def test_sealed_and_complete_is_up_to_date() -> None:
@@ -157,10 +157,10 @@ def test_a_bigger_space_derives_a_new_version() -> None:
     assert v.id == 2 and v.parent == first.id and v.status == "sealed"
     assert v.note == f"derived from fake@{first.id}: +2 keys"
     assert v.space == {"sweeps": ["a", "b"]}
-    assert store.keys(v.id) == keys_of(SPECS + MORE)
-    assert store.keys(first.id) == keys_of(SPECS)  # the sealed parent did not change
+    assert store.keys(v) == keys_of(SPECS + MORE)
+    assert store.keys(first) == keys_of(SPECS)  # the sealed parent did not change
     assert set(runner.keys) == keys_of(MORE) | {sweep.OVERHEAD_SPEC.key}
-    assert store.stats(v.id) and store.stats(first.id)
+    assert store.stats(v) and store.stats(first)
 
 
 def test_another_setup_starts_a_new_version() -> None:
@@ -191,7 +191,7 @@ def test_failures_are_stored_and_counted() -> None:
                     progress=lambda n, serial: seen.append(n))
     assert (res.measured, res.failed) == (7, 2)
     assert sum(seen) == 9 and res.per_serial == {"fake": 9}
-    assert {f["key"] for f in store.failures(v.id)} == set(bad)
+    assert {f["key"] for f in store.failures(v)} == set(bad)
     assert sweep.plan(store, "fake", "tflite-cpu", FP, SPECS).action == "up-to-date"
 
 
@@ -229,14 +229,15 @@ def test_a_broken_tool_stops_early_and_resume_retries_its_keys() -> None:
     assert "stopped early: the first 3 models on fake failed with the same error" in msg
     assert "exit code 127" in msg and msg.count("sh: benchmark_model: not found") == 1
     # the worker may finish batches it took before the stop: they are stored too
-    failed = store.counts(1)["failed"]
+    v = store.version(1)
+    failed = store.counts(v)["failed"]
     assert f"0 keys measured so far are stored, and the {failed} failed ones are retried" in msg
-    assert store.version(1).status == "building" and store.counts(1) == {"failed": failed}
+    assert v.status == "building" and store.counts(v) == {"failed": failed}
     fixed = FakeRunner()
     res = _run(store, fixed, stop_after=3)
     assert sorted(fixed.keys) == sorted([*keys_of(SPECS), sweep.OVERHEAD_SPEC.key])
     assert res.version.status == "sealed"
-    assert store.counts(1) == {"ok": 9} and store.failures(1) == []
+    assert store.counts(v) == {"ok": 9} and store.failures(v) == []
 
 
 def test_keys_measured_before_the_tool_broke_are_kept() -> None:
@@ -244,19 +245,21 @@ def test_keys_measured_before_the_tool_broke_are_kept() -> None:
     with pytest.raises(sweep.BrokenTool, match="3 models in a row on fake") as e:
         _run(store, BrokenToolRunner(broken_from=3), stop_after=3)
     assert "3 keys measured so far are stored" in str(e.value)
-    kept = store.keys(1, status="ok")
-    assert len(kept) == 3 and store.counts(1)["failed"] >= 3
+    v = store.version(1)
+    kept = store.keys(v, status="ok")
+    assert len(kept) == 3 and store.counts(v)["failed"] >= 3
     fixed = FakeRunner()
     _run(store, fixed, stop_after=3)
     assert sorted(fixed.keys) == sorted([*(keys_of(SPECS) - kept), sweep.OVERHEAD_SPEC.key])
-    assert store.counts(1) == {"ok": 9}
+    assert store.counts(v) == {"ok": 9}
 
 
 def test_models_failing_with_different_errors_are_not_a_broken_tool() -> None:
     store = LutStore.memory()
     with pytest.raises(RunnerError, match="per-invoke overhead") as e:  # as before this stop
         _run(store, BrokenToolRunner(errors=("exit code 1", "exit code 2")), stop_after=2)
-    assert not isinstance(e.value, sweep.BrokenTool) and store.counts(1) == {"failed": 9}
+    assert not isinstance(e.value, sweep.BrokenTool)
+    assert store.counts(store.version(1)) == {"failed": 9}
 
 
 def test_a_tool_failing_on_some_models_keeps_todays_behaviour() -> None:
@@ -264,7 +267,7 @@ def test_a_tool_failing_on_some_models_keeps_todays_behaviour() -> None:
     runner = BrokenToolRunner(errors=("exit code 1", None))  # every other model fails
     res = _run(store, runner, stop_after=2)
     assert res.version.status == "sealed" and res.failed == 5
-    assert {(f["key"], f["output"]) for f in store.failures(1)} == {
+    assert {(f["key"], f["output"]) for f in store.failures(res.version)} == {
         (k, "sh: benchmark_model: not found") for k in runner.keys[:9:2]}
 
 
@@ -320,7 +323,7 @@ def test_a_runner_that_drops_out_loses_nothing(lut_path: Path) -> None:
     res = out["res"]
     assert res.per_serial == {"a": n} and res.version.status == "sealed"
     with LutStore.open(lut_path) as store:
-        assert store.keys(res.version.id) == keys_of(SPECS + MORE)
+        assert store.keys(res.version) == keys_of(SPECS + MORE)
 
 
 def test_all_runners_gone_is_an_error_not_a_hang() -> None:
@@ -336,7 +339,8 @@ def test_overhead_failure_is_an_error_and_keeps_the_version_building() -> None:
     runner = FakeRunner(bad=(sweep.OVERHEAD_SPEC.key,))
     with pytest.raises(RunnerError, match="per-invoke overhead"):
         sweep_once(store, SPECS, [runner])
-    assert store.version(1).status == "building" and store.keys(1) == keys_of(SPECS)
+    v = store.version(1)
+    assert v.status == "building" and store.keys(v) == keys_of(SPECS)
 
 
 def test_measure_missing_derives_a_sealed_version() -> None:
@@ -344,7 +348,7 @@ def test_measure_missing_derives_a_sealed_version() -> None:
     v = sweep_once(store, SPECS, [FakeRunner()]).version
     new = sweep.measure_missing(store, v, sorted(keys_of(MORE)), [FakeRunner()], fake_build)
     assert new.parent == v.id and new.status == "sealed"
-    assert store.keys(new.id) == keys_of(SPECS + MORE)
+    assert store.keys(new) == keys_of(SPECS + MORE)
     assert "measured on demand" in new.note
     with pytest.raises(SetupMismatch) as e:
         sweep.measure_missing(store, v, sorted(keys_of(MORE)),
@@ -485,15 +489,15 @@ def test_another_resolution_derives_a_version(killed_and_resumed, tmp_path: Path
     monkeypatch.setenv("NETADAPT_CONFIGS", str(killed_and_resumed["configs"]))
     db = _copy(killed_and_resumed["db"], tmp_path / "host.db")
     with LutStore.open(db) as store:
-        v1 = store.export(1)
+        v1 = store.export(store.version(1))
     res = CliRunner().invoke(app, [*SWEEP, "--resolution", "64", "--lut", str(db)])
     assert res.exit_code == 0, res.output
     assert "derived from" in res.output
     with LutStore.open(db) as store:
         v2 = store.version(2)
         assert (v2.parent, v2.status) == (1, "sealed")
-        assert store.keys(2) == planned(32) | planned(64)
-        assert store.export(1) == v1  # the parent is untouched
+        assert store.keys(v2) == planned(32) | planned(64)
+        assert store.export(store.version(1)) == v1  # the parent is untouched
         assert [s["resolutions"] for s in v2.space["sweeps"]] == [[32], [64]]
         assert store.version().id == 2  # the newest sealed is what estimates use by default
 
@@ -513,4 +517,4 @@ def test_two_sweeps_started_at_once_on_a_new_file(tmp_path: Path) -> None:
     assert loser.count("Error") == 1
     with LutStore.open(db) as store:
         assert [(v.id, v.status) for v in store.versions()] == [(1, "sealed")]
-        assert store.keys(1) == planned(32)
+        assert store.keys(store.version(1)) == planned(32)
