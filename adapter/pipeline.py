@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapter.errors import AdaptError
 from bench.missing import backend_option, resolve, sweep_space
-from bench.sweep import SweepSpace
+from bench.sweep_space import SweepSpace
 from lut_db.estimate import MissingKeys
 from lut_db.progress import Steps, silent
 from lut_db.store import LutStore

@@ -1,6 +1,6 @@
 """Do the phones of a farm sweep agree? Read from the replicas table of a version.
 
-Every phone measured the same fixed sample of keys (bench.sweep.replica_sample). For
+Every phone measured the same fixed sample of keys (bench.sweep_plan.replica_sample). For
 each key, each phone's latency is divided by the median over phones; per phone the
 median and spread of those ratios say whether it runs faster or slower than the rest
 (phones of one model do differ: binning, thermal paste, battery age).

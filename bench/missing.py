@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 from bench.devices import ConfigError, load_config, open_runners
 from bench.runners.base import Runner, RunnerError
-from bench.sweep import Plan, SweepSpace, build_lut, farm_fingerprint, measure_missing
+from bench.sweep import build_lut, farm_fingerprint, measure_missing
+from bench.sweep_plan import Plan
+from bench.sweep_space import SweepSpace
 from lut_db.errors import LutError, UserError
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy, estimate, interpolate
 from lut_db.progress import Steps, silent

@@ -36,7 +36,8 @@ def demo_lut(path: Path, version: int | None = None) -> tuple[Any, str]:
     from adapter.errors import AdaptError
     from adapter.search_space import SearchSpace, lut_grid
     from bench.devices import open_runners
-    from bench.sweep import SweepSpace, build_lut
+    from bench.sweep import build_lut
+    from bench.sweep_space import SweepSpace
     from lut_db.errors import LutError
     from lut_db.store import LutStore
 

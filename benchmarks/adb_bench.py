@@ -27,7 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench import sweep, zoo
+from bench import sweep_plan, sweep_run, sweep_seal, zoo
 from bench.devices import make_runners, parse_config
 from bench.runners.base import BatchItem, Timing
 from bench.runners.host import HostRunner
@@ -68,13 +68,13 @@ def _sweep(runner: Any, specs: set[LayerSpec], tmp: Path, name: str) -> tuple[An
     """(SweepResult, round trips of the batches, round trips of the overhead model)."""
     store = LutStore.open(tmp / f"{name}.db", create=True)
     fp = runner.fingerprint()
-    p = sweep.plan(store, name, runner.backend, fp, specs)
-    v = sweep.start_version(store, p, name, runner.backend, fp, {})
+    p = sweep_plan.plan(store, name, runner.backend, fp, specs)
+    v = sweep_plan.start_version(store, p, name, runner.backend, fp, {})
     rt0 = getattr(runner, "round_trips", 0)
-    res = sweep.run(store, v, p.missing, [runner], build_layer,
-                    getattr(runner, "batch_size", 16), seal=False)
+    res = sweep_run.run(store, v, p.missing, [runner], build_layer,
+                        getattr(runner, "batch_size", 16), seal=False)
     rt1 = getattr(runner, "round_trips", 0)
-    sweep.measure_overhead(store, v, runner, build_layer)
+    sweep_seal.measure_overhead(store, v, runner, build_layer)
     rt2 = getattr(runner, "round_trips", 0)
     return res, rt1 - rt0, rt2 - rt1
 
@@ -114,7 +114,7 @@ def _big_keys(host: HostRunner, n: int, min_us: float = 500.0) -> list[str]:
 def _tool_start_s(tmp: Path) -> float:
     """Wall time of one litert-benchmark process on the smallest model, 1 run."""
     model = tmp / "tiny.tflite"
-    model.write_bytes(build_layer(sweep.OVERHEAD_SPEC))
+    model.write_bytes(build_layer(sweep_seal.OVERHEAD_SPEC))
     tool = Path(sys.executable).parent / "litert-benchmark"
     times = []
     for _ in range(5):

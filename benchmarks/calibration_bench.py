@@ -45,7 +45,8 @@ from analysis.sampling import Space, sample_networks
 from bench import zoo
 from bench.devices import open_runners
 from bench.missing import ensure_keys
-from bench.sweep import SweepSpace, build_lut
+from bench.sweep import build_lut
+from bench.sweep_space import SweepSpace
 from lut_db.calibration import Calibration, act_mb, weight_mb
 from lut_db.spec import Network
 from lut_db.store import LutStore

@@ -106,7 +106,8 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
     from adapter.pipeline import search_space
     from analysis.calibrate import NETWORKS, PASSES, ensure_calibrated
     from bench.devices import open_runners
-    from bench.sweep import SweepSpace, build_lut
+    from bench.sweep import build_lut
+    from bench.sweep_space import SweepSpace
     from lut_db.store import LutStore
 
     sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10, dtype)

@@ -46,7 +46,8 @@ from analysis.validate import SessionDrift
 from bench.devices import open_runners
 from bench.missing import ensure_keys, estimate_network
 from bench.runners.base import Runner
-from bench.sweep import SweepSpace, build_lut
+from bench.sweep import build_lut
+from bench.sweep_space import SweepSpace
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
 from bench.timing import session_state, time_networks
 from lut_db.store import LutStore

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import sweep, zoo
+from bench import sweep_plan, sweep_run, zoo
 from bench.devices import load_config, make_runner
 from bench.runners.host import HostRunner
 from bench.tflite_build import build_layer, build_network
@@ -63,9 +63,9 @@ def bench_sweep_efficiency(out: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         store = LutStore.open(Path(d) / "bench.db", create=True)
         runner = make_runner(load_config("host"))
-        p = sweep.plan(store, "host", runner.backend, runner.fingerprint(), specs)
-        v = sweep.start_version(store, p, "host", runner.backend, runner.fingerprint(), {})
-        r = sweep.run(store, v, p.missing, [runner], build_layer)
+        p = sweep_plan.plan(store, "host", runner.backend, runner.fingerprint(), specs)
+        v = sweep_plan.start_version(store, p, "host", runner.backend, runner.fingerprint(), {})
+        r = sweep_run.run(store, v, p.missing, [runner], build_layer)
         out["sweep"] = {"keys": len(specs), "wall_s": r.wall_s, "timed_s": r.timed_s,
                         "efficiency": r.efficiency}
 

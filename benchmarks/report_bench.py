@@ -25,7 +25,8 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db"), networks: int = N
     from analysis.report import write
     from analysis.report_build import build
     from bench.devices import open_runners
-    from bench.sweep import SweepSpace, build_lut
+    from bench.sweep import build_lut
+    from bench.sweep_space import SweepSpace
     from lut_db.store import LutStore
 
     if not lut.exists():

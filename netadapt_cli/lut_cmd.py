@@ -8,10 +8,13 @@ from typing import Any
 
 import typer
 
-from bench import sweep
 from bench.devices import BackendName, load_config, open_runners
 from bench.machine_state import MachineState
 from bench.runners.base import Runner, RunnerError
+from bench.sweep import build_lut, failure_dir
+from bench.sweep_plan import Plan
+from bench.sweep_run import SweepResult
+from bench.sweep_space import SweepSpace
 from bench.zoo import FamilyName
 from lut_db.calibration import Calibration
 from lut_db.spec import Dtype
@@ -85,14 +88,14 @@ def lut(
             lut_file = Path(old)
         cfg = load_config(device)
         db = lut_file or default_db(cfg.name)
-        sweep_space = sweep.SweepSpace(families, tuple(resolution), grid, classes, str(dtype))
+        sweep_space = SweepSpace(families, tuple(resolution), grid, classes, str(dtype))
         keys = len(sweep_space.specs())  # a bad space is refused before any device is touched
         with open_runners(cfg, backend, serial=serial) as runners, Bars(quiet) as bars:
             what = (f"{keys} keys ({sweep_space.describe()}) on "
                     f"{cfg.name}/{runners[0].backend}, {len(runners)} runner(s)")
             step, done = f"sweeping {cfg.name}", [0]
 
-            def on_plan(p: sweep.Plan) -> None:
+            def on_plan(p: Plan) -> None:
                 _print_plan(p, db, what, dry_run)
                 done[0] = p.done
                 if p.missing and not dry_run:
@@ -102,9 +105,9 @@ def lut(
                 done[0] += n
                 bars(step, done[0], keys)
 
-            res = sweep.build_lut(db, cfg.name, runners, sweep_space, batch_size=batch_size,
-                                  dry_run=dry_run, on_plan=on_plan, progress=measured,
-                                  on_event=_farm_event)
+            res = build_lut(db, cfg.name, runners, sweep_space, batch_size=batch_size,
+                            dry_run=dry_run, on_plan=on_plan, progress=measured,
+                            on_event=_farm_event)
             bars.end(step)  # a sweep stopped early ends its bar too
             _print_result(res, db, dry_run)
             cal = None
@@ -114,7 +117,7 @@ def lut(
         print(json.dumps(_result_json(res, db, keys, cal), indent=1))
 
 
-def _result_json(res: sweep.SweepResult, db: Path, keys: int,
+def _result_json(res: SweepResult, db: Path, keys: int,
                  cal: Calibration | None) -> dict[str, Any]:
     p = res.plan
     return {"lut": str(db), "version": res.version.id if res.version else None,
@@ -140,7 +143,7 @@ def _calibrate(db: Path, version_id: int, runner: Runner, networks: int,
     return cal
 
 
-def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:
+def _print_plan(p: Plan, db: Path, what: str, dry_run: bool) -> None:
     if p.action == "up-to-date":
         console.print(f"{db}@{p.version.id} (sealed) already holds all {what}: nothing to do")
         return
@@ -150,7 +153,7 @@ def _print_plan(p: sweep.Plan, db: Path, what: str, dry_run: bool) -> None:
     console.print(f"{verb[p.action]}: {what}; {p.done} stored, {len(p.missing)} to measure")
 
 
-def _print_result(res: sweep.SweepResult, db: Path, dry_run: bool) -> None:
+def _print_result(res: SweepResult, db: Path, dry_run: bool) -> None:
     if dry_run:
         console.print(f"dry run: would measure {len(res.plan.missing)} keys in about "
                       f"{res.eta_s / 60:.1f} min (calibrated on a sample; nothing stored)")
@@ -172,7 +175,7 @@ def _print_result(res: sweep.SweepResult, db: Path, dry_run: bool) -> None:
                           markup=False)
     if res.failed:
         console.print(f"[yellow]{res.failed} key(s) failed: netadapt db show --lut "
-                      f"{db}@{res.version.id}; their tool output is in {sweep.failure_dir(db)}/",
+                      f"{db}@{res.version.id}; their tool output is in {failure_dir(db)}/",
                       highlight=False)
 
 

@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import sweep, zoo
+from bench import sweep_plan, sweep_run, zoo
 from bench.machine_state import MachineState, StateProbe
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, RunnerError, Timing
+from bench.sweep_space import SweepSpace
 from bench.tflite_build import build_layer
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
@@ -117,11 +118,12 @@ def make_lut(path: Path, runner: FakeRunner | None = None,
     store = LutStore.open(path, create=True)
     specs: set = set()
     for sw in space["sweeps"]:
-        specs |= sweep.SweepSpace(tuple(sw["families"]), tuple(sw["resolutions"]), sw["grid"],
-                                  sw["classes"], sw.get("dtype", "float32")).specs()
-    p = sweep.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
-    version = sweep.start_version(store, p, "fake", runner.backend, runner.fingerprint(), space)
-    res = sweep.run(store, version, p.missing, [runner], build_layer, batch_size=64)
+        specs |= SweepSpace(tuple(sw["families"]), tuple(sw["resolutions"]), sw["grid"],
+                            sw["classes"], sw.get("dtype", "float32")).specs()
+    p = sweep_plan.plan(store, "fake", runner.backend, runner.fingerprint(), specs)
+    version = sweep_plan.start_version(store, p, "fake", runner.backend, runner.fingerprint(),
+                                       space)
+    res = sweep_run.run(store, version, p.missing, [runner], build_layer, batch_size=64)
     return store, res.version
 
 
@@ -135,7 +137,7 @@ def measure_real_lut(path: Path) -> tuple[dict[str, float], Path, int]:
         version = store.create_version("fast", "tflite-cpu", runner.fingerprint(),
                                        space=ADAPT_SPACE)
         keys = sorted(s.key for s in zoo.shape_space(zoo.MOBILENET_V1, RES, GRID, CLASSES))
-        sweep.run(store, version, keys, [runner], build_layer)
+        sweep_run.run(store, version, keys, [runner], build_layer)
         table = store.table(version)
         store.close()
     assert len(table) == len(keys)

@@ -265,7 +265,8 @@ def test_an_absent_device_gets_the_command_to_sweep_where_it_is(configs: Path,
                                                                tmp_path: Path) -> None:
     """A LUT of a phone that is not attached: one message with the netadapt lut command,
     naming the device and the LUT file; nothing is written to the LUT."""
-    from bench import sweep
+    from bench import sweep_run
+    from bench.sweep_space import SweepSpace
     from bench.tflite_build import build_layer
     from tests.fakes import ADAPT_SPACE, FakeRunner
 
@@ -275,9 +276,8 @@ def test_an_absent_device_gets_the_command_to_sweep_where_it_is(configs: Path,
     store = LutStore.open(path, create=True)
     version = store.create_version("offphone", runner.backend, runner.fingerprint(),
                                    space=ADAPT_SPACE)
-    sweep.run(store, version, [s.key for s in sweep.SweepSpace(("mobilenet_v1",), (32,), 64,
-                                                                10).specs()], [runner],
-              build_layer)
+    keys = [s.key for s in SweepSpace(("mobilenet_v1",), (32,), 64, 10).specs()]
+    sweep_run.run(store, version, keys, [runner], build_layer)
     store.close()
     r = invoke("adapt", "--lut", path, *FAST_RUN, "--resolution", "16", "--runs-dir",
                tmp_path / "runs", "--pretrain-epochs", "0")

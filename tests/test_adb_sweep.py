@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench import sweep
+from bench import sweep_plan, sweep_run
 from bench.agreement import agreement
 from bench.devices import make_runners
+from bench.runners.base import BatchItem
 from bench.runners.host import HostRunner
 from bench.tflite_build import build_layer
 from loopback.farm import LITERT, Farm
@@ -33,8 +34,8 @@ def tiny_keys(n: int) -> list[str]:
 
 def new_version(store: LutStore, runners, keys):  # type: ignore[no-untyped-def]
     fp = runners[0].fingerprint()
-    p = sweep.plan(store, "loop", runners[0].backend, fp, [LayerSpec.parse(k) for k in keys])
-    return p, sweep.start_version(store, p, "loop", runners[0].backend, fp, {})
+    p = sweep_plan.plan(store, "loop", runners[0].backend, fp, [LayerSpec.parse(k) for k in keys])
+    return p, sweep_plan.start_version(store, p, "loop", runners[0].backend, fp, {})
 
 
 def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path):
@@ -50,9 +51,9 @@ def test_cli_sweep_on_two_phones_behind_two_servers(farm_factory, tmp_path: Path
     assert v.status == "sealed" and store.counts(v) == {"ok": 150}
     serials = {d.serial for d in farm.devices}
     assert {e["serial"] for e in store.entries(v)} == serials  # the plan was shared
-    assert len(store.replicas(v)) == 2 * sweep.REPLICA_SAMPLE  # the sample, on each phone
+    assert len(store.replicas(v)) == 2 * sweep_plan.REPLICA_SAMPLE  # the sample, on each phone
     agree = agreement(store, v)  # keys under 0.005 ms read as 0.00 ms and do not count
-    assert 0 < agree["keys"] <= sweep.REPLICA_SAMPLE
+    assert 0 < agree["keys"] <= sweep_plan.REPLICA_SAMPLE
     assert {p["serial"] for p in agree["phones"]} == serials
     assert "invoke_overhead_us" in store.stats(v)
     assert serial_free(v.fingerprint, serials)
@@ -89,8 +90,8 @@ def test_phone_unplugged_mid_sweep_loses_nothing(farm_factory, tmp_path: Path):
             fired.set()  # the victim is into its next batch: unplug it there
             threading.Timer(0.3, victim.stop).start()
 
-    res = sweep.run(store, v, p.missing, runners, build_layer, 4, progress=progress,
-                    on_event=lambda kind, serial, _m: events.append((kind, serial)))
+    res = sweep_run.run(store, v, p.missing, runners, build_layer, 4, progress=progress,
+                        on_event=lambda kind, serial, _m: events.append((kind, serial)))
     assert ("lost", victim.serial) in events and ("gone", victim.serial) in events
     assert store.counts(v) == {"ok": 24} and res.version.status == "sealed"
     assert res.per_serial[farm.devices[1].serial] > res.per_serial.get(victim.serial, 0)
@@ -103,8 +104,8 @@ def test_phone_that_drops_and_returns_rejoins(farm: Farm, tmp_path: Path):
     p, v = new_version(store, runners, keys)
     farm.devices[0].kill_after_bytes = 20_000  # reset mid-way through the second batch
     events: list[str] = []
-    res = sweep.run(store, v, p.missing, runners, build_layer, 4,
-                    on_event=lambda kind, _s, _m: events.append(kind))
+    res = sweep_run.run(store, v, p.missing, runners, build_layer, 4,
+                        on_event=lambda kind, _s, _m: events.append(kind))
     assert events[:2] == ["lost", "back"]
     assert store.counts(v) == {"ok": 12} and res.measured == 12
 
@@ -126,7 +127,7 @@ def test_adb_agrees_with_host_on_bigger_layers(farm: Farm, tmp_path: Path):
     ratios = []
     for _ in range(2):
         for spec in specs:
-            item = [sweep.BatchItem(spec.key, build_layer(spec))]
+            item = [BatchItem(spec.key, build_layer(spec))]
             a, h = adb.measure(item)[0], host.measure(item)[0]
             assert h.latency_us >= 300, spec.key  # big enough for 0.01 ms resolution
             ratios.append(a.latency_us / h.latency_us)
@@ -146,7 +147,7 @@ def test_crashing_model_is_recorded_and_the_sweep_goes_on(farm: Farm, tmp_path: 
     store = LutStore.open(db, create=True)
     p, v = new_version(store, [runner], keys)
     failures = tmp_path / "luts" / "loop.failures"
-    res = sweep.run(store, v, p.missing, [runner], build, 4, failure_dir=failures)
+    res = sweep_run.run(store, v, p.missing, [runner], build, 4, failure_dir=failures)
     assert (res.measured, res.failed) == (4, 2) and res.version.status == "sealed"
     failed = {f["key"]: f for f in store.failures(v)}
     assert "killed by signal 11" in failed[crash]["error"]
@@ -174,7 +175,7 @@ def test_a_broken_tool_stops_the_sweep_early_and_a_resume_retries(farm: Farm, tm
     res = cli.invoke(app, args, terminal_width=200)
     out = " ".join(res.output.split())
     assert res.exit_code == 1 and "Traceback" not in out
-    assert f"stopped early: the first {sweep.SAME_FAILURES_STOP} models on" in out
+    assert f"stopped early: the first {sweep_run.SAME_FAILURES_STOP} models on" in out
     assert "exit code 127" in out and out.count('library "libfoo.so" not found') == 1
     with LutStore.open(db) as store:
         (v,) = store.versions()

@@ -399,7 +399,7 @@ def test_the_screen_stays_awake_during_a_sweep_then_is_restored(farm: Farm):
 
 @pytest.mark.phones
 def test_a_phone_that_comes_back_unfit_loses_no_keys(farm: Farm, tmp_path: Path, capsys):
-    from bench import sweep
+    from bench import sweep_plan, sweep_run
     from lut_db.store import LutStore
 
     tool = stand_in_tool(tmp_path / "bm")
@@ -408,8 +408,8 @@ def test_a_phone_that_comes_back_unfit_loses_no_keys(farm: Farm, tmp_path: Path,
     keys = [LayerSpec("conv2d", 16, 16, 8, 8 * (i + 1), kernel=(3, 3)) for i in range(12)]
     store = LutStore.open(tmp_path / "l.db", create=True)
     fp = r.fingerprint()
-    plan = sweep.plan(store, "loop", r.backend, fp, keys)
-    version = sweep.start_version(store, plan, "loop", r.backend, fp, {})
+    plan = sweep_plan.plan(store, "loop", r.backend, fp, keys)
+    version = sweep_plan.start_version(store, plan, "loop", r.backend, fp, {})
     farm.devices[0].kill_after_bytes = 60_000  # the first batch moves ~34 kB: cut in the second
 
     def on_event(kind: str, _serial: str, _message: object) -> None:
@@ -417,7 +417,7 @@ def test_a_phone_that_comes_back_unfit_loses_no_keys(farm: Farm, tmp_path: Path,
             tool.chmod(0o644)  # it comes back with a binary that cannot run
 
     with pytest.raises(RunnerError):
-        sweep.run(store, version, [k.key for k in keys], [r], build_layer, 4, on_event=on_event)
+        sweep_run.run(store, version, [k.key for k in keys], [r], build_layer, 4, on_event=on_event)
     measured = store.counts(version).get("ok", 0)
     assert 4 <= measured < 12  # the first batch (and what the cut left) stays stored
     assert "came back but cannot measure" in capsys.readouterr().err

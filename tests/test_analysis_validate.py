@@ -18,7 +18,7 @@ import pytest
 from analysis import profile, sampling
 from analysis import validate as val
 from analysis.families import HELD_OUT, RESNET_STYLE, VGG_STYLE
-from bench import sweep, zoo
+from bench import sweep_plan, sweep_run, zoo
 from bench.missing import ensure_keys
 from bench.runners.base import Timing
 from bench.tflite_build import build_layer, build_network
@@ -245,9 +245,9 @@ def test_validate_for_real_on_the_host(tmp_path, fast_runner):
     store = LutStore.open(tmp_path / "host.db", create=True)
     specs = zoo.shape_space(zoo.MOBILENET_V1, 32, 256, 10)
     fp = fast_runner.fingerprint()
-    p = sweep.plan(store, "host", fast_runner.backend, fp, specs)
-    v = sweep.start_version(store, p, "host", fast_runner.backend, fp, space)
-    v = sweep.run(store, v, p.missing, [fast_runner], build_layer).version
+    p = sweep_plan.plan(store, "host", fast_runner.backend, fp, specs)
+    v = sweep_plan.start_version(store, p, "host", fast_runner.backend, fp, space)
+    v = sweep_run.run(store, v, p.missing, [fast_runner], build_layer).version
     res = val.validate(store, v, fast_runner, n=10, passes=2, drift_keys=10, repeats=1)
     assert res.measured == len(res.rows)
     for r in res.rows:

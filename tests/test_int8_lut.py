@@ -13,8 +13,9 @@ from analysis import calibrate as cb
 from analysis.report_build import build
 from analysis.sampling import Space, sample_networks
 from analysis.validate import validate
-from bench import sweep
+from bench import sweep, sweep_plan
 from bench.runners.base import RunnerError
+from bench.sweep_space import SweepSpace
 from bench.tflite_build import build_network
 from bench.zoo import MOBILENET_V1
 from lut_db.store import LutStore
@@ -22,34 +23,34 @@ from netadapt_cli.main import app
 from tests.fakes import FakeRunner, make_lut
 
 TINY = {"families": ("mobilenet_v1",), "resolutions": (32,), "grid": 64, "classes": 10}
-INT8_SPACE = {"sweeps": [sweep.SweepSpace(**TINY, dtype="int8").descriptor()]}
+INT8_SPACE = {"sweeps": [SweepSpace(**TINY, dtype="int8").descriptor()]}
 
 
 def test_an_int8_space_is_the_float_space_at_int8() -> None:
-    float_keys = {s.key for s in sweep.SweepSpace(**TINY).specs()}
-    int8 = sweep.SweepSpace(**TINY, dtype="int8")
+    float_keys = {s.key for s in SweepSpace(**TINY).specs()}
+    int8 = SweepSpace(**TINY, dtype="int8")
     assert {s.key for s in int8.specs()} == {k.replace("dt=float32", "dt=int8")
                                              for k in float_keys}
     assert int8.descriptor()["dtype"] == "int8" and int8.describe().endswith(", int8")
-    assert "float32" not in sweep.SweepSpace(**TINY).describe()  # output as before
-    assert sweep.SweepSpace(**TINY).descriptor()["dtype"] == "float32"
+    assert "float32" not in SweepSpace(**TINY).describe()  # output as before
+    assert SweepSpace(**TINY).descriptor()["dtype"] == "float32"
     with pytest.raises(RunnerError, match="dtype 'int4'"):
-        sweep.SweepSpace(**TINY, dtype="int4").specs()
+        SweepSpace(**TINY, dtype="int4").specs()
 
 
 def test_an_int8_sweep_on_a_float_file_derives_a_version_holding_both(tmp_path: Path) -> None:
     db, runner = tmp_path / "lut.db", FakeRunner()
-    plans: list[sweep.Plan] = []
-    first = sweep.build_lut(db, "fake", [runner], sweep.SweepSpace(**TINY), on_plan=plans.append)
-    second = sweep.build_lut(db, "fake", [runner], sweep.SweepSpace(**TINY, dtype="int8"),
+    plans: list[sweep_plan.Plan] = []
+    first = sweep.build_lut(db, "fake", [runner], SweepSpace(**TINY), on_plan=plans.append)
+    second = sweep.build_lut(db, "fake", [runner], SweepSpace(**TINY, dtype="int8"),
                              on_plan=plans.append)
-    again = sweep.build_lut(db, "fake", [runner], sweep.SweepSpace(**TINY, dtype="int8"),
+    again = sweep.build_lut(db, "fake", [runner], SweepSpace(**TINY, dtype="int8"),
                             on_plan=plans.append)
     assert [p.action for p in plans] == ["new", "derive", "up-to-date"]
     assert second.version.parent == first.version.id and again.version.id == second.version.id
     store = LutStore.open(db)
     keys = store.keys(second.version)
-    n = len(sweep.SweepSpace(**TINY).specs())
+    n = len(SweepSpace(**TINY).specs())
     assert sum("dt=int8" in k for k in keys) == sum("dt=float32" in k for k in keys) == n
     sweeps = store.version(second.version.id).space["sweeps"]
     assert [s["dtype"] for s in sweeps] == ["float32", "int8"]
@@ -59,8 +60,8 @@ def test_an_int8_sweep_on_a_float_file_derives_a_version_holding_both(tmp_path: 
 def test_a_float_sweep_again_on_an_old_descriptor_adds_no_sweep() -> None:
     old = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64,
                        "classes": 10}]}
-    new = {"sweeps": [sweep.SweepSpace(**TINY).descriptor()]}
-    assert sweep.merge_space(old, new) == old
+    new = {"sweeps": [SweepSpace(**TINY).descriptor()]}
+    assert sweep_plan.merge_space(old, new) == old
 
 
 def test_networks_sampled_from_an_int8_space_are_int8() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bench import sweep
+from bench import sweep, sweep_plan, sweep_run, sweep_seal
 from bench.runners.base import BatchItem, Failure, RunnerError, Timing
 from bench.zoo import MOBILENET_V1, shape_space
 from lut_db.errors import SetupMismatch
@@ -54,11 +54,11 @@ def keys_of(specs) -> set[str]:
 
 
 def sweep_once(store: LutStore, specs, runners, batch_size: int = 4, seal: bool = True,
-               space: dict | None = None) -> sweep.SweepResult:
-    p = sweep.plan(store, "fake", "tflite-cpu", runners[0].fingerprint(), specs)
-    v = sweep.start_version(store, p, "fake", "tflite-cpu", runners[0].fingerprint(),
-                            space or {"sweeps": [{"n": len(specs)}]})
-    return sweep.run(store, v, p.missing, runners, fake_build, batch_size, seal=seal)
+               space: dict | None = None) -> sweep_run.SweepResult:
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", runners[0].fingerprint(), specs)
+    v = sweep_plan.start_version(store, p, "fake", "tflite-cpu", runners[0].fingerprint(),
+                                 space or {"sweeps": [{"n": len(specs)}]})
+    return sweep_run.run(store, v, p.missing, runners, fake_build, batch_size, seal=seal)
 
 
 # -- plan and resume ------------------------------------------------------------------------
@@ -66,11 +66,12 @@ def sweep_once(store: LutStore, specs, runners, batch_size: int = 4, seal: bool 
 
 def test_plan_of_a_new_lut() -> None:
     store = LutStore.memory()
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS + SPECS[:3])
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS + SPECS[:3])
     assert (p.action, p.version, p.parent, p.total, p.done) == ("new", None, None, 9, 0)
     assert set(p.missing) == keys_of(SPECS) and len(p.missing) == 9
     assert p.missing != sorted(p.missing)  # shuffled, so drift spreads over the table ...
-    assert sweep.plan(store, "fake", "tflite-cpu", FP, SPECS).missing == p.missing  # repeatably
+    again = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS)
+    assert again.missing == p.missing  # repeatably
 
 
 def test_stop_and_resume_measures_only_what_is_missing() -> None:
@@ -83,17 +84,17 @@ def test_stop_and_resume_measures_only_what_is_missing() -> None:
     assert v.status == "building" and len(store.keys(v)) == 4  # two batches were stored
     stored = store.entries(v)
 
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS)
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS)
     assert (p.action, p.version.id, p.done) == ("resume", v.id, 4)
     assert set(p.missing) == keys_of(SPECS) - store.keys(v)
     runner = FakeRunner()
     res = sweep_once(store, SPECS, [runner])
-    assert sorted(runner.keys) == sorted(p.missing + [sweep.OVERHEAD_SPEC.key])
+    assert sorted(runner.keys) == sorted(p.missing + [sweep_seal.OVERHEAD_SPEC.key])
     assert res.version.id == v.id and res.version.status == "sealed"
     assert res.measured == 5 and res.failed == 0
     assert store.keys(v) == keys_of(SPECS)
     assert [r for r in store.entries(v) if r["key"] in {s["key"] for s in stored}] == stored
-    assert store.stats(v)["invoke_overhead_us"] == fake_us(sweep.OVERHEAD_SPEC.key)
+    assert store.stats(v)["invoke_overhead_us"] == fake_us(sweep_seal.OVERHEAD_SPEC.key)
 
 
 class _TimingRunner(FakeRunner):
@@ -127,9 +128,9 @@ def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
     # a resumed sweep keeps every session's state
     again = LutStore.memory()
     first = sweep_once(again, SPECS, [FakeRunner(state=fakes.QUIET)], seal=False)
-    rest = sweep.plan(again, "fake", "tflite-cpu", FP, SPECS).missing
+    rest = sweep_plan.plan(again, "fake", "tflite-cpu", FP, SPECS).missing
     assert rest == []  # all measured, only not sealed: a resume seals it
-    sweep.run(again, first.version, [], [FakeRunner(state=fakes.BUSY)], fake_build)
+    sweep_run.run(again, first.version, [], [FakeRunner(state=fakes.BUSY)], fake_build)
     states = again.stat_detail(first.version, "machine_busy")
     assert [s["busy"] for s in states] == [False, True]
     assert again.stats(first.version)["machine_busy"] == 1.0
@@ -141,14 +142,14 @@ def test_the_machine_state_is_sealed_with_the_version(tmp_path: Path) -> None:
 def test_sealed_and_complete_is_up_to_date() -> None:
     store = LutStore.memory()
     sweep_once(store, SPECS, [FakeRunner()])
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS[:4])
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS[:4])
     assert (p.action, p.version.id, p.missing, p.done) == ("up-to-date", 1, [], 4)
 
 
 def test_a_bigger_space_derives_a_new_version() -> None:
     store = LutStore.memory()
     first = sweep_once(store, SPECS, [FakeRunner()], space={"sweeps": ["a"]}).version
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS + MORE)
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS + MORE)
     assert (p.action, p.version, p.parent.id) == ("derive", None, first.id)
     assert set(p.missing) == keys_of(MORE) and p.total == len(SPECS) + len(MORE)
     runner = FakeRunner()
@@ -159,16 +160,16 @@ def test_a_bigger_space_derives_a_new_version() -> None:
     assert v.space == {"sweeps": ["a", "b"]}
     assert store.keys(v) == keys_of(SPECS + MORE)
     assert store.keys(first) == keys_of(SPECS)  # the sealed parent did not change
-    assert set(runner.keys) == keys_of(MORE) | {sweep.OVERHEAD_SPEC.key}
+    assert set(runner.keys) == keys_of(MORE) | {sweep_seal.OVERHEAD_SPEC.key}
     assert store.stats(v) and store.stats(first)
 
 
 def test_another_setup_starts_a_new_version() -> None:
     store = LutStore.memory()
     sweep_once(store, SPECS, [FakeRunner()])
-    p = sweep.plan(store, "fake", "tflite-cpu", {**FP, "threads": 4}, SPECS)
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", {**FP, "threads": 4}, SPECS)
     assert p.action == "new" and len(p.missing) == len(SPECS)
-    p = sweep.plan(store, "fake", "tflite-gpu", FP, SPECS)
+    p = sweep_plan.plan(store, "fake", "tflite-gpu", FP, SPECS)
     assert p.action == "new"
 
 
@@ -178,21 +179,22 @@ def test_resume_merges_the_space() -> None:
         sweep_once(store, SPECS, [FakeRunner(die_at=2)], space={"sweeps": ["a"]})
     sweep_once(store, SPECS, [FakeRunner()], space={"sweeps": ["b"]})
     assert store.version(1).space == {"sweeps": ["a", "b"]}
-    assert sweep.merge_space({"sweeps": ["a"]}, {"sweeps": ["a", "c"]}) == {"sweeps": ["a", "c"]}
+    merged = sweep_plan.merge_space({"sweeps": ["a"]}, {"sweeps": ["a", "c"]})
+    assert merged == {"sweeps": ["a", "c"]}
 
 
 def test_failures_are_stored_and_counted() -> None:
     store = LutStore.memory()
     bad = tuple(sorted(keys_of(SPECS))[:2])
     seen: list[int] = []
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS)
-    v = sweep.start_version(store, p, "fake", "tflite-cpu", FP, {})
-    res = sweep.run(store, v, p.missing, [FakeRunner(bad=bad)], fake_build, 4,
-                    progress=lambda n, serial: seen.append(n))
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS)
+    v = sweep_plan.start_version(store, p, "fake", "tflite-cpu", FP, {})
+    res = sweep_run.run(store, v, p.missing, [FakeRunner(bad=bad)], fake_build, 4,
+                        progress=lambda n, serial: seen.append(n))
     assert (res.measured, res.failed) == (7, 2)
     assert sum(seen) == 9 and res.per_serial == {"fake": 9}
     assert {f["key"] for f in store.failures(v)} == set(bad)
-    assert sweep.plan(store, "fake", "tflite-cpu", FP, SPECS).action == "up-to-date"
+    assert sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS).action == "up-to-date"
 
 
 class BrokenToolRunner(FakeRunner):
@@ -215,15 +217,15 @@ class BrokenToolRunner(FakeRunner):
         return out
 
 
-def _run(store: LutStore, runner: FakeRunner, stop_after: int) -> sweep.SweepResult:
-    p = sweep.plan(store, "fake", "tflite-cpu", FP, SPECS)
-    v = sweep.start_version(store, p, "fake", "tflite-cpu", FP, {})
-    return sweep.run(store, v, p.missing, [runner], fake_build, 2, stop_after=stop_after)
+def _run(store: LutStore, runner: FakeRunner, stop_after: int) -> sweep_run.SweepResult:
+    p = sweep_plan.plan(store, "fake", "tflite-cpu", FP, SPECS)
+    v = sweep_plan.start_version(store, p, "fake", "tflite-cpu", FP, {})
+    return sweep_run.run(store, v, p.missing, [runner], fake_build, 2, stop_after=stop_after)
 
 
 def test_a_broken_tool_stops_early_and_resume_retries_its_keys() -> None:
     store = LutStore.memory()
-    with pytest.raises(sweep.BrokenTool) as e:
+    with pytest.raises(sweep_run.BrokenTool) as e:
         _run(store, BrokenToolRunner(), stop_after=3)
     msg = str(e.value)
     assert "stopped early: the first 3 models on fake failed with the same error" in msg
@@ -235,14 +237,14 @@ def test_a_broken_tool_stops_early_and_resume_retries_its_keys() -> None:
     assert v.status == "building" and store.counts(v) == {"failed": failed}
     fixed = FakeRunner()
     res = _run(store, fixed, stop_after=3)
-    assert sorted(fixed.keys) == sorted([*keys_of(SPECS), sweep.OVERHEAD_SPEC.key])
+    assert sorted(fixed.keys) == sorted([*keys_of(SPECS), sweep_seal.OVERHEAD_SPEC.key])
     assert res.version.status == "sealed"
     assert store.counts(v) == {"ok": 9} and store.failures(v) == []
 
 
 def test_keys_measured_before_the_tool_broke_are_kept() -> None:
     store = LutStore.memory()
-    with pytest.raises(sweep.BrokenTool, match="3 models in a row on fake") as e:
+    with pytest.raises(sweep_run.BrokenTool, match="3 models in a row on fake") as e:
         _run(store, BrokenToolRunner(broken_from=3), stop_after=3)
     assert "3 keys measured so far are stored" in str(e.value)
     v = store.version(1)
@@ -250,7 +252,7 @@ def test_keys_measured_before_the_tool_broke_are_kept() -> None:
     assert len(kept) == 3 and store.counts(v)["failed"] >= 3
     fixed = FakeRunner()
     _run(store, fixed, stop_after=3)
-    assert sorted(fixed.keys) == sorted([*(keys_of(SPECS) - kept), sweep.OVERHEAD_SPEC.key])
+    assert sorted(fixed.keys) == sorted([*(keys_of(SPECS) - kept), sweep_seal.OVERHEAD_SPEC.key])
     assert store.counts(v) == {"ok": 9}
 
 
@@ -258,7 +260,7 @@ def test_models_failing_with_different_errors_are_not_a_broken_tool() -> None:
     store = LutStore.memory()
     with pytest.raises(RunnerError, match="per-invoke overhead") as e:  # as before this stop
         _run(store, BrokenToolRunner(errors=("exit code 1", "exit code 2")), stop_after=2)
-    assert not isinstance(e.value, sweep.BrokenTool)
+    assert not isinstance(e.value, sweep_run.BrokenTool)
     assert store.counts(store.version(1)) == {"failed": 9}
 
 
@@ -276,7 +278,7 @@ def test_several_runners_share_the_work() -> None:
     a, b = FakeRunner("a"), FakeRunner("b")
     res = sweep_once(store, SPECS + MORE, [a, b], batch_size=1)
     assert sum(res.per_serial.values()) == len(SPECS) + len(MORE)
-    assert sorted(a.keys + b.keys) == sorted(keys_of(SPECS + MORE) | {sweep.OVERHEAD_SPEC.key})
+    assert sorted(a.keys + b.keys) == sorted(keys_of(SPECS + MORE) | {sweep_seal.OVERHEAD_SPEC.key})
     assert len(set(a.keys) & set(b.keys)) == 0
 
 
@@ -336,7 +338,7 @@ def test_all_runners_gone_is_an_error_not_a_hang() -> None:
 
 def test_overhead_failure_is_an_error_and_keeps_the_version_building() -> None:
     store = LutStore.memory()
-    runner = FakeRunner(bad=(sweep.OVERHEAD_SPEC.key,))
+    runner = FakeRunner(bad=(sweep_seal.OVERHEAD_SPEC.key,))
     with pytest.raises(RunnerError, match="per-invoke overhead"):
         sweep_once(store, SPECS, [runner])
     v = store.version(1)

@@ -1,0 +1,93 @@
+"""Planning a sweep: which version it writes (resume a building one, derive from a sealed
+one, or start anew) and which keys are still to measure, in a shuffled, repeatable order."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lut_db.spec import LayerSpec
+from lut_db.store import LutStore
+from lut_db.versions import Version
+
+ORDER_SEED = 20180908  # keys are measured in a shuffled, repeatable order: drift becomes noise
+REPLICA_SAMPLE = 20  # keys measured on every phone of a farm sweep
+
+
+@dataclass
+class Plan:
+    """What a sweep would do: which version it writes and which keys it still has to measure."""
+
+    action: str  # "resume", "new", "derive" (new version from a sealed parent) or "up-to-date"
+    version: Version | None
+    parent: Version | None
+    total: int
+    missing: list[str]
+
+    @property
+    def done(self) -> int:
+        return self.total - len(self.missing)
+
+
+def plan(store: LutStore, device: str, backend: str, fingerprint: dict[str, Any],
+         specs: Iterable[LayerSpec]) -> Plan:
+    """Decide which version a sweep of these specs writes, and what it still has to measure."""
+    keys = sorted({s.key for s in specs})
+    building = store.find_building(device, backend, fingerprint)
+    if building:
+        return Plan("resume", building, None, len(keys), _missing(store, building, keys))
+    sealed = store.find_sealed(device, backend, fingerprint)
+    if sealed:
+        missing = _missing(store, sealed, keys)
+        if not missing:
+            return Plan("up-to-date", sealed, None, len(keys), [])
+        return Plan("derive", None, sealed, len(keys), missing)
+    return Plan("new", None, None, len(keys), _shuffled(keys))
+
+
+def _missing(store: LutStore, version: Version, keys: list[str]) -> list[str]:
+    """Keys to measure: a building version retries its failed keys, a sealed one keeps them."""
+    have = store.keys(version, status="ok" if version.status == "building" else None)
+    return _shuffled([k for k in keys if k not in have])
+
+
+def _shuffled(keys: list[str]) -> list[str]:
+    out = list(keys)
+    random.Random(ORDER_SEED).shuffle(out)
+    return out
+
+
+def start_version(store: LutStore, p: Plan, device: str, backend: str,
+                  fingerprint: dict[str, Any], space: dict[str, Any]) -> Version:
+    """The version the plan writes into (created now for a new or derived plan)."""
+    if p.version is not None:
+        merged = merge_space(p.version.space, space)
+        if p.version.status == "building" and merged != p.version.space:
+            store.update_space(p.version, merged)
+        return p.version
+    if p.parent is not None:
+        space = merge_space(p.parent.space, space)
+    note = f"derived from {p.parent.label}: +{len(p.missing)} keys" if p.parent else ""
+    return store.create_version(device, backend, fingerprint, parent=p.parent, note=note,
+                                space=space)
+
+
+def merge_space(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A version's space is the list of sweeps it holds: {"sweeps": [descriptor, ...]}."""
+    sweeps = list(old.get("sweeps", []))
+    have = [_with_dtype(s) for s in sweeps]
+    sweeps += [s for s in new.get("sweeps", []) if _with_dtype(s) not in have]
+    return {**old, **new, "sweeps": sweeps}
+
+
+def _with_dtype(sweep: Any) -> Any:
+    """A sweep descriptor with its dtype spelt out (older versions recorded float32 alone)."""
+    return {"dtype": "float32", **sweep} if isinstance(sweep, dict) else sweep
+
+
+def replica_sample(keys: Iterable[str], n: int = REPLICA_SAMPLE) -> list[str]:
+    """A fixed sample of a sweep's keys (the same for every run of the same space)."""
+    ordered = sorted(set(keys))
+    return sorted(random.Random(ORDER_SEED).sample(ordered, min(n, len(ordered))))
