@@ -249,8 +249,8 @@ def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
     shutil.copy(real_lut[1], tmp_path / "fast.db")
     store = LutStore.open(tmp_path / "fast.db")
     version = store.version(1)
-    fine = SearchSpace("mobilenet_v1", 32, CLASSES, store.table(1), GRID, lut=f"{store.path}@1",
-                       fine_step=8, measure=OnDemand(store, version, "fast", None))
+    fine = SearchSpace("mobilenet_v1", 32, CLASSES, store.table(version), GRID,
+                       lut=f"{store.path}@1", fine_step=8, measure=OnDemand(store, version, "fast", None))
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.85"}, "short_steps": 1,
                          "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 8},
                       lut=f"{store.path}@1")
