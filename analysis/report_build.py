@@ -29,7 +29,8 @@ from analysis.report_metrics import (
 )
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
-from lut_db.store import LutStore, Version
+from lut_db.store import LutStore
+from lut_db.versions import Version
 
 
 class ReportError(UserError):
@@ -51,16 +52,16 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
     """Numbers and figures of ``version``'s stored validations."""
     start = time.perf_counter()
     cal = store.calibration(version)
-    rows = parse_rows(store.validations(version.id), all_tables(store, version), cal)
+    rows = parse_rows(store.validations(version), all_tables(store, version), cal)
     lut = f"{store.path}@{version.id}"
     if not rows:
         raise ReportError(f"{version.label} has no validations yet; measure them with "
                           f"netadapt report --lut {lut} on the device")
-    table = store.table(version.id)
+    table = store.table(version)
     if compare is not None and not (table.keys() & compare.table.keys()):
         raise ReportError(f"{version.label} and {compare.label} have no layer keys in common: "
                           "compare versions swept over overlapping spaces")
-    overhead = store.stats(version.id).get("invoke_overhead_us", 0.0)
+    overhead = store.stats(version).get("invoke_overhead_us", 0.0)
     metrics, pred = compute_metrics(rows, overhead, n_boot)
     metrics["verdict"] = verdict(metrics)
     if compare is not None:
@@ -68,7 +69,7 @@ def build(store: LutStore, version: Version, compare: Compare | None = None,
     grid = max([int(sw.get("grid", 32)) for sw in version.space.get("sweeps", [])] or [32])
     figures = make_plots(rows, pred, metrics, table, compare, version.label, grid)
     table_rows = network_table(rows, pred)
-    metrics["sweep_machine"] = store.stat_detail(version.id, "machine_busy")
+    metrics["sweep_machine"] = store.stat_detail(version, "machine_busy")
     metrics["calibration"] = cal.describe() if cal else None
     metrics["calibration_machine"] = (cal.machine_state or None) if cal else None
     metrics["verdict"]["calibration_warning"] = (

@@ -163,7 +163,7 @@ def test_no_sweep_stops_before_measuring_anything(fake_lut):
     store, version = fake_lut
     runner = FakeRunner()
     nets = sampling.sample_networks(sampling.Space.of(version.space), 12, 0)
-    table = store.table(version.id)
+    table = store.table(version)
     lacking = {k for net in nets for k in net.keys if k not in table}
     assert lacking  # off-grid widths and held-out families
     with pytest.raises(val.KeysNotSwept) as e:
