@@ -142,7 +142,7 @@ def test_missing_keys_named_then_interpolated_or_measured(lut: Path, tmp_path: P
 @pytest.mark.sweep
 def test_fashion_mnist_is_the_default_and_its_absence_says_how(lut: Path, tmp_path: Path,
                                                                monkeypatch) -> None:
-    monkeypatch.setattr("adapter.data.FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr("adapter.data.idx.FASHION_MNIST_DIR", tmp_path / "absent")
     r = invoke("adapt", "--lut", lut, "--runs-dir", tmp_path / "runs", "--pretrain-epochs", "0")
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert ("Fashion-MNIST is not installed" in flat(r.output)

@@ -180,10 +180,10 @@ def test_fashion_mnist_idx_files(tmp_path: Path, cache: Path) -> None:
 
 
 def test_fashion_mnist_by_name(tmp_path: Path, cache: Path, monkeypatch) -> None:
-    monkeypatch.setattr(data, "FASHION_MNIST_DIR", _fashion(tmp_path / "share"))
+    monkeypatch.setattr(data.idx, "FASHION_MNIST_DIR", _fashion(tmp_path / "share"))
     d = data.load("fashion-mnist", 32)
     assert d.name == "fashion-mnist" and d.spec()["source"] == "fashion-mnist"
-    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(data.idx, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(AdaptError, match=r"Fashion-MNIST is not installed .*install it with: "
                                          r"sudo apt install dataset-fashion-mnist, or make "
                                          r"fashion-mnist"):
@@ -209,7 +209,7 @@ def test_a_worker_reopens_the_same_data(tmp_path: Path, cache: Path) -> None:
     assert torch.equal(x, want_x) and torch.equal(y, want_y)
 
 
-@pytest.mark.skipif(not (data.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+@pytest.mark.skipif(not (data.idx.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_the_installed_fashion_mnist(cache: Path) -> None:
     d = data.load("fashion-mnist", 32, max_per_class=100)

@@ -1,0 +1,24 @@
+"""The fast-test default: scikit-learn's bundled handwritten digits (no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapter.data.dataset import SPLIT_SEED, TEST_FRACTION, Dataset, finish
+from adapter.data.images import ArrayImages
+
+
+def digits(resolution: int) -> Dataset:
+    """1,797 real 8x8 scans of 10 digits, upscaled to ``resolution``; no flips (a mirrored
+    digit is not the same digit)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()  # bundled with scikit-learn: no download
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    y = d.target.astype(np.int64)
+    tr, te = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION,
+                              random_state=SPLIT_SEED, stratify=y)
+    return finish("digits", [str(i) for i in range(10)],
+                  ArrayImages(x[tr], y[tr], resolution), ArrayImages(x[te], y[te], resolution),
+                  flip=False, source="digits")
