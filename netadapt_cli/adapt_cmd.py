@@ -9,8 +9,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import netadapt as api
 from adapter.pick import PickRule
 from lut_db.estimate import MissingPolicy
+from netadapt.adaptation import MULTIPLIERS
 from netadapt_cli.common import (
     commentary,
     console,
@@ -128,7 +130,7 @@ def adapt_cmd(
     compare_multipliers: bool = typer.Option(False, "--compare-multipliers", help="Train "
                                              "width-multiplier networks with the same training "
                                              "budget and compare at equal latency."),
-    multipliers: str = typer.Option("0.25,0.5,0.75,1.0", help="Width multipliers to compare."),
+    multipliers: str = typer.Option(MULTIPLIERS, help="Width multipliers to compare."),
     device: str | None = typer.Option(None, help="Device to verify on (default: the "
                                          "LUT's device, if attached)."),
     measure_rounds: int = typer.Option(3, help="Interleaved measuring rounds per network."),
@@ -139,60 +141,25 @@ def adapt_cmd(
 ) -> None:
     """Shrink a network to a latency budget on a device's LUT (NetAdapt), then verify it."""
     with user_errors(as_json), Bars(quiet) as bars:
-        from adapter import data as data_mod
-        from adapter import pipeline
-        from adapter.config import AdaptConfig, budget_options
-        from adapter.search_space import default_dtype
-        from bench.devices import load_config
-
         if fine_widths is not None:
             if fine_step is not None:
                 raise typer.BadParameter("give --fine-step once (not also as --fine-widths)")
             deprecated("netadapt adapt --fine-widths", "netadapt adapt --fine-step")
             fine_step = fine_widths
-        budgets = budget_options(budget, max_macs or None, max_params or None)
-        mults = _floats(multipliers, "--multipliers")
-        run_dir = runs_dir / (name or _run_name(model, lut, budget, seed, dtype or "float32"))
-        store, version = pipeline.lut_for(lut, run_dir, resume)
-        if dtype is None:
-            dtype = default_dtype(version.space)
-            if name is None and dtype != "float32":  # the run folder is named after it
-                run_dir = runs_dir / _run_name(model, lut, budget, seed, dtype)
-                store.close()
-                store, version = pipeline.lut_for(lut, run_dir, resume)
-        if dtype not in ("float32", "int8"):
-            raise typer.BadParameter(f"--dtype {dtype}: adapt prices float32 or int8")
-        target = device or version.device  # measured on: the LUT's device unless told
-        if measured_budget:
-            load_config(target)  # an unknown device is refused before any work
-        say = commentary(as_json, quiet)
-        dataset = data_mod.load(data, resolution, max_per_class)
-        say(f"data: {dataset.describe()}")
-        label = f"{store.path}@{version.id}"
-        space, used = pipeline.search_space(store, version, model, resolution,
-                                            len(dataset.classes), grid, missing, log=say,
-                                            tie_bottlenecks=tie_bottlenecks,
-                                            fine_step=fine_step, dtype=dtype, sweep=sweep,
-                                            progress=bars)
-        cfg = AdaptConfig(
-            model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
-            data=data, max_per_class=max_per_class,
-            lut=label, grid=space.grid, missing=missing, budgets=budgets, reduction=reduction,
-            decay=decay, pretrain_epochs=pretrain_epochs, short_steps=short_steps,
-            short_floor=short_floor, pick=pick, fine_step=fine_step,
-            long_epochs=long_epochs, batch_size=batch_size, lr_pretrain=lr_pretrain,
-            lr_short=lr_short, lr_long=lr_long, seed=seed, loader_workers=loader_workers,
-            weights=str(weights) if weights else None, max_iterations=max_iterations,
-            measured_on=target if measured_budget else None,
-            measured_backend=version.backend if measured_budget else None, dtype=dtype,
-            calibration_batches=calibration_batches, max_int8_drop=max_int8_drop)
-        cfg.validate()
-        result = pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
-                                resume=resume,
-                                multipliers=mults if compare_multipliers else None,
-                                device=target, backend=version.backend, measure=not no_measure,
-                                measure_rounds=measure_rounds, lut_used=used, log=say,
-                                progress=bars)
+        result = api.adapt(
+            model, lut, budget, data, tie_bottlenecks=tie_bottlenecks, width=width,
+            resolution=resolution, dtype=dtype, weights=weights,
+            measured_budget=measured_budget, max_macs=max_macs, max_params=max_params,
+            reduction=reduction, decay=decay, short_floor=short_floor, pick=pick,
+            fine_step=fine_step, grid=grid, missing=missing, sweep=sweep,
+            max_iterations=max_iterations, workers=workers, ray=ray,
+            max_per_class=max_per_class, loader_workers=loader_workers,
+            pretrain_epochs=pretrain_epochs, short_steps=short_steps, long_epochs=long_epochs,
+            batch_size=batch_size, lr_pretrain=lr_pretrain, lr_short=lr_short, lr_long=lr_long,
+            seed=seed, calibration_batches=calibration_batches, max_int8_drop=max_int8_drop,
+            device=device, measure_rounds=measure_rounds, no_measure=no_measure,
+            compare_multipliers=compare_multipliers, multipliers=multipliers, name=name,
+            runs_dir=runs_dir, resume=resume, log=commentary(as_json, quiet), progress=bars)
         bars.close()
         if as_json:
             print(json.dumps(result, indent=1))
@@ -284,20 +251,3 @@ def print_result(result: dict) -> None:
                           "accuracy: " + (f"{sp:.2f}x" if sp else "n/a (adapted accuracy "
                                           "outside the multiplier curve)"), highlight=False)
     console.print("plots: " + ", ".join(result["plots"]), highlight=False)
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{option} must be numbers separated by commas") from None
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise typer.BadParameter(f"{option}: each multiplier must be in (0, 1]")
-    return values
-
-
-def _run_name(model: str, lut: str, budget: str, seed: int, dtype: str = "float32") -> str:
-    device = Path(lut.split("@")[0]).stem
-    stem = Path(model.split(":")[-1]).stem  # a factory's or a saved model's name
-    tail = "" if dtype == "float32" else f"-{dtype}"  # float32 runs keep their old names
-    return f"{stem}-{device}-{budget.replace('.', 'p')}-s{seed}{tail}"

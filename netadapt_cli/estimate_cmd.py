@@ -9,18 +9,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import netadapt as api
 from bench.devices import BackendName
-from bench.missing import DeviceAbsent, backend_option, covering_sweep, estimate_network
 from bench.zoo import FamilyName
-from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
+from lut_db.estimate import Estimate, MissingPolicy
 from lut_db.spec import Dtype, Network
-from lut_db.store import open_lut
 from netadapt_cli.common import (
     backend_choice,
     commentary,
     console,
     err_console,
-    load_network,
     lut_option,
     missing_option,
     sweep_option,
@@ -52,40 +50,15 @@ def estimate_cmd(
     """Estimate a network's latency on a LUT: each layer's cost inside the network from the
     version's calibration (--raw: the plain sum of the layers' entries)."""
     with user_errors(as_json), Bars(quiet) as bars:
-        net = load_network(network, model, width, widths, resolution, classes, model_file,
-                           dtype)
-        store, version = open_lut(lut)
-        policy = "measure" if sweep and missing == "error" else missing
-        try:
-            est = estimate_network(store, version, net, policy, raw=raw, device=device,
-                                   log=commentary(as_json, quiet), progress=bars)
-        except DeviceAbsent as e:  # the command that measures them where the device is
-            space = covering_sweep(version, net.keys, model, resolution, classes,
-                                   dtype or "float32") if model else None
-            if space is not None:
-                raise e.instead("sweep them with: " + space.command(
-                    version.device, store.path, backend_option(version))) from None
-            if model_file is not None:
-                raise e.instead(f"run where it is attached: netadapt estimate --lut "
-                                f"{store.path}@{version.id} --model-file {model_file}") from None
-            raise
-        except MissingKeys as e:
-            if model_file is None:
-                raise
-            label = f"{store.path}@{version.id}"
-            raise MissingKeys(e.keys, label, hint=_measure_hint(label, model_file)) from None
+        done = api.estimate(lut, network=network, model=model, model_file=model_file,
+                            width=width, widths=widths, resolution=resolution, classes=classes,
+                            dtype=dtype, missing=missing, sweep=sweep, device=device, raw=raw,
+                            log=commentary(as_json, quiet), progress=bars)
         bars.close()
         if as_json:
-            free = {"free_ops": net.meta["free_ops"]} if "free_ops" in net.meta else {}
-            print(json.dumps({"macs": net.macs, "params": net.params, **est.to_dict(), **free},
-                             indent=1))
+            print(json.dumps(done.to_dict(), indent=1))
             return
-        _print(net, est)
-
-
-def _measure_hint(label: str, model_file: Path) -> str:
-    return ("measure each as a single-op model on the LUT's device (attached) with:\n  "
-            f"netadapt estimate --lut {label} --model-file {model_file}")
+        _print(done.network, done.estimate)
 
 
 def _print(net: Network, est: Estimate) -> None:
@@ -133,38 +106,14 @@ def measure_cmd(
     """Measure a whole network end to end on a device (interleaved passes, bench.timing);
     measured again while its passes disagree (else flagged unreliable), with the machine's
     state; with --lut, its estimate beside it."""
-    from bench.devices import open_runners
-    from bench.timing import time_until_agreed
-
     with user_errors(as_json):
-        if passes < 1 or max_repeats < 1:
-            raise typer.BadParameter("--passes and --max-repeats must be at least 1")
-        net = load_network(network, model, width, widths, resolution, classes, model_file,
-                           dtype)
-        est = None
         say = (err_console if as_json else console).print  # --json: stdout is the JSON only
-        if lut is not None:  # before measuring: a missing key fails fast
-            store, version = open_lut(lut)
-            est = estimate_network(store, version, net, log=lambda m: say(m, highlight=False))
-        model_bytes = model_file.read_bytes() if model_file is not None else net
-        with open_runners(device, backend, serial=serial) as runners:
-            checked = time_until_agreed(runners[0], model_bytes, passes, name=net.name,
-                                        max_repeats=max_repeats)
-        m = checked.measurement
-        d = m.to_dict()
-        warnings = [w for w in (m.state.warning("the passes") if m.state else None,
-                                checked.note()) if w]
-        out = {"network": net.name, "device": device, "latency_ms": m.latency_ms,
-               "min_ms": d["min_us"] / 1000, "max_ms": d["max_us"] / 1000,
-               "pass_spread": m.pass_spread, "passes": passes, "repeats": m.repeats,
-               "repeats_ms": [x / 1000 for x in m.repeats_us],
-               "repeat_spread": m.repeat_spread, "reliable": checked.reliable,
-               "runs": m.runs, "preempted": d["preempted"], "macs": net.macs,
-               "params": net.params, "machine_state": d["machine_state"],
-               "measured_at": m.at, "fingerprint": m.fingerprint, "warnings": warnings}
-        if est is not None:
-            out |= {"estimated_ms": est.total_ms, "calibrated": est.calibration is not None,
-                    "estimated_over_measured": est.total_ms / out["latency_ms"]}
+        done = api.measure(device, backend=backend, serial=serial, network=network, model=model,
+                           model_file=model_file, lut=lut, width=width, widths=widths,
+                           resolution=resolution, classes=classes, dtype=dtype, passes=passes,
+                           max_repeats=max_repeats, log=lambda m: say(m, highlight=False))
+        net, est, m = done.network, done.estimate, done.checked.measurement
+        out, warnings = done.to_dict(), done.warnings()
         if as_json:
             print(json.dumps(out, indent=1))
             for w in warnings:

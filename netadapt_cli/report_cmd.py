@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from bench.devices import BackendName, ConfigError, open_runners
-from bench.runners.base import RunnerError
-from lut_db.store import LutStore, open_lut
-from lut_db.versions import Version
+import netadapt as api
+from bench.devices import BackendName
 from netadapt_cli.common import (
     backend_choice,
     commentary,
     console,
-    default_db,
     human_output_to_stderr,
     lut_option,
     sweep_option,
@@ -53,45 +48,15 @@ def report_cmd(
 ) -> None:
     """Estimate vs measure whole networks on a LUT's device; write an HTML/Markdown/JSON report."""
     with user_errors(as_json), human_output_to_stderr(as_json):
-        if networks < 3 or passes < 1 or repeats < 1:
-            raise typer.BadParameter("--networks must be at least 3, --passes and --repeats "
-                                     "at least 1")
-        store, version = open_lut(lut or str(default_db(device or "host")))
-        try:
-            summary = _report(store, version, device, backend, serial, compare, networks, seed,
-                              passes, out, measure, repeats, quiet, sweep)
-        finally:
-            store.close()  # and the writer lock, for whoever runs next in this process
+        with Bars(quiet) as bars:
+            done = api.report(lut, device=device, backend=backend, serial=serial,
+                              compare=compare, networks=networks, seed=seed, passes=passes,
+                              repeats=repeats, out=out, measure=measure, sweep=sweep,
+                              log=commentary(quiet=quiet), progress=bars)
+        for line in done.verdict():
+            console.print(line, highlight=False)
+        console.print(f"{done.validation.measured} network(s) measured now, "
+                      f"{done.validation.reused} reused; report: {done.folder / 'index.html'}",
+                      highlight=False)
     if as_json:
-        print(json.dumps(summary, indent=1, default=str))
-
-
-def _report(store: LutStore, version: Version, device: str | None, backend: str | None,
-            serial: str | None, compare: str | None, networks: int, seed: int, passes: int,
-            out: Path, measure: bool, repeats: int, quiet: bool,
-            sweep: bool) -> dict[str, Any]:
-    from analysis.report import report_lut
-    from analysis.report_words import verdict_sentences
-
-    say = commentary(quiet=quiet)
-    with contextlib.ExitStack() as stack, Bars(quiet) as bars:
-        runner = None
-        if measure:
-            try:
-                runners = stack.enter_context(open_runners(
-                    device or version.device, backend or version.backend, serial=serial))
-                runner = runners[0] if runners else None
-            except (RunnerError, ConfigError) as e:
-                say(f"warning: no device to measure on: {e}")
-        report, folder, result = report_lut(
-            store, version, runner, out, compare=compare, networks=networks, seed=seed,
-            passes=passes, repeats=repeats, progress=bars, log=say, sweep=sweep)
-    for line in verdict_sentences(report):
-        console.print(line, highlight=False)
-    console.print(f"{result.measured} network(s) measured now, {result.reused} reused; "
-                  f"report: {folder / 'index.html'}", highlight=False)
-    return {"lut": f"{store.path}@{version.id}", "measured": result.measured,
-            "reused": result.reused, "html": str(folder / "index.html"),
-            "markdown": str(folder / "report.md"), "metrics_file": str(folder / "metrics.json"),
-            "metrics": json.loads((folder / "metrics.json").read_text())}
-
+        print(json.dumps(done.to_dict(), indent=1, default=str))
