@@ -217,7 +217,8 @@ def export(na: Any, run_dir: Path, result: dict) -> None:
 def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
     """Each network (initial, adapted, multipliers) as a full-integer file beside its float
     one (``<stem>_int8.tflite``), its test accuracy measured on the file in LiteRT and its
-    parity with the fake-quant reference checked (``adapter.quantize``). ``test_acc``
+    parity with the integer reference checked (``adapter.quantize.check_parity``: a file
+    that fails it is not written, and the run ends with the message). ``test_acc``
     becomes the file's, so every comparison is int8 against int8; the float model's stays
     as ``test_acc_float``. An adapted network losing more than ``max_int8_drop`` points is
     fine-tuned again, quantization-aware, and quantized again."""
@@ -238,9 +239,11 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
         path = Path(tflite).with_name(Path(tflite).stem + "_int8.tflite")
         acc = quantize.file_accuracy(q.tflite, dataset, test)
         par = quantize.parity(q, test[0])
-        warning = quantize.check_parity(par, f"{name} ({path})")
-        if warning:
-            log(warning)
+        try:
+            quantize.check_parity(par, f"{name} ({path.name})")
+        except quantize.Int8Error as e:  # the file is not written
+            raise quantize.Int8Error(f"{e}; the float exports and result.json stay in "
+                                     f"{na.run_dir}") from None
         path.write_bytes(q.tflite)  # only a file that passed its parity check
         float_acc = entry.get("test_acc_float", entry.get("test_acc"))
         drop = None if float_acc is None else 100 * (float_acc - acc)
@@ -251,8 +254,9 @@ def int8_exports(na: Any, dataset: Any, result: dict, log: Log) -> None:
         log(f"  {name}: int8 file {100 * acc:.1f}% test accuracy"
             + (f", float {100 * float_acc:.1f}% (drop {drop:+.2f} points)" if drop is not None
                else "")
-            + f"; parity: top-1 {100 * par['top1_agreement']:.2f}%, layers within "
-            f"{par['layer_max_steps']:g} step")
+            + f"; against the integer reference: top-1 agrees on "
+            f"{100 * par['top1_agreement']:.2f}%, outputs within {par['output_max_steps']:g} "
+            "step(s)")
         return drop or 0.0
 
     with torch_threads(cfg.threads):  # spinning OpenMP threads crawl on a loaded machine

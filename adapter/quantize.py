@@ -8,10 +8,10 @@ int8 input and output. Ranges are the min/max of each layer's output over calibr
 batches of the training data (what the converter's calibrator records), taken from the
 float network evaluated in torch on the exported weights.
 
-The reference a file is checked against is the same network in torch with every tensor
-fake-quantized (``torch.fake_quantize_per_channel_affine`` / ``per_tensor_affine``) at the
-file's own scales: the quantization's arithmetic, independent of the flatbuffer writer and
-of LiteRT's kernels, so what is left between them is the kernels' requantization rounding.
+``parity`` runs the file in LiteRT against the integer reference
+(``adapter.int8_reference``: the same weights and scales through the kernels' integer
+arithmetic, computed in torch without the flatbuffer); ``check_parity`` refuses a file
+more than one step off it.
 
 ``QuantAware`` fine-tunes a torch model quantization-aware on the same scheme (torch's
 ``FakeQuantize`` modules; BatchNorm frozen so the weights quantized are the folded ones).
@@ -20,9 +20,8 @@ of LiteRT's kernels, so what is left between them is the kernels' requantization
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,22 +32,22 @@ from torch import nn
 from torch.ao import quantization as tq
 from torch.nn.utils import parametrize
 
+from adapter import int8_reference
 from adapter.errors import AdaptError
 from adapter.export import Weights, export_weights
 from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
-from bench.tflite_build import Quant, activation_quants, build_network, weight_quant
+from bench.tflite_build import Quant, activation_quants, build_network
 from lut_db.spec import INPUT, LayerSpec, Network
 
 __all__ = ["INT8_OPS", "Int8Error", "Int8Model", "QuantAware", "calibration_images",
            "check_int8_ops", "check_parity", "file_accuracy", "parity", "quantize", "run_file"]
 
 # Ops the int8 export, its calibration and its reference cover.
-INT8_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "avg_pool", "max_pool",
-            "global_avg_pool", "pad", "concat")
+INT8_OPS = int8_reference.REFERENCE_OPS
 MIN_CALIBRATION_IMAGES = 32  # fewer leave rare activations' ranges to chance
 EVAL_BATCH = 256
-LAYER_IMAGES = 200  # test images the layer-by-layer parity runs (builtin kernels, slower)
+LAYER_IMAGES = 200  # test images the layer-by-layer parity runs (every layer an output)
 MIN_AGREEMENT = 0.99  # top-1 agreement of file and reference
 
 
@@ -120,47 +119,19 @@ def _ranges(net: Network, weights: Mapping[str, Weights], images: torch.Tensor
     return {k: (lo[k], hi[k]) for k in lo}
 
 
-# -- the torch evaluation of a Network: float, or fake-quantized at the file's scales ---------
+# -- the float evaluation of a Network (calibration ranges) ------------------------------------
 
 
 @torch.no_grad()
 def evaluate(net: Network, weights: Mapping[str, Weights], x: torch.Tensor,
-             quants: Mapping[str, Quant] | None = None, keep_all: bool = False
-             ) -> dict[str, torch.Tensor]:
-    """The network on NCHW images ``x`` in float32: every node's output (``keep_all``) or
-    the outputs'. With ``quants`` every tensor is fake-quantized to its int8 grid and the
-    weights and biases to theirs (the reference of the int8 file)."""
-    values = {INPUT: _fq(x, quants[INPUT]) if quants else x}
+             keep_all: bool = False) -> dict[str, torch.Tensor]:
+    """The float network on NCHW images ``x`` with the exported weights: every node's
+    output (``keep_all``) or the outputs'."""
+    values = {INPUT: x}
     for node in net.nodes:
-        xs = [values[s] for s in node.inputs]
-        q = quants[node.name] if quants else None
-        if node.spec.op == "concat" and q:  # the file requantizes parts to the output's grid
-            xs = [_fq(v, q) for v in xs]
-        w = weights.get(node.name, {})
-        if quants and w:
-            w = _quantized_weights(node.spec, w, quants[node.inputs[0]])
-        y = _layer(node.spec, xs, w)
-        values[node.name] = _fq(y, q) if q else y
+        values[node.name] = _layer(node.spec, [values[s] for s in node.inputs],
+                                   weights.get(node.name, {}))
     return values if keep_all else {o: values[o] for o in net.outputs}
-
-
-def _fq(x: torch.Tensor, q: Quant) -> torch.Tensor:
-    return torch.fake_quantize_per_tensor_affine(x, q.scale[0], q.zero_point[0], -128, 127)
-
-
-def _quantized_weights(spec: LayerSpec, w: Weights, x_quant: Quant) -> dict[str, torch.Tensor]:
-    """Weights per channel on [-127, 127] and the bias on the int32 grid, as the file holds."""
-    wq = weight_quant(spec, w["weight"])
-    scale = torch.tensor(wq.scale, dtype=torch.float32)
-    weight = torch.fake_quantize_per_channel_affine(
-        torch.from_numpy(w["weight"]), scale, torch.zeros(len(scale), dtype=torch.int32),
-        wq.dim, -127, 127)
-    out = {"weight": weight}
-    if "bias" in w:
-        bias_scale = scale.double() * x_quant.scale[0]
-        out["bias"] = (torch.round(torch.from_numpy(w["bias"]).double() / bias_scale)
-                       * bias_scale).float()
-    return out
 
 
 def _layer(spec: LayerSpec, xs: Sequence[torch.Tensor], w: Mapping[str, object]
@@ -186,13 +157,11 @@ def _layer(spec: LayerSpec, xs: Sequence[torch.Tensor], w: Mapping[str, object]
         y = F.max_pool2d(x, spec.kernel, spec.stride)
     elif spec.op == "global_avg_pool":
         y = x.mean(dim=(2, 3), keepdim=True)
-    elif spec.op == "concat":
-        y = torch.cat(list(xs), dim=1)
     elif spec.op == "pad":
         top, bottom, left, right = spec.pads
         y = F.pad(x, (left, right, top, bottom))
     else:
-        raise Int8Error(f"{spec.key}: no int8 reference for op {spec.op!r}")
+        raise Int8Error(f"{spec.key}: no int8 form for op {spec.op!r}")
     if spec.act == "relu":
         return F.relu(y)
     return y.clamp(0.0, 6.0) if spec.act == "relu6" else y
@@ -212,24 +181,16 @@ def _pad(x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
     return F.pad(x, (left, r, t, b))
 
 
-# -- running the file --------------------------------------------------------------------------
+# -- running the file, and its parity with the integer reference ------------------------------
 
 
 def run_file(tflite: bytes, images: torch.Tensor) -> tuple[np.ndarray, Quant]:
     """The int8 file's raw int8 outputs on NCHW ``images`` (one invoke each: batch 1) and the
     output's quantization; the input is quantized with the file's own input scale."""
-    interp = Interpreter(model_content=tflite, num_threads=1)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
-    q_in = Quant((float(s_in),), (int(z_in),))
-    nhwc = images.permute(0, 2, 3, 1).numpy()
-    got = []
-    for x in nhwc:
-        interp.set_tensor(inp["index"], q_in.quantize(x[None]))
-        interp.invoke()
-        got.append(interp.get_tensor(out["index"]).reshape(1, -1).copy())
-    return np.concatenate(got), Quant((float(s_out),), (int(z_out),))
+    interp = _interpreter(tflite)
+    out = interp.get_output_details()[0]
+    got = _invoke(interp, _file_input(interp, images))[out["name"]]
+    return got.reshape(len(images), -1), _quant(out)
 
 
 def file_accuracy(tflite: bytes, data: object,
@@ -243,83 +204,94 @@ def file_accuracy(tflite: bytes, data: object,
 
 def parity(q: Int8Model, images: torch.Tensor, layer_images: int = LAYER_IMAGES
            ) -> dict[str, Any]:
-    """The file against its torch fake-quant reference on ``images``.
+    """The file, run in LiteRT as users run it (its default CPU path), against the integer
+    reference (``adapter.int8_reference``) on NCHW ``images``, both fed the same int8 input.
 
-    End to end: top-1 agreement and the output's difference in steps of its scale (one-step
-    rounding differences compound through a deep chain, so the whole network can differ by
-    a few steps on a few images). Layer by layer, on the first ``layer_images``: each
-    layer's int8 output against the reference computed from the file's own int8 inputs to
-    it, which must be within one step (the kernels' requantization rounding, nothing else).
-    """
-    got, out_q = run_file(q.tflite, images)
-    ref = torch.cat([evaluate(q.net, q.weights, xb, q.quants)[q.output].flatten(1)
-                     for xb in images.split(EVAL_BATCH)]).double().numpy()
-    ref_q = np.round(ref / out_q.scale[0]) + out_q.zero_point[0]
-    steps = np.abs(got.astype(np.float64) - ref_q)
-    return {"images": len(images),
-            "top1_agreement": float(np.mean(got.argmax(1) == ref_q.argmax(1))),
+    End to end: top-1 agreement, the largest output difference in steps of the output
+    scale, and the share of images within one step. Layer by layer, on the first
+    ``layer_images``: each layer of the file against the reference layer fed the file's
+    own input to it, which names the layer where a difference starts."""
+    interp = _interpreter(q.tflite)
+    xq = _file_input(interp, images)
+    got = _invoke(interp, xq)[q.output].reshape(len(xq), -1).astype(np.int64)
+    ref = np.concatenate([
+        int8_reference.forward(q.net, q.weights, q.quants, xq[i:i + EVAL_BATCH])[q.output]
+        .flatten(1).numpy() for i in range(0, len(xq), EVAL_BATCH)]).astype(np.int64)
+    steps = np.abs(got - ref).max(axis=1)
+    return {"images": len(xq), "top1_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
             "output_max_steps": float(steps.max()),
-            "output_within_one_step": float(np.mean(steps.max(axis=1) <= 1)),
-            "output_scale": out_q.scale[0],
-            "layer_images": min(layer_images, len(images)),
-            "layer_max_steps": _layer_steps(q, images[:layer_images])}
+            "output_within_one_step": float(np.mean(steps <= 1)),
+            "output_scale": q.quants[q.output].scale[0],
+            **_layer_steps(q, xq[:layer_images])}
 
 
-def check_parity(p: dict[str, Any], what: str) -> str | None:
-    """Refuse a file that does not compute its quantization: a layer more than one step off
-    its reference is a defect of the file. Top-1 agreement under ``MIN_AGREEMENT`` is
-    returned as a warning (and ``p["meets_bar"]`` set False): near-tied logits of a weak
-    network flip on rounding without anything being wrong, and a long run is not thrown
-    away for them."""
+def check_parity(p: Mapping[str, Any], what: str) -> None:
+    """Refuse a file that does not compute its quantization: an image whose output is more
+    than one step off the reference, top-1 agreement under ``MIN_AGREEMENT``, or a layer
+    more than one step off the reference fed the same input."""
+    faults = []
+    if p["output_max_steps"] > 1:
+        faults.append(f"{100 * (1 - p['output_within_one_step']):.2f}% of {p['images']} test "
+                      f"images have an output up to {p['output_max_steps']:g} steps off")
+    if p["top1_agreement"] < MIN_AGREEMENT:
+        faults.append(f"top-1 agrees on {100 * p['top1_agreement']:.2f}% of them (at least "
+                      f"{100 * MIN_AGREEMENT:g}% needed)")
     if p["layer_max_steps"] > 1:
-        raise Int8Error(f"{what}: a layer of the int8 file is {p['layer_max_steps']:g} steps "
-                        "off its fake-quant reference fed the same input (at most 1 is "
-                        "rounding); the float exports stay in place")
-    p["meets_bar"] = p["top1_agreement"] >= MIN_AGREEMENT
-    if not p["meets_bar"]:
-        return (f"warning: {what}: top-1 agrees with the fake-quant reference on only "
-                f"{100 * p['top1_agreement']:.2f}% of test images (bar "
-                f"{100 * MIN_AGREEMENT:g}%), though every layer is within one step")
-    return None
+        faults.append(f"layer {p['worst_layer']} is {p['layer_max_steps']:g} steps off when "
+                      "fed the file's own input")
+    if faults:
+        raise Int8Error(f"{what}: the int8 file does not compute its quantization: "
+                        f"{'; '.join(faults)} (against the integer reference, "
+                        "adapter/int8_reference.py; at most one step is allowed)")
 
 
-def _layer_steps(q: Int8Model, images: torch.Tensor) -> float:
-    """Largest difference, in output steps, of any layer of the file from the reference
-    layer fed the file's own int8 input (builtin kernels: XNNPACK hides intermediates)."""
-    with warnings.catch_warnings():  # its "for debugging" memory warning: a known cost here
-        warnings.simplefilter("ignore", UserWarning)
-        interp = Interpreter(model_content=q.tflite, num_threads=1,
-                             experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    index = {d["name"]: d["index"] for d in interp.get_tensor_details()}
-    names = [INPUT, *(n.name for n in q.net.nodes)]
-    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for x in images.permute(0, 2, 3, 1).numpy():
-        interp.set_tensor(index[INPUT], q.quants[INPUT].quantize(x[None]))
-        interp.invoke()
-        for n in names:
-            got[n].append(interp.get_tensor(index[n]).copy())
-    ints = {n: np.concatenate(v) for n, v in got.items()}
-    worst = 0.0
+def _layer_steps(q: Int8Model, xq: np.ndarray) -> dict[str, Any]:
+    """Largest difference, in steps, of any layer of the file from the reference layer fed
+    the file's own input, and the first layer that reaches it. The layers' outputs come
+    from the file built again with every layer an output (same network, weights and
+    ranges: the same kernels run, and none is hidden inside the delegate)."""
+    names = tuple(n.name for n in q.net.nodes)
+    every = build_network(replace(q.net, outputs=names), weights=q.weights, ranges=q.ranges)
+    got = {INPUT: xq, **_invoke(_interpreter(every), xq)}
+    worst, where = 0.0, None
     for node in q.net.nodes:
-        xs = [_nchw(q.quants[s].dequantize(ints[s])).float() for s in node.inputs]
-        qn = q.quants[node.name]
-        if node.spec.op == "concat":
-            xs = [_fq(v, qn) for v in xs]
-        w = q.weights.get(node.name, {})
-        if w:
-            w = _quantized_weights(node.spec, w, q.quants[node.inputs[0]])
-        ref = _fq(_layer(node.spec, xs, w), qn).double()
-        ref_q = torch.round(ref / qn.scale[0]) + qn.zero_point[0]
-        mine = _nchw(ints[node.name].astype(np.float64)).reshape(ref_q.shape)
-        worst = max(worst, float((mine - ref_q).abs().max()))
-    return worst
+        xs = [int8_reference.nhwc(got[s]) for s in node.inputs]
+        ref = int8_reference.layer(node.spec, xs, [q.quants[s] for s in node.inputs],
+                                   q.quants[node.name], q.weights.get(node.name, {}))
+        diff = np.abs(got[node.name].reshape(len(xq), -1).astype(np.float64)
+                      - ref.reshape(len(xq), -1).numpy()).max()
+        if diff > worst:
+            worst, where = float(diff), node.name
+    return {"layer_images": len(xq), "layer_max_steps": worst, "worst_layer": where}
 
 
-def _nchw(a: np.ndarray) -> torch.Tensor:
-    """A file's NHWC (or N x C) tensor as float64 NCHW."""
-    t = torch.from_numpy(np.asarray(a, np.float64))
-    return t.permute(0, 3, 1, 2) if t.dim() == 4 else t[:, :, None, None]
+def _interpreter(tflite: bytes) -> Interpreter:
+    interp = Interpreter(model_content=tflite, num_threads=1)
+    interp.allocate_tensors()
+    return interp
+
+
+def _quant(detail: Mapping[str, Any]) -> Quant:
+    scale, zero_point = detail["quantization"]
+    return Quant((float(scale),), (int(zero_point),))
+
+
+def _file_input(interp: Interpreter, images: torch.Tensor) -> np.ndarray:
+    """NCHW ``images`` as the file's int8 input (its own stored input scale), NHWC."""
+    return _quant(interp.get_input_details()[0]).quantize(images.permute(0, 2, 3, 1).numpy())
+
+
+def _invoke(interp: Interpreter, xq: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the file (by tensor name) on each int8 image of ``xq``, one invoke
+    per image (batch 1), stacked."""
+    inp, outs = interp.get_input_details()[0], interp.get_output_details()
+    got: dict[str, list[np.ndarray]] = {d["name"]: [] for d in outs}
+    for x in xq:
+        interp.set_tensor(inp["index"], x[None])
+        interp.invoke()
+        for d in outs:
+            got[d["name"]].append(interp.get_tensor(d["index"]).copy())
+    return {n: np.concatenate(v) for n, v in got.items()}
 
 
 # -- quantization-aware fine-tuning -------------------------------------------------------------

@@ -197,7 +197,7 @@ def print_result(result: dict) -> None:
                    "quantization-aware" else " (quantization-aware fine-tune tried, scored lower)"
                    if "qat" in q else "")
             console.print(f"  {name}: {q['tflite']} {100 * q['test_acc']:.1f}%{drop}{qat}; "
-                          f"top-1 agrees with its fake-quant reference on "
+                          f"top-1 agrees with its integer reference on "
                           f"{100 * q['parity']['top1_agreement']:.2f}%", highlight=False)
     a, budget = result["adapted"], result["budgets"].get("latency_ms")
     mb = result.get("measured_budget")
