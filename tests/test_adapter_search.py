@@ -116,6 +116,30 @@ def test_resume_refusals(finished, space, digits, tmp_path) -> None:
         adapt(AdaptConfig(**SMALL, lut=space._latency.lut), space, digits, bad, resume=True)
 
 
+@pytest.mark.train
+def test_the_initial_network_trains_as_its_multiplier_baseline(space, digits, tmp_path,
+                                                                monkeypatch) -> None:
+    """The initial network's pretraining and the width-multiplier baselines'
+    (``train_from_scratch``) are one recipe: on one seed they give the same network, bit
+    for bit. Their own seeds differ (derived from "init"/"pretrain" and from the baseline's
+    name), so in a comparison the two differ by seed noise only."""
+    from adapter import train
+    from adapter.arch import load_exported
+
+    monkeypatch.setattr(train, "derive_seed", lambda *parts: 7)
+    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "1.0"}, "long_epochs": 1},
+                      lut=space._latency.lut)
+    result, na = adapt(cfg, space, digits, tmp_path / "run")
+    base = na.compare_multipliers([cfg.width])[0]
+    assert base["widths"] == result["initial"]["widths"]
+    assert base["curve"] == result["curves"]["initial"]
+    assert base["test_acc"] == result["initial"]["test_acc"]
+    initial = load_exported(result["initial_exports"]["torch"]).state_dict()
+    again = load_exported(base["exports"]["torch"]).state_dict()
+    assert initial.keys() == again.keys()
+    assert all(torch.equal(initial[k], again[k]) for k in initial)
+
+
 def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) -> None:
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.001ms"}, "pretrain_epochs": 0},
                       lut=space._latency.lut)
