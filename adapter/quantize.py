@@ -215,14 +215,17 @@ def parity(q: Int8Model, images: torch.Tensor, layer_images: int = LAYER_IMAGES
     xq = _file_input(interp, images)
     got = _invoke(interp, xq)[q.output].reshape(len(xq), -1).astype(np.int64)
     ref = np.concatenate([
-        int8_reference.forward(q.net, q.weights, q.quants, xq[i:i + EVAL_BATCH])[q.output]
-        .flatten(1).numpy() for i in range(0, len(xq), EVAL_BATCH)]).astype(np.int64)
+        int8_reference.forward(q.net, q.weights, q.quants, chunk)[q.output].flatten(1).numpy()
+        for chunk in _chunks(xq)]).astype(np.int64)
     steps = np.abs(got - ref).max(axis=1)
+    layers = [_layer_steps(q, chunk) for chunk in _chunks(xq[:layer_images])]
+    worst = max(layers, key=lambda d: d[0], default=(0.0, None))
     return {"images": len(xq), "top1_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
             "output_max_steps": float(steps.max()),
             "output_within_one_step": float(np.mean(steps <= 1)),
             "output_scale": q.quants[q.output].scale[0],
-            **_layer_steps(q, xq[:layer_images])}
+            "layer_images": min(layer_images, len(xq)), "layer_max_steps": worst[0],
+            "worst_layer": worst[1]}
 
 
 def check_parity(p: Mapping[str, Any], what: str) -> None:
@@ -245,11 +248,12 @@ def check_parity(p: Mapping[str, Any], what: str) -> None:
                         "adapter/int8_reference.py; at most one step is allowed)")
 
 
-def _layer_steps(q: Int8Model, xq: np.ndarray) -> dict[str, Any]:
+def _layer_steps(q: Int8Model, xq: np.ndarray) -> tuple[float, str | None]:
     """Largest difference, in steps, of any layer of the file from the reference layer fed
-    the file's own input, and the first layer that reaches it. The layers' outputs come
-    from the file built again with every layer an output (same network, weights and
-    ranges: the same kernels run, and none is hidden inside the delegate)."""
+    the file's own input, and the first layer that reaches it (None: none differs). The
+    layers' outputs come from the file built again with every layer an output (same
+    network, weights and ranges: the same kernels run, and none is hidden inside the
+    delegate)."""
     names = tuple(n.name for n in q.net.nodes)
     every = build_network(replace(q.net, outputs=names), weights=q.weights, ranges=q.ranges)
     got = {INPUT: xq, **_invoke(_interpreter(every), xq)}
@@ -262,7 +266,14 @@ def _layer_steps(q: Int8Model, xq: np.ndarray) -> dict[str, Any]:
                       - ref.reshape(len(xq), -1).numpy()).max()
         if diff > worst:
             worst, where = float(diff), node.name
-    return {"layer_images": len(xq), "layer_max_steps": worst, "worst_layer": where}
+    return worst, where
+
+
+def _chunks(xq: np.ndarray) -> list[np.ndarray]:
+    """``xq`` in batches of EVAL_BATCH images at 32 px, fewer at larger ones (the
+    reference's im2col of a first layer grows with the pixels)."""
+    size = max(1, EVAL_BATCH * 32 * 32 // (xq.shape[1] * xq.shape[2]))
+    return [xq[i:i + size] for i in range(0, len(xq), size)]
 
 
 def _interpreter(tflite: bytes) -> Interpreter:
