@@ -22,6 +22,7 @@ from analysis.sampling import Space, ValidationError, sample_networks
 from bench.missing import backend_option, ensure_keys
 from bench.runners.base import Runner
 from bench.timing import DriftSample, Measurement, sum_ratio, time_networks
+from lut_db.fingerprint import same_setup
 from lut_db.progress import Steps, silent
 from lut_db.spec import Network
 from lut_db.store import LutStore
@@ -52,7 +53,7 @@ def stored_rows(store: LutStore, version: Version) -> dict[str, dict[str, Any]]:
     if version.parent is None:
         return rows
     parent = store.version(version.parent)
-    if parent.fingerprint != version.fingerprint:
+    if not same_setup(parent.fingerprint, version.fingerprint):
         return rows
     table = store.table(version)
     for r in store.validations(parent):

@@ -108,6 +108,7 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
     from bench.devices import open_runners
     from bench.sweep import build_lut
     from bench.sweep_space import SweepSpace
+    from lut_db.fingerprint import same_setup
     from lut_db.store import LutStore
 
     sweep = SweepSpace(("mobilenet_v1",), (resolution,), 32, 10, dtype)
@@ -127,7 +128,7 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
     need, v = {s.key for s in sweep.specs()}, res.version
     while v.parent is not None:
         parent = store.version(v.parent)
-        if parent.fingerprint != v.fingerprint or not need <= store.keys(parent):
+        if not same_setup(parent.fingerprint, v.fingerprint) or not need <= store.keys(parent):
             break
         v = parent
     space, label = search_space(store, v, "mobilenet_v1", resolution, 10, log=log,

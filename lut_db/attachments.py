@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from lut_db.calibration import Calibration, CalibrationError
+from lut_db.fingerprint import same_setup
 from lut_db.versions import Version, now
 
 
@@ -58,7 +59,7 @@ class AttachmentsMixin:
                                            "with: netadapt calibrate")
                 return cal
             parent = self.version(v.parent) if v.parent is not None else None
-            v = parent if parent and parent.fingerprint == v.fingerprint else None
+            v = parent if parent and same_setup(parent.fingerprint, v.fingerprint) else None
         return None
 
     def add_validation(self, version: Version, row: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lut_db.errors import LutError
+from lut_db.fingerprint import same_setup
 from lut_db.spec import LayerSpec
 from lut_db.versions import Version, now
 
@@ -79,7 +80,7 @@ class EntriesMixin:
         """The sweep a version descends from through versions of the same setup."""
         while version.parent is not None:
             parent = self.version(version.parent)
-            if parent.fingerprint != version.fingerprint:
+            if not same_setup(parent.fingerprint, version.fingerprint):
                 break
             version = parent
         return version
@@ -95,7 +96,8 @@ class EntriesMixin:
         labels = []
         family = {base.id}
         for v in self.versions():  # ids grow: a parent comes before its children
-            if v.parent in family and v.fingerprint == base.fingerprint and v.status == "sealed":
+            if (v.parent in family and same_setup(v.fingerprint, base.fingerprint)
+                    and v.status == "sealed"):
                 family.add(v.id)
                 extra.update({k: x for k, x in self.table(v).items() if k not in table})
                 labels.append(v.label)

@@ -34,6 +34,7 @@ from lut_db.errors import (
     StoreLocked,
     VersionTampered,
 )
+from lut_db.fingerprint import same_setup
 from lut_db.linux import require_linux
 from lut_db.schema import MEASUREMENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 from lut_db.seals import SealsMixin
@@ -242,11 +243,13 @@ class LutStore(SealsMixin, EntriesMixin, AttachmentsMixin, DiffMixin, TransferMi
 
     def _newest(self, device: str, backend: str, fingerprint: dict[str, Any],
                 status: str) -> Version | None:
-        rows = list(self.db["versions"].rows_where(
+        """The newest version of this setup and status (the hash leaves descriptive fields
+        out, so the ones both sides report are compared here)."""
+        rows = self.db["versions"].rows_where(
             "device = ? AND backend = ? AND fingerprint_hash = ? AND status = ?",
-            [device, backend, fingerprint_hash(fingerprint), status], order_by="id desc",
-            limit=1))
-        return Version.from_row(rows[0]) if rows else None
+            [device, backend, fingerprint_hash(fingerprint), status], order_by="id desc")
+        found = (v for v in map(Version.from_row, rows) if same_setup(v.fingerprint, fingerprint))
+        return next(found, None)
 
     def update_space(self, version: Version, space: dict[str, Any]) -> None:
         self._writable(version)

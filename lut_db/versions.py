@@ -6,7 +6,6 @@ method takes one. ``luts/host.db@3`` names version 3 of a file (``parse_lut_ref`
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lut_db.errors import LutError, SetupMismatch
+from lut_db.fingerprint import setup_changes, setup_hash
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ class Version:
 
     def setup_changes(self, fingerprint: dict[str, Any]) -> list[str]:
         """Fingerprint fields in which a setup differs from this version's (none: same)."""
-        fp = self.fingerprint
-        return sorted(k for k in fp.keys() | fingerprint.keys()
-                      if fp.get(k) != fingerprint.get(k))
+        return setup_changes(self.fingerprint, fingerprint)
 
     def require_same_setup(self, fingerprint: dict[str, Any], purpose: str) -> None:
         """Refuse to mix this version's numbers with another setup's; ``purpose`` ends the
@@ -59,7 +57,7 @@ def now() -> str:
 
 
 def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    return setup_hash(fingerprint)
 
 
 def parse_lut_ref(ref: str) -> tuple[Path, int | None]:

@@ -25,6 +25,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from bench.cpu_caches import cache_field
 from bench.devices import Backend, DeviceConfig
 from bench.discovery import AttachedDevice
 from bench.runners.adb_transport import ConnectionLost
@@ -146,6 +147,7 @@ class AdbTfliteRunner(PhoneRunner):
             or None,
             "warmup": s.warmup, "runs": s.runs, "min_secs": s.min_secs,
             "extra_args": list(s.extra_args), "notes": self.notes,
+            **cache_field(self.phone.info.caches, self.cpus or self.phone.info.big_cores()),
             "thermal_zones": list(self.phone.thermal.zones),
             **({"gpu_precision": GPU_PRECISION[self.flavor],
                 "full_delegation": self.probe.full_delegation}

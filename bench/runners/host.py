@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import trim_mean
 
+from bench.cpu_caches import cache_field, read_host
 from bench.machine_state import HostProbe, StateProbe
 from bench.runners import litert_profiler
 from bench.runners.base import BaseRunner, BatchItem, Failure, Result, Runner, RunnerError, Timing
@@ -125,6 +126,7 @@ class HostRunner(BaseRunner):
             "delegate": "xnnpack (default op resolver)",
             "governor": read_sys(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"),
             "max_freq_khz": read_sys(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq"),
+            **cache_field(read_host(), self.cpus),  # the measuring core's, as sysfs lists them
             "threads": self.threads,
             "cpus": self.cpus,
             "warmup": self.warmup,

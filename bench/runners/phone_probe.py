@@ -1,8 +1,8 @@
 """What one round trip tells about a phone: the probe script and its readers.
 
 The script is POSIX sh in which every path is ``shlex.quote``d: getprop, the cpufreq
-policies (which cores share a top frequency, offline ones included), which helper tools
-exist (taskset, timeout, sha256sum, svc), the hashes of files the runner wants there, the
+policies (which cores share a top frequency, offline ones included), the CPU caches sysfs
+lists (``bench.cpu_caches``), which helper tools exist (taskset, timeout, sha256sum, svc), the hashes of files the runner wants there, the
 thermal zones and the battery, the screen's stay-awake setting, and the work folder set
 up, each printed under its own section. ``PhoneInfo`` is what it found; `netadapt doctor`
 reads the same probe (bench.runners.checks judges it).
@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bench.cpu_caches import Cache, listing_snippet, parse_listing
 from bench.discovery import parse_getprop
 from bench.runners.checks import BATTERY_SNIPPET, Battery, parse_battery
 from bench.runners.phone_thermal import zone_readings
@@ -35,6 +36,7 @@ class PhoneInfo:
     temps: list[tuple[str, float]] = field(default_factory=list)  # (zone type, C), every zone
     battery: Battery | None = None
     stay_on: str | None = None  # settings global stay_on_while_plugged_in before the sweep
+    caches: list[Cache] = field(default_factory=list)  # as sysfs lists them ([]: none)
 
     def big_cores(self) -> list[int]:
         """The cores of the highest cpuinfo_max_freq, online or not ([] if unknown)."""
@@ -61,7 +63,8 @@ class PhoneInfo:
                    set(sections.get("tools", "").split()),
                    parse_files(sections.get("files", ""), files), online,
                    zone_readings(sections.get("temps", ""), "probe"),
-                   parse_battery(sections.get("battery", "")), stay_on)
+                   parse_battery(sections.get("battery", "")), stay_on,
+                   parse_listing(sections.get("caches", "")))
 
 
 def probe_script(batches_dir: str, files: tuple[str, ...], temps: str = "",
@@ -84,6 +87,7 @@ def probe_script(batches_dir: str, files: tuple[str, ...], temps: str = "",
          "g=$(cat \"$c/cpufreq/scaling_governor\" 2>/dev/null) || g=-; "
          "echo \"${c##*/cpu} ${f:--} ${g:--}\"; done"),
         f"[ -r {cpu}/online ] && echo \"online $(cat {cpu}/online)\"",
+        f"echo '{SECTION} caches'", listing_snippet(sysfs),
         f"echo '{SECTION} tools'",
         f"for t in {' '.join(TOOLS)}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done",
         f"echo '{SECTION} files'",
