@@ -23,6 +23,9 @@ PREFIX_METHOD = ("prefix differencing: the first k layers built and timed as one
 # Ops that do no work (a reshape is a new view of the same buffer), by XNNPACK's name or
 # the kernel's; benchmark_model prefixes delegate ops with "Delegate/".
 FREE_OPS = ("Static Reshape", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+# An activation XNNPACK runs as an op of its own after the op whose fused activation it is
+# (an ADD with a fused ReLU becomes "Add (ND)" then "Clamp (NC)"): it counts with that op.
+SPLIT_ACTIVATIONS = ("Clamp",)
 
 
 def prefix(net: Network, k: int) -> Network:
@@ -64,12 +67,17 @@ def profile_layers(runner: Runner, net: Network, lookup: Mapping[str, float],
 
 def fold_free_ops(ops: Sequence[tuple[str, float]]) -> list[float]:
     """Op times (us) with each free op's time added to the next op, the layer it feeds
-    (the last free op's to the op before it)."""
+    (the last free op's to the op before it), and each split-off activation's to the op
+    before it."""
     times: list[float] = []
     carry = 0.0
     for name, us in ops:
-        if name.rpartition("/")[2].startswith(FREE_OPS):
+        op = name.rpartition("/")[2]
+        if op.startswith(FREE_OPS):
             carry += us
+        elif op.startswith(SPLIT_ACTIVATIONS) and times:
+            times[-1] += us + carry
+            carry = 0.0
         else:
             times.append(us + carry)
             carry = 0.0

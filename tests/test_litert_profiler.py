@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.families import HELD_OUT
 from analysis.profile import fold_free_ops, profile_layers
 from bench.runners import litert_profiler
 from bench.runners.base import BatchItem, RunnerError
@@ -45,16 +46,21 @@ def test_free_ops_count_with_the_op_they_feed():
            ("RESHAPE", 0.5)]
     assert fold_free_ops(ops) == [5.0, 3.5]
     assert fold_free_ops([]) == []
+    # an ADD with a fused ReLU runs as Add then Clamp: one layer
+    assert fold_free_ops([("Conv", 5.0), ("Add (ND)", 2.0), ("Clamp (NC)", 1.0),
+                          ("Conv", 4.0)]) == [5.0, 3.0, 4.0]
 
 
 @pytest.mark.parametrize("name, resolution, dtype", [
     ("mobilenet_v2", 64, "float32"),
     ("mobilenet_v3_small", 64, "float32"),
     ("mobilenet_v3_small", 64, "int8"),  # XNNPACK leaves int8 hard-swish to the kernel
+    ("resnet_style", 64, "float32"),  # residual adds with a fused ReLU: Add, then Clamp
 ])
 @pytest.mark.sweep
 def test_host_layer_profile_comes_from_the_op_profiler(runner, name, resolution, dtype):
-    net = family(name).network(width_mult=0.5, resolution=resolution).with_dtype(dtype)
+    fam = HELD_OUT.get(name) or family(name)
+    net = fam.network(width_mult=0.5, resolution=resolution).with_dtype(dtype)
     prof = profile_layers(runner, net, {n.spec.key: 1.0 for n in net.nodes})
     assert prof["method"].startswith("the runtime's op profiler: LiteRT's")
     assert [x["node"] for x in prof["layers"]] == [n.name for n in net.nodes]
