@@ -10,6 +10,9 @@ off-grid widths, so it scores the calibration on networks it never saw.
 While the networks are timed, a sample of their keys is measured alone again,
 interleaved: the machine's speed now against the LUT's time is taken out before the
 fit, so a calibration made days after the sweep still describes the LUT's numbers.
+Where the runtime has an op profiler, each network's layers are profiled too, and the
+model is also fitted on those per-layer times (``analysis.calibration_fit``): the
+candidate that predicts networks it was not fitted on best is kept.
 """
 
 from __future__ import annotations
@@ -20,19 +23,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.optimize import nnls
-
+from analysis.calibration_fit import Form, Net, errors, fit_form
 from analysis.features import all_tables
+from analysis.profile import fold_free_ops
 from analysis.sampling import Space, at_dtypes, make_network, random_widths, sample_networks
-from analysis.stats import FOLDS, out_of_fold
 from analysis.validate import SessionDrift
 from bench.machine_state import MachineState
 from bench.missing import ensure_keys
-from bench.runners.base import Runner
+from bench.runners.base import Runner, RunnerError
+from bench.tflite_build import build_network
 from bench.timing import Progress, session_state, time_networks
 from bench.zoo import family
-from lut_db.calibration import Calibration, CalibrationError, act_mb, evicted_share, weight_mb
+from lut_db.calibration import (
+    MODEL,
+    PER_LAYER,
+    Calibration,
+    CalibrationError,
+)
 from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
@@ -45,6 +52,16 @@ MIN_NETWORKS = 8  # fewer than this cannot pin five parameters down and cross-va
 # are: the pair that explains the networks best is kept. Phones and desktop cores have
 # 0.25-4 MB of L2 per core; larger sizes stand for big shared caches.
 CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
+# Where the device reports its L2 (the cache a layer alone keeps its weights in), the
+# window is pinned to it: eviction starts at this share of the L2 and is complete at that
+# one (a real cache loses lines before it is full; the activations share it too).
+L2_WINDOW = (0.5, 1.5)
+# The candidates, in order of preference on a tie: the roofline fitted on totals alone,
+# the same fitted on per-layer times too, and with a factor per layer kind.
+TOTALS = Form("roofline, fitted on whole-network totals", per_layer=False, kinds=False)
+LAYERS = Form("roofline, fitted on per-layer times too", per_layer=True, kinds=False)
+KINDS = Form("roofline + a factor per layer kind, fitted on per-layer times", per_layer=True,
+             kinds=True)
 
 
 @dataclass
@@ -56,6 +73,7 @@ class Sample:
     measured_us: float  # the median of its repeats
     repeats_us: list[float] = field(default_factory=list)  # each repeat's median, in order
     state: MachineState | None = None  # the machine over the session that measured it
+    profile_us: list[float] | None = None  # each layer's time inside it (op profiler)
 
 
 OTHER_RESOLUTIONS = (32, 56, 112, 224)  # a quarter of the set at two of these: weights
@@ -94,107 +112,94 @@ def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[N
     return main + at_dtypes(extra, space.dtypes)
 
 
-@dataclass
-class _Rows:
-    """The calibration networks as arrays, for fitting: per network the sum of its layers'
-    entries less the overhead, its weight and activation MB, its layer count, its
-    measured latency, and per layer its weight MB and entry less the overhead."""
-
-    inside: np.ndarray
-    weights: np.ndarray
-    acts: np.ndarray
-    layers: np.ndarray
-    measured: np.ndarray
-    overhead_us: float
-    _layer_w: list[np.ndarray]
-    _layer_e: list[np.ndarray]
-
-    @classmethod
-    def of(cls, samples: Sequence[Sample], overhead_us: float) -> _Rows:
-        e = [np.array([x - overhead_us for _, x in s.layers]) for s in samples]
-        w = [np.array([weight_mb(spec) for spec, _ in s.layers]) for s in samples]
-        return cls(np.array([x.sum() for x in e]), np.array([x.sum() for x in w]),
-                   np.array([sum(act_mb(spec) for spec, _ in s.layers) for s in samples]),
-                   np.array([len(s.layers) for s in samples], float),
-                   np.array([s.measured_us for s in samples]), overhead_us, w, e)
-
-    def streaming(self, us_per_mb: float) -> np.ndarray:
-        """Per network: what its layers wait for their weights beyond their compute."""
-        return np.array([np.maximum(0.0, us_per_mb * w - e).sum()
-                         for w, e in zip(self._layer_w, self._layer_e)])
-
-    def evicted(self, cache_mb: float, evicted_mb: float) -> np.ndarray:
-        return np.array([evicted_share(w, cache_mb, evicted_mb) for w in self.weights])
-
-    def design(self, stream: np.ndarray, evicted: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Each network's latency before the fitted linear terms, and what they multiply."""
-        base = self.inside + self.overhead_us + evicted * stream
-        return base, np.column_stack([evicted * self.acts, self.layers])
+def cache_windows(cache_kb: dict[str, int] | None, grid: Sequence[float] = CACHE_GRID_MB
+                  ) -> tuple[list[tuple[float, float]], str]:
+    """The cache windows the fit may choose from, and in words how they were set: pinned to
+    the L2 the device reports, or every pair of the grid when it reports none."""
+    l2_kb = (cache_kb or {}).get("l2")
+    if l2_kb:
+        l2 = l2_kb / 1024
+        lo, hi = (round(f * l2, 3) for f in L2_WINDOW)
+        return [(lo, hi)], f"pinned to the L2 the device reports ({l2:g} MB): {lo:g}-{hi:g} MB"
+    return ([(lo, hi) for lo in grid for hi in grid if hi >= lo],
+            "cross-validated (the device reports no cache sizes)")
 
 
-def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Coefficients on relative errors, all >= 0: inside a network a layer costs at least
-    its entry less the overhead (a negative per-layer term, free to fit noise at 224 px,
-    made small networks cost less than nothing)."""
-    coef, _ = nnls(x / scale[:, None], gap / scale)
-    return coef
-
-
-def _out_of_fold(base: np.ndarray, x: np.ndarray, measured: np.ndarray,
-                 folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """Each network's out-of-fold relative error (predicted / measured - 1)."""
-
-    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        coef = _solve(x[train], measured[train] - base[train], measured[train])
-        return base[test] + x[test] @ coef
-
-    return out_of_fold(len(measured), fit_predict, folds, seed) / measured - 1
-
-
-def errors(rel: np.ndarray) -> dict[str, Any]:
-    pct = 100 * np.abs(rel)
-    return {"n": len(rel), "mape_pct": float(pct.mean()), "max_pct": float(pct.max()),
-            "within_5": int((pct <= 5).sum()), "within_10": int((pct <= 10).sum())}
+def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
+                   cache_grid: Sequence[float] = CACHE_GRID_MB,
+                   us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
+                   cache_kb: dict[str, int] | None = None) -> list[Calibration]:
+    """Every candidate (totals alone; with per-layer profiles of at least MIN_NETWORKS
+    networks, the per-layer fits too), each with its streaming cost and cache window chosen
+    by cross-validation (the window pinned to the L2 of ``cache_kb``, else of the
+    fingerprint, where there is one) and its terms fitted on all the samples."""
+    if len(samples) < MIN_NETWORKS:
+        raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
+                               f"and cross-validate its parameters; got {len(samples)}")
+    nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us) for s in samples]
+    windows, source = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
+    profiled = sum(n.profile is not None for n in nets)
+    forms = [TOTALS, LAYERS, KINDS] if profiled >= MIN_NETWORKS else [TOTALS]
+    out = []
+    for f in (fit_form(nets, form, windows, us_per_mb_grid) for form in forms):
+        lo, hi = f.window
+        out.append(Calibration(overhead_us, lo, hi, f.us_per_weight_mb, f.us_per_act_mb,
+                               f.us_per_layer, fingerprint=dict(fingerprint),
+                               networks=[s.name for s in samples], cv=errors(f.oof),
+                               model=PER_LAYER if f.form.kinds else MODEL,
+                               kind_factor=f.kind_factor, cache_source=source,
+                               candidates={f.form.name: {**errors(f.oof), "profiled": profiled}}))
+    return out
 
 
 def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
         cache_grid: Sequence[float] = CACHE_GRID_MB,
-        us_per_mb_grid: Sequence[float] = US_PER_MB_GRID) -> Calibration:
-    """The model that explains ``samples`` best: its cache sizes and weight-streaming cost
-    chosen by cross-validation, its linear terms fitted on all the samples."""
-    if len(samples) < MIN_NETWORKS:
-        raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
-                               f"and cross-validate its parameters; got {len(samples)}")
-    rows = _Rows.of(samples, overhead_us)
-    sizes = [(lo, hi) for lo in cache_grid for hi in cache_grid if hi >= lo]
-    evicted = {c: rows.evicted(*c) for c in sizes}
-    scored: dict[tuple[float, float, float], np.ndarray] = {}
-    for k in us_per_mb_grid:
-        stream = rows.streaming(k)
-        for c in sizes:
-            scored[(k, *c)] = _out_of_fold(*rows.design(stream, evicted[c]), rows.measured)
-    # ties (e.g. no network near a cutoff) go to the smaller cost and caches
-    best = min(scored, key=lambda c: (round(float(np.mean(np.abs(scored[c]))), 9), c))
-    k, lo, hi = best
-    base, x = rows.design(rows.streaming(k), evicted[lo, hi])
-    a_act, a_layer = map(float, _solve(x, rows.measured - base, rows.measured))
-    return Calibration(overhead_us, lo, hi, k, a_act, a_layer, fingerprint=dict(fingerprint),
-                       networks=[s.name for s in samples], cv=errors(scored[best]))
+        us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
+        cache_kb: dict[str, int] | None = None) -> Calibration:
+    """The candidate (``fit_candidates``) that predicts the networks it was not fitted on
+    best, a tie going to the simpler one; every candidate's errors kept with it."""
+    fitted = fit_candidates(samples, overhead_us, fingerprint, cache_grid, us_per_mb_grid,
+                            cache_kb)
+    best = min(fitted, key=lambda c: round(c.cv["mape_pct"], 7))
+    every = {name: {**cv, "kept": c is best}
+             for c in fitted for name, cv in c.candidates.items()}
+    return replace(best, candidates=every)
+
+
+def profile_layers(runner: Runner, nets: Sequence[Network],
+                   progress: Progress | None = None) -> dict[str, list[float]]:
+    """Each network's per-layer times from the runtime's op profiler, where it has one and
+    its ops map one to one onto the network's layers (free ops folded in)."""
+    out: dict[str, list[float]] = {}
+    if not runner.op_profiler:
+        return out
+    for i, net in enumerate(nets):
+        if progress:
+            progress(0, f"per-layer profiles {i + 1}/{len(nets)}")
+        try:
+            ops = runner.op_profile(build_network(net))
+        except RunnerError:
+            continue  # this network is fitted on its total alone
+        times = fold_free_ops(ops) if ops else []
+        if len(times) == len(net.nodes):
+            out[net.name] = times
+    return out
 
 
 def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Sequence[Network],
                     passes: int = PASSES, drift_keys: int | None = None,
-                    progress: Progress | None = None, repeats: int = 1) -> list[Sample]:
+                    progress: Progress | None = None, repeats: int = 1,
+                    profile: Sequence[Network] = ()) -> list[Sample]:
     """Time ``nets`` whole (``repeats`` x ``passes`` interleaved passes) with a drift sample
     of their keys between passes; each latency is brought back to the LUT's time by the
-    drift factor."""
+    drift factor. The networks of ``profile`` have their layers profiled first."""
     tables = all_tables(store, version)
     absent = sorted({k for n in nets for k in n.keys} - tables.table.keys() - tables.extra.keys())
     if absent:
         ensure_keys(store, version, absent, runner=runner)
         tables = all_tables(store, version)
     lookup = {**tables.table, **tables.extra}
+    profiles = profile_layers(runner, profile, progress)
     drift_keys = min(100, 4 * len(nets)) if drift_keys is None else drift_keys
     drift = SessionDrift(runner, nets, tables, drift_keys, SEED)
     rounds = passes * repeats
@@ -204,7 +209,8 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
     state = session_state(timed)
     return [Sample(n.name, [(node.spec, lookup[node.spec.key]) for node in n.nodes],
                    timed[n.name].latency_us / factor,
-                   [x / factor for x in timed[n.name].repeats_us], state) for n in nets]
+                   [x / factor for x in timed[n.name].repeats_us], state,
+                   profiles.get(n.name)) for n in nets]
 
 
 def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWORKS,
@@ -217,10 +223,13 @@ def calibrate(store: LutStore, version: Version, runner: Runner, n: int = NETWOR
         raise CalibrationError(f"{version.label} is calibrated already (it or the version it "
                                "was derived from), and a calibration never changes")
     nets = calibration_set(Space.of(version.space), n)
-    samples = measure_samples(store, version, runner, nets, passes, progress=progress)
+    samples = measure_samples(store, version, runner, nets, passes, progress=progress,
+                              profile=nets)
     overhead = store.stats(version).get("invoke_overhead_us", 0.0)
     state = samples[0].state if samples else None
-    cal = replace(fit(samples, overhead, version.fingerprint),
+    # a LUT from before caches were recorded: what the same device reports now
+    caches = version.fingerprint.get("cache_kb") or runner.fingerprint().get("cache_kb")
+    cal = replace(fit(samples, overhead, version.fingerprint, cache_kb=caches),
                   machine_state=state.to_dict() if state else {})
     store.set_calibration(version, cal)
     return cal

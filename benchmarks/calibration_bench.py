@@ -17,11 +17,16 @@ passes through the session): the median is its measured latency, and the repeats
 is the repeatability every model's Bland–Altman limits stand beside (``limits``, per test
 set; ``analysis.agreement``).
 
-Candidates, each fitted on the calibration set only: the plain sum (the paper), the
-sum less the per-invoke overhead, one scale factor, the per-op-class correction
-(the report's model before calibrations were stored), the v2 cache model (an extra cost per MB of weights that fit in L2), v2
-only where the network's weights do not fit, and the stored roofline model
-(``lut_db.calibration``).
+Candidates, each fitted on the calibration set only (whose layers are also profiled by
+the runtime's op profiler): the plain sum (the paper), the sum less the per-invoke
+overhead, one scale factor, the per-op-class correction (the report's model before
+calibrations were stored), the v2 cache model (an extra cost per MB of weights that fit
+in L2), v2 only where the network's weights do not fit, the roofline model with its cache window cross-validated (v3 as it was), and the
+candidates ``analysis.calibrate.fit`` chooses from now, their window pinned to the L2 the
+device reports (fitted on totals; on per-layer times too; with a factor per layer kind),
+the one it keeps, and the calibration stored with the LUT. ``unseen`` leaves out the
+calibration set's own networks (the width multipliers are in both samples).
+The side-by-side table is printed (``table``); everything else is in the JSON.
 Runnable alone: ``python -m benchmarks.calibration_bench [--lut luts/host.db]``.
 """
 
@@ -32,16 +37,20 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from analysis import agreement
 from analysis import calibrate as cb
+from analysis.calibration_fit import errors
 from analysis.families import HELD_OUT
 from analysis.features import op_class
 from analysis.sampling import Space, sample_networks
+from analysis.stats import out_of_fold
 from bench import zoo
 from bench.devices import open_runners
 from bench.missing import ensure_keys
@@ -57,10 +66,12 @@ PASSES = 2  # interleaved passes per repeat
 NOISE_FLOOR = "the same networks measured again (noise floor)"
 
 
-def test_sets(space: Space) -> dict[str, list[Network]]:
+def test_sets(space: Space, fitted: set[str] = frozenset()) -> dict[str, list[Network]]:
+    """The test sets; ``unseen`` without the networks named in ``fitted``."""
     rng = random.Random(11)
     res = space.resolutions[0]
-    unseen = sample_networks(space, 30, seed=7, held_out=())
+    unseen = [n for n in sample_networks(space, 30, seed=7, held_out=())
+              if n.name not in fitted]
     held = [f.network(width_mult=m, resolution=res, classes=space.classes,
                       name=f"{f.name}-x{m}-{res}") for f in HELD_OUT.values()
             for m in (0.25, 0.5, 0.75, 1.0)]
@@ -82,6 +93,22 @@ def test_sets(space: Space) -> dict[str, list[Network]]:
     return {"unseen": unseen, "held_out": held, "res32": res32, "adapted32": adapted}
 
 
+def _solve(x: np.ndarray, gap: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients on relative errors."""
+    coef, _ = nnls(x / scale[:, None], gap / scale)
+    return coef
+
+
+def _out_of_fold(base: np.ndarray, x: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Each network's out-of-fold relative error under ``base + x @ coef``."""
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        coef = _solve(x[train], measured[train] - base[train], measured[train])
+        return base[test] + x[test] @ coef
+
+    return out_of_fold(len(measured), fit_predict) / measured - 1
+
+
 def fit_additive(train: Sequence[cb.Sample], o: float, cutoff: bool) -> Predict:
     """The v2 model, for comparison: an extra cost per MB of each layer's weights when they
     fit in L2 (they are warm alone, cold inside), with activation and per-layer terms; with
@@ -99,10 +126,10 @@ def fit_additive(train: Sequence[cb.Sample], o: float, cutoff: bool) -> Predict:
 
     def cv_error(l2: float) -> float:
         x = np.array([feats(s, l2) for s in train])
-        return float(np.mean(np.abs(cb._out_of_fold(base, x, m))))
+        return float(np.mean(np.abs(_out_of_fold(base, x, m))))
 
     l2 = min(cb.CACHE_GRID_MB, key=cv_error)
-    coef = cb._solve(np.array([feats(s, l2) for s in train]), m - base, m)
+    coef = _solve(np.array([feats(s, l2) for s in train]), m - base, m)
     return lambda s: sum(e - o for _, e in s.layers) + o + float(np.dot(feats(s, l2), coef))
 
 
@@ -130,7 +157,7 @@ def fit_per_class(train: Sequence[cb.Sample], aligned: Predict,
 
     m = np.array([s.measured_us for s in train])
     x = np.array([feats(s) for s in train], float).reshape(len(train), len(classes) + 2)
-    coef = cb._solve(x, m - np.array([aligned(s) for s in train]), m)
+    coef = _solve(x, m - np.array([aligned(s) for s in train]), m)
     rel = {c: float(k) for c, k in zip(classes, coef[:-2])}
     other = sum(rel[c] * totals[c] for c in classes) / (sum(totals[c] for c in classes) or 1.0)
     rel.update({c: 0.0 for c in totals if c not in rel})  # seen, too small to fit
@@ -142,7 +169,8 @@ def fit_per_class(train: Sequence[cb.Sample], aligned: Predict,
     return predict
 
 
-def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predict]:
+def candidates(train: Sequence[cb.Sample], cal: Calibration,
+               cache_kb: dict[str, int] | None) -> dict[str, Predict]:
     o = cal.overhead_us
 
     def raw(s: cb.Sample) -> float:
@@ -162,7 +190,10 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predic
     def mb(s: cb.Sample) -> tuple[float, float]:
         return (sum(weight_mb(sp) for sp, _ in s.layers), sum(act_mb(sp) for sp, _ in s.layers))
 
-    refit = cb.fit(train, o, cal.fingerprint)
+    totals = [replace(s, profile_us=None) for s in train]
+    v3 = cb.fit(totals, o, {k: v for k, v in cal.fingerprint.items() if k != "cache_kb"})
+    now = cb.fit_candidates(train, o, cal.fingerprint, cache_kb=cache_kb)
+    kept = cb.fit(train, o, cal.fingerprint, cache_kb=cache_kb)
     v2, v2n = fit_additive(train, o, cutoff=False), fit_additive(train, o, cutoff=True)
     per_class = fit_per_class(train, aligned, by_class, mb)
     return {
@@ -172,16 +203,23 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration) -> dict[str, Predic
         "per-op-class correction": per_class,
         "cache model v2 (extra us per MB of weights that fit in L2)": v2,
         "v2, only where the network's weights do not fit": v2n,
-        "roofline cache model v3, gradual eviction (kept)": lambda s: refit.network_us(s.layers),
-        "v3, as stored with the LUT": lambda s: cal.network_us(s.layers),
+        "v3: roofline on totals, cache window cross-validated": predict(v3),
+        **{f"{name} ({'L2 window' if 'pinned' in c.cache_source else 'window CV'})":
+           predict(c) for c in now for name in c.candidates},
+        f"kept by calibrate: {kept.model}": predict(kept),
+        f"as stored with the LUT ({cal.model})": predict(cal),
     }
+
+
+def predict(cal: Calibration) -> Predict:
+    return lambda s: cal.network_us(s.layers)
 
 
 def score(pred: Predict, samples: Sequence[cb.Sample]) -> dict[str, Any]:
     rel = np.array([pred(s) / s.measured_us - 1 for s in samples])
     p = np.array([pred(s) for s in samples])
     m = np.array([s.measured_us for s in samples])
-    out = cb.errors(rel)
+    out = errors(rel)
     out["pearson_r"] = float(np.corrcoef(p, m)[0, 1]) if len(samples) > 2 else None
     out["mean_signed_pct"] = float(100 * rel.mean())
     return out
@@ -192,7 +230,7 @@ def noise_floor(samples: Sequence[cb.Sample]) -> dict[str, Any]:
     pairs = [s.repeats_us[:2] for s in samples if len(s.repeats_us) >= 2]
     if not pairs:
         return {"n": 0}
-    out = cb.errors(np.array([b / a - 1 for a, b in pairs]))
+    out = errors(np.array([b / a - 1 for a, b in pairs]))
     out["mean_signed_pct"] = float(100 * np.mean([b / a - 1 for a, b in pairs]))
     return out
 
@@ -227,7 +265,7 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
         out["calibration"] = json.loads(cal.to_json()) | {"networks": len(cal.networks)}
         space = Space.of(version.space)
         train_nets = cb.calibration_set(space, len(cal.networks))
-        sets = test_sets(space)
+        sets = test_sets(space, {n.name for n in train_nets})
         nets = [n for group in sets.values() for n in group]
         table = store.table(version)
         absent = sorted({k for n in nets for k in n.keys if k not in table})
@@ -236,12 +274,25 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
         # the calibration set again, in the same session as the tests, for the fits; every
         # network measured REPEATS times at separate moments
         samples = cb.measure_samples(store, version, runner, train_nets + nets, PASSES,
-                                     repeats=REPEATS)
+                                     repeats=REPEATS, profile=train_nets)
+        caches = version.fingerprint.get("cache_kb") or runner.fingerprint().get("cache_kb")
     store.close()
     by_name = {s.name: s for s in samples}
     train = [by_name[n.name] for n in train_nets]
-    preds = candidates(train, cal)
     groups = {g: [by_name[n.name] for n in nets_] for g, nets_ in sets.items()}
+    score_all(out, train, groups, cal, caches)
+    print(table_text(out["table"]), flush=True)
+
+
+def score_all(out: dict[str, Any], train: Sequence[cb.Sample],
+              groups: dict[str, list[cb.Sample]], cal: Calibration,
+              caches: dict[str, int] | None) -> None:
+    """Fit every candidate on ``train`` and score it on each test set, into ``out``."""
+    t0 = time.perf_counter()
+    preds = candidates(train, cal, caches)
+    out["fit_s"] = round(time.perf_counter() - t0, 1)
+    out["cache_kb"] = caches
+    out["profiled"] = sum(s.profile_us is not None for s in train)
     out["models"] = {name: {g: score(p, group) for g, group in groups.items()}
                      for name, p in preds.items()}
     # no estimate can agree with a measurement better than the measurement agrees with
@@ -249,11 +300,34 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
     out["models"][NOISE_FLOOR] = {g: noise_floor(group) for g, group in groups.items()}
     out["limits"] = {g: limits(preds, group) for g, group in groups.items()}
     out["repeats"], out["passes_per_repeat"] = REPEATS, PASSES
-    state = samples[0].state if samples else None
+    state = train[0].state if train else None
     out["machine_state"] = state.to_dict() if state else None
-    share = [cal.evicted(sum(cb.weight_mb(sp) for sp, _ in s.layers)) for s in train]
+    share = [cal.evicted(sum(weight_mb(sp) for sp, _ in s.layers)) for s in train]
     out["calibration_set"] = {"networks": len(train), "warm": sum(x == 0 for x in share),
                               "partly_evicted": sum(0 < x < 1 for x in share)}
+    out["table"] = side_by_side(out["models"])
+
+
+def side_by_side(models: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per model: per test set, within ±5 % of its networks and the mean error."""
+    rows = []
+    for name, sets in models.items():
+        row: dict[str, Any] = {"model": name}
+        for g, sc in sets.items():
+            n = sc.get("n", 0)
+            row[g] = (f"{sc['within_5']}/{n}, {sc.get('mean_signed_pct', 0):+.1f} %" if n
+                      else "-")
+        rows.append(row)
+    return rows
+
+
+def table_text(rows: list[dict[str, Any]]) -> str:
+    """The rows as aligned text: ±5 % count and mean signed error per test set."""
+    cols = list(rows[0]) if rows else []
+    width = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    line = "  ".join(f"{c:<{width[c]}}" for c in cols)
+    body = ["  ".join(f"{r.get(c, '')!s:<{width[c]}}" for c in cols) for r in rows]
+    return "\n".join(["within ±5 % / mean signed error, per test set", line, *body])
 
 
 def main() -> None:

@@ -24,7 +24,20 @@ except ``evicted``, which a network's total weight bytes decide, so the model ca
 over to widths, resolutions and families it was not fitted on, and the adapter's fast
 path (``SlotEstimator``) stays a sum of cached look-ups.
 
-Versions calibrated before this model (``cache-l2-v2``: an extra cost per MB of the
+Fitted on per-layer times as well (``layer-roofline-v4``: the runtime's op profiler gives
+each layer's time inside the network), the same formula gives each kind of layer (1x1
+conv, depthwise, dense conv, the conv on the image, fully connected, add, ...) a factor of
+its own on its entry less the overhead:
+
+    in_network(layer) = (entry - overhead) x (1 + kind_factor[kind]) + evicted x (...)
+
+A kind the calibration never profiled keeps factor 0: only the physics terms reach it.
+
+The cache window (``cache_mb``, ``evicted_mb``) is pinned to the L2 cache size the device
+reports (``cache_kb`` in the fingerprint) where it reports one, else chosen by
+cross-validation; ``cache_source`` says which.
+
+Versions calibrated before these models (``cache-l2-v2``: an extra cost per MB of the
 weights that fit in L2, in every network) keep their calibration and its formula: a
 calibration never changes.
 """
@@ -40,8 +53,10 @@ from typing import Any
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
 
-MODEL = "cache-roofline-v3"
+MODEL = "cache-roofline-v3"  # fitted on whole-network totals
+PER_LAYER = "layer-roofline-v4"  # ... and on per-layer times, with a factor per layer kind
 V2 = "cache-l2-v2"  # read only: LUT versions calibrated before v3
+MODELS = (MODEL, PER_LAYER, V2)
 BYTES = {"float32": 4, "float16": 2, "int8": 1}
 MB = 2**20
 
@@ -58,6 +73,16 @@ def act_mb(spec: LayerSpec) -> float:
     """Activations a layer reads (every input) and writes."""
     reads = sum(math.prod(x) for x in spec.input_shapes)
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
+
+
+def layer_kind(spec: LayerSpec) -> str:
+    """What the per-layer model tells apart: the op and, for a convolution, whether it is
+    pointwise, depthwise, dense or reads the image (3 channels: its cost is its activations)."""
+    if spec.op == "conv2d":
+        if spec.kernel == (1, 1):
+            return "conv 1x1"
+        return "conv on the image" if spec.cin <= 4 else "dense conv"
+    return spec.op
 
 
 def evicted_share(weights_mb: float, cache_mb: float, evicted_mb: float) -> float:
@@ -86,6 +111,9 @@ class Calibration:
     model: str = MODEL
     # the machine while its networks were measured (bench.machine_state; {}: not recorded)
     machine_state: dict[str, Any] = field(default_factory=dict)
+    kind_factor: dict[str, float] = field(default_factory=dict)  # v4: per layer_kind()
+    cache_source: str = ""  # how the cache window was set ("": before it was recorded)
+    candidates: dict[str, Any] = field(default_factory=dict)  # each model's cross-validation
 
     def evicted(self, weights_mb: float) -> float:
         """The share of a network's ``weights_mb`` MB of weights evicted between invokes."""
@@ -96,11 +124,12 @@ class Calibration:
     def parts(self, spec: LayerSpec, entry_us: float) -> tuple[float, float]:
         """A layer's in-network cost as (what it costs when its network stays in cache,
         what eviction adds): ``warm + evicted x extra``."""
-        inside = entry_us - self.overhead_us + self.us_per_layer
+        alone = entry_us - self.overhead_us
+        inside = alone * (1 + self.kind_factor.get(layer_kind(spec), 0.0)) + self.us_per_layer
         w, act = weight_mb(spec), self.us_per_act_mb * act_mb(spec)
         if self.model == V2:
             return inside + act + self.us_per_weight_mb * (w if w <= self.evicted_mb else 0), 0.0
-        return inside, max(0.0, self.us_per_weight_mb * w - (entry_us - self.overhead_us)) + act
+        return inside, max(0.0, self.us_per_weight_mb * w - alone) + act
 
     def layer_us(self, spec: LayerSpec, entry_us: float, evicted: float = 1.0) -> float:
         """What a layer of LUT entry ``entry_us`` costs inside a network whose weights are
@@ -121,7 +150,8 @@ class Calibration:
         cv = self.cv
         err = (f", cross-validated error {cv['mape_pct']:.1f} % (max {cv['max_pct']:.1f} %)"
                if cv else "")
-        return f"{self.model} fitted on {len(self.networks)} networks{err}"
+        cache = f"; cache window {self.cache_source}" if self.cache_source else ""
+        return f"{self.model} fitted on {len(self.networks)} networks{err}{cache}"
 
     def busy_warning(self) -> str | None:
         """One line when the calibration's networks were measured on a busy machine."""
@@ -137,8 +167,10 @@ class Calibration:
         if self.model == V2:
             return (f"L2 cutoff {self.evicted_mb:g} MB, {self.us_per_weight_mb:.1f} us per MB "
                     f"of weights that fit in it")
+        kinds = "".join(f"; {k} x{1 + f:.2f}" for k, f in sorted(self.kind_factor.items()))
         return (f"a network's weights stay in cache up to {self.cache_mb:g} MB and are evicted "
-                f"from {self.evicted_mb:g} MB, then stream at {self.us_per_weight_mb:.1f} us/MB")
+                f"from {self.evicted_mb:g} MB, then stream at {self.us_per_weight_mb:.1f} us/MB"
+                f"{kinds}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -149,8 +181,9 @@ class Calibration:
         if data.get("model") == V2 and "us_per_mb_fits" in data:  # its names, in v3's
             data["us_per_weight_mb"] = data.pop("us_per_mb_fits")
             data["cache_mb"] = data["evicted_mb"] = data.pop("l2_mb")
-        if data.get("model") not in (MODEL, V2):
+        if data.get("model") not in MODELS:
             raise CalibrationError(f"calibration model {data.get('model')!r} was written by "
-                                   f"another netadapt-farm (this one knows {MODEL!r}); use "
+                                   f"another netadapt-farm (this one knows "
+                                   f"{', '.join(map(repr, MODELS))}); use "
                                    "--raw for the plain sum, or build a new LUT file")
         return cls(**data)

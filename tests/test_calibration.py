@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,15 @@ from analysis.sampling import Space
 from analysis.validate import validate
 from bench import zoo
 from bench.missing import estimate_network
-from lut_db.calibration import V2, Calibration, CalibrationError
+from lut_db.calibration import (
+    MODEL,
+    PER_LAYER,
+    V2,
+    Calibration,
+    CalibrationError,
+    act_mb,
+    weight_mb,
+)
 from lut_db.errors import SetupMismatch
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.store import LutStore
@@ -45,9 +54,9 @@ def test_the_calibration_set_has_warm_and_cold_networks() -> None:
     """Whether a network's weights stay in cache can only be fitted from both kinds, and
     streaming only from networks where it outlasts compute."""
     samples = synthetic(30)
-    share = [TRUE.evicted(sum(cb.weight_mb(spec) for spec, _ in s.layers)) for s in samples]
+    share = [TRUE.evicted(sum(weight_mb(spec) for spec, _ in s.layers)) for s in samples]
     assert sum(x == 0 for x in share) >= 3 and sum(x == 1 for x in share) >= 3
-    streaming = [TRUE.us_per_weight_mb * cb.weight_mb(spec) > e - TRUE.overhead_us
+    streaming = [TRUE.us_per_weight_mb * weight_mb(spec) > e - TRUE.overhead_us
                  for s in samples for spec, e in s.layers]
     assert 0 < sum(streaming) < len(streaming)
 
@@ -62,18 +71,67 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
     assert Calibration.from_json(cal.to_json()) == cal
 
 
+# inside a network, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual
+# adds 40 % slower; a 1 MB L2 pins the window to 0.5-1.5 MB
+KINDS = {"conv 1x1": 0.2, "depthwise_conv2d": -0.1, "add": 0.4, "conv on the image": 0.0,
+         "fully_connected": 0.0, "global_avg_pool": 0.0}
+TRUE_LAYERS = replace(TRUE, model=PER_LAYER, cache_mb=0.5, evicted_mb=1.5, kind_factor=KINDS)
+
+
+def profiled(n: int, seed: int = 0) -> list[cb.Sample]:
+    """Networks that follow TRUE_LAYERS exactly, with each layer's time inside as a profiler
+    reports it: at another level than the whole (its own bookkeeping, another moment)."""
+    rng = random.Random(seed)
+    out = []
+    for net in cb.calibration_set(Space.of(SPACE), n, seed):
+        # made-up entries: an invoke, compute, and moving activations (what adds cost)
+        layers = [(spec, 5.0 + spec.macs / 2e4 * rng.uniform(0.8, 1.2) + 100 * act_mb(spec))
+                  for spec in net.specs]
+        level = rng.uniform(0.9, 1.2)
+        inside = [level * x for x in TRUE_LAYERS.layers_us(layers)]
+        out.append(cb.Sample(net.name, layers, TRUE_LAYERS.network_us(layers),
+                             profile_us=inside))
+    return out
+
+
+def test_per_layer_times_recover_each_kinds_cost() -> None:
+    """With every layer's time inside, each kind's factor comes out; the totals alone
+    cannot tell 1x1 convs from depthwise ones, so the per-layer candidate is kept."""
+    cal = cb.fit(profiled(30), TRUE.overhead_us, {"device": "fake", "cache_kb": {"l2": 1024}})
+    assert cal.model == PER_LAYER and cal.cache_source.startswith("pinned to the L2")
+    assert (cal.cache_mb, cal.evicted_mb, cal.us_per_weight_mb) == (0.5, 1.5, STREAM)
+    # the kinds with enough time in the profiles (not the classifier: 0.1 % of it here)
+    assert cal.kind_factor == pytest.approx({k: f for k, f in KINDS.items()
+                                             if k != "fully_connected"}, abs=1e-3)
+    assert (cal.us_per_act_mb, cal.us_per_layer) == pytest.approx((0.5, 1.5), abs=1e-3)
+    kept = [name for name, c in cal.candidates.items() if c["kept"]]
+    assert kept == [cb.KINDS.name] and cal.cv["max_pct"] < 0.1
+    assert cal.candidates[cb.TOTALS.name]["mape_pct"] > 1.0
+    assert Calibration.from_json(cal.to_json()) == cal
+    net = profiled(1, seed=3)[0]
+    assert cal.network_us(net.layers) == pytest.approx(net.measured_us, rel=1e-3)
+
+
+def test_without_profiles_or_cache_sizes_the_fit_is_as_before() -> None:
+    """No profiler: the totals alone; no L2 reported: the window cross-validated."""
+    cal = cb.fit([replace(s, profile_us=None) for s in profiled(12)], 5.0, {})
+    assert cal.model == MODEL and list(cal.candidates) == [cb.TOTALS.name]
+    assert cal.cache_source == "cross-validated (the device reports no cache sizes)"
+    assert cal.kind_factor == {}
+
+
 def test_a_network_whose_weights_fit_keeps_them_warm() -> None:
     """Same layers, warm or cold by the network's weights: cold ones cost at least their
     weights' streaming time, warm ones what they cost alone (less the invoke overhead),
     and a network between the two cache sizes is between the two."""
     small = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
     layers = [(spec, 6.0) for spec in small.specs]
-    w = sum(cb.weight_mb(spec) for spec in small.specs)
+    w = sum(weight_mb(spec) for spec in small.specs)
     warm = Calibration(5.0, w + 0.1, w + 1, 60.0, 0.0, 0.0)
     cold = Calibration(5.0, w - 1, w - 0.1, 60.0, 0.0, 0.0)
     half = Calibration(5.0, w - 0.5, w + 0.5, 60.0, 0.0, 0.0)
     assert warm.layers_us(layers) == [1.0] * len(layers)
-    assert cold.layers_us(layers) == [max(1.0, 60.0 * cb.weight_mb(s)) for s in small.specs]
+    assert cold.layers_us(layers) == [max(1.0, 60.0 * weight_mb(s)) for s in small.specs]
     assert cold.network_us(layers) > warm.network_us(layers) == 5.0 + len(layers)
     assert half.evicted(w) == pytest.approx(0.5)
     assert half.network_us(layers) == pytest.approx(
@@ -90,7 +148,7 @@ def test_a_v2_calibration_keeps_its_formula() -> None:
     spec = zoo.MOBILENET_V1.network(resolution=32, classes=10).specs[-2]  # pw13: 4 MB
     fits = zoo.MOBILENET_V1.network(resolution=32, classes=10).specs[-6]  # pw11: 1 MB
     assert cal.layer_us(spec, 100.0) == 99.5  # beyond L2: no extra
-    assert cal.layer_us(fits, 20.0) == pytest.approx(19.5 + 10.0 * cb.weight_mb(fits))
+    assert cal.layer_us(fits, 20.0) == pytest.approx(19.5 + 10.0 * weight_mb(fits))
 
 
 def test_too_few_networks_are_refused() -> None:
@@ -127,6 +185,9 @@ def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
     assert est.raw_total_us == raw.total_us != est.total_us
     assert est.total_us == pytest.approx(
         cal.overhead_us + sum(x.in_network_us for x in est.layers))
+    # the fake device reports no caches and has no op profiler: fitted as before, and says so
+    assert cal.model == MODEL and "cross-validated (the device reports no cache sizes)" in (
+        cal.describe())
     # fitted while the machine was busy: stored with that state, and estimate says so
     assert cal.machine_state["busy"] and cal.machine_state["other_cpu_cores"] == 1.2
     said: list[str] = []
@@ -141,6 +202,26 @@ def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
     slots = SlotEstimator(zoo.MOBILENET_V1.slot_layers(32, 10), table, calibration=cal)
     widths = zoo.MOBILENET_V1.widths(width_mult=0.5)
     assert slots(widths) == pytest.approx(estimate(net, table, calibration=cal).total_us)
+
+
+def test_a_device_reporting_its_l2_pins_the_window(tmp_path: Path) -> None:
+    runner = FakeRunner(fp={"device": "fake", "runs": 3, "cache_kb": {"l1d": 32, "l2": 512}})
+    store, version = make_lut(tmp_path / "fake.db", runner)
+    cal = cb.calibrate(store, version, runner, n=16, passes=1)
+    assert (cal.cache_mb, cal.evicted_mb) == (0.25, 0.75)
+    assert "pinned to the L2 the device reports (0.5 MB): 0.25-0.75 MB" in cal.describe()
+
+
+def test_the_fast_path_prices_each_kind_as_the_estimate_does() -> None:
+    """A per-layer calibration's kind factors reach the adapter's cached look-ups."""
+    net = zoo.MOBILENET_V2.network(width_mult=0.5, resolution=32, classes=10)
+    table = {spec.key: 5.0 + spec.macs / 2e4 for spec in net.specs}
+    slots = SlotEstimator(zoo.MOBILENET_V2.slot_layers(32, 10), table,
+                          calibration=TRUE_LAYERS)
+    plain = replace(TRUE_LAYERS, model=MODEL, kind_factor={})
+    whole = estimate(net, table, calibration=TRUE_LAYERS).total_us
+    assert slots(zoo.MOBILENET_V2.widths(width_mult=0.5)) == pytest.approx(whole)
+    assert whole != pytest.approx(estimate(net, table, calibration=plain).total_us)
 
 
 def test_calibration_of_another_setup_is_refused(calibrated, tmp_path: Path) -> None:

@@ -1,0 +1,204 @@
+"""Fitting the in-network model (``lut_db.calibration``) to measured networks.
+
+Two sources of truth: each network's measured latency (one number), and, where the
+runtime has an op profiler, each layer's time inside the network (29 to 107 numbers per
+network, repeatable to 2-8 %). A profile is taken at another moment than the network's
+timing, and the profiler's own bookkeeping adds to its ops, so a profile is used for how
+a network's time splits over its layers, not for its level: its layer times are scaled
+to sum to the measured latency less the per-invoke overhead. The level comes from the
+totals.
+
+Every candidate is linear in its fitted terms once its weight-streaming cost and cache
+window are fixed; those come from grids, chosen by cross-validation (networks split into
+folds: the error of each network predicted by a fit without it). One row per network
+(its relative error) and, per-layer, one per layer (its error relative to its network's
+latency, so a 10 ms network does not outvote ten 1 ms ones). Each network's rows are
+reduced to their normal equations once per grid point, so a fold's fit is a small solve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+from sklearn.model_selection import KFold
+
+from analysis.stats import FOLDS
+from lut_db.calibration import act_mb, evicted_share, layer_kind, weight_mb
+
+# A kind gets a factor of its own when it holds at least this share of the profiled
+# layers' entries, in at least MIN_KIND_LAYERS layers of two networks: a smaller one would
+# fit the profiler's 1-us resolution, not the device (MobileNetV2's residual adds hold
+# 0.3 % at 224 px; global pools under 0.1 %).
+MIN_KIND_SHARE = 0.002
+MIN_KIND_LAYERS = 8
+MIN_FACTOR = -0.5  # inside a network a layer costs at least half its time alone
+
+
+@dataclass(frozen=True)
+class Form:
+    """One candidate: whether it fits per-layer times, and a factor per layer kind."""
+
+    name: str
+    per_layer: bool
+    kinds: bool
+
+
+@dataclass
+class Fitted:
+    """A candidate fitted on all the networks, and its cross-validated errors."""
+
+    form: Form
+    us_per_weight_mb: float
+    window: tuple[float, float]
+    us_per_act_mb: float
+    us_per_layer: float
+    kind_factor: dict[str, float]
+    oof: np.ndarray  # each network's out-of-fold relative error
+
+    @property
+    def mape(self) -> float:
+        return float(np.mean(np.abs(self.oof)))
+
+
+class Net:
+    """One measured network as arrays: per layer its entry less the overhead, weight and
+    activation MB and kind; its measured latency; its profile scaled to that latency."""
+
+    def __init__(self, layers: Sequence[tuple[Any, float]], measured_us: float,
+                 overhead_us: float, profile_us: Sequence[float] | None = None):
+        self.e = np.array([x - overhead_us for _, x in layers])
+        self.w = np.array([weight_mb(spec) for spec, _ in layers])
+        self.act = np.array([act_mb(spec) for spec, _ in layers])
+        self.kinds = [layer_kind(spec) for spec, _ in layers]
+        self.weights_mb = float(self.w.sum())
+        self.measured = measured_us
+        self.overhead = overhead_us
+        p = np.asarray(profile_us, float) if profile_us is not None else None
+        ok = p is not None and len(p) == len(self.e) and p.sum() > 0
+        self.profile = p * (measured_us - overhead_us) / p.sum() if ok else None
+
+
+def fitted_kinds(nets: Sequence[Net]) -> list[str]:
+    """The kinds the profiles show enough of to give a factor."""
+    share: dict[str, float] = {}
+    layers: dict[str, int] = {}
+    nets_of: dict[str, int] = {}
+    for n in nets:
+        if n.profile is None:
+            continue
+        for k in set(n.kinds):
+            nets_of[k] = nets_of.get(k, 0) + 1
+        for k, e in zip(n.kinds, n.e):
+            share[k] = share.get(k, 0.0) + max(e, 0.0)
+            layers[k] = layers.get(k, 0) + 1
+    whole = sum(share.values()) or 1.0
+    return sorted(k for k, v in share.items() if v / whole >= MIN_KIND_SHARE
+                  and layers[k] >= MIN_KIND_LAYERS and nets_of[k] >= 2)
+
+
+def columns(n: Net, kinds: Sequence[str]) -> np.ndarray:
+    """What the fitted terms multiply, per layer, before eviction scales the first:
+    activation MB, 1 (per layer), and per fitted kind its entry less the overhead."""
+    cols = [n.act, np.ones_like(n.e)]
+    cols += [np.where([k == kind for k in n.kinds], n.e, 0.0) for kind in kinds]
+    return np.column_stack(cols)
+
+
+class _Stacked:
+    """The networks' rows reduced to what a grid point needs, for all networks at once.
+
+    A layer costs ``e + E x stream_k`` before the fitted terms, ``E x act x c + d + f_kind x
+    e`` after (``E``: the network's evicted share, ``stream_k = max(0, k x w - e)``). Its
+    rows are ``x0 D`` (``D = diag(E, 1, ...)``), so each network's normal equations are
+    ``D (A + t t') D`` and ``D (c - E s_k + t (y - E sigma_k))``, with A, c, t, y fixed and
+    s_k, sigma_k per streaming cost: a grid point is a few array operations."""
+
+    def __init__(self, nets: Sequence[Net], kinds: Sequence[str], per_layer: bool,
+                 us_per_mb_grid: Sequence[float]):
+        xs = [columns(n, kinds) for n in nets]
+        m = np.array([n.measured for n in nets])
+        self.measured = m
+        self.t = np.array([x.sum(axis=0) for x in xs]) / m[:, None]
+        self.y = np.array([n.measured - n.overhead - n.e.sum() for n in nets]) / m
+        self.base = np.array([n.e.sum() + n.overhead for n in nets])
+        use = [per_layer and n.profile is not None for n in nets]
+        self.a = np.array([x.T @ x / mi**2 if u else np.zeros((x.shape[1],) * 2)
+                           for x, mi, u in zip(xs, m, use)])
+        self.c = np.array([x.T @ (n.profile - n.e) / mi**2 if u else np.zeros(x.shape[1])
+                           for x, n, mi, u in zip(xs, nets, m, use)])
+        self.s: dict[float, np.ndarray] = {}
+        self.stream: dict[float, np.ndarray] = {}
+        for k in us_per_mb_grid:
+            st = [np.maximum(0.0, k * n.w - n.e) for n in nets]
+            self.s[k] = np.array([x.T @ v / mi**2 if u else np.zeros(x.shape[1])
+                                  for x, v, mi, u in zip(xs, st, m, use)])
+            self.stream[k] = np.array([v.sum() for v in st])
+
+    def normal(self, k: float, evicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every network's G (n, p, p) and b (n, p) at streaming cost ``k``."""
+        d = np.ones_like(self.t)
+        d[:, 0] = evicted
+        sigma = self.stream[k] / self.measured
+        g = (self.a + self.t[:, :, None] * self.t[:, None, :]) * d[:, :, None] * d[:, None, :]
+        b = d * (self.c - evicted[:, None] * self.s[k]
+                 + self.t * (self.y - evicted * sigma)[:, None])
+        return g, b
+
+    def predict(self, k: float, evicted: np.ndarray, theta: np.ndarray,
+                which: np.ndarray) -> np.ndarray:
+        """The relative errors of networks ``which`` under coefficients ``theta``."""
+        d = np.ones_like(self.t[which])
+        d[:, 0] = evicted[which]
+        total = (self.base[which] + evicted[which] * self.stream[k][which]
+                 + (d * self.t[which] * self.measured[which, None]) @ theta)
+        return total / self.measured[which] - 1
+
+
+def solve(g: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """argmin of the quadratic with each coefficient >= ``lower``: non-negative least
+    squares on its Cholesky factor, shifted by the bounds."""
+    ridge = 1e-10 * max(1.0, float(np.trace(g))) * np.eye(len(b))
+    low = np.linalg.cholesky(g + ridge)  # g = low low': |low' x - z|^2 = x'gx - 2b'x + ...
+    z = np.linalg.solve(low, b)
+    phi, _ = nnls(low.T, z - low.T @ lower)
+    return phi + lower
+
+
+def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, float]],
+             us_per_mb_grid: Sequence[float], folds: int = FOLDS, seed: int = 0) -> Fitted:
+    """``form`` with its streaming cost and cache window chosen by cross-validation (each
+    network predicted by a fit without its fold; ties go to the smaller cost and caches),
+    its terms fitted on all ``nets``."""
+    kinds = fitted_kinds(nets) if form.kinds else []
+    lower = np.array([0.0, 0.0] + [MIN_FACTOR] * len(kinds))
+    rows = _Stacked(nets, kinds, form.per_layer, us_per_mb_grid)
+    split = list(KFold(min(folds, len(nets)), shuffle=True, random_state=seed)
+                 .split(np.arange(len(nets))))
+    evicted = {c: np.array([evicted_share(n.weights_mb, *c) for n in nets]) for c in windows}
+    scored: dict[tuple[float, float, float], np.ndarray] = {}
+    for k in us_per_mb_grid:
+        for c in windows:
+            g, b = rows.normal(k, evicted[c])
+            g_all, b_all = g.sum(axis=0), b.sum(axis=0)
+            rel = np.zeros(len(nets))
+            for _, test in split:
+                theta = solve(g_all - g[test].sum(axis=0), b_all - b[test].sum(axis=0), lower)
+                rel[test] = rows.predict(k, evicted[c], theta, test)
+            scored[(k, *c)] = rel
+    best = min(scored, key=lambda key: (round(float(np.mean(np.abs(scored[key]))), 9), key))
+    k, lo, hi = best
+    g, b = rows.normal(k, evicted[lo, hi])
+    theta = solve(g.sum(axis=0), b.sum(axis=0), lower)
+    return Fitted(form, k, (lo, hi), float(theta[0]), float(theta[1]),
+                  {kind: float(f) for kind, f in zip(kinds, theta[2:])}, scored[best])
+
+
+def errors(rel: np.ndarray) -> dict[str, Any]:
+    pct = 100 * np.abs(rel)
+    return {"n": len(rel), "mape_pct": float(pct.mean()), "max_pct": float(pct.max()),
+            "within_5": int((pct <= 5).sum()), "within_10": int((pct <= 10).sum())}
+
