@@ -191,8 +191,9 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
                     progress: Progress | None = None, repeats: int = 1,
                     profile: Sequence[Network] = ()) -> list[Sample]:
     """Time ``nets`` whole (``repeats`` x ``passes`` interleaved passes) with a drift sample
-    of their keys between passes; each latency is brought back to the LUT's time by the
-    drift factor. The networks of ``profile`` have their layers profiled first."""
+    of their keys between passes; each latency is brought back to the time its entries
+    were measured at by the drift factors (``SessionDrift.network_factor``). The networks
+    of ``profile`` have their layers profiled first."""
     tables = all_tables(store, version)
     absent = sorted({k for n in nets for k in n.keys} - tables.table.keys() - tables.extra.keys())
     if absent:
@@ -205,11 +206,14 @@ def measure_samples(store: LutStore, version: Version, runner: Runner, nets: Seq
     rounds = passes * repeats
     timed = time_networks(runner, {n.name: n for n in nets}, passes, repeats=repeats, seed=SEED,
                           progress=progress, between=lambda p: drift.measure_slice(p, rounds))
-    factor = drift.factors()["lut"] or 1.0
+    lut_factor = drift.factors()["lut"] or 1.0
+    # each network brought to its own entries' time: keys measured on demand (other
+    # resolutions, held-out shapes) were measured at other times than the LUT
+    factor = {n.name: drift.network_factor(n, lut_factor) for n in nets}
     state = session_state(timed)
     return [Sample(n.name, [(node.spec, lookup[node.spec.key]) for node in n.nodes],
-                   timed[n.name].latency_us / factor,
-                   [x / factor for x in timed[n.name].repeats_us], state,
+                   timed[n.name].latency_us / factor[n.name],
+                   [x / factor[n.name] for x in timed[n.name].repeats_us], state,
                    profiles.get(n.name)) for n in nets]
 
 

@@ -96,6 +96,21 @@ class SessionDrift(DriftSample):
         return {"lut": sum_ratio(self.tables.table, lut), "lut_keys": len(lut),
                 "extra": sum_ratio(self.tables.extra, extra), "extra_keys": len(extra)}
 
+    def network_factor(self, net: Network, lut_factor: float) -> float:
+        """How much slower ``net``'s own entries run now than when they were measured: the
+        LUT's keys by ``lut_factor`` (a sample's), its on-demand keys (each re-measured, and
+        measured at other times than the LUT, in different sessions) by their own times now,
+        weighted by entry."""
+        then = now = 0.0
+        for k in net.keys:
+            entry = self.tables.table.get(k, self.tables.extra.get(k))
+            if entry is None:
+                continue
+            then += entry
+            mine = self.now.get(k) if k not in self.tables.table else None
+            now += mine if mine is not None else entry * lut_factor
+        return now / then if then else lut_factor
+
 
 REPEATS = 3  # each network measured this often at separate moments: the median is its
 # latency, their spread its repeatability

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from analysis import calibrate as cb
+from analysis.features import Tables
 from analysis.report_build import build
 from analysis.report_words import verdict_sentences
 from analysis.sampling import Space
-from analysis.validate import validate
+from analysis.validate import SessionDrift, validate
 from bench import zoo
 from bench.missing import estimate_network
 from lut_db.calibration import (
@@ -222,6 +223,24 @@ def test_the_fast_path_prices_each_kind_as_the_estimate_does() -> None:
     whole = estimate(net, table, calibration=TRUE_LAYERS).total_us
     assert slots(zoo.MOBILENET_V2.widths(width_mult=0.5)) == pytest.approx(whole)
     assert whole != pytest.approx(estimate(net, table, calibration=plain).total_us)
+
+
+def test_keys_measured_on_demand_keep_their_own_time() -> None:
+    """A network's measured latency is brought to its own entries' time: the LUT's keys by
+    the sampled factor, keys measured on demand (another session) by their own re-timing."""
+    net = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
+    keys = list(dict.fromkeys(net.keys))
+    on_demand = set(keys[::3])
+    table = {k: 10.0 for k in keys if k not in on_demand}
+    extra = {k: 20.0 for k in on_demand}
+    drift = SessionDrift(FakeRunner(), [net], Tables(table, extra), n=5)
+    drift.now = {k: 19.0 for k in on_demand}  # 5 % faster than when measured on demand
+    entries = [table.get(k, extra.get(k)) for k in net.keys]
+    lut = sum(e for k, e in zip(net.keys, entries) if k in table)
+    expect = (1.2 * lut + 0.95 * (sum(entries) - lut)) / sum(entries)
+    assert drift.network_factor(net, 1.2) == pytest.approx(expect)
+    drift.tables = Tables({k: 10.0 for k in keys}, {})  # all in the LUT: its factor
+    assert drift.network_factor(net, 1.2) == pytest.approx(1.2)
 
 
 def test_calibration_of_another_setup_is_refused(calibrated, tmp_path: Path) -> None:
