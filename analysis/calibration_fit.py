@@ -108,6 +108,21 @@ def columns(n: Net, kinds: Sequence[str]) -> np.ndarray:
     return np.column_stack(cols)
 
 
+# How a layer's error is weighed: relative to its network's latency (0) or to its own
+# time (1). At 0 a kind of small layers (residual adds: 0.3 % of the time) is pinned by
+# nothing and its factor fits differences between networks (x6 for adds, seen on this
+# host); at 1 the profiler's jitter on 2-us layers weighs as much as a 500-us conv.
+LAYER_POWER = 0.5
+
+
+def layer_weights(n: Net) -> np.ndarray:
+    """Each layer row's weight (see LAYER_POWER; own times floored at a tenth of the
+    network's mean layer), scaled by sqrt(layers) so that a network's layer rows weigh
+    about as much as its total's row."""
+    own = np.maximum(n.profile, max(1.0, 0.1 * n.measured / len(n.e)))
+    return np.sqrt(len(n.e)) * (n.measured / (len(n.e) * own)) ** LAYER_POWER / n.measured
+
+
 class _Stacked:
     """The networks' rows reduced to what a grid point needs, for all networks at once.
 
@@ -126,16 +141,16 @@ class _Stacked:
         self.y = np.array([n.measured - n.overhead - n.e.sum() for n in nets]) / m
         self.base = np.array([n.e.sum() + n.overhead for n in nets])
         use = [per_layer and n.profile is not None for n in nets]
-        self.a = np.array([x.T @ x / mi**2 if u else np.zeros((x.shape[1],) * 2)
-                           for x, mi, u in zip(xs, m, use)])
-        self.c = np.array([x.T @ (n.profile - n.e) / mi**2 if u else np.zeros(x.shape[1])
-                           for x, n, mi, u in zip(xs, nets, m, use)])
+        # each layer's row weight, squared
+        ws = [layer_weights(n) ** 2 if u else np.zeros(len(n.e)) for n, u in zip(nets, use)]
+        self.a = np.array([(x * w[:, None]).T @ x for x, w in zip(xs, ws)])
+        self.c = np.array([(x * w[:, None]).T @ (n.profile - n.e) if u else np.zeros(x.shape[1])
+                           for x, w, n, u in zip(xs, ws, nets, use)])
         self.s: dict[float, np.ndarray] = {}
         self.stream: dict[float, np.ndarray] = {}
         for k in us_per_mb_grid:
             st = [np.maximum(0.0, k * n.w - n.e) for n in nets]
-            self.s[k] = np.array([x.T @ v / mi**2 if u else np.zeros(x.shape[1])
-                                  for x, v, mi, u in zip(xs, st, m, use)])
+            self.s[k] = np.array([(x * w[:, None]).T @ v for x, v, w in zip(xs, st, ws)])
             self.stream[k] = np.array([v.sum() for v in st])
 
     def normal(self, k: float, evicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

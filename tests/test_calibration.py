@@ -73,10 +73,10 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
 
 
 # inside a network, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual
-# adds 40 % slower; a 1 MB L2 pins the window to 0.5-1.5 MB
+# adds 40 % slower; a 1 MB L2 pins the window to 0.75-1.5 MB
 KINDS = {"conv 1x1": 0.2, "depthwise_conv2d": -0.1, "add": 0.4, "conv on the image": 0.0,
          "fully_connected": 0.0, "global_avg_pool": 0.0}
-TRUE_LAYERS = replace(TRUE, model=PER_LAYER, cache_mb=0.5, evicted_mb=1.5, kind_factor=KINDS)
+TRUE_LAYERS = replace(TRUE, model=PER_LAYER, cache_mb=0.75, evicted_mb=1.5, kind_factor=KINDS)
 
 
 def profiled(n: int, seed: int = 0) -> list[cb.Sample]:
@@ -100,7 +100,7 @@ def test_per_layer_times_recover_each_kinds_cost() -> None:
     cannot tell 1x1 convs from depthwise ones, so the per-layer candidate is kept."""
     cal = cb.fit(profiled(30), TRUE.overhead_us, {"device": "fake", "cache_kb": {"l2": 1024}})
     assert cal.model == PER_LAYER and cal.cache_source.startswith("pinned to the L2")
-    assert (cal.cache_mb, cal.evicted_mb, cal.us_per_weight_mb) == (0.5, 1.5, STREAM)
+    assert (cal.cache_mb, cal.evicted_mb, cal.us_per_weight_mb) == (0.75, 1.5, STREAM)
     # the kinds with enough time in the profiles (not the classifier: 0.1 % of it here)
     assert cal.kind_factor == pytest.approx({k: f for k, f in KINDS.items()
                                              if k != "fully_connected"}, abs=1e-3)
@@ -209,8 +209,8 @@ def test_a_device_reporting_its_l2_pins_the_window(tmp_path: Path) -> None:
     runner = FakeRunner(fp={"device": "fake", "runs": 3, "cache_kb": {"l1d": 32, "l2": 512}})
     store, version = make_lut(tmp_path / "fake.db", runner)
     cal = cb.calibrate(store, version, runner, n=16, passes=1)
-    assert (cal.cache_mb, cal.evicted_mb) == (0.25, 0.75)
-    assert "pinned to the L2 the device reports (0.5 MB): 0.25-0.75 MB" in cal.describe()
+    assert (cal.cache_mb, cal.evicted_mb) == (0.375, 0.75)
+    assert "pinned to the L2 the device reports (0.5 MB): 0.375-0.75 MB" in cal.describe()
 
 
 def test_the_fast_path_prices_each_kind_as_the_estimate_does() -> None:
