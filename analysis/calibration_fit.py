@@ -101,8 +101,8 @@ def fitted_kinds(nets: Sequence[Net]) -> list[str]:
 
 
 def columns(n: Net, kinds: Sequence[str]) -> np.ndarray:
-    """What the fitted terms multiply, per layer, before eviction scales the first:
-    activation MB, 1 (per layer), and per fitted kind its entry less the overhead."""
+    """What the fitted terms multiply, per layer, before eviction scales all but the
+    second: activation MB, 1 (per layer), and per fitted kind its entry less the overhead."""
     cols = [n.act, np.ones_like(n.e)]
     cols += [np.where([k == kind for k in n.kinds], n.e, 0.0) for kind in kinds]
     return np.column_stack(cols)
@@ -126,15 +126,17 @@ def layer_weights(n: Net) -> np.ndarray:
 class _Stacked:
     """The networks' rows reduced to what a grid point needs, for all networks at once.
 
-    A layer costs ``e + E x stream_k`` before the fitted terms, ``E x act x c + d + f_kind x
-    e`` after (``E``: the network's evicted share, ``stream_k = max(0, k x w - e)``). Its
-    rows are ``x0 D`` (``D = diag(E, 1, ...)``), so each network's normal equations are
+    A layer costs ``e + E x stream_k`` before the fitted terms, ``d + E x (act x c + f_kind
+    x e)`` after (``E``: the network's evicted share, ``stream_k = max(0, k x w - e)``). Its
+    rows are ``x0 D`` (``D = diag(E, 1, E, ...)``), so each network's normal equations are
     ``D (A + t t') D`` and ``D (c - E s_k + t (y - E sigma_k))``, with A, c, t, y fixed and
     s_k, sigma_k per streaming cost: a grid point is a few array operations."""
 
     def __init__(self, nets: Sequence[Net], kinds: Sequence[str], per_layer: bool,
                  us_per_mb_grid: Sequence[float]):
         xs = [columns(n, kinds) for n in nets]
+        # the columns eviction scales: all but the per-layer term
+        self.cold = np.array([True, False] + [True] * len(kinds))
         m = np.array([n.measured for n in nets])
         self.measured = m
         self.t = np.array([x.sum(axis=0) for x in xs]) / m[:, None]
@@ -156,7 +158,7 @@ class _Stacked:
     def normal(self, k: float, evicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every network's G (n, p, p) and b (n, p) at streaming cost ``k``."""
         d = np.ones_like(self.t)
-        d[:, 0] = evicted
+        d[:, self.cold] = evicted[:, None]
         sigma = self.stream[k] / self.measured
         g = (self.a + self.t[:, :, None] * self.t[:, None, :]) * d[:, :, None] * d[:, None, :]
         b = d * (self.c - evicted[:, None] * self.s[k]
@@ -167,7 +169,7 @@ class _Stacked:
                 which: np.ndarray) -> np.ndarray:
         """The relative errors of networks ``which`` under coefficients ``theta``."""
         d = np.ones_like(self.t[which])
-        d[:, 0] = evicted[which]
+        d[:, self.cold] = evicted[which, None]
         total = (self.base[which] + evicted[which] * self.stream[k][which]
                  + (d * self.t[which] * self.measured[which, None]) @ theta)
         return total / self.measured[which] - 1

@@ -26,12 +26,14 @@ path (``SlotEstimator``) stays a sum of cached look-ups.
 
 Fitted on per-layer times as well (``layer-roofline-v4``: the runtime's op profiler gives
 each layer's time inside the network), the same formula gives each kind of layer (1x1
-conv, depthwise, dense conv, the conv on the image, fully connected, add, ...) a factor of
-its own on its entry less the overhead:
+conv, depthwise, dense conv, the conv on the image, fully connected, add, ...) its own
+loss to a cold cache, a factor on its entry less the overhead, paid as eviction is:
 
-    in_network(layer) = (entry - overhead) x (1 + kind_factor[kind]) + evicted x (...)
+    in_network(layer) = ... + evicted x (... + kind_factor[kind] x (entry - overhead))
 
-A kind the calibration never profiled keeps factor 0: only the physics terms reach it.
+(Applied to warm networks too, the factors took over what eviction costs, and read small
+networks and the ResNet/VGG-style stems high.) A kind the calibration never profiled
+keeps factor 0: only the physics terms reach it.
 
 The cache window (``cache_mb``, ``evicted_mb``) is pinned to the L2 cache size the device
 reports (``cache_kb`` in the fingerprint) where it reports one, else chosen by
@@ -125,8 +127,10 @@ class Calibration:
         """A layer's in-network cost as (what it costs when its network stays in cache,
         what eviction adds): ``warm + evicted x extra``."""
         alone = entry_us - self.overhead_us
-        inside = alone * (1 + self.kind_factor.get(layer_kind(spec), 0.0)) + self.us_per_layer
-        w, act = weight_mb(spec), self.us_per_act_mb * act_mb(spec)
+        inside = alone + self.us_per_layer
+        w = weight_mb(spec)
+        act = (self.us_per_act_mb * act_mb(spec)
+               + self.kind_factor.get(layer_kind(spec), 0.0) * alone)  # v4's, once evicted
         if self.model == V2:
             return inside + act + self.us_per_weight_mb * (w if w <= self.evicted_mb else 0), 0.0
         return inside, max(0.0, self.us_per_weight_mb * w - alone) + act
@@ -167,7 +171,8 @@ class Calibration:
         if self.model == V2:
             return (f"L2 cutoff {self.evicted_mb:g} MB, {self.us_per_weight_mb:.1f} us per MB "
                     f"of weights that fit in it")
-        kinds = "".join(f"; {k} x{1 + f:.2f}" for k, f in sorted(self.kind_factor.items()))
+        kinds = ", ".join(f"{k} {100 * f:+.0f} %" for k, f in sorted(self.kind_factor.items()))
+        kinds = f"; once evicted, per kind: {kinds}" if kinds else ""
         return (f"a network's weights stay in cache up to {self.cache_mb:g} MB and are evicted "
                 f"from {self.evicted_mb:g} MB, then stream at {self.us_per_weight_mb:.1f} us/MB"
                 f"{kinds}")
