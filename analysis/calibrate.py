@@ -60,11 +60,15 @@ CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 # and 4 MB from one session to the next).
 L2_WINDOW = (0.75, 1.5)
 # The candidates, in order of preference on a tie: the roofline fitted on totals alone,
-# the same fitted on per-layer times too, and with a factor per layer kind.
+# the same fitted on per-layer times too, with a factor per layer kind, and with a cost
+# per MB of weights that compute does not hide as well (profiles show 1x1 convs with 0.5-4
+# MB of weights 30-70 % slower inside than alone, small ones not).
 TOTALS = Form("roofline, fitted on whole-network totals", per_layer=False, kinds=False)
 LAYERS = Form("roofline, fitted on per-layer times too", per_layer=True, kinds=False)
 KINDS = Form("roofline + a factor per layer kind, fitted on per-layer times", per_layer=True,
              kinds=True)
+EXPOSED = Form("roofline + kinds + streaming compute does not hide, on per-layer times",
+               per_layer=True, kinds=True, exposed=True)
 
 
 @dataclass
@@ -142,7 +146,7 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
     nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us) for s in samples]
     windows, source = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
     profiled = sum(n.profile is not None for n in nets)
-    forms = [TOTALS, LAYERS, KINDS] if profiled >= MIN_NETWORKS else [TOTALS]
+    forms = [TOTALS, LAYERS, KINDS, EXPOSED] if profiled >= MIN_NETWORKS else [TOTALS]
     out = []
     for f in (fit_form(nets, form, windows, us_per_mb_grid) for form in forms):
         lo, hi = f.window
@@ -151,6 +155,7 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
                                networks=[s.name for s in samples], cv=errors(f.oof),
                                model=PER_LAYER if f.form.kinds else MODEL,
                                kind_factor=f.kind_factor, cache_source=source,
+                               us_per_weight_mb_exposed=f.us_per_weight_mb_exposed,
                                candidates={f.form.name: {**errors(f.oof), "profiled": profiled}}))
     return out
 

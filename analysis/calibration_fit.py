@@ -40,11 +40,13 @@ MIN_FACTOR = -0.5  # inside a network a layer costs at least half its time alone
 
 @dataclass(frozen=True)
 class Form:
-    """One candidate: whether it fits per-layer times, and a factor per layer kind."""
+    """One candidate: whether it fits per-layer times, and whether it has a factor per
+    layer kind and a cost per MB of weights that compute does not hide (``exposed``)."""
 
     name: str
     per_layer: bool
     kinds: bool
+    exposed: bool = False
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Fitted:
     window: tuple[float, float]
     us_per_act_mb: float
     us_per_layer: float
+    us_per_weight_mb_exposed: float
     kind_factor: dict[str, float]
     oof: np.ndarray  # each network's out-of-fold relative error
 
@@ -100,10 +103,11 @@ def fitted_kinds(nets: Sequence[Net]) -> list[str]:
                   and layers[k] >= MIN_KIND_LAYERS and nets_of[k] >= 2)
 
 
-def columns(n: Net, kinds: Sequence[str]) -> np.ndarray:
+def columns(n: Net, kinds: Sequence[str], exposed: bool) -> np.ndarray:
     """What the fitted terms multiply, per layer, before eviction scales all but the
-    second: activation MB, 1 (per layer), and per fitted kind its entry less the overhead."""
-    cols = [n.act, np.ones_like(n.e)]
+    second: activation MB, 1 (per layer), with ``exposed`` weight MB, and per fitted kind
+    its entry less the overhead."""
+    cols = [n.act, np.ones_like(n.e)] + [n.w] * exposed
     cols += [np.where([k == kind for k in n.kinds], n.e, 0.0) for kind in kinds]
     return np.column_stack(cols)
 
@@ -132,11 +136,12 @@ class _Stacked:
     ``D (A + t t') D`` and ``D (c - E s_k + t (y - E sigma_k))``, with A, c, t, y fixed and
     s_k, sigma_k per streaming cost: a grid point is a few array operations."""
 
-    def __init__(self, nets: Sequence[Net], kinds: Sequence[str], per_layer: bool,
+    def __init__(self, nets: Sequence[Net], kinds: Sequence[str], form: Form,
                  us_per_mb_grid: Sequence[float]):
-        xs = [columns(n, kinds) for n in nets]
+        xs = [columns(n, kinds, form.exposed) for n in nets]
+        per_layer = form.per_layer
         # the columns eviction scales: all but the per-layer term
-        self.cold = np.array([True, False] + [True] * len(kinds))
+        self.cold = np.array([True, False] + [True] * (form.exposed + len(kinds)))
         m = np.array([n.measured for n in nets])
         self.measured = m
         self.t = np.array([x.sum(axis=0) for x in xs]) / m[:, None]
@@ -191,8 +196,8 @@ def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, flo
     network predicted by a fit without its fold; ties go to the smaller cost and caches),
     its terms fitted on all ``nets``."""
     kinds = fitted_kinds(nets) if form.kinds else []
-    lower = np.array([0.0, 0.0] + [MIN_FACTOR] * len(kinds))
-    rows = _Stacked(nets, kinds, form.per_layer, us_per_mb_grid)
+    lower = np.array([0.0, 0.0] + [0.0] * form.exposed + [MIN_FACTOR] * len(kinds))
+    rows = _Stacked(nets, kinds, form, us_per_mb_grid)
     split = list(KFold(min(folds, len(nets)), shuffle=True, random_state=seed)
                  .split(np.arange(len(nets))))
     evicted = {c: np.array([evicted_share(n.weights_mb, *c) for n in nets]) for c in windows}
@@ -209,9 +214,10 @@ def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, flo
     best = min(scored, key=lambda key: (round(float(np.mean(np.abs(scored[key]))), 9), key))
     k, lo, hi = best
     g, b = rows.normal(k, evicted[lo, hi])
-    theta = solve(g.sum(axis=0), b.sum(axis=0), lower)
-    return Fitted(form, k, (lo, hi), float(theta[0]), float(theta[1]),
-                  {kind: float(f) for kind, f in zip(kinds, theta[2:])}, scored[best])
+    theta = list(map(float, solve(g.sum(axis=0), b.sum(axis=0), lower)))
+    exposed = theta.pop(2) if form.exposed else 0.0
+    return Fitted(form, k, (lo, hi), theta[0], theta[1], exposed,
+                  dict(zip(kinds, theta[2:])), scored[best])
 
 
 def errors(rel: np.ndarray) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Calibration:
     # the machine while its networks were measured (bench.machine_state; {}: not recorded)
     machine_state: dict[str, Any] = field(default_factory=dict)
     kind_factor: dict[str, float] = field(default_factory=dict)  # v4: per layer_kind()
+    us_per_weight_mb_exposed: float = 0.0  # v4: streaming that compute does not hide
     cache_source: str = ""  # how the cache window was set ("": before it was recorded)
     candidates: dict[str, Any] = field(default_factory=dict)  # each model's cross-validation
 
@@ -129,7 +130,7 @@ class Calibration:
         alone = entry_us - self.overhead_us
         inside = alone + self.us_per_layer
         w = weight_mb(spec)
-        act = (self.us_per_act_mb * act_mb(spec)
+        act = (self.us_per_act_mb * act_mb(spec) + self.us_per_weight_mb_exposed * w
                + self.kind_factor.get(layer_kind(spec), 0.0) * alone)  # v4's, once evicted
         if self.model == V2:
             return inside + act + self.us_per_weight_mb * (w if w <= self.evicted_mb else 0), 0.0

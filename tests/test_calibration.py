@@ -72,11 +72,13 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
     assert Calibration.from_json(cal.to_json()) == cal
 
 
-# inside a network, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual
-# adds 40 % slower; a 1 MB L2 pins the window to 0.75-1.5 MB
+# once evicted, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual adds
+# 40 % slower, and 20 us per MB of weights are not hidden by compute; a 1 MB L2 pins the
+# window to 0.75-1.5 MB
 KINDS = {"conv 1x1": 0.2, "depthwise_conv2d": -0.1, "add": 0.4, "conv on the image": 0.0,
          "fully_connected": 0.0, "global_avg_pool": 0.0}
-TRUE_LAYERS = replace(TRUE, model=PER_LAYER, cache_mb=0.75, evicted_mb=1.5, kind_factor=KINDS)
+TRUE_LAYERS = replace(TRUE, model=PER_LAYER, cache_mb=0.75, evicted_mb=1.5, kind_factor=KINDS,
+                      us_per_weight_mb_exposed=20.0)
 
 
 def profiled(n: int, seed: int = 0) -> list[cb.Sample]:
@@ -97,16 +99,19 @@ def profiled(n: int, seed: int = 0) -> list[cb.Sample]:
 
 def test_per_layer_times_recover_each_kinds_cost() -> None:
     """With every layer's time inside, each kind's factor comes out; the totals alone
-    cannot tell 1x1 convs from depthwise ones, so the per-layer candidate is kept."""
+    cannot tell 1x1 convs from depthwise ones, so a per-layer candidate is kept: the one
+    with exposed streaming."""
     cal = cb.fit(profiled(30), TRUE.overhead_us, {"device": "fake", "cache_kb": {"l2": 1024}})
     assert cal.model == PER_LAYER and cal.cache_source.startswith("pinned to the L2")
     assert (cal.cache_mb, cal.evicted_mb, cal.us_per_weight_mb) == (0.75, 1.5, STREAM)
     # the kinds with enough time in the profiles (not the classifier: 0.1 % of it here)
     assert cal.kind_factor == pytest.approx({k: f for k, f in KINDS.items()
                                              if k != "fully_connected"}, abs=1e-3)
-    assert (cal.us_per_act_mb, cal.us_per_layer) == pytest.approx((0.5, 1.5), abs=1e-3)
+    assert (cal.us_per_act_mb, cal.us_per_layer, cal.us_per_weight_mb_exposed) == pytest.approx(
+        (0.5, 1.5, 20.0), abs=1e-3)
     kept = [name for name, c in cal.candidates.items() if c["kept"]]
-    assert kept == [cb.KINDS.name] and cal.cv["max_pct"] < 0.1
+    assert kept == [cb.EXPOSED.name] and cal.cv["max_pct"] < 0.1
+    assert cal.candidates[cb.KINDS.name]["mape_pct"] > 0.1
     assert cal.candidates[cb.TOTALS.name]["mape_pct"] > 1.0
     assert Calibration.from_json(cal.to_json()) == cal
     net = profiled(1, seed=3)[0]
