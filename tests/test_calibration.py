@@ -347,3 +347,18 @@ def test_calibration_benchmark_per_class_candidate_recovers_a_known_model() -> N
     mb["3x3"] = mb["adds"] = (0.0, 0.0)
     assert 15 < predict(cb.Sample("3x3", [], 0.0)) - 5000 < 25
     assert predict(cb.Sample("adds", [], 0.0)) == pytest.approx(5000)
+
+
+def test_calibration_benchmark_prints_the_candidates_side_by_side() -> None:
+    from benchmarks import calibration_bench as bench
+
+    models = {"plain sum": {"unseen": {"n": 20, "within_5": 4, "mean_signed_pct": -8.04},
+                            "held_out": {"n": 8, "within_5": 7, "mean_signed_pct": 1.5}},
+              "v4": {"unseen": {"n": 20, "within_5": 15, "mean_signed_pct": 0.3},
+                     "held_out": {"n": 0}}}
+    rows = bench.side_by_side(models)
+    assert rows == [{"model": "plain sum", "unseen": "4/20, -8.0 %", "held_out": "7/8, +1.5 %"},
+                    {"model": "v4", "unseen": "15/20, +0.3 %", "held_out": "-"}]
+    lines = bench.table_text(rows).splitlines()
+    assert lines[1].split() == ["model", "unseen", "held_out"]
+    assert lines[3].split() == ["v4", "15/20,", "+0.3", "%", "-"]
