@@ -29,11 +29,13 @@ each layer's time inside the network), the same formula gives each kind of layer
 conv, depthwise, dense conv, the conv on the image, fully connected, add, ...) its own
 loss to a cold cache, a factor on its entry less the overhead, paid as eviction is:
 
-    in_network(layer) = ... + evicted x (... + kind_factor[kind] x (entry - overhead))
+    in_network(layer) = ... + evicted x (... + kind_factor[kind] x (entry - overhead)
+                                             + us_per_weight_mb_exposed x weight MB)
 
 (Applied to warm networks too, the factors took over what eviction costs, and read small
-networks and the ResNet/VGG-style stems high.) A kind the calibration never profiled
-keeps factor 0: only the physics terms reach it.
+networks and the ResNet/VGG-style stems high.) The last term, where fitted, is streaming
+that compute does not hide (big 1x1 convs pay it on top of their compute). A kind the
+calibration never profiled keeps factor 0: only the physics terms reach it.
 
 The cache window (``cache_mb``, ``evicted_mb``) is pinned to the L2 cache size the device
 reports (``cache_kb`` in the fingerprint) where it reports one, else chosen by
