@@ -64,6 +64,7 @@ Predict = Callable[[cb.Sample], float]
 REPEATS = 3  # each network measured at this many separate moments
 PASSES = 2  # interleaved passes per repeat
 NOISE_FLOOR = "the same networks measured again (noise floor)"
+STORED = "as stored with the LUT"  # a stable name: the README's headline reads it
 
 
 def test_sets(space: Space, fitted: set[str] = frozenset()) -> dict[str, list[Network]]:
@@ -209,9 +210,6 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
         f"kept by calibrate: {kept.model}": predict(kept),
         STORED: predict(cal),  # its model: the section's calibration/model
     }
-
-
-STORED = "as stored with the LUT"  # a stable name: the README's headline reads it
 
 
 def predict(cal: Calibration) -> Predict:
