@@ -318,9 +318,29 @@ def qat_fine_tune(na: Any, dataset: Any, result: dict, drop: float, log: Log) ->
     return {"steps": steps, "lr": lr, "drop_points_before": drop, "torch": str(path)}
 
 
-def _file(entry: dict, fallback: str) -> bytes:
-    """The file a network is measured as: its int8 file when it has one."""
+def finished_result(run_dir: Path) -> dict | None:
+    """The run's result.json when ``adapt`` finished the run, else None. (An int8 run writes
+    result.json once before its int8 files too; only the last write has ``wall_s``.)"""
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if "wall_s" in result else None
+
+
+def measured_file(entry: dict, fallback: str) -> bytes:
+    """The file a network of a run is measured as: its int8 file when it has one."""
     return Path(entry.get("int8", {}).get("tflite", fallback)).read_bytes()
+
+
+def run_files(result: dict) -> dict[str, bytes]:
+    """A finished run's networks as they are measured: initial, adapted and each multiplier
+    network (by its name), each as its exported file (``measured_file``)."""
+    nets = {"initial": measured_file(result["initial"], result["exports"]["initial"]["tflite"]),
+            "adapted": measured_file(result["adapted"], result["exports"]["tflite"])}
+    for m in result["multipliers"]:
+        nets[m["name"]] = measured_file(m, m["exports"]["tflite"])
+    return nets
 
 
 def verify(space: Any, result: dict, device: str, backend: str | None, rounds: int,
@@ -330,10 +350,7 @@ def verify(space: Any, result: dict, device: str, backend: str | None, rounds: i
     their layers timed alone again between rounds (the device's drift since the LUT)."""
     from adapter.on_device import measure_with_drift
 
-    nets = {"initial": _file(result["initial"], result["exports"]["initial"]["tflite"]),
-            "adapted": _file(result["adapted"], result["exports"]["tflite"])}
-    for m in result["multipliers"]:
-        nets[m["name"]] = _file(m, m["exports"]["tflite"])
+    nets = run_files(result)
     keys = [k for part in ("initial", "adapted")
             for k in space.network(result[part]["widths"]).keys]
     log(f"measuring {len(nets)} networks on {device} ({rounds} interleaved rounds)")

@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,10 @@ def space_for(lut: Path, resolution: int, log: Any, bars: Lines, dtype: str = "f
     return space, label, v.backend
 
 
+def run_folder(args: argparse.Namespace, seed: int, budget: float) -> Path:
+    return args.runs / f"compare-{args.tag}-s{seed}-b{budget:g}"
+
+
 def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dataset: Any,
              seed: int, bars: Lines) -> list[dict]:
     """One seed: the budgets' runs (the first also trains the multipliers)."""
@@ -144,7 +149,7 @@ def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dat
 
     out, initial = [], None
     for k, budget in enumerate(args.budgets):
-        run_dir = args.runs / f"compare-{args.tag}-s{seed}-b{budget:g}"
+        run_dir = run_folder(args, seed, budget)
         cfg = AdaptConfig(**settings(args, backend), budgets={"latency_ms": str(budget)},
                           lut=label, grid=space.grid, seed=seed,
                           weights=str(initial) if initial else None)
@@ -162,11 +167,9 @@ def run_seed(args: argparse.Namespace, space: Any, label: str, backend: str, dat
 
 def measure_all(runs: dict[int, list[dict]], rounds: int, bars: Lines) -> dict[str, float]:
     """Every exported file of every seed, timed whole in interleaved rounds on the host."""
+    from adapter.pipeline import measured_file as file  # int8 runs: the int8 file
     from bench.devices import open_runners
     from bench.timing import median_ms
-
-    def file(entry: dict, fallback: str) -> bytes:  # int8 runs: the int8 file
-        return Path(entry.get("int8", {}).get("tflite", fallback)).read_bytes()
 
     files = {}
     for seed, rs in runs.items():
@@ -250,7 +253,7 @@ def table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
@@ -278,7 +281,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/compare"))
     ap.add_argument("--train-only", action="store_true", help="train and adapt, measure later")
     ap.add_argument("--quiet", action="store_true", help="no progress lines (stderr)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     compare(args, Lines(args.quiet))
 
 
@@ -297,7 +304,8 @@ def compare(args: argparse.Namespace, bars: Lines) -> None:
     summary = summarise(runs, ms, args.width)
     summary.update(lut=label, data=dataset.describe(), args={k: str(v) for k, v in
                                                               vars(args).items()},
-                   wall_s=time.perf_counter() - t0, dtype=args.dtype)
+                   wall_s=time.perf_counter() - t0, dtype=args.dtype,
+                   when=datetime.now(UTC).isoformat(timespec="seconds"))
     what = ", int8 files" if args.dtype == "int8" else ""
     summary["plots"] = plots(summary, runs, args.out, f"MobileNetV1 on {args.data} at "
                              f"{args.resolution} px, {len(args.seeds)} seeds, host{what}")
@@ -306,6 +314,64 @@ def compare(args: argparse.Namespace, bars: Lines) -> None:
     print(table(summary))
     print(f"multiplier curve rising with width: {summary['rising']}; "
           f"{summary['wall_s'] / 60:.1f} min; plots: {', '.join(summary['plots'])}")
+
+
+# -- the `compare` section of make bench -------------------------------------------------------
+
+# The Makefile's `make compare` (COMPARE_ARGS are the defaults) and `make compare DTYPE=int8`
+# (COMPARE_INT8): tests/test_compare_section.py keeps them in step.
+SETUPS: dict[str, tuple[str, ...]] = {
+    "float32": (),
+    "int8": ("--dtype", "int8", "--seeds", "0", "--budgets", "0.5", "0.25", "--width", "1.0",
+             "--per-class", "1000", "--tag", "fmnist-int8-x1", "--out", "benchmarks/compare-int8")}
+SECTION_ROUNDS = 15  # more than a `make compare` call's: here the measuring is the point
+
+
+def run(out: dict[str, Any], runs: Path = Path("runs"), lut: Path = Path("luts/host.db"),
+        tags: tuple[str, str] = ("fmnist", "fmnist-int8-x1"),
+        rounds: int = SECTION_ROUNDS) -> None:
+    """Each comparison (float, int8) whose runs are all finished in ``runs`` is measured
+    again (``compare`` resumes every run, so it only re-measures, and rewrites the summary,
+    plots and table); without them, the stored summary is recorded as it is."""
+    for (dtype, setup), tag in zip(SETUPS.items(), tags, strict=True):
+        args = parser().parse_args([*setup, "--tag", tag, "--runs", str(runs),
+                                    "--lut", str(lut), "--rounds", str(rounds)])
+        out[dtype] = comparison(args)
+
+
+def comparison(args: argparse.Namespace) -> dict[str, Any]:
+    from adapter.pipeline import finished_result
+
+    missing = [str(f) for s in args.seeds for b in args.budgets
+               if finished_result(f := run_folder(args, s, b)) is None]
+    stored = args.out / "summary.json"
+    make = "make compare" + (" DTYPE=int8" if args.dtype == "int8" else "")
+    if not missing:
+        compare(args, Lines())
+        return {**json.loads(stored.read_text()), "remeasured": True}
+    if not stored.exists():
+        return {"skipped": f"no finished runs in {args.runs} and no {stored}: run {make}"}
+    summary = json.loads(stored.read_text())
+    return {**summary, "remeasured": False, "when": summary.get("when") or file_date(stored),
+            "missing_runs": missing, "to_remeasure": f"{make} (trains the runs), then "
+                                                     "python -m benchmarks.run --only compare"}
+
+
+def file_date(path: Path) -> str:
+    """When a stored file was written: its last commit's date while it is unchanged since
+    (a checkout resets file times), else its file time."""
+    import subprocess
+
+    try:
+        log = subprocess.run(["git", "log", "-1", "--format=%cI", "--", path.name],
+                             cwd=path.parent, capture_output=True, text=True, check=True)
+        same = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path.name],
+                              cwd=path.parent, capture_output=True, check=False).returncode == 0
+    except (OSError, subprocess.CalledProcessError):
+        log, same = None, False
+    if log is not None and log.stdout.strip() and same:
+        return log.stdout.strip()
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

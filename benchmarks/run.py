@@ -47,16 +47,24 @@ section("faults", "benchmarks.fault_bench")
 section("files", "benchmarks.files_bench", tf_python_path="tf_python")
 section("op_profile", "benchmarks.op_profile_bench")
 section("float16", "benchmarks.float16_bench")
+section("demo", "benchmarks.demo_bench", runs="runs")
+section("compare", "benchmarks.compare_bench", runs="compare_runs", lut="lut", tags="compare_tags")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.md"))
     ap.add_argument("--only", nargs="*", default=None, help="section names to run")
     ap.add_argument("--tf-python", default=None, help="a Python with TensorFlow, for the "
                     "files section (default: NETADAPT_TF_PYTHON; without one it is skipped)")
-    args = ap.parse_args()
+    ap.add_argument("--runs", type=Path, default=Path("runs"),
+                    help="where the `make adapt` demo's run folders are (demo section)")
+    ap.add_argument("--compare-runs", type=Path, default=Path("runs"),
+                    help="where `make compare`'s run folders are (compare section)")
+    ap.add_argument("--compare-tags", nargs=2, default=["fmnist", "fmnist-int8-x1"],
+                    metavar=("FLOAT", "INT8"), help="the float and int8 comparisons' --tag")
+    args = ap.parse_args(argv)
     json_path = args.out.with_suffix(".json")
     results: dict[str, Any] = {"sections": {}}
     if args.only and json_path.exists():  # keep the sections not run this time
