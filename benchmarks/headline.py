@@ -1,9 +1,10 @@
 """The README's headline numbers, rendered from benchmarks/results.json (the one source of truth).
 
-Each row is declared once below: a label, the paths of its values in results.json and a
-format. ``python -m benchmarks.headline`` prints the table; ``--write`` rewrites the block
-between the two markers in README.md; ``--check`` exits 1 when the README's block differs.
-tests/test_readme.py runs the check.
+Two tables: the headline numbers (``ROWS``) and the estimate's agreement with measured
+latency per test set (``AGREEMENT``). Each row is declared once below: a label, the paths
+of its values in results.json and a format. ``python -m benchmarks.headline`` prints the
+tables; ``--write`` rewrites each between its two markers in README.md; ``--check`` exits 1
+when the README's differ. tests/test_readme.py runs the check.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,22 +22,30 @@ RESULTS = REPO / "benchmarks" / "results.json"
 README = REPO / "README.md"
 BEGIN = "<!-- headline:begin (python -m benchmarks.headline --write) -->"
 END = "<!-- headline:end -->"
+AGREEMENT_BEGIN = "<!-- agreement:begin (python -m benchmarks.headline --write) -->"
+AGREEMENT_END = "<!-- agreement:end -->"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: ``fmt.format(*values)``, each value read at one path.
+    """One line of a table: ``fmt.format(*values)`` (or ``fmt(*values)``), each value read
+    at one path; a text holding ``" | "`` fills several columns.
 
     A path is the keys (and list indices) from the top of results.json, joined by ``/``
     (keys may hold dots). ``section`` names the benchmark section the row comes from, so
-    the table can say when it ran.
+    the table can say when it ran (``when``: the path of a date of its own instead). A row
+    whose section has not run, or whose ``entry`` (a part of the section) was skipped,
+    reads ``absent``; any other missing path is an error.
     """
 
     label: str
     section: str
     paths: tuple[str, ...]
-    fmt: str
+    fmt: str | Callable[..., str]
     scale: float = 1.0  # numbers are multiplied by it (fractions -> percent)
+    entry: str | None = None
+    when: str | None = None
+    absent: str = "not run yet (`make bench`)"
 
 
 def _p(section: str, *rest: str) -> str:
@@ -46,64 +56,101 @@ _STORED = "as stored with the LUT"
 _AGAIN = "the same networks measured again (noise floor)"
 _INT8 = "int8_validation"
 
+
+def _budgets(points: list[dict], seeds: list[int], remeasured: bool) -> str:
+    """A comparison's budgets: speed-up at equal accuracy, accuracy gain at equal latency."""
+    def one(p: dict) -> str:
+        sp, gain = p["speedup_at_equal_accuracy"], p["acc_gain_at_equal_latency"]
+        speed = f"{sp:.2f}x" if sp is not None else "n/a"
+        return f"{p['budget']:g}: {speed}, {f'{100 * gain:+.1f} pt' if gain is not None else 'n/a'}"
+    seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    return "; ".join(map(one, points)) + f" ({seeds_text}{'' if remeasured else ', stored'})"
+
+
+def _demo(ratio: float, budget: float, adapted: float, initial: float, drop: float,
+          curve: float | None, speedup: float | None) -> str:
+    return (f"{ratio:.2f} ({budget:g}); {100 * adapted:.1f} %, {100 * initial:.1f} %, "
+            f"{drop:+.2f} pt; " + (f"{100 * curve:.1f} %" if curve is not None else "n/a")
+            + "; " + (f"{speedup:.2f}x" if speedup is not None else "n/a"))
+
+
+def _compare(dtype: str, label: str) -> Row:
+    return Row(label, "compare", (_p("compare", dtype, "netadapt"), _p("compare", dtype, "seeds"),
+                                  _p("compare", dtype, "remeasured")), _budgets,
+               entry=_p("compare", dtype), when=_p("compare", dtype, "when"))
+
+
 ROWS: tuple[Row, ...] = (
     Row("`make lut`: 2,626 keys (MobileNetV1+V2, 224 px, grid 32), sweep + calibration",
         "files", (_p("files", "builds", "0", "total_s"), _p("files", "builds", "0", "sweep_s"),
                   _p("files", "builds", "0", "calibration_s")),
         "{0:.0f} s ({1:.0f} s + {2:.0f} s)"),
-    Row("Estimates per second, MobileNetV1 width configs, LUT loaded", "foundation",
-        (_p("foundation", "estimate", "slot_estimator_per_s"),), "{0:,.0f}"),
     Row("Repeatability: spread of 50 keys over 3 fresh processes (median, keys > 100 us)",
         "foundation",
         tuple(_p("foundation", "repeatability", "side_by_side", str(i),
                  "median_spread_over_100us") for i in range(3)),
         "{0:.1f} %, {1:.1f} %, {2:.1f} %", scale=100),
-    Row("Calibrated estimate (as stored), unseen networks within ±5 % / ±10 %",
+    Row("Calibrated estimate (as stored), unseen networks within ±5 % / ±10 %; the same "
+        "networks measured twice (the noise floor)",
         "calibration", (_p("calibration", "models", _STORED, "unseen", "within_5"),
                         _p("calibration", "models", _STORED, "unseen", "within_10"),
-                        _p("calibration", "models", _STORED, "unseen", "n"),
-                        _p("calibration", "models", _STORED, "unseen", "pearson_r")),
-        "{0} / {1} of {2}, r {3:.3f}"),
-    Row("The same networks measured twice, within ±5 % / ±10 % (the noise floor)",
-        "calibration", (_p("calibration", "models", _AGAIN, "unseen", "within_5"),
+                        _p("calibration", "models", _AGAIN, "unseen", "within_5"),
                         _p("calibration", "models", _AGAIN, "unseen", "within_10"),
-                        _p("calibration", "models", _AGAIN, "unseen", "n")),
-        "{0} / {1} of {2}"),
-    Row("Limits of agreement (log, 95 %), calibrated estimate vs measured, unseen networks; "
-        "width against the repeatability limits", "calibration",
-        (_p("calibration", "limits", "unseen", "models", _STORED, "bias_pct"),
-         _p("calibration", "limits", "unseen", "models", _STORED, "lower_pct"),
-         _p("calibration", "limits", "unseen", "models", _STORED, "upper_pct"),
-         _p("calibration", "limits", "unseen", "models", _STORED, "width_ratio")),
-        "bias {0:+.1f} %, {1:+.1f} to {2:+.1f} %; {3:.2f}x as wide"),
-    Row("Calibrated estimate (as stored), families never swept (ResNet/VGG-style) within "
-        "±5 % / ±10 %",
-        "calibration", (_p("calibration", "models", _STORED, "held_out", "within_5"),
-                        _p("calibration", "models", _STORED, "held_out", "within_10"),
-                        _p("calibration", "models", _STORED, "held_out", "n")),
-        "{0} / {1} of {2}"),
-    Row("int8 LUT: calibrated estimate, unseen networks within ±5 % / ±10 %", "files",
-        (_p("files", _INT8, "calibrated.unseen", "count_within_5pct"),
-         _p("files", _INT8, "calibrated.unseen", "count_within_10pct"),
-         _p("files", _INT8, "calibrated.unseen", "n"),
-         _p("files", _INT8, "calibrated.unseen", "pearson_r")),
-        "{0} / {1} of {2}, r {3:.3f}"),
-    Row("int8 LUT build time / float LUT build time", "files",
-        (_p("files", "build_ratios", "int8_over_float_total_s"),), "{0:.2f}"),
-    Row("The converter's Keras MobileNets, calibrated estimate within ±5 % of the file timed "
-        "whole: float / int8", "files",
-        (_p("files", "estimates", "error_pct.float32", "within_5"),
-         _p("files", "estimates", "error_pct.float32", "of"),
-         _p("files", "estimates", "error_pct.int8", "within_5"),
-         _p("files", "estimates", "error_pct.int8", "of")),
-        "{0} of {1} / {2} of {3}"),
-    Row("ADB / host latency, same 50 keys (median ratio)", "adb",
-        (_p("adb", "agreement", "median_ratio"),), "{0:.3f}"),
+                        _p("calibration", "models", _STORED, "unseen", "n")),
+        "{0} / {1}; twice: {2} / {3} (of {4})"),
+    Row("`make adapt DTYPE=int8` (int8 files): adapted / initial latency measured (budget); "
+        "test accuracy adapted, initial, int8 drop; width multipliers at the adapted latency; "
+        "speed-up at equal accuracy", "demo",
+        (_p("demo", "int8", "measured_ratio"), _p("demo", "int8", "budget"),
+         _p("demo", "int8", "adapted_acc"), _p("demo", "int8", "initial_acc"),
+         _p("demo", "int8", "int8_drop_points", "0"),
+         _p("demo", "int8", "multiplier_acc_at_adapted_latency"),
+         _p("demo", "int8", "speedup_at_equal_accuracy")), _demo, entry=_p("demo", "int8"),
+        absent="not run yet (`make adapt DTYPE=int8`, then `make bench`)"),
+    _compare("float32", "`make compare`: NetAdapt vs width multipliers, float, per budget: "
+             "speed-up at equal accuracy, accuracy gain at equal latency"),
+    _compare("int8", "`make compare DTYPE=int8`: the same, int8 files"),
     Row("Sweeps SIGKILLed at random, this machine / two phones", "faults",
         (_p("faults", "host", "kills"), _p("faults", "phones", "kills"),
          _p("faults", "host", "lost"), _p("faults", "phones", "lost"),
          _p("faults", "host", "measured_twice"), _p("faults", "phones", "measured_twice")),
         "{0} / {1} kills: {2} / {3} keys lost, {4} / {5} measured twice"),
+)
+
+AGREEMENT_HEADER = ("test set", "n", "within ±5 %", "bias", "limits of agreement",
+                    "repeatability limits", "width ratio", "run")
+_AGREE = "{0} | {1} | {2:+.1f} % | {3:+.1f} to {4:+.1f} % | {5:+.1f} to {6:+.1f} % | {7:.2f}"
+
+
+def _calibration(group: str, label: str) -> Row:
+    lim = ("calibration", "limits", group)
+    return Row(label, "calibration", (
+        _p(*lim, "models", _STORED, "n"), _p("calibration", "models", _STORED, group, "within_5"),
+        *(_p(*lim, "models", _STORED, k) for k in ("bias_pct", "lower_pct", "upper_pct")),
+        *(_p(*lim, "repeatability", k) for k in ("lower_pct", "upper_pct")),
+        _p(*lim, "models", _STORED, "width_ratio")), _AGREE)
+
+
+def _files(limits: tuple[str, ...], within: tuple[str, ...], label: str) -> Row:
+    return Row(label, "files", (
+        _p("files", *limits, "estimate", "n"), _p("files", *within),
+        *(_p("files", *limits, "estimate", k) for k in ("bias_pct", "lower_pct", "upper_pct")),
+        *(_p("files", *limits, "repeatability", k) for k in ("lower_pct", "upper_pct")),
+        _p("files", *limits, "width_ratio")), _AGREE)
+
+
+AGREEMENT: tuple[Row, ...] = (
+    _calibration("unseen", "unseen networks (MobileNetV1/V2, 224 px, widths off the grid)"),
+    _calibration("held_out", "held out: ResNet/VGG-style families no sweep holds"),
+    _calibration("res32", "MobileNetV1 at 32 px"),
+    _calibration("adapted32", "adapted, NetAdapt-like, at 32 px"),
+    _files(("estimates", "limits", "float32"), ("estimates", "error_pct.float32", "within_5"),
+           "the converter's Keras MobileNets, float"),
+    _files(("estimates", "limits", "int8"), ("estimates", "error_pct.int8", "within_5"),
+           "the converter's Keras MobileNets, int8"),
+    _files((_INT8, "limits", "groups", "unseen"), (_INT8, "calibrated.unseen",
+                                                   "count_within_5pct"),
+           "int8 LUT: unseen networks"),
 )
 
 
@@ -118,18 +165,37 @@ def value(results: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _date(results: dict[str, Any], section: str) -> str:
-    return str(results["sections"][section].get("when", results["when"]))[:10]
+def _date(results: dict[str, Any], row: Row) -> str:
+    if row.when is not None:
+        return str(value(results, row.when))[:10]
+    return str(results["sections"][row.section].get("when", results["when"]))[:10]
 
 
-def table(results: dict[str, Any], rows: tuple[Row, ...] = ROWS) -> str:
+def _absent(results: dict[str, Any], row: Row) -> bool:
+    """The row's section has not run, or the part the row reads was skipped."""
+    if row.section not in results.get("sections", {}):
+        return True
+    try:
+        return row.entry is not None and "skipped" in value(results, row.entry)
+    except KeyError:
+        return False  # a wrong entry path is the row's error, raised when its values are read
+
+
+def cells(results: dict[str, Any], row: Row, columns: int = 1) -> str:
+    """The row's value cells (``columns`` of them) and its run's cell."""
+    if _absent(results, row):
+        return " | ".join([row.absent, *[""] * (columns - 1), row.section])
+    values = [value(results, p) for p in row.paths]
+    values = [v * row.scale if isinstance(v, float) else v for v in values]
+    text = row.fmt(*values) if callable(row.fmt) else row.fmt.format(*values)
+    return f"{text} | {row.section}, {_date(results, row)}"
+
+
+def table(results: dict[str, Any], rows: tuple[Row, ...] = ROWS,
+          header: tuple[str, ...] = ("number", "measured", "run")) -> str:
     """The Markdown table, one line per row, with the date of the run each row comes from."""
-    lines = ["| number | measured | run |", "|---|---|---|"]
-    for row in rows:
-        values = [value(results, p) for p in row.paths]
-        values = [v * row.scale if isinstance(v, float) else v for v in values]
-        text = row.fmt.format(*values)
-        lines.append(f"| {row.label} | {text} | {row.section}, {_date(results, row.section)} |")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [f"| {row.label} | {cells(results, row, len(header) - 2)} |" for row in rows]
     return "\n".join(lines)
 
 
@@ -137,12 +203,22 @@ def block(results: dict[str, Any]) -> str:
     return f"{BEGIN}\n{table(results)}\n{END}"
 
 
-def readme_block(text: str) -> str:
+def agreement_block(results: dict[str, Any]) -> str:
+    return f"{AGREEMENT_BEGIN}\n{table(results, AGREEMENT, AGREEMENT_HEADER)}\n{AGREEMENT_END}"
+
+
+def blocks(results: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Each README block, markers included, by its (begin, end) markers."""
+    return {(BEGIN, END): block(results),
+            (AGREEMENT_BEGIN, AGREEMENT_END): agreement_block(results)}
+
+
+def readme_block(text: str, begin: str = BEGIN, end: str = END) -> str:
     """The README's block, markers included; ValueError when a marker is missing."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"README.md lacks the markers {BEGIN!r} ... {END!r}")
-    start = text.index(BEGIN)
-    return text[start:text.index(END, start) + len(END)]
+    if begin not in text or end not in text:
+        raise ValueError(f"README.md lacks the markers {begin!r} ... {end!r}")
+    start = text.index(begin)
+    return text[start:text.index(end, start) + len(end)]
 
 
 def load(path: Path = RESULTS) -> dict[str, Any]:
@@ -151,26 +227,29 @@ def load(path: Path = RESULTS) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help="rewrite the block in README.md")
+    ap.add_argument("--write", action="store_true", help="rewrite the blocks in README.md")
     ap.add_argument("--check", action="store_true",
-                    help="exit 1 when README.md's block differs from results.json")
+                    help="exit 1 when README.md's blocks differ from results.json")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--readme", type=Path, default=README)
     args = ap.parse_args(argv)
-    new = block(load(args.results))
+    results = load(args.results)
     if not (args.write or args.check):
-        print(table(load(args.results)))
+        print(table(results), table(results, AGREEMENT, AGREEMENT_HEADER), sep="\n\n")
         return 0
     text = args.readme.read_text()
-    old = readme_block(text)
+    stale = {readme_block(text, *markers): new for markers, new in blocks(results).items()}
+    stale = {old: new for old, new in stale.items() if old != new}
     if args.check:
-        if old != new:
-            print(f"{args.readme}: the headline table differs from {args.results}; "
+        if stale:
+            print(f"{args.readme}: the headline tables differ from {args.results}; "
                   "run: python -m benchmarks.headline --write", file=sys.stderr)
             return 1
         return 0
-    args.readme.write_text(text.replace(old, new))
-    print(f"wrote the headline table into {args.readme}")
+    for old, new in stale.items():
+        text = text.replace(old, new)
+    args.readme.write_text(text)
+    print(f"wrote the headline tables into {args.readme}")
     return 0
 
 

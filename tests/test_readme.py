@@ -18,15 +18,16 @@ SECTIONS = ["Requirements", "Quick start", "Concepts", "Commands", "Phones",
             "Validating a LUT", "NetAdapt", "Your own model", "Python API", "Numbers",
             "Known limits", "Testing"]
 
-def test_headline_table_is_what_results_json_gives() -> None:
-    expected = headline.block(headline.load())
-    assert headline.readme_block(README) == expected, (
-        "README.md's headline table differs from benchmarks/results.json: "
-        "run python -m benchmarks.headline --write")
+def test_headline_tables_are_what_results_json_gives() -> None:
+    for markers, expected in headline.blocks(headline.load()).items():
+        assert headline.readme_block(README, *markers) == expected, (
+            "README.md's headline tables differ from benchmarks/results.json: "
+            "run python -m benchmarks.headline --write")
 
 
-def test_headline_table_has_at_most_12_rows() -> None:
+def test_headline_tables_are_short() -> None:
     assert 1 <= len(headline.ROWS) <= 12
+    assert 1 <= len(headline.AGREEMENT) <= 8
 
 
 def test_headline_paths_name_what_they_read() -> None:
@@ -79,10 +80,16 @@ def test_every_netadapt_verb_named_exists() -> None:
 
 def test_headline_write_then_check(tmp_path: Path) -> None:
     stale = tmp_path / "README.md"
-    stale.write_text(f"# x\n\n{headline.BEGIN}\n| old | table |\n{headline.END}\n\nafter\n")
+    stale.write_text(f"# x\n\n{headline.BEGIN}\n| old | table |\n{headline.END}\n\nbetween\n\n"
+                     f"{headline.AGREEMENT_BEGIN}\n| old | too |\n{headline.AGREEMENT_END}\n"
+                     "\nafter\n")
     assert headline.main(["--check", "--readme", str(stale)]) == 1
     assert headline.main(["--write", "--readme", str(stale)]) == 0
     assert headline.main(["--check", "--readme", str(stale)]) == 0
     text = stale.read_text()
     assert text.startswith("# x\n\n") and text.endswith("\n\nafter\n")
-    assert "| old | table |" not in text
+    assert "\n\nbetween\n\n" in text and "| test set | n |" in text
+    assert "| old | table |" not in text and "| old | too |" not in text
+    stale.write_text(text.replace(headline.AGREEMENT_END, ""))
+    with pytest.raises(ValueError, match="agreement:end"):
+        headline.main(["--check", "--readme", str(stale)])
