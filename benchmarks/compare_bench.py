@@ -340,21 +340,41 @@ def run(out: dict[str, Any], runs: Path = Path("runs"), lut: Path = Path("luts/h
 
 
 def comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """The comparison measured again on the seeds whose runs are all finished (the others
+    named), with the stored summary it replaces beside it; else the stored one as it is."""
     from adapter.pipeline import finished_result
 
-    missing = [str(f) for s in args.seeds for b in args.budgets
-               if finished_result(f := run_folder(args, s, b)) is None]
+    def missing(seed: int) -> list[str]:
+        return [str(f) for b in args.budgets
+                if finished_result(f := run_folder(args, seed, b)) is None]
+
+    lost = {s: missing(s) for s in args.seeds}
     stored = args.out / "summary.json"
+    previous = _previous(stored) if stored.exists() else None
     make = "make compare" + (" DTYPE=int8" if args.dtype == "int8" else "")
-    if not missing:
-        compare(args, Lines())
-        return {**json.loads(stored.read_text()), "remeasured": True}
-    if not stored.exists():
+    finished = [s for s in args.seeds if not lost[s]]
+    if finished:
+        compare(argparse.Namespace(**{**vars(args), "seeds": finished}), Lines())
+        out = {**json.loads(stored.read_text()), "remeasured": True, "previous": previous}
+        if len(finished) < len(args.seeds):
+            out["seeds_not_finished"] = [s for s in args.seeds if lost[s]]
+        return out
+    if previous is None:
         return {"skipped": f"no finished runs in {args.runs} and no {stored}: run {make}"}
+    return {**json.loads(stored.read_text()), "remeasured": False, "when": previous["when"],
+            "missing_runs": [f for s in args.seeds for f in lost[s]],
+            "to_remeasure": f"{make} (trains the runs), then "
+                            "python -m benchmarks.run --only compare"}
+
+
+def _previous(stored: Path) -> dict[str, Any]:
+    """What a stored summary said, to stand beside the run that replaces it."""
     summary = json.loads(stored.read_text())
-    return {**summary, "remeasured": False, "when": summary.get("when") or file_date(stored),
-            "missing_runs": missing, "to_remeasure": f"{make} (trains the runs), then "
-                                                     "python -m benchmarks.run --only compare"}
+    keep = ("name", "ms", "acc", "speedup_at_equal_accuracy", "acc_gain_at_equal_latency")
+    return {"when": summary.get("when") or file_date(stored), "seeds": summary.get("seeds"),
+            "lut": summary.get("lut"),
+            **{part: [{k: p[k] for k in keep if k in p} for p in summary.get(part, [])]
+               for part in ("multipliers", "netadapt")}}
 
 
 def file_date(path: Path) -> str:

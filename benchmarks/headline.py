@@ -57,14 +57,25 @@ _AGAIN = "the same networks measured again (noise floor)"
 _INT8 = "int8_validation"
 
 
-def _budgets(points: list[dict], seeds: list[int], remeasured: bool) -> str:
-    """A comparison's budgets: speed-up at equal accuracy, accuracy gain at equal latency."""
+def _budgets(entry: dict[str, Any]) -> str:
+    """A comparison's budgets: speed-up at equal accuracy, accuracy gain at equal latency;
+    re-measured, the stored run it replaced beside it."""
     def one(p: dict) -> str:
-        sp, gain = p["speedup_at_equal_accuracy"], p["acc_gain_at_equal_latency"]
+        sp, gain = p.get("speedup_at_equal_accuracy"), p.get("acc_gain_at_equal_latency")
         speed = f"{sp:.2f}x" if sp is not None else "n/a"
-        return f"{p['budget']:g}: {speed}, {f'{100 * gain:+.1f} pt' if gain is not None else 'n/a'}"
-    seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-    return "; ".join(map(one, points)) + f" ({seeds_text}{'' if remeasured else ', stored'})"
+        budget = f"{p['budget']:g}" if "budget" in p else p["name"]
+        return f"{budget}: {speed}, {f'{100 * gain:+.1f} pt' if gain is not None else 'n/a'}"
+
+    def seeds(n: int) -> str:
+        return f"{n} seed{'s' if n > 1 else ''}"
+
+    text = "; ".join(map(one, entry["netadapt"])) + f" ({seeds(len(entry['seeds']))}"
+    text += ")" if entry["remeasured"] else ", stored)"
+    old = entry.get("previous")
+    if entry["remeasured"] and old and old.get("netadapt"):
+        text += (f"; before, {str(old['when'])[:10]}: " + "; ".join(map(one, old["netadapt"]))
+                 + f" ({seeds(len(old.get('seeds') or [0]))})")
+    return text
 
 
 def _demo(ratio: float, budget: float, adapted: float, initial: float, drop: float,
@@ -75,8 +86,7 @@ def _demo(ratio: float, budget: float, adapted: float, initial: float, drop: flo
 
 
 def _compare(dtype: str, label: str) -> Row:
-    return Row(label, "compare", (_p("compare", dtype, "netadapt"), _p("compare", dtype, "seeds"),
-                                  _p("compare", dtype, "remeasured")), _budgets,
+    return Row(label, "compare", (_p("compare", dtype),), _budgets,
                entry=_p("compare", dtype), when=_p("compare", dtype, "when"))
 
 

@@ -145,13 +145,42 @@ def test_compare_with_its_runs_measures_them_again(tmp_path: Path,
         "int8": (*compare_bench.SETUPS["int8"], "--out", str(tmp_path / "i"))})
     out: dict = {}
     compare_bench.run(out, runs, Path("my.db"), ("t", "q"), rounds=3)
-    assert out == {"float32": {"seeds": [0, 1, 2], "remeasured": True},
-                   "int8": {"seeds": [0], "remeasured": True}}
+    assert out == {"float32": {"seeds": [0, 1, 2], "remeasured": True, "previous": None},
+                   "int8": {"seeds": [0], "remeasured": True, "previous": None}}
     f, i = calls
     assert (f.tag, f.runs, f.lut, f.rounds, f.dtype, f.train_only) == (
         "t", runs, Path("my.db"), 3, "float32", False)
     assert (i.tag, i.dtype, i.width, i.budgets, i.per_class) == ("q", "int8", 1.0, [0.5, 0.25],
                                                                  1000)
+
+
+def test_compare_measures_the_finished_seeds_beside_the_summary_it_replaces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs, out_dir = tmp_path / "runs", tmp_path / "f"
+    for b in (0.75, 0.5, 0.25):  # seed 0 finished, seed 1 still training its last budget
+        for s in (0, 1):
+            folder = runs / f"compare-t-s{s}-b{b:g}"
+            folder.mkdir(parents=True)
+            if s == 0 or b != 0.25:
+                (folder / "result.json").write_text(json.dumps({"wall_s": 1}))
+    out_dir.mkdir()
+    old = {"when": "2026-12-02T10:00:00", "seeds": [0, 1, 2], "lut": "old.db@1",
+           "multipliers": [{"name": "x0.25", "ms": 0.03, "acc": 0.8, "n": 3}],
+           "netadapt": [{"name": "0.5", "ms": 0.05, "acc": 0.84, "n": 3,
+                         "speedup_at_equal_accuracy": 1.68, "acc_gain_at_equal_latency": 0.01}]}
+    (out_dir / "summary.json").write_text(json.dumps(old))
+
+    def compare(args, bars) -> None:
+        (args.out / "summary.json").write_text(json.dumps({"seeds": args.seeds}))
+
+    monkeypatch.setattr(compare_bench, "compare", compare)
+    args = compare_bench.parser().parse_args(["--seeds", "0", "1", "--tag", "t", "--runs",
+                                              str(runs), "--out", str(out_dir)])
+    got = compare_bench.comparison(args)
+    assert got["seeds"] == [0] and got["seeds_not_finished"] == [1] and got["remeasured"]
+    assert got["previous"]["seeds"] == [0, 1, 2]
+    assert got["previous"]["netadapt"] == [{k: v for k, v in old["netadapt"][0].items()
+                                            if k != "n"}]
 
 
 def _make_var(name: str) -> list[str]:
@@ -192,7 +221,10 @@ def _with_sections(tmp_path: Path) -> dict:
                                                 "speedup_at_equal_accuracy": None}],
                            "seeds": [0, 1, 2], "remeasured": False, "when": "2026-12-02T06:05"},
                "int8": {"netadapt": [point], "seeds": [0], "remeasured": True,
-                        "when": "2026-12-07T11:00:00"}}
+                        "when": "2026-12-07T11:00:00",
+                        "previous": {"when": "2026-12-06T19:00:00", "seeds": [0, 1],
+                                     "netadapt": [{**point, "name": "0.5",
+                                                   "speedup_at_equal_accuracy": 0.36}]}}}
     results["sections"].update(demo=demo, compare=compare)
     return results
 
@@ -216,7 +248,8 @@ def test_rows_render_the_sections(tmp_path: Path) -> None:
             f"{100 * d['multiplier_acc_at_adapted_latency']:.1f} %; ") in table
     assert "| 0.5: 1.68x, +0.9 pt; 0.25: n/a, +0.9 pt (3 seeds, stored) | compare, 2026-12-02 |" \
         in table
-    assert "| 0.5: 1.68x, +0.9 pt (1 seed) | compare, 2026-12-07 |" in table
+    assert ("| 0.5: 1.68x, +0.9 pt (1 seed); before, 2026-12-06: 0.5: 0.36x, +0.9 pt (2 seeds) "
+            "| compare, 2026-12-07 |") in table
     assert "not run yet" not in table
 
 
@@ -225,7 +258,7 @@ def test_a_skipped_part_renders_absent_and_a_wrong_path_fails(tmp_path: Path) ->
     results["sections"]["demo"]["int8"] = {"skipped": "no run"}
     assert "not run yet (`make adapt DTYPE=int8`" in headline.table(results)
     results["sections"]["compare"]["int8"] = {"seeds": [0]}  # ran, but without its numbers
-    with pytest.raises(KeyError, match="compare/int8/netadapt"):
+    with pytest.raises(KeyError, match="netadapt"):
         headline.table(results)
 
 
