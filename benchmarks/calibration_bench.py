@@ -61,7 +61,8 @@ from lut_db.spec import Network
 from lut_db.store import LutStore
 
 Predict = Callable[[cb.Sample], float]
-REPEATS = 3  # each network measured at this many separate moments
+REPEATS = 5  # each network measured at this many separate moments (the median: less noise
+# in the truth the estimate is scored against; the first two give the noise-floor row)
 PASSES = 2  # interleaved passes per repeat
 NOISE_FLOOR = "the same networks measured again (noise floor)"
 STORED = "as stored with the LUT"  # a stable name: the README's headline reads it
