@@ -1,13 +1,17 @@
 """Files section of `make bench`: the TF converter's Keras MobileNets, float and
-int8, against a float and an int8 LUT of MobileNetV1+V2 at 224 px, all on one device.
+int8, against a float and an int8 LUT of MobileNetV1+V2 at 224 px, all on one device;
+and, held back, converter files of two families the LUT's calibration never fits on.
 
 Needs a Python with TensorFlow to write the files (never a dependency: NETADAPT_TF_PYTHON
 or ``--tf-python``); without one the section is skipped and says so. In order:
 
 1. ``files``: ``scripts/keras_reference.py`` writes Keras MobileNet V1 x0.5/0.75/1.0 and
-   V2 x0.75/1.0, float and full-integer int8, into ``WORK/keras`` (kept between runs);
-   each is read (``bench.tflite_read``): its ops, those mapped to keys, those that do no
-   work, the dtype conversions, the unmapped ones.
+   V2 x0.75/1.0, float and full-integer int8, into ``WORK/keras`` (kept between runs),
+   and the held-out files (``HELD_OUT``): the ResNet-style and VGG-style networks of
+   ``analysis.families`` at x1.0 and 112 px, written in Keras (the VGG one pools by 2x2
+   max pools), float and int8 by the same recipe. Each is read (``bench.tflite_read``):
+   its ops, those mapped to keys, those that do no work, the dtype conversions, the
+   unmapped ones.
 2. ``builds``: a float and an int8 LUT of the same space (MobileNetV1+V2, 224 px, grid 32)
    on the same device config, each a fresh file, built as `netadapt lut` does (sweep, then
    calibration), in the order float, int8, int8, float so that a steady drift of the
@@ -15,10 +19,15 @@ or ``--tf-python``); without one the section is skipped and says so. In order:
 3. ``estimates``: the keys the files need and the sweeps lack are measured on demand into
    derived versions of the last two LUTs (`--missing measure`); each file's calibrated
    estimate (what `netadapt estimate --model-file` prints) against the file itself timed
-   whole, all ten files interleaved over ``repeats`` x ``passes`` rounds, with a sample of
-   their LUT keys measured alone between rounds (the session's speed against the LUT's);
-   each file's measured latency is the median of its repeats, and the limits of agreement
-   per dtype stand next to the repeats' own (``analysis.agreement``).
+   whole, all the files interleaved over ``repeats`` x ``passes`` rounds, with a sample of
+   the MobileNet files' LUT keys measured alone between rounds (the session's speed
+   against the LUT's); each file's measured latency is the median of its repeats, and the
+   limits of agreement per dtype stand next to the repeats' own (``analysis.agreement``).
+   The held-out files are timed in the same rounds and scored as their own set
+   (``held_out_files``: rows, within ±5 %, limits per dtype). They are held back: the
+   LUT is swept and calibrated before any file is read, a calibration never changes
+   (keys measured on demand inherit it), and the drift sample draws on the MobileNet
+   files' keys only; nothing about these families reaches a fit.
 4. ``int8_validation``: `netadapt report` on the last int8 LUT: sampled int8 networks
    measured whole, scored with the calibrated estimate on those the calibration was not
    fitted on.
@@ -49,7 +58,8 @@ from bench.runners.base import Runner
 from bench.sweep import build_lut
 from bench.sweep_space import SweepSpace
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
-from bench.timing import session_state, time_networks
+from bench.timing import Measurement, session_state, time_networks
+from lut_db.estimate import Estimate
 from lut_db.store import LutStore
 from lut_db.versions import Version
 
@@ -59,6 +69,7 @@ MODELS = ("keras_mobilenet_v1_x0.5", "keras_mobilenet_v1_x0.75", "keras_mobilene
           "keras_mobilenet_v2_x0.75", "keras_mobilenet_v2_x1.0")
 DTYPES = ("float32", "int8")
 BUILD_ORDER = ("float32", "int8", "int8", "float32")  # ABBA: a steady drift weighs alike
+HELD_OUT = ("keras_resnet_style", "keras_vgg_style")  # never in a sweep or a calibration
 FAMILIES = ("mobilenet_v1", "mobilenet_v2")
 DRIFT_KEYS = 100  # per LUT: its keys measured alone again between the files' rounds
 
@@ -70,17 +81,18 @@ def tf_python(given: str | None) -> str | None:
     return path if path and Path(path).exists() else None
 
 
-def write_files(python: str, folder: Path) -> dict[str, Path]:
-    """Every model float and int8 under ``folder`` (converted now when absent)."""
+def write_files(python: str, folder: Path,
+                models: tuple[str, ...] = MODELS + HELD_OUT) -> dict[str, Path]:
+    """Each of ``models`` float and int8 under ``folder`` (converted now when absent)."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = {}
     for extra, suffix in (([], ""), (["--int8"], "_int8")):
-        todo = [m for m in MODELS if not (folder / f"{m}{suffix}.tflite").exists()]
+        todo = [m for m in models if not (folder / f"{m}{suffix}.tflite").exists()]
         if todo:
             subprocess.run([python, str(SCRIPT), str(folder), "--only", *todo, *extra],
                            env=env, check=True, capture_output=True, timeout=1800)
-        out.update({f"{m}{suffix}": folder / f"{m}{suffix}.tflite" for m in MODELS})
+        out.update({f"{m}{suffix}": folder / f"{m}{suffix}.tflite" for m in models})
     return out
 
 
@@ -146,21 +158,27 @@ def ratios(builds: list[dict[str, Any]]) -> dict[str, Any]:
 def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
               reads: dict[str, ReadResult], paths: dict[str, Path], passes: int,
               repeats: int = 3) -> dict[str, Any]:
-    """Each file's calibrated estimate against the file timed whole (see the module)."""
+    """Each file's calibrated estimate against the file timed whole (see the module): the
+    MobileNet files' rows and scores at the top, the held-out files' in ``held_out_files``."""
     stores = {dt: LutStore.open(db) for dt, db in luts.items()}
     try:
         derived: dict[str, Version] = {}
         drifts: dict[str, SessionDrift] = {}
         on_demand: dict[str, int] = {}
+        held_on_demand: dict[str, int] = {}
+        t0 = time.perf_counter()
         for dt, store in stores.items():
             root = store.version(ids[dt])
-            nets = [r.network for name, r in reads.items() if _dtype(name) == dt]
+            nets = {n: r.network for n, r in reads.items() if _dtype(n) == dt}
             table = store.table(root)
-            absent = sorted({k for n in nets for k in n.keys if k not in table})
+            absent = sorted({k for n in nets.values() for k in n.keys if k not in table})
             on_demand[dt] = len(absent)
+            mine = {k for n, net in nets.items() if not _held_out(n) for k in net.keys}
+            held_on_demand[dt] = len(set(absent) - mine)
             derived[dt] = ensure_keys(store, root, absent, runner=runner) if absent else root
-            drifts[dt] = SessionDrift(runner, nets, all_tables(store, root), DRIFT_KEYS, 11)
-        rows = []
+            drifts[dt] = SessionDrift(runner, [net for n, net in nets.items()
+                                               if not _held_out(n)],
+                                      all_tables(store, root), DRIFT_KEYS, 11)
         ests = {}
         for name, r in reads.items():
             dt = _dtype(name)
@@ -170,41 +188,59 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
             for d in drifts.values():
                 d.measure_slice(p, passes * repeats)
 
+        t1 = time.perf_counter()
         timed = time_networks(runner, {n: paths[n].read_bytes() for n in reads}, passes,
                               repeats=repeats, seed=11, between=between)
+        t2 = time.perf_counter()
         factors = {dt: d.factors() for dt, d in drifts.items()}
-        for name, est in ests.items():
-            dt = _dtype(name)
-            t = timed[name]
-            m = t.latency_us
-            f = factors[dt]["lut"] or 1.0
-            rows.append({
-                "file": name, "lut": est.lut, "raw_ms": round(est.raw_total_us / 1000, 3),
-                "calibrated_ms": round(est.total_us / 1000, 3),
-                "measured_ms": round(m / 1000, 3),
-                "repeats_ms": [round(x / 1000, 3) for x in t.repeats_us],
-                "pass_spread_pct": round(100 * t.pass_spread, 1),
-                "error_pct": round(100 * (est.total_us / m - 1), 1),
-                "raw_error_pct": round(100 * (est.raw_total_us / m - 1), 1),
-                "error_drift_out_pct": round(100 * (est.total_us * f / m - 1), 1)})
-        limits = {dt: agreement.side_by_side(
-            [ests[r["file"]].total_us for r in rows if _dtype(r["file"]) == dt],
-            [timed[r["file"]].latency_us for r in rows if _dtype(r["file"]) == dt],
-            [timed[r["file"]].repeats_us for r in rows if _dtype(r["file"]) == dt])
-            for dt in DTYPES if any(_dtype(r["file"]) == dt for r in rows)}
+        rows = [_row(name, est, timed[name], factors[_dtype(name)]["lut"] or 1.0)
+                for name, est in ests.items()]
         state = session_state(timed)
+        held = [r for r in rows if _held_out(r["file"])]
         return {"passes": passes, "repeats": repeats, "keys_on_demand": on_demand,
-                "limits": limits, "machine_state": state.to_dict() if state else None,
+                "on_demand_s": round(t1 - t0, 1), "timing_s": round(t2 - t1, 1),
+                "machine_state": state.to_dict() if state else None,
                 "drift_factor": {dt: round(f["lut"] or 1.0, 3) for dt, f in factors.items()},
                 "drift_keys": {dt: f["lut_keys"] for dt, f in factors.items()},
-                "rows": rows, **_scores(rows)}
+                **_scored([r for r in rows if not _held_out(r["file"])], ests, timed),
+                "held_out_files": {"keys_on_demand": held_on_demand,
+                                   **_scored(held, ests, timed)}}
     finally:
         for s in stores.values():
             s.close()
 
 
+def _row(name: str, est: Estimate, t: Measurement, drift: float) -> dict[str, Any]:
+    m = t.latency_us
+    return {"file": name, "lut": est.lut, "raw_ms": round(est.raw_total_us / 1000, 3),
+            "calibrated_ms": round(est.total_us / 1000, 3),
+            "measured_ms": round(m / 1000, 3),
+            "repeats_ms": [round(x / 1000, 3) for x in t.repeats_us],
+            "pass_spread_pct": round(100 * t.pass_spread, 1),
+            "error_pct": round(100 * (est.total_us / m - 1), 1),
+            "raw_error_pct": round(100 * (est.raw_total_us / m - 1), 1),
+            "error_drift_out_pct": round(100 * (est.total_us * drift / m - 1), 1)}
+
+
+def _scored(rows: list[dict[str, Any]], ests: dict[str, Estimate],
+            timed: dict[str, Measurement]) -> dict[str, Any]:
+    """One set of files: its rows, limits of agreement per dtype, counts within bands."""
+    limits = {}
+    for dt in DTYPES:
+        names = [r["file"] for r in rows if _dtype(r["file"]) == dt]
+        if names:
+            limits[dt] = agreement.side_by_side([ests[n].total_us for n in names],
+                                                [timed[n].latency_us for n in names],
+                                                [timed[n].repeats_us for n in names])
+    return {"limits": limits, "rows": rows, **_scores(rows)}
+
+
 def _dtype(name: str) -> str:
     return "int8" if name.endswith("_int8") else "float32"
+
+
+def _held_out(name: str) -> bool:
+    return name.removesuffix("_int8") in HELD_OUT
 
 
 def _scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -249,7 +285,8 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
 def run(out: dict[str, Any], tf_python_path: str | None = None,
         work: Path = Path("luts/files_bench"), passes: int = 4, report_networks: int = 60,
         report_passes: int = 4, builds: tuple[str, ...] = BUILD_ORDER, grid: int = 32,
-        calibration_networks: int = 40) -> None:
+        calibration_networks: int = 40,
+        models: tuple[str, ...] = MODELS + HELD_OUT) -> None:
     python = tf_python(tf_python_path)
     if python is None:
         out["skipped"] = ("needs a Python with TensorFlow to write the Keras files: set "
@@ -257,7 +294,7 @@ def run(out: dict[str, Any], tf_python_path: str | None = None,
                           "/work/tfref-venv/bin/python)")
         return
     t0 = time.perf_counter()
-    paths = write_files(python, work / "keras")
+    paths = write_files(python, work / "keras", models)
     out["convert_s"] = round(time.perf_counter() - t0, 1)
     reads: dict[str, ReadResult] = {}
     out["files"] = []
@@ -267,7 +304,7 @@ def run(out: dict[str, Any], tf_python_path: str | None = None,
         if res is not None:
             reads[name] = res
     out["all_files_mapped"] = all(r.get("all_mapped") for r in out["files"])
-    for name in MODELS:  # an int8 file must read as its float file's keys at dt=int8
+    for name in models:  # an int8 file must read as its float file's keys at dt=int8
         if name in reads and f"{name}_int8" in reads:
             f = [n.spec.key.replace("dt=float32", "dt=int8") for n in reads[name].network.nodes]
             q = [n.spec.key for n in reads[f"{name}_int8"].network.nodes]
@@ -298,9 +335,18 @@ def main() -> None:
                     "(default: NETADAPT_TF_PYTHON)")
     ap.add_argument("--work", type=Path, default=Path("luts/files_bench"))
     ap.add_argument("--passes", type=int, default=4, help="passes per repeat (3 repeats)")
+    # a smaller run (e.g. checking the wiring): fewer builds, files, a coarser grid
+    ap.add_argument("--builds", nargs="+", choices=DTYPES, default=list(BUILD_ORDER),
+                    help="the LUTs built, in order (default: %(default)s)")
+    ap.add_argument("--models", nargs="+", choices=MODELS + HELD_OUT,
+                    default=list(MODELS + HELD_OUT), help="the files (default: all)")
+    ap.add_argument("--grid", type=int, default=32)
+    ap.add_argument("--calibration-networks", type=int, default=40)
     args = ap.parse_args()
     out: dict[str, Any] = {}
-    run(out, args.tf_python, args.work, args.passes)
+    run(out, args.tf_python, args.work, args.passes, builds=tuple(args.builds),
+        grid=args.grid, calibration_networks=args.calibration_networks,
+        models=tuple(args.models))
     print(json.dumps(out, indent=1, default=str))
 
 

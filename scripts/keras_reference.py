@@ -1,4 +1,9 @@
-"""Convert Keras MobileNets with the TensorFlow converter: reference .tflite files.
+"""Convert Keras networks with the TensorFlow converter: reference .tflite files.
+
+The Keras MobileNets, and two held-out families written here at 112 px (``HELD_OUT``):
+the ResNet-style and VGG-style networks of ``analysis/families.py`` at x1.0 (the VGG
+one downsampling by 2x2 max pools after stride-1 convs, as VGG does, where the family
+strides its convs).
 
 Run with a Python that has TensorFlow (never a dependency of netadapt-farm; e.g. a separate
 venv): ``/path/to/tf-venv/bin/python scripts/keras_reference.py OUT_DIR [--int8 |
@@ -32,6 +37,54 @@ MODELS = {
 }
 
 
+RES_STAGES = (32, 64, 128, 256)  # analysis.families.RES_STAGES; stem 16
+VGG_PLAN = ((16, 2), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
+HELD_OUT_PX = 112
+
+
+def _conv(x, width: int, stride: int = 1, act: str | None = "relu"):
+    return tf.keras.layers.Conv2D(width, 3, stride, padding="same", activation=act)(x)
+
+
+def _head(x, classes: int):
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.layers.Dense(classes)(x)
+
+
+def resnet_style(px: int = HELD_OUT_PX, classes: int = 1000,
+                 stages: tuple[int, ...] = RES_STAGES) -> tf.keras.Model:
+    """Stem, then per stage a stride-2 conv and one basic block (two 3x3 convs, ADD)."""
+    inp = tf.keras.Input((px, px, 3))
+    x = _conv(inp, 16, 2)
+    for width in stages:
+        down = _conv(x, width, 2)
+        y = _conv(_conv(down, width), width, act=None)
+        x = tf.keras.layers.ReLU()(tf.keras.layers.Add()([down, y]))
+    return tf.keras.Model(inp, _head(x, classes), name="resnet_style")
+
+
+def vgg_style(px: int = HELD_OUT_PX, classes: int = 1000,
+              plan: tuple[tuple[int, int], ...] = VGG_PLAN) -> tf.keras.Model:
+    """3x3 convs of the plan's widths, a 2x2 max pool wherever the plan strides by 2."""
+    inp = tf.keras.Input((px, px, 3))
+    x = inp
+    for width, stride in plan:
+        x = _conv(x, width)
+        if stride == 2:
+            x = tf.keras.layers.MaxPooling2D(2, padding="same")(x)
+    return tf.keras.Model(inp, _head(x, classes), name="vgg_style")
+
+
+HELD_OUT = {"keras_resnet_style": resnet_style, "keras_vgg_style": vgg_style}
+# A few KB each, checked in under tests/fixtures/keras (the reader's tests need no TF):
+#   scripts/keras_reference.py tests/fixtures/keras --only keras_resnet_tiny keras_vgg_tiny
+#   (and again with --int8)
+TINY = {"keras_resnet_tiny": lambda: resnet_style(16, 10, (8, 16)),
+        "keras_vgg_tiny": lambda: vgg_style(16, 10, ((8, 2), (16, 2), (16, 1)))}
+MODELS.update(HELD_OUT)
+MODELS.update(TINY)
+
+
 def convert(model: tf.keras.Model, int8: bool, float16: bool = False) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if float16:
@@ -42,7 +95,7 @@ def convert(model: tf.keras.Model, int8: bool, float16: bool = False) -> bytes:
 
         def data():
             for _ in range(4):
-                yield [rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)]
+                yield [rng.uniform(0, 255, (1, *model.input_shape[1:])).astype(np.float32)]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = data
@@ -56,7 +109,7 @@ def main() -> None:
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--int8", action="store_true")
     kind.add_argument("--float16", action="store_true")
-    ap.add_argument("--only", nargs="*", default=list(MODELS))
+    ap.add_argument("--only", nargs="*", default=[m for m in MODELS if m not in TINY])
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.only:

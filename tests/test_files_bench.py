@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,3 +50,20 @@ def test_scores_count_files_within_each_band() -> None:
     assert s["error_pct.float32"] == {"within_5": 1, "within_10": 2, "of": 2, "max_abs": 7.0}
     assert s["error_drift_out_pct.float32"]["within_10"] == 1
     assert s["error_pct.int8"] == {"within_5": 0, "within_10": 0, "of": 1, "max_abs": 11.0}
+
+
+def test_held_out_files_are_scored_apart_per_dtype() -> None:
+    names = ["keras_mobilenet_v1_x0.5", "keras_resnet_style", "keras_vgg_style",
+             "keras_resnet_style_int8", "keras_vgg_style_int8"]
+    assert [fb._held_out(n) for n in names] == [False, True, True, True, True]
+    est = {n: SimpleNamespace(total_us=e) for n, e in zip(names, (100, 104, 88, 50, 51))}
+    timed = {n: SimpleNamespace(latency_us=100.0, repeats_us=[99.0, 100.0, 101.0])
+             for n in names}
+    rows = [{"file": n, "error_pct": est[n].total_us - 100.0, "error_drift_out_pct": 0.0,
+             "raw_error_pct": 0.0} for n in names if fb._held_out(n)]
+    s = fb._scored(rows, est, timed)
+    assert [r["file"] for r in s["rows"]] == names[1:]
+    assert s["error_pct.float32"] == {"within_5": 1, "within_10": 1, "of": 2, "max_abs": 12.0}
+    assert s["error_pct.int8"]["of"] == 2 and s["error_pct.int8"]["max_abs"] == 50.0
+    assert s["limits"]["float32"]["estimate"]["n"] == 2
+    assert s["limits"]["int8"]["estimate"]["bias_pct"] < -40  # half the measured latency

@@ -1,4 +1,5 @@
-"""bench.tflite_read on real TF-converter files: Keras MobileNets V1, V2, V3-Small.
+"""bench.tflite_read on real TF-converter files: Keras MobileNets V1, V2, V3-Small, and
+the ResNet-style file of the files section's held-out set.
 
 TensorFlow is never a dependency of netadapt-farm. These tests run when
 NETADAPT_TF_PYTHON names a Python that has it (e.g. a separate venv), and skip otherwise:
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.families import RESNET_STYLE
 from bench.tflite_read import ReadResult, read_file
 from bench.zoo import MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_SMALL
 from lut_db.spec import LayerSpec
@@ -46,6 +48,10 @@ ZOO = {
         _keys("mul_scalar:in=224x224x3", "add_scalar:in=224x224x3",
               "conv2d:in=1x1x576,out=1024", "conv2d:in=1x1x1024,out=1000", SOFTMAX),
         _keys("fully_connected:in=1x1x576,out=1024", "fully_connected:in=1x1x1024,out=1000")),
+    "keras_resnet_style": (  # written in Keras after the family: only the head's bias differs
+        RESNET_STYLE.network(resolution=112),
+        _keys("fully_connected:in=1x1x256,out=1000,bias=0"),
+        _keys("fully_connected:in=1x1x256,out=1000")),
 }
 
 
