@@ -8,7 +8,7 @@ or ``--tf-python``); without one the section is skipped and says so. In order:
 1. ``files``: ``scripts/keras_reference.py`` writes Keras MobileNet V1 x0.5/0.75/1.0 and
    V2 x0.75/1.0, float and full-integer int8, into ``WORK/keras`` (kept between runs),
    and the held-out files (``HELD_OUT``): the ResNet-style and VGG-style networks of
-   ``analysis.families`` at x1.0 and 112 px, written in Keras (the VGG one pools by 2x2
+   ``analysis.families`` at x0.5/0.75/1.0 and 112 px, written in Keras (the VGG one pools by 2x2
    max pools), float and int8 by the same recipe. Each is read (``bench.tflite_read``):
    its ops, those mapped to keys, those that do no work, the dtype conversions, the
    unmapped ones.
@@ -69,7 +69,8 @@ MODELS = ("keras_mobilenet_v1_x0.5", "keras_mobilenet_v1_x0.75", "keras_mobilene
           "keras_mobilenet_v2_x0.75", "keras_mobilenet_v2_x1.0")
 DTYPES = ("float32", "int8")
 BUILD_ORDER = ("float32", "int8", "int8", "float32")  # ABBA: a steady drift weighs alike
-HELD_OUT = ("keras_resnet_style", "keras_vgg_style")  # never in a sweep or a calibration
+HELD_OUT = tuple(f"keras_{f}_style_x{m}" for f in ("resnet", "vgg")
+                 for m in ("0.5", "0.75", "1.0"))  # in no sweep, no calibration
 FAMILIES = ("mobilenet_v1", "mobilenet_v2")
 DRIFT_KEYS = 100  # per LUT: its keys measured alone again between the files' rounds
 

@@ -1,9 +1,9 @@
 """Convert Keras networks with the TensorFlow converter: reference .tflite files.
 
 The Keras MobileNets, and two held-out families written here at 112 px (``HELD_OUT``):
-the ResNet-style and VGG-style networks of ``analysis/families.py`` at x1.0 (the VGG
-one downsampling by 2x2 max pools after stride-1 convs, as VGG does, where the family
-strides its convs).
+the ResNet-style and VGG-style networks of ``analysis/families.py`` at x0.5, x0.75 and
+x1.0 (the VGG one downsampling by 2x2 max pools after stride-1 convs, as VGG does, where
+the family strides its convs).
 
 Run with a Python that has TensorFlow (never a dependency of netadapt-farm; e.g. a separate
 venv): ``/path/to/tf-venv/bin/python scripts/keras_reference.py OUT_DIR [--int8 |
@@ -16,6 +16,7 @@ not depend on them. Writes one ``<name>.tflite`` per model (``<name>_int8.tflite
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,13 @@ MODELS = {
 RES_STAGES = (32, 64, 128, 256)  # analysis.families.RES_STAGES; stem 16
 VGG_PLAN = ((16, 2), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
 HELD_OUT_PX = 112
+HELD_OUT_MULTS = ("0.5", "0.75", "1.0")
+
+
+def _divisible(v: float, divisor: int = 8) -> int:
+    """bench.zoo.make_divisible (the families' width multiplier rounds so)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
 
 
 def _conv(x, width: int, stride: int = 1, act: str | None = "relu"):
@@ -51,11 +59,11 @@ def _head(x, classes: int):
     return tf.keras.layers.Dense(classes)(x)
 
 
-def resnet_style(px: int = HELD_OUT_PX, classes: int = 1000,
+def resnet_style(px: int = HELD_OUT_PX, classes: int = 1000, stem: int = 16,
                  stages: tuple[int, ...] = RES_STAGES) -> tf.keras.Model:
     """Stem, then per stage a stride-2 conv and one basic block (two 3x3 convs, ADD)."""
     inp = tf.keras.Input((px, px, 3))
-    x = _conv(inp, 16, 2)
+    x = _conv(inp, stem, 2)
     for width in stages:
         down = _conv(x, width, 2)
         y = _conv(_conv(down, width), width, act=None)
@@ -75,11 +83,22 @@ def vgg_style(px: int = HELD_OUT_PX, classes: int = 1000,
     return tf.keras.Model(inp, _head(x, classes), name="vgg_style")
 
 
-HELD_OUT = {"keras_resnet_style": resnet_style, "keras_vgg_style": vgg_style}
+def _held_out(mult: float) -> dict[str, Callable[[], tf.keras.Model]]:
+    def resnet():
+        return resnet_style(stem=_divisible(16 * mult),
+                            stages=tuple(_divisible(c * mult) for c in RES_STAGES))
+
+    def vgg():
+        return vgg_style(plan=tuple((_divisible(c * mult), s) for c, s in VGG_PLAN))
+
+    return {f"keras_resnet_style_x{mult}": resnet, f"keras_vgg_style_x{mult}": vgg}
+
+
+HELD_OUT = {name: make for m in HELD_OUT_MULTS for name, make in _held_out(float(m)).items()}
 # A few KB each, checked in under tests/fixtures/keras (the reader's tests need no TF):
 #   scripts/keras_reference.py tests/fixtures/keras --only keras_resnet_tiny keras_vgg_tiny
 #   (and again with --int8)
-TINY = {"keras_resnet_tiny": lambda: resnet_style(16, 10, (8, 16)),
+TINY = {"keras_resnet_tiny": lambda: resnet_style(16, 10, 16, (8, 16)),
         "keras_vgg_tiny": lambda: vgg_style(16, 10, ((8, 2), (16, 2), (16, 1)))}
 MODELS.update(HELD_OUT)
 MODELS.update(TINY)

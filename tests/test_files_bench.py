@@ -53,8 +53,8 @@ def test_scores_count_files_within_each_band() -> None:
 
 
 def test_held_out_files_are_scored_apart_per_dtype() -> None:
-    names = ["keras_mobilenet_v1_x0.5", "keras_resnet_style", "keras_vgg_style",
-             "keras_resnet_style_int8", "keras_vgg_style_int8"]
+    names = ["keras_mobilenet_v1_x0.5", "keras_resnet_style_x1.0", "keras_vgg_style_x0.5",
+             "keras_resnet_style_x0.75_int8", "keras_vgg_style_x1.0_int8"]
     assert [fb._held_out(n) for n in names] == [False, True, True, True, True]
     est = {n: SimpleNamespace(total_us=e) for n, e in zip(names, (100, 104, 88, 50, 51))}
     timed = {n: SimpleNamespace(latency_us=100.0, repeats_us=[99.0, 100.0, 101.0])

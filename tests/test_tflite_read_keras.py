@@ -48,7 +48,12 @@ ZOO = {
         _keys("mul_scalar:in=224x224x3", "add_scalar:in=224x224x3",
               "conv2d:in=1x1x576,out=1024", "conv2d:in=1x1x1024,out=1000", SOFTMAX),
         _keys("fully_connected:in=1x1x576,out=1024", "fully_connected:in=1x1x1024,out=1000")),
-    "keras_resnet_style": (  # written in Keras after the family: only the head's bias differs
+    # written in Keras after the family, widths rounded alike: only the head's bias differs
+    "keras_resnet_style_x0.5": (
+        RESNET_STYLE.network(width_mult=0.5, resolution=112),
+        _keys("fully_connected:in=1x1x128,out=1000,bias=0"),
+        _keys("fully_connected:in=1x1x128,out=1000")),
+    "keras_resnet_style_x1.0": (
         RESNET_STYLE.network(resolution=112),
         _keys("fully_connected:in=1x1x256,out=1000,bias=0"),
         _keys("fully_connected:in=1x1x256,out=1000")),
