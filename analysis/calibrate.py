@@ -37,8 +37,12 @@ from bench.zoo import family
 from lut_db.calibration import (
     MODEL,
     PER_LAYER,
+    V3,
+    V4,
     Calibration,
     CalibrationError,
+    weight_mb,
+    working_mb,
 )
 from lut_db.spec import Network
 from lut_db.store import LutStore
@@ -53,8 +57,9 @@ MIN_NETWORKS = 8  # fewer than this cannot pin five parameters down and cross-va
 # 0.25-4 MB of L2 per core; larger sizes stand for big shared caches.
 CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 # Where the device reports its L2 (the cache a layer alone keeps its weights in), the
-# window is pinned to it: eviction starts at this share of the L2 and is complete at that
-# one (a real cache loses lines before it is full; the activations share it too). On this
+# window is pinned to it: eviction starts when a network's working set (weights and
+# activations) reaches this share of the L2 and is complete at that one (a real cache
+# loses lines before it is full). On this
 # host's 2 MB L2: 1.5-3 MB, where the cross-validated windows of quiet fits fell (2-3 MB)
 # and the best of six pinned windows on a loaded one (the fits' window moved between 0.5
 # and 4 MB from one session to the next).
@@ -135,15 +140,19 @@ def cache_windows(cache_kb: dict[str, int] | None, grid: Sequence[float] = CACHE
 def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
                    cache_grid: Sequence[float] = CACHE_GRID_MB,
                    us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
-                   cache_kb: dict[str, int] | None = None) -> list[Calibration]:
+                   cache_kb: dict[str, int] | None = None,
+                   weights_only: bool = False) -> list[Calibration]:
     """Every candidate (totals alone; with per-layer profiles of at least MIN_NETWORKS
     networks, the per-layer fits too), each with its streaming cost and cache window chosen
     by cross-validation (the window pinned to the L2 of ``cache_kb``, else of the
-    fingerprint, where there is one) and its terms fitted on all the samples."""
+    fingerprint, where there is one) and its terms fitted on all the samples.
+    ``weights_only``: the models before v5 (weights alone fill the cache), for comparison."""
     if len(samples) < MIN_NETWORKS:
         raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
                                f"and cross-validate its parameters; got {len(samples)}")
-    nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us) for s in samples]
+    footprint = weight_mb if weights_only else working_mb
+    totals, per_layer = (V3, V4) if weights_only else (MODEL, PER_LAYER)
+    nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us, footprint) for s in samples]
     windows, source = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
     profiled = sum(n.profile is not None for n in nets)
     forms = [TOTALS, LAYERS, KINDS, EXPOSED] if profiled >= MIN_NETWORKS else [TOTALS]
@@ -153,7 +162,7 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
         out.append(Calibration(overhead_us, lo, hi, f.us_per_weight_mb, f.us_per_act_mb,
                                f.us_per_layer, fingerprint=dict(fingerprint),
                                networks=[s.name for s in samples], cv=errors(f.oof),
-                               model=PER_LAYER if f.form.kinds else MODEL,
+                               model=per_layer if f.form.kinds else totals,
                                kind_factor=f.kind_factor, cache_source=source,
                                us_per_weight_mb_exposed=f.us_per_weight_mb_exposed,
                                candidates={f.form.name: {**errors(f.oof), "profiled": profiled}}))
@@ -163,11 +172,11 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
 def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
         cache_grid: Sequence[float] = CACHE_GRID_MB,
         us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
-        cache_kb: dict[str, int] | None = None) -> Calibration:
+        cache_kb: dict[str, int] | None = None, weights_only: bool = False) -> Calibration:
     """The candidate (``fit_candidates``) that predicts the networks it was not fitted on
     best, a tie going to the simpler one; every candidate's errors kept with it."""
     fitted = fit_candidates(samples, overhead_us, fingerprint, cache_grid, us_per_mb_grid,
-                            cache_kb)
+                            cache_kb, weights_only)
     best = min(fitted, key=lambda c: round(c.cv["mape_pct"], 7))
     every = {name: {**cv, "kept": c is best}
              for c in fitted for name, cv in c.candidates.items()}

@@ -18,7 +18,7 @@ reduced to their normal equations once per grid point, so a fold's fit is a smal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from scipy.optimize import nnls
 from sklearn.model_selection import KFold
 
 from analysis.stats import FOLDS
-from lut_db.calibration import act_mb, evicted_share, layer_kind, weight_mb
+from lut_db.calibration import act_mb, evicted_share, layer_kind, weight_mb, working_mb
 
 # A kind gets a factor of its own when it holds at least this share of the profiled
 # layers' entries, in at least MIN_KIND_LAYERS layers of two networks: a smaller one would
@@ -69,15 +69,17 @@ class Fitted:
 
 class Net:
     """One measured network as arrays: per layer its entry less the overhead, weight and
-    activation MB and kind; its measured latency; its profile scaled to that latency."""
+    activation MB and kind; its working set (``footprint``: what decides eviction, the
+    model's rule); its measured latency; its profile scaled to that latency."""
 
     def __init__(self, layers: Sequence[tuple[Any, float]], measured_us: float,
-                 overhead_us: float, profile_us: Sequence[float] | None = None):
+                 overhead_us: float, profile_us: Sequence[float] | None = None,
+                 footprint: Callable[[Any], float] = working_mb):
         self.e = np.array([x - overhead_us for _, x in layers])
         self.w = np.array([weight_mb(spec) for spec, _ in layers])
         self.act = np.array([act_mb(spec) for spec, _ in layers])
         self.kinds = [layer_kind(spec) for spec, _ in layers]
-        self.weights_mb = float(self.w.sum())
+        self.working_mb = float(sum(footprint(spec) for spec, _ in layers))
         self.measured = measured_us
         self.overhead = overhead_us
         p = np.asarray(profile_us, float) if profile_us is not None else None
@@ -200,7 +202,7 @@ def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, flo
     rows = _Stacked(nets, kinds, form, us_per_mb_grid)
     split = list(KFold(min(folds, len(nets)), shuffle=True, random_state=seed)
                  .split(np.arange(len(nets))))
-    evicted = {c: np.array([evicted_share(n.weights_mb, *c) for n in nets]) for c in windows}
+    evicted = {c: np.array([evicted_share(n.working_mb, *c) for n in nets]) for c in windows}
     scored: dict[tuple[float, float, float], np.ndarray] = {}
     for k in us_per_mb_grid:
         for c in windows:

@@ -193,7 +193,8 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
         return (sum(weight_mb(sp) for sp, _ in s.layers), sum(act_mb(sp) for sp, _ in s.layers))
 
     totals = [replace(s, profile_us=None) for s in train]
-    v3 = cb.fit(totals, o, {k: v for k, v in cal.fingerprint.items() if k != "cache_kb"})
+    v3 = cb.fit(totals, o, {k: v for k, v in cal.fingerprint.items() if k != "cache_kb"},
+                weights_only=True)
     now = cb.fit_candidates(train, o, cal.fingerprint, cache_kb=cache_kb)
     kept = cb.fit(train, o, cal.fingerprint, cache_kb=cache_kb)
     v2, v2n = fit_additive(train, o, cutoff=False), fit_additive(train, o, cutoff=True)
@@ -304,7 +305,7 @@ def score_all(out: dict[str, Any], train: Sequence[cb.Sample],
     out["repeats"], out["passes_per_repeat"] = REPEATS, PASSES
     state = train[0].state if train else None
     out["machine_state"] = state.to_dict() if state else None
-    share = [cal.evicted(sum(weight_mb(sp) for sp, _ in s.layers)) for s in train]
+    share = [cal.evicted(sum(cal.footprint_mb(sp) for sp, _ in s.layers)) for s in train]
     out["calibration_set"] = {"networks": len(train), "warm": sum(x == 0 for x in share),
                               "partly_evicted": sum(0 < x < 1 for x in share)}
     out["table"] = side_by_side(out["models"])

@@ -3,7 +3,7 @@
 A LUT entry is a layer timed alone, over and over: its weights and input stay in the
 core's caches, and every invoke pays the runtime's fixed overhead once. Inside a
 network neither holds. The network pays the overhead once. And when the network's
-weights do not fit in the core's cache, the layers after a layer evict its weights and
+working set does not fit in the core's cache, the layers after a layer evict its weights and
 activations before the next invoke, so they stream in from further away, at a bandwidth
 the device sets. A layer then costs what its compute costs (its entry) or what streaming
 its weights costs, whichever is more (a roofline: a 1x1 conv at 2x2 px waits for its
@@ -15,16 +15,17 @@ weights, the same conv at 14x14 px hides them under compute):
                         + us_per_layer
     network = sum of in_network(layer) + overhead
     evicted = the share of a network's weights that does not survive until the next
-              invoke: 0 up to cache_mb MB of weights, 1 from evicted_mb MB, linear between
-              (a real cache loses lines well before it is full)
+              invoke: 0 up to cache_mb MB of working set (weights and activations),
+              1 from evicted_mb MB, linear between (a real cache loses lines well before
+              it is full)
 
 The parameters are fitted per device and setup from whole networks measured on it
 (``analysis.calibrate``) and stored with the LUT version. Every term is a layer's own
-except ``evicted``, which a network's total weight bytes decide, so the model carries
+except ``evicted``, which a network's working set decides, so the model carries
 over to widths, resolutions and families it was not fitted on, and the adapter's fast
 path (``SlotEstimator``) stays a sum of cached look-ups.
 
-Fitted on per-layer times as well (``layer-roofline-v4``: the runtime's op profiler gives
+Fitted on per-layer times as well (``layer-roofline-v5``: the runtime's op profiler gives
 each layer's time inside the network), the same formula gives each kind of layer (1x1
 conv, depthwise, dense conv, the conv on the image, fully connected, add, ...) its own
 loss to a cold cache, a factor on its entry less the overhead, paid as eviction is:
@@ -41,9 +42,17 @@ The cache window (``cache_mb``, ``evicted_mb``) is pinned to the L2 cache size t
 reports (``cache_kb`` in the fingerprint) where it reports one, else chosen by
 cross-validation; ``cache_source`` says which.
 
-Versions calibrated before these models (``cache-l2-v2``: an extra cost per MB of the
-weights that fit in L2, in every network) keep their calibration and its formula: a
-calibration never changes.
+What fills the cache is the network's working set (``cache-roofline-v5``,
+``layer-roofline-v5``): its weights *and* the activations its layers read and write, each
+at its layer's dtype. Counting weights alone (v3, v4) was right for float32 networks at
+224 px, whose weights outgrow the L2 anyway, but an int8 MobileNet keeps 0.5-1.5 MB of
+weights while its layers move 2.5-8 MB of activations per invoke through a 2 MB L2: read
+as warm, it was estimated at its plain sum, 3-7 % below what it measures (a ResNet-style
+stack with under 1.5 MB of both runs at its sum: warm indeed).
+
+Versions calibrated before these models keep their calibration and its formula: v3 and
+v4 count weights alone, and ``cache-l2-v2`` adds a cost per MB of the weights that fit in
+L2, in every network. A calibration never changes.
 """
 
 from __future__ import annotations
@@ -57,10 +66,13 @@ from typing import Any
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
 
-MODEL = "cache-roofline-v3"  # fitted on whole-network totals
-PER_LAYER = "layer-roofline-v4"  # ... and on per-layer times, with a factor per layer kind
+MODEL = "cache-roofline-v5"  # fitted on whole-network totals
+PER_LAYER = "layer-roofline-v5"  # ... and on per-layer times, with a factor per layer kind
+V3 = "cache-roofline-v3"  # read only: v5 and its per-layer form with weights alone filling
+V4 = "layer-roofline-v4"  # the cache (LUT versions calibrated before v5)
 V2 = "cache-l2-v2"  # read only: LUT versions calibrated before v3
-MODELS = (MODEL, PER_LAYER, V2)
+WEIGHTS_ONLY = (V3, V4)
+MODELS = (MODEL, PER_LAYER, V3, V4, V2)
 BYTES = {"float32": 4, "float16": 2, "int8": 1}
 MB = 2**20
 
@@ -79,6 +91,12 @@ def act_mb(spec: LayerSpec) -> float:
     return (reads + math.prod(spec.output_shape)) * BYTES.get(spec.dtype, 4) / MB
 
 
+def working_mb(spec: LayerSpec) -> float:
+    """What a layer puts in the cache each invoke: its weights and the activations it reads
+    and writes (at its dtype)."""
+    return weight_mb(spec) + act_mb(spec)
+
+
 def layer_kind(spec: LayerSpec) -> str:
     """What the per-layer model tells apart: the op and, for a convolution, whether it is
     pointwise, depthwise, dense or reads the image (3 channels: its cost is its activations)."""
@@ -89,14 +107,14 @@ def layer_kind(spec: LayerSpec) -> str:
     return spec.op
 
 
-def evicted_share(weights_mb: float, cache_mb: float, evicted_mb: float) -> float:
-    """The share of a network's ``weights_mb`` MB of weights evicted between invokes: 0 up
-    to ``cache_mb``, 1 from ``evicted_mb``, linear between."""
-    if weights_mb >= evicted_mb:
+def evicted_share(working_mb: float, cache_mb: float, evicted_mb: float) -> float:
+    """The share of a network's weights evicted between invokes by its ``working_mb`` MB
+    working set: 0 up to ``cache_mb``, 1 from ``evicted_mb``, linear between."""
+    if working_mb >= evicted_mb:
         return 1.0
-    if weights_mb <= cache_mb:
+    if working_mb <= cache_mb:
         return 0.0
-    return (weights_mb - cache_mb) / (evicted_mb - cache_mb)
+    return (working_mb - cache_mb) / (evicted_mb - cache_mb)
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,7 @@ class Calibration:
     """One LUT version's fitted in-network model, with how well it did and on what."""
 
     overhead_us: float
-    cache_mb: float  # a network with up to this many MB of weights keeps them all
+    cache_mb: float  # a network with a working set up to this many MB keeps its weights
     evicted_mb: float  # ... from this many on, none (v2: its per-layer L2 cutoff)
     us_per_weight_mb: float  # streaming weights from beyond it (v2: extra per MB that fits)
     us_per_act_mb: float
@@ -115,16 +133,22 @@ class Calibration:
     model: str = MODEL
     # the machine while its networks were measured (bench.machine_state; {}: not recorded)
     machine_state: dict[str, Any] = field(default_factory=dict)
-    kind_factor: dict[str, float] = field(default_factory=dict)  # v4: per layer_kind()
-    us_per_weight_mb_exposed: float = 0.0  # v4: streaming that compute does not hide
+    kind_factor: dict[str, float] = field(default_factory=dict)  # per layer_kind() (v4, v5)
+    us_per_weight_mb_exposed: float = 0.0  # streaming that compute does not hide (v4, v5)
     cache_source: str = ""  # how the cache window was set ("": before it was recorded)
     candidates: dict[str, Any] = field(default_factory=dict)  # each model's cross-validation
 
-    def evicted(self, weights_mb: float) -> float:
-        """The share of a network's ``weights_mb`` MB of weights evicted between invokes."""
+    def evicted(self, working_mb: float) -> float:
+        """The share of a network's weights evicted between invokes, for the sum of its
+        layers' ``footprint_mb``."""
         if self.model == V2:
             return 1.0
-        return evicted_share(weights_mb, self.cache_mb, self.evicted_mb)
+        return evicted_share(working_mb, self.cache_mb, self.evicted_mb)
+
+    def footprint_mb(self, spec: LayerSpec) -> float:
+        """What a layer adds to its network's working set under this model: its weights and
+        activations (v5), its weights alone (v3, v4)."""
+        return weight_mb(spec) if self.model in WEIGHTS_ONLY else working_mb(spec)
 
     def parts(self, spec: LayerSpec, entry_us: float) -> tuple[float, float]:
         """A layer's in-network cost as (what it costs when its network stays in cache,
@@ -133,7 +157,7 @@ class Calibration:
         inside = alone + self.us_per_layer
         w = weight_mb(spec)
         act = (self.us_per_act_mb * act_mb(spec) + self.us_per_weight_mb_exposed * w
-               + self.kind_factor.get(layer_kind(spec), 0.0) * alone)  # v4's, once evicted
+               + self.kind_factor.get(layer_kind(spec), 0.0) * alone)  # per layer, once evicted
         if self.model == V2:
             return inside + act + self.us_per_weight_mb * (w if w <= self.evicted_mb else 0), 0.0
         return inside, max(0.0, self.us_per_weight_mb * w - alone) + act
@@ -146,7 +170,7 @@ class Calibration:
 
     def layers_us(self, layers: Sequence[tuple[LayerSpec, float]]) -> list[float]:
         """Each layer's in-network cost, for a network of these (spec, LUT entry) layers."""
-        evicted = self.evicted(sum(weight_mb(spec) for spec, _ in layers))
+        evicted = self.evicted(sum(self.footprint_mb(spec) for spec, _ in layers))
         return [self.layer_us(spec, entry, evicted) for spec, entry in layers]
 
     def network_us(self, layers: Sequence[tuple[LayerSpec, float]]) -> float:
@@ -176,8 +200,10 @@ class Calibration:
                     f"of weights that fit in it")
         kinds = ", ".join(f"{k} {100 * f:+.0f} %" for k, f in sorted(self.kind_factor.items()))
         kinds = f"; once evicted, per kind: {kinds}" if kinds else ""
-        return (f"a network's weights stay in cache up to {self.cache_mb:g} MB and are evicted "
-                f"from {self.evicted_mb:g} MB, then stream at {self.us_per_weight_mb:.1f} us/MB"
+        what = "weights" if self.model in WEIGHTS_ONLY else "weights and activations"
+        return (f"a network's weights stay in cache up to {self.cache_mb:g} MB of {what} and "
+                f"are evicted from {self.evicted_mb:g} MB, then stream at "
+                f"{self.us_per_weight_mb:.1f} us/MB"
                 f"{kinds}")
 
     def to_json(self) -> str:

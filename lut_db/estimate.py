@@ -21,7 +21,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from lut_db.calibration import Calibration, weight_mb
+from lut_db.calibration import Calibration
 from lut_db.errors import LutError
 from lut_db.spec import LayerSpec, Network
 
@@ -252,7 +252,7 @@ class SlotCost:
 class SlotEstimator:
     """Estimated latency (us) of width configs of one family: the sum of LUT entries, or
     with a ``calibration`` the sum of in-network costs plus its overhead. Each position
-    caches its in-network cost as (warm, what eviction adds, weight MB) by the widths it
+    caches its in-network cost as (warm, what eviction adds, working-set MB) by the widths it
     depends on, so a calibrated estimate is the same look-ups as a raw one, summed in a
     single loop."""
 
@@ -269,7 +269,7 @@ class SlotEstimator:
             (_signature(slots), make, {}) for slots, make in self.layers]
 
     def __call__(self, width: Mapping[str, int]) -> float:
-        warm = extra = weights = 0.0
+        warm = extra = working = 0.0
         for sig, make, cache in self._positions:
             key = sig(width)
             v = cache.get(key)
@@ -278,11 +278,11 @@ class SlotEstimator:
             a, b, c = v
             warm += a
             extra += b
-            weights += c
+            working += c
         cal = self.calibration
         if cal is None:
             return warm
-        return warm + cal.evicted(weights) * extra + cal.overhead_us
+        return warm + cal.evicted(working) * extra + cal.overhead_us
 
     def layer_costs(self, width: Mapping[str, int]) -> list[float]:
         costs = [self._costs(make(width)) for _, make in self.layers]
@@ -291,13 +291,13 @@ class SlotEstimator:
         return [warm + evicted * extra for warm, extra, _ in costs]
 
     def _costs(self, spec: LayerSpec) -> tuple[float, float, float]:
-        """A layer's in-network cost as (warm, what eviction adds) and its weight MB (raw:
-        its entry, nothing)."""
+        """A layer's in-network cost as (warm, what eviction adds) and what it adds to the
+        network's working set (raw: its entry, nothing)."""
         entry = self._lookup(spec)
         cal = self.calibration
         if cal is None:
             return entry, 0.0, 0.0
-        return (*cal.parts(spec, entry), weight_mb(spec))
+        return (*cal.parts(spec, entry), cal.footprint_mb(spec))
 
     def _lookup(self, spec: LayerSpec) -> float:
         v = self.table.get(spec.key)

@@ -23,10 +23,13 @@ from lut_db.calibration import (
     MODEL,
     PER_LAYER,
     V2,
+    V3,
+    V4,
     Calibration,
     CalibrationError,
     act_mb,
     weight_mb,
+    working_mb,
 )
 from lut_db.errors import SetupMismatch
 from lut_db.estimate import SlotEstimator, estimate
@@ -34,7 +37,7 @@ from lut_db.store import LutStore
 from tests.fakes import BUSY, SPACE, FakeRunner, make_lut
 
 STREAM = min(cb.US_PER_MB_GRID, key=lambda k: abs(k - 60))  # ~17 GB/s, on the fit's grid
-TRUE = Calibration(overhead_us=5.0, cache_mb=0.75, evicted_mb=1.5, us_per_weight_mb=STREAM,
+TRUE = Calibration(overhead_us=5.0, cache_mb=1.5, evicted_mb=3.0, us_per_weight_mb=STREAM,
                    us_per_act_mb=0.5, us_per_layer=1.5)
 
 
@@ -55,7 +58,7 @@ def test_the_calibration_set_has_warm_and_cold_networks() -> None:
     """Whether a network's weights stay in cache can only be fitted from both kinds, and
     streaming only from networks where it outlasts compute."""
     samples = synthetic(30)
-    share = [TRUE.evicted(sum(weight_mb(spec) for spec, _ in s.layers)) for s in samples]
+    share = [TRUE.evicted(sum(working_mb(spec) for spec, _ in s.layers)) for s in samples]
     assert sum(x == 0 for x in share) >= 3 and sum(x == 1 for x in share) >= 3
     streaming = [TRUE.us_per_weight_mb * weight_mb(spec) > e - TRUE.overhead_us
                  for s in samples for spec, e in s.layers]
@@ -126,13 +129,13 @@ def test_without_profiles_or_cache_sizes_the_fit_is_as_before() -> None:
     assert cal.kind_factor == {}
 
 
-def test_a_network_whose_weights_fit_keeps_them_warm() -> None:
-    """Same layers, warm or cold by the network's weights: cold ones cost at least their
-    weights' streaming time, warm ones what they cost alone (less the invoke overhead),
-    and a network between the two cache sizes is between the two."""
+def test_a_network_whose_working_set_fits_keeps_its_weights_warm() -> None:
+    """Same layers, warm or cold by the network's working set: cold ones cost at least
+    their weights' streaming time, warm ones what they cost alone (less the invoke
+    overhead), and a network between the two cache sizes is between the two."""
     small = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10)
     layers = [(spec, 6.0) for spec in small.specs]
-    w = sum(weight_mb(spec) for spec in small.specs)
+    w = sum(working_mb(spec) for spec in small.specs)
     warm = Calibration(5.0, w + 0.1, w + 1, 60.0, 0.0, 0.0)
     cold = Calibration(5.0, w - 1, w - 0.1, 60.0, 0.0, 0.0)
     half = Calibration(5.0, w - 0.5, w + 0.5, 60.0, 0.0, 0.0)
@@ -142,6 +145,67 @@ def test_a_network_whose_weights_fit_keeps_them_warm() -> None:
     assert half.evicted(w) == pytest.approx(0.5)
     assert half.network_us(layers) == pytest.approx(
         (cold.network_us(layers) + warm.network_us(layers)) / 2)
+
+
+def int8_mobilenet() -> tuple[list, float, float]:
+    """MobileNetV1 x0.25 at 224 px in int8, entries made up: its layers and its weight and
+    activation MB (under 0.5 MB of weights, 2.5 MB of activations moved per invoke)."""
+    net = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=224).with_dtype("int8")
+    layers = [(spec, 6.0 + spec.macs / 1e5) for spec in net.specs]
+    return (layers, sum(weight_mb(s) for s in net.specs), sum(act_mb(s) for s in net.specs))
+
+
+def test_activations_count_in_the_working_set() -> None:
+    """An int8 MobileNet at 224 px keeps under 0.5 MB of weights, but its layers move 2.5 MB
+    of activations through a 2 MB L2 each invoke: its weights do not stay warm. Weights
+    alone (v3, v4) read it as warm, at its plain sum; v5 counts both and evicts them."""
+    layers, weights, acts = int8_mobilenet()
+    assert weights < 0.5 and acts > 2.5
+    v5 = replace(TRUE_LAYERS, cache_mb=1.5, evicted_mb=3.0)  # a 2 MB L2's window
+    v4 = replace(v5, model=V4)
+    warm = sum(e - v5.overhead_us + v5.us_per_layer for _, e in layers) + v5.overhead_us
+    assert v4.network_us(layers) == pytest.approx(warm)
+    assert v5.network_us(layers) > warm * 1.02
+    assert v5.evicted(sum(v5.footprint_mb(s) for s, _ in layers)) == pytest.approx(1, abs=0.01)
+
+
+def test_calibrations_before_v5_keep_their_meaning() -> None:
+    """A version calibrated with v3 or v4 keeps its estimates: weights alone decide its
+    eviction, in the estimate and in the adapter's fast path."""
+    layers, weights, _ = int8_mobilenet()
+    for model in (V3, V4):
+        stored = replace(TRUE_LAYERS, model=model, cache_mb=1.5, evicted_mb=3.0).to_json()
+        cal = Calibration.from_json(stored)
+        assert cal.model == model and cal.footprint_mb(layers[5][0]) == weight_mb(layers[5][0])
+        assert cal.evicted(weights) == 0.0
+    net = zoo.MOBILENET_V1.network(width_mult=0.25, resolution=224).with_dtype("int8")
+    table = {spec.key: e for spec, e in layers}
+    int8 = [(slots, lambda w, make=make: replace(make(w), dtype="int8"))
+            for slots, make in zoo.MOBILENET_V1.slot_layers(224, 1000)]
+    for cal in (Calibration.from_json(stored), replace(TRUE_LAYERS, cache_mb=1.5, evicted_mb=3.0)):
+        slots = SlotEstimator(int8, table, calibration=cal)
+        assert slots(zoo.MOBILENET_V1.widths(width_mult=0.25)) == pytest.approx(
+            estimate(net, table, calibration=cal).total_us)
+
+
+def test_the_fit_finds_a_working_set_the_weights_miss() -> None:
+    """int8 networks that follow v5 (their activations evict their weights): the v5 fit
+    recovers the model; the weights-only fit (v3/v4, for comparison) cannot."""
+    true = replace(TRUE, us_per_act_mb=2.0)
+    space = Space.of({"sweeps": [{"families": ["mobilenet_v1", "mobilenet_v2"],
+                                  "resolutions": [224], "grid": 32, "classes": 1000,
+                                  "dtype": "int8"}]})
+    rng = random.Random(0)
+    samples = []
+    for net in cb.calibration_set(space, 24):
+        layers = [(spec, 5.0 + spec.macs / 2e5 * rng.uniform(0.8, 1.2)) for spec in net.specs]
+        samples.append(cb.Sample(net.name, layers, true.network_us(layers)))
+    fp = {"device": "fake", "cache_kb": {"l2": 2048}}
+    new = cb.fit(samples, true.overhead_us, fp)
+    old = cb.fit(samples, true.overhead_us, fp, weights_only=True)
+    assert new.model == MODEL and old.model == V3
+    assert new.cv["max_pct"] < 0.1 and old.cv["mape_pct"] > 1.0
+    assert new.us_per_weight_mb == true.us_per_weight_mb
 
 
 def test_a_v2_calibration_keeps_its_formula() -> None:
@@ -165,7 +229,7 @@ def test_too_few_networks_are_refused() -> None:
 def test_an_unknown_model_is_refused() -> None:
     cal = cb.fit(synthetic(12), 5.0, {})
     with pytest.raises(CalibrationError, match="another netadapt-farm"):
-        Calibration.from_json(cal.to_json().replace("cache-roofline-v3", "cache-l3-v9"))
+        Calibration.from_json(cal.to_json().replace(MODEL, "cache-l3-v9"))
 
 
 @pytest.fixture
