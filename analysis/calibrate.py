@@ -137,21 +137,35 @@ def cache_windows(cache_kb: dict[str, int] | None, grid: Sequence[float] = CACHE
             "cross-validated (the device reports no cache sizes)")
 
 
+# What fills the cache, each with its models' names: the working set (weights and the
+# activations the layers move: v5) and weights alone (v3, v4). Both are fitted and compared
+# out of fold: weights alone still wins where activations stay small next to the L2.
+RULES = {"working set": (working_mb, MODEL, PER_LAYER), "weights only": (weight_mb, V3, V4)}
+
+
 def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
                    cache_grid: Sequence[float] = CACHE_GRID_MB,
                    us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
                    cache_kb: dict[str, int] | None = None,
-                   weights_only: bool = False) -> list[Calibration]:
+                   weights_only: bool | None = None) -> list[Calibration]:
     """Every candidate (totals alone; with per-layer profiles of at least MIN_NETWORKS
-    networks, the per-layer fits too), each with its streaming cost and cache window chosen
-    by cross-validation (the window pinned to the L2 of ``cache_kb``, else of the
-    fingerprint, where there is one) and its terms fitted on all the samples.
-    ``weights_only``: the models before v5 (weights alone fill the cache), for comparison."""
+    networks, the per-layer fits too), under each eviction rule (``weights_only``: one rule
+    alone), each with its streaming cost and cache window chosen by cross-validation (the
+    window pinned to the L2 of ``cache_kb``, else of the fingerprint, where there is one)
+    and its terms fitted on all the samples."""
     if len(samples) < MIN_NETWORKS:
         raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
                                f"and cross-validate its parameters; got {len(samples)}")
-    footprint = weight_mb if weights_only else working_mb
-    totals, per_layer = (V3, V4) if weights_only else (MODEL, PER_LAYER)
+    rules = list(RULES) if weights_only is None else [
+        "weights only" if weights_only else "working set"]
+    return [c for rule in rules for c in _fit_rule(samples, overhead_us, fingerprint,
+                                                   cache_grid, us_per_mb_grid, cache_kb, rule)]
+
+
+def _fit_rule(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
+              cache_grid: Sequence[float], us_per_mb_grid: Sequence[float],
+              cache_kb: dict[str, int] | None, rule: str) -> list[Calibration]:
+    footprint, totals, per_layer = RULES[rule]
     nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us, footprint) for s in samples]
     windows, source = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
     profiled = sum(n.profile is not None for n in nets)
@@ -159,20 +173,22 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
     out = []
     for f in (fit_form(nets, form, windows, us_per_mb_grid) for form in forms):
         lo, hi = f.window
+        name = f.form.name if rule == "working set" else f"{f.form.name}, {rule}"
         out.append(Calibration(overhead_us, lo, hi, f.us_per_weight_mb, f.us_per_act_mb,
                                f.us_per_layer, fingerprint=dict(fingerprint),
                                networks=[s.name for s in samples], cv=errors(f.oof),
                                model=per_layer if f.form.kinds else totals,
                                kind_factor=f.kind_factor, cache_source=source,
                                us_per_weight_mb_exposed=f.us_per_weight_mb_exposed,
-                               candidates={f.form.name: {**errors(f.oof), "profiled": profiled}}))
+                               candidates={name: {**errors(f.oof), "profiled": profiled}}))
     return out
 
 
 def fit(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[str, Any],
         cache_grid: Sequence[float] = CACHE_GRID_MB,
         us_per_mb_grid: Sequence[float] = US_PER_MB_GRID,
-        cache_kb: dict[str, int] | None = None, weights_only: bool = False) -> Calibration:
+        cache_kb: dict[str, int] | None = None, weights_only: bool | None = None
+        ) -> Calibration:
     """The candidate (``fit_candidates``) that predicts the networks it was not fitted on
     best, a tie going to the simpler one; every candidate's errors kept with it."""
     fitted = fit_candidates(samples, overhead_us, fingerprint, cache_grid, us_per_mb_grid,

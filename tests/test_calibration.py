@@ -124,7 +124,8 @@ def test_per_layer_times_recover_each_kinds_cost() -> None:
 def test_without_profiles_or_cache_sizes_the_fit_is_as_before() -> None:
     """No profiler: the totals alone; no L2 reported: the window cross-validated."""
     cal = cb.fit([replace(s, profile_us=None) for s in profiled(12)], 5.0, {})
-    assert cal.model == MODEL and list(cal.candidates) == [cb.TOTALS.name]
+    assert cal.model == MODEL
+    assert list(cal.candidates) == [cb.TOTALS.name, f"{cb.TOTALS.name}, weights only"]
     assert cal.cache_source == "cross-validated (the device reports no cache sizes)"
     assert cal.kind_factor == {}
 
@@ -206,6 +207,26 @@ def test_the_fit_finds_a_working_set_the_weights_miss() -> None:
     assert new.model == MODEL and old.model == V3
     assert new.cv["max_pct"] < 0.1 and old.cv["mape_pct"] > 1.0
     assert new.us_per_weight_mb == true.us_per_weight_mb
+
+
+def test_the_fit_keeps_whichever_rule_predicts_best() -> None:
+    """Both eviction rules are fitted and compared out of fold: networks that follow the
+    working-set rule keep v5; a device whose weights alone decide keeps v3, by the same fit."""
+    space = Space.of({"sweeps": [{"families": ["mobilenet_v1", "mobilenet_v2"],
+                                  "resolutions": [224], "grid": 32, "classes": 1000,
+                                  "dtype": "int8"}]})
+    fp = {"device": "fake", "cache_kb": {"l2": 2048}}
+    for true, kept in ((replace(TRUE, us_per_act_mb=2.0), MODEL),
+                       (replace(TRUE, us_per_act_mb=2.0, model=V3), V3)):
+        rng = random.Random(0)
+        samples = []
+        for net in cb.calibration_set(space, 24):
+            layers = [(spec, 5.0 + spec.macs / 2e5 * rng.uniform(0.8, 1.2)) for spec in net.specs]
+            samples.append(cb.Sample(net.name, layers, true.network_us(layers)))
+        cal = cb.fit(samples, true.overhead_us, fp)
+        assert cal.model == kept
+        assert {cb.TOTALS.name, f"{cb.TOTALS.name}, weights only"} <= set(cal.candidates)
+        assert sum(c["kept"] for c in cal.candidates.values()) == 1
 
 
 def test_a_v2_calibration_keeps_its_formula() -> None:

@@ -18,7 +18,7 @@ from analysis.report_build import ReportError, build
 from analysis.report_html import to_html
 from analysis.report_metrics import Compare
 from analysis.report_words import verdict_sentences
-from lut_db.calibration import MODEL
+from lut_db.calibration import V3
 from lut_db.store import LutStore
 from netadapt_cli.main import app
 from tests.fakes import make_lut
@@ -37,16 +37,16 @@ def test_report_files_and_numbers(report_folder: Path):
     # one in-network model: the version's calibration, beside the plain sum's steps
     assert set(m["predictors"]) == {"naive", "overhead", "drift", "calibrated",
                                     "calibrated_drift"}
-    assert "correction" not in m and m["calibration"].startswith(f"{MODEL} fitted on 16")
+    # the fake device's time is its models' bytes, i.e. their weights: of the two eviction
+    # rules the fit compares out of fold, weights alone (v3) wins there
+    assert "correction" not in m and m["calibration"].startswith(f"{V3} fitted on 16")
     naive = m["predictors"]["naive"]["in_space"]
     unseen = m["predictors"]["calibrated"]["unseen"]
     # FakeRunner's whole networks run 30 % over their layers (less each layer model's own
     # fixed size): the sum reads low, the calibration fitted on other networks recovers it.
     assert naive["mean_error_pct"] < -5
     assert 0 < unseen["n"] < naive["n"]  # the networks it was fitted on are left out
-    # (-1.1 % with weights alone deciding eviction, -3.0 % with the working set: the fake
-    # device's time is its models' bytes, i.e. their weights, which weights alone mirror)
-    assert unseen["within_10pct"] == 1 and abs(unseen["mean_error_pct"]) < 4
+    assert unseen["within_10pct"] == 1 and abs(unseen["mean_error_pct"]) < 3
     assert unseen["ci"]["pearson_r"][0] <= unseen["pearson_r"] <= unseen["ci"]["pearson_r"][1]
     assert m["macs"]["in_space"]["n"] == naive["n"]
     v = m["verdict"]
