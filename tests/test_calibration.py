@@ -447,3 +447,25 @@ def test_calibration_benchmark_prints_the_candidates_side_by_side() -> None:
     lines = bench.table_text(rows).splitlines()
     assert lines[1].split() == ["model", "unseen", "held_out"]
     assert lines[3].split() == ["v4", "15/20,", "+0.3", "%", "-"]
+
+
+class _DelegateProfiler(FakeRunner):
+    """A phone's benchmark_model under the XNNPACK delegate: its op profile is one row for
+    the whole delegated graph, not one per layer."""
+
+    op_profiler = "benchmark_model --enable_op_profiling"
+
+    def op_profile(self, model: bytes) -> list[tuple[str, float]] | None:
+        return [("TfLiteXNNPackDelegate", 1234.0)]
+
+
+def test_a_profile_of_one_delegate_op_falls_back_to_the_totals(tmp_path: Path) -> None:
+    """A profile whose ops do not map one to one onto the layers is not used: calibrated
+    through such a phone, every network is fitted on its total alone (the totals forms)."""
+    store, version = make_lut(tmp_path / "phone.db")
+    runner = _DelegateProfiler()
+    nets = cb.calibration_set(Space.of(version.space), 8)
+    assert cb.profile_layers(runner, nets) == {}
+    cal = cb.calibrate(store, version, runner, n=16, passes=1)
+    assert cal.model in (MODEL, V3) and not cal.kind_factor
+    assert all(c["profiled"] == 0 for c in cal.candidates.values())
