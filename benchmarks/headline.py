@@ -62,7 +62,9 @@ def _budgets(entry: dict[str, Any]) -> str:
     re-measured, the stored run it replaced beside it."""
     def one(p: dict) -> str:
         sp, gain = p.get("speedup_at_equal_accuracy"), p.get("acc_gain_at_equal_latency")
-        speed = f"{sp:.2f}x" if sp is not None else "n/a"
+        above = p.get("speedup_over_most_accurate")  # more accurate than every multiplier
+        speed = (f"{sp:.2f}x" if sp is not None else f"> {above:.2f}x (above all)" if above
+                 else "n/a")
         budget = f"{p['budget']:g}" if "budget" in p else p["name"]
         return f"{budget}: {speed}, {f'{100 * gain:+.1f} pt' if gain is not None else 'n/a'}"
 
@@ -158,6 +160,12 @@ AGREEMENT: tuple[Row, ...] = (
            "the converter's Keras MobileNets, float"),
     _files(("estimates", "limits", "int8"), ("estimates", "error_pct.int8", "within_5"),
            "the converter's Keras MobileNets, int8"),
+    _files(("estimates", "held_out_files", "limits", "float32"),
+           ("estimates", "held_out_files", "error_pct.float32", "within_5"),
+           "the converter's ResNet/VGG-style files (held back), float"),
+    _files(("estimates", "held_out_files", "limits", "int8"),
+           ("estimates", "held_out_files", "error_pct.int8", "within_5"),
+           "the converter's ResNet/VGG-style files (held back), int8"),
     _files((_INT8, "limits", "groups", "unseen"), (_INT8, "calibrated.unseen",
                                                    "count_within_5pct"),
            "int8 LUT: unseen networks"),
