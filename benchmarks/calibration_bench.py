@@ -283,8 +283,45 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
     by_name = {s.name: s for s in samples}
     train = [by_name[n.name] for n in train_nets]
     groups = {g: [by_name[n.name] for n in nets_] for g, nets_ in sets.items()}
+    out["samples"] = str(save_samples(samples_path(lut), train, groups, cal, caches))
     score_all(out, train, groups, cal, caches)
     print(table_text(out["table"]), flush=True)
+
+
+def samples_path(lut: Path) -> Path:
+    return lut.with_name(f"{lut.stem}-calibration-bench.json")
+
+
+def save_samples(path: Path, train: Sequence[cb.Sample], groups: dict[str, list[cb.Sample]],
+                 cal: Calibration, caches: dict[str, int] | None) -> Path:
+    """Everything the scoring reads, so that a candidate model can be scored again on the
+    same measurements, offline (``--replay``): no second quiet machine needed."""
+    def one(s: cb.Sample) -> dict[str, Any]:
+        return {"name": s.name, "layers": [[spec.key, us] for spec, us in s.layers],
+                "measured_us": s.measured_us, "repeats_us": s.repeats_us,
+                "profile_us": s.profile_us}
+
+    path.write_text(json.dumps({"calibration": json.loads(cal.to_json()), "cache_kb": caches,
+                                "train": [one(s) for s in train],
+                                "groups": {g: [one(s) for s in ss] for g, ss in groups.items()}}))
+    return path
+
+
+def replay(path: Path) -> dict[str, Any]:
+    """The scoring of a saved run (``save_samples``) with today's candidates."""
+    from lut_db.spec import LayerSpec
+
+    saved = json.loads(path.read_text())
+
+    def one(d: dict[str, Any]) -> cb.Sample:
+        return cb.Sample(d["name"], [(LayerSpec.parse(k), us) for k, us in d["layers"]],
+                         d["measured_us"], d["repeats_us"], None, d["profile_us"])
+
+    out: dict[str, Any] = {"replayed": str(path)}
+    score_all(out, [one(d) for d in saved["train"]],
+              {g: [one(d) for d in ds] for g, ds in saved["groups"].items()},
+              Calibration.from_json(json.dumps(saved["calibration"])), saved["cache_kb"])
+    return out
 
 
 def score_all(out: dict[str, Any], train: Sequence[cb.Sample],
@@ -337,7 +374,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lut", type=Path, default=Path("luts/host.db"))
+    ap.add_argument("--replay", type=Path, help="score a saved run's measurements again "
+                    "(the file a run writes beside its LUT), timing nothing")
     args = ap.parse_args()
+    if args.replay:
+        print(table_text(replay(args.replay)["table"]))
+        return
     out: dict[str, Any] = {}
     run(out, args.lut)
     print(json.dumps(out, indent=1))

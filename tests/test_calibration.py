@@ -449,6 +449,24 @@ def test_calibration_benchmark_prints_the_candidates_side_by_side() -> None:
     assert lines[3].split() == ["v4", "15/20,", "+0.3", "%", "-"]
 
 
+def test_calibration_benchmark_replays_a_saved_run(tmp_path: Path) -> None:
+    """A run's measurements saved beside its LUT are scored again offline, the same way:
+    the replay's table equals the run's."""
+    from benchmarks import calibration_bench as bench
+
+    train, cal = profiled(12), replace(TRUE_LAYERS, cache_mb=1.5, evicted_mb=3.0)
+    groups = {"unseen": profiled(6, seed=5), "held_out": profiled(4, seed=6)}
+    for s in (*train, *groups["unseen"], *groups["held_out"]):
+        s.repeats_us[:] = [s.measured_us * f for f in (0.99, 1.0, 1.02)]
+    path = bench.save_samples(bench.samples_path(tmp_path / "host.db"), train, groups, cal,
+                              {"l2": 2048})
+    assert path.name == "host-calibration-bench.json"
+    run: dict = {}
+    bench.score_all(run, train, groups, cal, {"l2": 2048})
+    again = bench.replay(path)
+    assert again["table"] == run["table"] and again["limits"] == run["limits"]
+
+
 class _DelegateProfiler(FakeRunner):
     """A phone's benchmark_model under the XNNPACK delegate: its op profile is one row for
     the whole delegated graph, not one per layer."""
