@@ -27,7 +27,7 @@ def test_headline_tables_are_what_results_json_gives() -> None:
 
 def test_headline_tables_are_short() -> None:
     assert 1 <= len(headline.ROWS) <= 12
-    assert 1 <= len(headline.AGREEMENT) <= 8
+    assert 1 <= len(headline.AGREEMENT) <= 10  # one row per test set
 
 
 def test_headline_paths_name_what_they_read() -> None:
