@@ -350,7 +350,8 @@ def comparison(args: argparse.Namespace) -> dict[str, Any]:
 
     lost = {s: missing(s) for s in args.seeds}
     stored = args.out / "summary.json"
-    previous = _previous(stored) if stored.exists() else None
+    summary = json.loads(stored.read_text()) if stored.exists() else None
+    previous = _previous(summary, stored) if summary else None
     make = "make compare" + (" DTYPE=int8" if args.dtype == "int8" else "")
     finished = [s for s in args.seeds if not lost[s]]
     if finished:
@@ -361,15 +362,15 @@ def comparison(args: argparse.Namespace) -> dict[str, Any]:
         return out
     if previous is None:
         return {"skipped": f"no finished runs in {args.runs} and no {stored}: run {make}"}
-    return {**json.loads(stored.read_text()), "remeasured": False, "when": previous["when"],
+    return {**summary, "remeasured": False, "when": previous["when"],
             "missing_runs": [f for s in args.seeds for f in lost[s]],
             "to_remeasure": f"{make} (trains the runs), then "
                             "python -m benchmarks.run --only compare"}
 
 
-def _previous(stored: Path) -> dict[str, Any]:
-    """What a stored summary said, to stand beside the run that replaces it."""
-    summary = json.loads(stored.read_text())
+def _previous(summary: dict[str, Any], stored: Path) -> dict[str, Any]:
+    """What the stored summary (read from ``stored``) said, to stand beside the run that
+    replaces it."""
     keep = ("name", "ms", "acc", "speedup_at_equal_accuracy", "acc_gain_at_equal_latency")
     return {"when": summary.get("when") or file_date(stored), "seeds": summary.get("seeds"),
             "lut": summary.get("lut"),
