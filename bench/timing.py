@@ -10,6 +10,13 @@ networks ran during a slow spell. The runner times one pass per call
 the spread and the run count travel with the number: ``time_networks`` returns one
 ``Measurement`` per network (passes, repeats at separate moments, fingerprint, and the
 machine's state over the run, ``bench.machine_state``).
+
+A shared or throttling machine changes speed by 5-15 % within a minute, and every network
+timed at that moment moves with it. With enough networks in a session (``MIN_FOR_PACE``)
+each pass's common factor is taken out, as a randomized block design takes out its blocks:
+the pass's pace is the median over the networks of their time in it against their own
+median, and each network's passes are divided by it. What is left is each network's own
+noise, at the session's median speed; the raw times are kept beside it.
 """
 
 from __future__ import annotations
@@ -47,10 +54,19 @@ class Measurement:
     state: MachineState | None = None  # over the whole run
     at: str = ""  # when the run ended (UTC, ISO 8601)
     repeat_states: tuple[MachineState | None, ...] = ()  # over each repeat (repeats > 1)
+    pace: tuple[float, ...] = ()  # each pass's common factor (``pass_paces``); (): none
+
+    @property
+    def raw_us(self) -> list[float]:
+        """Each pass's time as the device gave it."""
+        return [t.latency_us for t in self.passes]
 
     @property
     def passes_us(self) -> list[float]:
-        return [t.latency_us for t in self.passes]
+        """Each pass's time at the session's median speed (as given, without ``pace``)."""
+        if len(self.pace) != len(self.passes):
+            return self.raw_us
+        return [t / x for t, x in zip(self.raw_us, self.pace)]
 
     @property
     def repeats_us(self) -> list[float]:
@@ -86,6 +102,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         """The numbers as stored with a validation row (fingerprint: the version's)."""
         return {"latency_us": self.latency_us, "passes_us": self.passes_us,
+                "raw_passes_us": self.raw_us, "pass_pace": list(self.pace) or None,
                 "passes_at_s": [t.extra.get("at_s") for t in self.passes],
                 "pass_spread": self.pass_spread, "repeats": self.repeats,
                 "repeats_us": self.repeats_us, "repeat_spread": self.repeat_spread,
@@ -141,8 +158,26 @@ def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, 
                 each.start()
     state = probe.stop()
     fp, when = runner.fingerprint(), datetime.now(UTC).isoformat(timespec="seconds")
-    return {n: Measurement(tuple(t), repeats, fp, state, when, tuple(repeat_states))
+    pace = pass_paces({n: [t.latency_us for t in ts] for n, ts in out.items()})
+    return {n: Measurement(tuple(t), repeats, fp, state, when, tuple(repeat_states), pace)
             for n, t in out.items()}
+
+
+MIN_FOR_PACE = 8  # networks a session needs before its passes' common factor is taken out
+
+
+def pass_paces(passes_us: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
+    """Each pass's pace (>1: slower), its common factor over the networks timed in it: the
+    median of each network's time in the pass against its own median, scaled so that the
+    passes' median is 1. Empty with fewer than ``MIN_FOR_PACE`` networks (too few to tell
+    the machine from them)."""
+    rows = [list(v) for v in passes_us.values() if v]
+    if len(rows) < MIN_FOR_PACE or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+        return ()
+    rel = [[t / statistics.median(r) for t in r] for r in rows]
+    pace = [statistics.median(col) for col in zip(*rel)]
+    mid = statistics.median(pace)
+    return tuple(x / mid for x in pace)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -281,3 +281,42 @@ def test_each_repeat_keeps_the_machines_state_over_it():
     assert busy_repeats(None) == "" and busy_repeats([False]) == ""
     one = timing.time_networks(Scripted([1.0]), {"n": b"m"}, passes=1)["n"]
     assert one.repeat_states == () and one.to_dict()["repeats_busy"] is None
+
+
+class Paced(BaseRunner):
+    """Each network's own time, times the machine's pace at that pass (every network
+    timed in a pass shares it): a machine that changes speed mid-session."""
+
+    backend = "tflite-cpu"
+
+    def __init__(self, base: dict[str, float], pace: Sequence[float]):
+        self.base, self.pace, self.done = base, list(pace), 0
+
+    def fingerprint(self) -> dict:
+        return {"device": "paced"}
+
+    def measure(self, batch: Sequence[BatchItem]) -> list[Result]:
+        out = []
+        for item in batch:
+            p = self.pace[self.done // len(self.base)]
+            out.append(Timing.from_samples([self.base[item.key] * p] * 3))
+            self.done += 1
+        return out
+
+
+def test_a_sessions_common_pace_is_taken_out_of_every_network():
+    base = {f"n{i}": 100.0 * (i + 1) for i in range(timing.MIN_FOR_PACE)}
+    pace = [1.0, 1.12, 0.95, 1.0, 1.05, 1.0]
+    timed = timing.time_networks(Paced(base, pace), {n: b"m" for n in base}, passes=2,
+                                 repeats=3)
+    m = timed["n3"]
+    assert m.pace == pytest.approx(pace)  # the passes' median pace is 1 already
+    assert m.raw_us == pytest.approx([400 * p for p in pace])  # kept as the device gave them
+    assert m.passes_us == pytest.approx([400] * 6) and m.repeat_spread == pytest.approx(0)
+    assert m.to_dict()["pass_pace"] == pytest.approx(pace)
+
+
+def test_too_few_networks_keep_their_times_as_measured():
+    base = {f"n{i}": 100.0 for i in range(timing.MIN_FOR_PACE - 1)}
+    m = timing.time_networks(Paced(base, [1.0, 1.2]), {n: b"m" for n in base}, passes=2)["n0"]
+    assert m.pace == () and m.passes_us == pytest.approx([100, 120])
