@@ -187,6 +187,12 @@ def _machine_notes(metrics: Mapping[str, Any]) -> list[str]:
                      f"({st.get('measured_at') or 'time not recorded'}): "
                      f"{st.get('summary', '')}" + (" — busy" if st.get("busy") else "")
                      + busy_repeats(st.get("repeats_busy")) + ".")
+        if st.get("pace"):
+            lo, hi = st["pace"]
+            notes.append(f"The machine's pace over those passes: {lo:.2f}x to {hi:.2f}x its "
+                         "median, shared by every network timed in a pass (the median of "
+                         "their times against their own), and taken out of each before its "
+                         "median and repeatability.")
     return notes
 
 

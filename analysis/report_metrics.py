@@ -156,8 +156,10 @@ def _machine_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         state = r.get("machine_state")
         if state:
             key = json.dumps(state, sort_keys=True)
+            pace = r.get("pass_pace") or []
             seen.setdefault(key, {**state, "measured_at": r.get("measured_at"),
                                   "repeats_busy": r.get("repeats_busy"),
+                                  "pace": [min(pace), max(pace)] if pace else None,
                                   "networks": 0})["networks"] += 1
     return list(seen.values())
 

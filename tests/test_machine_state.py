@@ -320,3 +320,16 @@ def test_too_few_networks_keep_their_times_as_measured():
     base = {f"n{i}": 100.0 for i in range(timing.MIN_FOR_PACE - 1)}
     m = timing.time_networks(Paced(base, [1.0, 1.2]), {n: b"m" for n in base}, passes=2)["n0"]
     assert m.pace == () and m.passes_us == pytest.approx([100, 120])
+
+
+def test_the_report_states_the_pace_it_took_out():
+    from analysis.report_build import _machine_notes
+    from analysis.report_metrics import _machine_sessions
+
+    state = QUIET.to_dict()
+    rows = [{"machine_state": state, "pass_pace": [1.0, 1.12, 0.95]},
+            {"machine_state": state, "pass_pace": [1.0, 1.12, 0.95]}]
+    sessions = _machine_sessions(rows)
+    assert sessions[0]["pace"] == [0.95, 1.12] and sessions[0]["networks"] == 2
+    notes = _machine_notes({"machine": sessions})
+    assert any("pace over those passes: 0.95x to 1.12x" in n for n in notes)
