@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis import agreement, stats
+from analysis import agreement, anchors, stats
 from analysis.features import Tables, estimate_row
 from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys
@@ -93,11 +93,15 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], overhead_us: float,
                     n_boot: int = stats.BOOTSTRAP) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every number of the report, and the per-network predictions (us) behind them."""
     pred = stats.predictions(rows, overhead_us)
+    moved: list[dict[str, Any]] = []
     if all("calibrated_us" in r for r in rows):
         cal = np.array([r["calibrated_us"] for r in rows], float)
         pred["calibrated"] = cal
         # the calibration describes the LUT's time; the drift factor brings it to now
         pred["calibrated_drift"] = cal * pred["drift"] / np.maximum(pred["overhead"], 1e-9)
+        anchored, moved = anchored_by_session(rows)
+        if anchored is not None:
+            pred["calibrated_anchored"] = anchored
     measured = np.array([r["measured_us"] for r in rows], float)
     sets = groups(rows)
     out: dict[str, Any] = {"overhead_us": overhead_us, "predictors": {},
@@ -116,6 +120,7 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], overhead_us: float,
                                         for g, sel in sets.items() if sel.any()}}
     out["interpolation"] = _interpolation(rows)
     out["drift"] = _drift_sessions(rows)
+    out["anchors"] = moved
     out["limits"] = limits_by_group(rows, pred, measured, sets)
     out["machine"] = _machine_sessions(rows)
     return out, pred
@@ -174,6 +179,28 @@ def _interpolation(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "min_pct": 100 * min(errs), "max_pct": 100 * max(errs)}
 
 
+def anchored_by_session(rows: Sequence[Mapping[str, Any]]
+                        ) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+    """Each row's calibrated estimate re-levelled by the calibration's own networks measured
+    in its session (``analysis.anchors``; a session with too few keeps its rows' calibrated
+    estimates; None when none has enough), and each session's anchors and level."""
+    out = np.array([r["calibrated_us"] for r in rows], float)
+    sessions: dict[Any, list[int]] = {}
+    for i, r in enumerate(rows):
+        sessions.setdefault(r.get("measured_at"), []).append(i)
+    found = []
+    for when, idx in sessions.items():
+        pairs = [(rows[i]["calibrated_us"], rows[i]["measured_us"])
+                 for i in idx if rows[i].get("fitted")]
+        moved = anchors.anchored([out[i] for i in idx], pairs)
+        if moved is None:
+            continue
+        found.append({"measured_at": when, "anchors": len(pairs), "networks": len(idx),
+                      "level": anchors.level(pairs)})
+        out[idx] = moved
+    return (out if found else None), found
+
+
 def _drift_sessions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -205,7 +232,20 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
             "held_out_within_10": h.get("count_within_10pct", 0),
             "held_out_mape_pct": h.get("mape_pct"),
             "naive_within_5": n.get("count_within_5pct", 0),
-            "naive_mean_error_pct": n.get("mean_error_pct")}
+            "naive_mean_error_pct": n.get("mean_error_pct"),
+            "anchored": _anchored_verdict(metrics, head)}
+
+
+def _anchored_verdict(metrics: Mapping[str, Any], head: str) -> dict[str, Any] | None:
+    """The anchored estimate's counts on the headline's networks and held out, with each
+    session's anchors."""
+    preds = metrics["predictors"].get("calibrated_anchored")
+    if not preds or head not in preds:
+        return None
+    a, h = preds[head], preds.get("held_out", {})
+    return {"n": a.get("n", 0), "within_5": a.get("count_within_5pct", 0),
+            "held_out_n": h.get("n", 0), "held_out_within_5": h.get("count_within_5pct", 0),
+            "sessions": metrics.get("anchors", [])}
 
 
 def compare_numbers(table: Mapping[str, float], compare: Compare) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis import agreement, stats
+from analysis import agreement, anchors, stats
 from analysis.report_build import Report
 
 # (row title, agreement key, format) of the numbers table
@@ -60,7 +60,7 @@ def metric_columns(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
     preds = metrics["predictors"]
     cols = [(f"{stats.PREDICTOR_LABELS[name]} (in space)", groups.get("in_space", {}))
             for name, groups in preds.items()]
-    for name in ("calibrated", "calibrated_drift"):
+    for name in ("calibrated", "calibrated_drift", "calibrated_anchored"):
         for g in ("unseen", "held_out"):
             if g in preds.get(name, {}):
                 cols.append((f"{stats.PREDICTOR_LABELS[name]} ({g.replace('_', ' ')})",
@@ -96,6 +96,8 @@ def verdict_sentences(report: Report) -> list[str]:
                    + ".")
     if v.get("held_out_limits"):
         out.append("Held out: " + agreement.describe(v["held_out_limits"]) + ".")
+    if v.get("anchored"):
+        out.append(anchored_sentence(v["anchored"]))
     out.append(f"The naive sum of LUT entries: {v['naive_within_5']} of {v['n']} within ±5 %, "
                f"{fmt(v['naive_mean_error_pct'], 'f1')} % on average.")
     if v.get("calibration_warning"):
@@ -107,6 +109,17 @@ def verdict_sentences(report: Report) -> list[str]:
     elif not v.get("state_recorded"):
         out.append("The machine's state was not recorded with these measurements.")
     return out
+
+
+def anchored_sentence(a: Mapping[str, Any]) -> str:
+    """The anchored estimate in one sentence: how far the anchors moved, then its counts."""
+    moved = ", ".join(f"{x['anchors']} of them ran {100 * (x['level'] - 1):+.1f} % against "
+                      "their calibrated estimates" for x in a["sessions"])
+    held = (f", held out {a['held_out_within_5']} of {a['held_out_n']}"
+            if a.get("held_out_n") else "")
+    return (f"Re-levelled by the calibration's own networks measured in the same session "
+            f"({moved}; each network by the {anchors.K} nearest in latency): {a['within_5']} "
+            f"of {a['n']} within ±5 %{held}.")
 
 
 def verdict_is_good(report: Report) -> bool:

@@ -149,6 +149,7 @@ PREDICTOR_LABELS = {
     "drift": "+ device drift since the LUT",
     "calibrated": "calibrated estimate (as netadapt estimate prints)",
     "calibrated_drift": "calibrated estimate + device drift since the LUT",
+    "calibrated_anchored": "calibrated estimate, re-levelled by its own networks measured now",
 }
 
 

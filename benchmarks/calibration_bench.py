@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from analysis import agreement
+from analysis import agreement, anchors
 from analysis import calibrate as cb
 from analysis.calibration_fit import errors
 from analysis.families import HELD_OUT
@@ -66,6 +66,7 @@ REPEATS = 5  # each network measured at this many separate moments (the median: 
 PASSES = 2  # interleaved passes per repeat
 NOISE_FLOOR = "the same networks measured again (noise floor)"
 STORED = "as stored with the LUT"  # a stable name: the README's headline reads it
+ANCHORED = "as stored, re-levelled by its own networks measured now"  # (stable too)
 
 
 def test_sets(space: Space, fitted: set[str] = frozenset()) -> dict[str, list[Network]]:
@@ -211,7 +212,21 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
            predict(c) for c in now for name in c.candidates},
         f"kept by calibrate: {kept.model}": predict(kept),
         STORED: predict(cal),  # its model: the section's calibration/model
+        **anchored(cal, train),
     }
+
+
+def anchored(cal: Calibration, train: Sequence[cb.Sample]) -> dict[str, Predict]:
+    """The stored calibration re-levelled by its own networks measured in this session
+    (``analysis.anchors``): nothing when too few were."""
+    pairs = [(cal.network_us(s.layers), s.measured_us) for s in train]
+    if anchors.level(pairs) is None:
+        return {}
+
+    def predict_one(s: cb.Sample) -> float:
+        return anchors.anchored([cal.network_us(s.layers)], pairs)[0]  # type: ignore[index]
+
+    return {ANCHORED: predict_one}
 
 
 def predict(cal: Calibration) -> Predict:

@@ -27,7 +27,10 @@ or ``--tf-python``); without one the section is skipped and says so. In order:
    (``held_out_files``: rows, within ±5 %, limits per dtype). They are held back: the
    LUT is swept and calibrated before any file is read, a calibration never changes
    (keys measured on demand inherit it), and the drift sample draws on the MobileNet
-   files' keys only; nothing about these families reaches a fit.
+   files' keys only; nothing about these families reaches a fit. Beside them, up to
+   ``ANCHORS`` of each LUT's own calibration networks are timed in the same rounds: each
+   file's estimate re-levelled by them (``anchored_error_pct``, ``analysis.anchors``) is
+   scored too, next to the stored estimate.
 4. ``int8_validation``: `netadapt report` on the last int8 LUT: sampled int8 networks
    measured whole, scored with the calibrated estimate on those the calibration was not
    fitted on.
@@ -47,10 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis import agreement
-from analysis.calibrate import ensure_calibrated
+from analysis import agreement, anchors
+from analysis.calibrate import calibration_set, ensure_calibrated
 from analysis.features import all_tables
 from analysis.report import report_lut
+from analysis.sampling import Space
 from analysis.validate import SessionDrift
 from bench.devices import open_runners
 from bench.missing import ensure_keys, estimate_network
@@ -58,8 +62,9 @@ from bench.runners.base import Runner
 from bench.sweep import build_lut
 from bench.sweep_space import SweepSpace
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
-from bench.timing import Measurement, session_state, time_networks
+from bench.timing import Measurement, Model, session_state, time_networks
 from lut_db.estimate import Estimate
+from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 
@@ -184,18 +189,28 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
         for name, r in reads.items():
             dt = _dtype(name)
             ests[name] = estimate_network(stores[dt], derived[dt], r.network, "error")
+        # calibration networks timed beside the files re-level their estimates
+        anchor_nets = {f"anchor/{dt}/{net.name}": net for dt, store in stores.items()
+                       for net in anchor_networks(store, store.version(ids[dt]))}
+        for name, net in anchor_nets.items():
+            dt = name.split("/")[1]
+            ests[name] = estimate_network(stores[dt], derived[dt], net, "error")
 
         def between(p: int) -> None:
             for d in drifts.values():
                 d.measure_slice(p, passes * repeats)
 
         t1 = time.perf_counter()
-        timed = time_networks(runner, {n: paths[n].read_bytes() for n in reads}, passes,
-                              repeats=repeats, seed=11, between=between)
+        models: dict[str, Model] = {n: paths[n].read_bytes() for n in reads}
+        timed = time_networks(runner, {**models, **anchor_nets}, passes, repeats=repeats,
+                              seed=11, between=between)
         t2 = time.perf_counter()
         factors = {dt: d.factors() for dt, d in drifts.items()}
-        rows = [_row(name, est, timed[name], factors[_dtype(name)]["lut"] or 1.0)
-                for name, est in ests.items()]
+        pairs = {dt: [(ests[n].total_us, timed[n].latency_us) for n in anchor_nets
+                      if n.split("/")[1] == dt] for dt in stores}
+        rows = [_row(name, est, timed[name], factors[_dtype(name)]["lut"] or 1.0,
+                     pairs[_dtype(name)])
+                for name, est in ests.items() if name in reads]
         state = session_state(timed)
         held = [r for r in rows if _held_out(r["file"])]
         return {"passes": passes, "repeats": repeats, "keys_on_demand": on_demand,
@@ -203,6 +218,8 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
                 "machine_state": state.to_dict() if state else None,
                 "drift_factor": {dt: round(f["lut"] or 1.0, 3) for dt, f in factors.items()},
                 "drift_keys": {dt: f["lut_keys"] for dt, f in factors.items()},
+                "anchors": {dt: {"networks": len(pp), "level": anchors.level(pp)}
+                            for dt, pp in pairs.items()},
                 **_scored([r for r in rows if not _held_out(r["file"])], ests, timed),
                 "held_out_files": {"keys_on_demand": held_on_demand,
                                    **_scored(held, ests, timed)}}
@@ -211,8 +228,28 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
             s.close()
 
 
-def _row(name: str, est: Estimate, t: Measurement, drift: float) -> dict[str, Any]:
+ANCHORS = 12  # calibration networks per LUT timed beside the files
+
+
+def anchor_networks(store: LutStore, version: Version, n: int = ANCHORS) -> list[Network]:
+    """Up to ``n`` of the version's calibration networks that its own keys describe, spread
+    over their latency: timed beside the files, they re-level the files' estimates to the
+    device as it runs now (``analysis.anchors``)."""
+    cal = store.calibration(version)
+    if cal is None:
+        return []
+    table = store.table(version)
+    nets = [net for net in calibration_set(Space.of(version.space), len(cal.networks))
+            if net.name in cal.networks and all(k in table for k in net.keys)]
+    nets.sort(key=lambda net: sum(table[k] for k in net.keys))
+    step = max(1, len(nets) // n)
+    return nets[::step][:n]
+
+
+def _row(name: str, est: Estimate, t: Measurement, drift: float,
+         pairs: list[tuple[float, float]]) -> dict[str, Any]:
     m = t.latency_us
+    moved = anchors.anchored([est.total_us], pairs)
     return {"file": name, "lut": est.lut, "raw_ms": round(est.raw_total_us / 1000, 3),
             "calibrated_ms": round(est.total_us / 1000, 3),
             "measured_ms": round(m / 1000, 3),
@@ -220,7 +257,8 @@ def _row(name: str, est: Estimate, t: Measurement, drift: float) -> dict[str, An
             "pass_spread_pct": round(100 * t.pass_spread, 1),
             "error_pct": round(100 * (est.total_us / m - 1), 1),
             "raw_error_pct": round(100 * (est.raw_total_us / m - 1), 1),
-            "error_drift_out_pct": round(100 * (est.total_us * drift / m - 1), 1)}
+            "error_drift_out_pct": round(100 * (est.total_us * drift / m - 1), 1),
+            **({"anchored_error_pct": round(100 * (moved[0] / m - 1), 1)} if moved else {})}
 
 
 def _scored(rows: list[dict[str, Any]], ests: dict[str, Estimate],
@@ -246,9 +284,9 @@ def _held_out(name: str) -> bool:
 
 def _scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for col in ("error_pct", "error_drift_out_pct", "raw_error_pct"):
+    for col in ("error_pct", "error_drift_out_pct", "raw_error_pct", "anchored_error_pct"):
         for dt in DTYPES:
-            errs = [abs(r[col]) for r in rows if _dtype(r["file"]) == dt]
+            errs = [abs(r[col]) for r in rows if _dtype(r["file"]) == dt and col in r]
             if not errs:
                 continue
             out[f"{col}.{dt}"] = {"within_5": sum(e <= 5 for e in errs),
@@ -275,7 +313,7 @@ def int8_validation(runner: Runner, db: Path, version_id: int, out_dir: Path, ne
     out["session_drift"] = report.metrics.get("drift")  # the keys re-measured: now / LUT
     out["limits"] = report.metrics.get("limits")
     out["machine"] = report.metrics.get("machine")
-    for name in ("calibrated", "calibrated_drift", "naive", "drift"):
+    for name in ("calibrated", "calibrated_drift", "calibrated_anchored", "naive", "drift"):
         for group in ("unseen", "held_out"):
             got = preds.get(name, {}).get(group)
             if got:

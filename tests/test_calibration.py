@@ -7,10 +7,12 @@ import random
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from analysis import anchors
 from analysis import calibrate as cb
 from analysis.features import Tables
 from analysis.report_build import build
@@ -370,7 +372,11 @@ def test_report_scores_the_calibration_on_networks_it_never_saw(calibrated) -> N
     assert any(n.startswith("Machine while the calibration's networks were measured")
                for n in report.notes)
     preds = report.metrics["predictors"]
-    assert {"calibrated", "calibrated_drift"} <= preds.keys()
+    assert {"calibrated", "calibrated_drift", "calibrated_anchored"} <= preds.keys()
+    # the calibration's own networks, measured in the same session, re-level the others
+    moved = report.metrics["anchors"]
+    assert len(moved) == 1 and moved[0]["anchors"] >= anchors.MIN_ANCHORS
+    assert "Re-levelled by the calibration's own networks measured in the same session" in said
     unseen = preds["calibrated"]["unseen"]
     assert 0 < unseen["n"] < preds["calibrated"]["in_space"]["n"]  # multipliers: fitted
     assert report.metrics["verdict"]["predictor"] == "calibrated"
@@ -487,3 +493,21 @@ def test_a_profile_of_one_delegate_op_falls_back_to_the_totals(tmp_path: Path) -
     cal = cb.calibrate(store, version, runner, n=16, passes=1)
     assert cal.model in (MODEL, V3) and not cal.kind_factor
     assert all(c["profiled"] == 0 for c in cal.candidates.values())
+
+
+def test_the_files_bench_anchors_on_calibration_networks_its_lut_describes(calibrated) -> None:
+    from benchmarks import files_bench as fb
+
+    store, version, cal = calibrated
+    table = store.table(version)
+    nets = fb.anchor_networks(store, version, n=4)
+    assert 0 < len(nets) <= 4 and all(n.name in cal.networks for n in nets)
+    assert all(k in table for n in nets for k in n.keys)  # no key measured on demand
+    us = [sum(table[k] for k in n.keys) for n in nets]
+    assert us == sorted(us)  # spread over their latency, smallest first
+    # a file's row re-levelled by anchors that ran 10 % over their estimates
+    timed = SimpleNamespace(latency_us=110.0, repeats_us=[110.0], pass_spread=0.0)
+    est = SimpleNamespace(lut="x", raw_total_us=90.0, total_us=100.0)
+    row = fb._row("f", est, timed, 1.0, [(10.0, 11.0), (100.0, 110.0), (1000.0, 1100.0)])
+    assert row["error_pct"] == pytest.approx(-9.1) and row["anchored_error_pct"] == 0.0
+    assert "anchored_error_pct" not in fb._row("f", est, timed, 1.0, [])

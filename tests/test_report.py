@@ -34,9 +34,10 @@ def test_report_files_and_numbers(report_folder: Path):
     assert "profile.png" not in files  # never measured: no image, a message instead
     m = json.loads((report_folder / "metrics.json").read_text())
     assert m["version"] == "fake@1" and m["device"] == "fake"
-    # one in-network model: the version's calibration, beside the plain sum's steps
+    # one in-network model: the version's calibration, beside the plain sum's steps, and
+    # re-levelled by its own networks measured in the same session
     assert set(m["predictors"]) == {"naive", "overhead", "drift", "calibrated",
-                                    "calibrated_drift"}
+                                    "calibrated_drift", "calibrated_anchored"}
     # the fake device's time is its models' bytes, i.e. their weights: of the two eviction
     # rules the fit compares out of fold, weights alone (v3) wins there
     assert "correction" not in m and m["calibration"].startswith(f"{V3} fitted on 16")
