@@ -21,6 +21,10 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from lut_db.spec import Network
+from lut_db.store import LutStore
+from lut_db.versions import Version
+
 K = 8  # anchors per network: the nearest in estimated latency
 MIN_ANCHORS = 3  # fewer than this measured in a session: no anchored estimate
 
@@ -46,3 +50,19 @@ def level(anchors: Sequence[tuple[float, float]]) -> float | None:
     from its calibration (None with fewer than MIN_ANCHORS)."""
     ratios = [m / e for e, m in anchors if e > 0 and m > 0]
     return statistics.median(ratios) if len(ratios) >= MIN_ANCHORS else None
+
+
+def calibration_networks(store: LutStore, version: Version, n: int) -> list[Network]:
+    """Up to ``n`` of the version's calibration networks that its own keys describe, spread
+    over their latency (smallest first): the anchors to time beside other networks."""
+    from analysis.calibrate import calibration_set
+    from analysis.sampling import Space
+
+    cal = store.calibration(version)
+    if cal is None or n <= 0:
+        return []
+    table = store.table(version)
+    nets = [net for net in calibration_set(Space.of(version.space), len(cal.networks))
+            if net.name in cal.networks and all(k in table for k in net.keys)]
+    nets.sort(key=lambda net: sum(table[k] for k in net.keys))
+    return nets[::max(1, len(nets) // n)][:n]

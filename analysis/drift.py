@@ -4,6 +4,11 @@ A new OS build, a runtime update, a thermal state or a busier machine changes ev
 entry at once. ``check`` re-measures a random sample of a version's keys with the
 version's own settings and compares: the median ratio now / LUT says how far the
 device has moved as a whole, and outliers are keys that moved against the crowd.
+
+Layers timed alone keep their data in cache, so a device whose memory got slower can look
+fresh to them. Where the version is calibrated, some of its calibration networks are
+timed whole as well (``analysis.anchors``): their median measured / calibrated estimate
+says how far whole networks have moved, and either moving past the tolerance is stale.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from analysis.anchors import calibration_networks, level
 from bench.machine_state import MachineState
 from bench.runners.base import Runner
-from bench.timing import remeasure
+from bench.timing import remeasure, time_networks
 from lut_db.errors import UserError
 from lut_db.store import LutStore
 from lut_db.versions import Version
@@ -40,6 +46,8 @@ class Drift:
     now_us: dict[str, float]
     failed: list[str] = field(default_factory=list)
     state: MachineState | None = None  # the machine while the keys were re-measured
+    networks: int = 0  # calibration networks timed whole
+    network_ratio: float | None = None  # their median measured / calibrated estimate
 
     @property
     def median_ratio(self) -> float:
@@ -47,7 +55,8 @@ class Drift:
 
     @property
     def stale(self) -> bool:
-        return abs(self.median_ratio - 1) > self.tolerance
+        moved = [self.median_ratio, self.network_ratio]
+        return any(r is not None and abs(r - 1) > self.tolerance for r in moved)
 
     @property
     def outliers(self) -> list[str]:
@@ -68,7 +77,8 @@ class Drift:
                 "tolerance": self.tolerance, "stale": self.stale,
                 "outliers": [{"key": k, "lut_us": self.lut_us[k], "now_us": self.now_us[k],
                               "ratio": self.ratios[k]} for k in self.outliers],
-                "failed": self.failed,
+                "failed": self.failed, "networks": self.networks,
+                "network_ratio": self.network_ratio,
                 "machine_state": self.state.to_dict() if self.state else None}
 
 
@@ -77,10 +87,15 @@ def sample_keys(table: dict[str, float], n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(keys, min(n, len(keys)))
 
 
+NETWORKS = 8  # calibration networks timed whole beside the keys
+PASSES = 3
+
+
 def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
           seed: int | None = None, tolerance: float = TOLERANCE,
-          progress: Callable[[int], None] | None = None) -> Drift:
-    """Re-measure ``sample`` random keys of ``version`` on ``runner`` and compare."""
+          progress: Callable[[int], None] | None = None, networks: int = NETWORKS) -> Drift:
+    """Re-measure ``sample`` random keys of ``version`` on ``runner`` and compare; time
+    ``networks`` of its calibration networks whole too, where it is calibrated."""
     if sample <= 0:
         raise DriftError("the sample must hold at least one key")
     version.require_same_setup(runner.fingerprint(),
@@ -93,8 +108,23 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
     probe = runner.state_probe()
     probe.start()
     now, failed = remeasure(runner, keys, progress)
+    anchors = _time_anchors(store, version, runner, networks)
     state = probe.stop()
     if not now:
         raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")
     return Drift(version.label, seed, tolerance, {k: now[k] / table[k] for k in now},
-                 {k: table[k] for k in now}, now, failed, state)
+                 {k: table[k] for k in now}, now, failed, state, len(anchors),
+                 level(anchors))
+
+
+def _time_anchors(store: LutStore, version: Version, runner: Runner,
+                  n: int) -> list[tuple[float, float]]:
+    """(calibrated estimate, measured) us of up to ``n`` calibration networks timed now."""
+    nets = calibration_networks(store, version, n)
+    cal = store.calibration(version)
+    if not nets or cal is None:
+        return []
+    table = store.table(version)
+    timed = time_networks(runner, {net.name: net for net in nets}, PASSES)
+    return [(cal.network_us([(spec, table[spec.key]) for spec in net.specs]),
+             timed[net.name].latency_us) for net in nets]

@@ -51,10 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis import agreement, anchors
-from analysis.calibrate import calibration_set, ensure_calibrated
+from analysis.calibrate import ensure_calibrated
 from analysis.features import all_tables
 from analysis.report import report_lut
-from analysis.sampling import Space
 from analysis.validate import SessionDrift
 from bench.devices import open_runners
 from bench.missing import ensure_keys, estimate_network
@@ -64,7 +63,6 @@ from bench.sweep_space import SweepSpace
 from bench.tflite_read import ReadResult, TfliteReadError, read_file
 from bench.timing import Measurement, Model, session_state, time_networks
 from lut_db.estimate import Estimate
-from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 
@@ -78,6 +76,7 @@ HELD_OUT = tuple(f"keras_{f}_style_x{m}" for f in ("resnet", "vgg")
                  for m in ("0.5", "0.75", "1.0"))  # in no sweep, no calibration
 FAMILIES = ("mobilenet_v1", "mobilenet_v2")
 DRIFT_KEYS = 100  # per LUT: its keys measured alone again between the files' rounds
+ANCHORS = 12  # calibration networks per LUT timed beside the files
 
 
 def tf_python(given: str | None) -> str | None:
@@ -191,7 +190,8 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
             ests[name] = estimate_network(stores[dt], derived[dt], r.network, "error")
         # calibration networks timed beside the files re-level their estimates
         anchor_nets = {f"anchor/{dt}/{net.name}": net for dt, store in stores.items()
-                       for net in anchor_networks(store, store.version(ids[dt]))}
+                       for net in anchors.calibration_networks(store, store.version(ids[dt]),
+                                                            ANCHORS)}
         for name, net in anchor_nets.items():
             dt = name.split("/")[1]
             ests[name] = estimate_network(stores[dt], derived[dt], net, "error")
@@ -226,24 +226,6 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
     finally:
         for s in stores.values():
             s.close()
-
-
-ANCHORS = 12  # calibration networks per LUT timed beside the files
-
-
-def anchor_networks(store: LutStore, version: Version, n: int = ANCHORS) -> list[Network]:
-    """Up to ``n`` of the version's calibration networks that its own keys describe, spread
-    over their latency: timed beside the files, they re-level the files' estimates to the
-    device as it runs now (``analysis.anchors``)."""
-    cal = store.calibration(version)
-    if cal is None:
-        return []
-    table = store.table(version)
-    nets = [net for net in calibration_set(Space.of(version.space), len(cal.networks))
-            if net.name in cal.networks and all(k in table for k in net.keys)]
-    nets.sort(key=lambda net: sum(table[k] for k in net.keys))
-    step = max(1, len(nets) // n)
-    return nets[::step][:n]
 
 
 def _row(name: str, est: Estimate, t: Measurement, drift: float,

@@ -91,6 +91,8 @@ def check(
     sample: int = typer.Option(40, help="How many random keys to re-measure."),
     seed: int | None = typer.Option(None, help="Seed of the sample (default: a new one)."),
     tolerance: float = typer.Option(0.05, help="Median ratio further than this from 1: stale."),
+    networks: int = typer.Option(8, help="Calibration networks to time whole beside the keys "
+                                 "(layers alone cannot see a slower memory); 0: none."),
     device: str | None = typer.Option(None, help="Device config (default: the LUT's device)."),
     backend: BackendName | None = backend_choice("Backend of the device's config (default: "
                                                  "the LUT's)."),
@@ -113,7 +115,7 @@ def check(
                 with Bars(quiet) as bars:
                     drift = drift_check(store, version, runners[0], sample, seed, tolerance,
                                         bars.counter(f"re-measuring {sample} keys of "
-                                                     f"{version.label}", sample))
+                                                     f"{version.label}", sample), networks)
         finally:
             store.close()
         s = drift.summary()
@@ -134,6 +136,9 @@ def _print_check(label: str, rebuild: str, s: dict, tolerance: float,
                   f"median ratio now / LUT {s['median_ratio']:.3f} (p10 {s['p10']:.3f}, "
                   f"p90 {s['p90']:.3f}); {100 * s['within_5pct']:.0f} % of keys within ±5 %",
                   highlight=False)
+    if s.get("network_ratio") is not None:
+        console.print(f"{s['networks']} calibration networks timed whole: median measured / "
+                      f"calibrated estimate {s['network_ratio']:.3f}", highlight=False)
     if s["outliers"]:
         t = Table("key", "LUT ms", "now ms", "ratio", title="outliers (moved against the rest)")
         for o in s["outliers"]:
@@ -146,8 +151,10 @@ def _print_check(label: str, rebuild: str, s: dict, tolerance: float,
             console.print(state.warning("the keys"), style="yellow", highlight=False,
                           markup=False)
     if s["stale"]:
+        nets = s.get("network_ratio")
+        whole = f", whole networks {100 * (nets - 1):+.1f} %" if nets is not None else ""
         console.print(f"[yellow]stale: the device runs {100 * (s['median_ratio'] - 1):+.1f} % "
-                      f"against the LUT (tolerance ±{100 * tolerance:.0f} %); rebuild with: "
-                      f"netadapt lut {rebuild}[/]", highlight=False)
+                      f"against the LUT{whole} (tolerance ±{100 * tolerance:.0f} %); rebuild "
+                      f"with: netadapt lut {rebuild}[/]", highlight=False)
     else:
         console.print(f"fresh: within ±{100 * tolerance:.0f} % of the LUT")

@@ -500,7 +500,7 @@ def test_the_files_bench_anchors_on_calibration_networks_its_lut_describes(calib
 
     store, version, cal = calibrated
     table = store.table(version)
-    nets = fb.anchor_networks(store, version, n=4)
+    nets = anchors.calibration_networks(store, version, n=4)
     assert 0 < len(nets) <= 4 and all(n.name in cal.networks for n in nets)
     assert all(k in table for n in nets for k in n.keys)  # no key measured on demand
     us = [sum(table[k] for k in n.keys) for n in nets]
@@ -511,3 +511,19 @@ def test_the_files_bench_anchors_on_calibration_networks_its_lut_describes(calib
     row = fb._row("f", est, timed, 1.0, [(10.0, 11.0), (100.0, 110.0), (1000.0, 1100.0)])
     assert row["error_pct"] == pytest.approx(-9.1) and row["anchored_error_pct"] == 0.0
     assert "anchored_error_pct" not in fb._row("f", est, timed, 1.0, [])
+
+
+def test_a_drift_check_times_calibration_networks_whole(calibrated) -> None:
+    """Layers alone as swept, whole networks 20 % slower than calibrated: stale, and the
+    check says it is the networks that moved."""
+    from analysis.drift import check
+
+    store, version, _ = calibrated
+    same = check(store, version, FakeRunner(), sample=6, seed=0, networks=4)
+    assert same.networks == 4 and same.network_ratio == pytest.approx(1.0, abs=0.05)
+    assert not same.stale
+    slower = check(store, version, FakeRunner(in_network=1.1 * 1.2), sample=6, seed=0,
+                   networks=4)
+    assert slower.median_ratio == pytest.approx(1.0) and slower.network_ratio > 1.15
+    assert slower.stale and slower.summary()["network_ratio"] == slower.network_ratio
+    assert check(store, version, FakeRunner(), sample=6, seed=0, networks=0).networks == 0
