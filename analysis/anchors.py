@@ -21,6 +21,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from bench.runners.base import Runner
 from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
@@ -66,3 +67,21 @@ def calibration_networks(store: LutStore, version: Version, n: int) -> list[Netw
             if net.name in cal.networks and all(k in table for k in net.keys)]
     nets.sort(key=lambda net: sum(table[k] for k in net.keys))
     return nets[::max(1, len(nets) // n)][:n]
+
+
+def time_now(store: LutStore, version: Version, runner: Runner, n: int = K,
+             passes: int = 3) -> list[tuple[float, float]]:
+    """(calibrated estimate, measured) us of up to ``n`` calibration networks timed whole
+    on ``runner`` now (refused on another device or setup than the version's)."""
+    from bench.timing import time_networks
+
+    nets = calibration_networks(store, version, n)
+    cal = store.calibration(version)
+    if not nets or cal is None:
+        return []
+    version.require_same_setup(runner.fingerprint(), "anchors must be timed on the device and "
+                               "settings the LUT was built with")
+    table = store.table(version)
+    timed = time_networks(runner, {net.name: net for net in nets}, passes)
+    return [(cal.network_us([(spec, table[spec.key]) for spec in net.specs]),
+             timed[net.name].latency_us) for net in nets]

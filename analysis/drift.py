@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.anchors import calibration_networks, level
+from analysis.anchors import level, time_now
 from bench.machine_state import MachineState
 from bench.runners.base import Runner
-from bench.timing import remeasure, time_networks
+from bench.timing import remeasure
 from lut_db.errors import UserError
 from lut_db.store import LutStore
 from lut_db.versions import Version
@@ -108,23 +108,10 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
     probe = runner.state_probe()
     probe.start()
     now, failed = remeasure(runner, keys, progress)
-    anchors = _time_anchors(store, version, runner, networks)
+    anchors = time_now(store, version, runner, networks, PASSES) if networks > 0 else []
     state = probe.stop()
     if not now:
         raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")
     return Drift(version.label, seed, tolerance, {k: now[k] / table[k] for k in now},
                  {k: table[k] for k in now}, now, failed, state, len(anchors),
                  level(anchors))
-
-
-def _time_anchors(store: LutStore, version: Version, runner: Runner,
-                  n: int) -> list[tuple[float, float]]:
-    """(calibrated estimate, measured) us of up to ``n`` calibration networks timed now."""
-    nets = calibration_networks(store, version, n)
-    cal = store.calibration(version)
-    if not nets or cal is None:
-        return []
-    table = store.table(version)
-    timed = time_networks(runner, {net.name: net for net in nets}, PASSES)
-    return [(cal.network_us([(spec, table[spec.key]) for spec in net.specs]),
-             timed[net.name].latency_us) for net in nets]

@@ -4,7 +4,7 @@ JSON or a ``.tflite`` file, estimated from a LUT or timed whole on a device."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ from bench.timing import Checked
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
 from lut_db.progress import Steps, silent
 from lut_db.spec import Network, SpecError
-from lut_db.store import open_lut
+from lut_db.store import LutStore, open_lut
+from lut_db.versions import Version
 from netadapt.errors import OptionError
 
 Log = Callable[[str], None]
@@ -61,10 +62,14 @@ def _zoo_network(model: str, width: float | None, widths: str | None, resolution
 
 @dataclass
 class Estimated:
-    """A network and its estimate from a LUT version."""
+    """A network and its estimate from a LUT version; with ``anchor``, the estimate
+    re-levelled by calibration networks timed on the device now (``analysis.anchors``)."""
 
     network: Network
     estimate: Estimate
+    anchored_ms: float | None = None
+    anchors: int = 0  # calibration networks timed
+    anchor_level: float | None = None  # their median measured / calibrated estimate
 
     @property
     def total_ms(self) -> float:
@@ -74,7 +79,10 @@ class Estimated:
         """What `netadapt estimate --json` prints."""
         net = self.network
         free = {"free_ops": net.meta["free_ops"]} if "free_ops" in net.meta else {}
-        return {"macs": net.macs, "params": net.params, **self.estimate.to_dict(), **free}
+        now = ({"anchored_ms": self.anchored_ms, "anchors": self.anchors,
+                "anchor_level": self.anchor_level} if self.anchors else {})
+        return {"macs": net.macs, "params": net.params, **self.estimate.to_dict(), **free,
+                **now}
 
 
 def estimate(lut: str | Path, *, network: str | Path | None = None, model: str | None = None,
@@ -82,16 +90,22 @@ def estimate(lut: str | Path, *, network: str | Path | None = None, model: str |
              widths: str | None = None, resolution: int = 224, classes: int = 1000,
              dtype: str | None = None, missing: str = MissingPolicy.ERROR, sweep: bool = True,
              device: str | None = None, raw: bool = False, log: Log | None = None,
-             progress: Steps = silent) -> Estimated:
+             progress: Steps = silent, anchor: bool = False) -> Estimated:
     """A network's latency from ``lut`` (``file[@version]``): each layer's cost inside the
     network from the version's calibration (``raw``: the plain sum of the entries). Keys the
-    LUT lacks are measured on its device (``sweep``), or else go to ``missing``."""
+    LUT lacks are measured on its device (``sweep``), or else go to ``missing``. With
+    ``anchor``, the estimate is also re-levelled by calibration networks timed whole on
+    the LUT's device now (``analysis.anchors``)."""
+    if anchor and raw:
+        raise OptionError("--anchor re-levels the calibrated estimate; drop --raw")
     net = load_network(network, model, width, widths, resolution, classes, model_file, dtype)
     store, version = open_lut(str(lut))
     policy = "measure" if sweep and missing == "error" else missing
     try:
         est = estimate_network(store, version, net, policy, raw=raw, device=device, log=log,
                                progress=progress)
+        if anchor:
+            return _anchored(Estimated(net, est), store, version, device)
     except DeviceAbsent as e:  # the command that measures them where the device is
         space = covering_sweep(version, net.keys, model, resolution, classes,
                                dtype or "float32") if model else None
@@ -112,6 +126,29 @@ def estimate(lut: str | Path, *, network: str | Path | None = None, model: str |
     finally:
         store.close()
     return Estimated(net, est)
+
+
+def _anchored(done: Estimated, store: LutStore, version: Version,
+              device: str | None) -> Estimated:
+    """``done`` with its estimate re-levelled by calibration networks timed now."""
+    from analysis import anchors
+    from bench.devices import open_runners
+    from bench.runners.base import RunnerError
+
+    if done.estimate.calibration is None:
+        raise OptionError(f"--anchor needs a calibrated LUT version; {version.label} has no "
+                          f"calibration (netadapt calibrate --lut {store.path}@{version.id})")
+    with open_runners(device or version.device, version.backend) as runners:
+        if not runners:
+            raise RunnerError(f"--anchor times calibration networks on {version.device}, "
+                              "and none is attached")
+        pairs = anchors.time_now(store, version, runners[0])
+    moved = anchors.anchored([done.estimate.total_us], pairs)
+    if moved is None:
+        raise OptionError(f"--anchor: {version.label} has fewer than {anchors.MIN_ANCHORS} "
+                          "calibration networks its own keys describe")
+    return replace(done, anchored_ms=moved[0] / 1000, anchors=len(pairs),
+                   anchor_level=anchors.level(pairs))
 
 
 @dataclass

@@ -44,6 +44,8 @@ def estimate_cmd(
                                          "(default: the LUT's device)."),
     raw: bool = typer.Option(False, "--raw", help="The paper's plain sum of LUT entries, "
                              "without the version's in-network calibration."),
+    anchor: bool = typer.Option(False, "--anchor", help="Also re-level the estimate by 8 "
+                                "calibration networks timed whole on the LUT's device now."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no commentary."),
 ) -> None:
@@ -53,12 +55,17 @@ def estimate_cmd(
         done = api.estimate(lut, network=network, model=model, model_file=model_file,
                             width=width, widths=widths, resolution=resolution, classes=classes,
                             dtype=dtype, missing=missing, sweep=sweep, device=device, raw=raw,
-                            log=commentary(as_json, quiet), progress=bars)
+                            log=commentary(as_json, quiet), progress=bars, anchor=anchor)
         bars.close()
         if as_json:
             print(json.dumps(done.to_dict(), indent=1))
             return
         _print(done.network, done.estimate)
+        if done.anchored_ms is not None:
+            console.print(f"[bold]re-levelled now: {done.anchored_ms:.3f} ms[/] ({done.anchors} "
+                          f"calibration networks timed whole ran "
+                          f"{100 * ((done.anchor_level or 1) - 1):+.1f} % against their "
+                          "calibrated estimates)", highlight=False)
 
 
 def _print(net: Network, est: Estimate) -> None:

@@ -527,3 +527,27 @@ def test_a_drift_check_times_calibration_networks_whole(calibrated) -> None:
     assert slower.median_ratio == pytest.approx(1.0) and slower.network_ratio > 1.15
     assert slower.stale and slower.summary()["network_ratio"] == slower.network_ratio
     assert check(store, version, FakeRunner(), sample=6, seed=0, networks=0).networks == 0
+
+
+def test_an_estimate_re_levelled_by_calibration_networks_timed_now(calibrated,
+                                                                   monkeypatch) -> None:
+    """`estimate --anchor`: whole networks run 20 % over their calibration now, and so does
+    the re-levelled estimate; timing anchors on another setup is refused."""
+    import contextlib
+
+    import bench.devices
+    from netadapt.network import Estimated, _anchored
+
+    store, version, _ = calibrated
+    pairs = anchors.time_now(store, version, FakeRunner(), n=4)
+    assert len(pairs) == 4 and all(m / e == pytest.approx(1.0, abs=0.05) for e, m in pairs)
+    with pytest.raises(SetupMismatch):
+        anchors.time_now(store, version, FakeRunner(device="other"))
+    monkeypatch.setattr(bench.devices, "open_runners", lambda *a, **k: contextlib.nullcontext(
+        [FakeRunner(in_network=1.1 * 1.2)]))
+    net = zoo.MOBILENET_V1.network(width_mult=0.5, resolution=32, classes=10)
+    est = estimate_network(store, version, net)
+    done = _anchored(Estimated(net, est), store, version, None)
+    assert done.anchors == anchors.K and done.anchor_level == pytest.approx(1.2, abs=0.06)
+    assert done.anchored_ms == pytest.approx(est.total_ms * done.anchor_level, rel=0.06)
+    assert done.to_dict()["anchored_ms"] == done.anchored_ms

@@ -222,6 +222,15 @@ def test_estimate_a_model_as_json(lut: Path) -> None:
     assert [layer["node"] for layer in data["layers"]] == [n.name for n in net.nodes]
 
 
+def test_estimate_anchor_needs_a_calibration_and_no_raw(lut: Path) -> None:
+    args = ("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0.5", *SMALL,
+            "--anchor")
+    res = invoke(*args)
+    assert res.exit_code == 2 and "needs a calibrated LUT version" in flat(res.output)
+    res = invoke(*args, "--raw")
+    assert res.exit_code == 2 and "drop --raw" in flat(res.output)
+
+
 def test_estimate_a_network_file(lut: Path, tmp_path: Path) -> None:
     net = MOBILENET_V1.network(width_mult=0.75, resolution=32, classes=10)
     res = ok("estimate", "--lut", f"{lut}@1", "--network", net_file(tmp_path, net))
