@@ -177,6 +177,12 @@ def test_executors_give_identical_results(space, digits, ray: bool) -> None:
             torch.testing.assert_close(gs[k], ws[k], rtol=0, atol=0)
 
 
+# For the measured-budget tests: which networks meet a budget follows the fixed latencies
+# alone, so no pretraining, no long-term fine-tune and no lengthened short-term fine-tunes
+# (an untrained network's holdout accuracy stays below any floor: 3 -> 6 -> 12 -> 24 steps).
+UNTRAINED = {"pretrain_epochs": 0, "long_epochs": 0, "short_floor": 0.0}
+
+
 class SlowDevice:
     """A device that runs every network ``offset`` x the initial estimate slower than the
     LUT says (a fixed per-network cost the layer sum misses, as on a real device)."""
@@ -199,8 +205,8 @@ class SlowDevice:
 def test_a_measured_budget_is_met_on_the_device(space, digits, tmp_path, monkeypatch) -> None:
     device = SlowDevice(space, 0.3)
     monkeypatch.setattr("adapter.on_device.measure", device)
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.75"}}, lut=space._latency.lut,
-                      measured_on="slowphone")
+    cfg = AdaptConfig(**{**SMALL, **UNTRAINED, "budgets": {"latency_ms": "0.75"}},
+                      lut=space._latency.lut, measured_on="slowphone")
     result, _ = adapt(cfg, space, digits, tmp_path / "m")
     mb = result["measured_budget"]
     initial_ms = device.initial * 1.3
@@ -236,7 +242,7 @@ def test_a_measured_budget_the_device_cannot_meet(space, digits, tmp_path, monke
     """The first network that meets the estimate's budget measures 10x over it: tightened by
     that ratio, the estimate's budget falls below the smallest network on the grid."""
     monkeypatch.setattr("adapter.on_device.measure", CliffDevice(space, 0.0))
-    cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.9"}, "pretrain_epochs": 0},
+    cfg = AdaptConfig(**{**SMALL, **UNTRAINED, "budgets": {"latency_ms": "0.9"}},
                       lut=space._latency.lut, measured_on="slowphone")
     with pytest.raises(AdaptError, match=r"measured budget .* cannot be met: .* smallest "
                                          r"network on the grid is"):
