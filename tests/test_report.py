@@ -295,10 +295,13 @@ def test_cli_report_measures_for_real(configs, tmp_path):
 
 @pytest.mark.sweep
 def test_lut_check_cli(configs, tmp_path):
-    db = tmp_path / "fast.db"  # no calibration: lut check re-measures keys, not networks
+    from analysis.calibrate import MIN_NETWORKS
+
+    db = tmp_path / "fast.db"  # the smallest calibration: lut check times its networks too
     assert cli.invoke(app, ["lut", "--device", "fast", "--space", "mobilenet_v1",
                             "--resolution", "32", "--grid", "256", "--classes", "10",
-                            "--no-calibrate", "--lut", str(db)]).exit_code == 0
+                            "--calibration-networks", str(MIN_NETWORKS), "--lut",
+                            str(db)]).exit_code == 0
     res = cli.invoke(app, ["lut", "check", "--lut", str(db), "--sample", "8", "--seed", "1",
                            "--json"])
     s = json.loads(res.stdout)  # the JSON only: progress goes to stderr
