@@ -105,16 +105,18 @@ def heatmap_points(table: Mapping[str, float],
 def make_plots(rows: Sequence[Mapping[str, Any]], pred: Mapping[str, np.ndarray],
                metrics: Mapping[str, Any], table: Mapping[str, float],
                compare: Compare | None, label: str, grid: int = 32) -> list[Plot]:
-    """The page's figures: the plain sum and the headline estimate against measurements,
-    their errors, MACs, the LUT's heat map, a per-layer profile, and the comparison."""
+    """The page's figures: the plain sum, the headline estimate and (where the session had
+    its anchors) the re-levelled one against measurements, their errors, MACs, the LUT's
+    heat map, a per-layer profile, and the comparison."""
     measured = [r["measured_us"] for r in rows]
     fams = [r["family"] for r in rows]
     ho = [r["held_out"] for r in rows]
     show = list(dict.fromkeys(["naive", headline(pred)]))
+    show += [k for k in ("calibrated_anchored",) if k in pred]
     panels = {stats.PREDICTOR_LABELS[k]: pred[k] for k in show}
     errors = {stats.PREDICTOR_LABELS[k]: 100 * (np.asarray(pred[k]) / np.asarray(measured) - 1)
               for k in show}
-    lut_r = metrics["predictors"].get(show[-1], {}).get("all", {}).get("pearson_r")
+    lut_r = metrics["predictors"].get(headline(pred), {}).get("all", {}).get("pearson_r")
     points, position = heatmap_points(table, grid)
     profile = next((r["profile"] for r in rows if r.get("profile")), None)
     out = [plots.estimated_vs_measured(measured, panels, fams, ho),
