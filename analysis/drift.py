@@ -108,7 +108,7 @@ def check(store: LutStore, version: Version, runner: Runner, sample: int = 40,
     probe = runner.state_probe()
     probe.start()
     now, failed = remeasure(runner, keys, progress)
-    anchors = time_now(store, version, runner, networks, PASSES) if networks > 0 else []
+    anchors = time_now(store, version, runner, networks, PASSES)  # none when networks <= 0
     state = probe.stop()
     if not now:
         raise DriftError(f"every sampled key failed on the device now (e.g. {failed[0]})")

@@ -174,10 +174,11 @@ def pass_paces(passes_us: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
     rows = [list(v) for v in passes_us.values() if v]
     if len(rows) < MIN_FOR_PACE or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
         return ()
-    rel = [[t / statistics.median(r) for t in r] for r in rows]
+    own = [statistics.median(r) for r in rows]  # each network's median, once
+    rel = [[t / m for t in r] for r, m in zip(rows, own)]
     pace = [statistics.median(col) for col in zip(*rel)]
-    mid = statistics.median(pace)
-    return tuple(x / mid for x in pace)
+    whole = statistics.median(pace)
+    return tuple(x / whole for x in pace)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -189,12 +189,13 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
             dt = _dtype(name)
             ests[name] = estimate_network(stores[dt], derived[dt], r.network, "error")
         # calibration networks timed beside the files re-level their estimates
-        anchor_nets = {f"anchor/{dt}/{net.name}": net for dt, store in stores.items()
-                       for net in anchors.calibration_networks(store, store.version(ids[dt]),
-                                                            ANCHORS)}
-        for name, net in anchor_nets.items():
-            dt = name.split("/")[1]
-            ests[name] = estimate_network(stores[dt], derived[dt], net, "error")
+        anchor_dt = {}
+        anchor_nets = {}
+        for dt, store in stores.items():
+            for net in anchors.calibration_networks(store, store.version(ids[dt]), ANCHORS):
+                name = f"anchor/{dt}/{net.name}"
+                anchor_dt[name], anchor_nets[name] = dt, net
+                ests[name] = estimate_network(store, derived[dt], net, "error")
 
         def between(p: int) -> None:
             for d in drifts.values():
@@ -207,7 +208,7 @@ def estimates(runner: Runner, luts: dict[str, Path], ids: dict[str, int],
         t2 = time.perf_counter()
         factors = {dt: d.factors() for dt, d in drifts.items()}
         pairs = {dt: [(ests[n].total_us, timed[n].latency_us) for n in anchor_nets
-                      if n.split("/")[1] == dt] for dt in stores}
+                      if anchor_dt[n] == dt] for dt in stores}
         rows = [_row(name, est, timed[name], factors[_dtype(name)]["lut"] or 1.0,
                      pairs[_dtype(name)])
                 for name, est in ests.items() if name in reads]
