@@ -33,6 +33,11 @@ from bench.shell_sections import split_sections
 OTHER_CORES_BUSY = 0.25  # other processes used more than a quarter of one core on average
 STEAL_BUSY = 0.02  # the hypervisor took more than 2 % of the CPUs' time
 LOAD_BUSY = 0.5  # runnable tasks beyond our own, on average (1-minute load average; host)
+# a session's passes scattered more than this about their networks' medians (a robust sd of
+# log time, ``bench.timing.pass_scatter``): a noisy neighbour shows here when load, other
+# processes and steal do not (seen here: 8-10 % at a load of 0.3 and 0.7 % steal, where a
+# quiet hour gives 3-5 %)
+NOISY_SCATTER = 0.06
 BATTERY_LOW_PCT = 15  # a phone under this (not charging) may throttle
 
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -88,6 +93,7 @@ class MachineState:
     steal_s: float | None = None
     phone: dict[str, Any] = field(default_factory=dict)  # temps_c, governors, freqs_khz,
     # battery_pct, charging, hot
+    scatter: float | None = None  # the session's own noise (``NOISY_SCATTER``); None: untold
 
     @property
     def own_cores(self) -> float:
@@ -105,6 +111,9 @@ class MachineState:
         if (self.own_cpu_s is not None and self.load_1m is not None
                 and self.load_1m - self.own_cores > LOAD_BUSY):
             out.append(f"load average {self.load_1m:.2f}")
+        if self.scatter is not None and self.scatter > NOISY_SCATTER:
+            out.append(f"its passes scattered ±{100 * self.scatter:.1f} % about their medians "
+                       f"(quiet: under {100 * NOISY_SCATTER:.0f} %)")
         if self.phone.get("hot"):
             out.append(f"the phone ran hot ({self.phone.get('temp_max_c')} C)")
         battery = self.phone.get("battery_pct")
@@ -137,6 +146,8 @@ class MachineState:
             parts.append(f"CPU busy {100 * self.busy_share:.0f} %")
         if self.steal_share is not None:
             parts.append(f"steal {100 * self.steal_share:.1f} %")
+        if self.scatter is not None:
+            parts.append(f"passes ±{100 * self.scatter:.1f} %")
         if self.phone.get("temp_max_c") is not None:
             parts.append(f"{self.phone['temp_max_c']:.0f} C")
         if self.phone.get("battery_pct") is not None:

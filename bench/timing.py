@@ -16,11 +16,15 @@ timed at that moment moves with it. With enough networks in a session (``MIN_FOR
 each pass's common factor is taken out, as a randomized block design takes out its blocks:
 the pass's pace is the median over the networks of their time in it against their own
 median, and each network's passes are divided by it. What is left is each network's own
-noise, at the session's median speed; the raw times are kept beside it.
+noise, at the session's median speed; the raw times are kept beside it. How much that
+noise is (``pass_scatter``) goes into the session's machine state: a noisy neighbour slows
+passes at random without raising the load or the steal time, and the warning says so.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import statistics
 import time
@@ -159,8 +163,13 @@ def time_networks(runner: Runner, models: Mapping[str, Model], passes: int = 3, 
     state = probe.stop()
     fp, when = runner.fingerprint(), datetime.now(UTC).isoformat(timespec="seconds")
     pace = pass_paces({n: [t.latency_us for t in ts] for n, ts in out.items()})
-    return {n: Measurement(tuple(t), repeats, fp, state, when, tuple(repeat_states), pace)
-            for n, t in out.items()}
+    timed = {n: Measurement(tuple(t), repeats, fp, state, when, tuple(repeat_states), pace)
+             for n, t in out.items()}
+    scatter = pass_scatter({n: m.passes_us for n, m in timed.items()})
+    if state is None or scatter is None:
+        return timed
+    state = replace(state, scatter=scatter)  # the session's own noise, with its state
+    return {n: replace(m, state=state) for n, m in timed.items()}
 
 
 MIN_FOR_PACE = 8  # networks a session needs before its passes' common factor is taken out
@@ -179,6 +188,19 @@ def pass_paces(passes_us: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
     pace = [statistics.median(col) for col in zip(*rel)]
     whole = statistics.median(pace)
     return tuple(x / whole for x in pace)
+
+
+def pass_scatter(passes_us: Mapping[str, Sequence[float]]) -> float | None:
+    """The session's own noise: a robust sd of a pass's log time about its network's level,
+    from every pair of passes of the same network (the median of |log a/b| is 0.954 sd for
+    normal noise, at any number of passes; one preempted pass does not decide it). None
+    without two passes of some network."""
+    diffs = [abs(math.log(a / b)) for v in passes_us.values()
+             for a, b in itertools.combinations(v, 2) if a > 0 and b > 0]
+    return statistics.median(diffs) / PAIR_MEDIAN_SD if diffs else None
+
+
+PAIR_MEDIAN_SD = 0.6745 * math.sqrt(2)  # median |a - b| of two normal draws, in their sd
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -3,7 +3,10 @@ clock, scripted runners; nothing here depends on the machine's real load."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -194,10 +197,37 @@ def test_a_measurement_is_one_value_with_its_repeats_and_state():
     assert m.latency_us == 145 and m.latency_ms == 0.145
     assert m.repeat_spread == pytest.approx((207.5 - 105) / 145)
     assert m.pass_spread == pytest.approx((210 - 90) / 155)
-    assert m.runs == 18 and m.state is QUIET and m.fingerprint == {"device": "scripted"}
+    assert m.runs == 18 and m.fingerprint == {"device": "scripted"}
+    # the probe's state, with the session's own noise: passes from 90 to 210 us are noisy
+    assert m.state == replace(QUIET, scatter=m.state.scatter)
+    assert m.state.scatter > ms.NOISY_SCATTER
     d = m.to_dict()
-    assert d["repeats_us"] == [105, 145, 207.5] and d["machine_state"]["busy"] is False
+    assert d["repeats_us"] == [105, 145, 207.5] and d["machine_state"]["busy"] is True
     assert d["measured_at"]
+
+
+def test_the_pass_scatter_is_a_robust_sd_of_log_time():
+    assert timing.pass_scatter({"a": [100, 100 * math.exp(0.1)]}) == pytest.approx(
+        0.1 / timing.PAIR_MEDIAN_SD)
+    # one preempted pass in five does not decide it; a network timed once tells nothing
+    assert timing.pass_scatter({"a": [100, 100, 100, 100, 145], "b": [7.0]}) == 0
+    assert timing.pass_scatter({"a": [100]}) is None
+
+
+def test_a_noisy_session_says_so_when_load_and_steal_do_not():
+    def session(noise: float) -> timing.Measurement:
+        rng = random.Random(1)
+        script = [100 * math.exp(rng.gauss(0, noise)) for _ in range(30)]
+        return timing.time_networks(Scripted(script, QUIET), {"n": b"m"}, passes=30)["n"]
+
+    calm, noisy = session(0.02), session(0.10)
+    assert calm.state.scatter == pytest.approx(0.02, rel=0.35) and not calm.state.busy
+    assert noisy.state.scatter == pytest.approx(0.10, rel=0.35)
+    assert noisy.state.warning() == (
+        f"warning: these numbers were measured while host was busy (its passes scattered "
+        f"±{100 * noisy.state.scatter:.1f} % about their medians (quiet: under 6 %)): they may "
+        "be off by 10-45 %; stop other work and measure again on a quiet machine")
+    assert f"passes ±{100 * noisy.state.scatter:.1f} %" in noisy.state.describe()
 
 
 def test_a_runner_that_knows_nothing_of_its_machine_gives_no_state():
@@ -227,7 +257,8 @@ def test_repeats_that_never_agree_are_flagged_unreliable():
     assert note == ("UNRELIABLE: measured 3 times, the results still disagree by 45 % "
                     "(over 10 %), so the median may be far off; measure again on a quiet "
                     "machine")
-    assert c.measurement.state is BUSY  # the busiest state of the repeats is kept
+    # the busiest state of the repeats is kept (with that repeat's scatter)
+    assert replace(c.measurement.state, scatter=None) == BUSY
 
 
 def test_one_disagreeing_repeat_says_how_to_measure_again():
@@ -273,7 +304,7 @@ def test_each_repeat_keeps_the_machines_state_over_it():
 
     runner = PerProbe([100, 101, 130, 131, 100, 99], [BUSY, QUIET, BUSY, QUIET])
     m = timing.time_networks(runner, {"n": b"m"}, passes=2, repeats=3)["n"]
-    assert m.state is BUSY and m.repeat_states == (QUIET, BUSY, QUIET)
+    assert replace(m.state, scatter=None) == BUSY and m.repeat_states == (QUIET, BUSY, QUIET)
     assert m.to_dict()["repeats_busy"] == [False, True, False]
     from analysis.report_build import busy_repeats
 
