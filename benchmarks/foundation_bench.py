@@ -28,8 +28,8 @@ from typing import Any
 
 from bench import sweep_plan, sweep_run, zoo
 from bench.devices import load_config, make_runner
-from bench.runners.host import HostRunner
 from bench.tflite_build import build_layer, build_network
+from benchmarks import quiet
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
@@ -216,25 +216,10 @@ def bench_repeatability(out: dict[str, Any], keys: list[str], rounds: int = 3) -
 def bench_noise_floor(out: dict[str, Any], seconds: float = 12.0) -> None:
     """How this machine's speed wanders: one layer timed back to back for ``seconds``,
     the spread (std / mean) of its mean over windows of growing length."""
-    spec = LayerSpec("conv2d", 7, 7, 960, 576, act="relu6")  # ~0.4 ms, 2 MB of weights
-    runner = HostRunner()
-    interp = runner._interpreter(build_layer(spec))
-    for _ in range(20):
-        interp.invoke()
-    samples, t_end = [], time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter_ns()
-        interp.invoke()
-        samples.append(time.perf_counter_ns() - t0)
-    per_ms = len(samples) / (seconds * 1000)
-    rows = []
-    for window_ms in (2, 20, 200, 2000):
-        n = max(1, round(window_ms * per_ms))
-        means = [statistics.fmean(samples[i:i + n]) for i in range(0, len(samples) - n + 1, n)]
-        if len(means) > 2:
-            rows.append({"window_ms": window_ms, "windows": len(means),
-                         "cv_of_window_means": statistics.stdev(means) / statistics.fmean(means)})
-    out["noise_floor"] = {"layer": spec.key, "seconds": seconds, "invokes": len(samples),
+    p = quiet.probe(seconds, windows=(0.002, 0.02, 0.2, 2.0))
+    rows = [{"window_ms": round(1000 * w), "cv_of_window_means": cv}
+            for w, cv in p["by_window_s"].items() if cv is not None]
+    out["noise_floor"] = {"layer": p["layer"], "seconds": seconds, "invokes": p["invokes"],
                           "windows": rows}
 
 

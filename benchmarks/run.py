@@ -5,6 +5,9 @@ is missing are skipped with a note. Results: benchmarks/results.json (everything
 and a Markdown summary (``--out``). Each section's results carry the machine's state
 while it ran (``machine_state``: load, other processes' CPU, steal;
 ``bench.machine_state``), and a section measured on a busy machine says so in one line.
+Before each section one layer is timed for a few seconds (``quiet_probe``: the machine's
+own noise, which load and steal miss); ``--wait-quiet MINUTES`` waits for a quiet machine
+first (``benchmarks/quiet.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine_state import HostProbe
+from benchmarks import quiet
 from benchmarks.summary import markdown
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]] = {}
@@ -58,6 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", default=None, help="section names to run")
     ap.add_argument("--tf-python", default=None, help="a Python with TensorFlow, for the "
                     "files section (default: NETADAPT_TF_PYTHON; without one it is skipped)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
+                    help="before each section, wait up to this long for a quiet machine "
+                    "(load and one layer's noise under their limits: benchmarks/quiet.py)")
+    ap.add_argument("--probe-seconds", type=float, default=6.0,
+                    help="how long each quiet probe times its layer")
     ap.add_argument("--runs", type=Path, default=Path("runs"),
                     help="where the `make adapt` demo's run folders are (demo section)")
     ap.add_argument("--compare-runs", type=Path, default=Path("runs"),
@@ -74,6 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, call in SECTIONS.items():
         if args.only and name not in args.only:
             continue
+        calm = quiet.wait_quiet(60 * args.wait_quiet,  # one probe when not waiting
+                                lambda: quiet.probe(args.probe_seconds))
+        print(f"{name}: {quiet.describe(calm)}"
+              + ("" if calm["quiet"] else " - not quiet: this section's numbers are noisier"),
+              flush=True)
         t0 = time.perf_counter()
         probe = HostProbe()
         probe.start()
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         out["when"] = results["when"]
         state = probe.stop()
         out["machine_state"] = state.to_dict()
+        out["quiet_probe"] = calm
         results["sections"][name] = out
         print(f"{name}: done in {out['section_wall_s']:.0f} s; {state.describe()}", flush=True)
         if state.warning():

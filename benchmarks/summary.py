@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks import quiet
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -43,7 +45,12 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"Machine: {state.get('summary', '')}.", ""]
             if state.get("warning"):
                 lines += [f"**{state['warning']}**", ""]
-        scalars, tables = _flatten({k: v for k, v in out.items() if k != "machine_state"})
+        calm = out.get("quiet_probe")
+        if calm:  # the machine's own noise just before (benchmarks/quiet.py)
+            lines += [f"Before it: {quiet.describe(calm)}"
+                      + ("" if calm.get("quiet") else " (not quiet)") + ".", ""]
+        scalars, tables = _flatten({k: v for k, v in out.items()
+                                    if k not in ("machine_state", "quiet_probe")})
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars]
         for tname, rows in tables:

@@ -199,11 +199,14 @@ def test_the_sections_setups_are_the_makefiles() -> None:
 
 
 def test_make_bench_runs_the_sections_with_their_options(tmp_path: Path) -> None:
-    bench_run.main(["--only", "demo", "--runs", str(tmp_path / "none"),
-                    "--out", str(tmp_path / "results.md")])
+    bench_run.main(["--only", "demo", "--runs", str(tmp_path / "none"), "--probe-seconds",
+                    "0.5", "--out", str(tmp_path / "results.md")])
     got = json.loads((tmp_path / "results.json").read_text())["sections"]["demo"]
     assert str(tmp_path / "none") in got["float32"]["skipped"]
     assert "machine_state" in got and "compare" in bench_run.SECTIONS
+    # the machine's own noise, probed just before, with the section (and in its Markdown)
+    assert got["quiet_probe"]["invokes"] > 0 and got["quiet_probe"]["waited_s"] == 0
+    assert "one layer's 0.2 s means spread" in (tmp_path / "results.md").read_text()
 
 
 # -- the README's rows ---------------------------------------------------------------------------

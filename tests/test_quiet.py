@@ -1,0 +1,47 @@
+"""benchmarks.quiet: waiting for a quiet machine, on scripted probes and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import quiet
+
+
+def test_window_noise_is_the_spread_of_window_means():
+    # 0.2 s windows at 10 invokes/s: pairs of invokes; means 100, 110, 90
+    assert quiet.window_noise([100, 100, 110, 110, 90, 90], per_s=10) == pytest.approx(0.1)
+    assert quiet.window_noise([100, 100], per_s=10) is None  # too few windows to tell
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def probes(*noise: float, load: float = 0.1):
+    it = iter(noise)
+    return lambda: {"noise": next(it), "load_1m": load}
+
+
+def test_waits_until_the_machine_is_quiet_and_says_why_it_waited():
+    clock, said = Clock(), []
+    got = quiet.wait_quiet(600, probes(0.10, 0.05, 0.02), clock.sleep, 30,
+                           lambda: clock.now, said.append)
+    assert got["quiet"] and got["noise"] == 0.02 and got["waited_s"] == 60
+    assert len(said) == 2 and "one layer's 0.2 s means spread 10.0 %" in said[0]
+
+
+def test_a_wait_that_runs_out_returns_the_last_probe_marked_not_quiet():
+    clock = Clock()
+    got = quiet.wait_quiet(60, probes(0.10, 0.09, 0.08, 0.07), clock.sleep, 30,
+                           lambda: clock.now, lambda _: None)
+    assert not got["quiet"] and got["noise"] == 0.08 and got["waited_s"] == 60
+
+
+def test_a_loaded_machine_is_not_quiet_however_steady():
+    clock = Clock()
+    got = quiet.wait_quiet(0, probes(0.01, load=1.5), clock.sleep, 30, lambda: clock.now)
+    assert not got["quiet"] and got["waited_s"] == 0
