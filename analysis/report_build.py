@@ -176,18 +176,22 @@ def _drift_notes(metrics: Mapping[str, Any]) -> list[str]:
             for d in metrics.get("drift", [])]
 
 
+def _busy(st: Mapping[str, Any]) -> str:
+    """The reasons a busy state was busy (load, steal, its passes' scatter), as a clause."""
+    return f" — busy: {'; '.join(st.get('reasons') or [])}" if st.get("busy") else ""
+
+
 def _machine_notes(metrics: Mapping[str, Any]) -> list[str]:
-    notes = [f"Machine while the LUT was swept: {st.get('summary', '')}"
-             + (f" — busy: {'; '.join(st.get('reasons', []))}." if st.get("busy") else ".")
+    notes = [f"Machine while the LUT was swept: {st.get('summary', '')}{_busy(st)}."
              for st in metrics.get("sweep_machine") or []]
     st = metrics.get("calibration_machine")
     if st:
         notes.append(f"Machine while the calibration's networks were measured: "
-                     f"{st.get('summary', '')}" + (" — busy." if st.get("busy") else "."))
+                     f"{st.get('summary', '')}{_busy(st)}.")
     for st in metrics.get("machine", []):
         notes.append(f"Machine while {st['networks']} networks were measured "
                      f"({st.get('measured_at') or 'time not recorded'}): "
-                     f"{st.get('summary', '')}" + (" — busy" if st.get("busy") else "")
+                     f"{st.get('summary', '')}{_busy(st)}"
                      + busy_repeats(st.get("repeats_busy")) + ".")
         if st.get("pace"):
             lo, hi = st["pace"]

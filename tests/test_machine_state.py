@@ -364,3 +364,15 @@ def test_the_report_states_the_pace_it_took_out():
     assert sessions[0]["pace"] == [0.95, 1.12] and sessions[0]["networks"] == 2
     notes = _machine_notes({"machine": sessions})
     assert any("pace over those passes: 0.95x to 1.12x" in n for n in notes)
+
+
+def test_the_report_says_why_a_session_was_busy():
+    from analysis.report_build import _machine_notes
+
+    noisy = replace(QUIET, scatter=0.09).to_dict()
+    notes = _machine_notes({"calibration_machine": noisy,
+                            "machine": [{**noisy, "networks": 3, "measured_at": "now"}]})
+    assert len(notes) == 2 and all(
+        "busy: its passes scattered ±9.0 % about their medians (quiet: under 6 %)." in n
+        for n in notes)
+    assert "passes ±9.0 %" in notes[0]
