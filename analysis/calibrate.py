@@ -62,7 +62,10 @@ CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 # loses lines before it is full). On this
 # host's 2 MB L2: 1.5-3 MB, where the cross-validated windows of quiet fits fell (2-3 MB)
 # and the best of six pinned windows on a loaded one (the fits' window moved between 0.5
-# and 4 MB from one session to the next).
+# and 4 MB from one session to the next). Machines of this kind have since come with 1 and
+# 0.5 MB of L2 per core: on 1 MB the pinned window gave the quiet numbers of
+# benchmarks/README.md; on 0.5 MB, on a noisy morning, no window (cross-validated over the
+# grid or pinned) explained the networks better than their own noise did.
 L2_WINDOW = (0.75, 1.5)
 # The candidates, in order of preference on a tie: the roofline fitted on totals alone,
 # the same fitted on per-layer times too, with a factor per layer kind, and with a cost
