@@ -278,13 +278,24 @@ def test_an_unknown_model_is_refused() -> None:
         Calibration.from_json(cal.to_json().replace(MODEL, "cache-l3-v9"))
 
 
-@pytest.fixture
-def calibrated(tmp_path: Path):
+@pytest.fixture(scope="module")
+def calibrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A FakeRunner LUT calibrated by the FakeRunner (whole networks 1.1 x their layers),
     on a machine other processes kept busy."""
-    store, version = make_lut(tmp_path / "fake.db")
-    cal = cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
-    return store, version, cal
+    store, version = make_lut(tmp_path_factory.mktemp("calibrated") / "fake.db")
+    cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
+    store.close()
+    return store.path
+
+
+@pytest.fixture
+def calibrated(calibrated_file: Path, tmp_path: Path):
+    """A private copy of ``calibrated_file``: (store, its version, the calibration)."""
+    import shutil
+
+    store = LutStore.open(shutil.copy(calibrated_file, tmp_path / "fake.db"))
+    version = store.version(1)
+    return store, version, store.calibration(version)
 
 
 def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
