@@ -163,23 +163,27 @@ class _Stacked:
             self.stream[k] = np.array([v.sum() for v in st])
 
     def normal(self, k: float, evicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every network's G (n, p, p) and b (n, p) at streaming cost ``k``."""
-        d = np.ones_like(self.t)
-        d[:, self.cold] = evicted[:, None]
+        """Every network's G (..., n, p, p) and b (..., n, p) at streaming cost ``k``;
+        ``evicted`` is (n,) or one row per cache window (w, n)."""
+        d = self._scale(evicted)
         sigma = self.stream[k] / self.measured
-        g = (self.a + self.t[:, :, None] * self.t[:, None, :]) * d[:, :, None] * d[:, None, :]
-        b = d * (self.c - evicted[:, None] * self.s[k]
-                 + self.t * (self.y - evicted * sigma)[:, None])
+        g = (self.a + self.t[:, :, None] * self.t[:, None, :]) * d[..., None] * d[..., None, :]
+        b = d * (self.c - evicted[..., None] * self.s[k]
+                 + self.t * (self.y - evicted * sigma)[..., None])
         return g, b
 
-    def predict(self, k: float, evicted: np.ndarray, theta: np.ndarray,
-                which: np.ndarray) -> np.ndarray:
-        """The relative errors of networks ``which`` under coefficients ``theta``."""
-        d = np.ones_like(self.t[which])
-        d[:, self.cold] = evicted[which, None]
-        total = (self.base[which] + evicted[which] * self.stream[k][which]
-                 + (d * self.t[which] * self.measured[which, None]) @ theta)
-        return total / self.measured[which] - 1
+    def _scale(self, evicted: np.ndarray) -> np.ndarray:
+        """D's diagonal per network: the evicted share on the columns eviction scales."""
+        d = np.ones(evicted.shape + self.t.shape[1:])
+        d[..., self.cold] = evicted[..., None]
+        return d
+
+    def predict(self, k: float, evicted: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Each network's relative error under its own coefficients ``theta`` (..., n, p)."""
+        x = self._scale(evicted) * self.t * self.measured[:, None]
+        total = (self.base + evicted * self.stream[k]
+                 + (x[..., None, :] @ theta[..., :, None])[..., 0, 0])
+        return total / self.measured - 1
 
 
 def solve(g: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -190,6 +194,50 @@ def solve(g: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
     z = np.linalg.solve(low, b)
     phi, _ = nnls(low.T, z - low.T @ lower)
     return phi + lower
+
+
+def solve_many(g: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """``solve`` over a stack (..., p, p), (..., p) at once. A strictly convex quadratic has
+    one minimum over the bounds, the point that meets them where each coefficient is
+    either free (its gradient 0) or at its bound (its gradient pushing it below): found by
+    moving coefficients between the two sets, all of the stack at once; what is left
+    after a few rounds goes through ``solve`` one by one."""
+    n = b.shape[-1]
+    ridge = 1e-10 * np.maximum(1.0, np.trace(g, axis1=-2, axis2=-1))
+    ridged = g + ridge[..., None, None] * np.eye(n)  # as solve: the ridged one's argmin
+    free = np.ones(b.shape, bool)
+    theta = np.empty_like(b)
+    todo = np.ones(b.shape[:-1], bool)
+    try:
+        np.linalg.cholesky(ridged)
+        rounds = 2 * n + 2
+    except np.linalg.LinAlgError:  # one is not positive definite: solve raises for the first
+        rounds = 0
+    for _ in range(rounds):
+        gi, bi, fi = ridged[todo], b[todo], free[todo]
+        both = fi[..., :, None] & fi[..., None, :]
+        fixed = np.where(fi, 0.0, lower)
+        # the free coefficients' minimum, the others held at their bounds
+        x = np.linalg.solve(np.where(both, gi, np.eye(n)),
+                            np.where(fi, bi - (gi @ fixed[..., None])[..., 0], lower)
+                            [..., None])[..., 0]
+        grad = (gi @ x[..., None])[..., 0] - bi  # >= 0 where a bound holds a coefficient
+        tol = 1e-12 * (np.abs(gi) @ np.abs(x)[..., None])[..., 0].max(axis=-1) + 1e-300
+        below = fi & ~(x >= lower)  # NaN too
+        pushed = ~fi & (grad < -tol[..., None])
+        done = ~(below | pushed).any(axis=-1)
+        idx = tuple(i[done] for i in np.nonzero(todo))
+        theta[idx] = x[done]
+        # below a bound: held at it; when none is, the bound pushing hardest is let go
+        release = pushed & (grad == np.where(pushed, grad, np.inf).min(axis=-1, keepdims=True))
+        fi = np.where(below.any(axis=-1, keepdims=True), fi & ~below, fi | release)
+        free[todo] = fi
+        todo[todo] = ~done
+        if not todo.any():
+            return theta
+    for i in zip(*np.nonzero(todo)):
+        theta[i] = solve(g[i], b[i], lower)
+    return theta
 
 
 def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, float]],
@@ -203,16 +251,21 @@ def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, flo
     split = list(KFold(min(folds, len(nets)), shuffle=True, random_state=seed)
                  .split(np.arange(len(nets))))
     evicted = {c: np.array([evicted_share(n.working_mb, *c) for n in nets]) for c in windows}
+    fold = np.empty(len(nets), int)  # each network's fold
+    for i, (_, test) in enumerate(split):
+        fold[test] = i
+    member = np.arange(len(split))[:, None] == fold  # (folds, n)
+    ev = np.array([evicted[c] for c in windows])  # (windows, n)
     scored: dict[tuple[float, float, float], np.ndarray] = {}
-    for k in us_per_mb_grid:
-        for c in windows:
-            g, b = rows.normal(k, evicted[c])
-            g_all, b_all = g.sum(axis=0), b.sum(axis=0)
-            rel = np.zeros(len(nets))
-            for _, test in split:
-                theta = solve(g_all - g[test].sum(axis=0), b_all - b[test].sum(axis=0), lower)
-                rel[test] = rows.predict(k, evicted[c], theta, test)
-            scored[(k, *c)] = rel
+    for k in us_per_mb_grid:  # every window and fold of one streaming cost at once
+        g, b = rows.normal(k, ev)
+        g_out = np.stack([g[:, f].sum(axis=1) for f in member], axis=1)  # each fold's own
+        b_out = np.stack([b[:, f].sum(axis=1) for f in member], axis=1)
+        theta = solve_many(g.sum(axis=1)[:, None] - g_out, b.sum(axis=1)[:, None] - b_out,
+                           lower)  # (windows, folds, p): each fit without its fold
+        rel = rows.predict(k, ev, theta[:, fold])
+        for c, r in zip(windows, rel):
+            scored[(k, *c)] = r
     best = min(scored, key=lambda key: (round(float(np.mean(np.abs(scored[key]))), 9), key))
     k, lo, hi = best
     g, b = rows.normal(k, evicted[lo, hi])

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from operator import itemgetter
 
 import numpy as np
@@ -191,20 +192,29 @@ def _interp_one(s: LayerSpec, pts: list[tuple[LayerSpec, float]]) -> float:
                   _interp_1d(s.cin, [(p.cin, v) for p, v in pts if p.cout == s.cout])):
             if v is not None:
                 return v
-        from scipy.interpolate import griddata
-        from scipy.spatial import QhullError
-
-        xy = np.array([(p.cin, p.cout) for p, _ in pts], float)
-        vals = np.array([v for _, v in pts], float)
-        if len(pts) >= 3 and len(set(xy[:, 0])) > 1 and len(set(xy[:, 1])) > 1:
-            try:
-                v = griddata(xy, vals, [(s.cin, s.cout)], method="linear")[0]
-            except QhullError:  # all points on one line: no triangle holds the key
-                v = np.nan
+        if (len(pts) >= 3 and len({p.cin for p, _ in pts}) > 1
+                and len({p.cout for p, _ in pts}) > 1):
+            plane = _plane(tuple((p.cin, p.cout, v) for p, v in pts))
+            v = plane([(s.cin, s.cout)])[0] if plane is not None else np.nan
             if np.isfinite(v):
                 return float(v)
     nearest, value = min(pts, key=lambda pv: abs(pv[0].cin - s.cin) + abs(pv[0].cout - s.cout))
     return value * s.macs / max(nearest.macs, 1)
+
+
+@lru_cache(maxsize=256)
+def _plane(points: tuple[tuple[int, int, float], ...]) -> Callable | None:
+    """The linear interpolant over a shape class's measured (cin, cout, value) points (what
+    griddata builds for each call): triangulated once for all the keys it is asked for,
+    tens of ms each time. None: all points on one line, where no triangle holds a key."""
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import QhullError
+
+    xy = np.array([(a, b) for a, b, _ in points], float)
+    try:
+        return LinearNDInterpolator(xy, np.array([v for _, _, v in points], float))
+    except QhullError:
+        return None
 
 
 def _interp_1d(x: float, pts: list[tuple[int, float]]) -> float | None:

@@ -204,11 +204,16 @@ def validated(validated_file: Path, tmp_path: Path):
     return store, store.version(1)
 
 
-@pytest.fixture
-def report_folder(validated, tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def report_folder(validated_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of a private copy of ``validated_file``, written once: tests only read it."""
+    import shutil
+
     from analysis.report import write
     from analysis.report_build import build
+    from lut_db.store import LutStore
 
-    store, version = validated
-    return write(build(store, version, n_boot=200), tmp_path / "reports")
+    tmp = tmp_path_factory.mktemp("report")
+    with LutStore.open(shutil.copy(validated_file, tmp / "fake.db")) as store:
+        return write(build(store, store.version(1), n_boot=200), tmp / "reports")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import json
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,8 +117,28 @@ class FakeRunner(BaseRunner):
 
 def make_lut(path: Path, runner: FakeRunner | None = None,
              space: dict[str, Any] = SPACE) -> tuple[LutStore, Version]:
-    """A sealed LUT of the space, 'measured' by a FakeRunner."""
-    runner = runner or FakeRunner()
+    """A sealed LUT of the space, 'measured' by a FakeRunner. The default FakeRunner
+    measures the same LUT every time: swept once per process and space, then copied
+    (onto a new file; an existing one is swept into as before)."""
+    if runner is not None or path.exists():
+        return _sweep_fake(path, runner or FakeRunner(), space)
+    template = _TEMPLATES.get(key := json.dumps(space, sort_keys=True))
+    if template is None:
+        template = Path(tempfile.mkdtemp(prefix="netadapt-fake-lut-")) / "fake.db"
+        atexit.register(shutil.rmtree, template.parent, True)
+        _sweep_fake(template, FakeRunner(), space)[0].close()  # WAL folded in: the file whole
+        _TEMPLATES[key] = template
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, path)
+    store = LutStore.open(path)
+    return store, store.version()
+
+
+_TEMPLATES: dict[str, Path] = {}  # make_lut's LUTs of the default FakeRunner, by space
+
+
+def _sweep_fake(path: Path, runner: FakeRunner, space: dict[str, Any]
+                ) -> tuple[LutStore, Version]:
     store = LutStore.open(path, create=True)
     specs: set = set()
     for sw in space["sweeps"]:

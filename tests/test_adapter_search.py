@@ -148,21 +148,27 @@ def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) 
         adapt(cfg, space, digits, tmp_path / "r")
 
 
-@pytest.mark.parametrize("ray", [False, True])
-@pytest.mark.train
-def test_executors_give_identical_results(space, digits, ray: bool) -> None:
-    """The proposals of one iteration, on a local pool (or Ray) and serially."""
-    if ray:
-        pytest.importorskip("ray")
-    cfg = AdaptConfig(**SMALL)
-    context = make_context(cfg, digits)
+@pytest.fixture(scope="module")
+def proposals(space, digits) -> tuple[bytes, list[dict], list[dict]]:
+    """One iteration's first three proposals as tasks, with the context they run in and
+    their results run serially (what every executor must give)."""
+    context = make_context(AdaptConfig(**SMALL), digits)
     model = build("mobilenet_v1", space.snap(space.fam.widths(width_mult=0.5)), 32, 10, seed=0)
     widths = model.widths()
     parent = {"arch": space.arch.to_dict(), "parent_widths": widths,
               "state": dumps(model.state_dict())}
     props = space.propose(widths, {"latency_ms": 0.97 * space.resource("latency_ms", widths)})[:3]
     tasks = [{**parent, "name": p.name, "widths": p.widths, "seed": 11} for p in props]
-    want = SerialExecutor(context).map(evaluate_proposal, tasks)
+    return context, tasks, SerialExecutor(context).map(evaluate_proposal, tasks)
+
+
+@pytest.mark.parametrize("ray", [False, True])
+@pytest.mark.train
+def test_executors_give_identical_results(proposals, ray: bool) -> None:
+    """The proposals of one iteration, on a local pool (or Ray) and serially."""
+    if ray:
+        pytest.importorskip("ray")
+    context, tasks, want = proposals
     ex = make_executor(context, workers=2, ray="local" if ray else None)
     try:
         got = ex.map(evaluate_proposal, tasks)
@@ -178,9 +184,10 @@ def test_executors_give_identical_results(space, digits, ray: bool) -> None:
 
 
 # For the measured-budget tests: which networks meet a budget follows the fixed latencies
-# alone, so no pretraining, no long-term fine-tune and no lengthened short-term fine-tunes
-# (an untrained network's holdout accuracy stays below any floor: 3 -> 6 -> 12 -> 24 steps).
-UNTRAINED = {"pretrain_epochs": 0, "long_epochs": 0, "short_floor": 0.0}
+# alone, so no pretraining, no long-term fine-tune, one short-term step per proposal and no
+# lengthened ones (an untrained network's holdout accuracy stays below any floor: 1 -> 2 ->
+# 4 -> 8 steps).
+UNTRAINED = {"pretrain_epochs": 0, "long_epochs": 0, "short_floor": 0.0, "short_steps": 1}
 
 
 class SlowDevice:
@@ -281,10 +288,11 @@ def test_official_code_options(real_lut, configs, digits, tmp_path) -> None:
     version = store.version(1)
     fine = SearchSpace("mobilenet_v1", 32, CLASSES, store.table(version), GRID,
                        lut=f"{store.path}@1", fine_step=8, measure=OnDemand(store, version, "fast", None))
-    # 0.9: one iteration (its target is the budget), the options' every check made on it
+    # 0.9: one iteration (its target is the budget), the options' every check made on it;
+    # no long-term fine-tune (none of them reads it: its steps count 0 below)
     cfg = AdaptConfig(**{**SMALL, "budgets": {"latency_ms": "0.9"}, "short_steps": 1,
-                         "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 8},
-                      lut=f"{store.path}@1")
+                         "short_floor": 0.99, "pick": "drop-per-latency", "fine_step": 8,
+                         "long_epochs": 0}, lut=f"{store.path}@1")
     result, na = adapt(cfg, fine, digits, tmp_path / "run")
     hist = na.state["history"]
     assert len(hist) >= 2  # an iteration at least: the loops below check something

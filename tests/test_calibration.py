@@ -244,6 +244,29 @@ def test_a_v2_calibration_keeps_its_formula() -> None:
     assert cal.layer_us(fits, 20.0) == pytest.approx(19.5 + 10.0 * weight_mb(fits))
 
 
+def test_the_stacked_solver_finds_each_bounded_minimum_as_the_single_one_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid search solves every window and fold of a streaming cost at once: each
+    answer is the one the single solver (non-negative least squares) gives, whether the
+    bounds hold no coefficient, some or all of them, and none is left over to it."""
+    from analysis import calibration_fit as cf
+
+    single = cf.solve
+    rng = np.random.default_rng(0)
+    for p in (2, 5, 9):
+        a = rng.normal(size=(40, 3 * p, p))
+        g = a.transpose(0, 2, 1) @ a
+        b = rng.normal(size=(40, p)) * rng.choice([0.1, 1.0, 10.0], size=(40, 1))
+        lower = np.array([0.0, 0.0] + [-0.5] * (p - 2))
+        with monkeypatch.context() as m:
+            m.setattr(cf, "solve", None)  # left over: a TypeError
+            got = cf.solve_many(g.reshape(8, 5, p, p), b.reshape(8, 5, p), lower)
+        want = np.array([single(gi, bi, lower) for gi, bi in zip(g, b)])
+        bound = np.isclose(want, lower, atol=1e-9)
+        assert bound.any(axis=1).sum() > 5 and (~bound).all(axis=1).sum() > 0
+        np.testing.assert_allclose(got.reshape(40, p), want, rtol=1e-8, atol=1e-10)
+
+
 def test_too_few_networks_are_refused() -> None:
     with pytest.raises(CalibrationError, match="at least 8 networks"):
         cb.fit(synthetic(30)[:5], 5.0, {})
@@ -255,13 +278,24 @@ def test_an_unknown_model_is_refused() -> None:
         Calibration.from_json(cal.to_json().replace(MODEL, "cache-l3-v9"))
 
 
-@pytest.fixture
-def calibrated(tmp_path: Path):
+@pytest.fixture(scope="module")
+def calibrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A FakeRunner LUT calibrated by the FakeRunner (whole networks 1.1 x their layers),
     on a machine other processes kept busy."""
-    store, version = make_lut(tmp_path / "fake.db")
-    cal = cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
-    return store, version, cal
+    store, version = make_lut(tmp_path_factory.mktemp("calibrated") / "fake.db")
+    cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
+    store.close()
+    return store.path
+
+
+@pytest.fixture
+def calibrated(calibrated_file: Path, tmp_path: Path):
+    """A private copy of ``calibrated_file``: (store, its version, the calibration)."""
+    import shutil
+
+    store = LutStore.open(shutil.copy(calibrated_file, tmp_path / "fake.db"))
+    version = store.version(1)
+    return store, version, store.calibration(version)
 
 
 def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
