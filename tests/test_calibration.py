@@ -279,23 +279,23 @@ def test_an_unknown_model_is_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def calibrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def calibrated_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Calibration]:
     """A FakeRunner LUT calibrated by the FakeRunner (whole networks 1.1 x their layers),
-    on a machine other processes kept busy."""
+    on a machine other processes kept busy, and the calibration ``calibrate`` returned."""
     store, version = make_lut(tmp_path_factory.mktemp("calibrated") / "fake.db")
-    cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
+    cal = cb.calibrate(store, version, FakeRunner(state=BUSY), n=16, passes=1)
     store.close()
-    return store.path
+    return store.path, cal
 
 
 @pytest.fixture
-def calibrated(calibrated_file: Path, tmp_path: Path):
-    """A private copy of ``calibrated_file``: (store, its version, the calibration)."""
+def calibrated(calibrated_file: tuple[Path, Calibration], tmp_path: Path):
+    """A private copy of ``calibrated_file``: (store, its version, what calibrate returned)."""
     import shutil
 
-    store = LutStore.open(shutil.copy(calibrated_file, tmp_path / "fake.db"))
-    version = store.version(1)
-    return store, version, store.calibration(version)
+    path, cal = calibrated_file
+    store = LutStore.open(shutil.copy(path, tmp_path / "fake.db"))
+    return store, store.version(1), cal
 
 
 def test_calibrate_stores_once_and_estimates_use_it(calibrated) -> None:
