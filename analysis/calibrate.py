@@ -56,17 +56,21 @@ MIN_NETWORKS = 8  # fewer than this cannot pin five parameters down and cross-va
 # are: the pair that explains the networks best is kept. Phones and desktop cores have
 # 0.25-4 MB of L2 per core; larger sizes stand for big shared caches.
 CACHE_GRID_MB = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
-# Where the device reports its L2 (the cache a layer alone keeps its weights in), the
+# Where the device reports its L2 (the cache a layer alone keeps its weights in), one
 # window is pinned to it: eviction starts when a network's working set (weights and
 # activations) reaches this share of the L2 and is complete at that one (a real cache
-# loses lines before it is full). On this
-# host's 2 MB L2: 1.5-3 MB, where the cross-validated windows of quiet fits fell (2-3 MB)
-# and the best of six pinned windows on a loaded one (the fits' window moved between 0.5
-# and 4 MB from one session to the next). Machines of this kind have since come with 1 and
-# 0.5 MB of L2 per core: on 1 MB the pinned window gave the quiet numbers of
-# benchmarks/README.md; on 0.5 MB, on a noisy morning, no window (cross-validated over the
-# grid or pinned) explained the networks better than their own noise did.
+# loses lines before it is full). On a 2 MB L2: 1.5-3 MB, where the cross-validated
+# windows of quiet fits fell; on 1 MB it gave the quiet numbers of benchmarks/README.md.
 L2_WINDOW = (0.75, 1.5)
+# Where it reports an L3 as well, windows at shares of the L3 (beyond the L2) are
+# candidates too, and cross-validation chooses among these few: the L3 is shared by every
+# core (on a cloud host, with the neighbours' too), so how much of it a network's weights
+# keep between invokes is the device's to say. On a VM with 0.5 MB of L2 and 32 MB of L3
+# the L2 window left every network cold; the L3's 2-16 MB explained the quiet night's
+# networks out of fold to 1.8 % instead of 3.0 % (benchmarks/README.md). Fitted freely over
+# the whole grid, the window moved between 0.5 and 4 MB from one session to the next.
+L3_STARTS = (1 / 32, 1 / 16, 1 / 8)
+L3_ENDS = (1 / 8, 1 / 4, 1 / 2)
 # The candidates, in order of preference on a tie: the roofline fitted on totals alone,
 # the same fitted on per-layer times too, with a factor per layer kind, and with a cost
 # per MB of weights that compute does not hide as well (profiles show 1x1 convs with 0.5-4
@@ -129,15 +133,33 @@ def calibration_set(space: Space, n: int = NETWORKS, seed: int = SEED) -> list[N
 
 def cache_windows(cache_kb: dict[str, int] | None, grid: Sequence[float] = CACHE_GRID_MB
                   ) -> tuple[list[tuple[float, float]], str]:
-    """The cache windows the fit may choose from, and in words how they were set: pinned to
-    the L2 the device reports, or every pair of the grid when it reports none."""
-    l2_kb = (cache_kb or {}).get("l2")
-    if l2_kb:
-        l2 = l2_kb / 1024
-        lo, hi = (round(f * l2, 3) for f in L2_WINDOW)
-        return [(lo, hi)], f"pinned to the L2 the device reports ({l2:g} MB): {lo:g}-{hi:g} MB"
-    return ([(lo, hi) for lo in grid for hi in grid if hi >= lo],
-            "cross-validated (the device reports no cache sizes)")
+    """The cache windows the fit may choose from, and in words how they were set: from the
+    L2 (and L3) the device reports, or every pair of the grid when it reports none."""
+    l2_kb, l3_kb = ((cache_kb or {}).get(level) for level in ("l2", "l3"))
+    if not l2_kb:
+        return ([(lo, hi) for lo in grid for hi in grid if hi >= lo],
+                "cross-validated (the device reports no cache sizes)")
+    l2 = l2_kb / 1024
+    lo, hi = (round(f * l2, 3) for f in L2_WINDOW)
+    windows = [(lo, hi)]
+    l3 = (l3_kb or 0) / 1024
+    windows += [(round(a * l3, 3), round(b * l3, 3)) for a in L3_STARTS for b in L3_ENDS
+                if b >= a and a * l3 > l2]
+    if len(windows) == 1:
+        return windows, f"pinned to the L2 the device reports ({l2:g} MB)"
+    return windows, (f"chosen out of fold from the L2 ({l2:g} MB) and L3 ({l3:g} MB) the "
+                     "device reports")
+
+
+def window_source(phrase: str, window: tuple[float, float], l2_window: tuple[float, float]
+                  ) -> str:
+    """``phrase`` from ``cache_windows`` with the window the fit kept, and whose it is."""
+    if phrase.startswith("cross-validated"):
+        return phrase
+    lo, hi = window
+    whose = "" if phrase.startswith("pinned") else (
+        " (the L2's)" if window == l2_window else " (the L3's)")
+    return f"{phrase}: {lo:g}-{hi:g} MB{whose}"
 
 
 # What fills the cache, each with its models' names: the working set (weights and the
@@ -153,8 +175,8 @@ def fit_candidates(samples: Sequence[Sample], overhead_us: float, fingerprint: d
                    weights_only: bool | None = None) -> list[Calibration]:
     """Every candidate (totals alone; with per-layer profiles of at least MIN_NETWORKS
     networks, the per-layer fits too), under each eviction rule (``weights_only``: one rule
-    alone), each with its streaming cost and cache window chosen by cross-validation (the
-    window pinned to the L2 of ``cache_kb``, else of the fingerprint, where there is one)
+    alone), each with its streaming cost and cache window chosen by cross-validation (from
+    windows set by the L2 and L3 of ``cache_kb``, else of the fingerprint, where there are)
     and its terms fitted on all the samples."""
     if len(samples) < MIN_NETWORKS:
         raise CalibrationError(f"a calibration needs at least {MIN_NETWORKS} networks to fit "
@@ -170,7 +192,7 @@ def _fit_rule(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[s
               cache_kb: dict[str, int] | None, rule: str) -> list[Calibration]:
     footprint, totals, per_layer = RULES[rule]
     nets = [Net(s.layers, s.measured_us, overhead_us, s.profile_us, footprint) for s in samples]
-    windows, source = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
+    windows, phrase = cache_windows(cache_kb or fingerprint.get("cache_kb"), cache_grid)
     profiled = sum(n.profile is not None for n in nets)
     forms = [TOTALS, LAYERS, KINDS, EXPOSED] if profiled >= MIN_NETWORKS else [TOTALS]
     out = []
@@ -181,7 +203,8 @@ def _fit_rule(samples: Sequence[Sample], overhead_us: float, fingerprint: dict[s
                                f.us_per_layer, fingerprint=dict(fingerprint),
                                networks=[s.name for s in samples], cv=errors(f.oof),
                                model=per_layer if f.form.kinds else totals,
-                               kind_factor=f.kind_factor, cache_source=source,
+                               kind_factor=f.kind_factor,
+                               cache_source=window_source(phrase, f.window, windows[0]),
                                us_per_weight_mb_exposed=f.us_per_weight_mb_exposed,
                                candidates={name: {**errors(f.oof), "profiled": profiled}}))
     return out

@@ -4,8 +4,8 @@ Each core lists its caches under ``/sys/devices/system/cpu/cpuN/cache/indexM/`` 
 ``size`` such as ``2048K``, ``type``: Data, Instruction or Unified). This machine reads the
 files; a phone prints the same through one shell snippet in its probe, so both parse
 one listing. The measuring core's data caches go into the fingerprint as ``cache_kb``
-(``{"l1d": 48, "l2": 2048, "l3": 491520}``), where the calibration finds the cache its
-in-network model is pinned to. Many Android kernels list no caches: then the field is
+(``{"l1d": 48, "l2": 2048, "l3": 491520}``), where the calibration finds the caches that set
+its in-network model's window. Many Android kernels list no caches: then the field is
 left out, and the calibration fits the cache window as before.
 """
 

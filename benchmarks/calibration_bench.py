@@ -21,11 +21,13 @@ Candidates, each fitted on the calibration set only (whose layers are also profi
 the runtime's op profiler): the plain sum (the paper), the sum less the per-invoke
 overhead, one scale factor, the per-op-class correction (the report's model before
 calibrations were stored), the v2 cache model (an extra cost per MB of weights that fit
-in L2), v2 only where the network's weights do not fit, the roofline model with its cache window cross-validated (v3 as it was), and the
-candidates ``analysis.calibrate.fit`` chooses from now, their window pinned to the L2 the
-device reports (fitted on totals; on per-layer times too; with a factor per layer kind),
-the one it keeps, and the calibration stored with the LUT. ``unseen`` leaves out the
-calibration set's own networks (the width multipliers are in both samples).
+in L2), v2 only where the network's weights do not fit, the roofline model with its cache
+window cross-validated over the whole grid (v3 as it was), and the candidates
+``analysis.calibrate.fit`` chooses from now (fitted on totals; on per-layer times too;
+with a factor per layer kind), their window chosen from the L2 and L3 the device reports;
+the one it keeps, the same with the L2 window alone, and the calibration stored with the
+LUT. ``unseen`` leaves out the calibration set's own networks (the width multipliers are
+in both samples).
 The side-by-side table is printed (``table``); everything else is in the JSON.
 Runnable alone: ``python -m benchmarks.calibration_bench [--lut luts/host.db]``.
 """
@@ -198,6 +200,8 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
                 weights_only=True)
     now = cb.fit_candidates(train, o, cal.fingerprint, cache_kb=cache_kb)
     kept = cb.fit(train, o, cal.fingerprint, cache_kb=cache_kb)
+    l2 = {"l2": cache_kb["l2"]} if cache_kb and cache_kb.get("l2") else None
+    l2_alone = cb.fit(train, o, cal.fingerprint, cache_kb=l2) if l2 and cache_kb != l2 else None
     v2, v2n = fit_additive(train, o, cutoff=False), fit_additive(train, o, cutoff=True)
     per_class = fit_per_class(train, aligned, by_class, mb)
     return {
@@ -208,12 +212,20 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
         "cache model v2 (extra us per MB of weights that fit in L2)": v2,
         "v2, only where the network's weights do not fit": v2n,
         "v3: roofline on totals, cache window cross-validated": predict(v3),
-        **{f"{name} ({'L2 window' if 'pinned' in c.cache_source else 'window CV'})":
-           predict(c) for c in now for name in c.candidates},
+        **{f"{name} ({window_label(c)})": predict(c) for c in now for name in c.candidates},
         f"kept by calibrate: {kept.model}": predict(kept),
+        **({f"kept with the L2 window alone: {l2_alone.model}": predict(l2_alone)}
+           if l2_alone else {}),
         STORED: predict(cal),  # its model: the section's calibration/model
         **anchored(cal, train),
     }
+
+
+def window_label(cal: Calibration) -> str:
+    """Which window a candidate has: the L2's, an L3 share's, or the grid's (no caches)."""
+    if cal.cache_source.startswith("cross-validated"):
+        return "window CV"
+    return "L3 window" if cal.cache_source.endswith("(the L3's)") else "L2 window"
 
 
 def anchored(cal: Calibration, train: Sequence[cb.Sample]) -> dict[str, Predict]:

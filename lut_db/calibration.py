@@ -38,9 +38,10 @@ networks and the ResNet/VGG-style stems high.) The last term, where fitted, is s
 that compute does not hide (big 1x1 convs pay it on top of their compute). A kind the
 calibration never profiled keeps factor 0: only the physics terms reach it.
 
-The cache window (``cache_mb``, ``evicted_mb``) is pinned to the L2 cache size the device
-reports (``cache_kb`` in the fingerprint) where it reports one, else chosen by
-cross-validation; ``cache_source`` says which.
+The cache window (``cache_mb``, ``evicted_mb``) is set by the cache sizes the device
+reports (``cache_kb`` in the fingerprint): pinned to its L2, or chosen out of fold between
+the L2's window and a few at shares of its L3; with no sizes reported, chosen by
+cross-validation over a grid. ``cache_source`` says which.
 
 What fills the cache is the network's working set (``cache-roofline-v5``,
 ``layer-roofline-v5``): its weights *and* the activations its layers read and write, each

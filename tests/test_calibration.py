@@ -77,6 +77,25 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
     assert Calibration.from_json(cal.to_json()) == cal
 
 
+def test_a_device_reporting_l2_and_l3_chooses_between_their_windows() -> None:
+    """With an L3 reported, windows at shares of it beyond the L2 are candidates beside
+    the L2's, and cross-validation keeps the one the networks follow (TRUE's 1.5-3 MB):
+    an L3 share behind a small L2, the L2's own window behind a 2 MB one."""
+    windows, phrase = cb.cache_windows({"l2": 256, "l3": 24 * 1024})
+    assert windows[0] == (0.188, 0.375) and (1.5, 3.0) in windows and len(windows) == 10
+    assert all(lo > 0.25 for lo, _ in windows[1:])
+    cal = cb.fit(synthetic(30), TRUE.overhead_us, {"device": "fake"},
+                 cache_kb={"l2": 256, "l3": 24 * 1024})
+    assert (cal.cache_mb, cal.evicted_mb) == (1.5, 3.0) and cal.cv["max_pct"] < 0.1
+    assert cal.cache_source == (f"{phrase}: 1.5-3 MB (the L3's)") and "L3 (24 MB)" in phrase
+    cal = cb.fit(synthetic(30), TRUE.overhead_us, {"device": "fake"},
+                 cache_kb={"l2": 2048, "l3": 24 * 1024})
+    assert (cal.cache_mb, cal.evicted_mb) == (1.5, 3.0)
+    assert cal.cache_source.endswith("from the L2 (2 MB) and L3 (24 MB) the device reports: "
+                                     "1.5-3 MB (the L2's)")
+    assert cb.cache_windows({"l2": 2048})[0] == [(1.5, 3.0)]
+
+
 # once evicted, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual adds
 # 40 % slower, and 20 us per MB of weights are not hidden by compute; a 1 MB L2 pins the
 # window to 0.75-1.5 MB
