@@ -43,16 +43,16 @@ TRUE = Calibration(overhead_us=5.0, cache_mb=1.5, evicted_mb=3.0, us_per_weight_
                    us_per_act_mb=0.5, us_per_layer=1.5)
 
 
-def synthetic(n: int, seed: int = 0) -> list[cb.Sample]:
+def synthetic(n: int, seed: int = 0, truth: Calibration = TRUE) -> list[cb.Sample]:
     """Networks whose measured latency follows the model exactly (entries made up: a 5 us
-    invoke plus compute; TRUE's cache and streaming cost decide the rest)."""
+    invoke plus compute; the truth's cache and streaming cost decide the rest)."""
     rng = random.Random(seed)
     space = Space.of(SPACE)
     out = []
     for net in cb.calibration_set(space, n, seed):
         layers = [(node.spec, 5.0 + node.spec.macs / 2e4 * rng.uniform(0.8, 1.2))
                   for node in net.nodes]
-        out.append(cb.Sample(net.name, layers, TRUE.network_us(layers)))
+        out.append(cb.Sample(net.name, layers, truth.network_us(layers)))
     return out
 
 
@@ -78,22 +78,23 @@ def test_fit_recovers_the_physics_and_its_cache_size() -> None:
 
 
 def test_a_device_reporting_l2_and_l3_chooses_between_their_windows() -> None:
-    """With an L3 reported, windows at shares of it beyond the L2 are candidates beside
-    the L2's, and cross-validation keeps the one the networks follow (TRUE's 1.5-3 MB):
-    an L3 share behind a small L2, the L2's own window behind a 2 MB one."""
-    windows, phrase = cb.cache_windows({"l2": 256, "l3": 24 * 1024})
-    assert windows[0] == (0.188, 0.375) and (1.5, 3.0) in windows and len(windows) == 10
-    assert all(lo > 0.25 for lo, _ in windows[1:])
+    """With an L3 reported, a window set by it (1/32 to 1/4 of it) is a candidate beside
+    the L2's, and cross-validation keeps the one the networks follow."""
+    windows, phrase = cb.cache_windows({"l2": 512, "l3": 32 * 1024})
+    assert windows == [(0.375, 0.75), (1.0, 8.0)] and "L3 (32 MB)" in phrase
+    truth = replace(TRUE, cache_mb=1.0, evicted_mb=8.0)
+    cal = cb.fit(synthetic(30, truth=truth), TRUE.overhead_us, {"device": "fake"},
+                 cache_kb={"l2": 512, "l3": 32 * 1024})
+    assert (cal.cache_mb, cal.evicted_mb) == (1.0, 8.0) and cal.cv["max_pct"] < 0.1
+    assert cal.cache_source == f"{phrase}: 1-8 MB (the L3's)"
+    # TRUE's window is a 2 MB L2's: kept, with the L3's (2-8 MB) beside it
     cal = cb.fit(synthetic(30), TRUE.overhead_us, {"device": "fake"},
-                 cache_kb={"l2": 256, "l3": 24 * 1024})
-    assert (cal.cache_mb, cal.evicted_mb) == (1.5, 3.0) and cal.cv["max_pct"] < 0.1
-    assert cal.cache_source == (f"{phrase}: 1.5-3 MB (the L3's)") and "L3 (24 MB)" in phrase
-    cal = cb.fit(synthetic(30), TRUE.overhead_us, {"device": "fake"},
-                 cache_kb={"l2": 2048, "l3": 24 * 1024})
+                 cache_kb={"l2": 2048, "l3": 32 * 1024})
     assert (cal.cache_mb, cal.evicted_mb) == (1.5, 3.0)
-    assert cal.cache_source.endswith("from the L2 (2 MB) and L3 (24 MB) the device reports: "
-                                     "1.5-3 MB (the L2's)")
-    assert cb.cache_windows({"l2": 2048})[0] == [(1.5, 3.0)]
+    assert cal.cache_source.endswith("the L3 (32 MB) the device reports: 1.5-3 MB (the L2's)")
+    # an L3 no larger than the L2's window adds nothing
+    assert cb.cache_windows({"l2": 2048, "l3": 4096}) == (
+        [(1.5, 3.0)], "pinned to the L2 the device reports (2 MB)")
 
 
 # once evicted, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual adds

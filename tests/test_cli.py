@@ -129,7 +129,7 @@ def test_lut_calibrates_a_sealed_version_once(lut: Path) -> None:
     out = flat(res.output)
     assert "nothing to do" in out and re.search(
         rf"calibrated {re.escape(str(lut))}@1: \S+ fitted on 12 networks, .*; cache window "
-        r"(pinned to the L2 the device reports|chosen out of fold from the L2|cross-validated)", out)
+        r"(pinned to the L2 the device reports|chosen out of fold between the L2|cross-validated)", out)
     after = dump(lut)
     assert "nothing to do" in flat(ok(*SWEEP, "--lut", lut).output) and dump(lut) == after
     assert "calibrated already" in fails("calibrate", "--lut", lut, "--device", "fast",
