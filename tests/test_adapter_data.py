@@ -194,6 +194,16 @@ def _first_batch(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return next(iter(data.train_loader(data.reopen(spec), None, 8, 1, seed=3)))
 
 
+def test_digits_keep_the_first_training_images_of_each_class() -> None:
+    """``max_per_class`` caps the training split of the digits as of any source, in the
+    full split's order; the test split stays whole."""
+    full, small = data.load("digits", 16), data.load("digits", 16, max_per_class=30)
+    assert np.bincount(small.train.labels).tolist() == [30] * 10
+    assert len(small.test) == len(full.test) and small.spec()["max_per_class"] == 30
+    first = np.flatnonzero(full.train.labels == 3)[:30]
+    assert np.array_equal(small.train.labels[small.train.labels == 3], full.train.labels[first])
+
+
 def test_a_worker_reopens_the_same_data(tmp_path: Path, cache: Path) -> None:
     """Executor workers get the dataset's description (not its images) and draw the same
     batches from it in another process."""

@@ -27,9 +27,9 @@ from tests.fakes import SPACE, make_lut
 
 INT8_SPACE = {"sweeps": [{"families": ["mobilenet_v1"], "resolutions": [32], "grid": 64,
                           "classes": 10, "dtype": "int8"}]}
-RUN = ["--data", "digits", "--width", "0.25", "--budget", "0.9", "--pretrain-epochs", "1",
-       "--short-steps", "2", "--long-epochs", "1", "--batch-size", "64", "--workers", "1",
-       "--reduction", "0.1", "--no-measure"]
+RUN = ["--data", "digits", "--max-per-class", "60", "--width", "0.25", "--budget", "0.9",
+       "--pretrain-epochs", "1", "--short-steps", "2", "--short-floor", "0", "--long-epochs",
+       "1", "--batch-size", "64", "--workers", "1", "--reduction", "0.1", "--no-measure"]
 
 
 def invoke(*args: object):

@@ -26,12 +26,13 @@ from tests.fakes import CLASSES, GRID
 SMALL = {"model": "mobilenet_v1", "width": 0.5, "resolution": 32,
          "budgets": {"latency_ms": "0.75", "params": "0.9"}, "reduction": 0.1, "decay": 0.9,
          "pretrain_epochs": 1, "short_steps": 3, "long_epochs": 1, "batch_size": 32,
-         "lr_pretrain": 0.05, "lr_short": 0.01, "lr_long": 0.01, "seed": 3}
+         "lr_pretrain": 0.05, "lr_short": 0.01, "lr_long": 0.01, "seed": 3,
+         "short_floor": 0.0}  # no lengthened fine-tunes (test_official_code_options has them)
 
 
 @pytest.fixture(scope="module")
 def digits() -> data.Dataset:
-    return data.load("digits", 32)
+    return data.load("digits", 32, max_per_class=50)  # 40 to train on per class: quick epochs
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ from adapter.data.dataset import SPLIT_SEED, TEST_FRACTION, Dataset, finish
 from adapter.data.images import ArrayImages
 
 
-def digits(resolution: int) -> Dataset:
+def digits(resolution: int, max_per_class: int | None = None) -> Dataset:
     """1,797 real 8x8 scans of 10 digits, upscaled to ``resolution``; no flips (a mirrored
-    digit is not the same digit)."""
+    digit is not the same digit). ``max_per_class`` keeps the first so many training images
+    of each class (the test split stays whole), as for the other sources."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -19,6 +20,8 @@ def digits(resolution: int) -> Dataset:
     y = d.target.astype(np.int64)
     tr, te = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION,
                               random_state=SPLIT_SEED, stratify=y)
+    if max_per_class:
+        tr = np.sort(np.concatenate([tr[y[tr] == c][:max_per_class] for c in range(10)]))
     return finish("digits", [str(i) for i in range(10)],
                   ArrayImages(x[tr], y[tr], resolution), ArrayImages(x[te], y[te], resolution),
                   flip=False, source="digits")

@@ -47,7 +47,7 @@ def _key(spec: Mapping[str, Any]) -> tuple:
 
 def _open(source: str, resolution: int, max_per_class: int | None) -> Dataset:
     if source == "digits":
-        return digits(resolution)
+        return digits(resolution, max_per_class)
     if source == "fashion-mnist":
         return installed_fashion_mnist(resolution, max_per_class)
     path = Path(source)
