@@ -48,7 +48,8 @@ MARKED_FIXTURES = {
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:  # a sweep that trains checks what timing gives; one that does not, its value
-        if item.get_closest_marker("sweep") and not item.get_closest_marker("train"):
+        if item.get_closest_marker("sweep") and not any(
+                item.get_closest_marker(m) for m in ("train", "any_load")):
             item.add_marker(pytest.mark.alone)
     unmarked = sorted(f"{item.nodeid} (uses {', '.join(sorted(used))}: mark it {marker})"
                       for item in items

@@ -266,6 +266,7 @@ def test_cli_unwritable_folder(validated, tmp_path):
     assert res.exit_code == 1 and "cannot write the report to" in res.output
 
 
+@pytest.mark.any_load  # versions, counts and the predictor: not what the timings say
 @pytest.mark.sweep
 def test_cli_report_measures_for_real(configs, tmp_path):
     """`netadapt lut` then `netadapt report` on the host (a fast config, a tiny space). The
