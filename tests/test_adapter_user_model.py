@@ -97,7 +97,8 @@ def test_adapt_a_user_resnet_end_to_end(real_lut, configs, tmp_path: Path) -> No
     # network reached only 0.84 of the initial on a fast host; a grid of 8 and a budget of
     # 0.9 leave room whatever the host's overhead
     r = CliRunner().invoke(app, [str(a) for a in (
-        "adapt", "--lut", lut, "--model", RESNET, "--data", "digits", "--resolution", 16,
+        "adapt", "--lut", lut, "--model", RESNET, "--data", "digits", "--max-per-class", 50,
+        "--short-floor", 0, "--resolution", 16,
         "--grid", 8, "--missing", "measure", "--budget", "0.9", "--pretrain-epochs", 1, "--short-steps", 2,
         "--long-epochs", 1, "--batch-size", 32, "--workers", 1, "--reduction", 0.15,
         "--decay", 0.9, "--runs-dir", runs, "--name", "rn", "--measure-rounds", 1)])

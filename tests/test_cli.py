@@ -121,6 +121,7 @@ def test_lut_dry_run_on_an_existing_lut(lut: Path) -> None:
     assert dump(lut) == before
 
 
+@pytest.mark.any_load  # what is stored and refused, not what was timed
 @pytest.mark.sweep
 def test_lut_calibrates_a_sealed_version_once(lut: Path) -> None:
     """A sealed version without a calibration gets one (the sweep has nothing to do); the
