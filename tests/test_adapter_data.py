@@ -281,14 +281,20 @@ def test_image_folder_is_decoded_on_the_fly(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_image_is_one_message_when_drawn(tmp_path: Path) -> None:
+    import multiprocessing
+
     root = _pets(tmp_path / "pets")
     d = data.load(str(root), 16)
     d.test.path(2).write_bytes(b"garbage")  # broken after the dataset was opened
+    before = set(multiprocessing.active_children())
     for workers in (0, 1):
         with pytest.raises(AdaptError) as e:
             list(data.eval_loader(d, "test", workers=workers))
         assert str(e.value) == (f"{d.test.path(2)}: not a readable image (cannot identify "
                                 f"image file '{d.test.path(2)}')")
+        # the worker stops with the error (left to the garbage collector, while the error
+        # is held, its shutdown waited 5 s and then killed it)
+        assert set(multiprocessing.active_children()) <= before
 
 
 def _batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:

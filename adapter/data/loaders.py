@@ -47,17 +47,25 @@ def _loader(view: View, batches: Any, workers: int) -> DataLoader:
 
 class _Loader(DataLoader):
     """A DataLoader whose workers' AdaptErrors (an unreadable image) stay one clear message
-    (torch wraps them in a worker traceback)."""
+    (torch wraps them in a worker traceback), and whose workers stop when it is left."""
 
     def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
         try:
-            yield from super().__iter__()
+            yield from batches
         except AdaptError as e:
             lines = str(e).strip().splitlines()
             if len(lines) > 1 and "DataLoader worker" in lines[0]:
                 raise AdaptError(lines[-1].removeprefix("adapter.errors.AdaptError: ")
                                  .removeprefix("AdaptError: ")) from None
             raise
+        finally:
+            # Now, not when the garbage collector gets to an iterator an error's traceback
+            # holds: by then its queues may be closed first, and torch waits 5 s for each
+            # worker before it kills it.
+            stop = getattr(batches, "_shutdown_workers", None)  # with workers only
+            if stop is not None:
+                stop()
 
 
 def _indices(images: Images, indices: Sequence[int] | torch.Tensor | None) -> np.ndarray:
