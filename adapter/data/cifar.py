@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapter.data.dataset import Dataset, finish
+from adapter.data.dataset import Dataset, finish, first_per_class
 from adapter.data.images import ArrayImages
 from adapter.errors import AdaptError
 
@@ -22,8 +22,8 @@ def cifar10(path: Path, resolution: int, max_per_class: int | None = None) -> Da
     xtr, ytr = zip(*(_cifar_batch(path / n) for n in names))
     xte, yte = _cifar_batch(path / "test_batch")
     x, y = np.concatenate(xtr), np.concatenate(ytr)
-    if max_per_class:
-        keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:max_per_class] for c in range(10)]))
+    if max_per_class:  # the whole split uncopied otherwise
+        keep = first_per_class(y, max_per_class, 10)
         x, y = x[keep], y[keep]
     classes = [str(i) for i in range(10)]
     meta = path / "batches.meta"

@@ -97,6 +97,16 @@ def finish(name: str, classes: list[str], train: Images, test: Images, flip: boo
     return Dataset(name, classes, train, test, flip=flip, source=source)
 
 
+def first_per_class(labels: np.ndarray, max_per_class: int | None, n_classes: int
+                    ) -> np.ndarray:
+    """Positions of the first ``max_per_class`` labels of each class, in their order (all
+    of them when it is None): what ``max_per_class`` keeps of a training split."""
+    if not max_per_class:
+        return np.arange(len(labels))
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:max_per_class]
+                                   for c in range(n_classes)]))
+
+
 def check_classes(where: Path | str, labels: np.ndarray, n_classes: int) -> None:
     counts = np.bincount(labels, minlength=n_classes)
     if (counts > 0).sum() < 2:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapter.data.dataset import SPLIT_SEED, TEST_FRACTION, Dataset, finish
+from adapter.data.dataset import SPLIT_SEED, TEST_FRACTION, Dataset, finish, first_per_class
 from adapter.data.images import ArrayImages
 
 
@@ -20,8 +20,7 @@ def digits(resolution: int, max_per_class: int | None = None) -> Dataset:
     y = d.target.astype(np.int64)
     tr, te = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION,
                               random_state=SPLIT_SEED, stratify=y)
-    if max_per_class:
-        tr = np.sort(np.concatenate([tr[y[tr] == c][:max_per_class] for c in range(10)]))
+    tr = tr[first_per_class(y[tr], max_per_class, 10)]
     return finish("digits", [str(i) for i in range(10)],
                   ArrayImages(x[tr], y[tr], resolution), ArrayImages(x[te], y[te], resolution),
                   flip=False, source="digits")

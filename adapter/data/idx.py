@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapter.data.dataset import Dataset, check_classes, finish
+from adapter.data.dataset import Dataset, check_classes, finish, first_per_class
 from adapter.data.images import Images
 from adapter.errors import AdaptError
 
@@ -76,10 +76,7 @@ def fashion_mnist(path: Path, resolution: int, max_per_class: int | None = None)
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
     n_classes = int(max(ytr.max(), yte.max())) + 1
     check_classes(path, ytr, n_classes)
-    keep = np.arange(len(ytr))
-    if max_per_class:
-        keep = np.sort(np.concatenate([np.flatnonzero(ytr == c)[:max_per_class]
-                                       for c in range(n_classes)]))
+    keep = first_per_class(ytr, max_per_class, n_classes)
     fashion = n_classes == 10 and (path == FASHION_MNIST_DIR or "fashion" in path.name.lower())
     classes = FASHION_CLASSES if fashion else [str(i) for i in range(n_classes)]
     return finish("fashion-mnist" if fashion else path.name, classes,
