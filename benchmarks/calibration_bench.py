@@ -222,7 +222,7 @@ def candidates(train: Sequence[cb.Sample], cal: Calibration,
 
 
 def window_label(cal: Calibration) -> str:
-    """Which window a candidate has: the L2's, an L3 share's, or the grid's (no caches)."""
+    """Which window a candidate has: the L2's, the L3's, or the grid's (no caches)."""
     if cal.cache_source.startswith("cross-validated"):
         return "window CV"
     return "L3 window" if cal.cache_source.endswith("(the L3's)") else "L2 window"

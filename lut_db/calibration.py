@@ -40,7 +40,7 @@ calibration never profiled keeps factor 0: only the physics terms reach it.
 
 The cache window (``cache_mb``, ``evicted_mb``) is set by the cache sizes the device
 reports (``cache_kb`` in the fingerprint): pinned to its L2, or chosen out of fold between
-the L2's window and a few at shares of its L3; with no sizes reported, chosen by
+the L2's window and one set by its L3; with no sizes reported, chosen by
 cross-validation over a grid. ``cache_source`` says which.
 
 What fills the cache is the network's working set (``cache-roofline-v5``,
