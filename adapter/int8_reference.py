@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from adapter.errors import AdaptError
 from adapter.export import Weights
 from adapter.same_padding import same_pads
-from bench.tflite_build import Quant, weight_quant
+from bench.tflite_quant import Quant, weight_quant
 from lut_db.spec import INPUT, LayerSpec, Network
 
 __all__ = ["REFERENCE_OPS", "forward", "layer", "nhwc"]

@@ -37,7 +37,8 @@ from adapter.errors import AdaptError
 from adapter.export import Weights, export_weights
 from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
-from bench.tflite_build import Quant, activation_quants, build_network
+from bench.tflite_build import build_network
+from bench.tflite_quant import Quant, activation_quants
 from lut_db.spec import INPUT, LayerSpec, Network
 
 __all__ = ["INT8_OPS", "Int8Error", "Int8Model", "QuantAware", "calibration_images",

@@ -19,7 +19,8 @@ from adapter.errors import AdaptError
 from adapter.executors import torch_threads
 from adapter.models import build
 from adapter.train import train
-from bench.tflite_build import INPUT_QUANT, Quant, activation_quants, build_network
+from bench.tflite_build import build_network
+from bench.tflite_quant import INPUT_QUANT, Quant, activation_quants
 from bench.zoo import MOBILENET_V1
 from lut_db.spec import INPUT, Network, Node
 from netadapt_cli.main import app

@@ -17,16 +17,13 @@ from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter
 
 from bench.tflite_build import (
-    INPUT_QUANT,
-    Quant,
     _layer_input_names,
     build_layer,
     build_network,
     layer_weights,
     network_weights,
-    output_quant,
-    weight_quant,
 )
+from bench.tflite_quant import INPUT_QUANT, Quant, output_quant, weight_quant
 from lut_db.spec import INPUT, LayerSpec, Network
 from tests.sample_networks import NETWORKS
 from tests.tflite_reference import (
