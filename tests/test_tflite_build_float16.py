@@ -11,13 +11,13 @@ import pytest
 from ai_edge_litert import schema_py_generated as tfl
 
 from bench.tflite_build import (
-    REDUCED_PRECISION,
     _layer_input_names,
     build_layer,
     build_network,
     layer_weights,
     network_weights,
 )
+from bench.tflite_graph import REDUCED_PRECISION
 from bench.tflite_read import OP_NAMES, read_model
 from bench.zoo import family
 from lut_db.spec import LayerSpec

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from bench.tflite_build import ADD_SCALAR, MUL_SCALAR
+from bench.tflite_ops import ADD_SCALAR, MUL_SCALAR
 from lut_db.spec import INPUT, LayerSpec, Network
 
 TOL = 1e-4
