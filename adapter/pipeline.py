@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapter.errors import AdaptError
-from bench.missing import backend_option, resolve, sweep_space
+from bench.missing import backend_option, ensure_space, resolve
 from bench.sweep_space import SweepSpace
 from lut_db.estimate import MissingKeys
 from lut_db.progress import Steps, silent
@@ -64,7 +64,7 @@ def search_space(store: LutStore, version: Version, model: str | Architecture,
 
     Keys the LUT lacks: with ``sweep`` (the default) a built-in model's shape space at this
     resolution is swept on the LUT's own device into a derived version, as `netadapt lut`
-    does (``bench.missing.sweep_space``: said in one line, resumable), and a user model's
+    does (``bench.missing.ensure_space``: said in one line, resumable), and a user model's
     keys are measured there; without it they go to the ``missing`` policy
     (``bench.missing``). With ``fine_step`` the search also tries widths that much finer
     than the grid for the layer being cut, their keys measured on ``device`` when first
@@ -82,7 +82,7 @@ def search_space(store: LutStore, version: Version, model: str | Architecture,
     if arch.source in zoo.FAMILIES:
         family_space = _family_space(version, arch.source, resolution, classes, grid, dtype)
         if sweep:
-            version = sweep_space(store, version, family_space, log=log, progress=progress)
+            version = ensure_space(store, version, family_space, log=log, progress=progress)
         grid = grid or lut_grid(version.space, arch.source, resolution, classes,
                                 f"{store.path}@{version.id}", dtype, version.device)
     else:  # the user's own model: no sweep of it to take the grid from

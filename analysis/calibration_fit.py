@@ -276,7 +276,10 @@ def fit_form(nets: Sequence[Net], form: Form, windows: Sequence[tuple[float, flo
 
 
 def errors(rel: np.ndarray) -> dict[str, Any]:
+    """Relative errors in percent: mean absolute (and its standard error), max, counts."""
     pct = 100 * np.abs(rel)
-    return {"n": len(rel), "mape_pct": float(pct.mean()), "max_pct": float(pct.max()),
-            "within_5": int((pct <= 5).sum()), "within_10": int((pct <= 10).sum())}
+    se = float(pct.std(ddof=1) / np.sqrt(len(pct))) if len(pct) > 1 else 0.0
+    return {"n": len(rel), "mape_pct": float(pct.mean()), "se_pct": se,
+            "max_pct": float(pct.max()), "within_5": int((pct <= 5).sum()),
+            "within_10": int((pct <= 10).sum())}
 

@@ -5,7 +5,7 @@ in over channel counts from measured neighbours; ``measure`` measures them on th
 device now, into a sealed version derived from the selected one (or reuses such a
 version measured earlier). `netadapt estimate`, the adapter and validation all go
 through ``resolve``. A whole shape space a version lacks (a model at a new resolution)
-is swept by ``sweep_space``, the way `netadapt lut` sweeps it.
+is swept by ``ensure_space``, the way `netadapt lut` sweeps it.
 """
 
 from __future__ import annotations
@@ -132,9 +132,9 @@ def attached(device: str, backend: str, lacks: str, todo: str) -> Iterator[list[
         yield runners
 
 
-def sweep_space(store: LutStore, version: Version, space: SweepSpace, *,
-                runners: Sequence[Runner] | None = None, log: Log | None = None,
-                progress: Steps = silent) -> Version:
+def ensure_space(store: LutStore, version: Version, space: SweepSpace, *,
+                 runners: Sequence[Runner] | None = None, log: Log | None = None,
+                 progress: Steps = silent) -> Version:
     """A sealed version holding every key of ``space``: ``version`` when it does, else what
     `netadapt lut` makes of the space on the version's own device and backend
     (``bench.sweep.build_lut``: derived from the newest sealed version of that setup, and

@@ -97,6 +97,23 @@ def test_a_device_reporting_l2_and_l3_chooses_between_their_windows() -> None:
         [(1.5, 3.0)], "pinned to the L2 the device reports (2 MB)")
 
 
+def test_the_simplest_candidate_within_one_standard_error_is_kept() -> None:
+    """A factor per layer kind that wins by less than the best error's standard error does
+    not earn its terms; one that wins by more does."""
+    def cand(mape: float, se: float, kinds: int) -> Calibration:
+        return replace(TRUE, kind_factor={f"k{i}": 0.1 for i in range(kinds)},
+                       cv={"mape_pct": mape, "se_pct": se})
+
+    kinds, totals, worse = cand(1.53, 0.2, 5), cand(1.56, 0.2, 0), cand(2.3, 0.3, 0)
+    assert cb.simplest_within_one_se([kinds, totals, worse]) is totals
+    kinds = cand(1.0, 0.2, 5)
+    assert cb.simplest_within_one_se([kinds, totals, worse]) is kinds
+    # among as many terms, the smaller error; a calibration without se_pct: the best
+    assert cb.simplest_within_one_se([worse, totals]) is totals
+    old = replace(TRUE, kind_factor={"k": 0.1}, cv={"mape_pct": 1.5})  # stored before se_pct
+    assert cb.simplest_within_one_se([old, totals]) is old
+
+
 # once evicted, 1x1 convs run 20 % slower than alone, depthwise 10 % faster, residual adds
 # 40 % slower, and 20 us per MB of weights are not hidden by compute; a 1 MB L2 pins the
 # window to 0.75-1.5 MB
