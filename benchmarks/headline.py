@@ -112,7 +112,7 @@ ROWS: tuple[Row, ...] = (
                         _p("calibration", "models", _STORED, "unseen", "n"),
                         _p("calibration", "models", _ANCHORED, "unseen", "within_5"),
                         _p("calibration", "models", _ANCHORED, "unseen", "within_10")),
-        "{0} / {1}; re-levelled: {5} / {6}; twice: {2} / {3} (of {4})"),
+        "{0} / {1} of {4}; re-levelled: {5} / {6}; twice: {2} / {3}"),
     Row("`make adapt DTYPE=int8` (int8 files): adapted / initial latency measured (budget); "
         "test accuracy adapted, initial, int8 drop; width multipliers at the adapted latency; "
         "speed-up at equal accuracy", "demo",
