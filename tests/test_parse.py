@@ -19,14 +19,13 @@ import pytest
 
 from bench.runners.base import Timing
 from bench.runners.parse import (
-    LayerTime,
     OpTiming,
     ParseError,
     parse_benchmark_model,
     parse_litert_benchmark,
     parse_op_profile,
-    parse_snpe_diagview,
 )
+from bench.runners.snpe_diagview import LayerTime, parse_snpe_diagview
 
 FIXTURES = Path(__file__).parent / "fixtures" / "outputs"
 

@@ -11,7 +11,7 @@ The SDK's Android binaries and libraries are pushed once: for the DSP, the
 
 Not run on real hardware here (no SDK, no Snapdragon phone): the command lines and
 the parser follow SNPE's documented usage and output (see bench/runners/snpe_commands
-and parse.py); the plumbing is tested over real adb with a fake SDK of shell scripts.
+and snpe_diagview.py); the plumbing is tested over real adb with a fake SDK of shell scripts.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bench.runners.adb_transport import ConnectionLost
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, RunnerError, Timing
 from bench.runners.checks import Check, require
 from bench.runners.local_files import elf_abi
-from bench.runners.parse import ParseError, parse_snpe_diagview
+from bench.runners.parse import ParseError
 from bench.runners.phone_runner import PhoneRunner
 from bench.runners.snpe_commands import (
     NET_RUN,
@@ -56,6 +56,7 @@ from bench.runners.snpe_commands import (
     sdk_layout,
     split_batch_output,
 )
+from bench.runners.snpe_diagview import parse_snpe_diagview
 
 HOST_TOOL_TIMEOUT_S = 300
 
