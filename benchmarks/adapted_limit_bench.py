@@ -15,7 +15,10 @@ over the session. Then:
   times now (no stale entry, no drift factor), as Bland–Altman limits beside the
   networks' own repeatability;
 - ``biggest``: each network's largest layer inside the network (LiteRT's op profiler,
-  the median of ``PROFILES``) against its times alone (median and minimum).
+  the median of ``PROFILES``) against its times alone (median and minimum);
+- ``cold``: those largest layers alone again, back to back (as the LUT times them) and
+  with a buffer of ``FLUSH_MB`` read between invokes, so their weights come from beyond
+  the L2 as inside a network whose working set overflows it.
 
 If the fresh medians left the errors as wide as the stored entries, the LUT's entries are
 not what limits this set; if the largest layers' inside/alone ratios scatter as wide, a
@@ -29,6 +32,7 @@ import argparse
 import json
 import random
 import statistics as st
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,8 @@ from lut_db.store import LutStore
 REPEATS = 5
 PASSES = 2
 PROFILES = 3
+FLUSH_MB = 4  # eight times a 0.5 MB L2: what a layer left there is gone after reading it
+COLD_INVOKES = 200
 
 
 def spread(xs: list[float]) -> float:
@@ -85,6 +91,39 @@ def biggest_layers(runner: Any, nets: list[Network], alone: dict[str, list[float
     return out
 
 
+def warm_cold(keys: list[str], rounds: int = 6) -> dict[str, dict[str, float]]:
+    """Each key's median invoke (us) back to back and with the L2 flushed before each
+    invoke, over ``rounds`` alternating rounds (LiteRT in this process, one thread)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from bench.tflite_build import build_layer
+
+    flush = np.ones(FLUSH_MB * 2**20 // 8)
+
+    def timed(interp: Any, cold: bool) -> float:
+        times = []
+        for _ in range(COLD_INVOKES):
+            if cold:
+                flush.sum()
+            t0 = time.perf_counter_ns()
+            interp.invoke()
+            times.append(time.perf_counter_ns() - t0)
+        return st.median(times) / 1e3
+
+    interps = {}
+    for k in keys:
+        interps[k] = Interpreter(model_content=build_layer(LayerSpec.parse(k)), num_threads=1)
+        interps[k].allocate_tensors()
+    got: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
+    for _ in range(rounds):
+        for k, interp in interps.items():
+            got[k][0].append(timed(interp, False))
+            got[k][1].append(timed(interp, True))
+    return {k: {"warm_us": st.median(w), "cold_us": st.median(c),
+                "cold_over_warm": st.median(c) / st.median(w)} for k, (w, c) in got.items()}
+
+
 def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
     store = LutStore.open(lut)
     version = store.version()
@@ -115,6 +154,7 @@ def run(out: dict[str, Any], lut: Path = Path("luts/host.db")) -> None:
                               seed=5, between=again)
         overhead = cal.overhead_us
         out["biggest"] = biggest_layers(runner, nets, times, overhead)
+    out["cold"] = warm_cold(sorted({b["layer"] for b in out["biggest"]}))
     store.close()
     l2_mb = (version.fingerprint.get("cache_kb") or {}).get("l2", 512) / 1024
     out["keys"] = key_groups(times, l2_mb)
