@@ -116,6 +116,22 @@ def read_model(data: bytes, name: str = "model", allow_unknown: bool = False) ->
     that keep their input's shape are passed through (not counted) and listed instead.
     """
     model = _unpack(data)
+    try:
+        return _read_unpacked(model, data, name, allow_unknown)
+    except TfliteReadError:
+        raise
+    except SpecError as e:  # a layer the file describes that no key can hold
+        raise TfliteReadError(str(e)) from None
+    # A corrupt file can unpack and still fail wherever the walk first trusts one of its
+    # indices or fields: that is the file's fault, said as such, never a traceback.
+    except (IndexError, KeyError, TypeError, AttributeError, ValueError, OverflowError,
+            UnicodeDecodeError) as e:
+        raise TfliteReadError(f"not a consistent TFLite model (a corrupt file?): "
+                              f"{type(e).__name__}: {e}") from None
+
+
+def _read_unpacked(model: tfl.ModelT, data: bytes, name: str, allow_unknown: bool
+                   ) -> ReadResult:
     if len(model.subgraphs or []) == 0:
         raise TfliteReadError("the model has no subgraph")
     codes = [_op_name(c) for c in model.operatorCodes or []]

@@ -133,6 +133,27 @@ def test_bad_files_say_what_is_wrong(data: bytes, words: list[str]) -> None:
         assert word in str(e.value)
 
 
+def test_corrupt_files_are_reader_errors_never_tracebacks() -> None:
+    """A byte flipped in a model's tables (then, every other time, the file cut short):
+    each file either reads or raises TfliteReadError, whatever the walk trips on."""
+    import random
+
+    data = build_network(MOBILENET_V1.network(width_mult=0.25, resolution=32, classes=10))
+    rng = random.Random(0)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(300):
+        bad = bytearray(data)
+        bad[rng.randrange(2000)] ^= 0xFF  # the tables, ahead of the weights
+        if rng.random() < 0.5:
+            bad = bad[:rng.randrange(len(bad))]
+        try:
+            read_model(bytes(bad))
+            outcomes["read"] += 1
+        except TfliteReadError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 200 and outcomes["read"] > 0, outcomes
+
+
 def test_a_dynamic_batch_is_read_at_the_files_batch_of_one() -> None:
     """Every Keras model converted by TF has a -1 batch in its shape signature."""
     def dynamic_batch(m: tfl.ModelT) -> None:
