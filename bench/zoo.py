@@ -78,6 +78,9 @@ class Family:
     def widths(self, widths: Sequence[int] | Mapping[str, int] | None = None,
                width_mult: float | None = None) -> dict[str, int]:
         """A full slot -> width mapping from a list, a partial mapping, or a multiplier."""
+        if width_mult is not None and not width_mult > 0:  # NaN too
+            raise SpecError(f"{self.name}: the width multiplier must be positive, "
+                            f"got {width_mult:g}")
         if widths is None:
             values = self.multiplier(width_mult) if width_mult is not None else self.base
             return dict(zip(self.slots, values))

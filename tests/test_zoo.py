@@ -141,6 +141,9 @@ def test_v2_residual_slots_tie_block_input_and_output() -> None:
     (lambda: MOBILENET_V2.network({"e2": -8}), ["e2", "positive"]),
     (lambda: family("resnet50"), ["unknown model family", "mobilenet_v1", "mobilenet_v2"]),
     (lambda: MOBILENET_V1.network(resolution=0), ["h must be a positive integer"]),
+    (lambda: MOBILENET_V1.network(width_mult=0), ["width multiplier must be positive", "0"]),
+    (lambda: MOBILENET_V2.network(width_mult=-1), ["width multiplier must be positive", "-1"]),
+    (lambda: MOBILENET_V3_SMALL.network(width_mult=float("nan")), ["must be positive", "nan"]),
 ])
 def test_bad_width_configs(call, words: list[str]) -> None:
     with pytest.raises(SpecError) as e:
