@@ -64,7 +64,7 @@ def adapt_cmd(
     dtype: str | None = typer.Option(
         None, metavar="<float32|int8>", help="Key dtype the search prices and the networks ship at: float32 or int8 "
         "(full-integer: the LUT's int8 sweep, and every network also exported as "
-        "<name>_int8.tflite, its accuracy measured on that file). Default: the LUT's dtype "
+        "NAME_int8.tflite, its accuracy measured on that file). Default: the LUT's dtype "
         "when its sweeps have only one, else float32."),
     calibration_batches: int = typer.Option(
         8, help="int8: training batches (--batch-size images each) whose activation ranges "

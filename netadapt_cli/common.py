@@ -160,6 +160,12 @@ def _escape(text: str) -> str:
     return text.replace("[", r"\[")
 
 
+# Help text as Markdown: a docstring's wrapped lines join into one paragraph in the
+# commands list (rich markup kept the line breaks there), and "[...]" stays text
+# ("LUT[@VERSION]", "netadapt-farm[cluster]": rich markup took them for tags).
+HELP_MARKUP = "markdown"
+
+
 class RootGroup(TyperGroup):
     """The `netadapt` group: with --json on the line, a usage error (exit 2) also prints
     ``{"error": ...}`` on stdout, so stdout is JSON in every path."""

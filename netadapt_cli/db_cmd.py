@@ -20,6 +20,7 @@ from lut_db.transfer import ExportFormat
 from lut_db.versions import parse_lut_ref
 from netadapt_cli.common import (
     CHECK_FAILED,
+    HELP_MARKUP,
     Command,
     backend_choice,
     console,
@@ -30,7 +31,7 @@ from netadapt_cli.common import (
 )
 
 app = typer.Typer(help="Inspect and move LUT versions (mirrors lut_db.store.LutStore).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 
 # The LUT was a positional argument here before it was --lut on every verb: still taken,
 # hidden, with a warning, for one release.

@@ -17,6 +17,7 @@ from lut_db.store import open_lut
 from netadapt.lut import CALIBRATION_NETWORKS, DEFAULT_GRID, DEFAULT_SPACE
 from netadapt_cli.common import (
     CHECK_FAILED,
+    HELP_MARKUP,
     backend_choice,
     console,
     human_output_to_stderr,
@@ -27,7 +28,7 @@ from netadapt_cli.common import (
 from netadapt_cli.progress import Bars
 
 app = typer.Typer(help="Build, resume and check latency look-up tables.",
-                  invoke_without_command=True, no_args_is_help=False)
+                  invoke_without_command=True, no_args_is_help=False, rich_markup_mode=HELP_MARKUP)
 
 
 @app.callback()

@@ -14,11 +14,12 @@ from netadapt_cli import (
     lut_cmd,
     report_cmd,
 )
-from netadapt_cli.common import RootGroup
+from netadapt_cli.common import HELP_MARKUP, RootGroup
 
 app = typer.Typer(cls=RootGroup, help="Layer-wise latency look-up tables for phones and this "
                   "machine, and NetAdapt against them.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=HELP_MARKUP)
 app.add_typer(lut_cmd.app, name="lut")
 app.add_typer(db_cmd.app, name="db")
 app.command("calibrate")(calibrate_cmd.calibrate_cmd)

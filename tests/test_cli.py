@@ -699,6 +699,16 @@ def test_help_lists_the_choices() -> None:
     assert "<json|csv>" in help_of("db", "export")
 
 
+def test_help_text_reads_as_written() -> None:
+    """A docstring's wrapped lines join in the commands list, and brackets stay text."""
+    def help_of(*args: str) -> str:
+        return CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200"}).output
+
+    assert "fit the in-network model, and store it" in help_of()
+    assert "LUT[@VERSION], e.g. luts/host.db@1" in help_of("db", "show")
+    assert "NAME_int8.tflite" in flat(help_of("adapt"))
+
+
 @pytest.mark.parametrize("args", [[], ["lut"], ["db"], ["db", "diff"], ["estimate"],
                                   ["measure"]])
 def test_help_runs(args: list[str]) -> None:
