@@ -559,6 +559,8 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     assert "names mobilenet_v3 (known: mobilenet_v1," in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0")
     assert "the width multiplier must be positive, got 0" in out
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "inf")
+    assert "the width multiplier must be a finite number" in out  # was an OverflowError
     out = fails("estimate", "--lut", lut, "--model", "resnet50", code=2)
     assert "'resnet50' is not one of 'mobilenet_v1', 'mobilenet_v2', 'mobilenet_v3_small'" in out
     assert "'int4' is not one of 'float32', 'float16', 'int8'" in fails(
