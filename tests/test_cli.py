@@ -549,7 +549,13 @@ def test_two_sweeps_on_one_lut(lut: Path, lock_holder) -> None:
 
 def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails(*SWEEP, "--grid", "0", "--lut", tmp_path / "x.db", code=2)
-    assert "must be positive" in out
+    assert "--grid must be positive, got 0" in out
+    # before: --batch-size 0 quietly meant the runner's own, and a calibration set too small
+    # to fit was refused only after the whole sweep (measured, then thrown away)
+    out = fails(*SWEEP, "--batch-size", "0", "--lut", tmp_path / "x.db", code=2)
+    assert "--batch-size must be positive, got 0" in out
+    out = fails(*SWEEP, "--calibration-networks", "3", "--lut", tmp_path / "x.db", code=2)
+    assert "--calibration-networks must be at least 8" in out and "--no-calibrate" in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--missing", "zero", code=2)
     assert "'zero' is not one of 'error', 'interpolate', 'measure'" in out
     out = fails(*SWEEP, "--space", " , ", "--lut", tmp_path / "x.db", code=2)
