@@ -592,6 +592,20 @@ def test_exit_codes(lut: Path, tmp_path: Path) -> None:
     assert row["status"] == "changed" and "latency_us changed in 1 entry" in row["problem"]
 
 
+@pytest.mark.parametrize("option, value, words", [
+    ("--tolerance", "-1", "--tolerance must be a ratio of 0 or more, e.g. 0.05; got -1.0"),
+    ("--tolerance", "nan", "--tolerance must be a ratio of 0 or more, e.g. 0.05; got nan"),
+    ("--sample", "0", "--sample must be at least 1 (got 0)"),
+    ("--networks", "-1", "--networks 0 or more (got -1)"),
+])
+def test_lut_check_refuses_nonsense_before_measuring(lut: Path, option: str, value: str,
+                                                     words: str) -> None:
+    """Before, --tolerance -1 called every LUT stale (exit 3), --tolerance nan none (`fresh:
+    within ±nan %`), and --networks -1 meant none."""
+    out = fails("lut", "check", "--lut", lut, "--device", "fast", option, value, code=2)
+    assert words in out
+
+
 @pytest.mark.sweep
 def test_lut_check_exits_3_when_stale(lut: Path) -> None:
     check = ["lut", "check", "--lut", lut, "--device", "fast", "--sample", "4"]
