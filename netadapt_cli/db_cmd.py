@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bench.agreement import agreement
 from bench.devices import BackendName
-from lut_db.errors import VersionTampered
+from lut_db.errors import LutError, VersionTampered
 from lut_db.store import LutStore, open_lut
 from lut_db.transfer import ExportFormat
 from lut_db.versions import parse_lut_ref
@@ -250,7 +250,12 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
                                      "--lut luts/host.db v1.json")
         fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
         store = LutStore.open(db, create=True)
-        v = store.import_(source.read_text(), fmt, device=device, backend=backend)
+        try:
+            text = source.read_text()
+        except UnicodeDecodeError:
+            raise LutError(f"{source} is not a text file; an import is a .json or .csv "
+                           "written by netadapt db export") from None
+        v = store.import_(text, fmt, device=device, backend=backend)
         n = store.counts(v).get("ok", 0)
         if as_json:
             print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))

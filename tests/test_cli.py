@@ -651,6 +651,19 @@ def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     assert "No such file" in fails("db", "import", "--lut", lut, tmp_path / "none.json")
     (tmp_path / "v.csv").write_text("key,latency_us\nadd:in=1x1x1,3\n")
     assert "--device and --backend" in fails("db", "import", "--lut", lut, tmp_path / "v.csv")
+    # before: "abc" and "nan" stayed text in the REAL column and, like -5, were sealed as ok
+    for latency in ("abc", "nan", "-5", "0"):
+        (tmp_path / "n.csv").write_text(f"key,latency_us\nadd:in=1x1x1,{latency}\n")
+        out = fails("db", "import", "--lut", lut, tmp_path / "n.csv", "--device", "x",
+                    "--backend", "tflite-cpu")
+        assert "import: row 'add:in=1x1x1,act=none,dt=float32'" in out and latency in out
+    (tmp_path / "n.csv").write_text("key,latency_us,runs\nadd:in=1x1x1,3,two\n")
+    assert "runs 'two' is not a number of 0 or more" in fails(
+        "db", "import", "--lut", lut, tmp_path / "n.csv", "--device", "x", "--backend",
+        "tflite-cpu")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00key")  # was a UnicodeDecodeError
+    assert "bin.csv is not a text file" in fails("db", "import", "--lut", lut,
+                                                 tmp_path / "bin.csv")
     assert dump(lut) == before
     # a CSV of latencies alone is a LUT too: it imports, shows and estimates
     other = tmp_path / "other.db"
