@@ -212,11 +212,14 @@ def diff(lut: str | None = _lut_option("LUT@VERSION: the version a."),
 
 @app.command(cls=Command)
 def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _old_lut(),
-           fmt: ExportFormat = typer.Option(ExportFormat.JSON, "--format",
-                                            help="JSON with the version's metadata, or CSV of "
-                                            "the entries."),
+           fmt: ExportFormat | None = typer.Option(
+               None, "--format", show_default=False, help="JSON with the version's metadata, "
+               "or CSV of the entries (default: CSV when -o names a .csv file, else JSON)."),
            output: Path | None = typer.Option(None, "-o", help="File (default stdout).")) -> None:
     """Export a version (JSON with metadata, or CSV of entries)."""
+    if fmt is None:  # as `db import` reads it back: by the file's suffix
+        csv = output is not None and output.suffix.lower() == ".csv"
+        fmt = ExportFormat.CSV if csv else ExportFormat.JSON
     with user_errors():
         store, v = open_lut(_lut(lut, old, "export"))
         text = store.export(v, fmt)

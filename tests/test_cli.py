@@ -644,6 +644,17 @@ def test_old_lut_spellings_work_and_warn(lut: Path, tmp_path: Path) -> None:
     assert "missing option --lut" in fails("db", "show", code=2)
 
 
+def test_export_to_a_csv_file_imports_back(lut: Path, tmp_path: Path) -> None:
+    """`db import` reads a .csv as CSV; before, `db export -o v1.csv` wrote JSON into it, so
+    the import asked for --device and --backend, and with them failed on a bad key."""
+    ok("db", "export", "--lut", f"{lut}@1", "-o", tmp_path / "v1.csv")
+    assert (tmp_path / "v1.csv").read_text().startswith("key,")
+    ok("db", "import", "--lut", tmp_path / "back.db", tmp_path / "v1.csv", "--device", "fast",
+       "--backend", "tflite-cpu")
+    with LutStore.open(lut) as a, LutStore.open(tmp_path / "back.db") as b:
+        assert b.table(b.version(1)) == a.table(a.version(1))
+
+
 def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     before = dump(lut)
     (tmp_path / "junk.json").write_text("[1, 2, 3]")
