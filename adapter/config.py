@@ -93,6 +93,12 @@ def _positive(text: str, where: str) -> float:
 
 
 
+def _option(name: str) -> str:
+    """A setting as messages name it: its `netadapt adapt` option, where it has one."""
+    return name.replace("_", "-") if name in ("holdout_per_class", "threads") else \
+        "--" + name.replace("_", "-")
+
+
 @dataclass
 class AdaptConfig:
     """Everything that decides a run's result (a resumed run must match it exactly)."""
@@ -180,10 +186,24 @@ class AdaptConfig:
             raise AdaptError("--max-int8-drop must not be negative")
         if self.fine_step is not None and self.fine_step < 1:
             raise AdaptError("--fine-step must be at least 1")
+        if self.resolution < 1:
+            raise AdaptError(f"--resolution must be at least 1 (pixels), got {self.resolution}")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise AdaptError(f"--max-per-class must be at least 1, got {self.max_per_class}; "
+                             "leave it out to use every image")
+        if self.grid is not None and self.grid < 1:
+            raise AdaptError(f"--grid must be at least 1, got {self.grid}; leave it out to "
+                             "use the LUT sweep's")
+        if self.max_iterations < 1:
+            raise AdaptError(f"--max-iterations must be at least 1, got {self.max_iterations}")
+        for name in ("lr_pretrain", "lr_short", "lr_long"):
+            if not 0 < getattr(self, name) < math.inf:  # NaN too
+                raise AdaptError(f"{_option(name)} must be a positive number, got "
+                                 f"{getattr(self, name)}")
         for name in ("short_steps", "batch_size", "holdout_per_class", "threads"):
             if getattr(self, name) < 1:
-                raise AdaptError(f"{name.replace('_', '-')} must be at least 1")
+                raise AdaptError(f"{_option(name)} must be at least 1")
         for name in ("pretrain_epochs", "long_epochs", "loader_workers"):
             if getattr(self, name) < 0:
-                raise AdaptError(f"{name.replace('_', '-')} must not be negative")
+                raise AdaptError(f"{_option(name)} must not be negative")
         self.budget_list()

@@ -81,6 +81,9 @@ class Family:
         if width_mult is not None and not width_mult > 0:  # NaN too
             raise SpecError(f"{self.name}: the width multiplier must be positive, "
                             f"got {width_mult:g}")
+        if width_mult is not None and math.isinf(width_mult):  # no network has inf channels
+            raise SpecError(f"{self.name}: the width multiplier must be a finite number, "
+                            "e.g. 0.5 or 1.0; got inf")
         if widths is None:
             values = self.multiplier(width_mult) if width_mult is not None else self.base
             return dict(zip(self.slots, values))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sqlite3
 from enum import StrEnum
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from lut_db import digest as dg
 from lut_db.entries import spec_columns
 from lut_db.errors import DigestTooNew, LutError, VersionTampered
-from lut_db.schema import MEASUREMENT_COLUMNS, SCHEMA_VERSION
+from lut_db.schema import MEASUREMENT_COLUMNS, SCHEMA_VERSION, TIMING_COLUMNS
 from lut_db.seals import entry_rows
 from lut_db.spec import LayerSpec, SpecError
 from lut_db.versions import Version
@@ -126,4 +127,20 @@ def _import_row(r: dict[str, Any], blank_is_none: bool) -> dict[str, Any]:
         row = {k: (None if v == "" else v) for k, v in row.items()}
     if row.get("status") is None:
         row["status"] = "ok"
+    # a number SQLite cannot read stays text in a REAL column: "abc" or "nan" would be
+    # sealed as an ok entry, as would a negative latency
+    for column, kind in TIMING_COLUMNS.items():
+        if kind is not str and row[column] is not None and not _non_negative(row[column]):
+            raise LutError(f"import: row {spec.key!r}: {column} {row[column]!r} is not a "
+                           "number of 0 or more")
+    if row["status"] == "ok" and (row["latency_us"] is None or float(row["latency_us"]) <= 0):
+        raise LutError(f"import: row {spec.key!r}: an ok entry needs a latency_us above 0, "
+                       f"got {row['latency_us']!r}")
     return row
+
+
+def _non_negative(value: Any) -> bool:
+    try:
+        return 0 <= float(value) < math.inf and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        return False

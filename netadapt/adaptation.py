@@ -61,17 +61,13 @@ def adapt(model: str, lut: str | Path, budget: str | float = "0.5",
     target = device or version.device  # measured on: the LUT's device unless told
     if measured_budget:
         load_config(target)  # an unknown device is refused before any work
+    if not no_measure and measure_rounds < 1:
+        raise OptionError(f"--measure-rounds must be at least 1, got {measure_rounds}")
     say = log or (lambda _m: None)
-    dataset = datasets.load(data, resolution, max_per_class)
-    say(f"data: {dataset.describe()}")
-    space, used = pipeline.search_space(store, version, model, resolution,
-                                        len(dataset.classes), grid, missing, log=say,
-                                        tie_bottlenecks=tie_bottlenecks, fine_step=fine_step,
-                                        dtype=dtype, sweep=sweep, progress=progress)
     cfg = AdaptConfig(
         model=model, tie_bottlenecks=tie_bottlenecks, width=width, resolution=resolution,
         data=data, max_per_class=max_per_class, lut=f"{store.path}@{version.id}",
-        grid=space.grid, missing=missing, budgets=budgets, reduction=reduction, decay=decay,
+        grid=grid, missing=missing, budgets=budgets, reduction=reduction, decay=decay,
         pretrain_epochs=pretrain_epochs, short_steps=short_steps, short_floor=short_floor,
         pick=pick, fine_step=fine_step, long_epochs=long_epochs, batch_size=batch_size,
         lr_pretrain=lr_pretrain, lr_short=lr_short, lr_long=lr_long, seed=seed,
@@ -79,7 +75,14 @@ def adapt(model: str, lut: str | Path, budget: str | float = "0.5",
         max_iterations=max_iterations, measured_on=target if measured_budget else None,
         measured_backend=version.backend if measured_budget else None, dtype=dtype,
         calibration_batches=calibration_batches, max_int8_drop=max_int8_drop)
-    cfg.validate()
+    cfg.validate()  # before the data loads and keys are swept: a bad option costs nothing
+    dataset = datasets.load(data, resolution, max_per_class)
+    say(f"data: {dataset.describe()}")
+    space, used = pipeline.search_space(store, version, model, resolution,
+                                        len(dataset.classes), grid, missing, log=say,
+                                        tie_bottlenecks=tie_bottlenecks, fine_step=fine_step,
+                                        dtype=dtype, sweep=sweep, progress=progress)
+    cfg.grid = space.grid  # the grid the search uses (the LUT sweep's unless given)
     return pipeline.adapt(cfg, space, dataset, run_dir, workers=workers, ray=ray,
                           resume=resume, multipliers=mults if compare_multipliers else None,
                           device=target, backend=version.backend, measure=not no_measure,

@@ -74,9 +74,15 @@ def build_lut(lut: str | Path | None = None, device: str = "host", *,
     say = log or (lambda _m: None)
     families = _families(space)
     resolutions = (resolution,) if isinstance(resolution, int) else tuple(resolution)
-    if grid <= 0 or (batch_size or 1) <= 0 or classes <= 0 or not resolutions \
-            or min(resolutions) <= 0:
-        raise OptionError("--grid, --batch-size, --classes and --resolution must be positive")
+    for option, value in (("--grid", grid), ("--batch-size", batch_size),
+                          ("--classes", classes), *(("--resolution", r) for r in resolutions)):
+        if value is not None and value <= 0:  # batch_size None: the runner's own
+            raise OptionError(f"{option} must be positive, got {value}")
+    if not resolutions:
+        raise OptionError("give at least one --resolution")
+    if calibrate and not dry_run:
+        _check_calibration_networks(calibration_networks, "--calibration-networks",
+                                    "or --no-calibrate to skip calibrating")
     cfg = load_config(device)
     db = Path(lut) if lut is not None else default_lut(cfg.name)
     shapes = SweepSpace(families, resolutions, grid, classes, str(dtype))
@@ -130,6 +136,7 @@ def calibrate(lut: str | Path, *, device: str | None = None, serial: str | None 
 
     if networks < 1 or passes < 1:
         raise OptionError("--networks and --passes must be at least 1")
+    _check_calibration_networks(networks, "--networks")
     store, version = open_lut(str(lut))
     with store, open_runners(device or version.device, version.backend,
                              serial=serial) as runners:
@@ -138,6 +145,16 @@ def calibrate(lut: str | Path, *, device: str | None = None, serial: str | None 
             store, version, runners[0], networks, passes, counter(
                 progress, f"calibrating {version.label}: measuring {networks} networks",
                 networks * passes)))
+
+
+def _check_calibration_networks(networks: int, option: str, otherwise: str = "") -> None:
+    """Refused before the sweep and the measuring, not by the fit after them."""
+    from analysis.calibrate import MIN_NETWORKS
+
+    if networks < MIN_NETWORKS:
+        raise OptionError(f"{option} must be at least {MIN_NETWORKS} (a calibration fits its "
+                          f"parameters and cross-validates them), got {networks}"
+                          + (f"; {otherwise}" if otherwise else ""))
 
 
 def counter(progress: Steps, name: str, total: float) -> Callable[..., None]:

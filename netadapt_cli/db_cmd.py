@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bench.agreement import agreement
 from bench.devices import BackendName
-from lut_db.errors import VersionTampered
+from lut_db.errors import LutError, VersionTampered
 from lut_db.store import LutStore, open_lut
 from lut_db.transfer import ExportFormat
 from lut_db.versions import parse_lut_ref
@@ -212,11 +212,14 @@ def diff(lut: str | None = _lut_option("LUT@VERSION: the version a."),
 
 @app.command(cls=Command)
 def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _old_lut(),
-           fmt: ExportFormat = typer.Option(ExportFormat.JSON, "--format",
-                                            help="JSON with the version's metadata, or CSV of "
-                                            "the entries."),
+           fmt: ExportFormat | None = typer.Option(
+               None, "--format", show_default=False, help="JSON with the version's metadata, "
+               "or CSV of the entries (default: CSV when -o names a .csv file, else JSON)."),
            output: Path | None = typer.Option(None, "-o", help="File (default stdout).")) -> None:
     """Export a version (JSON with metadata, or CSV of entries)."""
+    if fmt is None:  # as `db import` reads it back: by the file's suffix
+        csv = output is not None and output.suffix.lower() == ".csv"
+        fmt = ExportFormat.CSV if csv else ExportFormat.JSON
     with user_errors():
         store, v = open_lut(_lut(lut, old, "export"))
         text = store.export(v, fmt)
@@ -250,7 +253,12 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
                                      "--lut luts/host.db v1.json")
         fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
         store = LutStore.open(db, create=True)
-        v = store.import_(source.read_text(), fmt, device=device, backend=backend)
+        try:
+            text = source.read_text()
+        except UnicodeDecodeError:
+            raise LutError(f"{source} is not a text file; an import is a .json or .csv "
+                           "written by netadapt db export") from None
+        v = store.import_(text, fmt, device=device, backend=backend)
         n = store.counts(v).get("ok", 0)
         if as_json:
             print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -105,6 +106,13 @@ def check(
     Exit 3 when it has."""
     from analysis.drift import check as drift_check
 
+    # a negative or NaN tolerance made every LUT stale or none (`fresh: within ±nan %`)
+    if not 0 <= tolerance < math.inf:
+        raise typer.BadParameter(f"--tolerance must be a ratio of 0 or more, e.g. 0.05; "
+                                 f"got {tolerance}")
+    if sample < 1 or networks < 0:
+        raise typer.BadParameter(f"--sample must be at least 1 (got {sample}) and --networks "
+                                 f"0 or more (got {networks})")
     with user_errors(as_json):
         store, version = open_lut(lut)
         try:

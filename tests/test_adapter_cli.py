@@ -196,6 +196,34 @@ def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[s
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("extra,message,code", [
+    (["--resolution", "0"], "--resolution must be at least 1 (pixels), got 0", 1),
+    (["--resolution", "-32"], "--resolution must be at least 1 (pixels), got -32", 1),
+    (["--lr-short", "-1"], "--lr-short must be a positive number, got -1.0", 1),
+    (["--lr-pretrain", "nan"], "--lr-pretrain must be a positive number, got nan", 1),
+    (["--lr-long", "inf"], "--lr-long must be a positive number, got inf", 1),
+    (["--max-per-class", "0"], "--max-per-class must be at least 1, got 0", 1),
+    (["--max-per-class", "-1"], "--max-per-class must be at least 1, got -1", 1),
+    (["--grid", "0"], "--grid must be at least 1, got 0", 1),
+    (["--grid", "-64"], "--grid must be at least 1, got -64", 1),
+    (["--max-iterations", "0"], "--max-iterations must be at least 1, got 0", 1),
+    (["--measure-rounds", "0"], "--measure-rounds must be at least 1, got 0", 2),
+    (["--short-steps", "0"], "--short-steps must be at least 1", 1),
+])
+def test_bad_numbers_are_refused_before_any_work(fixed_lut, tmp_path: Path, extra: list[str],
+                                                  message: str, code: int) -> None:
+    """Before, these showed a torch traceback (--resolution 0, --lr-short -1), ran with
+    nonsense (NaN learning rates, --max-per-class -1 dropping an image per class) or quietly
+    took the default (--max-per-class 0, --grid 0); and every check ran only after the data
+    had loaded and missing keys had been swept."""
+    _, path, _ = fixed_lut
+    r = invoke("adapt", "--lut", path, *FAST_RUN, "--runs-dir", tmp_path / "runs", *extra)
+    assert r.exit_code == code, r.output
+    assert message in flat(r.output), r.output
+    assert "Traceback" not in r.output and r.output.count("Error") == 1, r.output
+    assert "data:" not in r.output and not (tmp_path / "runs").exists()
+
+
 def test_help_groups_options_in_panels() -> None:
     """adapt --help: model, budget, search, training, verification, output, in that order."""
     out = CliRunner().invoke(app, ["adapt", "--help"], env={"COLUMNS": "200"}).output

@@ -68,8 +68,13 @@ def test_the_cli_prints_what_the_call_returns(fixed_lut) -> None:
 
 
 @pytest.mark.parametrize("call,kwargs,message", [
-    (netadapt.build_lut, {"grid": 0}, "--grid, --batch-size, --classes and --resolution"),
-    (netadapt.build_lut, {"resolution": []}, "must be positive"),
+    (netadapt.build_lut, {"grid": 0}, "--grid must be positive, got 0"),
+    (netadapt.build_lut, {"resolution": [32, -32]}, "--resolution must be positive, got -32"),
+    (netadapt.build_lut, {"resolution": []}, "give at least one --resolution"),
+    (netadapt.build_lut, {"batch_size": 0}, "--batch-size must be positive, got 0"),
+    (netadapt.build_lut, {"calibration_networks": 3},
+     "--calibration-networks must be at least 8"),
+    (netadapt.calibrate, {"networks": 3}, "--networks must be at least 8"),
     (netadapt.build_lut, {"space": ["mobilenet_v1", "mobilenet_v9"]},
      "--space 'mobilenet_v1,mobilenet_v9' names mobilenet_v9 (known: mobilenet_v1, "),
     (netadapt.build_lut, {"space": " , "}, "names no family"),

@@ -549,7 +549,13 @@ def test_two_sweeps_on_one_lut(lut: Path, lock_holder) -> None:
 
 def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails(*SWEEP, "--grid", "0", "--lut", tmp_path / "x.db", code=2)
-    assert "must be positive" in out
+    assert "--grid must be positive, got 0" in out
+    # before: --batch-size 0 quietly meant the runner's own, and a calibration set too small
+    # to fit was refused only after the whole sweep (measured, then thrown away)
+    out = fails(*SWEEP, "--batch-size", "0", "--lut", tmp_path / "x.db", code=2)
+    assert "--batch-size must be positive, got 0" in out
+    out = fails(*SWEEP, "--calibration-networks", "3", "--lut", tmp_path / "x.db", code=2)
+    assert "--calibration-networks must be at least 8" in out and "--no-calibrate" in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--missing", "zero", code=2)
     assert "'zero' is not one of 'error', 'interpolate', 'measure'" in out
     out = fails(*SWEEP, "--space", " , ", "--lut", tmp_path / "x.db", code=2)
@@ -559,6 +565,8 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     assert "names mobilenet_v3 (known: mobilenet_v1," in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0")
     assert "the width multiplier must be positive, got 0" in out
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "inf")
+    assert "the width multiplier must be a finite number" in out  # was an OverflowError
     out = fails("estimate", "--lut", lut, "--model", "resnet50", code=2)
     assert "'resnet50' is not one of 'mobilenet_v1', 'mobilenet_v2', 'mobilenet_v3_small'" in out
     assert "'int4' is not one of 'float32', 'float16', 'int8'" in fails(
@@ -582,6 +590,20 @@ def test_exit_codes(lut: Path, tmp_path: Path) -> None:
     assert res.exit_code == 3, res.output
     [row] = json.loads(res.stdout)
     assert row["status"] == "changed" and "latency_us changed in 1 entry" in row["problem"]
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--tolerance", "-1", "--tolerance must be a ratio of 0 or more, e.g. 0.05; got -1.0"),
+    ("--tolerance", "nan", "--tolerance must be a ratio of 0 or more, e.g. 0.05; got nan"),
+    ("--sample", "0", "--sample must be at least 1 (got 0)"),
+    ("--networks", "-1", "--networks 0 or more (got -1)"),
+])
+def test_lut_check_refuses_nonsense_before_measuring(lut: Path, option: str, value: str,
+                                                     words: str) -> None:
+    """Before, --tolerance -1 called every LUT stale (exit 3), --tolerance nan none (`fresh:
+    within ±nan %`), and --networks -1 meant none."""
+    out = fails("lut", "check", "--lut", lut, "--device", "fast", option, value, code=2)
+    assert words in out
 
 
 @pytest.mark.sweep
@@ -622,6 +644,17 @@ def test_old_lut_spellings_work_and_warn(lut: Path, tmp_path: Path) -> None:
     assert "missing option --lut" in fails("db", "show", code=2)
 
 
+def test_export_to_a_csv_file_imports_back(lut: Path, tmp_path: Path) -> None:
+    """`db import` reads a .csv as CSV; before, `db export -o v1.csv` wrote JSON into it, so
+    the import asked for --device and --backend, and with them failed on a bad key."""
+    ok("db", "export", "--lut", f"{lut}@1", "-o", tmp_path / "v1.csv")
+    assert (tmp_path / "v1.csv").read_text().startswith("key,")
+    ok("db", "import", "--lut", tmp_path / "back.db", tmp_path / "v1.csv", "--device", "fast",
+       "--backend", "tflite-cpu")
+    with LutStore.open(lut) as a, LutStore.open(tmp_path / "back.db") as b:
+        assert b.table(b.version(1)) == a.table(a.version(1))
+
+
 def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     before = dump(lut)
     (tmp_path / "junk.json").write_text("[1, 2, 3]")
@@ -629,6 +662,19 @@ def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     assert "No such file" in fails("db", "import", "--lut", lut, tmp_path / "none.json")
     (tmp_path / "v.csv").write_text("key,latency_us\nadd:in=1x1x1,3\n")
     assert "--device and --backend" in fails("db", "import", "--lut", lut, tmp_path / "v.csv")
+    # before: "abc" and "nan" stayed text in the REAL column and, like -5, were sealed as ok
+    for latency in ("abc", "nan", "-5", "0"):
+        (tmp_path / "n.csv").write_text(f"key,latency_us\nadd:in=1x1x1,{latency}\n")
+        out = fails("db", "import", "--lut", lut, tmp_path / "n.csv", "--device", "x",
+                    "--backend", "tflite-cpu")
+        assert "import: row 'add:in=1x1x1,act=none,dt=float32'" in out and latency in out
+    (tmp_path / "n.csv").write_text("key,latency_us,runs\nadd:in=1x1x1,3,two\n")
+    assert "runs 'two' is not a number of 0 or more" in fails(
+        "db", "import", "--lut", lut, tmp_path / "n.csv", "--device", "x", "--backend",
+        "tflite-cpu")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00key")  # was a UnicodeDecodeError
+    assert "bin.csv is not a text file" in fails("db", "import", "--lut", lut,
+                                                 tmp_path / "bin.csv")
     assert dump(lut) == before
     # a CSV of latencies alone is a LUT too: it imports, shows and estimates
     other = tmp_path / "other.db"

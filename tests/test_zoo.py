@@ -144,6 +144,7 @@ def test_v2_residual_slots_tie_block_input_and_output() -> None:
     (lambda: MOBILENET_V1.network(width_mult=0), ["width multiplier must be positive", "0"]),
     (lambda: MOBILENET_V2.network(width_mult=-1), ["width multiplier must be positive", "-1"]),
     (lambda: MOBILENET_V3_SMALL.network(width_mult=float("nan")), ["must be positive", "nan"]),
+    (lambda: MOBILENET_V1.network(width_mult=float("inf")), ["must be a finite number", "inf"]),
 ])
 def test_bad_width_configs(call, words: list[str]) -> None:
     with pytest.raises(SpecError) as e:
