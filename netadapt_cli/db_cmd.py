@@ -17,7 +17,7 @@ from bench.devices import BackendName
 from lut_db.errors import LutError, VersionTampered
 from lut_db.store import LutStore, open_lut
 from lut_db.transfer import ExportFormat
-from lut_db.versions import parse_lut_ref
+from lut_db.versions import Version, parse_lut_ref
 from netadapt_cli.common import (
     CHECK_FAILED,
     HELP_MARKUP,
@@ -224,7 +224,10 @@ def export(lut: str | None = _lut_option("LUT[@VERSION]"), old: str | None = _ol
         store, v = open_lut(_lut(lut, old, "export"))
         text = store.export(v, fmt)
         if output:
-            output.write_text(text)
+            try:
+                output.write_text(text)
+            except OSError as e:
+                raise LutError(f"cannot write {output}: {e.strerror}") from None
             console.print(f"wrote {output}")
         else:
             sys.stdout.write(text)
@@ -252,18 +255,33 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
             raise typer.BadParameter("give --lut FILE and one export, e.g. netadapt db import "
                                      "--lut luts/host.db v1.json")
         fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
-        store = LutStore.open(db, create=True)
         try:
             text = source.read_text()
         except UnicodeDecodeError:
             raise LutError(f"{source} is not a text file; an import is a .json or .csv "
                            "written by netadapt db export") from None
-        v = store.import_(text, fmt, device=device, backend=backend)
-        n = store.counts(v).get("ok", 0)
+        v = _import_into(db, text, fmt, device, backend)
+        with LutStore.open(db) as store:
+            n = store.counts(v).get("ok", 0)
         if as_json:
             print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))
         else:
             console.print(f"imported {n} entries as {db}@{v.id}")
+
+
+def _import_into(db: Path, text: str, fmt: ExportFormat, device: str | None,
+                 backend: BackendName | None) -> Version:
+    """``store.import_`` into ``db``; a file this import created is removed if it fails,
+    so a refused export leaves no empty LUT behind."""
+    new = not db.exists()
+    try:
+        with LutStore.open(db, create=True) as store:
+            return store.import_(text, fmt, device=device, backend=backend)
+    except BaseException:
+        if new:
+            for leftover in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        raise
 
 
 @app.command(cls=Command)

@@ -676,6 +676,13 @@ def test_bad_imports_and_diffs(lut: Path, tmp_path: Path) -> None:
     assert "bin.csv is not a text file" in fails("db", "import", "--lut", lut,
                                                  tmp_path / "bin.csv")
     assert dump(lut) == before
+    out = fails("db", "export", "--lut", f"{lut}@1", "-o", tmp_path / "no" / "v.json")
+    assert "cannot write" in out and "No such file or directory" in out  # was a bare [Errno 2]
+    # a refused import into a new file leaves no empty LUT behind (it left one before)
+    fresh = tmp_path / "fresh.db"
+    assert "not a netadapt LUT export" in fails("db", "import", "--lut", fresh,
+                                                tmp_path / "junk.json")
+    assert not list(tmp_path.glob("fresh.db*"))
     # a CSV of latencies alone is a LUT too: it imports, shows and estimates
     other = tmp_path / "other.db"
     ok("db", "import", "--lut", other, tmp_path / "v.csv", "--device", "x", "--backend",
