@@ -207,3 +207,18 @@ class AdaptConfig:
             if getattr(self, name) < 0:
                 raise AdaptError(f"{_option(name)} must not be negative")
         self.budget_list()
+        self._check_network()
+
+    def _check_network(self) -> None:
+        """A built-in family's network at this width and resolution must be one its layers
+        can hold (``LayerSpec``'s size limit), before images are resized to it."""
+        from bench import zoo
+        from lut_db.spec import SpecError
+
+        if self.model not in zoo.FAMILIES:
+            return
+        try:
+            zoo.family(self.model).network(width_mult=self.width, resolution=self.resolution,
+                                           classes=1)
+        except SpecError as e:
+            raise AdaptError(f"--resolution {self.resolution}: {e}") from None

@@ -65,7 +65,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lut_db.errors import UserError
-from lut_db.spec import LayerSpec
+from lut_db.spec import BYTES, LayerSpec
 
 MODEL = "cache-roofline-v5"  # fitted on whole-network totals
 PER_LAYER = "layer-roofline-v5"  # ... and on per-layer times, with a factor per layer kind
@@ -74,7 +74,6 @@ V4 = "layer-roofline-v4"  # the cache (LUT versions calibrated before v5)
 V2 = "cache-l2-v2"  # read only: LUT versions calibrated before v3
 WEIGHTS_ONLY = (V3, V4)
 MODELS = (MODEL, PER_LAYER, V3, V4, V2)
-BYTES = {"float32": 4, "float16": 2, "int8": 1}
 MB = 2**20
 
 

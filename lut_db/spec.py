@@ -55,6 +55,11 @@ class Dtype(StrEnum):
 
 
 DTYPES = tuple(d.value for d in Dtype)
+BYTES = {"float32": 4, "float16": 2, "int8": 1}  # per element, by dtype
+# The largest tensor or weight buffer a key may hold: a .tflite file is a flatbuffer, which
+# holds at most 2 GiB, and no phone's runtime allocates an activation that size. Beyond it
+# a key could only be measured as a failure (and stored as one).
+MAX_TENSOR_BYTES = 2**31
 # Ops whose output channel count is a free choice (NetAdapt prunes these).
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # Ops with a kernel window (kernel, stride, padding in the key).
@@ -163,6 +168,7 @@ class LayerSpec:
         if len(self.pads) != 4 or min(self.pads) < 0:
             raise SpecError(f"{self.op}: pads must be four non-negative integers "
                             f"(top, bottom, left, right), got {self.pads}")
+        self._check_size()
         if self.padding == "valid" and self.op in ("conv2d", "depthwise_conv2d", "avg_pool",
                                                   "max_pool"):
             kh, kw = self.effective_kernel
@@ -171,6 +177,19 @@ class LayerSpec:
                     f"{self.op}: kernel {kh}x{kw} is larger than the input {self.h}x{self.w} "
                     "with valid padding"
                 )
+
+    def _check_size(self) -> None:
+        """Refuse a layer whose largest tensor (an input, the output or its weights) is over
+        MAX_TENSOR_BYTES, naming it."""
+        size = BYTES[self.dtype]
+        tensors = [("input", s) for s in self.input_shapes] + [("output", self.output_shape)]
+        named = [(f"{what} {'x'.join(map(str, s))}", math.prod(s)) for what, s in tensors]
+        named.append((f"{self.params:,} weights", self.params))
+        what, n = max(named, key=lambda x: x[1])
+        if n * size > MAX_TENSOR_BYTES:
+            raise SpecError(f"{self.op}: its {what} ({self.dtype}) would need {n * size / 2**30:.1f} "
+                            f"GiB; a TFLite model holds at most {MAX_TENSOR_BYTES // 2**30} GiB "
+                            "per tensor")
 
     # -- derived shapes and costs -----------------------------------------------------------
     @property

@@ -255,6 +255,8 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
             raise typer.BadParameter("give --lut FILE and one export, e.g. netadapt db import "
                                      "--lut luts/host.db v1.json")
         fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
+        if db.exists():
+            LutStore.open(db).close()  # a file that is not a LUT is the first thing to say
         try:
             text = source.read_text()
         except UnicodeDecodeError:

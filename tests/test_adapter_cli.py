@@ -209,6 +209,7 @@ def test_bad_input_is_one_clear_message(lut: Path, tmp_path: Path, extra: list[s
     (["--max-iterations", "0"], "--max-iterations must be at least 1, got 0", 1),
     (["--measure-rounds", "0"], "--measure-rounds must be at least 1, got 0", 2),
     (["--short-steps", "0"], "--short-steps must be at least 1", 1),
+    (["--resolution", "100000"], "--resolution 100000: conv2d: its output 50000x50000x16", 1),
 ])
 def test_bad_numbers_are_refused_before_any_work(fixed_lut, tmp_path: Path, extra: list[str],
                                                   message: str, code: int) -> None:

@@ -563,6 +563,10 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails(*SWEEP, "--space", "mobilenet_v1,mobilenet_v3", "--lut", tmp_path / "x.db",
                 code=2)
     assert "names mobilenet_v3 (known: mobilenet_v1," in out
+    before = dump(lut)  # a layer no model file can hold is refused, not measured as a failure
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--resolution", "100000")
+    assert "its output 50000x50000x32 (float32) would need 298.0 GiB" in out
+    assert dump(lut) == before
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0")
     assert "the width multiplier must be positive, got 0" in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "inf")

@@ -48,7 +48,8 @@ def layer_specs(draw, op: str | None = None) -> LayerSpec:
         if padding == "valid":
             h, w = max(h, kernel[0]), max(w, kernel[1])
         return LayerSpec(op, h, w, cin, kernel=kernel, stride=stride, padding=padding, act=act)
-    if op == "fully_connected":
+    if op == "fully_connected":  # it flattens h x w x cin: kept under the 2 GiB of weights
+        h, w = min(h, 8), min(w, 8)
         return LayerSpec(op, h, w, cin, draw(st.integers(1, 2000)), act=act,
                          bias=draw(st.booleans()))
     if op in ("global_avg_pool", "softmax", "hard_swish", "hard_sigmoid", "logistic"):
@@ -232,12 +233,22 @@ C8 = {"op": "conv2d", "h": 8, "w": 8, "cin": 4, "cout": 4}  # a valid conv, chan
     ({"op": "concat", "h": 8, "w": 8, "cin": 4, "parts": (4,)}, ["concat", "two or more"]),
     ({"op": "pad", "h": 8, "w": 8, "cin": 4, "pads": (0, -1, 0, 0)}, ["pad", "non-negative"]),
     ({"op": "pad", "h": 8, "w": 8, "cin": 4, "pads": (1, 1)}, ["pad", "four"]),
+    ({"op": "conv2d", "h": 50000, "w": 50000, "cin": 3, "cout": 32, "stride": (2, 2)},
+     ["conv2d", "output 25000x25000x32 (float32) would need 74.5 GiB", "at most 2 GiB"]),
+    ({"op": "fully_connected", "h": 1, "w": 1, "cin": 600_000, "cout": 1000},
+     ["600,001,000 weights (float32) would need 2.2 GiB"]),
 ])
 def test_invalid_spec_names_what_is_wrong(kwargs: dict, words: list[str]) -> None:
     with pytest.raises(SpecError) as e:
         LayerSpec(**kwargs)
     for word in words:
         assert word in str(e.value)
+
+
+def test_the_size_limit_is_per_tensor_at_its_dtype() -> None:
+    LayerSpec("fully_connected", 1, 1, 500_000, 1000, dtype="int8")  # 0.5 GB: fits
+    with pytest.raises(SpecError, match="would need 2.0 GiB"):
+        LayerSpec("fully_connected", 1, 1, 537_000, 1000)  # the same at float32, just over
 
 
 @pytest.mark.parametrize("key, words", [
