@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from bench.runners.base import Runner, runner_class
+from bench.runners.base import RUNNERS, Runner, runner_class
 from lut_db.errors import UserError
 from lut_db.linux import require_linux
 
@@ -112,6 +112,9 @@ def parse_config(data: dict[str, Any], path: Path) -> DeviceConfig:
         if not isinstance(b, dict):
             raise ConfigError(f"{path}: key 'backends.{bname}': expected a table")
         runner = _get(b, path, "runner", str, where=f"backends.{bname}.")
+        if runner not in RUNNERS:
+            raise ConfigError(f"{path}: key 'backends.{bname}.runner': expected one of "
+                              f"{', '.join(sorted(RUNNERS))}, got {runner!r}")
         settings = {k: v for k, v in b.items() if k not in ("runner", "default")}
         backends[bname] = Backend(bname, runner, settings)
     defaults = [n for n, b in raw_backends.items() if b.get("default")]
@@ -197,7 +200,8 @@ def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]
             raise ConfigError(f"{path}: unknown host backend setting {key!r} "
                               f"(known: {', '.join(allowed)})")
         if not isinstance(value, allowed[key]) or isinstance(value, bool):
-            raise ConfigError(f"{path}: key {key!r}: expected {allowed[key]}, got {value!r}")
+            raise ConfigError(f"{path}: key {key!r}: expected {_kind(allowed[key])}, "
+                              f"got {value!r}")
         out[key] = value
     if out.get("cpus") == "last":
         out.pop("cpus")
@@ -209,6 +213,15 @@ def host_runner_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]
         if key in out and out[key] < least:
             raise ConfigError(f"{path}: key {key!r}: expected at least {least}, got {out[key]}")
     return out
+
+
+def _kind(types: type | tuple[type, ...]) -> str:
+    """TOML's words for Python types: "an integer", "a number", "a list or a string"."""
+    words = {int: "an integer", float: "a number", str: "a string", list: "a list"}
+    kinds = types if isinstance(types, tuple) else (types,)
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(words.get(k, k.__name__) for k in kinds)
 
 
 def make_runner(config: DeviceConfig, backend: str | None = None, **overrides: Any) -> Runner:

@@ -18,7 +18,6 @@ from bench.devices import (
     make_runner,
     make_runners,
 )
-from bench.runners.base import RunnerError
 from bench.runners.host import HostRunner
 
 
@@ -146,9 +145,10 @@ def test_defaults_and_match_lists(configs: Path) -> None:
 
 @pytest.mark.parametrize("settings, words", [
     ({"thread": 1}, ["unknown host backend setting 'thread'", "threads"]),
-    ({"threads": "1"}, ["'threads'", "'1'"]),
+    ({"threads": "1"}, ["'threads'", "expected an integer, got '1'"]),
     ({"threads": True}, ["'threads'", "True"]),
-    ({"min_time_ms": "5"}, ["'min_time_ms'"]),
+    ({"min_time_ms": "5"}, ["'min_time_ms'", "expected a number, got '5'"]),
+    ({"cpus": 3}, ["'cpus'", "expected a list or a string, got 3"]),
     ({"cpus": "first"}, ["'cpus'", "\"last\""]),
     ({"cpus": [0, "1"]}, ["'cpus'", "CPU numbers"]),
     ({"runs": 0}, ["'runs'", "at least 1"]),
@@ -168,6 +168,10 @@ def test_host_settings_pass_through() -> None:
 
 
 def test_unknown_runner_kind(configs: Path) -> None:
-    (configs / "t.toml").write_text('[backends.npu]\nrunner = "tpu"\n')
-    with pytest.raises(RunnerError, match="unknown runner 'tpu'"):
-        make_runner(load_config("t"))
+    """Refused as the config loads, naming the file (before: by make_runner, without it)."""
+    path = configs / "t.toml"
+    path.write_text('[backends.npu]\nrunner = "tpu"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config("t")
+    assert str(e.value) == (f"{path}: key 'backends.npu.runner': expected one of adb-tflite, "
+                            "host, snpe, got 'tpu'")
