@@ -109,8 +109,20 @@ def servers_of(config: DeviceConfig) -> list[Server]:
         raise ConfigError(f"{config.path}: key 'adb.servers': {e}") from None
 
 
-def all_configs(directory: Path | None = None) -> list[DeviceConfig]:
-    return [load_config(n, directory) for n in known_configs(directory or config_dir())]
+def all_configs(directory: Path | None = None,
+                skip: Callable[[ConfigError], None] | None = None) -> list[DeviceConfig]:
+    """Every config in the directory. A broken one raises its ConfigError; with ``skip``,
+    it is handed to ``skip`` (to warn) and left out, so one bad file does not hide the
+    devices the others match."""
+    out = []
+    for name in known_configs(directory or config_dir()):
+        try:
+            out.append(load_config(name, directory))
+        except ConfigError as e:
+            if skip is None:
+                raise
+            skip(e)
+    return out
 
 
 def scan(servers: Iterable[Server], configs: Sequence[DeviceConfig] = (),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bench.devices import load_config
@@ -21,7 +22,7 @@ def devices_cmd(
     from bench.runners.adb_transport import local_server
 
     with user_errors(as_json):
-        configs = [load_config(config)] if config else all_configs()
+        configs = [load_config(config)] if config else all_configs(skip=_warn)
         servers = [s for c in configs for s in servers_of(c)] if config else [
             local_server(), *(s for c in configs for s in servers_of(c))]
         servers = list(dict.fromkeys(servers))
@@ -36,6 +37,11 @@ def devices_cmd(
             err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
     if len(unreachable) == len(servers):
         fail("no adb server reachable: " + "; ".join(str(s) for s in servers))
+
+
+def _warn(error: Exception) -> None:
+    """A broken config is left out of the list, said on stderr."""
+    err_console.print(f"[yellow]warning:[/] left out: {escape(str(error))}", highlight=False)
 
 
 def _table(devices: list) -> None:

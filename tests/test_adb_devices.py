@@ -84,6 +84,18 @@ def test_devices_lists_the_loopback_phone(farm: Farm):
 
 
 @pytest.mark.phones
+def test_a_broken_config_is_left_out_of_devices_with_a_warning(farm: Farm, configs: Path):
+    """Before, one broken TOML in the config directory failed the whole listing."""
+    (configs / "toaster.toml").write_text('kind = "toaster"\n[backends.cpu]\nrunner = "host"\n')
+    res = CliRunner().invoke(app, ["devices", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [d["configs"] for d in json.loads(res.stdout)["devices"]] == [["loop"]]
+    assert "warning: left out:" in res.stderr and "toaster.toml: key 'kind'" in res.stderr
+    res = CliRunner().invoke(app, ["devices", "--config", "toaster"])
+    assert res.exit_code == 1 and "toaster.toml: key 'kind'" in res.output  # asked for: an error
+
+
+@pytest.mark.phones
 def test_devices_shows_unauthorized_and_offline(farm: Farm, loopback_device_factory):
     server = farm.servers[0]
     locked = loopback_device_factory(state="unauthorized")
