@@ -87,7 +87,9 @@ def _positive(text: str, where: str) -> float:
         v = float(text)
     except ValueError:
         raise AdaptError(f"{where}: {text!r} is not a number") from None
-    if not v > 0 or not math.isfinite(v):
+    if not math.isfinite(v):
+        raise AdaptError(f"{where}: {text!r} is not a finite number")
+    if not v > 0:
         raise AdaptError(f"{where}: must be positive")
     return v
 

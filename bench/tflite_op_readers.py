@@ -13,16 +13,16 @@ nothing of the walk, which imports ``READERS``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from lut_db.spec import LayerSpec
+from lut_db.spec import LayerSpec, shape_text
 
-__all__ = ["READERS", "NoLutKey", "OpRef", "ReadFn", "Value", "Walk", "fmt_shape"]
+__all__ = ["READERS", "NoLutKey", "OpRef", "ReadFn", "Value", "Walk"]
 
 _PADDINGS = {tfl.Padding.SAME: "same", tfl.Padding.VALID: "valid"}
 
@@ -75,10 +75,6 @@ class Walk(Protocol):
     def has_bias(self, ins: list[int]) -> bool: ...
 
 
-def fmt_shape(shape: Sequence[int]) -> str:
-    return "x".join(str(v) for v in shape)
-
-
 # read(walk, op index, operator) -> (spec, source values in order, output tensor)
 ReadFn = Callable[[Walk, int, tfl.OperatorT], tuple[LayerSpec, list[Value], int]]
 
@@ -105,7 +101,7 @@ def _read_fully_connected(r: Walk, i: int, op: tfl.OperatorT):
     weight = r.weight_shape(ins[1], ins[0], ref)
     x = r.value(ins[0])  # FC flattens: any reshape of the producer's output reads the same
     if int(np.prod(x.shape)) != weight[1] or int(np.prod(r.shape(int(op.outputs[0])))) != weight[0]:
-        raise NoLutKey(f"input {fmt_shape(x.shape)} and weights {list(weight)} are not one batch")
+        raise NoLutKey(f"input {shape_text(x.shape)} and weights {list(weight)} are not one batch")
     spec = LayerSpec("fully_connected", *x.shape, weight[0], act=r.act(op.builtinOptions),
                      bias=r.has_bias(ins), dtype=r.op_dtype(ins[0], ref))
     return spec, [x], int(op.outputs[0])
@@ -134,7 +130,7 @@ def _read_add(r: Walk, i: int, op: tfl.OperatorT):
             return _read_scalar_op(r, i, op, "add_scalar")
     a, b = r.activation(ins[0], ref), r.activation(ins[1], ref)
     if a.shape != b.shape:
-        raise NoLutKey(f"adds {fmt_shape(a.shape)} and {fmt_shape(b.shape)} (broadcasting)")
+        raise NoLutKey(f"adds {shape_text(a.shape)} and {shape_text(b.shape)} (broadcasting)")
     return LayerSpec("add", *a.shape, act=act, dtype=r.op_dtype(ins[0], ref)), [a, b], out
 
 
@@ -186,7 +182,7 @@ def _read_mul(r: Walk, i: int, op: tfl.OperatorT):
     big, small = (a, b) if a.shape[:2] != (1, 1) else (b, a)
     if small.shape == (1, 1, big.shape[2]):  # the squeeze-excite multiply
         return LayerSpec("channel_mul", *big.shape, act=act, dtype=dtype), [big, small], out
-    raise NoLutKey(f"multiplies {fmt_shape(a.shape)} by {fmt_shape(b.shape)} (broadcasting)")
+    raise NoLutKey(f"multiplies {shape_text(a.shape)} by {shape_text(b.shape)} (broadcasting)")
 
 
 def _read_pool(r: Walk, i: int, op: tfl.OperatorT):

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from bench.tflite_op_readers import READERS, NoLutKey, OpRef, Value, fmt_shape
-from lut_db.spec import DTYPES, INPUT, Network, Node, SpecError
+from bench.tflite_op_readers import READERS, NoLutKey, OpRef, Value
+from lut_db.spec import DTYPES, INPUT, Network, Node, SpecError, shape_text
 
 __all__ = ["OpRef", "QuantInfo", "QuantizedModel", "ReadResult", "TfliteReadError", "read_file",
            "read_model", "stores_float16"]
@@ -261,8 +261,8 @@ class _Reader:
         """The value an op reads; its TFLite shape must be the producer's shape."""
         value = self.value(t)
         if self.shape3(t, where) != value.shape:
-            raise NoLutKey(f"reads {self.name(t)!r} as {fmt_shape(self.shape3(t, where))} through "
-                           f"a reshape of {fmt_shape(value.shape)}; only fully-connected layers "
+            raise NoLutKey(f"reads {self.name(t)!r} as {shape_text(self.shape3(t, where))} through "
+                           f"a reshape of {shape_text(value.shape)}; only fully-connected layers "
                            "flatten for free")
         return value
 
@@ -332,8 +332,8 @@ class _Reader:
                 raise NoLutKey("no key kind for this op")
             spec, sources, out = reader(self, i, op)
             if self.shape3(out, ref) != spec.output_shape:
-                raise NoLutKey(f"writes {fmt_shape(self.shape3(out, ref))} where its key "
-                               f"{spec.key} gives {fmt_shape(spec.output_shape)}")
+                raise NoLutKey(f"writes {shape_text(self.shape3(out, ref))} where its key "
+                               f"{spec.key} gives {shape_text(spec.output_shape)}")
         except NoLutKey as e:
             self._unknown(OpRef(i, ref.op, str(e)), ins, outs)
             return

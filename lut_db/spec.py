@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -183,7 +183,7 @@ class LayerSpec:
         MAX_TENSOR_BYTES, naming it."""
         size = BYTES[self.dtype]
         tensors = [("input", s) for s in self.input_shapes] + [("output", self.output_shape)]
-        named = [(f"{what} {'x'.join(map(str, s))}", math.prod(s)) for what, s in tensors]
+        named = [(f"{what} {shape_text(s)}", math.prod(s)) for what, s in tensors]
         named.append((f"{self.params:,} weights", self.params))
         what, n = max(named, key=lambda x: x[1])
         if n * size > MAX_TENSOR_BYTES:
@@ -413,8 +413,8 @@ class Network:
                     raise SpecError(f"{where}: input {src!r} is not an earlier node")
                 if shapes[src] != want:
                     raise SpecError(
-                        f"{where}: shape mismatch: {src!r} gives {_shape(shapes[src])} but "
-                        f"{node.spec.op} expects {_shape(want)}"
+                        f"{where}: shape mismatch: {src!r} gives {shape_text(shapes[src])} but "
+                        f"{node.spec.op} expects {shape_text(want)}"
                     )
             shapes[node.name] = node.spec.output_shape
         for out in self.outputs:
@@ -544,5 +544,6 @@ def chain(name: str, input_shape: tuple[int, int, int],
     return Network(name, input_shape, tuple(nodes))
 
 
-def _shape(s: tuple[int, ...]) -> str:
-    return "x".join(str(v) for v in s)
+def shape_text(shape: Sequence[int]) -> str:
+    """A shape as keys and messages write it: 1x112x112x32."""
+    return "x".join(str(v) for v in shape)

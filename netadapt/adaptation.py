@@ -96,7 +96,8 @@ def run_name(model: str, lut: str, budget: str, seed: int, dtype: str = "float32
     device = Path(lut.split("@")[0]).stem
     stem = Path(model.split(":")[-1]).stem  # a factory's or a saved model's name
     tail = "" if dtype == "float32" else f"-{dtype}"
-    return f"{stem}-{device}-{budget.replace('.', 'p')}-s{seed}{tail}"
+    budget = "".join(budget.split()).replace(".", "p")  # "3.2 ms" -> 3p2ms: no space in a path
+    return f"{stem}-{device}-{budget}-s{seed}{tail}"
 
 
 def _multipliers(value: str | Sequence[float]) -> list[float]:

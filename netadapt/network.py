@@ -49,6 +49,8 @@ def _zoo_network(model: str, width: float | None, widths: str | None, resolution
 
     if width is not None and widths is not None:
         raise SpecError("give --width (a multiplier) or --widths (one per slot), not both")
+    if classes < 1:
+        raise SpecError(f"--classes must be at least 1, got {classes}")
     fam = family(model)
     if widths is not None:
         try:

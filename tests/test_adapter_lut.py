@@ -44,10 +44,20 @@ def test_budget_parse(resource: str, text: str, want: Budget) -> None:
 
 
 @pytest.mark.parametrize("text,message", [("2", "bare number is a ratio"), ("-1", "positive"),
-                                          ("fast", "not understood")])
+                                          ("fast", "not understood"),
+                                          ("nanms", "'nan' is not a finite number"),
+                                          ("infms", "'inf' is not a finite number")])
 def test_budget_parse_errors(text: str, message: str) -> None:
     with pytest.raises(AdaptError, match=message):
         Budget.parse("latency_ms", text)
+
+
+def test_run_names_hold_no_spaces() -> None:
+    from netadapt.adaptation import run_name
+
+    assert run_name("mobilenet_v1", "luts/host.db@2", "3.2 ms", 0) == "mobilenet_v1-host-3p2ms-s0"
+    assert run_name("mobilenet_v1", "luts/host.db", "0.5", 1, "int8") == (
+        "mobilenet_v1-host-0p5-s1-int8")
 
 
 def test_schedule_targets_decay_and_stop_at_the_budget() -> None:

@@ -567,6 +567,8 @@ def test_usage_errors(lut: Path, tmp_path: Path) -> None:
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--resolution", "100000")
     assert "its output 50000x50000x32 (float32) would need 298.0 GiB" in out
     assert dump(lut) == before
+    out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--classes", "0")
+    assert "--classes must be at least 1, got 0" in out  # was: fully_connected: cout must be
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "0")
     assert "the width multiplier must be positive, got 0" in out
     out = fails("estimate", "--lut", lut, "--model", "mobilenet_v1", "--width", "inf")
