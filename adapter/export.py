@@ -28,7 +28,8 @@ from adapter.models import ZooModel
 from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
-from lut_db.spec import WEIGHTED, LayerSpec, Network
+from lut_db.network import Network
+from lut_db.spec import WEIGHTED, LayerSpec
 
 __all__ = ["export", "export_tflite", "export_weights", "save_exports", "write_tflite"]
 

@@ -32,7 +32,8 @@ from adapter.errors import AdaptError
 from adapter.export import Weights
 from adapter.same_padding import same_pads
 from bench.tflite_quant import Quant, weight_quant
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 
 __all__ = ["REFERENCE_OPS", "forward", "layer", "nhwc"]
 

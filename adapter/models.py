@@ -35,7 +35,8 @@ from adapter.errors import AdaptError
 from adapter.same_padding import SameConv2d
 from adapter.slots import derive, zoo_names
 from bench import zoo
-from lut_db.spec import INPUT, SpecError
+from lut_db.network import INPUT
+from lut_db.spec import SpecError
 
 # What ZooModel.config() records about padding. A checkpoint without it predates TFLite
 # SAME padding (its stride-2 layers were trained with symmetric padding), and ``rebuild``

@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 
 from adapter.errors import AdaptError
+from lut_db.network import Network
 from lut_db.progress import Steps, silent
-from lut_db.spec import Network
 
 Log = Callable[[str], None]
 

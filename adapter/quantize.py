@@ -39,7 +39,8 @@ from adapter.same_padding import same_pads
 from adapter.trace import Shape, trace_modules
 from bench.tflite_build import build_network
 from bench.tflite_quant import Quant, activation_quants
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 
 __all__ = ["INT8_OPS", "Int8Error", "Int8Model", "QuantAware", "calibration_images",
            "check_int8_ops", "check_parity", "file_accuracy", "parity", "quantize", "run_file"]

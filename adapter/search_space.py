@@ -19,7 +19,7 @@ from adapter.schedule import Schedule
 from bench import zoo
 from lut_db.calibration import Calibration
 from lut_db.estimate import SlotCost, SlotEstimator
-from lut_db.spec import Network
+from lut_db.network import Network
 
 MAX_RELAX = 6  # halvings of an iteration's reduction when no single slot can meet it
 # missing keys -> (their entries, the label of the LUT version now holding them)

@@ -22,7 +22,8 @@ from torch import nn
 from adapter.errors import AdaptError
 from adapter.trace import trace_modules
 from bench import zoo
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 
 CHANNEL_MAKERS = ("conv2d", "fully_connected")  # ops whose output width is their own
 

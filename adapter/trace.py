@@ -25,7 +25,8 @@ from torch import fx, nn
 
 from adapter.errors import AdaptError
 from adapter.same_padding import same_pads
-from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
+from lut_db.network import INPUT, Network, Node
+from lut_db.spec import LayerSpec, SpecError
 
 Shape = tuple[int, int, int]  # H, W, C
 

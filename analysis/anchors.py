@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Sequence
 
 from bench.runners.base import Runner
-from lut_db.spec import Network
+from lut_db.network import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

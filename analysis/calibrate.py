@@ -44,7 +44,7 @@ from lut_db.calibration import (
     weight_mb,
     working_mb,
 )
-from lut_db.spec import Network
+from lut_db.network import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from bench.zoo import Family, Template, head, uniform_multiplier
-from lut_db.spec import INPUT
+from lut_db.network import INPUT
 
 # -- ResNet-style: stem, then per stage a stride-2 conv and one basic block -------------------
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from lut_db.calibration import BYTES
 from lut_db.estimate import Groups, MissingKeys, interpolate, shape_groups
-from lut_db.spec import LayerSpec, Network
+from lut_db.network import Network
+from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

@@ -11,7 +11,7 @@ from typing import Any
 from analysis.sampling import ValidationError
 from bench.runners.base import BatchItem, Failure, Runner, RunnerError
 from bench.tflite_build import build_network
-from lut_db.spec import Network
+from lut_db.network import Network
 
 Progress = Callable[[int, str], None]
 

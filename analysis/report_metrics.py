@@ -20,7 +20,7 @@ from analysis import agreement, anchors, stats
 from analysis.features import Tables, estimate_row
 from lut_db.calibration import Calibration
 from lut_db.estimate import MissingKeys
-from lut_db.spec import Network
+from lut_db.network import Network
 
 HEADLINE = ("calibrated", "drift")  # the headline's predictor: the first there
 

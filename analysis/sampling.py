@@ -16,7 +16,7 @@ from typing import Any
 from analysis.families import HELD_OUT
 from bench.zoo import MULTIPLIERS, Family, family, make_divisible, slot_choices
 from lut_db.errors import UserError
-from lut_db.spec import Network
+from lut_db.network import Network
 
 KINDS = ("multiplier", "random", "netadapt", "resolution", "off_grid", "held_out")
 

@@ -23,8 +23,8 @@ from bench.missing import backend_option, ensure_keys
 from bench.runners.base import Runner
 from bench.timing import DriftSample, Measurement, sum_ratio, time_networks
 from lut_db.fingerprint import same_setup
+from lut_db.network import Network
 from lut_db.progress import Steps, silent
-from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

@@ -21,8 +21,8 @@ from bench.sweep_plan import Plan
 from bench.sweep_space import SweepSpace
 from lut_db.errors import LutError, UserError
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy, estimate, interpolate
+from lut_db.network import Network
 from lut_db.progress import Steps, silent
-from lut_db.spec import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

@@ -50,7 +50,8 @@ import numpy as np
 from bench.tflite_graph import Graph
 from bench.tflite_ops import BUILDERS, OpBuilder, builder_for, output_shape
 from bench.tflite_quant import INPUT_QUANT, activation_quants, output_quant
-from lut_db.spec import INPUT, LayerSpec, Network, SpecError
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec, SpecError
 
 __all__ = [
     "BUILDERS",

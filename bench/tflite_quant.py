@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
 from bench.tflite_op_readers import READERS, NoLutKey, OpRef, Value
-from lut_db.spec import DTYPES, INPUT, Network, Node, SpecError, shape_text
+from lut_db.network import INPUT, Network, Node
+from lut_db.spec import DTYPES, SpecError, shape_text
 
 __all__ = ["OpRef", "QuantInfo", "QuantizedModel", "ReadResult", "TfliteReadError", "read_file",
            "read_model", "stores_float16"]

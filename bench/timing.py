@@ -35,7 +35,8 @@ from typing import Any
 
 from bench.machine_state import MachineState, worst
 from bench.runners.base import BatchItem, Failure, Runner, RunnerError, Timing
-from lut_db.spec import LayerSpec, Network
+from lut_db.network import Network
+from lut_db.spec import LayerSpec
 
 Progress = Callable[[int, str], None]  # (networks just timed, what is being timed)
 Model = Network | bytes  # a network to build, or a .tflite file's own bytes

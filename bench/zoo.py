@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from lut_db.estimate import LayerFn
-from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError
+from lut_db.network import INPUT, Network, Node
+from lut_db.spec import LayerSpec, SpecError
 
 MULTIPLIERS = (0.25, 0.5, 0.75, 1.0)
 

@@ -46,7 +46,8 @@ from bench.tflite_build import build_network
 from bench.timing import remeasure, time_networks
 from benchmarks.calibration_bench import test_sets
 from lut_db.calibration import weight_mb
-from lut_db.spec import LayerSpec, Network
+from lut_db.network import Network
+from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
 
 REPEATS = 5

@@ -59,7 +59,7 @@ from bench.missing import ensure_keys
 from bench.sweep import build_lut
 from bench.sweep_space import SweepSpace
 from lut_db.calibration import Calibration, act_mb, weight_mb
-from lut_db.spec import Network
+from lut_db.network import Network
 from lut_db.store import LutStore
 
 Predict = Callable[[cb.Sample], float]

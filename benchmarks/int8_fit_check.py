@@ -41,7 +41,7 @@ from analysis.features import Tables, all_tables
 from analysis.stats import out_of_fold
 from bench.tflite_read import read_file
 from lut_db.calibration import MODEL, PER_LAYER, V3, V4, Calibration
-from lut_db.spec import Network
+from lut_db.network import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 

@@ -23,7 +23,7 @@ from bench.devices import load_config, make_runner
 from bench.runners import litert_profiler
 from bench.runners.base import BatchItem, Runner, Timing
 from bench.tflite_build import build_network
-from lut_db.spec import Network
+from lut_db.network import Network
 
 NETWORKS = [  # (family, width, resolution, dtype)
     ("mobilenet_v1", 1.0, 32, "float32"),

@@ -24,7 +24,8 @@ import numpy as np
 
 from lut_db.calibration import Calibration
 from lut_db.errors import LutError
-from lut_db.spec import LayerSpec, Network
+from lut_db.network import Network
+from lut_db.spec import LayerSpec
 
 
 class MissingPolicy(StrEnum):

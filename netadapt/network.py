@@ -11,8 +11,9 @@ from typing import Any
 from bench.missing import DeviceAbsent, backend_option, covering_sweep, estimate_network
 from bench.timing import Checked
 from lut_db.estimate import Estimate, MissingKeys, MissingPolicy
+from lut_db.network import Network
 from lut_db.progress import Steps, silent
-from lut_db.spec import Network, SpecError
+from lut_db.spec import SpecError
 from lut_db.store import LutStore, open_lut
 from lut_db.versions import Version
 from netadapt.errors import OptionError

@@ -13,7 +13,8 @@ import netadapt as api
 from bench.devices import BackendName
 from bench.zoo import FamilyName
 from lut_db.estimate import Estimate, MissingPolicy
-from lut_db.spec import Dtype, Network
+from lut_db.network import Network
+from lut_db.spec import Dtype
 from netadapt_cli.common import (
     backend_choice,
     commentary,

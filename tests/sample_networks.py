@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bench.zoo import MOBILENET_V3_SMALL
-from lut_db.spec import INPUT, LayerSpec, Network, Node, chain
+from lut_db.network import INPUT, Network, Node, chain
+from lut_db.spec import LayerSpec
 
 
 def mobilenet_v1_like() -> Network:

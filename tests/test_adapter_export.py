@@ -20,7 +20,8 @@ from adapter.same_padding import SameConv2d, same_pads
 from adapter.train import train
 from bench import zoo
 from bench.tflite_build import build_network
-from lut_db.spec import Network, SpecError
+from lut_db.network import Network
+from lut_db.spec import SpecError
 
 TOL = 1e-4  # max abs difference of the logits (the export's parity bar)
 

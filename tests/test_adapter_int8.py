@@ -22,7 +22,7 @@ from adapter.train import train
 from bench.tflite_build import build_network
 from bench.tflite_quant import INPUT_QUANT, Quant, activation_quants
 from bench.zoo import MOBILENET_V1
-from lut_db.spec import INPUT, Network, Node
+from lut_db.network import INPUT, Network, Node
 from netadapt_cli.main import app
 from tests.fakes import SPACE, make_lut
 

@@ -23,7 +23,7 @@ from bench.missing import ensure_keys
 from bench.runners.base import Timing
 from bench.tflite_build import build_layer, build_network
 from lut_db.errors import SetupMismatch
-from lut_db.spec import Network
+from lut_db.network import Network
 from lut_db.store import LutStore
 from lut_db.versions import Version
 from tests.fakes import SPACE, FakeRunner, make_lut

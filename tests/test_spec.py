@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lut_db.spec import (
-    INPUT,
-    OPS,
-    LayerSpec,
-    Network,
-    Node,
-    SpecError,
-    chain,
-)
+from lut_db.network import INPUT, Network, Node, chain
+from lut_db.spec import OPS, LayerSpec, SpecError
 
 # -- strategies: a valid LayerSpec of every op kind ---------------------------------------
 

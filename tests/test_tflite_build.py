@@ -28,7 +28,8 @@ from bench.tflite_build import (
     network_weights,
     node_seed,
 )
-from lut_db.spec import OPS, LayerSpec, chain
+from lut_db.network import chain
+from lut_db.spec import OPS, LayerSpec
 from tests.sample_networks import NETWORKS, mobilenet_v1_like, mobilenet_v2_block
 from tests.tflite_reference import (
     LAYERS,
@@ -119,7 +120,7 @@ def test_network_seeds_depend_on_node_name_not_hash_randomisation() -> None:
     assert np.array_equal(w["a"]["weight"], layer_weights(spec, node_seed(0, "a"))["weight"])
     # Same bytes in a process with another PYTHONHASHSEED.
     code = ("import hashlib, sys; from bench.tflite_build import build_network; "
-            "from lut_db.spec import Network; net = Network.from_json(sys.stdin.read()); "
+            "from lut_db.network import Network; net = Network.from_json(sys.stdin.read()); "
             "sys.stdout.write(hashlib.sha256(build_network(net, 7)).hexdigest())")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(root)}

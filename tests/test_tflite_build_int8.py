@@ -24,7 +24,8 @@ from bench.tflite_build import (
     network_weights,
 )
 from bench.tflite_quant import INPUT_QUANT, Quant, output_quant, weight_quant
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 from tests.sample_networks import NETWORKS
 from tests.tflite_reference import (
     LAYERS,

@@ -13,7 +13,8 @@ from ai_edge_litert import schema_py_generated as tfl
 from bench.tflite_build import build_network
 from bench.tflite_read import QuantizedModel, TfliteReadError, read_file, read_model
 from bench.zoo import MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_SMALL
-from lut_db.spec import INPUT, LayerSpec, Network, Node, SpecError, chain
+from lut_db.network import INPUT, Network, Node, chain
+from lut_db.spec import LayerSpec, SpecError
 from tests.sample_networks import NETWORKS
 
 _OP = tfl.BuiltinOperator

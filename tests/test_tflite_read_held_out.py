@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.tflite_read import ReadResult, read_file
-from lut_db.spec import INPUT, LayerSpec
+from lut_db.network import INPUT
+from lut_db.spec import LayerSpec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras"
 C = "k=3x3,pad=same"

@@ -13,7 +13,8 @@ from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from bench.tflite_ops import ADD_SCALAR, MUL_SCALAR
-from lut_db.spec import INPUT, LayerSpec, Network
+from lut_db.network import INPUT, Network
+from lut_db.spec import LayerSpec
 
 TOL = 1e-4
 RESOLVERS = {
