@@ -184,9 +184,9 @@ class LayerSpec:
         named.append((f"{self.params:,} weights", self.params))
         what, n = max(named, key=lambda x: x[1])
         if n * size > MAX_TENSOR_BYTES:
-            raise SpecError(f"{self.op}: its {what} ({self.dtype}) would need {n * size / 2**30:.1f} "
-                            f"GiB; a TFLite model holds at most {MAX_TENSOR_BYTES // 2**30} GiB "
-                            "per tensor")
+            raise SpecError(f"{self.op}: its {what} ({self.dtype}) would need "
+                            f"{n * size / 2**30:.1f} GiB; a TFLite model holds at most "
+                            f"{MAX_TENSOR_BYTES // 2**30} GiB per tensor")
 
     # -- derived shapes and costs -----------------------------------------------------------
     @property

@@ -254,31 +254,29 @@ def import_(lut: Path | None = typer.Option(None, "--lut", show_default=False,
         else:
             raise typer.BadParameter("give --lut FILE and one export, e.g. netadapt db import "
                                      "--lut luts/host.db v1.json")
-        fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
-        if db.exists():
-            LutStore.open(db).close()  # a file that is not a LUT is the first thing to say
-        try:
-            text = source.read_text()
-        except UnicodeDecodeError:
-            raise LutError(f"{source} is not a text file; an import is a .json or .csv "
-                           "written by netadapt db export") from None
-        v = _import_into(db, text, fmt, device, backend)
-        with LutStore.open(db) as store:
-            n = store.counts(v).get("ok", 0)
+        v, n = _import_into(db, source, device, backend)
         if as_json:
             print(json.dumps({"lut": str(db), "version": v.id, "entries": n}))
         else:
             console.print(f"imported {n} entries as {db}@{v.id}")
 
 
-def _import_into(db: Path, text: str, fmt: ExportFormat, device: str | None,
-                 backend: BackendName | None) -> Version:
-    """``store.import_`` into ``db``; a file this import created is removed if it fails,
-    so a refused export leaves no empty LUT behind."""
+def _import_into(db: Path, source: Path, device: str | None, backend: BackendName | None
+                 ) -> tuple[Version, int]:
+    """``source`` imported into ``db`` as a new version, and its ok entries. A file that is
+    not a LUT is refused before the export is read; a file this import created is removed
+    if it fails, so a refused export leaves no empty LUT behind."""
+    fmt = ExportFormat.CSV if source.suffix == ".csv" else ExportFormat.JSON
     new = not db.exists()
     try:
         with LutStore.open(db, create=True) as store:
-            return store.import_(text, fmt, device=device, backend=backend)
+            try:
+                text = source.read_text()
+            except UnicodeDecodeError:
+                raise LutError(f"{source} is not a text file; an import is a .json or .csv "
+                               "written by netadapt db export") from None
+            v = store.import_(text, fmt, device=device, backend=backend)
+            return v, store.counts(v).get("ok", 0)
     except BaseException:
         if new:
             for leftover in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm"))):
