@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.machine_state import MachineState
 from bench.runners.base import BatchItem, DeviceLost, Failure, Result, Runner, RunnerError, Timing
-from bench.sweep_plan import Plan
+from bench.sweep_plan import Plan, batches
 from bench.sweep_seal import Builder, record_states, seal_sweep
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore
@@ -111,8 +111,8 @@ def run(store: LutStore, version: Version, keys: Sequence[str], runners: Sequenc
         probe.start()
     batch_size = batch_size or runners[0].batch_size
     work: queue.Queue[list[str] | None] = queue.Queue()
-    for i in range(0, len(keys), batch_size):
-        work.put(list(keys[i:i + batch_size]))
+    for batch in batches(keys, batch_size):
+        work.put(batch)
     done: queue.Queue[_Msg] = queue.Queue()
     stop = threading.Event()
     workers = [threading.Thread(target=_worker, args=(r, work, done, build, stop, replica_keys),

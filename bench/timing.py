@@ -35,6 +35,7 @@ from typing import Any
 
 from bench.machine_state import MachineState, worst
 from bench.runners.base import BatchItem, Failure, Runner, RunnerError, Timing
+from bench.sweep_plan import batches
 from lut_db.network import Network
 from lut_db.spec import LayerSpec
 
@@ -288,9 +289,7 @@ def remeasure(runner: Runner, keys: Sequence[str],
 
     now: dict[str, float] = {}
     failed: list[str] = []
-    size = runner.batch_size  # as the sweep measured them
-    for i in range(0, len(keys), size):
-        batch = keys[i:i + size]
+    for batch in batches(keys, runner.batch_size):  # as the sweep measured them
         results = runner.measure([BatchItem(k, build_layer(LayerSpec.parse(k))) for k in batch])
         for k, res in zip(batch, results):
             if isinstance(res, Failure):

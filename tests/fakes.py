@@ -94,6 +94,7 @@ class FakeRunner(BaseRunner):
         self.us, self.in_network = us, in_network
         self.calls = self.models = 0
         self.keys: list[str] = []
+        self.handed: list[list[str]] = []  # each call's keys
 
     def fingerprint(self) -> dict[str, Any]:
         return dict(self.fp)
@@ -106,6 +107,7 @@ class FakeRunner(BaseRunner):
         if self.die_at is not None and self.calls >= self.die_at:
             raise RunnerError(f"{self.serial} was unplugged")
         self.keys += [i.key for i in batch]
+        self.handed.append([i.key for i in batch])
         self.models += len(batch)
         return [Failure("cannot run", "log") if i.key in self.bad else self._timing(i)
                 for i in batch]

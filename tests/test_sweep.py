@@ -74,6 +74,30 @@ def test_plan_of_a_new_lut() -> None:
     assert again.missing == p.missing  # repeatably
 
 
+MV = ["fully_connected:in=1x1x448,out=1000,act=none,dt=float32",
+      "conv2d:in=1x1x448,out=1000,k=1x1,s=1x1,pad=same,act=none,dt=float32"]
+OTHER = ["conv2d:in=8x8x24,out=40,k=1x1,s=1x1,pad=same,act=relu6,dt=float32",
+         "depthwise_conv2d:in=1x1x128,k=3x3,s=1x1,pad=same,act=relu6,dt=float32",
+         "fully_connected-but-not-a-key"]
+
+
+def test_batches_keep_matrix_vector_layers_apart() -> None:
+    keys = [OTHER[0], MV[0], OTHER[1], MV[1], OTHER[2], MV[0] + "x"]
+    got = sweep_plan.batches(keys, 2)
+    assert [k for b in got for k in b if k in MV] == MV  # each kind in its order
+    assert sorted(k for b in got for k in b) == sorted(keys)  # every key once
+    assert all(len(b) <= 2 and len({sweep_plan.matrix_vector(k) for k in b}) == 1 for b in got)
+    assert got[0] == [OTHER[0], OTHER[1]] and got[1] == MV  # in the order of their first key
+    assert [sweep_plan.matrix_vector(k) for k in [*MV, *OTHER]] == [True] * 2 + [False] * 3
+
+
+def test_a_sweep_hands_matrix_vector_layers_over_apart() -> None:
+    specs = [LayerSpec.parse(k) for k in [*MV, *OTHER[:2]]]
+    runner = FakeRunner()
+    sweep_once(LutStore.memory(), specs, [runner], batch_size=4)
+    assert all(len({sweep_plan.matrix_vector(k) for k in b}) == 1 for b in runner.handed)
+
+
 def test_stop_and_resume_measures_only_what_is_missing() -> None:
     store = LutStore.memory()
     with pytest.raises(RunnerError) as e:

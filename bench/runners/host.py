@@ -133,6 +133,8 @@ class HostRunner(BaseRunner):
             "runs": self.runs,
             "min_time_ms": self.min_time_ms,
             "passes": self.passes,
+            # what a layer ran beside changes its time (bench.sweep_plan.batches)
+            "batches": f"{self.batch_size} keys, matrix-vector layers apart",
             "preempted_invokes": (f"dropped (wall - thread CPU time > max({PREEMPTED:.0%}, "
                                   f"{PREEMPTED_NS // 1000} us))"
                                   if self.filters_preemption else "kept (threads > 1)"),
