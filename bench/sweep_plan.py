@@ -110,13 +110,13 @@ def batches(keys: Sequence[str], size: int) -> list[list[str]]:
     first key, so drift still spreads over both.
 
     Why: a matrix-vector layer whose weights outgrow the L2 ran 10-30 % slower (this VM,
-    2026-12-07) in a batch of mostly other layers than in a batch of its own kind: the
-    core's caches adapt to what it ran over the last tens of ms. A shuffled batch holds
-    one or two such layers, so their entries came out inflated by a random 0-30 %, while
-    inside a network at 32 px, where they take half the time, they run at the speed of
-    their own kind's batches (op profiler: 0.87-0.98 of the mixed entries). At 224 px they
+    2026-12-07) in a batch of mostly other layers than in a batch of its own kind, as if
+    the caches adapted to what the core ran over the last tens of ms. A shuffled batch
+    holds one or two such layers, so their entries came out inflated by a random 0-16 %,
+    while inside a network at 32 px, where they take half the time, they ran at about
+    their own kind's speed (op profiler: 0.87-0.98 of the inflated entries). At 224 px they
     wait for their weights from memory in either case, which the calibration's eviction
-    models."""
+    models (benchmarks/README.md, "Matrix-vector layers timed apart")."""
     kinds: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
     for i, k in enumerate(keys):
         kinds[matrix_vector(k)].append((i, k))
