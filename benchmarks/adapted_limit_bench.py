@@ -8,8 +8,9 @@ over the session. Then:
 
 - ``keys``: how far a key's times alone spread over the session (max - min over the
   median), for layers whose weights fit in the L2 the device reports and for those that
-  do not, and for matrix-vector layers (1x1 px input: the classifier and the last 1x1
-  convs at 32 px, whose time is all weight reads) apart from the others;
+  do not, and for matrix-vector layers (``bench.sweep_plan.matrix_vector``: the
+  classifier and the last 1x1 convs at 32 px, whose time is all weight reads) apart from
+  the others;
 - ``networks``: each network's error with the stored entries (brought to now by the
   session's drift, as the calibration section does) and with the medians of its keys'
   times now (no stale entry, no drift factor), as Bland–Altman limits beside the
@@ -42,6 +43,7 @@ from analysis.features import all_tables
 from analysis.profile import fold_free_ops
 from analysis.sampling import Space
 from bench.devices import open_runners
+from bench.sweep_plan import matrix_vector
 from bench.tflite_build import build_network
 from bench.timing import remeasure, time_networks
 from benchmarks.calibration_bench import test_sets
@@ -67,7 +69,7 @@ def key_groups(times: dict[str, list[float]], l2_mb: float) -> dict[str, dict[st
     for k, xs in times.items():
         spec = LayerSpec.parse(k)
         where = "fit in the L2" if weight_mb(spec) <= l2_mb else "beyond the L2"
-        shape = "matrix-vector" if "in=1x1x" in k else "other"
+        shape = "matrix-vector" if matrix_vector(k) else "other"
         groups.setdefault(f"{shape}, {where}", []).append(spread(xs))
     return {g: {"keys": len(v), "median_spread_pct": 100 * st.median(v),
                 "p90_spread_pct": 100 * sorted(v)[int(0.9 * (len(v) - 1))]}
