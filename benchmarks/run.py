@@ -5,9 +5,10 @@ is missing are skipped with a note. Results: benchmarks/results.json (everything
 and a Markdown summary (``--out``). Each section's results carry the machine's state
 while it ran (``machine_state``: load, other processes' CPU, steal;
 ``bench.machine_state``), and a section measured on a busy machine says so in one line.
-Before each section one layer is timed for a few seconds (``quiet_probe``: the machine's
-own noise, which load and steal miss); ``--wait-quiet MINUTES`` waits for a quiet machine
-first (``benchmarks/quiet.py``).
+Before and after each section one layer is timed for a few seconds, and two layers that
+fill half and an eighth of the L3 (``quiet_probe``, ``quiet_probe_after``: the machine's
+own noise and its share of the L3, which load and steal miss); ``--wait-quiet MINUTES``
+waits for a quiet machine first (``benchmarks/quiet.py``).
 """
 
 from __future__ import annotations
@@ -103,8 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         state = probe.stop()
         out["machine_state"] = state.to_dict()
         out["quiet_probe"] = calm
+        # the probe again: a section of minutes can outlast a quiet spell (the L3 most of all)
+        out["quiet_probe_after"] = after = quiet.probe(args.probe_seconds)
         results["sections"][name] = out
-        print(f"{name}: done in {out['section_wall_s']:.0f} s; {state.describe()}", flush=True)
+        print(f"{name}: done in {out['section_wall_s']:.0f} s; {state.describe()}; after it: "
+              f"{quiet.describe(after)}", flush=True)
         if state.warning():
             print(state.warning(f"the {name} section's numbers"), flush=True)
     json_path.write_text(json.dumps(results, indent=1, default=str))

@@ -45,12 +45,13 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"Machine: {state.get('summary', '')}.", ""]
             if state.get("warning"):
                 lines += [f"**{state['warning']}**", ""]
-        calm = out.get("quiet_probe")
-        if calm:  # the machine's own noise just before (benchmarks/quiet.py)
-            lines += [f"Before it: {quiet.describe(calm)}"
-                      + ("" if calm.get("quiet") else " (not quiet)") + ".", ""]
-        scalars, tables = _flatten({k: v for k, v in out.items()
-                                    if k not in ("machine_state", "quiet_probe")})
+        for when, key in (("Before", "quiet_probe"), ("After", "quiet_probe_after")):
+            calm = out.get(key)  # the machine's own noise around it (benchmarks/quiet.py)
+            if calm:
+                lines += [f"{when} it: {quiet.describe(calm)}"
+                          + ("" if quiet.is_quiet(calm) else " (not quiet)") + ".", ""]
+        scalars, tables = _flatten({k: v for k, v in out.items() if k not in
+                                    ("machine_state", "quiet_probe", "quiet_probe_after")})
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars]
         for tname, rows in tables:

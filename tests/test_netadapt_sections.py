@@ -206,7 +206,9 @@ def test_make_bench_runs_the_sections_with_their_options(tmp_path: Path) -> None
     assert "machine_state" in got and "compare" in bench_run.SECTIONS
     # the machine's own noise, probed just before, with the section (and in its Markdown)
     assert got["quiet_probe"]["invokes"] > 0 and got["quiet_probe"]["waited_s"] == 0
-    assert "one layer's 0.2 s means spread" in (tmp_path / "results.md").read_text()
+    assert got["quiet_probe_after"]["invokes"] > 0  # and again after it
+    summary = (tmp_path / "results.md").read_text()
+    assert "Before it: load" in summary and "After it: load" in summary
 
 
 # -- the README's rows ---------------------------------------------------------------------------

@@ -45,3 +45,24 @@ def test_a_loaded_machine_is_not_quiet_however_steady():
     clock = Clock()
     got = quiet.wait_quiet(0, probes(0.01, load=1.5), clock.sleep, 30, lambda: clock.now)
     assert not got["quiet"] and got["waited_s"] == 0
+
+
+def test_the_l3_probe_layers_fill_half_and_an_eighth_of_the_l3():
+    big, small = quiet.l3_layers(32 * 1024)  # 32 MB
+    assert (big.cin, big.cout, small.cin, small.cout) == (2048, 2048, 1024, 1024)
+    assert 4 * big.cin * big.cout == 16 << 20 and 4 * small.cin * small.cout == 4 << 20
+
+
+def test_the_l3_probe_times_both_layers_on_this_machine():
+    got = quiet.l3_slowdown(512, seconds=0.05)  # a tiny "L3": 256x256 and 128x128 layers
+    assert got["l3_layers"] == [s.key for s in quiet.l3_layers(512)]
+    assert got["l3_slowdown"] > 0 and all(t > 0 for t in got["l3_us"])
+
+
+def test_neighbours_holding_the_l3_make_the_machine_not_quiet():
+    calm = {"noise": 0.01, "load_1m": 0.1}
+    assert quiet.is_quiet(calm)  # no L3 reported: judged on load and spread alone
+    assert quiet.is_quiet({**calm, "l3_slowdown": quiet.QUIET_L3 - 0.1})
+    busy = {**calm, "l3_slowdown": quiet.QUIET_L3 + 0.1}
+    assert not quiet.is_quiet(busy)
+    assert f"{busy['l3_slowdown']:.2f}x slower per byte" in quiet.describe(busy)
