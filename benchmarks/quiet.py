@@ -33,6 +33,7 @@ QUIET_LOAD = 0.3  # 1-minute load average
 QUIET_NOISE = 0.03  # spread (std / mean) of the probe's 0.2 s window means
 WINDOW_S = 0.2
 QUIET_L3 = 1.3  # per-byte time of the half-L3 layer over the eighth-L3 layer
+QUIET_SPELL = 2  # probes in a row (``every_s`` apart) that must find the machine quiet
 
 
 def window_noise(samples_ns: list[int], per_s: float, window_s: float = WINDOW_S
@@ -110,15 +111,18 @@ def describe(p: dict[str, Any]) -> str:
 def wait_quiet(limit_s: float, probe_fn: Callable[[], dict[str, Any]] = probe,
                sleep: Callable[[float], None] = time.sleep, every_s: float = 30.0,
                clock: Callable[[], float] = time.monotonic,
-               say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Probe until the machine is quiet or ``limit_s`` has passed: the last probe, with
-    how long it waited and whether it was quiet."""
-    start = clock()
+               say: Callable[[str], None] = print, spell: int = QUIET_SPELL) -> dict[str, Any]:
+    """Probe until ``spell`` probes in a row find the machine quiet, or ``limit_s`` has
+    passed: the last probe, with how long it waited and whether it was quiet. A quiet
+    spell, not a quiet instant: the L3's neighbours come and go within a minute. Not
+    waiting (``limit_s`` 0), one probe says."""
+    start, need, run = clock(), (spell if limit_s > 0 else 1), 0
     while True:
         waited = clock() - start  # before this probe
         p = probe_fn()
-        if is_quiet(p) or clock() - start >= limit_s:
-            return {**p, "quiet": is_quiet(p), "waited_s": round(waited, 1)}
+        run = run + 1 if is_quiet(p) else 0
+        if run >= need or clock() - start >= limit_s:
+            return {**p, "quiet": run >= need, "waited_s": round(waited, 1)}
         say(f"waiting for a quiet machine ({describe(p)}; limits: load {QUIET_LOAD}, "
-            f"{100 * QUIET_NOISE:.0f} %, L3 {QUIET_L3}x)")
+            f"{100 * QUIET_NOISE:.0f} %, L3 {QUIET_L3}x; {run} of {need} probes in a row)")
         sleep(every_s)

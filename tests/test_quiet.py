@@ -26,18 +26,20 @@ def probes(*noise: float, load: float = 0.1):
     return lambda: {"noise": next(it), "load_1m": load}
 
 
-def test_waits_until_the_machine_is_quiet_and_says_why_it_waited():
+def test_waits_for_a_quiet_spell_and_says_why_it_waited():
     clock, said = Clock(), []
-    got = quiet.wait_quiet(600, probes(0.10, 0.05, 0.02), clock.sleep, 30,
-                           lambda: clock.now, said.append)
-    assert got["quiet"] and got["noise"] == 0.02 and got["waited_s"] == 60
-    assert len(said) == 2 and "one layer's 0.2 s means spread 10.0 %" in said[0]
+    # quiet, noisy, then quiet twice in a row: a quiet instant is not enough
+    got = quiet.wait_quiet(600, probes(0.02, 0.10, 0.01, 0.02), clock.sleep, 30,
+                           lambda: clock.now, said.append, spell=2)
+    assert got["quiet"] and got["noise"] == 0.02 and got["waited_s"] == 90
+    assert len(said) == 3 and "one layer's 0.2 s means spread 10.0 %" in said[1]
+    assert "1 of 2 probes in a row" in said[2]
 
 
 def test_a_wait_that_runs_out_returns_the_last_probe_marked_not_quiet():
     clock = Clock()
-    got = quiet.wait_quiet(60, probes(0.10, 0.09, 0.08, 0.07), clock.sleep, 30,
-                           lambda: clock.now, lambda _: None)
+    got = quiet.wait_quiet(60, probes(0.10, 0.01, 0.08, 0.07), clock.sleep, 30,
+                           lambda: clock.now, lambda _: None, spell=2)
     assert not got["quiet"] and got["noise"] == 0.08 and got["waited_s"] == 60
 
 
@@ -45,6 +47,8 @@ def test_a_loaded_machine_is_not_quiet_however_steady():
     clock = Clock()
     got = quiet.wait_quiet(0, probes(0.01, load=1.5), clock.sleep, 30, lambda: clock.now)
     assert not got["quiet"] and got["waited_s"] == 0
+    # not waiting, one quiet probe says quiet
+    assert quiet.wait_quiet(0, probes(0.01), clock.sleep, 30, lambda: clock.now)["quiet"]
 
 
 def test_the_l3_probe_layers_fill_half_and_an_eighth_of_the_l3():
