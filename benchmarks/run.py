@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         out["machine_state"] = state.to_dict()
         out["quiet_probe"] = calm
         # the probe again: a section of minutes can outlast a quiet spell (the L3 most of all)
-        out["quiet_probe_after"] = after = quiet.probe(args.probe_seconds)
+        out["quiet_probe_after"] = after = quiet.wait_quiet(  # one probe: no waiting
+            0, lambda: quiet.probe(args.probe_seconds))
         results["sections"][name] = out
         print(f"{name}: done in {out['section_wall_s']:.0f} s; {state.describe()}; after it: "
               f"{quiet.describe(after)}", flush=True)

@@ -49,7 +49,7 @@ def markdown(results: dict[str, Any]) -> str:
             calm = out.get(key)  # the machine's own noise around it (benchmarks/quiet.py)
             if calm:
                 lines += [f"{when} it: {quiet.describe(calm)}"
-                          + ("" if quiet.is_quiet(calm) else " (not quiet)") + ".", ""]
+                          + ("" if calm.get("quiet") else " (not quiet)") + ".", ""]
         scalars, tables = _flatten({k: v for k, v in out.items() if k not in
                                     ("machine_state", "quiet_probe", "quiet_probe_after")})
         lines += ["| metric | value |", "|---|---|"]
