@@ -84,13 +84,13 @@ fashion-mnist:
 # not train, and the few that do and judge a timing).
 test: setup
 	bash scripts/ensure-chromium
-	$(BIN)/pytest -n 2 --dist loadscope -m "not alone"
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder -m "not alone"
 	$(BIN)/pytest -m alone
 
 # The edit loop: no training, no real sweep, no phone, no browser (markers in pyproject.toml);
 # nothing in it times anything, so it runs on both cores.
 test-fast: setup
-	$(BIN)/pytest -n 2 --dist loadscope -m "not train and not sweep and not phones and not browser"
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder -m "not train and not sweep and not phones and not browser"
 
 lint: setup
 	$(BIN)/ruff check .

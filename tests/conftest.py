@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +58,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                       and item.get_closest_marker(marker) is None)
     if unmarked:
         raise pytest.UsageError("tests without their marker:\n  " + "\n  ".join(unmarked))
+    items.sort(key=heavy_modules_first(items))
+
+
+HEAVY = ("train", "sweep", "phones", "browser")
+
+
+def heavy_modules_first(items: list[pytest.Item]) -> Callable[[pytest.Item], int]:
+    """Sort key: modules by their count of training, sweeping, phone and browser tests,
+    most first (a stable sort keeps each module's own order). make test hands whole
+    modules to two workers in this order (--no-loadscope-reorder), so the long ones do
+    not start last and leave one worker idle at the end."""
+    weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        weight[module] = weight.get(module, 0) + sum(
+            item.get_closest_marker(m) is not None for m in HEAVY)
+    return lambda item: -weight[item.nodeid.split("::")[0]]
 
 
 @contextmanager

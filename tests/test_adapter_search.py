@@ -151,14 +151,14 @@ def test_unreachable_budget_names_the_smallest_latency(space, digits, tmp_path) 
 
 @pytest.fixture(scope="module")
 def proposals(space, digits) -> tuple[bytes, list[dict], list[dict]]:
-    """One iteration's first three proposals as tasks, with the context they run in and
-    their results run serially (what every executor must give)."""
+    """One iteration's first two proposals (one per worker) as tasks, with the context they
+    run in and their results run serially (what every executor must give)."""
     context = make_context(AdaptConfig(**SMALL), digits)
     model = build("mobilenet_v1", space.snap(space.fam.widths(width_mult=0.5)), 32, 10, seed=0)
     widths = model.widths()
     parent = {"arch": space.arch.to_dict(), "parent_widths": widths,
               "state": dumps(model.state_dict())}
-    props = space.propose(widths, {"latency_ms": 0.97 * space.resource("latency_ms", widths)})[:3]
+    props = space.propose(widths, {"latency_ms": 0.97 * space.resource("latency_ms", widths)})[:2]
     tasks = [{**parent, "name": p.name, "widths": p.widths, "seed": 11} for p in props]
     return context, tasks, SerialExecutor(context).map(evaluate_proposal, tasks)
 
