@@ -76,6 +76,11 @@ compare: setup fashion-mnist
 fashion-mnist:
 	bash scripts/ensure-fashion-mnist
 
+# Bytecode caches on, even where the environment turns them off (PYTHONDONTWRITEBYTECODE):
+# without them every worker and every subprocess a test starts compiles the project and
+# rewrites the tests' asserts again, 6-7 s a process.
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
+
 # The report's browser test needs Debian's chromium: installed here when root (else it skips).
 # Two runs. On both cores (one worker per module, so module fixtures train once): what
 # asserts nothing about how fast this machine is: training (seeded), loopback phones (their
