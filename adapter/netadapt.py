@@ -6,6 +6,7 @@
         na.step()            # one iteration: proposals, short fine-tunes, the best one kept
     fine_tune(na.model, 2000)  # your long-term fine-tune
     na.export("out")         # out/adapted.pt (the whole model), .tflite, .json
+    # on an int8 LUT: na.export("out", calibration_images=x) also writes adapted_int8.tflite
 
 The model is traced and its slots are Torch-Pruning's groups (``adapter.arch``). Every
 proposal is priced from the LUT (``SearchSpace``: the version's calibrated estimate)
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapter import quantize
 from adapter.arch import Architecture
 from adapter.config import AdaptConfig, budget_options, fmt_resource
 from adapter.errors import AdaptError
@@ -85,7 +87,7 @@ class NetAdapt:
                                             dtype=dtype, sweep=sweep, progress=progress)
         if fine_step is None:  # else the space measures finer widths into the store
             store.close()
-        self._train, self._evaluate = train, evaluate
+        self._train, self._evaluate, self.dtype = train, evaluate, dtype
         self.short_steps, self.pick, self.seed = short_steps, pick, seed
         self.max_iterations, self.progress = max_iterations, progress
         self.log = log or (lambda _m: None)
@@ -152,20 +154,57 @@ class NetAdapt:
                  f"{scores[best]:.4g}")
         return entry
 
-    def export(self, folder: str | Path, stem: str = "adapted") -> dict[str, str]:
+    def export(self, folder: str | Path, stem: str = "adapted",
+               calibration_images: torch.Tensor | None = None) -> dict[str, str]:
         """``stem``.pt (the whole model: pruned layers no longer fit the class's state
         dict; ``netadapt adapt --model`` and ``torch.load(weights_only=False)`` read it),
         ``stem``.tflite (its weights, numerically the torch model, float32) and ``stem``.json
-        (its Network, what the LUT prices) in ``folder``; returns their paths."""
+        (its Network, what the LUT prices) in ``folder``; returns their paths.
+
+        With ``calibration_images`` (NCHW, at least 32 of your training images, normalised
+        as the model sees them), also ``stem``_int8.tflite: the full-integer file phones
+        run, activation ranges from those images, written only once it computes its
+        quantization (``adapter.quantize.check_parity`` on the same images). On an int8 LUT
+        they are required: the network was priced as int8, so a float file alone is not
+        what was adapted."""
+        if calibration_images is None and self.dtype == "int8":
+            raise AdaptError("this NetAdapt priced int8 layers: pass export(..., "
+                             "calibration_images=...) with at least "
+                             f"{quantize.MIN_CALIBRATION_IMAGES} training images (NCHW) for "
+                             "the int8 file's activation ranges")
         folder = Path(folder)
+        res = self.arch.resolution
+        q = None if calibration_images is None else _int8(self.model, calibration_images,
+                                                          res, stem)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"torch": folder / f"{stem}.pt", "tflite": folder / f"{stem}.tflite",
                  "network": folder / f"{stem}.json"}
         torch.save(self.model, paths["torch"])
-        res = self.arch.resolution
         net = write_tflite(self.model, paths["tflite"], (res, res, 3), name=stem)
         paths["network"].write_text(net.to_json(indent=1))
+        if q is not None:
+            paths["int8"] = folder / f"{stem}_int8.tflite"
+            paths["int8"].write_bytes(q.tflite)
         return {k: str(v) for k, v in paths.items()}
+
+
+def _int8(model: nn.Module, images: torch.Tensor, resolution: int,
+          stem: str) -> quantize.Int8Model:
+    """The model quantized with ``images``' ranges, checked against the integer reference
+    on them before anything is written."""
+    shape = tuple(getattr(images, "shape", ()))
+    if len(shape) != 4 or shape[1:] != (3, resolution, resolution) \
+            or shape[0] < quantize.MIN_CALIBRATION_IMAGES:
+        raise AdaptError(f"calibration_images must be at least {quantize.MIN_CALIBRATION_IMAGES}"
+                         f" images of shape (3, {resolution}, {resolution}), NCHW; got {shape}")
+    was_training = model.training
+    model.eval()  # batch norm folded with its running statistics, none of them moved
+    try:
+        q = quantize.quantize(model, images, (resolution, resolution, 3), stem)
+    finally:
+        model.train(was_training)
+    quantize.check_parity(quantize.parity(q, images), f"{stem}_int8.tflite")
+    return q
 
 
 def _schedule(cfg: AdaptConfig, initial: dict[str, float]) -> Schedule:

@@ -338,3 +338,39 @@ def test_layers_with_no_int8_key_in_the_lut_are_named(int8_lut: Path, tmp_path: 
     assert r.exit_code == 1
     out = flat(r.output)
     assert "has no entry for" in out and ",dt=int8" in out and "--missing measure" in out
+
+
+@pytest.mark.train
+def test_own_training_loop_on_an_int8_lut_exports_the_int8_file(int8_lut: Path, trained,
+                                                                 digits, tmp_path: Path) -> None:
+    """NetAdapt (the caller's own training loop) on an int8 LUT: export asks for calibration
+    images, then writes the full-integer file beside the float one, checked against its
+    integer reference."""
+    from adapter import NetAdapt
+
+    x, y = digits.tensors("test")
+    def tune(model: nn.Module, steps: int) -> None:
+        train(model, data.train_loader(digits, None, 32, steps, seed=0), lr=0.01)
+
+    def score(model: nn.Module) -> float:
+        with torch.no_grad():
+            return float((model.eval()(x[:64]).argmax(1) == y[:64]).float().mean())
+
+    with torch_threads(1):
+        na = NetAdapt(trained, x[:1], lut=int8_lut, budget=0.9, reduction=0.1, short_steps=1, grid=64,
+                      sweep=False, missing="interpolate",
+                      train=tune, evaluate=score)
+        na.step()
+        with pytest.raises(AdaptError, match="priced int8 layers: pass export"):
+            na.export(tmp_path / "out")
+        with pytest.raises(AdaptError, match=r"at least 32 images of shape \(3, 32, 32\)"):
+            na.export(tmp_path / "out", calibration_images=x[:8])
+        assert not (tmp_path / "out").exists()  # refused before anything is written
+        files = na.export(tmp_path / "out", calibration_images=
+                          quantize.calibration_images(digits, 2, 32))
+    assert set(files) == {"torch", "tflite", "network", "int8"}
+    got, _ = quantize.run_file(Path(files["int8"]).read_bytes(), x[:64])
+    with torch.no_grad():
+        want = na.model.eval()(x[:64]).argmax(1).numpy()
+    assert np.mean(got.argmax(1) == want) >= 0.9  # the file is the adapted network, at int8
+    assert Path(files["tflite"]).is_file()
