@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import quiet
 from bench.devices import Backend, ConfigError, DeviceConfig, host_runner_settings, load_config
 from bench.discovery import AttachedDevice, all_configs, attached_text, scan, servers_of, wants
+from bench.machine_state import OTHER_CORES_BUSY, HostProbe, MachineState
 from bench.runners.adb_phone import Phone
 from bench.runners.adb_transport import Server, local_server, say_on_stderr
 from bench.runners.base import BatchItem, Failure, RunnerError, runner_class
@@ -42,6 +44,7 @@ from lut_db.spec import LayerSpec
 ONE_LAYER = LayerSpec("conv2d", 16, 16, 8, 16, kernel=(3, 3))
 LAYER_TEXT = "a 3x3 conv, 16x16x8 -> 16 channels"
 RUN_TIMEOUT_S = 60.0  # a tool that hangs on one small layer is broken
+QUIET_PROBE_S = 2.0  # one layer timed back to back: ten 0.2 s windows for its spread
 OUTPUT_TAIL = 300  # characters of a failed tool's output shown
 
 
@@ -175,7 +178,8 @@ def _scan(servers: list[Server], configs: list[DeviceConfig], say: Callable[[str
 
 # -- this machine --------------------------------------------------------------------------
 def host_report(config: DeviceConfig, backend: str | None, run: bool) -> DeviceReport:
-    """Linux, CPU affinity, LiteRT, the clock, and one layer timed by the host runner."""
+    """Linux, CPU affinity, LiteRT, the clock, one layer timed by the host runner, and
+    whether the machine is quiet enough to measure."""
     from bench.runners.host import affinity_check, default_cpus, litert_check
 
     report = DeviceReport("host", f"this machine ({platform.machine()})", config.name)
@@ -198,7 +202,49 @@ def host_report(config: DeviceConfig, backend: str | None, run: bool) -> DeviceR
         add(_host_clock(cpus))
     if run and report.ready:
         add(_run_layer(f"LiteRT ({b.name})", lambda: _host_runner(config, b.name)))
+        add(host_quiet())
     return report
+
+
+def host_quiet(seconds: float = QUIET_PROBE_S) -> Check:
+    """Is this machine quiet enough to measure: the load, other processes' CPU and steal
+    over ``bench.quiet``'s probe, one layer's spread over it, and (where sysfs gives an
+    L3) how much of the shared L3 is ours. A warning, not a failure: it can sweep, but
+    what it measures now comes out slower and wanders."""
+    state = HostProbe()
+    state.start()
+    p = quiet.probe(seconds)
+    return quiet_check(p, state.stop())
+
+
+def quiet_check(p: dict[str, Any], s: MachineState) -> Check:
+    """The "quiet" check from a ``bench.quiet`` probe and the machine's state over it."""
+    return Check("quiet", quiet.is_quiet(p) and not s.busy, _quiet_text(p, s),
+                 "other work, or the VM's neighbours, share its cores and caches: latencies "
+                 "measured now come out slower and wander (`netadapt lut` and `measure` "
+                 "store this state with their numbers); measure when it is quiet",
+                 required=False)
+
+
+def _quiet_text(p: dict[str, Any], s: MachineState) -> str:
+    """What the probe found, each number with the limit it is judged by."""
+    load = max(x for x in (p.get("load_1m"), s.load_1m, 0.0) if x is not None)
+    parts = [f"load {load:.2f} (quiet: under {quiet.QUIET_LOAD})"]
+    if s.other_cpu_cores is not None:
+        parts.append(f"other processes {s.other_cpu_cores:.2f} cores (under "
+                     f"{OTHER_CORES_BUSY}), steal {100 * (s.steal_share or 0):.1f} %")
+    if p.get("noise") is not None:
+        parts.append(f"one layer's {quiet.WINDOW_S} s means spread {100 * p['noise']:.1f} % "
+                     f"(under {100 * quiet.QUIET_NOISE:.0f} %)")
+    if "l3_slowdown" in p:
+        big, small = (LayerSpec.parse(k) for k in p["l3_layers"])
+        parts.append(f"the shared L3: a {_mb(big)} MB layer {p['l3_slowdown']:.2f}x slower "
+                     f"per byte than a {_mb(small)} MB one (under {quiet.QUIET_L3})")
+    return "; ".join(parts)
+
+
+def _mb(fc: LayerSpec) -> str:
+    return f"{fc.cin * fc.cout * 4 / 2**20:.0f}"
 
 
 def _host_runner(config: DeviceConfig, backend: str) -> Any:

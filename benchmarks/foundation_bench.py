@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import sweep_plan, sweep_run, zoo
+from bench import quiet, sweep_plan, sweep_run, zoo
 from bench.devices import load_config, make_runner
 from bench.tflite_build import build_layer, build_network
-from benchmarks import quiet
 from lut_db.estimate import SlotEstimator, estimate
 from lut_db.spec import LayerSpec
 from lut_db.store import LutStore

@@ -8,7 +8,7 @@ while it ran (``machine_state``: load, other processes' CPU, steal;
 Before and after each section one layer is timed for a few seconds, and two layers that
 fill half and an eighth of the L3 (``quiet_probe``, ``quiet_probe_after``: the machine's
 own noise and its share of the L3, which load and steal miss); ``--wait-quiet MINUTES``
-waits for a quiet machine first (``benchmarks/quiet.py``).
+waits for a quiet machine first (``bench/quiet.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import quiet
 from bench.machine_state import HostProbe
-from benchmarks import quiet
 from benchmarks.summary import markdown
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]] = {}
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                     "files section (default: NETADAPT_TF_PYTHON; without one it is skipped)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
                     help="before each section, wait up to this long for a quiet machine "
-                    "(load and one layer's noise under their limits: benchmarks/quiet.py)")
+                    "(load and one layer's noise under their limits: bench/quiet.py)")
     ap.add_argument("--probe-seconds", type=float, default=6.0,
                     help="how long each quiet probe times its layer")
     ap.add_argument("--runs", type=Path, default=Path("runs"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import quiet
+from bench import quiet
 
 
 def _fmt(v: Any) -> str:
@@ -46,7 +46,7 @@ def markdown(results: dict[str, Any]) -> str:
             if state.get("warning"):
                 lines += [f"**{state['warning']}**", ""]
         for when, key in (("Before", "quiet_probe"), ("After", "quiet_probe_after")):
-            calm = out.get(key)  # the machine's own noise around it (benchmarks/quiet.py)
+            calm = out.get(key)  # the machine's own noise around it (bench/quiet.py)
             if calm:
                 lines += [f"{when} it: {quiet.describe(calm)}"
                           + ("" if calm.get("quiet") else " (not quiet)") + ".", ""]

@@ -27,14 +27,16 @@ def doctor_cmd(
                                                  "the config's own); the others' problems are "
                                                  "warnings."),
     run: bool = typer.Option(True, "--run/--no-run", help="Run a one-layer model with each "
-                             "backend's tool."),
+                             "backend's tool (on this machine, also probe whether it is "
+                             "quiet enough to measure)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (stdout is "
                                  "JSON only)."),
 ) -> None:
     """Check that DEVICE can sweep: adb and the phone's state, ABI and Android, the matched
     config and its backends, the benchmark tool running one layer, governor, temperature,
-    battery, the SNPE SDK; on this machine Linux, CPU affinity and LiteRT. Each problem
-    comes with its fix. Exit code 0: ready; 3: a check failed; 1: an unknown device or
+    battery, the SNPE SDK; on this machine Linux, CPU affinity, LiteRT, and whether it is
+    quiet enough to measure (load, other processes, steal, its share of the L3). Each
+    problem comes with its fix. Exit code 0: ready; 3: a check failed; 1: an unknown device or
     backend."""
     from bench.doctor import doctor
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench import quiet
 from bench.devices import make_runners
+from bench.doctor import quiet_check
+from bench.machine_state import MachineState
 from bench.runners.adb_phone import safe_serial
 from bench.runners.base import RunnerError
 from bench.runners.checks import battery_check, governor_check, parse_battery
@@ -83,8 +86,31 @@ def test_host_is_ready(configs: Path):
     for name in ("Linux", "CPU affinity", "LiteRT", "one-layer run"):
         assert items[name]["status"] == "ok", items[name]
     assert "ms for a 3x3 conv" in items["one-layer run"]["detail"]
+    # whether it is quiet enough to measure: a warning at worst, its numbers with limits
+    assert items["quiet"]["status"] in ("ok", "warn") and not items["quiet"]["required"]
+    assert "(quiet: under 0.3)" in items["quiet"]["detail"]
     table = cli.invoke(app, ["doctor", "--device", "host", "--no-run"], terminal_width=200)
     assert table.exit_code == 0 and "host: ready to sweep" in table.output
+
+
+def test_quiet_check_names_what_is_busy_with_its_limit():
+    """The "quiet" check on scripted probes: each number against its limit, a warning
+    (the machine can still sweep) whose fix says why its latencies would wander."""
+    calm = {"load_1m": 0.1, "noise": 0.01, "l3_slowdown": 1.05,
+            "l3_layers": [s.key for s in quiet.l3_layers(32 * 1024)]}
+    state = MachineState("host", 2.0, 2, 0.1, 2.0, other_cpu_cores=0.0, steal_share=0.0)
+    ok = quiet_check(calm, state)
+    assert ok.status == "ok" and ok.detail == (
+        "load 0.10 (quiet: under 0.3); other processes 0.00 cores (under 0.25), steal 0.0 %; "
+        "one layer's 0.2 s means spread 1.0 % (under 3 %); the shared L3: a 16 MB layer "
+        "1.05x slower per byte than a 4 MB one (under 1.3)")
+    for busy in ({**calm, "l3_slowdown": 1.8}, {**calm, "noise": 0.08}):
+        check = quiet_check(busy, state)
+        assert check.status == "warn" and "wander" in check.fix
+    neighbours = MachineState("host", 2.0, 2, 0.1, 2.0, other_cpu_cores=0.9, steal_share=0.0)
+    assert quiet_check(calm, neighbours).status == "warn"
+    no_l3 = {k: v for k, v in calm.items() if not k.startswith("l3")}  # sysfs tells no L3
+    assert quiet_check(no_l3, state).ok and "L3" not in quiet_check(no_l3, state).detail
 
 
 def test_host_that_cannot_pin_says_how_to_fix_it(configs: Path):

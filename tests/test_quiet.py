@@ -1,10 +1,10 @@
-"""benchmarks.quiet: waiting for a quiet machine, on scripted probes and a fake clock."""
+"""bench.quiet: waiting for a quiet machine, on scripted probes and a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks import quiet
+from bench import quiet
 
 
 def test_window_noise_is_the_spread_of_window_means():

@@ -14,6 +14,9 @@ fill half of it (MobileNetV1 x1.0 at 32 px, 16 MB of a 32 MB L3) ran 515 us one 
 two fully connected layers back to back, one whose weights fill half the L3 and one an
 eighth (``l3_slowdown``): per weight byte, the larger runs as fast as the smaller while
 half the L3 is ours, and slower as neighbours take it.
+
+``netadapt doctor`` runs the same probe for a few seconds on this machine (its "quiet"
+check), so a user can ask before a sweep what ``make bench`` asks before a section.
 """
 
 from __future__ import annotations
