@@ -349,6 +349,7 @@ def test_own_training_loop_on_an_int8_lut_exports_the_int8_file(int8_lut: Path, 
     from adapter import NetAdapt
 
     x, y = digits.tensors("test")
+
     def tune(model: nn.Module, steps: int) -> None:
         train(model, data.train_loader(digits, None, 32, steps, seed=0), lr=0.01)
 
@@ -357,17 +358,16 @@ def test_own_training_loop_on_an_int8_lut_exports_the_int8_file(int8_lut: Path, 
             return float((model.eval()(x[:64]).argmax(1) == y[:64]).float().mean())
 
     with torch_threads(1):
-        na = NetAdapt(trained, x[:1], lut=int8_lut, budget=0.9, reduction=0.1, short_steps=1, grid=64,
-                      sweep=False, missing="interpolate",
-                      train=tune, evaluate=score)
+        na = NetAdapt(trained, x[:1], lut=int8_lut, budget=0.9, reduction=0.1, short_steps=1,
+                      grid=64, sweep=False, missing="interpolate", train=tune, evaluate=score)
         na.step()
         with pytest.raises(AdaptError, match="priced int8 layers: pass export"):
             na.export(tmp_path / "out")
         with pytest.raises(AdaptError, match=r"at least 32 images of shape \(3, 32, 32\)"):
             na.export(tmp_path / "out", calibration_images=x[:8])
         assert not (tmp_path / "out").exists()  # refused before anything is written
-        files = na.export(tmp_path / "out", calibration_images=
-                          quantize.calibration_images(digits, 2, 32))
+        images = quantize.calibration_images(digits, 2, 32)
+        files = na.export(tmp_path / "out", calibration_images=images)
     assert set(files) == {"torch", "tflite", "network", "int8"}
     got, _ = quantize.run_file(Path(files["int8"]).read_bytes(), x[:64])
     with torch.no_grad():
