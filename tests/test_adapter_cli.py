@@ -106,20 +106,25 @@ def test_adapt_end_to_end(lut: Path, tmp_path: Path) -> None:
 @pytest.mark.train
 def test_a_measured_budget_on_the_real_host(lut: Path, tmp_path: Path) -> None:
     """--measured-budget against this machine: the initial network and every network that
-    meets the estimate's budget are measured whole; the result says what was measured."""
+    meets the estimate's budget are measured whole; the result says what was measured.
+    The budget logic itself is checked on fixed latencies (test_adapter_search); here the
+    wiring, on real timings: 0.99 of the initial network, so that the smallest network
+    (0.72 of it, estimated) meets it even when this VM's passes scatter by 25 % and more
+    (0.75 failed once so: the device's measured / estimated ratio moved 20 % between two
+    networks measured a second apart)."""
     # untrained: which networks meet the budget follows their latencies alone
-    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--runs-dir", tmp_path / "runs", "--name",
-               "m", "--measured-budget", "--measure-rounds", "1", "--pretrain-epochs", "0",
-               "--long-epochs", "0")
+    r = invoke("adapt", "--lut", lut, *FAST_RUN, "--budget", "0.99", "--runs-dir",
+               tmp_path / "runs", "--name", "m", "--measured-budget", "--measure-rounds", "1",
+               "--pretrain-epochs", "0", "--long-epochs", "0")
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "runs" / "m" / "result.json").read_text())
     mb = result["measured_budget"]
     assert mb["device"] == "fast" and mb["initial_ms"] > 0
-    assert mb["target_ms"] == pytest.approx(0.75 * mb["initial_ms"])
+    assert mb["target_ms"] == pytest.approx(0.99 * mb["initial_ms"])
     assert mb["checks"] and mb["checks"][-1]["measured_ms"] <= mb["checks"][-1]["target_ms"]
     assert all(c["measured_ms"] > c["target_ms"] for c in mb["checks"][:-1])
     # a relative budget is checked against the initial network measured alongside
-    assert all(c["target_ms"] == pytest.approx(0.75 * c["initial_ms"]) for c in mb["checks"])
+    assert all(c["target_ms"] == pytest.approx(0.99 * c["initial_ms"]) for c in mb["checks"])
     assert "measured budget" in flat(r.output)
 
 
