@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.cpu_caches import cache_field, read_host
 from bench.machine_state import parse_loadavg, read_text
+from lut_db.calibration import weight_mb
 from lut_db.spec import LayerSpec
 
 PROBE_LAYER = LayerSpec("conv2d", 7, 7, 960, 576, act="relu6")  # ~0.4 ms, 2 MB of weights
@@ -77,7 +78,7 @@ def l3_slowdown(l3_kb: int, seconds: float = 1.0) -> dict[str, Any]:
     """Per weight byte, the half-L3 layer's median time over the eighth-L3 layer's."""
     big, small = l3_layers(l3_kb)
     t_big, t_small = (statistics.median(_timed(s, seconds)) for s in (big, small))
-    per_byte = [t / (s.cin * s.cout) for t, s in ((t_big, big), (t_small, small))]
+    per_byte = [t / weight_mb(s) for t, s in ((t_big, big), (t_small, small))]
     return {"l3_slowdown": round(per_byte[0] / per_byte[1], 3),
             "l3_layers": [big.key, small.key],
             "l3_us": [round(t_big / 1e3, 1), round(t_small / 1e3, 1)]}
