@@ -37,7 +37,6 @@ from bench.runners.local_files import read_local
 from bench.runners.phone_thermal import max_temp
 from bench.runners.tflite_settings import TfliteSettings, remote_binary, tool_check
 from bench.tflite_build import build_layer
-from lut_db.calibration import weight_mb
 from lut_db.errors import UserError
 from lut_db.spec import LayerSpec
 
@@ -228,21 +227,11 @@ def quiet_check(p: dict[str, Any], s: MachineState) -> Check:
 
 
 def _quiet_text(p: dict[str, Any], s: MachineState) -> str:
-    """What the probe found, each number with the limit it is judged by (the load: the
-    probe's reading, which ``quiet.is_quiet`` judges)."""
-    parts = [f"load {p.get('load_1m') or 0.0:.2f} (quiet: under {quiet.QUIET_LOAD})"]
-    if s.other_cpu_cores is not None:
-        parts.append(f"other processes {s.other_cpu_cores:.2f} cores (under "
-                     f"{OTHER_CORES_BUSY}), steal {100 * (s.steal_share or 0):.1f} %")
-    if p.get("noise") is not None:
-        parts.append(f"one layer's {quiet.WINDOW_S} s means spread {100 * p['noise']:.1f} % "
-                     f"(under {100 * quiet.QUIET_NOISE:.0f} %)")
-    if "l3_slowdown" in p:
-        big, small = (LayerSpec.parse(k) for k in p["l3_layers"])
-        parts.append(f"the shared L3: a {weight_mb(big):.0f} MB layer {p['l3_slowdown']:.2f}x "
-                     f"slower per byte than a {weight_mb(small):.0f} MB one (under "
-                     f"{quiet.QUIET_L3})")
-    return "; ".join(parts)
+    """The probe's numbers with their limits, then what other processes take."""
+    if s.other_cpu_cores is None:
+        return quiet.describe(p, limits=True)
+    return (f"{quiet.describe(p, limits=True)}; other processes {s.other_cpu_cores:.2f} cores "
+            f"(under {OTHER_CORES_BUSY}), steal {100 * (s.steal_share or 0):.1f} %")
 
 
 def _host_runner(config: DeviceConfig, backend: str) -> Any:

@@ -105,11 +105,21 @@ def is_quiet(p: dict[str, Any]) -> bool:
             and p.get("l3_slowdown", 0.0) < QUIET_L3)
 
 
-def describe(p: dict[str, Any]) -> str:
+def describe(p: dict[str, Any], limits: bool = False) -> str:
+    """The probe's numbers in words; with ``limits``, each next to the limit ``is_quiet``
+    judges it by (the doctor's check and ``wait_quiet`` say them that way)."""
+    def under(limit: object, word: str = "") -> str:
+        return f" ({word}under {limit})" if limits else ""
+
     noise = f"{100 * p['noise']:.1f} %" if p.get("noise") is not None else "unknown"
-    l3 = (f", a half-L3 layer {p['l3_slowdown']:.2f}x slower per byte than an eighth-L3 one"
-          if "l3_slowdown" in p else "")
-    return f"load {p.get('load_1m')}, one layer's 0.2 s means spread {noise}{l3}"
+    parts = [f"load {p.get('load_1m') or 0.0:.2f}{under(QUIET_LOAD, 'quiet: ')}",
+             f"one layer's {WINDOW_S} s means spread {noise}{under(f'{100 * QUIET_NOISE:.0f} %')}"]
+    if "l3_slowdown" in p:
+        big, small = ([f"{weight_mb(LayerSpec.parse(k)):.0f} MB" for k in p.get("l3_layers", [])]
+                      or ["half-L3", "eighth-L3"])
+        parts.append(f"the shared L3: a {big} layer {p['l3_slowdown']:.2f}x slower per byte "
+                     f"than a {small} one{under(QUIET_L3)}")
+    return "; ".join(parts)
 
 
 def wait_quiet(limit_s: float, probe_fn: Callable[[], dict[str, Any]] = probe,
@@ -127,6 +137,6 @@ def wait_quiet(limit_s: float, probe_fn: Callable[[], dict[str, Any]] = probe,
         run = run + 1 if is_quiet(p) else 0
         if run >= need or clock() - start >= limit_s:
             return {**p, "quiet": run >= need, "waited_s": round(waited, 1)}
-        say(f"waiting for a quiet machine ({describe(p)}; limits: load {QUIET_LOAD}, "
-            f"{100 * QUIET_NOISE:.0f} %, L3 {QUIET_L3}x; {run} of {need} probes in a row)")
+        say(f"waiting for a quiet machine ({describe(p, limits=True)}; {run} of {need} probes "
+            "in a row)")
         sleep(every_s)

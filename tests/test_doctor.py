@@ -101,9 +101,9 @@ def test_quiet_check_names_what_is_busy_with_its_limit():
     state = MachineState("host", 2.0, 2, 0.1, 2.0, other_cpu_cores=0.0, steal_share=0.0)
     ok = quiet_check(calm, state)
     assert ok.status == "ok" and ok.detail == (
-        "load 0.10 (quiet: under 0.3); other processes 0.00 cores (under 0.25), steal 0.0 %; "
-        "one layer's 0.2 s means spread 1.0 % (under 3 %); the shared L3: a 16 MB layer "
-        "1.05x slower per byte than a 4 MB one (under 1.3)")
+        "load 0.10 (quiet: under 0.3); one layer's 0.2 s means spread 1.0 % (under 3 %); "
+        "the shared L3: a 16 MB layer 1.05x slower per byte than a 4 MB one (under 1.3); "
+        "other processes 0.00 cores (under 0.25), steal 0.0 %")
     for busy in ({**calm, "l3_slowdown": 1.8}, {**calm, "noise": 0.08}):
         check = quiet_check(busy, state)
         assert check.status == "warn" and "wander" in check.fix

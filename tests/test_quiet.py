@@ -32,7 +32,7 @@ def test_waits_for_a_quiet_spell_and_says_why_it_waited():
     got = quiet.wait_quiet(600, probes(0.02, 0.10, 0.01, 0.02), clock.sleep, 30,
                            lambda: clock.now, said.append, spell=2)
     assert got["quiet"] and got["noise"] == 0.02 and got["waited_s"] == 90
-    assert len(said) == 3 and "one layer's 0.2 s means spread 10.0 %" in said[1]
+    assert len(said) == 3 and "one layer's 0.2 s means spread 10.0 % (under 3 %)" in said[1]
     assert "1 of 2 probes in a row" in said[2]
 
 
