@@ -38,7 +38,7 @@ from adapter.pick import best as pick_best
 from adapter.pipeline import search_space
 from adapter.schedule import Schedule
 from adapter.search_space import default_dtype
-from adapter.train import derive_seed, seed_all
+from adapter.train import derive_seed, in_eval, seed_all
 from lut_db.progress import Steps, silent
 from lut_db.store import open_lut
 
@@ -197,12 +197,8 @@ def _int8(model: nn.Module, images: torch.Tensor, resolution: int,
             or shape[0] < quantize.MIN_CALIBRATION_IMAGES:
         raise AdaptError(f"calibration_images must be at least {quantize.MIN_CALIBRATION_IMAGES}"
                          f" images of shape (3, {resolution}, {resolution}), NCHW; got {shape}")
-    was_training = model.training
-    model.eval()  # batch norm folded with its running statistics, none of them moved
-    try:
+    with in_eval(model):  # batch norm folded with its running statistics, none of them moved
         q = quantize.quantize(model, images, (resolution, resolution, 3), stem)
-    finally:
-        model.train(was_training)
     quantize.check_parity(quantize.parity(q, images), f"{stem}_int8.tflite")
     return q
 
@@ -224,10 +220,5 @@ def _resolution(example: torch.Tensor) -> int:
 
 def _classes(model: nn.Module, example: torch.Tensor) -> int:
     """The model's output width: what the traced network must end in."""
-    was_training = model.training
-    model.eval()  # no BatchNorm statistics move
-    try:
-        with torch.no_grad():
-            return int(model(example[:1]).shape[-1])
-    finally:
-        model.train(was_training)
+    with in_eval(model), torch.no_grad():
+        return int(model(example[:1]).shape[-1])

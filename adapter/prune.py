@@ -19,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from adapter.errors import AdaptError
+from adapter.train import in_eval
 
 Producers = Mapping[str, list[str]]  # slot -> modules whose output channels it is
 
@@ -85,12 +86,8 @@ def prune_to(model: nn.Module, producers: Producers, widths: Mapping[str, int],
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    was_training = model.training
-    model.eval()  # the graph is built with a forward pass: keep BN statistics untouched
-    try:
+    with in_eval(model):  # the graph is built with a forward pass: keep BN statistics untouched
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    finally:
-        model.train(was_training)
 
 
 def _remove(graph: tp.DependencyGraph, layer: nn.Module, idxs: list[int]) -> None:

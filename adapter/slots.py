@@ -21,6 +21,7 @@ from torch import nn
 
 from adapter.errors import AdaptError
 from adapter.trace import trace_modules
+from adapter.train import in_eval
 from bench import zoo
 from lut_db.network import INPUT, Network
 from lut_db.spec import LayerSpec
@@ -48,13 +49,9 @@ class SlotLayer:
 def derive(model: nn.Module, input_shape: tuple[int, int, int],
            names: Mapping[str, str] | None = None) -> tuple[dict[str, list[str]], list[SlotLayer]]:
     """(slot -> producing modules, the traced layers with slots for channel counts)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with in_eval(model):
         net, folded = trace_modules(model, input_shape)
         groups = _pruning_groups(model, net, folded, input_shape)
-    finally:
-        model.train(was_training)
     node_of = {m: node for node, mods in folded.items() for m in mods}
     producers: dict[str, list[str]] = {}
     slot_of: dict[str, str] = {}  # producing module -> slot

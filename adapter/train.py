@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -79,6 +80,18 @@ def lr_schedule(opt: torch.optim.Optimizer, steps: int, schedule: str) -> Lambda
     if schedule == "constant":
         return LambdaLR(opt, lambda step: 1.0)
     return LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+
+@contextmanager
+def in_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode for a forward pass that must not move batch norm's running
+    statistics (tracing, quantizing, reading its output width); its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()

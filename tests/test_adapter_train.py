@@ -1,4 +1,5 @@
-"""adapter.train's learning-rate schedule: torch's scheduler, the same numbers as before."""
+"""adapter.train: the learning-rate schedule (torch's scheduler, the same numbers as before),
+and the eval-mode block that tracing and quantizing run in."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from adapter.train import lr_schedule
+from adapter.train import in_eval, lr_schedule
 
 
 def old_lr(base: float, step: int, steps: int, schedule: str) -> float:
@@ -42,3 +43,19 @@ def test_seeding_turns_on_deterministic_algorithms_without_inductor() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_a_forward_pass_in_eval_moves_no_statistics_and_restores_the_mode() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    before = model[1].running_mean.clone()
+    with in_eval(model):
+        assert not model.training and not model[1].training
+        model(torch.randn(2, 3, 4, 4) + 5)
+    assert model.training and torch.equal(model[1].running_mean, before)
+    with pytest.raises(RuntimeError), in_eval(model):
+        model(torch.randn(2, 5, 4, 4))  # wrong channels: the mode comes back all the same
+    assert model.training
+    model.eval()
+    with in_eval(model):
+        pass
+    assert not model.training  # a model in eval stays in eval
